@@ -1,0 +1,232 @@
+"""Before a GPTQ run: will the result pack, split and load, and what will the run cost?
+
+Everything here works on the calculator's ModelSpec (no torch), so `sizer quantize --method gptq`
+refuses an impossible request in milliseconds, before loading a single weight.
+
+Checks, per decoder Linear (weight [N out, K in]):
+- packing: qweight packs K and qzeros packs N into int32 words, 32 / gcd(bits, 32) values per unit
+  (8 at 4-bit, 16 at 2-bit, 32 at 3-bit, 4 at 8-bit); K must also be a multiple of the group size.
+- tensor parallelism (vLLM's split): column-parallel layers (q/k/v, gate/up) split N, row-parallel
+  layers (o_proj, down_proj) split K; each shard must still pack, and a row-parallel shard must hold
+  whole groups (vLLM: "input size per partition must be divisible by group size").
+- act-order with tensor parallelism: g_idx is permuted over all of K, so a row-parallel shard needs
+  groups from everywhere; vLLM has produced wrong outputs with it in the past
+  (../shared/reference/quantization.md). Static groups keep g_idx = k // g and avoid it.
+- which vLLM kernels accept the result. Source: vLLM model_executor/layers/quantization
+  (gptq_marlin.py, utils/marlin_utils.py): Marlin takes 4- or 8-bit symmetric weights, group sizes
+  -1/32/64/128, shards with N a multiple of 64 and K a multiple of 128, on compute capability >= 8.0;
+  otherwise vLLM's `gptq` method (exllama/GEMM kernels, 2/3/4/8 bits, any zero points) runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import gcd
+
+from sizer.quant import DECODER_LINEAR_COMPONENTS, LINEAR
+from sizer.spec import ModelSpec, TensorSpec
+
+GPTQ_BITS = (2, 3, 4, 8)
+GROUP_SIZES = (-1, 32, 64, 128)
+# Linears whose input (K) tensor parallelism splits; the rest split their output (N).
+ROW_PARALLEL_NAMES = frozenset({"o_proj", "down_proj", "out_proj", "fc2", "dense_4h_to_h", "c_proj", "dense",
+                                "wo", "w2"})
+MARLIN_BITS = (4, 8)
+MARLIN_MIN_N = 64       # vLLM GPTQ_MARLIN_MIN_THREAD_N
+MARLIN_MIN_K = 128      # vLLM GPTQ_MARLIN_MIN_THREAD_K
+MARLIN_MIN_CAPABILITY = "8.0"
+
+FP32_BYTES = 4
+# Time model of one run (CPU or GPU), in units of the machine's measured float32 matmul rate:
+SOLVER_FLOPS_PER_WEIGHT_PER_K = 2.0    # lazy block updates: ~2 N K^2 per Linear
+CHOLESKY_FLOPS_PER_K3 = 1.5            # Cholesky (1/3) + inverse (~2/3) + Cholesky of the inverse (1/3) + damping
+FORWARDS_PER_LAYER = 3                 # fp path (held out), quantized path, and on average ~1 partial pass per group
+SECONDS_PER_COLUMN = 25e-6             # the solver's per-column Python/kernel-launch overhead (measured, 2-core Xeon)
+
+
+def pack_unit(bits: int) -> int:
+    """Values per repeating unit of the int32 bit stream (32 / gcd(bits, 32))."""
+    return 32 // gcd(bits, 32)
+
+
+@dataclass(frozen=True)
+class LinearShape:
+    name: str               # generic name, e.g. "self_attn.q_proj"
+    in_features: int
+    out_features: int
+    row_parallel: bool
+    count: int              # how many decoder layers hold it
+
+
+@dataclass(frozen=True)
+class Preflight:
+    linears: tuple[LinearShape, ...]
+    problems: tuple[str, ...]          # any one makes the run impossible
+    warnings: tuple[str, ...]
+    vllm_kernels: tuple[str, ...]      # what vLLM would run, best first; empty if it would refuse
+    vllm_notes: tuple[str, ...]        # why faster kernels are out
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """What a GPTQ run will take, from the calculator's shapes (bytes are integers)."""
+    peak_bytes: int
+    parts: dict = field(default_factory=dict)    # name -> bytes at the peak
+    seconds: float = 0.0
+    flops: float = 0.0
+    matmul_gflops: float = 0.0                   # the measured rate the time is based on
+
+
+def _short_name(t: TensorSpec) -> str:
+    parts = t.name.split(".")
+    if parts[0] == "layers":
+        parts = parts[1:]
+    return ".".join(parts[:-1]) if parts[-1] == "weight" else ".".join(parts)
+
+
+def decoder_linears(spec: ModelSpec) -> list[LinearShape]:
+    out = []
+    for t in spec.tensors:
+        if t.kind != LINEAR or t.layers is None or t.component not in DECODER_LINEAR_COMPONENTS:
+            continue
+        name = _short_name(t)
+        out.append(LinearShape(name, t.in_features, t.out_features,
+                               name.rsplit(".", 1)[-1] in ROW_PARALLEL_NAMES, len(t.layers)))
+    return out
+
+
+def _pack_problems(lin: LinearShape, k: int, n: int, bits: int, group_size: int, where: str) -> list[str]:
+    unit = pack_unit(bits)
+    problems = []
+    if k % unit:
+        problems.append(f"{lin.name}: in_features {k}{where} is not a multiple of {unit} ({bits}-bit packs {unit} "
+                        f"values per unit)")
+    if n % unit:
+        problems.append(f"{lin.name}: out_features {n}{where} is not a multiple of {unit} (qzeros pack {unit} "
+                        f"values per unit)")
+    if group_size != -1 and k % group_size:
+        problems.append(f"{lin.name}: in_features {k}{where} is not a multiple of group size {group_size}")
+    return problems
+
+
+def _shard(lin: LinearShape, tp: int) -> tuple[int, int] | None:
+    """(K, N) of one tensor-parallel shard, or None if the split is not even."""
+    if lin.row_parallel:
+        return (lin.in_features // tp, lin.out_features) if lin.in_features % tp == 0 else None
+    return (lin.in_features, lin.out_features // tp) if lin.out_features % tp == 0 else None
+
+
+def _marlin_refusals(linears: list[LinearShape], bits: int, group_size: int, sym: bool, tp: int) -> list[str]:
+    why = []
+    if bits not in MARLIN_BITS:
+        why.append(f"Marlin takes 4- or 8-bit, not {bits}-bit")
+    if not sym:
+        why.append("Marlin takes symmetric zero points only (--sym)")
+    if group_size not in GROUP_SIZES:
+        why.append(f"Marlin takes group sizes -1/32/64/128, not {group_size}")
+    for lin in linears:
+        shard = _shard(lin, tp)
+        if shard and (shard[1] % MARLIN_MIN_N or shard[0] % MARLIN_MIN_K):
+            why.append(f"Marlin needs per-GPU N % {MARLIN_MIN_N} == 0 and K % {MARLIN_MIN_K} == 0; "
+                       f"{lin.name} is N={shard[1]}, K={shard[0]}")
+            break
+    return why
+
+
+def preflight(spec: ModelSpec, bits: int, group_size: int, sym: bool = True, act_order: bool = False,
+              static_groups: bool = False, tensor_parallel: int = 1) -> Preflight:
+    problems: list[str] = []
+    warnings: list[str] = []
+    if bits not in GPTQ_BITS:
+        problems.append(f"GPTQ writes 2, 3, 4 or 8 bits, not {bits}")
+    if group_size != -1 and group_size < 1:
+        problems.append(f"group size must be -1 or positive, got {group_size}")
+    if tensor_parallel < 1:
+        problems.append(f"tensor parallel must be at least 1, got {tensor_parallel}")
+    linears = decoder_linears(spec)
+    if any(t.experts > 1 for t in spec.tensors if t.kind == LINEAR):
+        problems.append(f"{spec.name} has routed experts: transformers stores them as fused 3-D parameters, not "
+                        "Linear layers, and sizer's GPTQ quantizes Linear layers only")
+    if not linears:
+        problems.append(f"{spec.name} has no decoder Linear layers to quantize")
+    if problems:
+        return Preflight(tuple(linears), tuple(problems), (), (), ())
+    for lin in linears:
+        problems += _pack_problems(lin, lin.in_features, lin.out_features, bits, group_size, "")
+    tp = tensor_parallel
+    if tp > 1:
+        if spec.n_heads % tp:
+            problems.append(f"{spec.n_heads} attention heads are not divisible by tensor parallel {tp}")
+        for lin in linears:
+            shard = _shard(lin, tp)
+            side = "in_features" if lin.row_parallel else "out_features"
+            if shard is None:
+                problems.append(f"{lin.name}: {side} {getattr(lin, side)} does not split over tensor parallel {tp}")
+                continue
+            problems += _pack_problems(lin, shard[0], shard[1], bits, group_size, f" per GPU at tensor parallel {tp}")
+        if act_order and group_size != -1 and not static_groups:
+            warnings.append(f"--act-order with tensor parallel {tp}: row-parallel shards (o_proj, down_proj) need "
+                            "scales from every group; vLLM has produced wrong outputs with this. Use "
+                            "--static-groups, or no --act-order")
+    problems = list(dict.fromkeys(problems))
+    marlin_why = _marlin_refusals(linears, bits, group_size, sym, tp)
+    kernels = ("gptq (exllama/GEMM)",) if marlin_why else (
+        f"gptq_marlin (compute capability >= {MARLIN_MIN_CAPABILITY})", "gptq (exllama/GEMM)")
+    if problems:
+        kernels = ()
+    return Preflight(tuple(linears), tuple(problems), tuple(warnings), kernels, tuple(marlin_why))
+
+
+def _layer_linear_groups(linears: list[LinearShape]) -> list[list[LinearShape]]:
+    """Linears that read the same input share one Hessian: group them by in_features within a block
+    (q/k/v; gate/up), in execution order of the usual decoder layer."""
+    groups: list[list[LinearShape]] = []
+    for lin in linears:
+        if groups and not groups[-1][0].row_parallel and not lin.row_parallel \
+                and groups[-1][0].in_features == lin.in_features:
+            groups[-1].append(lin)
+        else:
+            groups.append([lin])
+    return groups
+
+
+def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: int, matmul_gflops: float,
+                 compute_bytes: int = FP32_BYTES, baseline_bytes: int = 0) -> RunEstimate:
+    """Peak memory and time of a streamed GPTQ run.
+
+    Peak: one decoder layer in the compute dtype twice (working copy and the original kept for the
+    held-out path and errors), the Hessians of the largest group of Linears sharing an input (calibration
+    and held-out, float32), the solver's float32 working copies of the largest Linear (weight, error
+    buffer, H^-1), the cached hidden states (calibration plus two held-out paths, inputs and outputs),
+    one sample's forward activations (the calculator's step peak), and the larger of the embedding and
+    lm_head in the compute dtype, on top of `baseline_bytes` (the process with torch and transformers
+    imported, measured by the caller).
+    """
+    from sizer.calc.activations import step_peak
+
+    linears = decoder_linears(spec)
+    layer_params = sum(lin.in_features * lin.out_features for lin in linears) + 4 * spec.hidden_size
+    groups = _layer_linear_groups(linears)
+    hessians = max(2 * group[0].in_features ** 2 * FP32_BYTES for group in groups)
+    largest = max(linears, key=lambda lin: lin.in_features * lin.out_features)
+    solver = (3 * largest.in_features * largest.out_features + 2 * largest.in_features ** 2) * FP32_BYTES
+    streams = samples + 2 * heldout_samples
+    hidden_cache = 2 * streams * seq_len * spec.hidden_size * compute_bytes
+    forward = sum(step_peak(spec, 1, seq_len, seq_len, False, 0, compute_bytes).values())
+    embedding = spec.vocab_size * spec.hidden_size * compute_bytes
+    parts = {"process baseline": baseline_bytes, "layer weights (x2)": 2 * layer_params * compute_bytes, "hessians": hessians, "solver": solver,
+             "cached hidden states": hidden_cache, "one forward": forward, "embedding or lm_head": embedding}
+    flops = 0.0
+    for lin in linears:
+        k, n = lin.in_features, lin.out_features
+        flops += lin.count * (SOLVER_FLOPS_PER_WEIGHT_PER_K * n * k * k + CHOLESKY_FLOPS_PER_K3 * k ** 3)
+    tokens = streams * seq_len
+    flops += spec.n_layers * FORWARDS_PER_LAYER * 2 * layer_params * tokens
+    flops += 2 * tokens * spec.vocab_size * spec.hidden_size      # held-out logits, both paths
+    columns = sum(lin.count * lin.in_features for lin in linears)
+    seconds = flops / (matmul_gflops * 1e9) + columns * SECONDS_PER_COLUMN
+    return RunEstimate(sum(parts.values()), parts, seconds, flops, matmul_gflops)

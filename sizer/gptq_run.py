@@ -1,0 +1,556 @@
+"""GPTQ over a whole checkpoint, streamed one decoder layer at a time (`sizer quantize --method gptq`).
+
+The model skeleton is built on torch's meta device (no memory). Real tensors exist only for:
+the embedding (while calibration inputs are captured, then freed), one decoder layer (read from the
+safetensors shards, quantized, written out, freed), the final norm and lm_head (at the end, for the
+held-out perplexity), and the cached hidden states of the calibration and held-out samples. Peak
+memory is therefore about one layer plus its Hessians plus the cached activations, whatever the
+model's size (sizer.gptq_plan.estimate_run predicts it before the run starts).
+
+Order of work in each layer (sequential GPTQ: every layer is calibrated on the outputs of the
+already-quantized layers before it):
+1. held-out samples through the original layer (the "before" path, for perplexity);
+2. Linears grouped by shared input (q/k/v; gate/up), in execution order; per group, one partial
+   forward of the calibration samples (stopped as soon as the group's input is seen) accumulates
+   one Hessian; each Linear is solved, its weight replaced by the dequantized one, and packed;
+3. calibration and held-out samples through the quantized layer: the next layer's inputs.
+Per-Linear relative output error of GPTQ and of round-to-nearest are computed from the Hessians
+(calibration inputs) and from a held-out Hessian accumulated in the same partial forwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sizer.errors import InputFileError, UsageError
+
+DEFAULT_MAX_SHARD_BYTES = 2 * 1024 ** 3
+_SKIP_COPY = {"config.json", "model.safetensors.index.json", "quantize_config.json"}
+
+
+@dataclass(frozen=True)
+class GptqSettings:
+    bits: int = 4
+    group_size: int = 128
+    sym: bool = True
+    act_order: bool = False
+    static_groups: bool = False
+    damp: float = 0.01
+    samples: int = 128
+    seq_len: int = 2048
+    heldout_samples: int = 8
+    block_size: int = 128
+    device: str = "cpu"
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+
+
+@dataclass(frozen=True)
+class LinearReport:
+    layer: int
+    name: str                       # inside the layer, e.g. "self_attn.q_proj"
+    in_features: int
+    out_features: int
+    gptq_error: float               # relative output error on the calibration inputs
+    rtn_error: float
+    gptq_heldout_error: float | None
+    rtn_heldout_error: float | None
+    damp_used: float
+    damp_raised: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class GptqResult:
+    output: Path
+    seconds: float
+    peak_rss_bytes: int
+    bytes_written: int
+    calibration_tokens: int
+    heldout_tokens: int
+    perplexity_before: float | None
+    perplexity_after: float | None
+    linears: tuple[LinearReport, ...]
+    quantization_config: dict
+    notes: tuple[str, ...] = field(default=())
+
+
+# ------------------------------------------------------------------------------------- data
+
+def read_calibration_text(path: str) -> list[str]:
+    """Documents of a calibration file: .jsonl (a "text" field per line), .json (a list of strings or
+    of {"text": ...}), anything else plain text with one document per non-empty line."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UsageError(f"--calibration {path}: no such file")
+    raw = file.read_text(encoding="utf-8", errors="replace")
+    try:
+        if file.suffix == ".jsonl":
+            docs = [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
+        elif file.suffix == ".json":
+            data = json.loads(raw)
+            docs = [d["text"] if isinstance(d, dict) else d for d in data]
+        else:
+            docs = [line for line in raw.splitlines() if line.strip()]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputFileError(f"--calibration {path}: expected a \"text\" field per record ({e})") from None
+    docs = [d for d in docs if isinstance(d, str) and d.strip()]
+    if not docs:
+        raise InputFileError(f"--calibration {path}: no text in the file")
+    return docs
+
+
+def token_windows(token_ids: list[int], seq_len: int, samples: int, heldout: int) -> tuple[list, list]:
+    """Cut one token stream into `samples` calibration windows then up to `heldout` held-out windows
+    of seq_len tokens each (the held-out windows come after, so they are never calibrated on)."""
+    windows = [token_ids[i:i + seq_len] for i in range(0, len(token_ids) - seq_len + 1, seq_len)]
+    if not windows:
+        raise UsageError(f"the calibration text has {len(token_ids)} tokens, fewer than one --seq-len {seq_len} window")
+    calib = windows[:samples]
+    held = windows[len(calib):len(calib) + heldout]
+    return calib, held
+
+
+def tokenize_documents(tokenizer, docs: list[str]) -> list[int]:
+    ids: list[int] = []
+    eos = tokenizer.eos_token_id
+    for doc in docs:
+        ids.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(eos)
+    return ids
+
+
+# ------------------------------------------------------------------------------------- shards
+
+class ShardReader:
+    """Tensors of a safetensors checkpoint by name, read one at a time (memory-mapped)."""
+
+    def __init__(self, folder: Path):
+        from safetensors import safe_open
+
+        self._files = {}
+        self.where: dict[str, Path] = {}
+        for path in sorted(folder.glob("*.safetensors")):
+            try:
+                handle = safe_open(str(path), framework="pt")
+            except Exception as e:  # safetensors raises its own error types
+                raise InputFileError(f"{path}: cannot open as safetensors ({e})") from None
+            self._files[path] = handle
+            for name in handle.keys():
+                self.where[name] = path
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.where
+
+    def get(self, name: str):
+        try:
+            return self._files[self.where[name]].get_tensor(name)
+        except KeyError:
+            raise InputFileError(f"checkpoint has no tensor {name!r}") from None
+        except Exception as e:
+            raise InputFileError(f"{self.where[name]}: cannot read tensor {name!r} ({e})") from None
+
+
+class ShardWriter:
+    """Write tensors into safetensors shards of about max_bytes, then name them the transformers way
+    (model.safetensors, or model-0000i-of-0000n.safetensors plus model.safetensors.index.json)."""
+
+    def __init__(self, folder: Path, max_bytes: int):
+        self.folder, self.max_bytes = folder, max_bytes
+        self._pending: dict = {}
+        self._pending_bytes = 0
+        self._files: list[tuple[Path, list[str]]] = []
+        self.bytes_written = 0
+
+    def add(self, name: str, tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        if self._pending and self._pending_bytes + size > self.max_bytes:
+            self.flush()
+        self._pending[name] = tensor.detach().contiguous().cpu()
+        self._pending_bytes += size
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        from safetensors.torch import save_file
+
+        path = self.folder / f"part-{len(self._files) + 1:05d}.safetensors"
+        save_file(self._pending, str(path), metadata={"format": "pt"})
+        self._files.append((path, list(self._pending)))
+        self.bytes_written += path.stat().st_size
+        self._pending, self._pending_bytes = {}, 0
+
+    def close(self) -> None:
+        self.flush()
+        n = len(self._files)
+        if n == 1:
+            self._files[0][0].rename(self.folder / "model.safetensors")
+            return
+        weight_map = {}
+        for i, (path, names) in enumerate(self._files, start=1):
+            final = f"model-{i:05d}-of-{n:05d}.safetensors"
+            path.rename(self.folder / final)
+            weight_map.update({name: final for name in names})
+        index = {"metadata": {"total_size": self.bytes_written}, "weight_map": dict(sorted(weight_map.items()))}
+        (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------- model skeleton
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass early."""
+
+
+def _skeleton(config, dtype):
+    import torch
+    import transformers
+
+    with torch.device("meta"):
+        try:
+            model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+        except ValueError as e:
+            raise UsageError(f"transformers has no causal-LM class for model_type {config.model_type!r} ({e})") from None
+    model.eval()
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise UsageError(f"{type(decoder).__name__} has no `layers` list; sizer's GPTQ streams decoders built "
+                         "the Llama way (model.layers)")
+    prefix = next(name for name, module in model.named_modules() if module is layers)
+    return model, decoder, layers, prefix
+
+
+def _materialize(model, module, prefix: str, reader: ShardReader, device, recurse: bool = True,
+                 tied: frozenset = frozenset()) -> None:
+    """Give a meta module real storage: buffers recomputed by the model's own initializer (rotary
+    frequencies and the like), parameters read from the checkpoint (`tied` names are left for
+    tie_weights)."""
+    import torch
+
+    module.to_empty(device=device, recurse=recurse)
+    subs = module.modules() if recurse else [module]
+    with torch.no_grad():
+        for sub in subs:
+            if any(True for _ in sub.buffers(recurse=False)):
+                model._init_weights(sub)
+        for name, param in module.named_parameters(recurse=recurse):
+            full = f"{prefix}.{name}" if prefix else name
+            if full not in tied:
+                param.copy_(reader.get(full))
+
+
+def _check_names(model, reader: ShardReader, tied: bool) -> None:
+    expected = [name for name, _ in model.named_parameters()]
+    missing = [n for n in expected if n not in reader and not (tied and n.endswith("lm_head.weight"))]
+    if missing:
+        raise InputFileError(f"checkpoint lacks {len(missing)} tensor(s) transformers expects, e.g. {missing[0]!r}; "
+                             "sizer's GPTQ reads checkpoints saved by transformers")
+
+
+# ------------------------------------------------------------------------------------- the run
+
+@dataclass
+class _Streams:
+    """Cached hidden states: calibration (quantized path) and held-out (original and quantized paths)."""
+    calib: list
+    held_fp: list
+    held_q: list
+    kwargs: list        # per sample (calibration then held-out): {layer index: (args, kwargs)}
+
+
+def _layer_kwargs(model, decoder, layers, windows, device):
+    """Run the embedding and the model's own mask / position code once per sample, with every layer
+    replaced by a recorder; returns (hidden states after the embedding, per-layer call arguments)."""
+    import torch
+    from torch import nn
+
+    class Recorder(nn.Module):
+        def __init__(self, index: int, template):
+            super().__init__()
+            self.index = index
+            if hasattr(template, "attention_type"):
+                self.attention_type = template.attention_type
+
+        def forward(self, hidden_states, *args, **kwargs):
+            record[self.index] = (args, kwargs)
+            if first[0] is None:
+                first[0] = hidden_states
+            if self.index == len(layers) - 1:
+                raise _Stop
+            return hidden_states
+
+    real = list(layers)
+    for i, layer in enumerate(real):
+        layers[i] = Recorder(i, layer)
+    hidden, calls = [], []
+    try:
+        for ids in windows:
+            record, first = {}, [None]
+            try:
+                decoder(input_ids=torch.tensor([ids], device=device), use_cache=False)
+            except _Stop:
+                pass
+            hidden.append(first[0])
+            calls.append(record)
+    finally:
+        for i, layer in enumerate(real):
+            layers[i] = layer
+    return hidden, calls
+
+
+def _forward(layer, hidden, call):
+    args, kwargs = call
+    out = layer(hidden, *args, **kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _linear_groups(layer, hidden, call) -> list[list[tuple[str, object]]]:
+    """Linears of a layer grouped by the input tensor they read (the same object: q/k/v, gate/up),
+    in call order, from one forward. The inputs are held until grouping ends, so no two of them can
+    share storage."""
+    import torch
+    from torch import nn
+
+    calls: list[tuple[str, object, object]] = []
+    handles = []
+    for name, module in layer.named_modules():
+        if isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(
+                lambda m, args, out, name=name: calls.append((name, m, args[0]))))
+    try:
+        with torch.no_grad():
+            _forward(layer, hidden, call)
+    finally:
+        for h in handles:
+            h.remove()
+    groups: list[list[tuple[str, object]]] = []
+    inputs: list[object] = []
+    seen: set[int] = set()
+    for name, module, x in calls:
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        match = next((g for g, y in zip(groups, inputs) if y is x), None)
+        if match is None:
+            groups.append([(name, module)])
+            inputs.append(x)
+        else:
+            match.append((name, module))
+    return groups
+
+
+def _accumulate(layer, group, streams_and_calls) -> list:
+    """Hessian accumulators of the group's input over each stream, with forwards stopped early."""
+    import torch
+
+    from sizer.kernels.gptq import HessianAccumulator
+
+    accumulators = []
+    first = group[0][1]
+    for stream, calls in streams_and_calls:
+        acc = HessianAccumulator(first.in_features)
+
+        def hook(module, args, acc=acc):
+            acc.add(args[0])
+            raise _Stop
+
+        handle = first.register_forward_pre_hook(hook)
+        try:
+            with torch.no_grad():
+                for hidden, call in zip(stream, calls):
+                    try:
+                        _forward(layer, hidden, call)
+                    except _Stop:
+                        pass
+        finally:
+            handle.remove()
+        accumulators.append(acc if acc.tokens else None)
+    return accumulators
+
+
+def _nll(model, decoder, hidden_list, windows) -> tuple[float, int]:
+    """Summed next-token negative log-likelihood and token count of held-out windows."""
+    import torch
+
+    head = model.get_output_embeddings()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for hidden, ids in zip(hidden_list, windows):
+            logits = head(decoder.norm(hidden)).float()[0, :-1]
+            target = torch.tensor(ids[1:], device=logits.device)
+            total += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
+            count += len(ids) - 1
+    return total, count
+
+
+def _status_bytes(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_bytes() -> int:
+    """Peak resident set of this process (Linux VmHWM; elsewhere getrusage's ru_maxrss)."""
+    peak = _status_bytes("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def resident_bytes() -> int:
+    """Resident set of this process now (0 where /proc is missing)."""
+    return _status_bytes("VmRSS") or 0
+
+
+def gptq_config(settings: GptqSettings) -> dict:
+    from sizer.quant import GroupQuantFormat
+
+    fmt = GroupQuantFormat("gptq", settings.bits, settings.group_size, settings.sym, settings.act_order,
+                           settings.damp, settings.static_groups)
+    return fmt.quantization_config()
+
+
+def _write_configs(source: Path, target: Path, config: dict) -> None:
+    raw = json.loads((source / "config.json").read_text())
+    raw["quantization_config"] = config
+    (target / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
+    (target / "quantize_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for extra in source.iterdir():
+        if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in _SKIP_COPY:
+            shutil.copy2(extra, target / extra.name)
+
+
+def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[str],
+             on_layer=lambda done, total, seconds: None) -> GptqResult:
+    """Quantize the checkpoint in `source` into the (temporary) folder `target_tmp`."""
+    import torch
+    import transformers
+
+    from sizer.kernels.gptq import (dequantize, gptq_quantize, hessian_relative_error, rtn_quantize)
+    from sizer.kernels.gptq_pack import pack_gptq_v1
+
+    start = time.perf_counter()
+    device = torch.device(settings.device)
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise InputFileError(f"{source}: cannot load config and tokenizer ({str(e).splitlines()[0]})") from None
+    config._attn_implementation = "sdpa"
+    ids = tokenize_documents(tokenizer, docs)
+    calib_windows, held_windows = token_windows(ids, settings.seq_len, settings.samples, settings.heldout_samples)
+    notes = []
+    if len(calib_windows) < settings.samples:
+        notes.append(f"calibration text holds {len(calib_windows)} windows of {settings.seq_len} tokens, "
+                     f"fewer than --samples {settings.samples}")
+    if not held_windows:
+        notes.append("no text left after calibration for a held-out window: perplexity not reported")
+
+    model, decoder, layers, prefix = _skeleton(config, dtype)
+    reader = ShardReader(source)
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    _check_names(model, reader, tied)
+    layer_names = {f"{prefix}.{i}." for i in range(len(layers))}
+    in_layers = lambda name: any(name.startswith(p) for p in layer_names)   # noqa: E731
+    outside = [n for n in reader.where if not in_layers(n)]
+    writer = ShardWriter(target_tmp, settings.max_shard_bytes)
+    for name in outside:                                   # embeddings, final norm, lm_head: unchanged bytes
+        writer.add(name, reader.get(name))
+
+    # Everything outside the decoder layers gets storage (the embedding is needed now, the norm and
+    # lm_head at the end); the layers stay on meta until their turn.
+    for name, module in model.named_modules():
+        if module is layers or any(module is layer for layer in layers) or in_layers(name + "."):
+            continue
+        if any(p.is_meta for p in module.parameters(recurse=False)) or any(b.is_meta for b in module.buffers(recurse=False)):
+            _materialize(model, module, name, reader, device, recurse=False,
+                         tied=frozenset(n for n in (f"{name}.weight",) if tied and n not in reader))
+    if tied:
+        model.tie_weights()
+
+    all_windows = calib_windows + held_windows
+    with torch.no_grad():
+        hidden, calls = _layer_kwargs(model, decoder, layers, all_windows, device)
+    n_calib = len(calib_windows)
+    streams = _Streams(hidden[:n_calib], hidden[n_calib:], list(hidden[n_calib:]), calls)
+
+    reports: list[LinearReport] = []
+    on_layer(0, len(layers), 0.0)
+    for i, layer in enumerate(layers):
+        layer_start = time.perf_counter()
+        layer_prefix = f"{prefix}.{i}"
+        _materialize(model, layer, layer_prefix, reader, device)
+        calib_calls = [c[i] for c in calls[:n_calib]]
+        held_calls = [c[i] for c in calls[n_calib:]]
+        with torch.no_grad():
+            streams.held_fp = [_forward(layer, h, c) for h, c in zip(streams.held_fp, held_calls)]
+        groups = _linear_groups(layer, streams.calib[0], calib_calls[0])
+        if i == 0 and not groups:
+            raise UsageError(f"{type(layer).__name__} has no Linear layers to quantize")
+        packed: dict[str, dict] = {}
+        for group in groups:
+            calib_acc, held_acc = _accumulate(layer, group, [(streams.calib, calib_calls),
+                                                             (streams.held_q, held_calls)])
+            for name, module in group:
+                t0 = time.perf_counter()
+                weight = module.weight.detach().to(torch.float32)
+                h = calib_acc.hessian
+                q = gptq_quantize(weight, h, settings.bits, settings.group_size, settings.sym, settings.act_order,
+                                  settings.damp, settings.block_size, settings.static_groups)
+                rtn = rtn_quantize(weight, settings.bits, settings.group_size, settings.sym)
+                dq, dr = dequantize(q), dequantize(rtn)
+                held = held_acc.hessian if held_acc is not None else None
+                reports.append(LinearReport(
+                    i, name, module.in_features, module.out_features,
+                    hessian_relative_error(weight, dq, h), hessian_relative_error(weight, dr, h),
+                    hessian_relative_error(weight, dq, held) if held is not None else None,
+                    hessian_relative_error(weight, dr, held) if held is not None else None,
+                    q.damp_used, q.damp_raised, time.perf_counter() - t0))
+                packed[name] = pack_gptq_v1(q.codes, q.zeros, q.scales, q.g_idx, settings.bits)
+                with torch.no_grad():
+                    module.weight.copy_(dq.to(module.weight.dtype))
+        with torch.no_grad():
+            streams.calib = [_forward(layer, h, c) for h, c in zip(streams.calib, calib_calls)]
+            streams.held_q = [_forward(layer, h, c) for h, c in zip(streams.held_q, held_calls)]
+        _write_layer(writer, reader, layer_prefix, packed, layer)
+        layer.to("meta")
+        on_layer(i + 1, len(layers), time.perf_counter() - layer_start)
+
+    writer.close()
+    before = after = None
+    if held_windows:
+        nll_fp, count = _nll(model, decoder, streams.held_fp, held_windows)
+        nll_q, _ = _nll(model, decoder, streams.held_q, held_windows)
+        before, after = math.exp(nll_fp / count), math.exp(nll_q / count)
+    qconfig = gptq_config(settings)
+    _write_configs(source, target_tmp, qconfig)
+    return GptqResult(target_tmp, time.perf_counter() - start, _peak_rss_bytes(), writer.bytes_written,
+                      n_calib * settings.seq_len, len(held_windows) * settings.seq_len, before, after,
+                      tuple(reports), qconfig, tuple(notes))
+
+
+def _write_layer(writer: ShardWriter, reader: ShardReader, layer_prefix: str, packed: dict, layer) -> None:
+    """A layer's tensors in the GPTQ layout: packed Linears (bias in float16), everything else with
+    the checkpoint's own bytes."""
+    import torch
+
+    quantized_weights = {f"{layer_prefix}.{name}.weight" for name in packed}
+    quantized_biases = {f"{layer_prefix}.{name}.bias" for name in packed}
+    for name, tensors in packed.items():
+        for key, tensor in tensors.items():
+            writer.add(f"{layer_prefix}.{name}.{key}", tensor)
+    for name in sorted(n for n in reader.where if n.startswith(layer_prefix + ".")):
+        if name in quantized_weights:
+            continue
+        tensor = reader.get(name)
+        writer.add(name, tensor.to(torch.float16) if name in quantized_biases else tensor)
+

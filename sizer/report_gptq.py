@@ -1,0 +1,106 @@
+"""Renderings of a GPTQ plan and run: the pre-flight summary, then the result as a table, JSON or
+CSV (one row per quantized Linear; the columns below are stable, spreadsheets depend on them)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict
+
+from tabulate import tabulate
+
+from sizer.progress import fmt_duration
+from sizer.units import UNITS_NOTE, fmt_gib
+
+LINEAR_COLUMNS = ("layer", "linear", "in_features", "out_features", "gptq_error", "rtn_error", "gptq_heldout_error",
+                  "rtn_heldout_error", "damp_used", "damp_raised", "seconds")
+
+
+def render_plan(plan, settings, tensor_parallel: int) -> str:
+    pre, est = plan.preflight, plan.estimate
+    group = "per channel" if settings.group_size == -1 else f"group {settings.group_size}"
+    order = ", act-order" + (" (static groups)" if settings.static_groups else "") if settings.act_order else ""
+    lines = [
+        f"GPTQ {settings.bits}-bit, {group}, {'symmetric' if settings.sym else 'asymmetric'}{order}, "
+        f"damp {settings.damp}: {sum(lin.count for lin in pre.linears)} Linear layers "
+        f"({len(pre.linears)} per decoder layer)",
+        f"calibration: {settings.samples} x {settings.seq_len} tokens, {settings.heldout_samples} held-out windows, "
+        f"on {settings.device}",
+        f"vLLM kernels at tensor parallel {tensor_parallel}: " + ", ".join(pre.vllm_kernels),
+    ]
+    lines += [f"  not Marlin: {why}" for why in pre.vllm_notes]
+    lines += [f"warning: {w}" for w in pre.warnings]
+    lines.append(f"estimate: peak {fmt_gib(est.peak_bytes)} GiB (free now {fmt_gib(plan.available_bytes)} GiB), "
+                 f"about {fmt_duration(est.seconds)} at {est.matmul_gflops:.0f} GFLOP/s measured; {UNITS_NOTE}")
+    if est.peak_bytes > plan.available_bytes:
+        lines.append("warning: the estimated peak exceeds the free memory; lower --samples or --seq-len")
+    return "\n".join(lines) + "\n"
+
+
+def linear_rows(result) -> list[dict]:
+    rows = []
+    for r in result.linears:
+        rows.append({"layer": r.layer, "linear": r.name, "in_features": r.in_features, "out_features": r.out_features,
+                     "gptq_error": r.gptq_error, "rtn_error": r.rtn_error, "gptq_heldout_error": r.gptq_heldout_error,
+                     "rtn_heldout_error": r.rtn_heldout_error, "damp_used": r.damp_used,
+                     "damp_raised": r.damp_raised, "seconds": round(r.seconds, 4)})
+    return rows
+
+
+def render_csv(result) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=LINEAR_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in linear_rows(result):
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return out.getvalue()
+
+
+def render_json(result, plan) -> str:
+    data = {k: v for k, v in asdict(result).items() if k != "linears"}
+    data["output"] = str(result.output)
+    data["estimate"] = {"peak_bytes": plan.estimate.peak_bytes, "seconds": plan.estimate.seconds,
+                        "parts": plan.estimate.parts, "matmul_gflops": plan.estimate.matmul_gflops}
+    data["vllm_kernels"] = list(plan.preflight.vllm_kernels)
+    data["linears"] = linear_rows(result)
+    return json.dumps(data, indent=2) + "\n"
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+def render_table(result, plan) -> str:
+    """One row per decoder layer (mean over its Linears), then the totals."""
+    by_layer: dict[int, list] = {}
+    for r in result.linears:
+        by_layer.setdefault(r.layer, []).append(r)
+    rows = []
+    for layer, items in by_layer.items():
+        rows.append([layer, len(items), _fmt(_mean(r.gptq_error for r in items)), _fmt(_mean(r.rtn_error for r in items)),
+                     _fmt(_mean(r.gptq_heldout_error for r in items)), _fmt(_mean(r.rtn_heldout_error for r in items)),
+                     "yes" if any(r.damp_raised for r in items) else "", f"{sum(r.seconds for r in items):.2f}"])
+    table = tabulate(rows, headers=["layer", "linears", "gptq err", "rtn err", "gptq held-out", "rtn held-out",
+                                    "damp raised", "solve s"], tablefmt="simple")
+    wins = sum(1 for r in result.linears if r.gptq_error < r.rtn_error)
+    lines = [table, "",
+             "relative output error ||XW - XQ|| / ||XW|| per Linear, mean per layer; held-out: on text not calibrated on",
+             f"GPTQ below round-to-nearest on {wins} of {len(result.linears)} Linears (calibration inputs)"]
+    if result.perplexity_before is not None:
+        lines.append(f"perplexity on {result.heldout_tokens} held-out tokens: {result.perplexity_before:.3f} before, "
+                     f"{result.perplexity_after:.3f} after")
+    est = plan.estimate
+    lines.append(f"time {fmt_duration(result.seconds)} (estimated {fmt_duration(est.seconds)}); peak resident "
+                 f"{fmt_gib(result.peak_rss_bytes)} GiB (estimated {fmt_gib(est.peak_bytes)} GiB); "
+                 f"wrote {fmt_gib(result.bytes_written)} GiB; {UNITS_NOTE}")
+    raised = [r for r in result.linears if r.damp_raised]
+    for r in raised:
+        lines.append(f"note: layer {r.layer} {r.name}: Cholesky failed at --damp, raised to {r.damp_used:g}")
+    lines += [f"note: {n}" for n in result.notes]
+    return "\n".join(lines) + "\n"

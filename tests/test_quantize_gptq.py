@@ -1,0 +1,267 @@
+"""`sizer quantize --method gptq`: a trained tiny Llama (tokenizer trained here) quantized end to end,
+streamed from sharded safetensors, reloaded by sizer's own QuantLinear loader, plus the faults."""
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+from sizer import estimate, get_model  # noqa: E402
+from sizer.cli import cli  # noqa: E402
+from sizer.errors import UsageError  # noqa: E402
+from sizer.gptq_load import load_gptq  # noqa: E402
+from sizer.gptq_run import (GptqSettings, read_calibration_text, run_gptq, token_windows,  # noqa: E402
+                            tokenize_documents)
+from sizer.report_gptq import LINEAR_COLUMNS  # noqa: E402
+from sizer.testing import help_text_documents, make_llama, write_calibration_file  # noqa: E402
+
+LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+           "mlp.up_proj", "mlp.down_proj")
+SMALL = ["--samples", "16", "--seq-len", "128", "--heldout-samples", "4", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def docs():
+    text = help_text_documents()
+    return text[int(len(text) * 0.8):]          # the part of the help text the model never trained on
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Trained for 150 steps so perplexity means something; saved in several shards."""
+    return make_llama(tmp_path_factory.mktemp("src") / "tiny-llama", train_steps=150, max_shard_size="300KB")
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory, docs):
+    return write_calibration_file(tmp_path_factory.mktemp("calib") / "calib.txt", docs)
+
+
+def heldout_windows(folder, docs, samples=16, seq_len=128, heldout=4):
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    return token_windows(tokenize_documents(tok, docs), seq_len, samples, heldout)[1]
+
+
+def perplexity(model, windows):
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for w in windows:
+            ids = torch.tensor([w])
+            logits = model(input_ids=ids).logits[0, :-1].float()
+            nll += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+            count += len(w) - 1
+    return math.exp(nll / count)
+
+
+def read_all(folder):
+    out = {}
+    for path in folder.glob("*.safetensors"):
+        out.update(safetensors_torch.load_file(str(path)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny, calibration, tmp_path_factory):
+    """The CLI run every end-to-end test inspects: 4-bit, group 128, defaults otherwise."""
+    folder = tmp_path_factory.mktemp("out")
+    out, report = folder / "tiny-gptq", folder / "linears.csv"
+    r = CliRunner().invoke(cli, ["quantize", str(tiny), "--method", "gptq", "--calibration", str(calibration),
+                                 "--output", str(out), "--report", str(report), "--format", "json", *SMALL])
+    assert r.exit_code == 0, r.output
+    return out, report, json.loads(r.stdout)
+
+
+def test_source_is_sharded(tiny):
+    assert len(list(tiny.glob("*.safetensors"))) > 1 and (tiny / "model.safetensors.index.json").exists()
+
+
+def test_configs_write_every_setting(quantized):
+    out, _, result = quantized
+    expected = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True,
+                "damp_percent": 0.01, "static_groups": False, "true_sequential": True, "checkpoint_format": "gptq"}
+    assert json.loads((out / "config.json").read_text())["quantization_config"] == expected
+    assert json.loads((out / "quantize_config.json").read_text()) == expected
+    assert result["quantization_config"] == expected
+    assert (out / "tokenizer.json").exists()
+
+
+def test_tensors_have_the_gptq_v1_layout(tiny, quantized):
+    out, _, _ = quantized
+    tensors, source = read_all(out), read_all(tiny)
+    for layer in range(2):
+        for name in LINEARS:
+            prefix = f"model.layers.{layer}.{name}"
+            n, k = source[f"{prefix}.weight"].shape
+            assert f"{prefix}.weight" not in tensors
+            assert tensors[f"{prefix}.qweight"].shape == (k * 4 // 32, n) and tensors[f"{prefix}.qweight"].dtype == torch.int32
+            assert tensors[f"{prefix}.qzeros"].shape == (k // 128, n * 4 // 32)
+            assert tensors[f"{prefix}.scales"].shape == (k // 128, n) and tensors[f"{prefix}.scales"].dtype == torch.float16
+            assert torch.equal(tensors[f"{prefix}.g_idx"], torch.arange(k, dtype=torch.int32) // 128)
+            assert bool((tensors[f"{prefix}.qzeros"] == 0x77777777).all())      # symmetric 4-bit: zero 8, stored 7
+    kept = [name for name in source if not any(name.endswith(f"{lin}.weight") for lin in LINEARS)]
+    assert kept and all(torch.equal(tensors[name], source[name]) for name in kept)   # embeddings, norms, lm_head
+    assert estimate(str(tiny), precision="gptq-4bit-g128").weights_bytes == sum(
+        t.numel() * t.element_size() for t in tensors.values())                  # the calculator's bytes, exactly
+    assert get_model(str(out)).checkpoint.n_bytes == sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def test_our_loader_reproduces_the_reported_perplexity(tiny, quantized, calibration):
+    out, _, result = quantized
+    windows = heldout_windows(tiny, read_calibration_text(str(calibration)))   # the documents the CLI read
+    model = load_gptq(out)
+    assert perplexity(model, windows) == pytest.approx(result["perplexity_after"], rel=1e-4)
+    original = transformers.AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    assert perplexity(original, windows) == pytest.approx(result["perplexity_before"], rel=1e-4)
+    assert result["perplexity_before"] < 200          # trained: far below the vocabulary's 512
+    assert result["perplexity_after"] < result["perplexity_before"] * 1.05
+    ids = torch.tensor([windows[0]])
+    with torch.no_grad():
+        a, b = model(input_ids=ids).logits, original(input_ids=ids).logits
+    assert float((a - b).norm() / b.norm()) < 0.1
+    generated = model.generate(ids[:, :8], max_new_tokens=4, do_sample=False)
+    assert generated.shape == (1, 12)
+
+
+def test_report_gptq_beats_round_to_nearest(quantized):
+    _, report, result = quantized
+    lines = report.read_text().splitlines()
+    assert tuple(lines[0].split(",")) == LINEAR_COLUMNS and len(lines) == 1 + 14
+    rows = result["linears"]
+    assert [r["linear"] for r in rows[:7]] == list(LINEARS)
+    assert all(r["gptq_error"] < r["rtn_error"] for r in rows)
+    assert sum(r["gptq_heldout_error"] < r["rtn_heldout_error"] for r in rows) >= 12
+    assert result["calibration_tokens"] == 16 * 128 and result["heldout_tokens"] == 4 * 128
+    assert result["peak_rss_bytes"] > 0 and result["estimate"]["peak_bytes"] > 0
+
+
+@pytest.mark.parametrize("settings", [
+    dict(bits=2, group_size=32), dict(bits=3, group_size=-1), dict(bits=8, group_size=64),
+    dict(bits=4, group_size=32, sym=False), dict(bits=4, group_size=32, act_order=True),
+    dict(bits=3, group_size=32, act_order=True, static_groups=True, sym=False),
+], ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_every_variant_round_trips_through_the_checkpoint(tiny, docs, tmp_path, settings):
+    """What the solver evaluated (perplexity after) is exactly what the packed checkpoint holds."""
+    s = GptqSettings(samples=8, seq_len=128, heldout_samples=2, **settings)
+    result = run_gptq(tiny, tmp_path, s, docs)
+    model = load_gptq(tmp_path)
+    assert perplexity(model, heldout_windows(tiny, docs, 8, 128, 2)) == pytest.approx(result.perplexity_after, rel=1e-4)
+    q = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    assert (q["bits"], q["group_size"], q["sym"], q["desc_act"]) == (s.bits, s.group_size, s.sym, s.act_order)
+    g_idx = read_all(tmp_path)["model.layers.0.mlp.down_proj.g_idx"]
+    permuted = s.act_order and not s.static_groups
+    assert (not torch.equal(g_idx, torch.sort(g_idx).values)) == permuted
+
+
+def test_tied_embeddings(tmp_path, docs):
+    src = make_llama(tmp_path / "tied", config={"tie_word_embeddings": True})
+    result = run_gptq(src, tmp_path, GptqSettings(samples=4, seq_len=64, heldout_samples=1), docs)
+    assert "lm_head.weight" not in read_all(tmp_path)
+    model = load_gptq(tmp_path)
+    assert perplexity(model, heldout_windows(src, docs, 4, 64, 1)) == pytest.approx(result.perplexity_after, rel=1e-4)
+
+
+# ---------------------------------------------------------------- refusals and faults
+
+def invoke(*args):
+    return CliRunner().invoke(cli, ["quantize", *map(str, args)])
+
+
+def test_missing_calibration_file(tiny, tmp_path):
+    r = invoke(tiny, "--method", "gptq", "--calibration", tmp_path / "nope.txt", "--output", tmp_path / "o", *SMALL)
+    assert r.exit_code == 2 and "nope.txt: no such file" in r.output and "Traceback" not in r.output
+    r = invoke(tiny, "--method", "gptq", "--output", tmp_path / "o", *SMALL)
+    assert r.exit_code == 2 and "--method gptq needs --calibration FILE" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_dimensions_the_format_cannot_pack(tmp_path, calibration):
+    src = make_llama(tmp_path / "odd", config={"intermediate_size": 400})
+    r = invoke(src, "--method", "gptq", "--bits", "3", "--group-size", "-1", "--calibration", calibration,
+               "--output", tmp_path / "o", *SMALL)
+    assert r.exit_code == 2
+    assert ("cannot write this GPTQ checkpoint: mlp.gate_proj: out_features 400 is not a multiple of 32 (qzeros "
+            "pack 32 values per unit) (and 2 more)") in r.output
+    r = invoke(src, "--method", "gptq", "--calibration", calibration, "--output", tmp_path / "o", *SMALL)
+    assert "in_features 400 is not a multiple of group size 128" in r.output and r.exit_code == 2
+
+
+def test_model_without_linear_layers(tmp_path, calibration, quantized):
+    src = make_llama(tmp_path / "empty", config={"num_hidden_layers": 0})
+    r = invoke(src, "--method", "gptq", "--calibration", calibration, "--output", tmp_path / "o", *SMALL)
+    assert r.exit_code == 1 and "num_hidden_layers must be at least 1, got 0" in r.output
+    r = invoke(quantized[0], "--method", "gptq", "--calibration", calibration, "--output", tmp_path / "o", *SMALL)
+    assert r.exit_code == 2 and "already quantized (gptq-4bit-g128), so it has no 16-bit Linear weights" in r.output
+
+
+def test_tensor_parallel_and_option_misuse(tiny, tmp_path, calibration):
+    r = invoke(tiny, "--method", "gptq", "--tensor-parallel", "3", "--calibration", calibration,
+               "--output", tmp_path / "o", *SMALL)
+    assert r.exit_code == 2 and "4 attention heads are not divisible by tensor parallel 3" in r.output
+    r = invoke(tiny, "--method", "nf4", "--bits", "4", "--output", tmp_path / "o")
+    assert r.exit_code == 2 and "--bits applies to --method gptq only" in r.output
+    r = invoke(tiny, "--method", "gptq", "--static-groups", "--calibration", calibration, "--output", tmp_path / "o")
+    assert r.exit_code == 2 and "--static-groups applies with --act-order only" in r.output
+
+
+def test_dry_run_plans_and_writes_nothing(tiny, tmp_path, calibration):
+    r = invoke(tiny, "--method", "gptq", "--act-order", "--tensor-parallel", "2", "--asym", "--dry-run",
+               "--group-size", "32",
+               "--calibration", calibration, "--output", tmp_path / "o", *SMALL)
+    assert r.exit_code == 0, r.output
+    assert "vLLM kernels at tensor parallel 2: gptq (exllama/GEMM)" in r.output
+    assert "not Marlin: Marlin takes symmetric zero points only (--sym)" in r.output
+    assert "warning: --act-order with tensor parallel 2" in r.output
+    assert "estimate: peak" in r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_refused(tiny, tmp_path, calibration):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    r = invoke(tiny, "--method", "gptq", "--calibration", calibration, "--output", out, *SMALL)
+    assert r.exit_code == 2 and "already exists (use --force" in r.output
+    assert (out / "mine.txt").read_text() == "keep"
+
+
+def test_interrupted_run_leaves_no_output(tiny, tmp_path, docs, monkeypatch):
+    from sizer import gptq_run
+    from sizer.quantize import plan_gptq, quantize_gptq
+
+    calls = []
+
+    def interrupt(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(gptq_run, "_write_layer", interrupt)
+    settings = GptqSettings(samples=4, seq_len=64, heldout_samples=1)
+    plan = plan_gptq(str(tiny), settings, str(write_calibration_file(tmp_path / "c.txt", docs)))
+    (tmp_path / "work").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        quantize_gptq(plan, settings, str(tmp_path / "work" / "out"))
+    assert list((tmp_path / "work").iterdir()) == []            # neither the output nor a temporary folder
+
+
+def test_truncated_shard_is_one_line(tiny, tmp_path, calibration):
+    import shutil
+
+    src = tmp_path / "broken"
+    shutil.copytree(tiny, src)
+    shard = sorted(src.glob("*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    r = invoke(src, "--method", "gptq", "--calibration", calibration, "--output", tmp_path / "o", *SMALL)
+    assert r.exit_code == 1 and "truncated safetensors file" in r.output and "Traceback" not in r.output
+
+
+def test_calibration_shorter_than_one_window(tiny, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("a few words only\n")
+    with pytest.raises(UsageError, match="fewer than one --seq-len 128 window"):
+        run_gptq(tiny, tmp_path, GptqSettings(samples=4, seq_len=128), ["a few words only"])
