@@ -24,6 +24,7 @@ SUPPORTED_BITS = (2, 3, 4, 8)
 DEFAULT_DAMP = 0.01           # fraction of mean(diag(H)) added to the diagonal
 MAX_DAMP = 1.0                # damping is raised x10 per failed Cholesky, up to this fraction
 FIRST_RAISED_DAMP = 1e-3      # where raising starts when the caller asked for damp=0
+MIN_ZERO_POINT = 1            # GPTQ v1 stores zero - 1, so asymmetric zero points start at 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,20 +124,34 @@ def _check_solver_args(weight: torch.Tensor, hessian: torch.Tensor, damp: float,
 def _group_params(w: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero point per row of w [N, c], from its min and max (range widened to hold 0).
 
-    Returns float32 tensors [N]; the zero is an integer value stored as float.
+    Returns float32 tensors [N]; the zero is an integer value stored as float. Scales are rounded to
+    float16 here, because the checkpoint stores them in float16: the error feedback then sees exactly
+    the weights a loader will reconstruct. Asymmetric zero points are kept >= 1 because GPTQ v1
+    stores `zero - 1`: a group whose range starts at 0 gets zero 1 and scale high / (maxq - 1), so
+    code 0 (one step below zero) goes unused instead of the top value being clipped.
     """
     maxq = 2 ** bits - 1
     low = w.min(dim=1).values.clamp(max=0.0)
     high = w.max(dim=1).values.clamp(min=0.0)
     if sym:
-        scale = torch.maximum(-low, high) * 2.0 / maxq
-        zero = torch.full_like(scale, float((maxq + 1) // 2))
-    else:
-        scale = (high - low) / maxq
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))   # all-zero row: any scale is exact
-    if not sym:
-        zero = torch.round(-low / scale).clamp(0, maxq)
+        scale = _fp16_scale(torch.maximum(-low, high) * 2.0 / maxq)
+        return scale, torch.full_like(scale, float((maxq + 1) // 2))
+    scale = _fp16_scale((high - low) / maxq)
+    zero = torch.round(-low / scale).clamp(0, maxq)
+    at_zero = zero < MIN_ZERO_POINT
+    if bool(at_zero.any()):
+        scale = torch.where(at_zero, _fp16_scale(high / (maxq - MIN_ZERO_POINT)), scale)
+        zero = torch.where(at_zero, torch.full_like(zero, float(MIN_ZERO_POINT)), zero)
     return scale, zero
+
+
+def _fp16_scale(scale: torch.Tensor) -> torch.Tensor:
+    """Scales as float16 will store them, rounded up so the group's range still fits; a zero or
+    unrepresentable scale becomes 1 (its group is all zeros, which any scale represents exactly)."""
+    half = scale.to(torch.float16)
+    half = torch.where(half.to(torch.float32) < scale, torch.nextafter(half, torch.full_like(half, float("inf"))), half)
+    rounded = half.to(torch.float32)
+    return torch.where((rounded > 0) & torch.isfinite(rounded), rounded, torch.ones_like(rounded))
 
 
 def _codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
@@ -297,3 +312,15 @@ def output_relative_error(weight: torch.Tensor, dequantized: torch.Tensor, x: to
         raise ValueError("the reference output x W^T is zero; relative error is undefined")
     difference = rows @ (w - dequantized.to(device=w.device, dtype=torch.float32)).T
     return float(torch.linalg.matrix_norm(difference) / reference)
+
+
+def hessian_relative_error(weight: torch.Tensor, dequantized: torch.Tensor, hessian: torch.Tensor) -> float:
+    """output_relative_error over the inputs a Hessian was accumulated from, without the inputs:
+    with H = 2/n X^T X, ||X D^T||_F^2 = n/2 tr(D H D^T), so the ratio needs only H [K, K]."""
+    w = weight.detach().to(torch.float32)
+    h = hessian.detach().to(device=w.device, dtype=torch.float32)
+    d = w - dequantized.to(device=w.device, dtype=torch.float32)
+    reference = float(((w @ h) * w).sum())
+    if reference <= 0:
+        raise ValueError("the reference output is zero on these inputs; relative error is undefined")
+    return max(float(((d @ h) * d).sum()), 0.0) ** 0.5 / reference ** 0.5

@@ -102,10 +102,29 @@ def unpack_gptq_v1(tensors: dict[str, torch.Tensor], bits: int, in_features: int
     return codes, zeros, tensors["scales"], tensors["g_idx"]
 
 
+DEQUANT_CHUNK_ROWS = 128      # input features dequantized per step (bounds the float32 temporaries)
+DEQUANT_WORK_BYTES = 40       # bytes of temporaries per element of one step (int64 unpack, int32 codes,
+                              # gathered float32 zeros and scales, two float32 results)
+
+
 def dequantize_gptq_v1(tensors: dict[str, torch.Tensor], bits: int, in_features: int, out_features: int,
                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """W [N, K] = scales[g_idx[k], n] * (q[k, n] - (stored_zero[g_idx[k], n] + 1)): the reference path."""
-    codes, zeros, scales, g_idx = unpack_gptq_v1(tensors, bits, in_features, out_features)
-    g = g_idx.to(torch.int64)
-    w = scales[g].t().to(torch.float32) * (codes.to(torch.float32) - zeros[g].t().to(torch.float32))
-    return w.to(dtype)
+    """W [N, K] = scales[g_idx[k], n] * (q[k, n] - (stored_zero[g_idx[k], n] + 1)): the reference path.
+
+    Works through DEQUANT_CHUNK_ROWS input features at a time, so besides the [N, K] result in
+    `dtype` it needs at most DEQUANT_CHUNK_ROWS * N * DEQUANT_WORK_BYTES bytes; the arithmetic is
+    float32 whatever `dtype` is.
+    """
+    _check(bits, in_features, "the unpacked dimension")
+    values, words = _period(bits)
+    qweight, g = tensors["qweight"], tensors["g_idx"].to(torch.int64)
+    zeros = (unpack_rows(tensors["qzeros"].t(), bits, out_features).t() + 1).to(torch.float32)   # [G, N]
+    scales = tensors["scales"].to(torch.float32)
+    out = torch.empty(out_features, in_features, dtype=dtype, device=qweight.device)
+    step = max(values, DEQUANT_CHUNK_ROWS // values * values)
+    for start in range(0, in_features, step):
+        rows = min(step, in_features - start)
+        codes = unpack_rows(qweight[start // values * words:(start + rows) // values * words], bits, rows)
+        gi = g[start:start + rows]
+        out[:, start:start + rows] = (scales[gi] * (codes.to(torch.float32) - zeros[gi])).t()
+    return out

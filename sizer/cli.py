@@ -212,8 +212,10 @@ def _list(value: str | None, cast, name: str, allow_many: bool) -> list:
 
 @cli.command()
 @click.argument("model")
-@click.option("-p", "--precision", default="bf16", show_default=True,
-              help="bf16 fp16 fp32, or bitsandbytes int8 nf4 nf4-dq fp4 fp4-dq (quantized on load). With --sweep, a list.")
+@click.option("-p", "--precision", default=None,
+              help="bf16 fp16 fp32, or bitsandbytes int8 nf4 nf4-dq fp4 fp4-dq (quantized on load), or gptq-<b>bit-g<G> "
+                   "for a GPTQ checkpoint folder (run by sizer's QuantLinear). Default: the checkpoint's GPTQ "
+                   "format, else bf16. With --sweep, a list.")
 @click.option("-c", "--context-length", default="1024", show_default=True, help="Prompt tokens. With --sweep, a list.")
 @click.option("-b", "--batch-size", default="1", show_default=True, help="Sequences. With --sweep, a list.")
 @click.option("--new-tokens", type=int, default=16, show_default=True, help="Decode steps timed after the prefill.")
@@ -241,7 +243,7 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
     """
     from sizer.run_measure import run_measure
 
-    precisions = _list(precision, str, "--precision", sweep)
+    precisions = _list(precision, str, "--precision", sweep) if precision else None
     contexts = _list(context_length, int, "--context-length", sweep)
     batches = _list(batch_size, int, "--batch-size", sweep)
     if new_tokens < 0:
@@ -284,29 +286,106 @@ def calibrate(records, output, force, calibration):
         click.echo(f"wrote {output}", err=True)
 
 
+GPTQ_ONLY_OPTIONS = ("bits", "group_size", "act_order", "static_groups", "sym", "damp", "calibration", "samples",
+                     "seq_len", "heldout_samples", "tensor_parallel", "report", "dry_run")
+
+
 @cli.command()
 @click.argument("model_dir")
-@click.option("--method", type=click.Choice(["int8", "nf4", "fp4"]), required=True,
-              help="bitsandbytes LLM.int8, or 4-bit NF4 / FP4 with double quantization (quantized on load).")
+@click.option("--method", type=click.Choice(["int8", "nf4", "fp4", "gptq"]), required=True,
+              help="bitsandbytes LLM.int8 / 4-bit NF4 / FP4 (quantized on load), or GPTQ with sizer's own solver.")
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="Folder for the quantized checkpoint.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: cuda when available.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
-def quantize(model_dir, method, output, device, force):
-    """Write a quantized copy of the checkpoint in MODEL_DIR (config.json + *.safetensors) that
-    transformers reloads. The output is written to a temporary folder and renamed when complete, so
-    an interrupted run leaves nothing under OUTPUT. Needs the extra: pip install 'sizer-llm[quant]'.
+@click.option("--bits", type=click.Choice(["2", "3", "4", "8"]), default=None, help="GPTQ bits per weight [4].")
+@click.option("--group-size", type=click.Choice(["32", "64", "128", "-1"]), default=None,
+              help="GPTQ input features per scale and zero point; -1 for one group per output channel [128].")
+@click.option("--act-order", is_flag=True, default=None,
+              help="GPTQ: quantize columns by descending Hessian diagonal (desc_act; usually lower error).")
+@click.option("--static-groups", is_flag=True, default=None,
+              help="GPTQ with --act-order: group parameters from the original column order (g_idx = k // g), "
+                   "safe under tensor parallelism.")
+@click.option("--sym/--asym", default=None, help="GPTQ symmetric (default; vLLM Marlin needs it) or asymmetric zero points.")
+@click.option("--damp", type=float, default=None,
+              help="GPTQ dampening, a fraction of mean(diag H) [0.01]; raised automatically (and reported) if "
+                   "Cholesky fails.")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="GPTQ calibration text: one document per line, .jsonl with a \"text\" field, or a .json list. "
+                   "Windows after the calibration samples are held out for the perplexity report.")
+@click.option("--samples", type=click.IntRange(1), default=None, help="GPTQ calibration windows [128].")
+@click.option("--seq-len", type=click.IntRange(2), default=None, help="GPTQ tokens per window [2048].")
+@click.option("--heldout-samples", type=click.IntRange(0), default=None,
+              help="GPTQ held-out windows for error and perplexity [8].")
+@click.option("--tensor-parallel", type=click.IntRange(1), default=None,
+              help="GPTQ: check the result splits over N GPUs the way vLLM splits it [1].")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="GPTQ: write the per-Linear error table to this CSV file (columns in the README).")
+@click.option("--dry-run", is_flag=True, default=None, help="GPTQ: run the checks and print the estimate, then stop.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+              help="GPTQ result: table for people, json (everything), csv (one row per Linear).")
+def quantize(model_dir, method, output, device, force, fmt, **gptq):
+    """Write a quantized copy of the checkpoint in MODEL_DIR (config.json + *.safetensors).
+
+    \b
+    bitsandbytes (int8, nf4, fp4): quantized by transformers while loading, saved with safetensors.
+    GPTQ: checks first (packing, tensor-parallel alignment, which vLLM kernels accept the result) and
+    estimates time and peak memory; then streams one decoder layer at a time from the shards, so the
+    model need not fit in memory; reports per-Linear error against round-to-nearest and perplexity
+    before/after on held-out text. The checkpoint (GPTQ v1) loads in transformers, vLLM and GPTQModel.
+
+    The output is written to a temporary folder and renamed when complete, so an interrupted run
+    leaves nothing under OUTPUT. Needs the extra: pip install 'sizer-llm[quant]'.
     """
     from sizer.measure import require_torch
-    from sizer.quantize import quantize_bnb
 
     torch = require_torch()
-    result = quantize_bnb(model_dir, method, output, force, device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                          progress=lambda text: click.echo(text, err=True))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if method == "gptq":
+        return _quantize_gptq(model_dir, output, device, force, fmt, gptq)
+    given = [name for name in GPTQ_ONLY_OPTIONS if gptq[name] is not None]
+    if given:
+        raise SizerUsage(f"--{given[0].replace('_', '-')} applies to --method gptq only")
+    from sizer.quantize import quantize_bnb
+
+    result = quantize_bnb(model_dir, method, output, force, device, progress=lambda text: click.echo(text, err=True))
     from sizer import estimate
 
     predicted = estimate(output).weights_bytes
     click.echo(f"wrote {result.output} ({result.bytes_written / 2**30:,.3f} GiB of safetensors, sizer reads "
                f"{predicted / 2**30:,.3f} GiB of weights) in {result.seconds:.1f} s")
+
+
+def _quantize_gptq(model_dir, output, device, force, fmt, options):
+    from sizer.gptq_run import GptqSettings
+    from sizer.progress import Progress
+    from sizer.quantize import plan_gptq, quantize_gptq
+    from sizer.report_gptq import render_csv, render_json, render_plan, render_table
+
+    defaults = GptqSettings()
+    pick = lambda name: defaults.__dict__[name] if options[name] is None else options[name]   # noqa: E731
+    settings = GptqSettings(
+        bits=int(options["bits"] or defaults.bits), group_size=int(options["group_size"] or defaults.group_size),
+        sym=pick("sym"), act_order=bool(options["act_order"]), static_groups=bool(options["static_groups"]),
+        damp=pick("damp"), samples=pick("samples"), seq_len=pick("seq_len"), heldout_samples=pick("heldout_samples"),
+        device=device)
+    if settings.static_groups and not settings.act_order:
+        raise SizerUsage("--static-groups applies with --act-order only")
+    tensor_parallel = options["tensor_parallel"] or 1
+    if options["report"] and os.path.exists(options["report"]) and not force:
+        raise SizerUsage(f"{options['report']}: already exists (use --force to overwrite)")
+    plan = plan_gptq(model_dir, settings, options["calibration"], tensor_parallel)
+    click.echo(render_plan(plan, settings, tensor_parallel), err=True, nl=False)
+    if options["dry_run"]:
+        return
+    bar = Progress("layer", plan.n_layers)
+    result = quantize_gptq(plan, settings, output, force, lambda done, total, seconds: bar.update(done))
+    if options["report"]:
+        from sizer.io import write_atomic
+
+        write_atomic(options["report"], render_csv(result), force)
+    text = {"table": render_table, "json": render_json}.get(fmt)
+    click.echo(text(result, plan) if text else render_csv(result), nl=False)
+    click.echo(f"wrote {result.output}", err=True)
 
 
 MODEL_COLUMNS = ("name", "family", "params", "active_params", "layers", "attention", "heads", "kv_heads",

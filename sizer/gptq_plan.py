@@ -195,7 +195,7 @@ def _layer_linear_groups(linears: list[LinearShape]) -> list[list[LinearShape]]:
 
 
 def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: int, matmul_gflops: float,
-                 compute_bytes: int = FP32_BYTES, baseline_bytes: int = 0) -> RunEstimate:
+                 compute_bytes: int = FP32_BYTES, baseline_bytes: int = 0, shard_bytes: int = 0) -> RunEstimate:
     """Peak memory and time of a streamed GPTQ run.
 
     Peak: one decoder layer in the compute dtype twice (working copy and the original kept for the
@@ -203,8 +203,9 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     and held-out, float32), the solver's float32 working copies of the largest Linear (weight, error
     buffer, H^-1), the cached hidden states (calibration plus two held-out paths, inputs and outputs),
     one sample's forward activations (the calculator's step peak), and the larger of the embedding and
-    lm_head in the compute dtype, on top of `baseline_bytes` (the process with torch and transformers
-    imported, measured by the caller).
+    lm_head in the compute dtype, and the output tensors waiting for their shard to be written (up to
+    `shard_bytes`), on top of `baseline_bytes` (the process with torch and transformers imported,
+    measured by the caller).
     """
     from sizer.calc.activations import step_peak
 
@@ -219,7 +220,8 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     forward = sum(step_peak(spec, 1, seq_len, seq_len, False, 0, compute_bytes).values())
     embedding = spec.vocab_size * spec.hidden_size * compute_bytes
     parts = {"process baseline": baseline_bytes, "layer weights (x2)": 2 * layer_params * compute_bytes, "hessians": hessians, "solver": solver,
-             "cached hidden states": hidden_cache, "one forward": forward, "embedding or lm_head": embedding}
+             "cached hidden states": hidden_cache, "one forward": forward, "embedding or lm_head": embedding,
+             "output shard buffer": shard_bytes}
     flops = 0.0
     for lin in linears:
         k, n = lin.in_features, lin.out_features

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sizer.errors import InputFileError, UsageError
 
-DEFAULT_MAX_SHARD_BYTES = 2 * 1024 ** 3
+DEFAULT_MAX_SHARD_BYTES = 512 * 1024 ** 2   # output tensors wait in memory until their shard is written
 _SKIP_COPY = {"config.json", "model.safetensors.index.json", "quantize_config.json"}
 
 

@@ -41,6 +41,11 @@ from sizer.spec import ModelSpec
 FLOAT_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 BNB_PRECISIONS = ("int8", "nf4", "nf4-dq", "fp4", "fp4-dq")
 MEASURABLE = tuple(FLOAT_DTYPES) + BNB_PRECISIONS
+GPTQ_PREFIX = "gptq-"      # gptq-<b>bit-g<G>: a GPTQ checkpoint folder, run by sizer's QuantLinear
+
+
+def is_gptq(precision: str) -> bool:
+    return precision.startswith(GPTQ_PREFIX)
 
 
 def require_torch():
@@ -98,8 +103,9 @@ def _hf_config(config: dict):
 def load(spec: ModelSpec, config: dict, weights_folder, precision: str, device: str, attention: str) -> Loaded:
     """The model on `device`: real weights from `weights_folder`, else random weights built in place.
     A family without an SDPA path in transformers (Gemma 2) is loaded with eager attention."""
-    if precision not in MEASURABLE:
-        raise UsageError(f"sizer measure supports {', '.join(MEASURABLE)}; got {precision!r}")
+    if precision not in MEASURABLE and not is_gptq(precision):
+        raise UsageError(f"sizer measure supports {', '.join(MEASURABLE)} and GPTQ checkpoints (gptq-<b>bit-g<G>); "
+                         f"got {precision!r}")
     try:
         loaded = _load(spec, config, weights_folder, precision, device, attention)
     except ValueError as e:
@@ -132,7 +138,9 @@ def _load(spec: ModelSpec, config: dict, weights_folder, precision: str, device:
     common = {"dtype": dtype, "attn_implementation": attention}
     if precision in BNB_PRECISIONS:
         common["quantization_config"] = _quantization_config(precision, torch)
-    if weights_folder is not None:
+    if is_gptq(precision):
+        model, source = _load_gptq(spec, weights_folder, precision, device, torch), str(weights_folder)
+    elif weights_folder is not None:
         model = transformers.AutoModelForCausalLM.from_pretrained(weights_folder, device_map=device, **common)
         source = str(weights_folder)
     elif precision in BNB_PRECISIONS:
@@ -155,6 +163,19 @@ def _load(spec: ModelSpec, config: dict, weights_folder, precision: str, device:
     actual = getattr(model.config, "_attn_implementation", None) or attention
     return Loaded(model, spec, precision, device, source, time.perf_counter() - start,
                   "eager" if actual == "eager" else "sdpa" if actual == "sdpa" else attention)
+
+
+def _load_gptq(spec: ModelSpec, weights_folder, precision: str, device: str, torch):
+    """A GPTQ checkpoint on sizer's QuantLinear (bfloat16 compute), after checking it is the one asked for."""
+    from sizer.gptq_load import load_gptq
+
+    if weights_folder is None:
+        raise UsageError(f"--precision {precision}: sizer measures GPTQ from a checkpoint folder (written by "
+                         "`sizer quantize --method gptq`), not from synthetic weights")
+    stored = spec.checkpoint.quantization if spec.checkpoint else None
+    if stored != precision:
+        raise UsageError(f"--precision {precision}: the checkpoint in {weights_folder} is {stored or 'not GPTQ'}")
+    return load_gptq(weights_folder, device=device, dtype=torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,8 +203,20 @@ def _quant_state_bytes(module) -> int:
     return total
 
 
+def _packed_buffer_keys(model) -> set:
+    """Storages of GPTQ QuantLinear tensors (qweight, qzeros, scales, g_idx, bias): buffers, but weights."""
+    keys = set()
+    for module in model.modules():
+        packed = getattr(module, "packed", None)
+        if callable(packed) and hasattr(module, "qweight"):
+            tensors = list(packed().values()) + ([module.bias] if module.bias is not None else [])
+            keys |= {(t.untyped_storage().data_ptr(), t.storage_offset()) for t in tensors}
+    return keys
+
+
 def weight_bytes(model) -> tuple[int, int]:
-    """(parameters + quantization statistics, buffers) in bytes; each storage counted once."""
+    """(parameters + quantization statistics + GPTQ packed tensors, other buffers) in bytes; each
+    storage counted once."""
     seen, params = set(), 0
     for p in model.parameters():
         key = (p.untyped_storage().data_ptr(), p.storage_offset())
@@ -191,12 +224,16 @@ def weight_bytes(model) -> tuple[int, int]:
             seen.add(key)
             params += _nbytes(p)
     params += sum(_quant_state_bytes(m) for m in model.modules())
+    packed = _packed_buffer_keys(model)
     buffers, seen_buffers = 0, set()
     for b in model.buffers():
         key = (b.untyped_storage().data_ptr(), b.storage_offset())
         if key not in seen_buffers:
             seen_buffers.add(key)
-            buffers += _nbytes(b)
+            if key in packed:
+                params += _nbytes(b)
+            else:
+                buffers += _nbytes(b)
     return params, buffers
 
 
@@ -331,6 +368,8 @@ def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: in
     kv = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size)
     kv_storage = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size, storage=True)
     activations = e.activation_bytes          # the same workload, compute dtype and calibration
+    if is_gptq(precision):
+        activations += gptq_reference_workspace_bytes(spec, batch_size * context_length)
     peak = e.weights_bytes + kv_storage + activations
     process = None
     if device == "cuda":
@@ -339,6 +378,17 @@ def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: in
         process = peak + parts["cuda_context"] + parts["allocator_slack"]
     return {"weights": e.weights_bytes, "kv": kv, "kv_dtype": kv_dtype, "activations": activations, "peak": peak,
             "process": process}
+
+
+def gptq_reference_workspace_bytes(spec: ModelSpec, tokens: int) -> int:
+    """What sizer's QuantLinear reference path adds to a forward: the largest Linear's weight
+    dequantized to bfloat16 (plus its float32 chunk temporaries, see sizer.kernels.gptq_pack) while
+    its output [tokens, N] also exists."""
+    from sizer.gptq_plan import decoder_linears
+
+    chunk, work = 128, 40          # sizer.kernels.gptq_pack.DEQUANT_CHUNK_ROWS and DEQUANT_WORK_BYTES
+    return max(lin.out_features * lin.in_features * 2 + min(chunk, lin.in_features) * lin.out_features * work
+               for lin in decoder_linears(spec))
 
 
 def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_tokens: int,

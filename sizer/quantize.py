@@ -2,7 +2,8 @@
 
 bitsandbytes methods (int8, nf4, fp4) go through transformers' BitsAndBytesConfig: the checkpoint
 is quantized while loading and saved with safetensors (4-bit needs bitsandbytes >= 0.41.3, 8-bit
->= 0.37.2). GPTQ (sizer's own solver in sizer.kernels) is added in a later step.
+>= 0.37.2). GPTQ uses sizer's own solver (sizer.kernels.gptq), streamed one decoder layer at a time
+(sizer.gptq_run), after pre-flight checks and a time / memory estimate (sizer.gptq_plan).
 
 Outputs are written to a temporary folder beside the output and renamed at the end, so an
 interrupted run leaves no half-written checkpoint under the output name; an existing output is
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sizer.errors import InputFileError, UsageError
@@ -107,3 +108,84 @@ def quantize_bnb(model_dir: str, method: str, output: str, force: bool = False, 
         del model
     written = sum(f.stat().st_size for f in target.glob("*.safetensors"))
     return QuantizeResult(target, method, time.perf_counter() - start, written, config)
+
+
+@dataclass(frozen=True)
+class GptqPlan:
+    """What `quantize --method gptq` checks and predicts before touching a weight."""
+    source: Path
+    preflight: object            # sizer.gptq_plan.Preflight
+    estimate: object             # sizer.gptq_plan.RunEstimate
+    available_bytes: int         # free memory on the device now
+    documents: list
+    n_layers: int
+
+
+def measure_matmul_gflops(device: str) -> float:
+    """Best of a few float32 1024x1024 matrix products on `device` (about 20 ms on 2 CPU cores)."""
+    import torch
+
+    n = 1024
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(4):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        (a @ b).sum().item()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel: int = 1) -> GptqPlan:
+    """Validate everything that can be validated before the run, and estimate the run."""
+    from sizer.gptq_plan import estimate_run, preflight
+    from sizer.gptq_run import read_calibration_text
+    from sizer.inputs.resolve import get_model
+    from sizer.measure import check_device
+
+    source = _model_dir(model_dir)
+    spec = get_model(source)
+    already = spec.checkpoint.quantization if spec.checkpoint else None
+    if already:
+        raise UsageError(f"{model_dir}: already quantized ({already}), so it has no 16-bit Linear weights to "
+                         "quantize; start from the original checkpoint")
+    pre = preflight(spec, settings.bits, settings.group_size, settings.sym, settings.act_order,
+                    settings.static_groups, tensor_parallel)
+    if not pre.ok:
+        more = f" (and {len(pre.problems) - 1} more)" if len(pre.problems) > 1 else ""
+        raise UsageError(f"cannot write this GPTQ checkpoint: {pre.problems[0]}{more}")
+    if calibration is None:
+        raise UsageError("--method gptq needs --calibration FILE: text (one document per line), .jsonl with a "
+                         "\"text\" field, or a .json list; the end of it is held out for perplexity")
+    docs = read_calibration_text(calibration)
+    available = check_device(settings.device)
+    import transformers  # noqa: F401  (part of the process baseline the run will have)
+
+    from sizer.gptq_run import resident_bytes
+
+    estimate = estimate_run(spec, settings.samples, settings.seq_len, settings.heldout_samples,
+                            measure_matmul_gflops(settings.device),
+                            compute_bytes=4 if settings.device == "cpu" else 2,
+                            baseline_bytes=resident_bytes() if settings.device == "cpu" else 0,
+                            shard_bytes=min(settings.max_shard_bytes, _gptq_output_bytes(spec, settings)))
+    return GptqPlan(source, pre, estimate, available, docs, spec.n_layers)
+
+
+def _gptq_output_bytes(spec, settings) -> int:
+    """The calculator's size of the checkpoint this run writes."""
+    from sizer.calc.estimate import estimate
+
+    return estimate(spec, f"gptq-{settings.bits}bit-g{settings.group_size}").weights_bytes
+
+
+def quantize_gptq(plan: GptqPlan, settings, output: str, force: bool = False,
+                  on_layer=lambda done, total, seconds: None):
+    """Run GPTQ as planned into `output` (atomically)."""
+    from sizer.gptq_run import run_gptq
+
+    target = Path(output).expanduser()
+    with atomic_output_dir(target, force) as tmp:
+        result = run_gptq(plan.source, tmp, settings, plan.documents, on_layer)
+    return replace(result, output=target)

@@ -57,7 +57,7 @@ def _predicted_speed(spec, precision, ctx, batch, cal) -> float | None:
     return tput.decode_tokens_per_s
 
 
-def run_measure(model: str, precisions: list[str], contexts: list[int], batches: list[int], new_tokens: int,
+def run_measure(model: str, precisions: list[str] | None, contexts: list[int], batches: list[int], new_tokens: int,
                 device: str | None, weights: str | None, attention: str, force: bool, calibration,
                 progress: Callable[[str], None] = lambda text: None) -> list[Record]:
     from sizer.inputs.resolve import get_config, get_model
@@ -65,6 +65,8 @@ def run_measure(model: str, precisions: list[str], contexts: list[int], batches:
 
     torch = require_torch()
     spec = get_model(model)
+    stored = spec.checkpoint.quantization if spec.checkpoint else None
+    precisions = precisions or [stored if stored and stored.startswith("gptq-") else "bf16"]
     config, default_folder = get_config(model)
     folder = _weights_folder(weights, default_folder)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

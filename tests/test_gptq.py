@@ -8,7 +8,8 @@ torch = pytest.importorskip("torch")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from sizer.kernels.gptq import (HessianAccumulator, dequantize, gptq_quantize,  # noqa: E402
-                                output_relative_error, rtn_quantize)
+                                hessian_relative_error, output_relative_error, rtn_quantize)
+from sizer.kernels.gptq_pack import dequantize_gptq_v1, pack_gptq_v1  # noqa: E402
 
 CALIBRATION = [
     "The train to the coast leaves every morning at seven and arrives just before lunch.",
@@ -124,7 +125,7 @@ def test_rtn_layout_and_error_bound(bits, group_size, sym):
     if sym:
         assert bool((q.zeros == 2 ** (bits - 1)).all())
     else:
-        assert int(q.zeros.min()) >= 0 and int(q.zeros.max()) < 2 ** bits
+        assert int(q.zeros.min()) >= 1 and int(q.zeros.max()) < 2 ** bits     # v1 stores zero - 1
     g = 128 if group_size == -1 else group_size
     assert torch.equal(q.g_idx, (torch.arange(128) // g).to(torch.int32))
     half_step = q.scales[q.g_idx.long()].T / 2
@@ -386,3 +387,29 @@ def test_cuda_matches_cpu(act_order):
     acc = HessianAccumulator(256)
     acc.add(x.cuda())
     assert torch.allclose(acc.hessian.cpu(), h, rtol=1e-3, atol=1e-3)
+
+
+def test_scales_are_exact_in_float16():
+    """The checkpoint stores float16 scales; the solver must use exactly those."""
+    q = gptq_quantize(random_weight(64, 128), hessian_of(torch.randn(512, 128)), 4, 32, sym=False)
+    assert torch.equal(q.scales, q.scales.to(torch.float16).to(torch.float32))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_groups_starting_at_zero_get_zero_point_one(bits):
+    """Asymmetric groups whose minimum is >= 0 would get zero point 0, which GPTQ v1 cannot store:
+    they get zero 1 and a scale that still reaches the maximum, so the error stays within half a step."""
+    w = torch.rand(32, 64) * 0.1                          # every group non-negative
+    q = rtn_quantize(w, bits, 32, sym=False)
+    assert bool((q.zeros == 1).all())
+    half_step = q.scales[q.g_idx.long()].T / 2
+    assert bool(((dequantize(q) - w).abs() <= half_step * (1 + 1e-3) + 1e-7).all())
+    packed = pack_gptq_v1(q.codes, q.zeros, q.scales, q.g_idx, bits)     # packs without complaint
+    assert torch.equal(dequantize_gptq_v1(packed, bits, 64, 32), dequantize(q))
+
+
+def test_hessian_error_equals_error_on_the_inputs():
+    x = torch.randn(300, 64)
+    w = random_weight(32, 64)
+    q = dequantize(rtn_quantize(w, 3, 32, True))
+    assert hessian_relative_error(w, q, hessian_of(x)) == pytest.approx(output_relative_error(w, q, x), rel=1e-4)

@@ -1,0 +1,84 @@
+"""Pre-flight checks and the run estimate of `quantize --method gptq`: no torch, catalog shapes."""
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from sizer import get_model
+from sizer.gptq_plan import decoder_linears, estimate_run, pack_unit, preflight
+
+
+def test_pack_units():
+    assert [pack_unit(b) for b in (2, 3, 4, 8)] == [16, 32, 8, 4]
+
+
+def test_llama3_8b_linears_and_marlin():
+    spec = get_model("llama3-8b")
+    names = {lin.name: lin for lin in decoder_linears(spec)}
+    assert set(names) == {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
+    assert (names["mlp.down_proj"].in_features, names["mlp.down_proj"].out_features) == (14336, 4096)
+    assert names["mlp.down_proj"].row_parallel and not names["mlp.up_proj"].row_parallel
+    assert names["self_attn.k_proj"].count == 32
+    pre = preflight(spec, 4, 128, tensor_parallel=8)
+    assert pre.ok and pre.vllm_kernels[0].startswith("gptq_marlin")
+
+
+def test_llama2_7b_at_tensor_parallel_8_splits_down_proj_mid_group():
+    """11008 / 8 = 1376 input features per GPU: not a whole number of 128-groups (a real vLLM refusal)."""
+    pre = preflight(get_model("Llama-2-7b-hf"), 4, 128, tensor_parallel=8)
+    assert not pre.ok
+    assert "mlp.down_proj: in_features 1376 per GPU at tensor parallel 8 is not a multiple of group size 128" in pre.problems
+    assert not preflight(get_model("Llama-2-7b-hf"), 4, 64, tensor_parallel=8).ok      # 1376 = 21.5 x 64
+    assert preflight(get_model("Llama-2-7b-hf"), 4, 32, tensor_parallel=8).ok          # 1376 = 43 x 32
+    assert not preflight(get_model("Llama-2-7b-hf"), 4, 128, tensor_parallel=4).ok     # 2752 = 21.5 x 128
+    assert preflight(get_model("Llama-2-7b-hf"), 4, 128, tensor_parallel=2).ok         # 5504 = 43 x 128
+
+
+def test_marlin_refusals_are_explained():
+    spec = get_model("llama3-8b")
+    three = preflight(spec, 3, 128)
+    assert three.ok and three.vllm_kernels == ("gptq (exllama/GEMM)",)
+    assert "Marlin takes 4- or 8-bit, not 3-bit" in three.vllm_notes
+    asym = preflight(spec, 4, 128, sym=False)
+    assert "Marlin takes symmetric zero points only (--sym)" in asym.vllm_notes
+
+
+def test_act_order_with_tensor_parallel_warns_unless_static_groups():
+    spec = get_model("llama3-8b")
+    assert any("--act-order with tensor parallel 2" in w for w in preflight(spec, 4, 128, act_order=True,
+                                                                              tensor_parallel=2).warnings)
+    assert preflight(spec, 4, 128, act_order=True, static_groups=True, tensor_parallel=2).warnings == ()
+    assert preflight(spec, 4, 128, act_order=True, tensor_parallel=1).warnings == ()
+
+
+def test_moe_experts_are_refused():
+    pre = preflight(get_model("Mixtral-8x7B-v0.1"), 4, 128)
+    assert not pre.ok and "routed experts" in pre.problems[0]
+
+
+def test_bad_settings():
+    spec = get_model("llama3-8b")
+    assert "GPTQ writes 2, 3, 4 or 8 bits, not 5" in preflight(spec, 5, 128).problems
+    assert "4096 attention heads" not in " ".join(preflight(spec, 4, 128, tensor_parallel=3).problems)
+    assert "32 attention heads are not divisible by tensor parallel 3" in preflight(spec, 4, 128, tensor_parallel=3).problems
+
+
+def test_estimate_parts_sum_and_scale():
+    spec = get_model("llama3-8b")
+    e = estimate_run(spec, 128, 2048, 8, matmul_gflops=100.0, baseline_bytes=10)
+    assert sum(e.parts.values()) == e.peak_bytes and e.parts["process baseline"] == 10
+    # down_proj's Hessian (14336^2 float32, calibration and held-out) is the largest shared-input group
+    assert e.parts["hessians"] == 2 * 14336 ** 2 * 4
+    assert e.parts["cached hidden states"] == 2 * (128 + 16) * 2048 * 4096 * 4
+    assert e.seconds == pytest.approx(e.flops / 100e9 + 32 * (4096 * 6 + 14336) * 25e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(samples=st.integers(1, 256), seq=st.integers(16, 4096), more=st.integers(1, 64))
+def test_estimate_grows_with_calibration(samples, seq, more):
+    spec = get_model("Qwen3-0.6B")
+    a = estimate_run(spec, samples, seq, 4, 50.0)
+    b = estimate_run(spec, samples + more, seq, 4, 50.0)
+    c = estimate_run(spec, samples, seq + more, 4, 50.0)
+    assert b.peak_bytes > a.peak_bytes and c.peak_bytes > a.peak_bytes
+    assert b.seconds > a.seconds and c.seconds > a.seconds
