@@ -268,29 +268,65 @@ def _solve(w: torch.Tensor, hinv: torch.Tensor, groups: _Groups, block_size: int
     return codes
 
 
-def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int = 128,
+@dataclass(frozen=True, eq=False)
+class PreparedHessian:
+    """What GPTQ derives from a Hessian alone, shareable by every Linear that reads the same input
+    (q/k/v; gate/up): dead inputs, the act-order permutation and the upper Cholesky factor of the
+    damped inverse (in permuted order)."""
+    dead: torch.Tensor
+    perm: torch.Tensor | None
+    hinv: torch.Tensor
+    damp_used: float
+    damp_raised: bool
+
+
+def prepare_hessian(hessian: torch.Tensor, act_order: bool = False, damp: float = DEFAULT_DAMP) -> PreparedHessian:
+    if hessian.dim() != 2 or hessian.shape[0] != hessian.shape[1]:
+        raise ValueError(f"hessian must be square, got shape {tuple(hessian.shape)}")
+    if not torch.isfinite(hessian).all():
+        raise ValueError("hessian contains NaN or infinite values")
+    if not damp >= 0:
+        raise ValueError(f"damp must be a non-negative fraction of mean(diag(H)), got {damp}")
+    h = hessian.detach().to(torch.float32).clone()
+    dead = h.diagonal() == 0
+    h.diagonal()[dead] = 1.0
+    perm = torch.argsort(h.diagonal(), descending=True, stable=True) if act_order else None
+    if perm is not None:
+        h = h[perm][:, perm]
+    hinv, damp_used, damp_raised = _inverse_cholesky_upper(h, damp)
+    return PreparedHessian(dead, perm, hinv, damp_used, damp_raised)
+
+
+def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor | None, bits: int, group_size: int = 128,
                   sym: bool = True, act_order: bool = False, damp: float = DEFAULT_DAMP,
-                  block_size: int = 128, static_groups: bool = False) -> QuantizedWeight:
-    """GPTQ-quantize weight [N, K] given the layer-input Hessian [K, K] (see HessianAccumulator).
+                  block_size: int = 128, static_groups: bool = False,
+                  prepared: PreparedHessian | None = None) -> QuantizedWeight:
+    """GPTQ-quantize weight [N, K] given the layer-input Hessian [K, K] (see HessianAccumulator),
+    or a `prepared` one (prepare_hessian with the same act_order and damp) shared between Linears.
 
     act_order quantizes columns by descending diag(H); its groups are then consecutive in that
     order (g_idx = invperm[k] // g) unless static_groups, where group parameters come up front
     from the original weight's groups of g consecutive columns (g_idx = k // g).
     """
     _check_weight(weight, bits, group_size)
-    _check_solver_args(weight, hessian, damp, block_size)
+    if prepared is None:
+        if hessian is None:
+            raise ValueError("give a hessian or a prepared hessian")
+        _check_solver_args(weight, hessian, damp, block_size)
+        prepared = prepare_hessian(hessian.to(weight.device), act_order, damp)
+    elif block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    k = weight.shape[1]
+    if tuple(prepared.hinv.shape) != (k, k):
+        raise ValueError(f"hessian must have shape [{k}, {k}] for in_features={k}, got {tuple(prepared.hinv.shape)}")
     w = weight.detach().to(torch.float32).clone()
-    h = hessian.detach().to(device=w.device, dtype=torch.float32).clone()
-    k = w.shape[1]
-    dead = h.diagonal() == 0
-    h.diagonal()[dead] = 1.0
-    w[:, dead] = 0.0
+    w[:, prepared.dead.to(w.device)] = 0.0
     static = static_groups and group_size != -1
-    perm = torch.argsort(h.diagonal(), descending=True, stable=True) if act_order else None
+    perm = prepared.perm
     groups = _Groups(w, bits, group_size, sym, perm, static)    # fixed groups: original column order
     if perm is not None:
-        w, h = w[:, perm], h[perm][:, perm]
-    hinv, damp_used, damp_raised = _inverse_cholesky_upper(h, damp)
+        w = w[:, perm]
+    hinv, damp_used, damp_raised = prepared.hinv, prepared.damp_used, prepared.damp_raised
     codes = _solve(w, hinv, groups, _effective_block(block_size, groups), bits)
     column = torch.arange(k, device=w.device)
     g_idx = column // groups.size
@@ -317,10 +353,16 @@ def output_relative_error(weight: torch.Tensor, dequantized: torch.Tensor, x: to
 def hessian_relative_error(weight: torch.Tensor, dequantized: torch.Tensor, hessian: torch.Tensor) -> float:
     """output_relative_error over the inputs a Hessian was accumulated from, without the inputs:
     with H = 2/n X^T X, ||X D^T||_F^2 = n/2 tr(D H D^T), so the ratio needs only H [K, K]."""
+    return hessian_relative_errors(weight, [dequantized], hessian)[0]
+
+
+def hessian_relative_errors(weight: torch.Tensor, dequantized: list[torch.Tensor], hessian: torch.Tensor) -> list[float]:
+    """hessian_relative_error of several quantizations of one weight, in one matrix product."""
     w = weight.detach().to(torch.float32)
     h = hessian.detach().to(device=w.device, dtype=torch.float32)
-    d = w - dequantized.to(device=w.device, dtype=torch.float32)
-    reference = float(((w @ h) * w).sum())
+    rows = torch.cat([w] + [w - d.to(device=w.device, dtype=torch.float32) for d in dequantized])
+    energy = ((rows @ h) * rows).sum(dim=1).reshape(len(dequantized) + 1, -1).sum(dim=1)
+    reference = float(energy[0])
     if reference <= 0:
         raise ValueError("the reference output is zero on these inputs; relative error is undefined")
-    return max(float(((d @ h) * d).sum()), 0.0) ** 0.5 / reference ** 0.5
+    return [max(float(e), 0.0) ** 0.5 / reference ** 0.5 for e in energy[1:]]

@@ -14,8 +14,9 @@ already-quantized layers before it):
    forward of the calibration samples (stopped as soon as the group's input is seen) accumulates
    one Hessian; each Linear is solved, its weight replaced by the dequantized one, and packed;
 3. calibration and held-out samples through the quantized layer: the next layer's inputs.
-Per-Linear relative output error of GPTQ and of round-to-nearest are computed from the Hessians
-(calibration inputs) and from a held-out Hessian accumulated in the same partial forwards.
+Per-Linear relative output error of GPTQ and of round-to-nearest is computed from a Hessian of
+held-out inputs accumulated in the same partial forwards (from the calibration Hessian when no text
+is held out): one matrix product per Linear, no inputs kept.
 """
 
 from __future__ import annotations
@@ -56,10 +57,9 @@ class LinearReport:
     name: str                       # inside the layer, e.g. "self_attn.q_proj"
     in_features: int
     out_features: int
-    gptq_error: float               # relative output error on the calibration inputs
-    rtn_error: float
-    gptq_heldout_error: float | None
-    rtn_heldout_error: float | None
+    error_inputs: str               # "held-out" (text never calibrated on) or "calibration"
+    gptq_error: float               # relative output error ||XW - XQ|| / ||XW|| on those inputs
+    rtn_error: float                # the same for round-to-nearest of the same weight
     damp_used: float
     damp_raised: bool
     seconds: float
@@ -128,33 +128,51 @@ def tokenize_documents(tokenizer, docs: list[str]) -> list[int]:
 
 # ------------------------------------------------------------------------------------- shards
 
+_TORCH_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                 "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+                 "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
 class ShardReader:
-    """Tensors of a safetensors checkpoint by name, read one at a time (memory-mapped)."""
+    """Tensors of a safetensors checkpoint by name, each read with one positioned read into memory
+    the tensor owns. No file stays memory-mapped, so pages already read do not linger in the
+    process's resident set (an mmap-based reader would show the whole checkpoint there by the end)."""
 
     def __init__(self, folder: Path):
-        from safetensors import safe_open
+        from sizer.inputs.safetensors import read_header
 
-        self._files = {}
         self.where: dict[str, Path] = {}
+        self._info: dict[str, tuple[Path, int, int, str, list]] = {}
         for path in sorted(folder.glob("*.safetensors")):
-            try:
-                handle = safe_open(str(path), framework="pt")
-            except Exception as e:  # safetensors raises its own error types
-                raise InputFileError(f"{path}: cannot open as safetensors ({e})") from None
-            self._files[path] = handle
-            for name in handle.keys():
+            header = read_header(path)            # validated: offsets within the file, sizes match shapes
+            with path.open("rb") as f:
+                data_start = 8 + int.from_bytes(f.read(8), "little")
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                begin, end = info["data_offsets"]
                 self.where[name] = path
+                self._info[name] = (path, data_start + begin, end - begin, info["dtype"], info["shape"])
 
     def __contains__(self, name: str) -> bool:
         return name in self.where
 
     def get(self, name: str):
-        try:
-            return self._files[self.where[name]].get_tensor(name)
-        except KeyError:
-            raise InputFileError(f"checkpoint has no tensor {name!r}") from None
-        except Exception as e:
-            raise InputFileError(f"{self.where[name]}: cannot read tensor {name!r} ({e})") from None
+        import torch
+
+        if name not in self._info:
+            raise InputFileError(f"checkpoint has no tensor {name!r}")
+        path, offset, size, dtype, shape = self._info[name]
+        if dtype not in _TORCH_DTYPES:
+            raise InputFileError(f"{path}: tensor {name!r} has dtype {dtype}, which sizer cannot read")
+        buffer = bytearray(size)
+        with path.open("rb") as f:
+            f.seek(offset)
+            if f.readinto(buffer) != size:
+                raise InputFileError(f"{path}: truncated while reading tensor {name!r}")
+        if size == 0:
+            return torch.empty(shape, dtype=getattr(torch, _TORCH_DTYPES[dtype]))
+        return torch.frombuffer(buffer, dtype=getattr(torch, _TORCH_DTYPES[dtype])).reshape(shape)
 
 
 class ShardWriter:
@@ -434,7 +452,8 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
     import torch
     import transformers
 
-    from sizer.kernels.gptq import (dequantize, gptq_quantize, hessian_relative_error, rtn_quantize)
+    from sizer.kernels.gptq import (dequantize, gptq_quantize, hessian_relative_errors, prepare_hessian,
+                                    rtn_quantize)
     from sizer.kernels.gptq_pack import pack_gptq_v1
 
     start = time.perf_counter()
@@ -500,21 +519,22 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
         for group in groups:
             calib_acc, held_acc = _accumulate(layer, group, [(streams.calib, calib_calls),
                                                              (streams.held_q, held_calls)])
+            t0 = time.perf_counter()
+            h = calib_acc.hessian
+            held = held_acc.hessian if held_acc is not None else None
+            prepared = prepare_hessian(h, settings.act_order, settings.damp)     # shared by the group
+            shared_seconds = (time.perf_counter() - t0) / len(group)
             for name, module in group:
                 t0 = time.perf_counter()
                 weight = module.weight.detach().to(torch.float32)
-                h = calib_acc.hessian
-                q = gptq_quantize(weight, h, settings.bits, settings.group_size, settings.sym, settings.act_order,
-                                  settings.damp, settings.block_size, settings.static_groups)
+                q = gptq_quantize(weight, None, settings.bits, settings.group_size, settings.sym, settings.act_order,
+                                  settings.damp, settings.block_size, settings.static_groups, prepared=prepared)
                 rtn = rtn_quantize(weight, settings.bits, settings.group_size, settings.sym)
                 dq, dr = dequantize(q), dequantize(rtn)
-                held = held_acc.hessian if held_acc is not None else None
-                reports.append(LinearReport(
-                    i, name, module.in_features, module.out_features,
-                    hessian_relative_error(weight, dq, h), hessian_relative_error(weight, dr, h),
-                    hessian_relative_error(weight, dq, held) if held is not None else None,
-                    hessian_relative_error(weight, dr, held) if held is not None else None,
-                    q.damp_used, q.damp_raised, time.perf_counter() - t0))
+                inputs, h_err = ("held-out", held) if held is not None else ("calibration", h)
+                errors = hessian_relative_errors(weight, [dq, dr], h_err)
+                reports.append(LinearReport(i, name, module.in_features, module.out_features, inputs, *errors,
+                                            q.damp_used, q.damp_raised, time.perf_counter() - t0 + shared_seconds))
                 packed[name] = pack_gptq_v1(q.codes, q.zeros, q.scales, q.g_idx, settings.bits)
                 with torch.no_grad():
                     module.weight.copy_(dq.to(module.weight.dtype))

@@ -369,7 +369,8 @@ def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: in
     kv_storage = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size, storage=True)
     activations = e.activation_bytes          # the same workload, compute dtype and calibration
     if is_gptq(precision):
-        activations += gptq_reference_workspace_bytes(spec, batch_size * context_length)
+        activations = max(activations, _mlp_moment_bytes(spec, context_length, batch_size, attention)
+                          + gptq_reference_workspace_bytes(spec))
     peak = e.weights_bytes + kv_storage + activations
     process = None
     if device == "cuda":
@@ -380,15 +381,25 @@ def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: in
             "process": process}
 
 
-def gptq_reference_workspace_bytes(spec: ModelSpec, tokens: int) -> int:
-    """What sizer's QuantLinear reference path adds to a forward: the largest Linear's weight
-    dequantized to bfloat16 (plus its float32 chunk temporaries, see sizer.kernels.gptq_pack) while
-    its output [tokens, N] also exists."""
+def gptq_reference_workspace_bytes(spec: ModelSpec) -> int:
+    """What sizer's QuantLinear reference path holds while one Linear runs: its weight dequantized to
+    bfloat16 plus one chunk's temporaries (sizer.kernels.gptq_pack: int64 unpack, int32 codes, float32
+    gathers and results; about 16 bytes per chunk element live at once, measured with the CPU
+    allocator trace). The largest Linear decides."""
     from sizer.gptq_plan import decoder_linears
 
-    chunk, work = 128, 40          # sizer.kernels.gptq_pack.DEQUANT_CHUNK_ROWS and DEQUANT_WORK_BYTES
-    return max(lin.out_features * lin.in_features * 2 + min(chunk, lin.in_features) * lin.out_features * work
+    chunk, live_bytes = 128, 16        # DEQUANT_CHUNK_ROWS; bytes per chunk element live at the peak
+    return max(lin.out_features * lin.in_features * 2 + min(chunk, lin.in_features) * lin.out_features * live_bytes
                for lin in decoder_linears(spec))
+
+
+def _mlp_moment_bytes(spec: ModelSpec, context_length: int, batch_size: int, attention: str) -> int:
+    """Activations live when the reference path dequantizes an MLP weight: the residual stream and
+    the MLP's own peak less the output that Linear has not yet allocated (one [tokens, d_ff] tensor)."""
+    from sizer.calc.activations import step_peak
+
+    parts = step_peak(spec, batch_size, context_length, context_length, attention == "eager", 1, 2)
+    return parts["residual"] + parts["mlp"] - batch_size * context_length * spec.d_ff * 2
 
 
 def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_tokens: int,

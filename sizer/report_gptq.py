@@ -13,8 +13,8 @@ from tabulate import tabulate
 from sizer.progress import fmt_duration
 from sizer.units import UNITS_NOTE, fmt_gib
 
-LINEAR_COLUMNS = ("layer", "linear", "in_features", "out_features", "gptq_error", "rtn_error", "gptq_heldout_error",
-                  "rtn_heldout_error", "damp_used", "damp_raised", "seconds")
+LINEAR_COLUMNS = ("layer", "linear", "in_features", "out_features", "error_inputs", "gptq_error", "rtn_error",
+                  "damp_used", "damp_raised", "seconds")
 
 
 def render_plan(plan, settings, tensor_parallel: int) -> str:
@@ -42,8 +42,8 @@ def linear_rows(result) -> list[dict]:
     rows = []
     for r in result.linears:
         rows.append({"layer": r.layer, "linear": r.name, "in_features": r.in_features, "out_features": r.out_features,
-                     "gptq_error": r.gptq_error, "rtn_error": r.rtn_error, "gptq_heldout_error": r.gptq_heldout_error,
-                     "rtn_heldout_error": r.rtn_heldout_error, "damp_used": r.damp_used,
+                     "error_inputs": r.error_inputs, "gptq_error": r.gptq_error, "rtn_error": r.rtn_error,
+                     "damp_used": r.damp_used,
                      "damp_raised": r.damp_raised, "seconds": round(r.seconds, 4)})
     return rows
 
@@ -83,15 +83,17 @@ def render_table(result, plan) -> str:
         by_layer.setdefault(r.layer, []).append(r)
     rows = []
     for layer, items in by_layer.items():
-        rows.append([layer, len(items), _fmt(_mean(r.gptq_error for r in items)), _fmt(_mean(r.rtn_error for r in items)),
-                     _fmt(_mean(r.gptq_heldout_error for r in items)), _fmt(_mean(r.rtn_heldout_error for r in items)),
+        gptq, rtn = _mean(r.gptq_error for r in items), _mean(r.rtn_error for r in items)
+        rows.append([layer, len(items), _fmt(gptq), _fmt(rtn), f"{gptq / rtn:.2f}" if rtn else "",
                      "yes" if any(r.damp_raised for r in items) else "", f"{sum(r.seconds for r in items):.2f}"])
-    table = tabulate(rows, headers=["layer", "linears", "gptq err", "rtn err", "gptq held-out", "rtn held-out",
-                                    "damp raised", "solve s"], tablefmt="simple")
+    table = tabulate(rows, headers=["layer", "linears", "gptq error", "rtn error", "ratio", "damp raised", "solve s"],
+                     tablefmt="simple")
     wins = sum(1 for r in result.linears if r.gptq_error < r.rtn_error)
+    inputs = result.linears[0].error_inputs if result.linears else "held-out"
     lines = [table, "",
-             "relative output error ||XW - XQ|| / ||XW|| per Linear, mean per layer; held-out: on text not calibrated on",
-             f"GPTQ below round-to-nearest on {wins} of {len(result.linears)} Linears (calibration inputs)"]
+             f"relative output error ||XW - XQ|| / ||XW|| per Linear (mean per layer) on {inputs} inputs"
+             + (" (text never calibrated on)" if inputs == "held-out" else ""),
+             f"GPTQ below round-to-nearest on {wins} of {len(result.linears)} Linears"]
     if result.perplexity_before is not None:
         lines.append(f"perplexity on {result.heldout_tokens} held-out tokens: {result.perplexity_before:.3f} before, "
                      f"{result.perplexity_after:.3f} after")
