@@ -37,11 +37,16 @@ MARLIN_MIN_K = 128      # vLLM GPTQ_MARLIN_MIN_THREAD_K
 MARLIN_MIN_CAPABILITY = "8.0"
 
 FP32_BYTES = 4
-# Time model of one run (CPU or GPU), in units of the machine's measured float32 matmul rate:
+# Time model of one run, in units of the device's measured float32 matmul rate (a 1024^2 probe),
+# fitted to profiles of 8-layer runs (hidden 1024, d_ff 2816) on the 2-core Xeon CI machine:
+MATMUL_EFFICIENCY = 0.6                # large-run matmuls reach ~60% of the small probe's best
 SOLVER_FLOPS_PER_WEIGHT_PER_K = 2.0    # lazy block updates: ~2 N K^2 per Linear
-CHOLESKY_FLOPS_PER_K3 = 1.5            # Cholesky (1/3) + inverse (~2/3) + Cholesky of the inverse (1/3) + damping
-FORWARDS_PER_LAYER = 3                 # fp path (held out), quantized path, and on average ~1 partial pass per group
-SECONDS_PER_COLUMN = 25e-6             # the solver's per-column Python/kernel-launch overhead (measured, 2-core Xeon)
+ERROR_FLOPS_PER_WEIGHT_PER_K = 6.0     # [W; W-Q_gptq; W-Q_rtn] @ H: 3 x 2 N K^2 per Linear
+CHOLESKY_FLOPS_PER_K3 = 1.7            # per shared Hessian: Cholesky, inverse, Cholesky of the inverse, checks
+FORWARDS_PER_LAYER = 2.5               # fp path (held out), quantized path, ~0.5 for the stopped partial passes
+SECONDS_PER_COLUMN = 56e-6             # the solver's per-column fixed cost (Python, small kernels)
+COLUMN_UPDATE_FLOPS_PER_ROW = 128      # per column, the in-block rank-1 update: ~64 columns x 2 flops per row
+COLUMN_UPDATE_GFLOPS = 3.2             # ... which runs memory-bound (measured)
 
 
 def pack_unit(bits: int) -> int:
@@ -195,7 +200,7 @@ def _layer_linear_groups(linears: list[LinearShape]) -> list[list[LinearShape]]:
 
 
 def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: int, matmul_gflops: float,
-                 compute_bytes: int = FP32_BYTES, baseline_bytes: int = 0, shard_bytes: int = 0) -> RunEstimate:
+                 compute_bytes: int = FP32_BYTES, baseline_bytes: int = 0) -> RunEstimate:
     """Peak memory and time of a streamed GPTQ run.
 
     Peak: one decoder layer in the compute dtype twice (working copy and the original kept for the
@@ -203,9 +208,8 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     and held-out, float32), the solver's float32 working copies of the largest Linear (weight, error
     buffer, H^-1), the cached hidden states (calibration plus two held-out paths, inputs and outputs),
     one sample's forward activations (the calculator's step peak), and the larger of the embedding and
-    lm_head in the compute dtype, and the output tensors waiting for their shard to be written (up to
-    `shard_bytes`), on top of `baseline_bytes` (the process with torch and transformers imported,
-    measured by the caller).
+    lm_head in the compute dtype, on top of `baseline_bytes` (the process with torch and transformers
+    imported, measured by the caller). Output tensors go to disk as they are made (no shard buffer).
     """
     from sizer.calc.activations import step_peak
 
@@ -220,15 +224,17 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     forward = sum(step_peak(spec, 1, seq_len, seq_len, False, 0, compute_bytes).values())
     embedding = spec.vocab_size * spec.hidden_size * compute_bytes
     parts = {"process baseline": baseline_bytes, "layer weights (x2)": 2 * layer_params * compute_bytes, "hessians": hessians, "solver": solver,
-             "cached hidden states": hidden_cache, "one forward": forward, "embedding or lm_head": embedding,
-             "output shard buffer": shard_bytes}
-    flops = 0.0
+             "cached hidden states": hidden_cache, "one forward": forward, "embedding or lm_head": embedding}
+    flops, column_seconds = 0.0, 0.0
     for lin in linears:
         k, n = lin.in_features, lin.out_features
-        flops += lin.count * (SOLVER_FLOPS_PER_WEIGHT_PER_K * n * k * k + CHOLESKY_FLOPS_PER_K3 * k ** 3)
+        flops += lin.count * (SOLVER_FLOPS_PER_WEIGHT_PER_K + ERROR_FLOPS_PER_WEIGHT_PER_K) * n * k * k
+        column_seconds += lin.count * k * (SECONDS_PER_COLUMN + n * COLUMN_UPDATE_FLOPS_PER_ROW / (COLUMN_UPDATE_GFLOPS * 1e9))
     tokens = streams * seq_len
+    for group in groups:
+        k = group[0].in_features
+        flops += group[0].count * (CHOLESKY_FLOPS_PER_K3 * k ** 3 + 2 * tokens * k * k)   # factor and accumulate H
     flops += spec.n_layers * FORWARDS_PER_LAYER * 2 * layer_params * tokens
-    flops += 2 * tokens * spec.vocab_size * spec.hidden_size      # held-out logits, both paths
-    columns = sum(lin.count * lin.in_features for lin in linears)
-    seconds = flops / (matmul_gflops * 1e9) + columns * SECONDS_PER_COLUMN
+    flops += 2 * heldout_samples * seq_len * spec.vocab_size * spec.hidden_size * 2     # held-out logits, both paths
+    seconds = flops / (matmul_gflops * MATMUL_EFFICIENCY * 1e9) + column_seconds
     return RunEstimate(sum(parts.values()), parts, seconds, flops, matmul_gflops)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from sizer.errors import InputFileError, UsageError
 
-DEFAULT_MAX_SHARD_BYTES = 512 * 1024 ** 2   # output tensors wait in memory until their shard is written
+DEFAULT_MAX_SHARD_BYTES = 4 * 1024 ** 3    # written as they come: the shard size costs no memory
 _SKIP_COPY = {"config.json", "model.safetensors.index.json", "quantize_config.json"}
 
 
@@ -175,34 +175,60 @@ class ShardReader:
         return torch.frombuffer(buffer, dtype=getattr(torch, _TORCH_DTYPES[dtype])).reshape(shape)
 
 
+_SAFETENSORS_DTYPES = {value: key for key, value in _TORCH_DTYPES.items()}
+_COPY_CHUNK_BYTES = 64 * 1024 ** 2
+
+
 class ShardWriter:
-    """Write tensors into safetensors shards of about max_bytes, then name them the transformers way
-    (model.safetensors, or model-0000i-of-0000n.safetensors plus model.safetensors.index.json)."""
+    """Write tensors into safetensors shards of about max_bytes without holding them: each tensor's
+    bytes go straight to a data file on disk; when a shard is full its header is written and the data
+    appended (in 64 MiB chunks). Shards are then named the transformers way (model.safetensors, or
+    model-0000i-of-0000n.safetensors plus model.safetensors.index.json).
+
+    Format (huggingface/safetensors): u64 little-endian header length, the JSON header (name ->
+    dtype, shape, data_offsets; padded with spaces to a multiple of 8 bytes), then the data."""
 
     def __init__(self, folder: Path, max_bytes: int):
         self.folder, self.max_bytes = folder, max_bytes
-        self._pending: dict = {}
-        self._pending_bytes = 0
         self._files: list[tuple[Path, list[str]]] = []
+        self._data = None
+        self._entries: dict = {}
+        self._offset = 0
         self.bytes_written = 0
 
     def add(self, name: str, tensor) -> None:
+        import torch
+
         size = tensor.numel() * tensor.element_size()
-        if self._pending and self._pending_bytes + size > self.max_bytes:
+        if self._entries and self._offset + size > self.max_bytes:
             self.flush()
-        self._pending[name] = tensor.detach().contiguous().cpu()
-        self._pending_bytes += size
+        if self._data is None:
+            self._data = (self.folder / f"part-{len(self._files) + 1:05d}.data").open("wb")
+        t = tensor.detach().cpu().contiguous()
+        if str(t.dtype).removeprefix("torch.") not in _SAFETENSORS_DTYPES:
+            raise ValueError(f"cannot write tensor {name!r} of dtype {t.dtype}")
+        if size:
+            self._data.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        self._entries[name] = {"dtype": _SAFETENSORS_DTYPES[str(t.dtype).removeprefix("torch.")],
+                               "shape": list(t.shape), "data_offsets": [self._offset, self._offset + size]}
+        self._offset += size
 
     def flush(self) -> None:
-        if not self._pending:
+        if not self._entries:
             return
-        from safetensors.torch import save_file
-
+        data_path = Path(self._data.name)
+        self._data.close()
+        header = json.dumps({"__metadata__": {"format": "pt"}, **self._entries}, separators=(",", ":")).encode()
+        header += b" " * (-len(header) % 8)
         path = self.folder / f"part-{len(self._files) + 1:05d}.safetensors"
-        save_file(self._pending, str(path), metadata={"format": "pt"})
-        self._files.append((path, list(self._pending)))
+        with path.open("wb") as out, data_path.open("rb") as data:
+            out.write(len(header).to_bytes(8, "little"))
+            out.write(header)
+            shutil.copyfileobj(data, out, _COPY_CHUNK_BYTES)
+        data_path.unlink()
+        self._files.append((path, list(self._entries)))
         self.bytes_written += path.stat().st_size
-        self._pending, self._pending_bytes = {}, 0
+        self._data, self._entries, self._offset = None, {}, 0
 
     def close(self) -> None:
         self.flush()
@@ -217,6 +243,17 @@ class ShardWriter:
             weight_map.update({name: final for name in names})
         index = {"metadata": {"total_size": self.bytes_written}, "weight_map": dict(sorted(weight_map.items()))}
         (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def release_free_memory() -> None:
+    """Hand memory freed by the last layer back to the OS (glibc keeps freed heap pages otherwise,
+    and the resident set would creep up layer by layer)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 # ------------------------------------------------------------------------------------- model skeleton
@@ -543,6 +580,7 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
             streams.held_q = [_forward(layer, h, c) for h, c in zip(streams.held_q, held_calls)]
         _write_layer(writer, reader, layer_prefix, packed, layer)
         layer.to("meta")
+        release_free_memory()
         on_layer(i + 1, len(layers), time.perf_counter() - layer_start)
 
     writer.close()

@@ -168,16 +168,8 @@ def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel
     estimate = estimate_run(spec, settings.samples, settings.seq_len, settings.heldout_samples,
                             measure_matmul_gflops(settings.device),
                             compute_bytes=4 if settings.device == "cpu" else 2,
-                            baseline_bytes=resident_bytes() if settings.device == "cpu" else 0,
-                            shard_bytes=min(settings.max_shard_bytes, _gptq_output_bytes(spec, settings)))
+                            baseline_bytes=resident_bytes() if settings.device == "cpu" else 0)
     return GptqPlan(source, pre, estimate, available, docs, spec.n_layers)
-
-
-def _gptq_output_bytes(spec, settings) -> int:
-    """The calculator's size of the checkpoint this run writes."""
-    from sizer.calc.estimate import estimate
-
-    return estimate(spec, f"gptq-{settings.bits}bit-g{settings.group_size}").weights_bytes
 
 
 def quantize_gptq(plan: GptqPlan, settings, output: str, force: bool = False,

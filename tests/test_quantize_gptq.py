@@ -285,3 +285,29 @@ def test_measure_runs_our_gptq_checkpoint(quantized):
         assert abs(rec["measured_peak_bytes"] / rec["predicted_peak_bytes"] - 1) < 0.10, rec
     r = CliRunner().invoke(cli, ["measure", str(out), "--device", "cpu", "-p", "gptq-8bit-g128"])
     assert r.exit_code == 2 and "the checkpoint in" in r.output and "is gptq-4bit-g128" in r.output
+
+
+def test_shard_writer_streams_valid_safetensors(tmp_path):
+    """Tensors go to disk as they come; the shards are valid safetensors (read back by the library and
+    by sizer's header check) with a transformers index."""
+    from sizer.gptq_run import ShardReader, ShardWriter
+    from sizer.inputs.safetensors import read_header
+
+    tensors = {"a.bf16": torch.randn(33, 7).to(torch.bfloat16), "b.i32": torch.arange(100, dtype=torch.int32),
+               "c.f16": torch.randn(5).half(), "d.f32": torch.randn(64, 64), "e.empty": torch.zeros(0)}
+    writer = ShardWriter(tmp_path, max_bytes=17_000)        # a, b, c | d, e
+    for name, t in tensors.items():
+        writer.add(name, t)
+    writer.close()
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(tensors) and len(set(index["weight_map"].values())) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-00001-of-00002.safetensors",
+                                                          "model-00002-of-00002.safetensors",
+                                                          "model.safetensors.index.json"]
+    back = read_all(tmp_path)
+    assert all(torch.equal(back[n], t) for n, t in tensors.items())
+    for path in tmp_path.glob("*.safetensors"):
+        read_header(path)
+    reader = ShardReader(tmp_path)
+    assert all(torch.equal(reader.get(n), t) for n, t in tensors.items())
+    assert index["metadata"]["total_size"] == sum(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
