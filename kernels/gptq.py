@@ -186,7 +186,8 @@ def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int, sym: bool) ->
 def _inverse_cholesky_upper(h: torch.Tensor, damp: float) -> tuple[torch.Tensor, float, bool]:
     """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1, raising damp x10 while it fails.
 
-    Returns (factor, damp actually used, whether damp was raised).
+    Returns (factor, damp actually used, whether damp was raised). Intermediates are dropped as
+    soon as the next one exists, so at most two K x K matrices besides `h` are alive.
     """
     mean_diag = h.diagonal().mean()
     tried = damp
@@ -194,8 +195,12 @@ def _inverse_cholesky_upper(h: torch.Tensor, damp: float) -> tuple[torch.Tensor,
         damped = h.clone()
         damped.diagonal().add_(tried * mean_diag)
         lower, info = torch.linalg.cholesky_ex(damped)
+        del damped
         if int(info) == 0 and bool(torch.isfinite(lower).all()):
-            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+            inverse = torch.cholesky_inverse(lower)
+            del lower
+            upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
+            del inverse
             if int(info) == 0 and bool(torch.isfinite(upper).all()):
                 return upper, tried, tried != damp
         if tried >= MAX_DAMP:

@@ -37,6 +37,7 @@ MARLIN_MIN_K = 128      # vLLM GPTQ_MARLIN_MIN_THREAD_K
 MARLIN_MIN_CAPABILITY = "8.0"
 
 FP32_BYTES = 4
+ALLOCATOR_SLACK = 1.0                  # resident peak above the live working set (glibc fragmentation, measured)
 # Time model of one run, in units of the device's measured float32 matmul rate (a 1024^2 probe),
 # fitted to profiles of 8-layer runs (hidden 1024, d_ff 2816) on the 2-core Xeon CI machine:
 MATMUL_EFFICIENCY = 0.6                # large-run matmuls reach ~60% of the small probe's best
@@ -205,11 +206,15 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
 
     Peak: one decoder layer in the compute dtype twice (working copy and the original kept for the
     held-out path and errors), the Hessians of the largest group of Linears sharing an input (calibration
-    and held-out, float32), the solver's float32 working copies of the largest Linear (weight, error
-    buffer, H^-1), the cached hidden states (calibration plus two held-out paths, inputs and outputs),
+    and held-out, float32), the solver's float32 transients for the widest Linear (three K x K
+    matrices while H^-1 is factored; weight copies, codes, blocks and the error product, ~8 N x K), the cached hidden states (calibration plus two held-out paths, inputs and outputs),
     one sample's forward activations (the calculator's step peak), and the larger of the embedding and
     lm_head in the compute dtype, on top of `baseline_bytes` (the process with torch and transformers
     imported, measured by the caller). Output tensors go to disk as they are made (no shard buffer).
+    glibc's heaps fragment over the layers' alternating allocations, so the resident peak carries
+    ALLOCATOR_SLACK times the working set on top (measured: 8-layer run 1.55x, 160-layer run 2.3x of
+    the working set above the baseline; forcing mmap for large blocks cut that by a third but cost
+    10-17% time).
     """
     from sizer.calc.activations import step_peak
 
@@ -217,14 +222,15 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     layer_params = sum(lin.in_features * lin.out_features for lin in linears) + 4 * spec.hidden_size
     groups = _layer_linear_groups(linears)
     hessians = max(2 * group[0].in_features ** 2 * FP32_BYTES for group in groups)
-    largest = max(linears, key=lambda lin: lin.in_features * lin.out_features)
-    solver = (3 * largest.in_features * largest.out_features + 2 * largest.in_features ** 2) * FP32_BYTES
+    solver = max(3 * lin.in_features ** 2 + 8 * lin.in_features * lin.out_features for lin in linears) * FP32_BYTES
     streams = samples + 2 * heldout_samples
     hidden_cache = 2 * streams * seq_len * spec.hidden_size * compute_bytes
     forward = sum(step_peak(spec, 1, seq_len, seq_len, False, 0, compute_bytes).values())
     embedding = spec.vocab_size * spec.hidden_size * compute_bytes
-    parts = {"process baseline": baseline_bytes, "layer weights (x2)": 2 * layer_params * compute_bytes, "hessians": hessians, "solver": solver,
+    working = {"layer weights (x2)": 2 * layer_params * compute_bytes, "hessians": hessians, "solver": solver,
              "cached hidden states": hidden_cache, "one forward": forward, "embedding or lm_head": embedding}
+    parts = {"process baseline": baseline_bytes, **working,
+             "allocator slack": int(ALLOCATOR_SLACK * sum(working.values()))}
     flops, column_seconds = 0.0, 0.0
     for lin in linears:
         k, n = lin.in_features, lin.out_features

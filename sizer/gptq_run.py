@@ -262,7 +262,21 @@ class _Stop(Exception):
     """Raised by a hook to end a forward pass early."""
 
 
-def _skeleton(config, dtype):
+def load_config_and_tokenizer(source: Path):
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise InputFileError(f"{source}: cannot load config and tokenizer ({str(e).splitlines()[0]})") from None
+    config._attn_implementation = "sdpa"
+    return config, tokenizer
+
+
+def skeleton(config, dtype):
+    """The causal LM on torch's meta device (no memory), its decoder, the decoder's layer list and
+    that list's name in the state dict."""
     import torch
     import transformers
 
@@ -487,7 +501,6 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
              on_layer=lambda done, total, seconds: None) -> GptqResult:
     """Quantize the checkpoint in `source` into the (temporary) folder `target_tmp`."""
     import torch
-    import transformers
 
     from sizer.kernels.gptq import (dequantize, gptq_quantize, hessian_relative_errors, prepare_hessian,
                                     rtn_quantize)
@@ -496,12 +509,7 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
     start = time.perf_counter()
     device = torch.device(settings.device)
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    try:
-        config = transformers.AutoConfig.from_pretrained(source)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as e:
-        raise InputFileError(f"{source}: cannot load config and tokenizer ({str(e).splitlines()[0]})") from None
-    config._attn_implementation = "sdpa"
+    config, tokenizer = load_config_and_tokenizer(source)
     ids = tokenize_documents(tokenizer, docs)
     calib_windows, held_windows = token_windows(ids, settings.seq_len, settings.samples, settings.heldout_samples)
     notes = []
@@ -511,7 +519,7 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
     if not held_windows:
         notes.append("no text left after calibration for a held-out window: perplexity not reported")
 
-    model, decoder, layers, prefix = _skeleton(config, dtype)
+    model, decoder, layers, prefix = skeleton(config, dtype)
     reader = ShardReader(source)
     tied = bool(getattr(config, "tie_word_embeddings", False))
     _check_names(model, reader, tied)

@@ -161,9 +161,10 @@ def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel
                          "\"text\" field, or a .json list; the end of it is held out for perplexity")
     docs = read_calibration_text(calibration)
     available = check_device(settings.device)
-    import transformers  # noqa: F401  (part of the process baseline the run will have)
+    from sizer.gptq_run import load_config_and_tokenizer, resident_bytes, skeleton
 
-    from sizer.gptq_run import resident_bytes
+    config, _ = load_config_and_tokenizer(source)       # the libraries the run will hold: part of its baseline
+    skeleton(config, None)
 
     estimate = estimate_run(spec, settings.samples, settings.seq_len, settings.heldout_samples,
                             measure_matmul_gflops(settings.device),

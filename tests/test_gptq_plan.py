@@ -67,6 +67,8 @@ def test_estimate_parts_sum_and_scale():
     spec = get_model("llama3-8b")
     e = estimate_run(spec, 128, 2048, 8, matmul_gflops=100.0, baseline_bytes=10)
     assert sum(e.parts.values()) == e.peak_bytes and e.parts["process baseline"] == 10
+    working = e.peak_bytes - 10 - e.parts["allocator slack"]
+    assert e.parts["allocator slack"] == working
     # down_proj's Hessian (14336^2 float32, calibration and held-out) is the largest shared-input group
     assert e.parts["hessians"] == 2 * 14336 ** 2 * 4
     assert e.parts["cached hidden states"] == 2 * (128 + 16) * 2048 * 4096 * 4
