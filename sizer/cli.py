@@ -287,7 +287,7 @@ def calibrate(records, output, force, calibration):
 
 
 GPTQ_ONLY_OPTIONS = ("bits", "group_size", "act_order", "static_groups", "sym", "damp", "calibration", "samples",
-                     "seq_len", "heldout_samples", "tensor_parallel", "report", "dry_run")
+                     "seq_len", "heldout_samples", "tensor_parallel", "report", "dry_run", "compute_dtype")
 
 
 @cli.command()
@@ -321,6 +321,9 @@ GPTQ_ONLY_OPTIONS = ("bits", "group_size", "act_order", "static_groups", "sym", 
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="GPTQ: write the per-Linear error table to this CSV file (columns in the README).")
 @click.option("--dry-run", is_flag=True, default=None, help="GPTQ: run the checks and print the estimate, then stop.")
+@click.option("--compute-dtype", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
+              help="GPTQ: dtype of the layer forwards [auto: bf16 on CUDA, and on CPUs where it multiplies faster "
+                   "than fp32]. Hessians, solver and errors are always fp32.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
               help="GPTQ result: table for people, json (everything), csv (one row per Linear).")
 def quantize(model_dir, method, output, device, force, fmt, **gptq):
@@ -367,7 +370,7 @@ def _quantize_gptq(model_dir, output, device, force, fmt, options):
         bits=int(options["bits"] or defaults.bits), group_size=int(options["group_size"] or defaults.group_size),
         sym=pick("sym"), act_order=bool(options["act_order"]), static_groups=bool(options["static_groups"]),
         damp=pick("damp"), samples=pick("samples"), seq_len=pick("seq_len"), heldout_samples=pick("heldout_samples"),
-        device=device)
+        device=device, compute_dtype=pick("compute_dtype"))
     if settings.static_groups and not settings.act_order:
         raise SizerUsage("--static-groups applies with --act-order only")
     tensor_parallel = options["tensor_parallel"] or 1

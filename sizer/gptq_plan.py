@@ -201,7 +201,8 @@ def _layer_linear_groups(linears: list[LinearShape]) -> list[list[LinearShape]]:
 
 
 def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: int, matmul_gflops: float,
-                 compute_bytes: int = FP32_BYTES, baseline_bytes: int = 0) -> RunEstimate:
+                 compute_bytes: int = FP32_BYTES, baseline_bytes: int = 0,
+                 solver_gflops: float | None = None) -> RunEstimate:
     """Peak memory and time of a streamed GPTQ run.
 
     Peak: one decoder layer in the compute dtype twice (working copy and the original kept for the
@@ -242,5 +243,9 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
         flops += group[0].count * (CHOLESKY_FLOPS_PER_K3 * k ** 3 + 2 * tokens * k * k)   # factor and accumulate H
     flops += spec.n_layers * FORWARDS_PER_LAYER * 2 * layer_params * tokens
     flops += 2 * heldout_samples * seq_len * spec.vocab_size * spec.hidden_size * 2     # held-out logits, both paths
-    seconds = flops / (matmul_gflops * MATMUL_EFFICIENCY * 1e9) + column_seconds
+    forward_flops = spec.n_layers * FORWARDS_PER_LAYER * 2 * layer_params * tokens
+    forward_flops += 2 * heldout_samples * seq_len * spec.vocab_size * spec.hidden_size * 2   # held-out logits
+    solver_rate = (solver_gflops or matmul_gflops) * MATMUL_EFFICIENCY * 1e9            # float32 always
+    seconds = (forward_flops / (matmul_gflops * MATMUL_EFFICIENCY * 1e9) + (flops - forward_flops) / solver_rate
+               + column_seconds)
     return RunEstimate(sum(parts.values()), parts, seconds, flops, matmul_gflops)

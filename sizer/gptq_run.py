@@ -26,7 +26,7 @@ import math
 import resource
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sizer.errors import InputFileError, UsageError
@@ -48,6 +48,7 @@ class GptqSettings:
     heldout_samples: int = 8
     block_size: int = 128
     device: str = "cpu"
+    compute_dtype: str = "auto"     # layer forwards: "bfloat16", "float32" or "auto" (sizer.quantize decides)
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
 
 
@@ -77,6 +78,7 @@ class GptqResult:
     perplexity_after: float | None
     linears: tuple[LinearReport, ...]
     quantization_config: dict
+    compute_dtype: str = "float32"
     notes: tuple[str, ...] = field(default=())
 
 
@@ -508,7 +510,11 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
 
     start = time.perf_counter()
     device = torch.device(settings.device)
-    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    if settings.compute_dtype == "auto":
+        from sizer.quantize import choose_compute_dtype
+
+        settings = replace(settings, compute_dtype=choose_compute_dtype(settings.device, "auto")[0])
+    dtype = torch.float32 if settings.compute_dtype in ("float32", "fp32") else torch.bfloat16
     config, tokenizer = load_config_and_tokenizer(source)
     ids = tokenize_documents(tokenizer, docs)
     calib_windows, held_windows = token_windows(ids, settings.seq_len, settings.samples, settings.heldout_samples)
@@ -601,7 +607,7 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
     _write_configs(source, target_tmp, qconfig)
     return GptqResult(target_tmp, time.perf_counter() - start, _peak_rss_bytes(), writer.bytes_written,
                       n_calib * settings.seq_len, len(held_windows) * settings.seq_len, before, after,
-                      tuple(reports), qconfig, tuple(notes))
+                      tuple(reports), qconfig, str(dtype).removeprefix("torch."), tuple(notes))
 
 
 def _write_layer(writer: ShardWriter, reader: ShardReader, layer_prefix: str, packed: dict, layer) -> None:

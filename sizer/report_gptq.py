@@ -26,7 +26,7 @@ def render_plan(plan, settings, tensor_parallel: int) -> str:
         f"damp {settings.damp}: {sum(lin.count for lin in pre.linears)} Linear layers "
         f"({len(pre.linears)} per decoder layer)",
         f"calibration: {settings.samples} x {settings.seq_len} tokens, {settings.heldout_samples} held-out windows, "
-        f"on {settings.device}",
+        f"on {settings.device}, layer forwards in {plan.settings.compute_dtype}",
         f"vLLM kernels at tensor parallel {tensor_parallel}: " + ", ".join(pre.vllm_kernels),
     ]
     lines += [f"  not Marlin: {why}" for why in pre.vllm_notes]

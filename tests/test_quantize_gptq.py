@@ -114,10 +114,12 @@ def test_tensors_have_the_gptq_v1_layout(tiny, quantized):
 def test_our_loader_reproduces_the_reported_perplexity(tiny, quantized, calibration):
     out, _, result = quantized
     windows = heldout_windows(tiny, read_calibration_text(str(calibration)))   # the documents the CLI read
-    model = load_gptq(out)
+    dtype = getattr(torch, result["compute_dtype"])                 # what the run computed in
+    model = load_gptq(out, dtype=dtype)
     assert perplexity(model, windows) == pytest.approx(result["perplexity_after"], rel=1e-4)
-    original = transformers.AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    original = transformers.AutoModelForCausalLM.from_pretrained(tiny, dtype=dtype)
     assert perplexity(original, windows) == pytest.approx(result["perplexity_before"], rel=1e-4)
+    model, original = load_gptq(out), transformers.AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
     assert result["perplexity_before"] < 200          # trained: far below the vocabulary's 512
     assert result["perplexity_after"] < result["perplexity_before"] * 1.05
     ids = torch.tensor([windows[0]])
@@ -150,7 +152,7 @@ def test_every_variant_round_trips_through_the_checkpoint(tiny, docs, tmp_path, 
     """What the solver evaluated (perplexity after) is exactly what the packed checkpoint holds."""
     s = GptqSettings(samples=8, seq_len=128, heldout_samples=2, **settings)
     result = run_gptq(tiny, tmp_path, s, docs)
-    model = load_gptq(tmp_path)
+    model = load_gptq(tmp_path, dtype=getattr(torch, result.compute_dtype))
     assert perplexity(model, heldout_windows(tiny, docs, 8, 128, 2)) == pytest.approx(result.perplexity_after, rel=1e-4)
     q = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
     assert (q["bits"], q["group_size"], q["sym"], q["desc_act"]) == (s.bits, s.group_size, s.sym, s.act_order)
@@ -161,9 +163,10 @@ def test_every_variant_round_trips_through_the_checkpoint(tiny, docs, tmp_path, 
 
 def test_tied_embeddings(tmp_path, docs):
     src = make_llama(tmp_path / "tied", config={"tie_word_embeddings": True})
-    result = run_gptq(src, tmp_path, GptqSettings(samples=4, seq_len=64, heldout_samples=1), docs)
+    result = run_gptq(src, tmp_path, GptqSettings(samples=4, seq_len=64, heldout_samples=1, compute_dtype="float32"), docs)
+    assert result.compute_dtype == "float32"
     assert "lm_head.weight" not in read_all(tmp_path)
-    model = load_gptq(tmp_path)
+    model = load_gptq(tmp_path, dtype=getattr(torch, result.compute_dtype))
     assert perplexity(model, heldout_windows(src, docs, 4, 64, 1)) == pytest.approx(result.perplexity_after, rel=1e-4)
 
 

@@ -1,0 +1,170 @@
+"""sizer's GPTQ against GPTQModel on the same model, calibration and machine.
+
+Both quantize one synthetic Llama (random bf16 weights, tokenizer trained on CPython's help text) at
+4-bit, group 128, symmetric, damp 0.01, no act-order, from the same calibration windows. Each tool
+runs in a fresh process; GPTQModel is warmed up first on a tiny model so its one-time C++ build is
+not counted. Time: the tool's own quantize time (sizer: the whole streamed run including reading
+shards; GPTQModel: quantize + save, excluding its load) and the process wall time. Memory: the
+process's peak resident set (VmHWM).
+
+Error is judged the same way for both checkpoints, by sizer (GPTQModel's sym v1 checkpoints load in
+sizer's loader): per-Linear relative output error ||XW - XQ|| / ||XW|| with X the inputs of the
+original model on held-out text (never calibrated on), and held-out perplexity.
+
+Writes benchmarks/results/gptq_vs_gptqmodel.csv (one row per tool, the machine named).
+Usage: python benchmarks/bench_gptq.py [--layers 8 --hidden 1024 --samples 32 --seq-len 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "gptq_vs_gptqmodel.csv"
+COLUMNS = ("timestamp", "machine", "cpu_count", "tool", "version", "model", "bits", "group_size", "samples", "seq_len",
+           "quantize_s", "process_wall_s", "peak_rss_bytes", "mean_heldout_error", "median_heldout_error",
+           "max_heldout_error", "heldout_perplexity", "linears")
+
+
+def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:4])} failed:\n{proc.stderr[-4000:]}")
+    return proc, time.perf_counter() - start
+
+
+def heldout_errors(source: Path, checkpoint: Path, windows: list[list[int]]) -> tuple[list[float], float]:
+    """Per-Linear held-out relative error of `checkpoint` against the original weights, and its
+    held-out perplexity (both loaded in float32 on the CPU)."""
+    import math
+
+    import torch
+    import transformers
+
+    from sizer.gptq_load import load_gptq
+    from sizer.kernels.gptq import HessianAccumulator, hessian_relative_error
+
+    original = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    accumulators, handles = {}, []
+    for name, module in original.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".layers." in name:
+            accumulators[name] = HessianAccumulator(module.in_features)
+            handles.append(module.register_forward_hook(accumulators[name].hook))
+    with torch.no_grad():
+        for w in windows:
+            original(input_ids=torch.tensor([w]))
+    for h in handles:
+        h.remove()
+    quantized = load_gptq(checkpoint)
+    errors = []
+    for name, acc in accumulators.items():
+        weight = original.get_submodule(name).weight
+        dequantized = quantized.get_submodule(name).dequantized(torch.float32)
+        errors.append(hessian_relative_error(weight, dequantized, acc.hessian))
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for w in windows:
+            ids = torch.tensor([w])
+            logits = quantized(input_ids=ids).logits[0, :-1]
+            nll += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+            count += len(w) - 1
+    return errors, math.exp(nll / count)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--intermediate", type=int, default=2816)
+    parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--heldout", type=int, default=4)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/sizer-bench-gptq"))
+    args = parser.parse_args()
+
+    import torch
+
+    from sizer.gptq_run import read_calibration_text, token_windows, tokenize_documents
+    from sizer.measure import _cpu_name
+    from sizer.testing import help_text_documents, make_llama, write_calibration_file
+
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    source = make_llama(args.work / "source", config=dict(hidden_size=args.hidden, intermediate_size=args.intermediate,
+                                                          num_hidden_layers=args.layers, num_attention_heads=16,
+                                                          num_key_value_heads=4, vocab_size=args.vocab))
+    docs = help_text_documents()
+    cut = int(len(docs) * 0.8)
+    calibration = write_calibration_file(args.work / "calibration.txt", docs[:cut])
+    heldout_file = write_calibration_file(args.work / "heldout.txt", docs[cut:])
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    windows = token_windows(tokenize_documents(tokenizer, read_calibration_text(str(heldout_file))), args.seq_len,
+                            0, args.heldout)[1]
+    common = ["--bits", "4", "--group-size", "128", "--samples", str(args.samples), "--seq-len", str(args.seq_len)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "GPTQMODEL_CPU_WORKERS": str(os.cpu_count() or 1)}
+    tools = ROOT / "benchmarks" / "gptqmodel_tools.py"
+
+    # GPTQModel: warm its one-time kernel build on a tiny model first.
+    tiny = make_llama(args.work / "tiny")
+    run([sys.executable, str(tools), "quantize", str(tiny), "--calibration", str(calibration), "--bits", "4",
+         "--group-size", "128", "--samples", "4", "--seq-len", "64", "--damp-percent", "0.01",
+         "--out", str(args.work / "tiny-out"), "--csv", str(args.work / "warm.csv")], env, args.work)
+    proc, gm_wall = run([sys.executable, str(tools), "quantize", str(source), "--calibration", str(calibration), *common,
+                         "--damp-percent", "0.01", "--out", str(args.work / "gptqmodel"), "--csv",
+                         str(args.work / "gptqmodel.csv")], env, args.work)
+    with (args.work / "gptqmodel.csv").open() as f:
+        gm = list(csv.DictReader(f))[-1]
+    import gptqmodel  # noqa: F401  (version only)
+
+    proc, ours_wall = run([sys.executable, "-m", "sizer", "quantize", str(source), "--method", "gptq", "--calibration",
+                           str(calibration), *common, "--heldout-samples", "0", "--damp", "0.01", "--device", "cpu",
+                           "--output", str(args.work / "sizer"), "--format", "json"], env, ROOT)
+    ours = json.loads(proc.stdout)
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    model = f"llama-synthetic-{args.layers}x{args.hidden}"
+    rows = []
+    import sizer
+
+    for tool, version, folder, seconds, wall, peak in (
+            ("sizer", sizer.__version__, args.work / "sizer", ours["seconds"], ours_wall, ours["peak_rss_bytes"]),
+            ("gptqmodel", gptqmodel.__version__, args.work / "gptqmodel", float(gm["wall_s"]), gm_wall,
+             int(gm["peak_rss_bytes"]))):
+        errors, ppl = heldout_errors(source, folder, windows)
+        rows.append({"timestamp": now, "machine": _cpu_name(), "cpu_count": os.cpu_count(), "tool": tool,
+                     "version": version, "model": model, "bits": 4, "group_size": 128, "samples": args.samples,
+                     "seq_len": args.seq_len, "quantize_s": round(seconds, 2), "process_wall_s": round(wall, 2),
+                     "peak_rss_bytes": peak, "mean_heldout_error": round(statistics.mean(errors), 6),
+                     "median_heldout_error": round(statistics.median(errors), 6),
+                     "max_heldout_error": round(max(errors), 6), "heldout_perplexity": round(ppl, 4),
+                     "linears": len(errors)})
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    new = not RESULTS.exists()
+    with RESULTS.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+    for row in rows:
+        print(json.dumps(row))
+    print(f"time ratio sizer/gptqmodel: {rows[0]['quantize_s'] / rows[1]['quantize_s']:.2f} "
+          f"(target <= 0.8); mean error ratio {rows[0]['mean_heldout_error'] / rows[1]['mean_heldout_error']:.3f}")
+    del torch
+
+
+if __name__ == "__main__":
+    main()
