@@ -48,6 +48,18 @@ print(json.dumps(info))
 """
 
 
+TRANSFORMERS_RUN = """
+import json, sys
+import numpy as np, torch, transformers
+folder, ids_file, out_file = sys.argv[1:4]
+model = transformers.AutoModelForCausalLM.from_pretrained(folder, device_map="cpu", dtype=torch.float16)
+with torch.no_grad():
+    np.save(out_file, model(input_ids=torch.from_numpy(np.load(ids_file))).logits.float().numpy())
+print(json.dumps({"kernel": type(model.model.layers[0].self_attn.q_proj).__name__}))
+"""
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "GPTQMODEL_CPU_WORKERS": "2"}
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     return make_llama(tmp_path_factory.mktemp("src") / "tiny")
@@ -63,9 +75,8 @@ def test_gptqmodel_logits_match_our_loader(source, tmp_path, settings):
     run_gptq(source, out, GptqSettings(samples=8, seq_len=128, heldout_samples=0, **settings), docs[-300:])
     ids = torch.randint(0, 512, (2, 48), generator=torch.Generator().manual_seed(1))
     np.save(tmp_path / "ids.npy", ids.numpy())
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "GPTQMODEL_CPU_WORKERS": "2"}
     run = subprocess.run([sys.executable, "-c", GPTQMODEL_RUN, str(out), str(tmp_path / "ids.npy"), str(tmp_path)],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+                         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     info = json.loads(run.stdout.strip().splitlines()[-1])
     assert info["torch_kernel"] and info["auto_kernel"], info        # GPTQModel's own quantized Linears ran
@@ -82,3 +93,24 @@ def test_gptqmodel_logits_match_our_loader(source, tmp_path, settings):
         assert logits.shape == reference.shape
         assert float((logits - reference).norm() / reference.norm()) < 0.01, (kernel, info)
         assert float((logits.argmax(-1) == reference.argmax(-1)).float().mean()) > 0.97, (kernel, info)
+
+
+def test_transformers_loads_the_checkpoint(source, tmp_path):
+    """transformers' own from_pretrained (through optimum and GPTQModel) runs the checkpoint."""
+    import numpy as np
+
+    pytest.importorskip("optimum")
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    run_gptq(source, out, GptqSettings(samples=8, seq_len=128, heldout_samples=0), help_text_documents()[-300:])
+    ids = torch.randint(0, 512, (1, 40), generator=torch.Generator().manual_seed(2))
+    np.save(tmp_path / "ids.npy", ids.numpy())
+    run = subprocess.run([sys.executable, "-c", TRANSFORMERS_RUN, str(out), str(tmp_path / "ids.npy"),
+                          str(tmp_path / "logits.npy")], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Linear" in json.loads(run.stdout.strip().splitlines()[-1])["kernel"]
+    theirs = torch.from_numpy(np.load(tmp_path / "logits.npy"))
+    with torch.no_grad():
+        ours = load_gptq(out, dtype=torch.float16)(input_ids=ids).logits.float()
+    assert float((theirs - ours).norm() / ours.norm()) < 0.01

@@ -314,3 +314,22 @@ def test_shard_writer_streams_valid_safetensors(tmp_path):
     reader = ShardReader(tmp_path)
     assert all(torch.equal(reader.get(n), t) for n, t in tensors.items())
     assert index["metadata"]["total_size"] == sum(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gptq_on_cuda_matches_the_checkpoint(tiny, docs, tmp_path):
+    """The same streamed run on the GPU: the checkpoint it writes reproduces its perplexity."""
+    s = GptqSettings(samples=8, seq_len=128, heldout_samples=2, device="cuda")
+    result = run_gptq(tiny, tmp_path, s, docs)
+    assert result.compute_dtype == "bfloat16"
+    model = load_gptq(tmp_path, device="cuda", dtype=torch.bfloat16)
+    windows = heldout_windows(tiny, docs, 8, 128, 2)
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for w in windows:
+            ids = torch.tensor([w], device="cuda")
+            logits = model(input_ids=ids).logits[0, :-1].float()
+            nll += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+            count += len(w) - 1
+    assert math.exp(nll / count) == pytest.approx(result.perplexity_after, rel=1e-3)
+    assert result.perplexity_after < result.perplexity_before * 1.1
