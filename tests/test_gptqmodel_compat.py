@@ -95,14 +95,16 @@ def test_gptqmodel_logits_match_our_loader(source, tmp_path, settings):
         assert float((logits.argmax(-1) == reference.argmax(-1)).float().mean()) > 0.97, (kernel, info)
 
 
-def test_transformers_loads_the_checkpoint(source, tmp_path):
-    """transformers' own from_pretrained (through optimum and GPTQModel) runs the checkpoint."""
+@pytest.mark.parametrize("sym", [True, False], ids=["sym", "asym"])
+def test_transformers_loads_the_checkpoint(source, tmp_path, sym):
+    """transformers' own from_pretrained (through optimum and GPTQModel) runs the checkpoint,
+    asymmetric zero points included."""
     import numpy as np
 
     pytest.importorskip("optimum")
     out = tmp_path / "ckpt"
     out.mkdir()
-    run_gptq(source, out, GptqSettings(samples=8, seq_len=128, heldout_samples=0), help_text_documents()[-300:])
+    run_gptq(source, out, GptqSettings(samples=8, seq_len=128, heldout_samples=0, sym=sym), help_text_documents()[-300:])
     ids = torch.randint(0, 512, (1, 40), generator=torch.Generator().manual_seed(2))
     np.save(tmp_path / "ids.npy", ids.numpy())
     run = subprocess.run([sys.executable, "-c", TRANSFORMERS_RUN, str(out), str(tmp_path / "ids.npy"),
