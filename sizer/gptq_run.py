@@ -286,7 +286,11 @@ def skeleton(config, dtype):
         try:
             model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
         except ValueError as e:
-            raise UsageError(f"transformers has no causal-LM class for model_type {config.model_type!r} ({e})") from None
+            if "attention implementation" not in str(e) or config._attn_implementation == "eager":
+                raise UsageError(f"transformers cannot build a causal LM for model_type {config.model_type!r} "
+                                 f"({str(e).splitlines()[0]})") from None
+            config._attn_implementation = "eager"      # families without an SDPA path (Gemma 2)
+            model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.eval()
     decoder = model.get_decoder()
     layers = getattr(decoder, "layers", None)

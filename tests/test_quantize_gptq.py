@@ -333,3 +333,38 @@ def test_gptq_on_cuda_matches_the_checkpoint(tiny, docs, tmp_path):
             count += len(w) - 1
     assert math.exp(nll / count) == pytest.approx(result.perplexity_after, rel=1e-3)
     assert result.perplexity_after < result.perplexity_before * 1.1
+
+
+FAMILY_CONFIGS = {
+    "qwen3": dict(model_type="qwen3", head_dim=32),
+    "mistral-sliding": dict(model_type="mistral", sliding_window=64),
+    "gemma2-eager": dict(model_type="gemma2", head_dim=32, sliding_window=64),
+    "gemma3-scaled-embedding": dict(model_type="gemma3_text", head_dim=32, sliding_window=64),
+    "phi3-fused": dict(model_type="phi3", pad_token_id=0, num_key_value_heads=4),
+    "olmo2-qk-norm": dict(model_type="olmo2"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
+def test_other_families_stream_exactly(family, tmp_path, docs):
+    """The streamed 'before' path equals transformers' own model, and sizer's loader reproduces the
+    'after' path: the layer-by-layer run is the real model, for families with sliding windows, scaled
+    embeddings, fused projections, extra norms and eager-only attention."""
+    from sizer.testing import train_tokenizer
+
+    base = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=512, max_position_embeddings=512)
+    config = transformers.AutoConfig.for_model(**{**base, **FAMILY_CONFIGS[family]})
+    torch.manual_seed(0)
+    src = tmp_path / "src"
+    transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16).save_pretrained(src)
+    tokenizer = train_tokenizer(docs, 512)
+    tokenizer.save_pretrained(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_gptq(src, out, GptqSettings(samples=4, seq_len=128, heldout_samples=2, compute_dtype="float32"),
+                      docs)
+    windows = token_windows(tokenize_documents(tokenizer, docs), 128, 4, 2)[1]
+    original = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    assert perplexity(original, windows) == pytest.approx(result.perplexity_before, rel=1e-5)
+    assert perplexity(load_gptq(out), windows) == pytest.approx(result.perplexity_after, rel=1e-5)
