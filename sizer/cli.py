@@ -320,7 +320,9 @@ GPTQ_ONLY_OPTIONS = ("bits", "group_size", "act_order", "static_groups", "sym", 
               help="GPTQ: check the result splits over N GPUs the way vLLM splits it [1].")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="GPTQ: write the per-Linear error table to this CSV file (columns in the README).")
-@click.option("--dry-run", is_flag=True, default=None, help="GPTQ: run the checks and print the estimate, then stop.")
+@click.option("--dry-run", is_flag=True, default=None,
+              help="GPTQ: run the checks and print the estimate, then stop. MODEL_DIR may then also be a catalog "
+                   "name or a config.json, and --calibration may be left out.")
 @click.option("--compute-dtype", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
               help="GPTQ: dtype of the layer forwards [auto: bf16 on CUDA, and on CPUs where it multiplies faster "
                    "than fp32]. Hessians, solver and errors are always fp32.")
@@ -334,7 +336,15 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
     GPTQ: checks first (packing, tensor-parallel alignment, which vLLM kernels accept the result) and
     estimates time and peak memory; then streams one decoder layer at a time from the shards, so the
     model need not fit in memory; reports per-Linear error against round-to-nearest and perplexity
-    before/after on held-out text. The checkpoint (GPTQ v1) loads in transformers, vLLM and GPTQModel.
+    before/after on held-out text. The checkpoint is GPTQ v1, the layout transformers, vLLM and
+    GPTQModel read.
+
+    \b
+    Examples:
+      sizer quantize ./Llama-3.1-8B --method gptq --calibration text.txt --output ./l8b-gptq --dry-run
+      sizer quantize ./Llama-3.1-8B --method gptq --bits 4 --act-order --static-groups --tensor-parallel 2 \\
+          --calibration text.txt --samples 256 --report layers.csv --output ./l8b-gptq
+      sizer quantize ./Llama-3.1-8B --method nf4 --output ./l8b-nf4
 
     The output is written to a temporary folder and renamed when complete, so an interrupted run
     leaves nothing under OUTPUT. Needs the extra: pip install 'sizer-llm[quant]'.
@@ -376,7 +386,7 @@ def _quantize_gptq(model_dir, output, device, force, fmt, options):
     tensor_parallel = options["tensor_parallel"] or 1
     if options["report"] and os.path.exists(options["report"]) and not force:
         raise SizerUsage(f"{options['report']}: already exists (use --force to overwrite)")
-    plan = plan_gptq(model_dir, settings, options["calibration"], tensor_parallel)
+    plan = plan_gptq(model_dir, settings, options["calibration"], tensor_parallel, bool(options["dry_run"]))
     click.echo(render_plan(plan, settings, tensor_parallel), err=True, nl=False)
     if options["dry_run"]:
         return

@@ -38,6 +38,7 @@ MARLIN_MIN_CAPABILITY = "8.0"
 
 FP32_BYTES = 4
 ALLOCATOR_SLACK = 1.0                  # resident peak above the live working set (glibc fragmentation, measured)
+MMAP_THRESHOLD_MAX_BYTES = 32 * 1024 ** 2   # glibc DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: larger blocks are mmapped
 # Time model of one run, in units of the device's measured float32 matmul rate (a 1024^2 probe),
 # fitted to profiles of 8-layer runs (hidden 1024, d_ff 2816) on the 2-core Xeon CI machine:
 MATMUL_EFFICIENCY = 0.6                # large-run matmuls reach ~60% of the small probe's best
@@ -212,10 +213,11 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     one sample's forward activations (the calculator's step peak), and the larger of the embedding and
     lm_head in the compute dtype, on top of `baseline_bytes` (the process with torch and transformers
     imported, measured by the caller). Output tensors go to disk as they are made (no shard buffer).
-    glibc's heaps fragment over the layers' alternating allocations, so the resident peak carries
-    ALLOCATOR_SLACK times the working set on top (measured: 8-layer run 1.55x, 160-layer run 2.3x of
-    the working set above the baseline; forcing mmap for large blocks cut that by a third but cost
-    10-17% time).
+    glibc's heaps fragment over the layers' alternating allocations of blocks below its largest mmap
+    threshold (32 MiB; larger blocks are mapped and unmapped whole), so the parts made of such blocks
+    carry ALLOCATOR_SLACK times themselves on top (measured on hidden 1024 models, where every block is
+    below 32 MiB: 8-layer run 1.55x, 160-layer run 2.3x of the working set above the baseline; forcing
+    mmap for large blocks cut that by a third but cost 10-17% time).
     """
     from sizer.calc.activations import step_peak
 
@@ -228,10 +230,18 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     hidden_cache = 2 * streams * seq_len * spec.hidden_size * compute_bytes
     forward = sum(step_peak(spec, 1, seq_len, seq_len, False, 0, compute_bytes).values())
     embedding = spec.vocab_size * spec.hidden_size * compute_bytes
-    working = {"layer weights (x2)": 2 * layer_params * compute_bytes, "hessians": hessians, "solver": solver,
-             "cached hidden states": hidden_cache, "one forward": forward, "embedding or lm_head": embedding}
-    parts = {"process baseline": baseline_bytes, **working,
-             "allocator slack": int(ALLOCATOR_SLACK * sum(working.values()))}
+    widest = max(linears, key=lambda lin: lin.in_features)
+    largest = max(lin.in_features * lin.out_features for lin in linears)
+    working = {   # part -> (bytes, size of its typical block)
+        "layer weights (x2)": (2 * layer_params * compute_bytes, largest * compute_bytes),
+        "hessians": (hessians, widest.in_features ** 2 * FP32_BYTES),
+        "solver": (solver, widest.in_features ** 2 * FP32_BYTES),
+        "cached hidden states": (hidden_cache, seq_len * spec.hidden_size * compute_bytes),
+        "one forward": (forward, seq_len * max(spec.d_ff, spec.hidden_size) * compute_bytes),
+        "embedding or lm_head": (embedding, embedding)}
+    slack = sum(size for size, block in working.values() if block < MMAP_THRESHOLD_MAX_BYTES)
+    parts = {"process baseline": baseline_bytes, **{name: size for name, (size, _) in working.items()},
+             "allocator slack": int(ALLOCATOR_SLACK * slack)}
     flops, column_seconds = 0.0, 0.0
     for lin in linears:
         k, n = lin.in_features, lin.out_features
@@ -241,10 +251,9 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     for group in groups:
         k = group[0].in_features
         flops += group[0].count * (CHOLESKY_FLOPS_PER_K3 * k ** 3 + 2 * tokens * k * k)   # factor and accumulate H
-    flops += spec.n_layers * FORWARDS_PER_LAYER * 2 * layer_params * tokens
-    flops += 2 * heldout_samples * seq_len * spec.vocab_size * spec.hidden_size * 2     # held-out logits, both paths
     forward_flops = spec.n_layers * FORWARDS_PER_LAYER * 2 * layer_params * tokens
-    forward_flops += 2 * heldout_samples * seq_len * spec.vocab_size * spec.hidden_size * 2   # held-out logits
+    forward_flops += 2 * heldout_samples * seq_len * spec.vocab_size * spec.hidden_size * 2   # held-out logits, both paths
+    flops += forward_flops
     solver_rate = (solver_gflops or matmul_gflops) * MATMUL_EFFICIENCY * 1e9            # float32 always
     seconds = (forward_flops / (matmul_gflops * MATMUL_EFFICIENCY * 1e9) + (flops - forward_flops) / solver_rate
                + column_seconds)

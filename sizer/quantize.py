@@ -153,15 +153,17 @@ def choose_compute_dtype(device: str, requested: str) -> tuple[str, float]:
     return ("bfloat16", bf16) if bf16 > fp32 else ("float32", fp32)
 
 
-def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel: int = 1) -> GptqPlan:
-    """Validate everything that can be validated before the run, and estimate the run."""
+def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel: int = 1,
+              dry_run: bool = False) -> GptqPlan:
+    """Validate everything that can be validated before the run, and estimate the run. A dry run
+    also takes a catalog name or a config.json (plan before downloading the weights)."""
     from sizer.gptq_plan import estimate_run, preflight
     from sizer.gptq_run import read_calibration_text
     from sizer.inputs.resolve import get_model
     from sizer.measure import check_device
 
-    source = _model_dir(model_dir)
-    spec = get_model(source)
+    source = _model_dir(model_dir) if not dry_run or _has_weights(model_dir) else None
+    spec = get_model(source or model_dir)
     already = spec.checkpoint.quantization if spec.checkpoint else None
     if already:
         raise UsageError(f"{model_dir}: already quantized ({already}), so it has no 16-bit Linear weights to "
@@ -171,15 +173,18 @@ def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel
     if not pre.ok:
         more = f" (and {len(pre.problems) - 1} more)" if len(pre.problems) > 1 else ""
         raise UsageError(f"cannot write this GPTQ checkpoint: {pre.problems[0]}{more}")
-    if calibration is None:
+    if calibration is None and not dry_run:
         raise UsageError("--method gptq needs --calibration FILE: text (one document per line), .jsonl with a "
                          "\"text\" field, or a .json list; the end of it is held out for perplexity")
-    docs = read_calibration_text(calibration)
+    docs = read_calibration_text(calibration) if calibration is not None else []
     available = check_device(settings.device)
     from sizer.gptq_run import load_config_and_tokenizer, resident_bytes, skeleton
 
-    config, _ = load_config_and_tokenizer(source)       # the libraries the run will hold: part of its baseline
-    skeleton(config, None)
+    if source is not None:
+        config, _ = load_config_and_tokenizer(source)   # the libraries the run will hold: part of its baseline
+        skeleton(config, None)
+    else:
+        import transformers  # noqa: F401  (most of the baseline)
 
     compute_dtype, gflops = choose_compute_dtype(settings.device, settings.compute_dtype)
     settings = replace(settings, compute_dtype=compute_dtype)
@@ -188,6 +193,11 @@ def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel
                             solver_gflops=measure_matmul_gflops(settings.device, "float32"),
                             baseline_bytes=resident_bytes() if settings.device == "cpu" else 0)
     return GptqPlan(source, pre, estimate, available, docs, spec.n_layers, settings)
+
+
+def _has_weights(ref: str) -> bool:
+    folder = Path(ref).expanduser()
+    return folder.is_dir() and any(folder.glob("*.safetensors"))
 
 
 def quantize_gptq(plan: GptqPlan, settings, output: str, force: bool = False,

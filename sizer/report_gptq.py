@@ -34,7 +34,11 @@ def render_plan(plan, settings, tensor_parallel: int) -> str:
     lines.append(f"estimate: peak {fmt_gib(est.peak_bytes)} GiB (free now {fmt_gib(plan.available_bytes)} GiB), "
                  f"about {fmt_duration(est.seconds)} at {est.matmul_gflops:.0f} GFLOP/s measured; {UNITS_NOTE}")
     if est.peak_bytes > plan.available_bytes:
-        lines.append("warning: the estimated peak exceeds the free memory; lower --samples or --seq-len")
+        top = sorted(((v, k) for k, v in est.parts.items() if k != "process baseline"), reverse=True)[:3]
+        lines.append("warning: the estimated peak exceeds the free memory; largest parts: "
+                     + ", ".join(f"{k} {fmt_gib(v)} GiB" for v, k in top)
+                     + " (--samples and --seq-len shrink the cached hidden states; the Hessians and solver "
+                       "grow with the widest Linear's in_features squared)")
     return "\n".join(lines) + "\n"
 
 

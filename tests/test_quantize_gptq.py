@@ -368,3 +368,14 @@ def test_other_families_stream_exactly(family, tmp_path, docs):
     original = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     assert perplexity(original, windows) == pytest.approx(result.perplexity_before, rel=1e-5)
     assert perplexity(load_gptq(out), windows) == pytest.approx(result.perplexity_after, rel=1e-5)
+
+
+def test_dry_run_plans_a_catalog_model_before_download(tmp_path):
+    r = invoke("Llama-2-7b-hf", "--method", "gptq", "--dry-run", "--tensor-parallel", "2", "--output", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    assert "224 Linear layers (7 per decoder layer)" in r.output and "estimate: peak" in r.output
+    r = invoke("Llama-2-7b-hf", "--method", "gptq", "--dry-run", "--tensor-parallel", "8", "--output", tmp_path / "o")
+    assert r.exit_code == 2 and "in_features 1376 per GPU at tensor parallel 8" in r.output
+    r = invoke("Llama-2-7b-hf", "--method", "gptq", "--calibration", "x.txt", "--output", tmp_path / "o")
+    assert r.exit_code == 2 and "needs a model folder" in r.output               # a real run needs the weights
+    assert list(tmp_path.iterdir()) == []
