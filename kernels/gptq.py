@@ -344,6 +344,21 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor | None, bits: int,
                            bits, group_size, sym, float(damp_used), damp_raised)
 
 
+def split_rows(q: QuantizedWeight, sizes: list[int]) -> list[QuantizedWeight]:
+    """Cut a quantization of stacked weights [sum(sizes), K] back into one per weight. Exact: every
+    step of GPTQ and of round-to-nearest is row-wise except the Hessian, so Linears that read the same
+    input (q/k/v, gate/up) can be solved as one stacked weight with one pass over the columns."""
+    if sum(sizes) != q.out_features:
+        raise ValueError(f"row sizes {sizes} do not add up to {q.out_features}")
+    out, start = [], 0
+    for n in sizes:
+        rows = slice(start, start + n)
+        out.append(QuantizedWeight(q.codes[rows], q.scales[:, rows], q.zeros[:, rows], q.g_idx, q.bits,
+                                   q.group_size, q.sym, q.damp_used, q.damp_raised))
+        start += n
+    return out
+
+
 def output_relative_error(weight: torch.Tensor, dequantized: torch.Tensor, x: torch.Tensor) -> float:
     """||x W^T - x Q^T||_F / ||x W^T||_F over inputs x [..., K], computed in float32."""
     w = weight.detach().to(torch.float32)

@@ -246,7 +246,10 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     for lin in linears:
         k, n = lin.in_features, lin.out_features
         flops += lin.count * (SOLVER_FLOPS_PER_WEIGHT_PER_K + ERROR_FLOPS_PER_WEIGHT_PER_K) * n * k * k
-        column_seconds += lin.count * k * (SECONDS_PER_COLUMN + n * COLUMN_UPDATE_FLOPS_PER_ROW / (COLUMN_UPDATE_GFLOPS * 1e9))
+    for group in groups:            # one stacked column pass per group of Linears sharing an input
+        k, rows = group[0].in_features, sum(lin.out_features for lin in group)
+        column_seconds += group[0].count * k * (SECONDS_PER_COLUMN
+                                                + rows * COLUMN_UPDATE_FLOPS_PER_ROW / (COLUMN_UPDATE_GFLOPS * 1e9))
     tokens = streams * seq_len
     for group in groups:
         k = group[0].in_features

@@ -509,7 +509,7 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
     import torch
 
     from sizer.kernels.gptq import (dequantize, gptq_quantize, hessian_relative_errors, prepare_hessian,
-                                    rtn_quantize)
+                                    rtn_quantize, split_rows)
     from sizer.kernels.gptq_pack import pack_gptq_v1
 
     start = time.perf_counter()
@@ -578,18 +578,24 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
             h = calib_acc.hessian
             held = held_acc.hessian if held_acc is not None else None
             prepared = prepare_hessian(h, settings.act_order, settings.damp)     # shared by the group
-            shared_seconds = (time.perf_counter() - t0) / len(group)
-            for name, module in group:
+            # One stacked solve for the Linears sharing this input (exact: GPTQ is row-wise given H).
+            weights = [module.weight.detach().to(torch.float32) for _, module in group]
+            sizes = [w.shape[0] for w in weights]
+            stacked = torch.cat(weights) if len(weights) > 1 else weights[0]
+            q_all = split_rows(gptq_quantize(stacked, None, settings.bits, settings.group_size, settings.sym,
+                                             settings.act_order, settings.damp, settings.block_size,
+                                             settings.static_groups, prepared=prepared), sizes)
+            del stacked
+            shared_seconds = time.perf_counter() - t0
+            inputs, h_err = ("held-out", held) if held is not None else ("calibration", h)
+            for (name, module), weight, q in zip(group, weights, q_all):
                 t0 = time.perf_counter()
-                weight = module.weight.detach().to(torch.float32)
-                q = gptq_quantize(weight, None, settings.bits, settings.group_size, settings.sym, settings.act_order,
-                                  settings.damp, settings.block_size, settings.static_groups, prepared=prepared)
                 rtn = rtn_quantize(weight, settings.bits, settings.group_size, settings.sym)
                 dq, dr = dequantize(q), dequantize(rtn)
-                inputs, h_err = ("held-out", held) if held is not None else ("calibration", h)
                 errors = hessian_relative_errors(weight, [dq, dr], h_err)
+                share = shared_seconds * weight.shape[0] / sum(sizes)
                 reports.append(LinearReport(i, name, module.in_features, module.out_features, inputs, *errors,
-                                            q.damp_used, q.damp_raised, time.perf_counter() - t0 + shared_seconds))
+                                            q.damp_used, q.damp_raised, time.perf_counter() - t0 + share))
                 packed[name] = pack_gptq_v1(q.codes, q.zeros, q.scales, q.g_idx, settings.bits)
                 with torch.no_grad():
                     module.weight.copy_(dq.to(module.weight.dtype))

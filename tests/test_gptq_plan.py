@@ -77,8 +77,8 @@ def test_estimate_parts_sum_and_scale():
     # down_proj's Hessian (14336^2 float32, calibration and held-out) is the largest shared-input group
     assert e.parts["hessians"] == 2 * 14336 ** 2 * 4
     assert e.parts["cached hidden states"] == 2 * (128 + 16) * 2048 * 4096 * 4
-    shapes = [(4096, 4096), (4096, 1024), (4096, 1024), (4096, 4096), (4096, 14336), (4096, 14336), (14336, 4096)]
-    columns = 32 * sum(k * (56e-6 + n * 128 / 3.2e9) for k, n in shapes)
+    groups = [(4096, 4096 + 1024 + 1024), (4096, 4096), (4096, 2 * 14336), (14336, 4096)]   # qkv, o, gate+up, down
+    columns = 32 * sum(k * (56e-6 + n * 128 / 3.2e9) for k, n in groups)
     assert e.seconds == pytest.approx(e.flops / (100e9 * 0.6) + columns)
 
 
