@@ -336,7 +336,6 @@ class _Streams:
     calib: list
     held_fp: list
     held_q: list
-    kwargs: list        # per sample (calibration then held-out): {layer index: (args, kwargs)}
 
 
 def _layer_kwargs(model, decoder, layers, windows, device):
@@ -508,10 +507,6 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
     """Quantize the checkpoint in `source` into the (temporary) folder `target_tmp`."""
     import torch
 
-    from sizer.kernels.gptq import (dequantize, gptq_quantize, hessian_relative_errors, prepare_hessian,
-                                    rtn_quantize, split_rows)
-    from sizer.kernels.gptq_pack import pack_gptq_v1
-
     start = time.perf_counter()
     device = torch.device(settings.device)
     if settings.compute_dtype == "auto":
@@ -555,7 +550,7 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
     with torch.no_grad():
         hidden, calls = _layer_kwargs(model, decoder, layers, all_windows, device)
     n_calib = len(calib_windows)
-    streams = _Streams(hidden[:n_calib], hidden[n_calib:], list(hidden[n_calib:]), calls)
+    streams = _Streams(hidden[:n_calib], hidden[n_calib:], list(hidden[n_calib:]))
 
     reports: list[LinearReport] = []
     on_layer(0, len(layers), 0.0)
@@ -572,33 +567,8 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
             raise UsageError(f"{type(layer).__name__} has no Linear layers to quantize")
         packed: dict[str, dict] = {}
         for group in groups:
-            calib_acc, held_acc = _accumulate(layer, group, [(streams.calib, calib_calls),
-                                                             (streams.held_q, held_calls)])
-            t0 = time.perf_counter()
-            h = calib_acc.hessian
-            held = held_acc.hessian if held_acc is not None else None
-            prepared = prepare_hessian(h, settings.act_order, settings.damp)     # shared by the group
-            # One stacked solve for the Linears sharing this input (exact: GPTQ is row-wise given H).
-            weights = [module.weight.detach().to(torch.float32) for _, module in group]
-            sizes = [w.shape[0] for w in weights]
-            stacked = torch.cat(weights) if len(weights) > 1 else weights[0]
-            q_all = split_rows(gptq_quantize(stacked, None, settings.bits, settings.group_size, settings.sym,
-                                             settings.act_order, settings.damp, settings.block_size,
-                                             settings.static_groups, prepared=prepared), sizes)
-            del stacked
-            shared_seconds = time.perf_counter() - t0
-            inputs, h_err = ("held-out", held) if held is not None else ("calibration", h)
-            for (name, module), weight, q in zip(group, weights, q_all):
-                t0 = time.perf_counter()
-                rtn = rtn_quantize(weight, settings.bits, settings.group_size, settings.sym)
-                dq, dr = dequantize(q), dequantize(rtn)
-                errors = hessian_relative_errors(weight, [dq, dr], h_err)
-                share = shared_seconds * weight.shape[0] / sum(sizes)
-                reports.append(LinearReport(i, name, module.in_features, module.out_features, inputs, *errors,
-                                            q.damp_used, q.damp_raised, time.perf_counter() - t0 + share))
-                packed[name] = pack_gptq_v1(q.codes, q.zeros, q.scales, q.g_idx, settings.bits)
-                with torch.no_grad():
-                    module.weight.copy_(dq.to(module.weight.dtype))
+            accumulators = _accumulate(layer, group, [(streams.calib, calib_calls), (streams.held_q, held_calls)])
+            reports += _solve_group(i, group, *accumulators, settings, packed)
         with torch.no_grad():
             streams.calib = [_forward(layer, h, c) for h, c in zip(streams.calib, calib_calls)]
             streams.held_q = [_forward(layer, h, c) for h, c in zip(streams.held_q, held_calls)]
@@ -618,6 +588,44 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
     return GptqResult(target_tmp, time.perf_counter() - start, _peak_rss_bytes(), writer.bytes_written,
                       n_calib * settings.seq_len, len(held_windows) * settings.seq_len, before, after,
                       tuple(reports), qconfig, str(dtype).removeprefix("torch."), tuple(notes))
+
+
+def _solve_group(layer_index: int, group, calib_acc, held_acc, settings: GptqSettings,
+                 packed: dict) -> list[LinearReport]:
+    """GPTQ for the Linears of one group (they read the same input): one stacked solve (exact: GPTQ is
+    row-wise given H), round-to-nearest beside it, both errors, the packed tensors into `packed`, and
+    each module's weight replaced by its dequantized GPTQ weight for the forwards that follow."""
+    import torch
+
+    from sizer.kernels.gptq import (dequantize, gptq_quantize, hessian_relative_errors, prepare_hessian,
+                                    rtn_quantize, split_rows)
+    from sizer.kernels.gptq_pack import pack_gptq_v1
+
+    t0 = time.perf_counter()
+    h = calib_acc.hessian
+    prepared = prepare_hessian(h, settings.act_order, settings.damp)
+    weights = [module.weight.detach().to(torch.float32) for _, module in group]
+    sizes = [w.shape[0] for w in weights]
+    stacked = torch.cat(weights) if len(weights) > 1 else weights[0]
+    solved = split_rows(gptq_quantize(stacked, None, settings.bits, settings.group_size, settings.sym,
+                                      settings.act_order, settings.damp, settings.block_size, settings.static_groups,
+                                      prepared=prepared), sizes)
+    del stacked, prepared
+    shared_seconds = time.perf_counter() - t0
+    inputs, h_err = ("held-out", held_acc.hessian) if held_acc is not None else ("calibration", h)
+    reports = []
+    for (name, module), weight, q in zip(group, weights, solved):
+        t0 = time.perf_counter()
+        dq = dequantize(q)
+        errors = hessian_relative_errors(
+            weight, [dq, dequantize(rtn_quantize(weight, settings.bits, settings.group_size, settings.sym))], h_err)
+        share = shared_seconds * weight.shape[0] / sum(sizes)
+        reports.append(LinearReport(layer_index, name, module.in_features, module.out_features, inputs, *errors,
+                                    q.damp_used, q.damp_raised, time.perf_counter() - t0 + share))
+        packed[name] = pack_gptq_v1(q.codes, q.zeros, q.scales, q.g_idx, settings.bits)
+        with torch.no_grad():
+            module.weight.copy_(dq.to(module.weight.dtype))
+    return reports
 
 
 def _write_layer(writer: ShardWriter, reader: ShardReader, layer_prefix: str, packed: dict, layer) -> None:
