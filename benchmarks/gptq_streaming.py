@@ -43,7 +43,6 @@ def write_checkpoint(folder: Path, layers: int, hidden: int, intermediate: int, 
                      kv_heads: int, shard_bytes: int = 1 << 30) -> int:
     """A Llama checkpoint written one tensor at a time; returns its tensor bytes."""
     import torch
-    from safetensors.torch import save_file
 
     from sizer.testing import help_text_documents, train_tokenizer
 
@@ -74,30 +73,23 @@ def write_checkpoint(folder: Path, layers: int, hidden: int, intermediate: int, 
                 f"{p}.input_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16),
                 f"{p}.post_attention_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16)}
 
-    groups = [lambda: {"model.embed_tokens.weight": tensor(vocab, hidden)}]
-    groups += [lambda i=i: layer_tensors(i) for i in range(layers)]
-    groups += [lambda: {"model.norm.weight": torch.ones(hidden, dtype=torch.bfloat16),
-                        "lm_head.weight": tensor(vocab, hidden)}]
-    shards, pending, pending_bytes, total = [], {}, 0, 0
-    for make in groups:
-        for name, t in make().items():
-            size = t.numel() * t.element_size()
-            if pending and pending_bytes + size > shard_bytes:
-                shards.append(list(pending))
-                save_file(pending, str(folder / f"tmp-{len(shards):05d}.safetensors"), metadata={"format": "pt"})
-                pending, pending_bytes = {}, 0
-            pending[name] = t
-            pending_bytes += size
-            total += size
-    shards.append(list(pending))
-    save_file(pending, str(folder / f"tmp-{len(shards):05d}.safetensors"), metadata={"format": "pt"})
-    weight_map = {}
-    for i, names in enumerate(shards, start=1):
-        final = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        (folder / f"tmp-{i:05d}.safetensors").rename(folder / final)
-        weight_map.update({name: final for name in names})
-    (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    from sizer.gptq_run import ShardWriter
+
+    writer = ShardWriter(folder, shard_bytes)       # one tensor in memory at a time
+    total = 0
+
+    def add(name, t):
+        nonlocal total
+        writer.add(name, t)
+        total += t.numel() * t.element_size()
+
+    add("model.embed_tokens.weight", tensor(vocab, hidden))
+    for i in range(layers):
+        for name, t in layer_tensors(i).items():
+            add(name, t)
+    add("model.norm.weight", torch.ones(hidden, dtype=torch.bfloat16))
+    add("lm_head.weight", tensor(vocab, hidden))
+    writer.close()
     return total
 
 

@@ -20,6 +20,8 @@ from math import gcd
 
 import torch
 
+from sizer.gptq_plan import DEQUANT_CHUNK_ROWS
+
 SUPPORTED_BITS = (2, 3, 4, 8)
 _WORD_BITS = 32
 _MASK32 = (1 << 32) - 1
@@ -102,9 +104,6 @@ def unpack_gptq_v1(tensors: dict[str, torch.Tensor], bits: int, in_features: int
     return codes, zeros, tensors["scales"], tensors["g_idx"]
 
 
-DEQUANT_CHUNK_ROWS = 128      # input features dequantized per step (bounds the float32 temporaries)
-DEQUANT_WORK_BYTES = 40       # bytes of temporaries per element of one step (int64 unpack, int32 codes,
-                              # gathered float32 zeros and scales, two float32 results)
 
 
 def dequantize_gptq_v1(tensors: dict[str, torch.Tensor], bits: int, in_features: int, out_features: int,
@@ -112,8 +111,8 @@ def dequantize_gptq_v1(tensors: dict[str, torch.Tensor], bits: int, in_features:
     """W [N, K] = scales[g_idx[k], n] * (q[k, n] - (stored_zero[g_idx[k], n] + 1)): the reference path.
 
     Works through DEQUANT_CHUNK_ROWS input features at a time, so besides the [N, K] result in
-    `dtype` it needs at most DEQUANT_CHUNK_ROWS * N * DEQUANT_WORK_BYTES bytes; the arithmetic is
-    float32 whatever `dtype` is.
+    `dtype` only one chunk's temporaries are alive (sizer.gptq_plan.gptq_reference_workspace_bytes);
+    the arithmetic is float32 whatever `dtype` is.
     """
     _check(bits, in_features, "the unpacked dimension")
     values, words = _period(bits)

@@ -387,11 +387,11 @@ def _quantize_gptq(model_dir, output, device, force, fmt, options):
     if options["report"] and os.path.exists(options["report"]) and not force:
         raise SizerUsage(f"{options['report']}: already exists (use --force to overwrite)")
     plan = plan_gptq(model_dir, settings, options["calibration"], tensor_parallel, bool(options["dry_run"]))
-    click.echo(render_plan(plan, settings, tensor_parallel), err=True, nl=False)
+    click.echo(render_plan(plan), err=True, nl=False)
     if options["dry_run"]:
         return
     bar = Progress("layer", plan.n_layers)
-    result = quantize_gptq(plan, settings, output, force, lambda done, total, seconds: bar.update(done))
+    result = quantize_gptq(plan, output, force, lambda done, total, seconds: bar.update(done))
     if options["report"]:
         from sizer.io import write_atomic
 

@@ -58,17 +58,14 @@ def load_gptq(folder: str | Path, device: str = "cpu", dtype=None, cache_dequant
         for module in model.modules():
             if module._non_persistent_buffers_set:
                 model._init_weights(module)
-        state = model.state_dict()
-        for name, target in state.items():
+        initialized = {name for name, module in model.named_modules() if module._non_persistent_buffers_set}
+        for name, target in model.state_dict().items():
             if name in reader:
                 target.copy_(reader.get(name))
-            elif not (tied and name.endswith("lm_head.weight")) and name.rsplit(".", 1)[0] not in _non_persistent(model):
+            elif not (tied and name.endswith("lm_head.weight")) and name.rsplit(".", 1)[0] not in initialized:
                 raise InputFileError(f"{folder}: checkpoint has no tensor {name!r}")
     if tied:
         model.tie_weights()
     model.eval()
     return model
 
-
-def _non_persistent(model) -> set[str]:
-    return {name for name, module in model.named_modules() if module._non_persistent_buffers_set}

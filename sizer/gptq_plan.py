@@ -37,6 +37,10 @@ MARLIN_MIN_K = 128      # vLLM GPTQ_MARLIN_MIN_THREAD_K
 MARLIN_MIN_CAPABILITY = "8.0"
 
 FP32_BYTES = 4
+# sizer's QuantLinear reference path (sizer.kernels.gptq_pack.dequantize_gptq_v1):
+DEQUANT_CHUNK_ROWS = 128               # input features dequantized per step
+DEQUANT_LIVE_BYTES = 16                # temporaries alive per chunk element at its peak (int64 unpack,
+                                       # int32 codes, float32 gathers and results; CPU allocator trace)
 ALLOCATOR_SLACK = 1.0                  # resident peak above the live working set (glibc fragmentation, measured)
 MMAP_THRESHOLD_MAX_BYTES = 32 * 1024 ** 2   # glibc DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: larger blocks are mmapped
 # Time model of one run, in units of the device's measured float32 matmul rate (a 1024^2 probe),
@@ -261,3 +265,11 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     seconds = (forward_flops / (matmul_gflops * MATMUL_EFFICIENCY * 1e9) + (flops - forward_flops) / solver_rate
                + column_seconds)
     return RunEstimate(sum(parts.values()), parts, seconds, flops, matmul_gflops)
+
+
+def gptq_reference_workspace_bytes(spec: ModelSpec) -> int:
+    """What sizer's QuantLinear reference path holds while one Linear runs: its weight dequantized to
+    bfloat16 plus one chunk's temporaries. The largest Linear decides."""
+    return max(lin.out_features * lin.in_features * 2
+               + min(DEQUANT_CHUNK_ROWS, lin.in_features) * lin.out_features * DEQUANT_LIVE_BYTES
+               for lin in decoder_linears(spec))

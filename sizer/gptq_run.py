@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sizer.errors import InputFileError, UsageError
+from sizer.procmem import peak_resident_bytes, release_free_memory
 
 DEFAULT_MAX_SHARD_BYTES = 4 * 1024 ** 3    # written as they come: the shard size costs no memory
 _SKIP_COPY = {"config.json", "model.safetensors.index.json", "quantize_config.json"}
@@ -247,17 +247,6 @@ class ShardWriter:
         (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-def release_free_memory() -> None:
-    """Hand memory freed by the last layer back to the OS (glibc keeps freed heap pages otherwise,
-    and the resident set would creep up layer by layer)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 # ------------------------------------------------------------------------------------- model skeleton
 
 class _Stop(Exception):
@@ -463,27 +452,6 @@ def _nll(model, decoder, hidden_list, windows) -> tuple[float, int]:
     return total, count
 
 
-def _status_bytes(key: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _peak_rss_bytes() -> int:
-    """Peak resident set of this process (Linux VmHWM; elsewhere getrusage's ru_maxrss)."""
-    peak = _status_bytes("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def resident_bytes() -> int:
-    """Resident set of this process now (0 where /proc is missing)."""
-    return _status_bytes("VmRSS") or 0
-
-
 def gptq_config(settings: GptqSettings) -> dict:
     from sizer.quant import GroupQuantFormat
 
@@ -585,7 +553,7 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
         before, after = math.exp(nll_fp / count), math.exp(nll_q / count)
     qconfig = gptq_config(settings)
     _write_configs(source, target_tmp, qconfig)
-    return GptqResult(target_tmp, time.perf_counter() - start, _peak_rss_bytes(), writer.bytes_written,
+    return GptqResult(target_tmp, time.perf_counter() - start, peak_resident_bytes(), writer.bytes_written,
                       n_calib * settings.seq_len, len(held_windows) * settings.seq_len, before, after,
                       tuple(reports), qconfig, str(dtype).removeprefix("torch."), tuple(notes))
 

@@ -35,6 +35,7 @@ from sizer.calc.estimate import estimate
 from sizer.calc.kv import transformers_kv_cache_bytes
 from sizer.calibration import Calibration, resolve
 from sizer.errors import SizerError, UsageError
+from sizer.procmem import release_free_memory, status_bytes
 from sizer.records import Record
 from sizer.spec import ModelSpec
 
@@ -253,22 +254,16 @@ def cache_bytes(cache) -> int:
 
 
 def _status_bytes(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    raise SizerError(f"/proc/self/status has no {key}")
+    value = status_bytes(key)
+    if value is None:
+        raise SizerError(f"/proc/self/status has no {key}")
+    return value
 
 
 def _trim_and_reset_peak() -> int:
     """Give freed memory back to the OS, reset the peak resident set, return the current one."""
     gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
+    release_free_memory()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -369,6 +364,8 @@ def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: in
     kv_storage = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size, storage=True)
     activations = e.activation_bytes          # the same workload, compute dtype and calibration
     if is_gptq(precision):
+        from sizer.gptq_plan import gptq_reference_workspace_bytes
+
         activations = max(activations, _mlp_moment_bytes(spec, context_length, batch_size, attention)
                           + gptq_reference_workspace_bytes(spec))
     peak = e.weights_bytes + kv_storage + activations
@@ -379,18 +376,6 @@ def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: in
         process = peak + parts["cuda_context"] + parts["allocator_slack"]
     return {"weights": e.weights_bytes, "kv": kv, "kv_dtype": kv_dtype, "activations": activations, "peak": peak,
             "process": process}
-
-
-def gptq_reference_workspace_bytes(spec: ModelSpec) -> int:
-    """What sizer's QuantLinear reference path holds while one Linear runs: its weight dequantized to
-    bfloat16 plus one chunk's temporaries (sizer.kernels.gptq_pack: int64 unpack, int32 codes, float32
-    gathers and results; about 16 bytes per chunk element live at once, measured with the CPU
-    allocator trace). The largest Linear decides."""
-    from sizer.gptq_plan import decoder_linears
-
-    chunk, live_bytes = 128, 16        # DEQUANT_CHUNK_ROWS; bytes per chunk element live at the peak
-    return max(lin.out_features * lin.in_features * 2 + min(chunk, lin.in_features) * lin.out_features * live_bytes
-               for lin in decoder_linears(spec))
 
 
 def _mlp_moment_bytes(spec: ModelSpec, context_length: int, batch_size: int, attention: str) -> int:

@@ -120,6 +120,7 @@ class GptqPlan:
     documents: list
     n_layers: int
     settings: object             # sizer.gptq_run.GptqSettings with the compute dtype resolved
+    tensor_parallel: int
 
 
 def measure_matmul_gflops(device: str, dtype: str = "float32") -> float:
@@ -139,18 +140,17 @@ def measure_matmul_gflops(device: str, dtype: str = "float32") -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def choose_compute_dtype(device: str, requested: str) -> tuple[str, float]:
-    """(dtype of the layer forwards, its measured matmul GFLOP/s). "auto": bfloat16 on CUDA; on a CPU,
-    bfloat16 when it multiplies faster than float32 (AMX / AVX512-BF16: 4.5x on the CI Xeon),
-    else float32. Hessians, the solver and the errors are float32 whatever this is."""
-    if requested != "auto":
-        name = {"bf16": "bfloat16", "fp32": "float32"}.get(requested, requested)
-        return name, measure_matmul_gflops(device, name)
-    bf16 = measure_matmul_gflops(device, "bfloat16")
-    if device == "cuda":
-        return "bfloat16", bf16
+def choose_compute_dtype(device: str, requested: str) -> tuple[str, float, float]:
+    """(dtype of the layer forwards, its measured matmul GFLOP/s, float32's). "auto": bfloat16 on
+    CUDA; on a CPU, bfloat16 when it multiplies faster than float32 (AMX / AVX512-BF16: 4.5x on the
+    CI Xeon), else float32. Hessians, the solver and the errors are float32 whatever this is."""
     fp32 = measure_matmul_gflops(device, "float32")
-    return ("bfloat16", bf16) if bf16 > fp32 else ("float32", fp32)
+    if requested in ("fp32", "float32"):
+        return "float32", fp32, fp32
+    bf16 = measure_matmul_gflops(device, "bfloat16")
+    if requested == "auto" and device != "cuda" and bf16 <= fp32:
+        return "float32", fp32, fp32
+    return "bfloat16", bf16, fp32
 
 
 def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel: int = 1,
@@ -178,7 +178,8 @@ def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel
                          "\"text\" field, or a .json list; the end of it is held out for perplexity")
     docs = read_calibration_text(calibration) if calibration is not None else []
     available = check_device(settings.device)
-    from sizer.gptq_run import load_config_and_tokenizer, resident_bytes, skeleton
+    from sizer.gptq_run import load_config_and_tokenizer, skeleton
+    from sizer.procmem import resident_bytes
 
     if source is not None:
         config, _ = load_config_and_tokenizer(source)   # the libraries the run will hold: part of its baseline
@@ -186,13 +187,12 @@ def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel
     else:
         import transformers  # noqa: F401  (most of the baseline)
 
-    compute_dtype, gflops = choose_compute_dtype(settings.device, settings.compute_dtype)
+    compute_dtype, gflops, fp32_gflops = choose_compute_dtype(settings.device, settings.compute_dtype)
     settings = replace(settings, compute_dtype=compute_dtype)
     estimate = estimate_run(spec, settings.samples, settings.seq_len, settings.heldout_samples, gflops,
-                            compute_bytes=4 if compute_dtype == "float32" else 2,
-                            solver_gflops=measure_matmul_gflops(settings.device, "float32"),
+                            compute_bytes=4 if compute_dtype == "float32" else 2, solver_gflops=fp32_gflops,
                             baseline_bytes=resident_bytes() if settings.device == "cpu" else 0)
-    return GptqPlan(source, pre, estimate, available, docs, spec.n_layers, settings)
+    return GptqPlan(source, pre, estimate, available, docs, spec.n_layers, settings, tensor_parallel)
 
 
 def _has_weights(ref: str) -> bool:
@@ -200,7 +200,7 @@ def _has_weights(ref: str) -> bool:
     return folder.is_dir() and any(folder.glob("*.safetensors"))
 
 
-def quantize_gptq(plan: GptqPlan, settings, output: str, force: bool = False,
+def quantize_gptq(plan: GptqPlan, output: str, force: bool = False,
                   on_layer=lambda done, total, seconds: None):
     """Run GPTQ as planned into `output` (atomically)."""
     from sizer.gptq_run import run_gptq

@@ -17,8 +17,8 @@ LINEAR_COLUMNS = ("layer", "linear", "in_features", "out_features", "error_input
                   "damp_used", "damp_raised", "seconds")
 
 
-def render_plan(plan, settings, tensor_parallel: int) -> str:
-    pre, est = plan.preflight, plan.estimate
+def render_plan(plan) -> str:
+    pre, est, settings, tensor_parallel = plan.preflight, plan.estimate, plan.settings, plan.tensor_parallel
     group = "per channel" if settings.group_size == -1 else f"group {settings.group_size}"
     order = ", act-order" + (" (static groups)" if settings.static_groups else "") if settings.act_order else ""
     lines = [
@@ -26,7 +26,7 @@ def render_plan(plan, settings, tensor_parallel: int) -> str:
         f"damp {settings.damp}: {sum(lin.count for lin in pre.linears)} Linear layers "
         f"({len(pre.linears)} per decoder layer)",
         f"calibration: {settings.samples} x {settings.seq_len} tokens, {settings.heldout_samples} held-out windows, "
-        f"on {settings.device}, layer forwards in {plan.settings.compute_dtype}",
+        f"on {settings.device}, layer forwards in {settings.compute_dtype}",
         f"vLLM kernels at tensor parallel {tensor_parallel}: " + ", ".join(pre.vllm_kernels),
     ]
     lines += [f"  not Marlin: {why}" for why in pre.vllm_notes]

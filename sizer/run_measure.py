@@ -61,12 +61,12 @@ def run_measure(model: str, precisions: list[str] | None, contexts: list[int], b
                 device: str | None, weights: str | None, attention: str, force: bool, calibration,
                 progress: Callable[[str], None] = lambda text: None) -> list[Record]:
     from sizer.inputs.resolve import get_config, get_model
-    from sizer.measure import check_device, load, measure_point, refuse_if_too_large, require_torch
+    from sizer.measure import check_device, is_gptq, load, measure_point, refuse_if_too_large, require_torch
 
     torch = require_torch()
     spec = get_model(model)
     stored = spec.checkpoint.quantization if spec.checkpoint else None
-    precisions = precisions or [stored if stored and stored.startswith("gptq-") else "bf16"]
+    precisions = precisions or [stored if stored and is_gptq(stored) else "bf16"]
     config, default_folder = get_config(model)
     folder = _weights_folder(weights, default_folder)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -250,7 +250,7 @@ def test_interrupted_run_leaves_no_output(tiny, tmp_path, docs, monkeypatch):
     plan = plan_gptq(str(tiny), settings, str(write_calibration_file(tmp_path / "c.txt", docs)))
     (tmp_path / "work").mkdir()
     with pytest.raises(KeyboardInterrupt):
-        quantize_gptq(plan, settings, str(tmp_path / "work" / "out"))
+        quantize_gptq(plan, str(tmp_path / "work" / "out"))
     assert list((tmp_path / "work").iterdir()) == []            # neither the output nor a temporary folder
 
 
