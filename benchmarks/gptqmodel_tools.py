@@ -45,6 +45,8 @@ CSV_COLUMNS = [
     "wall_s",
     "peak_rss_bytes",
     "machine",
+    "device",
+    "peak_device_bytes",
 ]
 
 
@@ -107,7 +109,17 @@ def _machine_string() -> str:
     except ImportError:  # pragma: no cover - informational only
         gq = "?"
     proc = platform.processor() or platform.machine()
-    return f"{proc}/cpus={os.cpu_count()}/torch={torch.__version__}/gptqmodel={gq}"
+    gpu = f"/gpu={torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{proc}/cpus={os.cpu_count()}{gpu}/torch={torch.__version__}/gptqmodel={gq}"
+
+
+def _peak_device_bytes(device: str):
+    """torch.cuda.max_memory_allocated for a CUDA run (GPTQModel allocates through torch); '' on CPU."""
+    if device != "cuda":
+        return ""
+    import torch
+
+    return torch.cuda.max_memory_allocated()
 
 
 def _torch_dtype(name: str):
@@ -265,7 +277,10 @@ def _flatten_quant_log(result, qmodel) -> list[dict]:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    _cpu_env()
+    if args.device == "cpu":
+        _cpu_env()
+    else:  # keep the cwd off sys.path all the same (a `kernels/` folder there shadows HF `kernels`)
+        sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
     from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
     from transformers import AutoTokenizer
 
@@ -292,7 +307,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     # Timed region: model load + quantize + save (load is reported separately).
     with PeakSampler() as sampler:
         t0 = time.perf_counter()
-        qmodel = GPTQModel.load(args.model_dir, qcfg, device="cpu", **load_kwargs)
+        if args.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        qmodel = GPTQModel.load(args.model_dir, qcfg, device=args.device, **load_kwargs)
         t_load = time.perf_counter() - t0
         t1 = time.perf_counter()
         result = qmodel.quantize(
@@ -328,6 +347,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         "wall_s": f"{wall:.3f}",
         "peak_rss_bytes": peak_bytes,
         "machine": _machine_string(),
+        "device": args.device,
+        "peak_device_bytes": _peak_device_bytes(args.device),
     }
     csv_path = Path(args.csv)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -398,6 +419,7 @@ def main(argv=None) -> int:
         default="auto",
         help="BACKEND used for the post-quant kernel (default auto)",
     )
+    pq.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     pq.add_argument("--out", required=True)
     pq.add_argument("--csv", required=True)
     pq.set_defaults(func=cmd_quantize)

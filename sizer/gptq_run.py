@@ -80,6 +80,7 @@ class GptqResult:
     quantization_config: dict
     compute_dtype: str = "float32"
     notes: tuple[str, ...] = field(default=())
+    peak_device_bytes: int | None = None     # torch.cuda.max_memory_allocated of the run; None on CPU
 
 
 # ------------------------------------------------------------------------------------- data
@@ -477,6 +478,8 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
 
     start = time.perf_counter()
     device = torch.device(settings.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     if settings.compute_dtype == "auto":
         from sizer.quantize import choose_compute_dtype
 
@@ -555,7 +558,8 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
     _write_configs(source, target_tmp, qconfig)
     return GptqResult(target_tmp, time.perf_counter() - start, peak_resident_bytes(), writer.bytes_written,
                       n_calib * settings.seq_len, len(held_windows) * settings.seq_len, before, after,
-                      tuple(reports), qconfig, str(dtype).removeprefix("torch."), tuple(notes))
+                      tuple(reports), qconfig, str(dtype).removeprefix("torch."), tuple(notes),
+                      torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
 
 
 def _solve_group(layer_index: int, group, calib_acc, held_acc, settings: GptqSettings,

@@ -26,7 +26,6 @@ import gc
 import inspect
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -107,6 +106,11 @@ def load(spec: ModelSpec, config: dict, weights_folder, precision: str, device: 
     if precision not in MEASURABLE and not is_gptq(precision):
         raise UsageError(f"sizer measure supports {', '.join(MEASURABLE)} and GPTQ checkpoints (gptq-<b>bit-g<G>); "
                          f"got {precision!r}")
+    import transformers
+
+    from sizer.families import spec_for_transformers
+
+    spec = spec_for_transformers(spec, transformers.__version__)
     try:
         loaded = _load(spec, config, weights_folder, precision, device, attention)
     except ValueError as e:
@@ -145,15 +149,11 @@ def _load(spec: ModelSpec, config: dict, weights_folder, precision: str, device:
         model = transformers.AutoModelForCausalLM.from_pretrained(weights_folder, device_map=device, **common)
         source = str(weights_folder)
     elif precision in BNB_PRECISIONS:
-        # bitsandbytes quantizes while loading a checkpoint: write the random bf16 weights to a
-        # temporary folder on disk (never to device memory), then load them quantized.
-        with tempfile.TemporaryDirectory(prefix="sizer-measure-") as folder:
-            with torch.device("cpu"):
-                base = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
-            base.save_pretrained(folder)
-            del base
-            gc.collect()
-            model = transformers.AutoModelForCausalLM.from_pretrained(folder, device_map=device, **common)
+        # bitsandbytes quantizes while loading: hand from_pretrained a state dict of random bf16
+        # weights (held in host memory, never written to disk) and let it quantize them on the way in.
+        model_class, state = _random_state_dict(hf_config, spec, device, torch)
+        model = model_class.from_pretrained(None, config=hf_config, state_dict=state, device_map=device, **common)
+        del state
         source = "synthetic"
     else:
         # Allocate and initialise every tensor directly on the target device.
@@ -164,6 +164,29 @@ def _load(spec: ModelSpec, config: dict, weights_folder, precision: str, device:
     actual = getattr(model.config, "_attn_implementation", None) or attention
     return Loaded(model, spec, precision, device, source, time.perf_counter() - start,
                   "eager" if actual == "eager" else "sdpa" if actual == "sdpa" else attention)
+
+
+def _random_state_dict(hf_config, spec: ModelSpec, device: str, torch) -> tuple[type, dict]:
+    """(model class, random bf16 state dict in host memory) for `hf_config`.
+
+    The weights are drawn on the GPU when their bf16 bytes fit in 90 % of its free memory (tens of
+    times faster than initialising billions of parameters on CPU cores), then copied to host memory
+    and the GPU emptied before the quantized load; otherwise they are drawn on the CPU."""
+    import transformers
+
+    build = "cpu"
+    if device == "cuda":
+        free, _total = torch.cuda.mem_get_info()
+        build = "cuda" if spec.params * 2 < 0.9 * free else "cpu"
+    with torch.device(build):
+        base = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
+    state = {name: tensor.to("cpu") for name, tensor in base.state_dict().items()}
+    model_class = type(base)
+    del base
+    gc.collect()
+    if build == "cuda":
+        torch.cuda.empty_cache()
+    return model_class, state
 
 
 def _load_gptq(spec: ModelSpec, weights_folder, precision: str, device: str, torch):

@@ -105,6 +105,8 @@ def render_table(result, plan) -> str:
     lines.append(f"time {fmt_duration(result.seconds)} (estimated {fmt_duration(est.seconds)}); peak resident "
                  f"{fmt_gib(result.peak_rss_bytes)} GiB (estimated {fmt_gib(est.peak_bytes)} GiB); "
                  f"wrote {fmt_gib(result.bytes_written)} GiB; {UNITS_NOTE}")
+    if result.peak_device_bytes is not None:
+        lines.append(f"peak GPU memory allocated by torch: {fmt_gib(result.peak_device_bytes)} GiB")
     raised = [r for r in result.linears if r.damp_raised]
     for r in raised:
         lines.append(f"note: layer {r.layer} {r.name}: Cholesky failed at --damp, raised to {r.damp_used:g}")

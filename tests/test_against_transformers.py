@@ -356,6 +356,8 @@ def hf_layer_types(config) -> tuple[tuple[str, ...], int | None]:
     from transformers.cache_utils import get_layer_types_and_kwargs
 
     types, kwargs = get_layer_types_and_kwargs(config)
+    if isinstance(kwargs, dict):                    # transformers 5.17-5.18: one dict for every layer
+        kwargs = [kwargs]
     windows = {kw["sliding_window"] for kw in kwargs if "sliding_window" in kw}
     assert len(windows) <= 1
     return tuple(types), (windows.pop() if windows else None)

@@ -123,3 +123,17 @@ def test_default_context_is_the_models_maximum():
 def test_estimate_accepts_spec_and_name_alike():
     spec = get_model("qwen2.5-7b")
     assert estimate(spec, "nf4", context_length=1024) == estimate("qwen2.5-7b", "nf4", context_length=1024)
+
+
+@pytest.mark.parametrize("version, router_fp32", [("5.17.0", False), ("5.23.2", False), ("5.24.0", True),
+                                                  ("5.24.0.dev0", True), ("6.0.0rc1", True)])
+def test_deepseek_router_is_fp32_only_from_the_transformers_release_that_keeps_it(version, router_fp32):
+    from sizer.families import spec_for_transformers
+
+    spec = get_model("deepseek-v3")
+    router = [t for t in spec.tensors if t.component == "router"]
+    assert router and all(t.fp32 for t in router)                 # the calculator: current transformers
+    older = spec_for_transformers(spec, version)
+    assert all(t.fp32 == router_fp32 for t in older.tensors if t.component == "router")
+    assert [t for t in older.tensors if t.component != "router"] == [t for t in spec.tensors if t.component != "router"]
+    assert spec_for_transformers(get_model("llama3-8b"), "5.17.0") == get_model("llama3-8b")

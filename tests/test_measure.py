@@ -56,7 +56,7 @@ def test_measured_weights_and_kv_equal_prediction(name):
     for ctx, batch in ((96, 2), (32, 1)):                  # beyond and below the sliding windows
         r = measure_point(loaded, ctx, batch, 2)
         assert r.status == "ok"
-        assert r.measured_weights_bytes == r.predicted_weights_bytes == spec.params * 2 + _fp32_extra(spec)
+        assert r.measured_weights_bytes == r.predicted_weights_bytes == spec.params * 2 + _fp32_extra(loaded.spec)
         assert r.measured_kv_cache_bytes == r.predicted_kv_cache_bytes
         assert r.measured_peak_bytes > r.measured_weights_bytes and r.prefill_s > 0 and r.decode_tokens_per_s > 0
 
@@ -76,6 +76,23 @@ def test_bitsandbytes_quantized_on_load(precision):
     assert r.measured_weights_bytes == r.predicted_weights_bytes
     assert r.measured_weights_bytes < spec.params * 2
     assert r.measured_kv_cache_bytes == r.predicted_kv_cache_bytes
+
+
+@pytest.mark.parametrize("name", ["llama-tied", "phi3", "qwen3_moe"])
+def test_synthetic_bitsandbytes_keeps_ties_fusions_and_experts(name):
+    """Random weights reach bitsandbytes as a state dict: tied embeddings stay one tensor, fused
+    projections and MoE experts arrive whole, and the bytes equal the prediction exactly."""
+    pytest.importorskip("bitsandbytes")
+    config = FAMILIES[name]
+    spec = spec_from_config(config, name, name)
+    loaded = load(spec, config, None, "nf4", "cpu", "sdpa")
+    model = loaded.model
+    if config.get("tie_word_embeddings"):
+        assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    assert not [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    r = measure_point(loaded, 48, 1, 1)
+    assert r.status == "ok"
+    assert r.measured_weights_bytes == r.predicted_weights_bytes < spec.params * 2
 
 
 def test_real_weights_from_a_safetensors_folder(tmp_path):

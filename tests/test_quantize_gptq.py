@@ -141,6 +141,7 @@ def test_report_gptq_beats_round_to_nearest(quantized):
     assert statistics.mean(r["gptq_error"] for r in rows) < 0.8 * statistics.mean(r["rtn_error"] for r in rows)
     assert result["calibration_tokens"] == 16 * 128 and result["heldout_tokens"] == 4 * 128
     assert result["peak_rss_bytes"] > 0 and result["estimate"]["peak_bytes"] > 0
+    assert result["peak_device_bytes"] is None                                 # a CPU run
 
 
 @pytest.mark.parametrize("settings", [
@@ -333,6 +334,7 @@ def test_gptq_on_cuda_matches_the_checkpoint(tiny, docs, tmp_path):
             count += len(w) - 1
     assert math.exp(nll / count) == pytest.approx(result.perplexity_after, rel=1e-3)
     assert result.perplexity_after < result.perplexity_before * 1.1
+    assert result.peak_device_bytes > 0
 
 
 FAMILY_CONFIGS = {

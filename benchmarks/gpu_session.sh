@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The GPU checks of issues 4 and 5 in few device calls (the device tool lends an H100 to some tasks:
+# 30 minutes of GPU time per session, at most 10 minutes per call, the machine bare at each start).
+#
+# Here, once (needs pip's index):   bash benchmarks/gpu_session.sh wheels
+#   puts bitsandbytes (only its CUDA 13 and CPU libraries: 8 MB instead of 43) under .whl/site and
+#   GPTQModel with its missing dependencies under .whl/gq and .whl/sdist (about 15 MB in all),
+#   which .gitignore keeps out of git; name `.whl` in each call's `carry`.
+# On the device, one stage per call, results under $OUT (they come back with the reply):
+#   bash benchmarks/gpu_session.sh check              # ~3 min: CUDA tests, solver timings, a measure smoke run
+#   bash benchmarks/gpu_session.sh gptq               # sizer vs GPTQModel on the GPU (8 x 4096 synthetic Llama)
+#   bash benchmarks/gpu_session.sh campaign A         # models of part A, stops before ~520 s
+#   bash benchmarks/gpu_session.sh campaign B
+# Back here: copy the part CSVs from the replies' files_at into benchmarks/results/ and run
+#   python benchmarks/measure_campaign.py --merge benchmarks/results/measure_cuda.A.csv benchmarks/results/measure_cuda.B.csv
+# `python benchmarks/measure_campaign.py --device cuda --full --plan` prints the points and times.
+#
+# The device image has python3 3.12 with torch (cu130), transformers, accelerate, safetensors,
+# tokenizers, click, tabulate, numpy, hypothesis, pytest and nvidia-ml-py; nothing can be fetched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PART_A="Llama-3.1-8B,falcon-7b,Mistral-7B-v0.1,gemma-2-9b,Qwen3-30B-A3B"
+PART_B="gemma-3-1b-it,Qwen3-4B,Phi-3.5-mini-instruct,Llama-2-7b-hf,gpt-oss-20b"
+BNB_VERSION=0.50.2
+
+wheels() {
+    rm -rf .whl && mkdir -p .whl/site
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_24_x86_64 -d .whl "bitsandbytes==${BNB_VERSION}"
+    (cd .whl/site && python3 -m zipfile -e ../bitsandbytes-*.whl . \
+        && find bitsandbytes -name 'libbitsandbytes_*.so' ! -name '*_cpu.so' ! -name '*_cuda130.so' \
+                ! -name '*_cuda132.so' -delete)
+    rm .whl/*.whl
+    # GPTQModel 7.6.0 for the CUDA comparison: pure-python wheels (five of them built here from
+    # sdists), torchao's abi3 wheel, and pypcre's sdist (native, no cp312 wheel: built on the device)
+    mkdir -p .whl/gq .whl/sdist
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 -d .whl/gq \
+        datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 optimum==2.3.0 torchao==0.18.0
+    python3 -m pip download -q --no-deps --no-binary=:all: -d .whl/sdist \
+        gptqmodel==7.6.0 defuser==0.0.28 device-smi==0.5.7 logbar==0.4.15 tokenicer==0.0.14 pypcre==0.6.4
+    for sdist in .whl/sdist/*.tar.gz; do
+        case "$sdist" in *pypcre*) continue ;; esac
+        python3 -m pip wheel -q --no-deps -w .whl/gq "$sdist"
+    done
+    find .whl/sdist -name '*.tar.gz' ! -name 'pypcre-*' -delete
+    du -sh .whl .whl/*
+}
+
+setup() {
+    export PYTHONPATH="$PWD/.whl/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    python3 -c 'import sizer' 2>/dev/null \
+        || python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c 'import torch, transformers, bitsandbytes; print("torch", torch.__version__, "transformers",
+transformers.__version__, "bitsandbytes", bitsandbytes.__version__, "cuda", torch.cuda.is_available())'
+}
+
+check() {
+    setup
+    # every test that needs CUDA, and the measure/GPTQ suites on this stack
+    python3 -m pytest -p no:cacheprovider -rfEs -x -k "cuda or CUDA" tests/test_measure.py tests/test_gptq.py \
+        tests/test_quantize_gptq.py tests/test_quant_linear.py 2>&1 | tee "$OUT/check_pytest.log" | tail -15
+    python3 benchmarks/gptq_rank1_update.py --device cuda --results "$OUT/gptq_rank1_update.csv"
+    python3 -m sizer measure Llama-3.1-8B --device cuda -p bf16,nf4 -c 2048 -b 1 --sweep \
+        --record "$OUT/measure_smoke.csv" 2>&1 | tail -12
+}
+
+gptq() {
+    setup
+    # GPTQModel beside it, when it installs here (pypcre must compile against this python)
+    local site=/tmp/gqsite
+    if [ ! -d "$site/gptqmodel" ]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/gq/*.whl \
+            && python3 -m pip wheel -q --no-index --no-deps --no-build-isolation -w /tmp/pcre .whl/sdist/pypcre-*.tar.gz \
+            && python3 -m pip install -q --no-index --no-deps --target "$site" /tmp/pcre/*.whl || true
+    fi
+    local tools=sizer
+    if PYTHONPATH="$site:$PYTHONPATH" python3 -c 'import gptqmodel' 2>"$OUT/gptqmodel_import.log"; then
+        tools=sizer,gptqmodel
+        export PYTHONPATH="$site:$PYTHONPATH"
+    fi
+    echo "GPTQ benchmark tools: $tools"
+    python3 benchmarks/bench_gptq.py --device cuda --tools "$tools" --layers 8 --hidden 4096 --intermediate 14336 \
+        --vocab 32000 --samples 128 --seq-len 2048 --results "$OUT/gptq_vs_gptqmodel.csv" 2>&1 | tail -8
+}
+
+campaign() {
+    setup
+    local models
+    case "${1:-A}" in
+        A) models=$PART_A ;;
+        B) models=$PART_B ;;
+        *) models=$1 ;;
+    esac
+    python3 benchmarks/measure_campaign.py --device cuda --full --models "$models" --budget-s "${BUDGET_S:-520}" \
+        --out "$OUT" --tag "${1:-A}" 2>&1 | grep -v -E 'Loading weights|it/s\]' | tee "$OUT/campaign_${1:-A}.log" | tail -40
+}
+
+case "${1:-}" in
+    wheels) wheels ;;
+    check) check ;;
+    gptq) gptq ;;
+    campaign) campaign "${2:-A}" ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
+esac

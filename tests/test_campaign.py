@@ -1,0 +1,100 @@
+"""The GPU validation campaign's grid (benchmarks/measure_campaign.py --device cuda --full), checked
+without a GPU: it covers what issue 4 asks for, on models that fit one 80 GB GPU, and its points
+stay within the grid's rules. (The CPU grid runs in full in benchmarks/results/measure_cpu.csv.)"""
+
+import importlib.util
+
+import pytest
+
+from sizer.calibration import default_calibration
+from sizer.catalog import get_gpu
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def campaign():
+    spec = importlib.util.spec_from_file_location("measure_campaign", ROOT / "benchmarks" / "measure_campaign.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def h100_items(campaign):
+    gpu = get_gpu(campaign.GPU_FOR_ESTIMATES)
+    available = gpu.cuda_memory_bytes or gpu.memory_bytes
+    names = campaign.models(True, None)
+    return available, campaign.work(names, True, False, "cuda", available, default_calibration())
+
+
+def test_gpu_grid_covers_the_architectures_issue_4_names(campaign, h100_items):
+    _, items = h100_items
+    specs = {it["name"]: it["spec"] for it in items}
+    assert len(specs) >= 8
+    kinds = {s.attention_kind for s in specs.values()}
+    assert {"MHA", "GQA", "MQA"} <= kinds
+    assert any(s.sliding_window for s in specs.values())
+    assert any(s.is_moe for s in specs.values())
+    assert any(s.tied_embeddings for s in specs.values())
+    assert any(s.vocab_size >= 128_000 for s in specs.values())
+    assert {it["precision"] for it in items} == {"bf16", "int8", "nf4"}
+    contexts = {c for it in items for c, _ in it["points"]}
+    batches = {b for it in items for _, b in it["points"]}
+    assert min(contexts) == 512 and max(contexts) == 32768
+    assert min(batches) == 1 and max(batches) == 16
+
+
+def test_every_model_fits_the_gpu_at_bf16_with_points_to_run(campaign, h100_items):
+    available, items = h100_items
+    for it in items:
+        assert it["spec"].params * 2 < available, it["name"]
+        assert it["points"], (it["name"], it["precision"])
+        # MoE in 4-bit is measured: its nf4 load runs points too
+    assert any(it["spec"].is_moe and it["precision"] == "nf4" and it["points"] for it in items)
+
+
+def test_points_respect_context_limits_token_cap_and_order(campaign, h100_items):
+    _, items = h100_items
+    for it in items:
+        spec, points = it["spec"], it["points"] + it["skipped"]
+        assert all(c * b <= campaign.GPU_MAX_POINT_TOKENS for c, b in points)
+        if spec.max_context_length:
+            assert all(c <= spec.max_context_length for c, _ in points)
+        tokens = [c * b for c, b in it["points"]]
+        assert tokens == sorted(tokens)
+
+
+def test_skipped_points_are_predicted_beyond_the_device(campaign, h100_items):
+    available, items = h100_items
+    cal = default_calibration()
+    for it in items:
+        spec, attention = it["spec"], campaign.attention_for(it["spec"])
+        for ctx, batch in it["skipped"]:
+            need = campaign.predicted_need(spec, it["precision"], ctx, batch, "cuda", attention, cal)
+            assert need > campaign.NEAR_LIMIT * available
+        for ctx, batch in it["points"]:
+            need = campaign.predicted_need(spec, it["precision"], ctx, batch, "cuda", attention, cal)
+            assert need <= campaign.NEAR_LIMIT * available
+
+
+def test_a_point_that_ran_out_of_memory_skips_the_larger_ones(campaign):
+    failed = [(8192, 4)]
+    assert campaign.dominated((8192, 4), failed) and campaign.dominated((32768, 4), failed)
+    assert campaign.dominated((8192, 16), failed)
+    assert not campaign.dominated((32768, 1), failed) and not campaign.dominated((2048, 16), failed)
+
+
+def test_the_plan_fits_the_device_budget_in_parts(campaign, h100_items):
+    """The estimate the parts are budgeted with: every model's three loads fit one 10-minute call."""
+    _, items = h100_items
+    per_model = {}
+    for it in items:
+        per_model[it["name"]] = per_model.get(it["name"], 0.0) + it["seconds"]
+    assert all(0 < seconds < 520 for seconds in per_model.values()), per_model
+
+
+def test_unknown_model_names_are_refused(campaign):
+    with pytest.raises(SystemExit, match="not in this grid"):
+        campaign.models(True, ["Llama-3.1-8B", "no-such-model"])
+    assert campaign.models(True, ["Qwen3-4B", "Llama-3.1-8B"]) == ["Llama-3.1-8B", "Qwen3-4B"]
