@@ -85,8 +85,19 @@ def heldout_errors(source: Path, checkpoint: Path, windows: list[list[int]], dev
     return errors, math.exp(nll / count)
 
 
-def append_rows(path: Path, rows: list[dict]) -> None:
-    """Add rows to the results CSV, rewriting an older file's header when columns were added since
+def machine_name(device: str) -> str:
+    """The GPU's name for a CUDA run, else the CPU's (model and cores)."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name()
+    from sizer.measure import _cpu_name
+
+    return _cpu_name()
+
+
+def append_rows(path: Path, rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:
+    """Add rows to a results CSV, rewriting an older file's header when columns were added since
     (its rows keep their values; new columns are empty there)."""
     old = []
     if path.exists():
@@ -95,7 +106,7 @@ def append_rows(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="")
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(old + rows)
     tmp.replace(path)
@@ -118,10 +129,7 @@ def main() -> None:
                         help="comma-separated: sizer alone where GPTQModel is not installed")
     args = parser.parse_args()
 
-    import torch
-
     from sizer.gptq_run import read_calibration_text, token_windows, tokenize_documents
-    from sizer.measure import _cpu_name
     from sizer.testing import help_text_documents, make_llama, write_calibration_file
 
     shutil.rmtree(args.work, ignore_errors=True)
@@ -178,7 +186,7 @@ def main() -> None:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     model = f"llama-synthetic-{args.layers}x{args.hidden}"
     rows = []
-    machine = torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name()
+    machine = machine_name(args.device)
     for tool, version, folder, seconds, wall, peak, peak_device in runs:
         errors, ppl = heldout_errors(source, folder, windows, args.device)
         rows.append({"timestamp": now, "machine": machine, "cpu_count": os.cpu_count(), "tool": tool,
@@ -195,7 +203,6 @@ def main() -> None:
     if len(rows) == 2:
         print(f"time ratio sizer/gptqmodel: {rows[0]['quantize_s'] / rows[1]['quantize_s']:.2f} (target <= 0.8); "
               f"mean error ratio {rows[0]['mean_heldout_error'] / rows[1]['mean_heldout_error']:.3f}")
-    del torch
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ Run: python benchmarks/gptq_rank1_update.py [--device cpu|cuda] [--rows 256,1024
 from __future__ import annotations
 
 import argparse
-import csv
 import os
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = Path(__file__).resolve().parent / "results" / "gptq_rank1_update.csv"
 COLUMNS = ("timestamp", "machine", "device", "torch_version", "threads", "method", "rows", "block_columns",
            "microseconds_per_update", "max_abs_difference_vs_addr")
@@ -30,6 +31,8 @@ BLOCK = 128
 
 
 def _updates(method: str):
+    import torch
+
     def addr(block, error, hinv, i):
         block[:, i + 1:].addr_(error, hinv[i, i + 1:], alpha=-1.0)
 
@@ -37,20 +40,15 @@ def _updates(method: str):
         block[:, i + 1:].addmm_(error[:, None], hinv[i:i + 1, i + 1:], alpha=-1.0)
 
     def outer(block, error, hinv, i):
-        block[:, i + 1:] -= torch_module().outer(error, hinv[i, i + 1:])
+        block[:, i + 1:] -= torch.outer(error, hinv[i, i + 1:])
 
     return {"addr": addr, "addmm": addmm, "outer": outer}[method]
 
 
-def torch_module():
-    import torch
-
-    return torch
-
-
 def time_method(method: str, rows: int, device: str, repeats: int) -> tuple[float, object]:
     """Microseconds per rank-1 update over a whole block's columns, and the final block."""
-    torch = torch_module()
+    import torch
+
     gen = torch.Generator(device="cpu").manual_seed(rows)
     start_block = torch.randn(rows, BLOCK, generator=gen).to(device)
     errors = torch.randn(BLOCK, rows, generator=gen).to(device)
@@ -77,10 +75,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
-    torch = torch_module()
-    from sizer.measure import _cpu_name
+    import torch
 
-    machine = torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name()
+    from bench_gptq import append_rows, machine_name
+
+    machine = machine_name(args.device)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     rows_out = []
     for rows in (int(r) for r in args.rows.split(",")):
@@ -95,13 +94,7 @@ def main() -> None:
                              "method": method, "rows": rows, "block_columns": BLOCK,
                              "microseconds_per_update": round(micros, 2), "max_abs_difference_vs_addr": diff})
             print(f"{method:6s} rows {rows:6d}: {micros:9.1f} us per update (max |diff| vs addr_ {diff:.2e})")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    new = not args.results.exists()
-    with args.results.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows_out)
+    append_rows(args.results, rows_out, COLUMNS)
     print(f"{len(rows_out)} rows appended to {args.results} ({machine}, {os.cpu_count()} cores)")
 
 

@@ -100,27 +100,6 @@ KEEP_FP32 = {
 KEEP_FP32_SINCE = {"deepseek_v2": (5, 24), "deepseek_v3": (5, 24)}
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in version.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
-def spec_for_transformers(spec: ModelSpec, transformers_version: str) -> ModelSpec:
-    """`spec` as an older transformers loads it: tensors whose fp32 rule came later are in the load
-    dtype there. sizer's calculator describes the current release; `measure` predicts for the one
-    installed."""
-    since = KEEP_FP32_SINCE.get(spec.family)
-    if since is None or _version_tuple(transformers_version) >= since:
-        return spec
-    keep = KEEP_FP32[spec.family]
-    return replace(spec, tensors=tuple(replace(t, fp32=False) if t.fp32 and keep(t) else t for t in spec.tensors))
-
-
 def _spec(c: ConfigView, family: str, name: str, t: TensorList, **numbers) -> ModelSpec:
     """The ModelSpec of tensors `t`; by default every layer has full attention and v_head_dim = head_dim."""
     keep = KEEP_FP32.get(family)
