@@ -224,6 +224,10 @@ def _list(value: str | None, cast, name: str, allow_many: bool) -> list:
               help="A folder of safetensors weights, or 'synthetic': random weights built in place from the config "
                    "(the default when MODEL has no weights).")
 @click.option("--attention", type=click.Choice(["sdpa", "eager"]), default="sdpa", show_default=True)
+@click.option("--gptq-kernel", type=click.Choice(["reference", "int4"]), default="reference", show_default=True,
+              help="How sizer's QuantLinear runs a GPTQ checkpoint: reference (dequantize, then matmul; every bit "
+                   "width) or int4 (torch's fused int4 matmul on weights repacked at load; 4-bit, group size "
+                   "32-256; much faster decode).")
 @click.option("--sweep", is_flag=True, help="Measure every combination of the listed precisions, contexts and batches "
                                             "in one process (one load per precision).")
 @click.option("--record", "record_path", type=click.Path(dir_okay=False), default=None,
@@ -231,8 +235,8 @@ def _list(value: str | None, cast, name: str, allow_many: bool) -> list:
 @click.option("--force", is_flag=True, help="Measure even when sizer predicts the model does not fit the device.")
 @calibration_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-def measure(model, precision, context_length, batch_size, new_tokens, device, weights, attention, sweep, record_path,
-            force, calibration, fmt):
+def measure(model, precision, context_length, batch_size, new_tokens, device, weights, attention, gptq_kernel, sweep,
+            record_path, force, calibration, fmt):
     """Load MODEL the way users run it, profile memory and speed, and print sizer's prediction beside
     each measurement with the error. Needs the extra: pip install 'sizer-llm[measure]'.
 
@@ -249,7 +253,7 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
     if new_tokens < 0:
         raise SizerUsage(f"--new-tokens must not be negative, got {new_tokens}")
     records = run_measure(model, precisions, contexts, batches, new_tokens, device, weights, attention, force,
-                          calibration, progress=lambda text: click.echo(text, err=True))
+                          calibration, progress=lambda text: click.echo(text, err=True), gptq_kernel=gptq_kernel)
     if record_path:
         from sizer.records import write_records
 

@@ -3,7 +3,9 @@
 The model is built from config.json on the meta device (its `quantization_config` set aside so
 transformers does not look for a GPTQ backend), every Linear that has a `qweight` in the checkpoint
 is swapped for a QuantLinear, and then all tensors are read from the safetensors shards into place.
-Forward runs the reference dequantize-and-matmul path of sizer.kernels.quant_linear.
+Forward runs the reference dequantize-and-matmul path of sizer.kernels.quant_linear, or with
+kernel="int4" torch's fused int4 matmul (4-bit weights, group size 32-256; each Linear is repacked
+once after loading and its GPTQ tensors freed).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from sizer.errors import InputFileError, UsageError
 
 QWEIGHT = ".qweight"
+KERNELS = ("reference", "int4")
 
 
 def read_gptq_config(folder: Path) -> dict:
@@ -28,7 +31,8 @@ def read_gptq_config(folder: Path) -> dict:
     return q
 
 
-def load_gptq(folder: str | Path, device: str = "cpu", dtype=None, cache_dequantized: bool = False):
+def load_gptq(folder: str | Path, device: str = "cpu", dtype=None, cache_dequantized: bool = False,
+              kernel: str = "reference"):
     """A transformers causal LM whose quantized Linears are sizer QuantLinear modules."""
     import torch
     import transformers
@@ -36,6 +40,8 @@ def load_gptq(folder: str | Path, device: str = "cpu", dtype=None, cache_dequant
     from sizer.gptq_run import ShardReader
     from sizer.kernels.quant_linear import replace_linears
 
+    if kernel not in KERNELS:
+        raise UsageError(f"kernel {kernel!r}: choose {' or '.join(KERNELS)}")
     folder = Path(folder).expanduser()
     q = read_gptq_config(folder)
     dtype = dtype or torch.float32
@@ -66,6 +72,24 @@ def load_gptq(folder: str | Path, device: str = "cpu", dtype=None, cache_dequant
                 raise InputFileError(f"{folder}: checkpoint has no tensor {name!r}")
     if tied:
         model.tie_weights()
+    if kernel == "int4":
+        _use_int4_kernel(model, folder, dtype, torch)
     model.eval()
     return model
+
+
+def _use_int4_kernel(model, folder: Path, dtype, torch) -> None:
+    """Repack every QuantLinear for the int4 kernel, after checking all of them can be."""
+    from sizer.kernels.int4_matmul import int4_kernel_problem
+    from sizer.kernels.quant_linear import QuantLinear
+
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, QuantLinear)]
+    for name, m in linears:
+        problem = int4_kernel_problem(m.bits, m.group_size, m.in_features, m.out_features, m.g_idx)
+        if problem:
+            raise UsageError(f"{folder}: {name} cannot run on the int4 kernel: {problem} (use the reference kernel)")
+    for _name, m in linears:
+        m.use_int4_kernel(dtype)
+    if next(model.parameters()).device.type == "cuda":
+        torch.cuda.empty_cache()
 

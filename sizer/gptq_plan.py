@@ -273,3 +273,26 @@ def gptq_reference_workspace_bytes(spec: ModelSpec) -> int:
     return max(lin.out_features * lin.in_features * 2
                + min(DEQUANT_CHUNK_ROWS, lin.in_features) * lin.out_features * DEQUANT_LIVE_BYTES
                for lin in decoder_linears(spec))
+
+
+INT4_KERNEL_GROUP_SIZES = (32, 64, 128, 256)   # torch's int4 matmul (sizer.kernels.int4_matmul)
+
+
+def int4_kernel_linear_bytes(in_features: int, out_features: int, group_size: int, act_order: bool,
+                             scale_bytes: int = 2) -> int:
+    """Bytes of one 4-bit Linear repacked for torch's int4 kernel (bias excluded): codes at 4 bits,
+    one (scale, zero) pair per group and output feature in the compute dtype (`scale_bytes`), and an
+    int32 permutation of the input features when act-order scattered the groups (there is nothing to
+    scatter with one group)."""
+    groups = 1 if group_size == -1 else in_features // group_size
+    return (out_features * in_features // 2 + groups * out_features * 2 * scale_bytes
+            + (in_features * 4 if act_order and groups > 1 else 0))
+
+
+def int4_kernel_extra_bytes(spec: ModelSpec, fmt, permuted: bool, scale_bytes: int = 2) -> int:
+    """What repacking a 4-bit GPTQ model (GroupQuantFormat `fmt`) for the int4 kernel changes in its
+    weight bytes: the kernel's layout minus the checkpoint's, over every quantized decoder Linear.
+    `permuted`: act-order scattered the groups (desc_act without static groups)."""
+    return sum(t.copies * (int4_kernel_linear_bytes(t.in_features, t.out_features, fmt.group_size, permuted,
+                                                    scale_bytes) - fmt.linear_bytes(t.in_features, t.out_features))
+               for t in spec.tensors if t.kind == LINEAR and t.component in DECODER_LINEAR_COMPONENTS)

@@ -17,7 +17,11 @@ What is measured, per point (model, precision, context length, batch size):
   /proc/self/clear_refs after malloc_trim), which also holds glibc's and libraries' caching and
   varies by tens of MiB between runs.
 - time: the prefill forward (the last position's logits, as generate() computes them) and
-  `new_tokens` greedy decode steps.
+  `new_tokens` greedy decode steps. On CPU the decode's peak is profiled on its first step only,
+  and the speed and resident set are taken on the other steps, unprofiled: the profiler's event
+  buffers grow with every operator (on GPTQ's op-heavy reference path, an 8-layer model of width
+  2048 measured 6.3 GiB of resident growth over 16 profiled steps, 0.15 GiB unprofiled). The
+  resident set is read before a profile is processed.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from sizer.calc.kv import transformers_kv_cache_bytes
 from sizer.calibration import Calibration, resolve
 from sizer.errors import SizerError, UsageError
 from sizer.procmem import release_free_memory, status_bytes
+from sizer.quant import get_precision
 from sizer.records import Record
 from sizer.spec import ModelSpec
 
@@ -70,6 +75,7 @@ class Loaded:
     attention: str       # the implementation in use (eager when the family has no SDPA path)
     weights_bytes: int = 0   # parameters + quantization statistics as loaded (before any forward)
     buffers_bytes: int = 0
+    kernel: str = ""         # GPTQ: QuantLinear's path, "reference" or "int4"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,9 +106,11 @@ def _hf_config(config: dict):
         raise UsageError(f"transformers cannot build a {family!r} model from this config ({e})") from None
 
 
-def load(spec: ModelSpec, config: dict, weights_folder, precision: str, device: str, attention: str) -> Loaded:
+def load(spec: ModelSpec, config: dict, weights_folder, precision: str, device: str, attention: str,
+         kernel: str = "reference") -> Loaded:
     """The model on `device`: real weights from `weights_folder`, else random weights built in place.
-    A family without an SDPA path in transformers (Gemma 2) is loaded with eager attention."""
+    A family without an SDPA path in transformers (Gemma 2) is loaded with eager attention. `kernel`
+    is the QuantLinear path of a GPTQ checkpoint (sizer.gptq_load)."""
     if precision not in MEASURABLE and not is_gptq(precision):
         raise UsageError(f"sizer measure supports {', '.join(MEASURABLE)} and GPTQ checkpoints (gptq-<b>bit-g<G>); "
                          f"got {precision!r}")
@@ -110,11 +118,11 @@ def load(spec: ModelSpec, config: dict, weights_folder, precision: str, device: 
 
     spec = spec_for_transformers(spec, transformers.__version__)
     try:
-        loaded = _load(spec, config, weights_folder, precision, device, attention)
+        loaded = _load(spec, config, weights_folder, precision, device, attention, kernel)
     except ValueError as e:
         if attention != "sdpa" or "attention implementation" not in str(e):
             raise
-        loaded = _load(spec, config, weights_folder, precision, device, "eager")
+        loaded = _load(spec, config, weights_folder, precision, device, "eager", kernel)
     # Count before the first forward: bitsandbytes' CPU backend then repacks 4-bit weights for its
     # kernel (absmax to bf16, nested statistics dropped) and moves int8 scales into module state.
     loaded.weights_bytes, loaded.buffers_bytes = weight_bytes(loaded.model)
@@ -146,7 +154,8 @@ def _warm_up(loaded: Loaded) -> None:
     gc.collect()
 
 
-def _load(spec: ModelSpec, config: dict, weights_folder, precision: str, device: str, attention: str) -> Loaded:
+def _load(spec: ModelSpec, config: dict, weights_folder, precision: str, device: str, attention: str,
+          kernel: str) -> Loaded:
     torch = require_torch()
     import transformers
 
@@ -157,7 +166,7 @@ def _load(spec: ModelSpec, config: dict, weights_folder, precision: str, device:
     if precision in BNB_PRECISIONS:
         common["quantization_config"] = _quantization_config(precision, torch)
     if is_gptq(precision):
-        model, source = _load_gptq(spec, weights_folder, precision, device, torch), str(weights_folder)
+        model, source = _load_gptq(spec, weights_folder, precision, device, kernel, torch), str(weights_folder)
     elif weights_folder is not None:
         model = transformers.AutoModelForCausalLM.from_pretrained(weights_folder, device_map=device, **common)
         source = str(weights_folder)
@@ -176,7 +185,8 @@ def _load(spec: ModelSpec, config: dict, weights_folder, precision: str, device:
     model.eval()
     actual = getattr(model.config, "_attn_implementation", None) or attention
     return Loaded(model, spec, precision, device, source, time.perf_counter() - start,
-                  "eager" if actual == "eager" else "sdpa" if actual == "sdpa" else attention)
+                  "eager" if actual == "eager" else "sdpa" if actual == "sdpa" else attention,
+                  kernel=kernel if is_gptq(precision) else "")
 
 
 def _random_state_dict(hf_config, spec: ModelSpec, device: str, torch) -> tuple[type, dict]:
@@ -203,8 +213,9 @@ def _random_state_dict(hf_config, spec: ModelSpec, device: str, torch) -> tuple[
     return model_class, state
 
 
-def _load_gptq(spec: ModelSpec, weights_folder, precision: str, device: str, torch):
-    """A GPTQ checkpoint on sizer's QuantLinear (bfloat16 compute), after checking it is the one asked for."""
+def _load_gptq(spec: ModelSpec, weights_folder, precision: str, device: str, kernel: str, torch):
+    """A GPTQ checkpoint on sizer's QuantLinear (bfloat16 compute, the `kernel` path), after checking
+    it is the one asked for."""
     from sizer.gptq_load import load_gptq
 
     if weights_folder is None:
@@ -213,7 +224,7 @@ def _load_gptq(spec: ModelSpec, weights_folder, precision: str, device: str, tor
     stored = spec.checkpoint.quantization if spec.checkpoint else None
     if stored != precision:
         raise UsageError(f"--precision {precision}: the checkpoint in {weights_folder} is {stored or 'not GPTQ'}")
-    return load_gptq(weights_folder, device=device, dtype=torch.bfloat16)
+    return load_gptq(weights_folder, device=device, dtype=torch.bfloat16, kernel=kernel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,13 +253,13 @@ def _quant_state_bytes(module) -> int:
 
 
 def _packed_buffer_keys(model) -> set:
-    """Storages of GPTQ QuantLinear tensors (qweight, qzeros, scales, g_idx, bias): buffers, but weights."""
+    """Storages of GPTQ QuantLinear tensors (qweight, qzeros, scales, g_idx, bias, or their int4
+    kernel layout): buffers, but weights."""
     keys = set()
     for module in model.modules():
-        packed = getattr(module, "packed", None)
-        if callable(packed) and hasattr(module, "qweight"):
-            tensors = list(packed().values()) + ([module.bias] if module.bias is not None else [])
-            keys |= {(t.untyped_storage().data_ptr(), t.storage_offset()) for t in tensors}
+        weight_tensors = getattr(module, "weight_tensors", None)
+        if callable(weight_tensors):
+            keys |= {(t.untyped_storage().data_ptr(), t.storage_offset()) for t in weight_tensors()}
     return keys
 
 
@@ -326,8 +337,8 @@ class _Peak:
     bytes torch allocated during the block (relative to its start), and the growth of the resident
     set (VmHWM, relative) as the process figure."""
 
-    def __init__(self, device: str, torch):
-        self.device, self.torch = device, torch
+    def __init__(self, device: str, torch, profile: bool = True):
+        self.device, self.torch, self.profile, self.prof = device, torch, profile, None
 
     def __enter__(self):
         if self.device == "cuda":
@@ -337,8 +348,9 @@ class _Peak:
             from torch.profiler import ProfilerActivity, profile
 
             self.start = _trim_and_reset_peak()
-            self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-            self.prof.__enter__()
+            if self.profile:
+                self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+                self.prof.__enter__()
         return self
 
     def __exit__(self, *exc):
@@ -346,11 +358,14 @@ class _Peak:
             self.torch.cuda.synchronize()
             self.allocated = self.torch.cuda.max_memory_allocated()
             self.reserved = self.torch.cuda.max_memory_reserved()
+            self.resident = None
         else:
-            self.prof.__exit__(*exc)
-            self.resident = _status_bytes("VmHWM") - self.start
-            self.allocated = _profiler_peak(self.prof) if exc[0] is None else 0
-            self.reserved = None
+            self.resident = _status_bytes("VmHWM") - self.start   # before the profile is processed
+            self.allocated, self.reserved = 0, None
+            if self.prof is not None:
+                self.prof.__exit__(*exc)
+                self.allocated = _profiler_peak(self.prof) if exc[0] is None else 0
+                self.prof = None                                        # its events are freed
         return False
 
 
@@ -392,27 +407,46 @@ def _cpu_name() -> str:
 
 
 def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: int, device: str,
-            attention: str, calibration: Calibration) -> dict:
-    """sizer's prediction for what `measure_point` measures (transformers' own cache layout)."""
+            attention: str, calibration: Calibration, kernel: str = "reference") -> dict:
+    """sizer's prediction for what `measure_point` measures (transformers' own cache layout). A GPTQ
+    model on the int4 kernel holds its weights in that kernel's layout and no dequantized copy."""
     e = estimate(spec, precision, "bf16" if precision not in ("fp16", "fp32") else precision, context_length,
                  batch_size, attention, "last", calibration)
     kv_dtype = e.kv_dtype
     kv = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size)
     kv_storage = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size, storage=True)
     activations = e.activation_bytes          # the same workload, compute dtype and calibration
-    if is_gptq(precision):
+    weights = e.weights_bytes
+    if is_gptq(precision) and kernel == "int4":
+        from sizer.gptq_plan import int4_kernel_extra_bytes
+
+        weights += int4_kernel_extra_bytes(spec, get_precision(precision), _gptq_permuted(spec))
+    elif is_gptq(precision):
         from sizer.gptq_plan import gptq_reference_workspace_bytes
 
         activations = max(activations, _mlp_moment_bytes(spec, context_length, batch_size, attention)
                           + gptq_reference_workspace_bytes(spec))
-    peak = e.weights_bytes + kv_storage + activations
+    peak = weights + kv_storage + activations
     process = None
     if device == "cuda":
         parts = calibration.overhead_parts(activations, kv)
         peak += parts["cublas_workspace"]
         process = peak + parts["cuda_context"] + parts["allocator_slack"]
-    return {"weights": e.weights_bytes, "kv": kv, "kv_dtype": kv_dtype, "activations": activations, "peak": peak,
+    return {"weights": weights, "kv": kv, "kv_dtype": kv_dtype, "activations": activations, "peak": peak,
             "process": process}
+
+
+def _gptq_permuted(spec: ModelSpec) -> bool:
+    """Whether the GPTQ checkpoint behind `spec` scatters its groups (act-order without static
+    groups), which gives each Linear an input permutation on the int4 kernel."""
+    from pathlib import Path
+
+    from sizer.gptq_load import read_gptq_config
+
+    if spec.checkpoint is None:
+        return False
+    q = read_gptq_config(Path(spec.checkpoint.path))
+    return bool(q.get("desc_act")) and not q.get("static_groups", False)
 
 
 def _mlp_moment_bytes(spec: ModelSpec, context_length: int, batch_size: int, attention: str) -> int:
@@ -432,7 +466,7 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
 
     cal = resolve(calibration)
     spec, device, model, attention = loaded.spec, loaded.device, loaded.model, loaded.attention
-    pred = predict(spec, loaded.precision, context_length, batch_size, device, attention, cal)
+    pred = predict(spec, loaded.precision, context_length, batch_size, device, attention, cal, loaded.kernel)
     weights, buffers = loaded.weights_bytes, loaded.buffers_bytes
     nvml_before, gpu_name, driver = _nvml_process_bytes() if device == "cuda" else (None, "", "")
     values = dict(measured_weights_bytes=weights, measured_buffers_bytes=buffers, measured_kv_cache_bytes=None,
@@ -452,15 +486,16 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
             values["measured_kv_cache_bytes"] = cache_bytes(cache)
             token = out.logits[:, -1:].argmax(-1)
             out = None
-            cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+            # CPU: the first step gives the profiled peak; the others, unprofiled, the time and resident set
+            profiled = new_tokens if device == "cuda" else min(new_tokens, 1)
             with _Peak(device, torch) as decode:
-                start = time.perf_counter()
-                for _ in range(new_tokens):
-                    step = model(input_ids=token, use_cache=True, **{cache_arg: cache})
-                    cache, token = _output_cache(step), step.logits[:, -1:].argmax(-1)
-                _sync(torch, device)
-                elapsed = time.perf_counter() - start
-            values["decode_tokens_per_s"] = new_tokens / elapsed if new_tokens and elapsed > 0 else None
+                cache, token, elapsed = _decode_steps(model, token, cache, profiled, torch, device)
+            timed, decode_resident = profiled, decode.resident
+            if new_tokens > profiled:
+                with _Peak(device, torch, profile=False) as rest:
+                    cache, token, elapsed = _decode_steps(model, token, cache, new_tokens - profiled, torch, device)
+                timed, decode_resident = new_tokens - profiled, rest.resident
+            values["decode_tokens_per_s"] = timed / elapsed if timed and elapsed > 0 else None
         if device == "cuda":
             values["measured_peak_bytes"] = prefill.allocated
             values["measured_decode_peak_bytes"] = decode.allocated
@@ -469,7 +504,7 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
         else:
             values["measured_peak_bytes"] = weights + prefill.allocated
             values["measured_decode_peak_bytes"] = weights + decode.allocated
-            values["measured_process_bytes"] = weights + max(prefill.resident, decode.resident)
+            values["measured_process_bytes"] = weights + max(prefill.resident, decode_resident)
     except (torch.OutOfMemoryError, MemoryError):
         values["status"] = "does-not-fit"
     finally:
@@ -485,7 +520,18 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
         predicted_kv_cache_bytes=pred["kv"], predicted_activation_bytes=pred["activations"],
         predicted_peak_bytes=pred["peak"], predicted_process_bytes=pred["process"],
         predicted_decode_tokens_per_s=None, cpu=_cpu_name(),
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **values)
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), kernel=loaded.kernel, **values)
+
+
+def _decode_steps(model, token, cache, steps: int, torch, device: str):
+    """`steps` greedy decode steps: (cache, last token, seconds)."""
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    start = time.perf_counter()
+    for _ in range(steps):
+        step = model(input_ids=token, use_cache=True, **{cache_arg: cache})
+        cache, token = _output_cache(step), step.logits[:, -1:].argmax(-1)
+    _sync(torch, device)
+    return cache, token, time.perf_counter() - start
 
 
 def _output_cache(out):
@@ -525,8 +571,8 @@ def _meminfo_available() -> int:
 
 
 def refuse_if_too_large(spec: ModelSpec, precision: str, context_length: int, batch_size: int, device: str,
-                        attention: str, available: int, calibration: Calibration) -> int:
-    pred = predict(spec, precision, context_length, batch_size, device, attention, calibration)
+                        attention: str, available: int, calibration: Calibration, kernel: str = "reference") -> int:
+    pred = predict(spec, precision, context_length, batch_size, device, attention, calibration, kernel)
     need = pred["process"] or pred["peak"]
     if need > available:
         raise UsageError(f"{spec.name} at {precision} with {batch_size} x {context_length:,} tokens needs about "

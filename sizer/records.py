@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from sizer.errors import InputFileError
@@ -48,6 +48,8 @@ class Record:
     predicted_decode_tokens_per_s: float | None
     cpu: str
     date: str
+    kernel: str = ""                  # GPTQ only: "reference" or "int4" (QuantLinear's path); added later,
+                                      # so files written before it read back with ""
 
     @staticmethod
     def columns() -> tuple[str, ...]:
@@ -55,6 +57,7 @@ class Record:
 
 
 RECORD_COLUMNS = Record.columns()
+_OPTIONAL = {f.name for f in fields(Record) if f.default is not MISSING}
 _INT = {f.name for f in fields(Record) if "int" in str(f.type)}
 _FLOAT = {f.name for f in fields(Record) if "float" in str(f.type)}
 
@@ -73,12 +76,14 @@ def records_to_json(records: list[Record]) -> str:
 
 
 def _typed(row: dict, origin: str) -> Record:
-    missing = [c for c in RECORD_COLUMNS if c not in row]
+    missing = [c for c in RECORD_COLUMNS if c not in row and c not in _OPTIONAL]
     if missing:
         raise InputFileError(f"{origin}: not a sizer measure record (missing {', '.join(missing[:4])})")
     values = {}
     for name in RECORD_COLUMNS:
-        raw = row[name]
+        raw = row.get(name, "")
+        if name in _OPTIONAL and raw in ("", None):
+            continue
         if raw in ("", None):
             values[name] = None
         elif name in _INT:

@@ -24,17 +24,17 @@ def _weights_folder(weights: str | None, default: Path | None) -> Path | None:
     return folder
 
 
-def _oom_record(spec, precision, ctx, batch, new_tokens, device, attention, cal, torch) -> Record:
+def _oom_record(spec, precision, ctx, batch, new_tokens, device, attention, cal, kernel, torch) -> Record:
     """A point that ran out of memory while loading: the prediction, and a measured does-not-fit."""
     import transformers
 
     from sizer.measure import _cpu_name, predict
 
-    pred = predict(spec, precision, ctx, batch, device, attention, cal)
+    pred = predict(spec, precision, ctx, batch, device, attention, cal, kernel)
     return Record(spec.name, spec.family, precision, pred["kv_dtype"], ctx, batch, new_tokens, attention, device, "", "",
                   torch.__version__, transformers.__version__, "does-not-fit", pred["weights"], None, None, pred["kv"],
                   None, pred["activations"], pred["peak"], None, None, None, pred["process"], None, None, None, None,
-                  _cpu_name(), datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                  _cpu_name(), datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), kernel)
 
 
 def _predicted_speed(spec, precision, ctx, batch, cal) -> float | None:
@@ -59,7 +59,7 @@ def _predicted_speed(spec, precision, ctx, batch, cal) -> float | None:
 
 def run_measure(model: str, precisions: list[str] | None, contexts: list[int], batches: list[int], new_tokens: int,
                 device: str | None, weights: str | None, attention: str, force: bool, calibration,
-                progress: Callable[[str], None] = lambda text: None) -> list[Record]:
+                progress: Callable[[str], None] = lambda text: None, gptq_kernel: str = "reference") -> list[Record]:
     from sizer.inputs.resolve import get_config, get_model
     from sizer.measure import check_device, is_gptq, load, measure_point, refuse_if_too_large, require_torch
 
@@ -74,14 +74,18 @@ def run_measure(model: str, precisions: list[str] | None, contexts: list[int], b
     cal = resolve(calibration)
     points = list(product(contexts, batches))
     total, done, records = len(points) * len(precisions), 0, []
+    if gptq_kernel != "reference" and not all(is_gptq(p) for p in precisions):
+        raise UsageError(f"--gptq-kernel {gptq_kernel} applies to GPTQ checkpoints (gptq-<b>bit-g<G> precisions)")
     for precision in precisions:
+        kernel = gptq_kernel if is_gptq(precision) else ""
         if not force:
-            refuse_if_too_large(spec, precision, max(contexts), max(batches), device, attention, available, cal)
+            refuse_if_too_large(spec, precision, max(contexts), max(batches), device, attention, available, cal, kernel)
         progress(f"loading {spec.name} at {precision} on {device} ({folder or 'synthetic weights'})")
         try:
-            loaded = load(spec, config, folder, precision, device, attention)
+            loaded = load(spec, config, folder, precision, device, attention, kernel)
         except (torch.OutOfMemoryError, MemoryError):
-            records += [_oom_record(spec, precision, c, b, new_tokens, device, attention, cal, torch) for c, b in points]
+            records += [_oom_record(spec, precision, c, b, new_tokens, device, attention, cal, kernel, torch)
+                        for c, b in points]
             done += len(points)
             _clean(torch, device)
             continue

@@ -155,6 +155,16 @@ def test_every_variant_round_trips_through_the_checkpoint(tiny, docs, tmp_path, 
     result = run_gptq(tiny, tmp_path, s, docs)
     model = load_gptq(tmp_path, dtype=getattr(torch, result.compute_dtype))
     assert perplexity(model, heldout_windows(tiny, docs, 8, 128, 2)) == pytest.approx(result.perplexity_after, rel=1e-4)
+    if s.bits == 4:       # the int4 kernel runs the same weights (act-order through its permutation)
+        windows = heldout_windows(tiny, docs, 8, 128, 2)
+        exact = [perplexity(load_gptq(tmp_path, dtype=torch.float32, kernel=k), windows) for k in ("reference", "int4")]
+        assert exact[1] == pytest.approx(exact[0], rel=1e-6)                   # float32: equal to rounding
+        fast = load_gptq(tmp_path, dtype=torch.bfloat16, kernel="int4")
+        assert perplexity(fast, windows) == pytest.approx(result.perplexity_after, rel=2e-3)   # bf16 scales
+    else:
+        with pytest.raises(UsageError, match=f"cannot run on the int4 kernel: the int4 kernel takes 4-bit weights, "
+                                             f"not {s.bits}-bit"):
+            load_gptq(tmp_path, kernel="int4")
     q = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
     assert (q["bits"], q["group_size"], q["sym"], q["desc_act"]) == (s.bits, s.group_size, s.sym, s.act_order)
     g_idx = read_all(tmp_path)["model.layers.0.mlp.down_proj.g_idx"]
@@ -289,6 +299,32 @@ def test_measure_runs_our_gptq_checkpoint(quantized):
         assert abs(rec["measured_peak_bytes"] / rec["predicted_peak_bytes"] - 1) < 0.10, rec
     r = CliRunner().invoke(cli, ["measure", str(out), "--device", "cpu", "-p", "gptq-8bit-g128"])
     assert r.exit_code == 2 and "the checkpoint in" in r.output and "is gptq-4bit-g128" in r.output
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_measure_on_the_int4_kernel(quantized, tiny, docs, tmp_path, act_order):
+    """--gptq-kernel int4: the weights are held in the kernel's layout (bf16 scale and zero pairs, an
+    input permutation for act-order), exactly as predicted, and no dequantized copy is held."""
+    from sizer.gptq_plan import int4_kernel_extra_bytes
+    from sizer.quant import get_precision
+
+    out = quantized[0]
+    if act_order:
+        out = tmp_path
+        run_gptq(tiny, out, GptqSettings(samples=4, seq_len=64, heldout_samples=1, act_order=True), docs)
+    r = CliRunner().invoke(cli, ["measure", str(out), "--device", "cpu", "-c", "128,256", "-b", "1,2", "--sweep",
+                                 "--gptq-kernel", "int4", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    spec = get_model(str(out))
+    extra = int4_kernel_extra_bytes(spec, get_precision("gptq-4bit-g128"), act_order)
+    assert extra != 0
+    for rec in json.loads(r.stdout):
+        assert rec["status"] == "ok" and rec["kernel"] == "int4"
+        assert rec["measured_weights_bytes"] == rec["predicted_weights_bytes"] == spec.checkpoint.n_bytes + extra
+        assert rec["measured_kv_cache_bytes"] == rec["predicted_kv_cache_bytes"]
+        assert abs(rec["measured_peak_bytes"] / rec["predicted_peak_bytes"] - 1) < 0.10, rec
+    r = CliRunner().invoke(cli, ["measure", str(tiny), "--device", "cpu", "--gptq-kernel", "int4"])
+    assert r.exit_code == 2 and "--gptq-kernel int4 applies to GPTQ checkpoints" in r.output
 
 
 def test_shard_writer_streams_valid_safetensors(tmp_path):
