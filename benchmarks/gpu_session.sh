@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 4 and 5 in few device calls (the device tool lends an H100 to some tasks:
-# 30 minutes of GPU time per session, at most 10 minutes per call, the machine bare at each start).
+# The GPU checks of issues 4 and 5 in few device calls (the device tool lends an H100 or H200 to some
+# tasks: 15 minutes of device time per task, starts included, at most 10 minutes per call, the
+# machine bare at each start). In that budget, run the campaign first (issue 4's error table), then
+# `check` (the CUDA tests and the int4 kernel's timings), then `gptq`.
 #
 # Here, once (needs pip's index):   bash benchmarks/gpu_session.sh wheels
 #   puts bitsandbytes (only its CUDA 13 and CPU libraries: 8 MB instead of 43) under .whl/site and
 #   GPTQModel with its missing dependencies under .whl/gq and .whl/sdist (about 15 MB in all),
 #   which .gitignore keeps out of git; name `.whl` in each call's `carry`.
 # On the device, one stage per call, results under $OUT (they come back with the reply):
-#   bash benchmarks/gpu_session.sh check              # ~3 min: CUDA tests, solver timings, a measure smoke run
+#   bash benchmarks/gpu_session.sh check              # ~3 min: CUDA tests, solver and int4 kernel timings, a measure smoke run
 #   bash benchmarks/gpu_session.sh gptq               # sizer vs GPTQModel on the GPU (8 x 4096 synthetic Llama)
 #   bash benchmarks/gpu_session.sh campaign A         # models of part A, stops before ~520 s
 #   bash benchmarks/gpu_session.sh campaign B
@@ -63,6 +65,7 @@ check() {
     python3 -m pytest -p no:cacheprovider -rfEs -x -k "cuda or CUDA" tests/test_measure.py tests/test_gptq.py \
         tests/test_quantize_gptq.py tests/test_quant_linear.py 2>&1 | tee "$OUT/check_pytest.log" | tail -15
     python3 benchmarks/gptq_rank1_update.py --device cuda --results "$OUT/gptq_rank1_update.csv"
+    python3 benchmarks/gptq_int4_kernel.py --device cuda --results "$OUT/gptq_int4_kernel.csv" | tail -12
     python3 -m sizer measure Llama-3.1-8B --device cuda -p bf16,nf4 -c 2048 -b 1 --sweep \
         --record "$OUT/measure_smoke.csv" 2>&1 | tail -12
 }

@@ -63,6 +63,20 @@ def _head_dim(c: ConfigView, hidden: int, n_heads: int) -> int:
     return c.int("head_dim", default=None) or hidden // n_heads
 
 
+def _rotary_dim(c: ConfigView, head_dim: int, default: float = 1.0, keys: tuple[str, ...] = ("partial_rotary_factor",)
+                ) -> int | None:
+    """RoPE dimensions per head when only a fraction rotates (`partial_rotary_factor`, `rotary_pct`, at
+    the top level or in transformers 5's `rope_parameters`; `default`, the config class's default);
+    None when all of head_dim does."""
+    nested = c.raw.get("rope_parameters")
+    factor = default
+    for source in (nested if isinstance(nested, dict) else {}, c.raw):
+        found = [source[k] for k in keys if isinstance(source.get(k), (int, float)) and not isinstance(source[k], bool)]
+        if found:
+            factor = found[0]
+    return None if factor == 1 else int(head_dim * factor)
+
+
 def _layer_types(c: ConfigView, n_layers: int, default_sliding: Callable[[int], bool]) -> tuple[tuple[str, ...], int | None]:
     """Per-layer attention type and the window: the config's `layer_types` when given, else the family rule."""
     window = c.int("sliding_window", default=None)
@@ -229,7 +243,7 @@ def llama_like(c: ConfigView, name: str) -> ModelSpec:
                  head_dim=head_dim, vocab_size=vocab, d_ff=d_ff if dense_layers else 0,
                  tied_embeddings=tied, layer_types=types, sliding_window=window,
                  n_experts=n_experts, n_experts_active=top_k, d_ff_expert=d_ff_expert,
-                 n_shared_experts=1 if family == "qwen2_moe" else 0)
+                 n_shared_experts=1 if family == "qwen2_moe" else 0, rotary_dim=_rotary_dim(c, head_dim))
 
 
 def _llama_moe_block(c: ConfigView, family: str, t: TensorList, layers: range, hidden: int,
@@ -307,7 +321,7 @@ def deepseek(c: ConfigView, name: str) -> ModelSpec:
                  head_dim=qk_dim, v_head_dim=v_dim, vocab_size=vocab, d_ff=d_ff if dense else 0,
                  tied_embeddings=tied,
                  n_experts=n_experts, n_experts_active=top_k, d_ff_expert=d_ff_expert, n_shared_experts=n_shared,
-                 kv_lora_rank=kv_lora, qk_rope_head_dim=rope, notes=notes)
+                 kv_lora_rank=kv_lora, qk_rope_head_dim=rope, rotary_dim=rope, notes=notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,7 +365,7 @@ def falcon(c: ConfigView, name: str) -> ModelSpec:
     notes = ["transformers' Falcon cache stores K/V expanded to every attention head; engines store KV heads only"] if n_kv < n_heads else []
     return _spec(c, "falcon", name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
                  head_dim=head_dim, vocab_size=vocab, d_ff=d_ff, gated_mlp=False,
-                 tied_embeddings=tied, notes=notes)
+                 tied_embeddings=tied, notes=notes, rotary_dim=0 if c.bool("alibi", default=False) else None)
 
 
 def bloom(c: ConfigView, name: str) -> ModelSpec:
@@ -374,7 +388,7 @@ def bloom(c: ConfigView, name: str) -> ModelSpec:
     t.lm_head(vocab, hidden, tied)
     return _spec(c, "bloom", name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_heads,
                  head_dim=hidden // n_heads, vocab_size=vocab, d_ff=4 * hidden,
-                 gated_mlp=False, tied_embeddings=tied)
+                 gated_mlp=False, tied_embeddings=tied, rotary_dim=0)
 
 
 def mpt(c: ConfigView, name: str) -> ModelSpec:
@@ -398,7 +412,7 @@ def mpt(c: ConfigView, name: str) -> ModelSpec:
     t.lm_head(vocab, hidden, tied)
     return _spec(c, "mpt", name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_heads,
                  head_dim=hidden // n_heads, vocab_size=vocab, d_ff=d_ff,
-                 gated_mlp=False, tied_embeddings=tied)
+                 gated_mlp=False, tied_embeddings=tied, rotary_dim=0)
 
 
 def phi(c: ConfigView, name: str) -> ModelSpec:
@@ -427,7 +441,7 @@ def phi(c: ConfigView, name: str) -> ModelSpec:
     t.lm_head(vocab, hidden, tied, bias=True)
     return _spec(c, "phi", name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
                  head_dim=head_dim, vocab_size=vocab, d_ff=d_ff, gated_mlp=False,
-                 tied_embeddings=tied)
+                 tied_embeddings=tied, rotary_dim=_rotary_dim(c, head_dim, default=0.5))
 
 
 def gpt_bigcode(c: ConfigView, name: str) -> ModelSpec:
@@ -454,7 +468,7 @@ def gpt_bigcode(c: ConfigView, name: str) -> ModelSpec:
     t.lm_head(vocab, hidden, tied)
     return _spec(c, "gpt_bigcode", name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
                  head_dim=head_dim, vocab_size=vocab, d_ff=d_ff, gated_mlp=False,
-                 tied_embeddings=tied)
+                 tied_embeddings=tied, rotary_dim=0)
 
 
 def gpt_neox(c: ConfigView, name: str) -> ModelSpec:
@@ -478,7 +492,8 @@ def gpt_neox(c: ConfigView, name: str) -> ModelSpec:
     t.lm_head(vocab, hidden, tied)
     return _spec(c, "gpt_neox", name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_heads,
                  head_dim=hidden // n_heads, vocab_size=vocab, d_ff=d_ff,
-                 gated_mlp=False, tied_embeddings=tied)
+                 gated_mlp=False, tied_embeddings=tied,
+                 rotary_dim=_rotary_dim(c, hidden // n_heads, 0.25, ("rotary_pct", "partial_rotary_factor")))
 
 
 FAMILIES: dict[str, Callable[[ConfigView, str], ModelSpec]] = {

@@ -450,12 +450,14 @@ def _gptq_permuted(spec: ModelSpec) -> bool:
 
 
 def _mlp_moment_bytes(spec: ModelSpec, context_length: int, batch_size: int, attention: str) -> int:
-    """Activations live when the reference path dequantizes an MLP weight: the residual stream and
-    the MLP's own peak less the output that Linear has not yet allocated (one [tokens, d_ff] tensor)."""
+    """Activations live when the reference path dequantizes an MLP weight: what lives through the
+    forward and the MLP's own peak less the output that Linear has not yet allocated (one [tokens,
+    d_ff] tensor)."""
     from sizer.calc.activations import step_peak
 
     parts = step_peak(spec, batch_size, context_length, context_length, attention == "eager", 1, 2)
-    return parts["residual"] + parts["mlp"] - batch_size * context_length * spec.d_ff * 2
+    return (parts["residual"] + parts["positions"] + parts["masks"] + parts["mlp"]
+            - batch_size * context_length * spec.d_ff * 2)
 
 
 def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_tokens: int,
@@ -472,28 +474,27 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
     values = dict(measured_weights_bytes=weights, measured_buffers_bytes=buffers, measured_kv_cache_bytes=None,
                   measured_peak_bytes=None, measured_decode_peak_bytes=None, measured_reserved_bytes=None,
                   measured_process_bytes=None, prefill_s=None, decode_tokens_per_s=None, status="ok")
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    ids = torch.randint(0, spec.vocab_size, (batch_size, context_length), generator=generator).to(device)
-    out = cache = None
+    out = cache = inputs = None
     try:
         with torch.inference_mode():
             with _Peak(device, torch) as prefill:
+                inputs = _prompt_inputs(model, spec.vocab_size, batch_size, context_length, device, torch)
                 start = time.perf_counter()
-                out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+                out = model(**inputs, use_cache=True, logits_to_keep=1)
                 _sync(torch, device)
                 values["prefill_s"] = time.perf_counter() - start
             cache = _output_cache(out)
             values["measured_kv_cache_bytes"] = cache_bytes(cache)
-            token = out.logits[:, -1:].argmax(-1)
+            inputs = {**inputs, "input_ids": out.logits[:, -1:].argmax(-1)}
             out = None
             # CPU: the first step gives the profiled peak; the others, unprofiled, the time and resident set
             profiled = new_tokens if device == "cuda" else min(new_tokens, 1)
             with _Peak(device, torch) as decode:
-                cache, token, elapsed = _decode_steps(model, token, cache, profiled, torch, device)
+                cache, inputs, elapsed = _decode_steps(model, inputs, cache, profiled, torch, device)
             timed, decode_resident = profiled, decode.resident
             if new_tokens > profiled:
                 with _Peak(device, torch, profile=False) as rest:
-                    cache, token, elapsed = _decode_steps(model, token, cache, new_tokens - profiled, torch, device)
+                    cache, inputs, elapsed = _decode_steps(model, inputs, cache, new_tokens - profiled, torch, device)
                 timed, decode_resident = new_tokens - profiled, rest.resident
             values["decode_tokens_per_s"] = timed / elapsed if timed and elapsed > 0 else None
         if device == "cuda":
@@ -508,7 +509,7 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
     except (torch.OutOfMemoryError, MemoryError):
         values["status"] = "does-not-fit"
     finally:
-        out = cache = None
+        out = cache = inputs = None
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -523,15 +524,32 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
         date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), kernel=loaded.kernel, **values)
 
 
-def _decode_steps(model, token, cache, steps: int, torch, device: str):
-    """`steps` greedy decode steps: (cache, last token, seconds)."""
+def _prompt_inputs(model, vocab_size: int, batch: int, context: int, device: str, torch) -> dict:
+    """Random prompts as generate() hands them to the model: ids, an all-ones 2-D attention mask and,
+    where the forward takes them, the position ids derived from the mask (cumsum - 1); int64
+    [batch, context] each."""
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    ids = torch.randint(0, vocab_size, (batch, context), generator=generator).to(device)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if "position_ids" in inspect.signature(model.forward).parameters:
+        inputs["position_ids"] = inputs["attention_mask"].cumsum(-1) - 1
+    return inputs
+
+
+def _decode_steps(model, inputs: dict, cache, steps: int, torch, device: str):
+    """`steps` greedy decode steps as generate() runs them (the 2-D mask grows by one column, the
+    position ids, where taken, move on by one): (cache, the next step's inputs, seconds)."""
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     start = time.perf_counter()
     for _ in range(steps):
-        step = model(input_ids=token, use_cache=True, **{cache_arg: cache})
-        cache, token = _output_cache(step), step.logits[:, -1:].argmax(-1)
+        mask = inputs["attention_mask"]
+        inputs = {**inputs, "attention_mask": torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)}
+        if "position_ids" in inputs:
+            inputs["position_ids"] = inputs["position_ids"][:, -1:] + 1
+        step = model(**inputs, use_cache=True, **{cache_arg: cache})
+        cache, inputs["input_ids"] = _output_cache(step), step.logits[:, -1:].argmax(-1)
     _sync(torch, device)
-    return cache, token, time.perf_counter() - start
+    return cache, inputs, time.perf_counter() - start
 
 
 def _output_cache(out):

@@ -111,6 +111,7 @@ class ModelSpec:
     n_shared_experts: int = 0
     kv_lora_rank: int = 0
     qk_rope_head_dim: int = 0
+    rotary_dim: int | None = None   # rotary dimensions per head: None, all of head_dim; 0, no RoPE (ALiBi, learned)
     source: str = ""
     notes: tuple[str, ...] = ()
     native_precision: str | None = None   # the checkpoint's own format when its config says (quantization_config)
@@ -142,6 +143,11 @@ class ModelSpec:
         if self.n_kv_heads == self.n_heads:
             return "MHA"
         return "MQA" if self.n_kv_heads == 1 else "GQA"
+
+    @property
+    def rope_dim(self) -> int:
+        """Dimensions per head that RoPE rotates (0 without RoPE)."""
+        return self.head_dim if self.rotary_dim is None else self.rotary_dim
 
     @property
     def n_sliding_layers(self) -> int:

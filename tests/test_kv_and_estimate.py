@@ -92,8 +92,33 @@ def test_eager_attention_materialises_scores():
     spec = get_model("llama-2-7b")
     sdpa = activation_peaks(spec, Workload(4096, 1, "sdpa"))
     eager = activation_peaks(spec, Workload(4096, 1, "eager"))
-    # 32 heads x 4096^2 scores: bf16 scores + fp32 softmax + bf16 cast back = 8 bytes per score
-    assert eager.parts["attention"] - sdpa.parts["attention"] == 32 * 4096 * 4096 * 8
+    scores = 32 * 4096 * 4096                   # 32 heads x 4096^2
+    # at the softmax: bf16 scores + fp32 softmax + bf16 cast back = 8 bytes per score, plus q, less the
+    # block output not yet allocated (MHA: both tokens x hidden, so they cancel)
+    assert eager.parts["attention"] == scores * 8
+    assert sdpa.parts["attention"] == 4 * 4096 * 4096 * 2          # q, k, v and the attention output
+    # the layer keeps the bf16 probabilities through its MLP; one additive bf16 mask of 4096^2
+    assert eager.parts["mlp"] - sdpa.parts["mlp"] == scores * 2
+    assert (sdpa.parts["masks"], eager.parts["masks"]) == (0, 4096 * 4096 * 2)
+
+
+def test_masks_and_positions_as_transformers_builds_them():
+    """SDPA needs no mask for causal full attention, a bool one per batch for sliding layers once
+    the context reaches the window, and Falcon always; eager one additive mask per layer type."""
+    from sizer.calc.activations import step_peak
+
+    mistral, gemma2, falcon = get_model("mistral-7b"), get_model("gemma-2-9b"), get_model("falcon-7b")
+    window = mistral.sliding_window
+    assert step_peak(mistral, 2, window - 1, window - 1, False, 1, 2)["masks"] == 0
+    assert step_peak(mistral, 2, window, window, False, 1, 2)["masks"] == 2 * window * window
+    assert step_peak(falcon, 2, 100, 100, False, 1, 2)["masks"] == 2 * 100 * 100
+    assert step_peak(gemma2, 2, 100, 100, True, 1, 2)["masks"] == 2 * (2 * 100 * 100 * 2)   # sliding + full
+    # ids, position ids and the 2-D mask (int64), then cos and sin per token in bf16
+    llama = get_model("llama3-8b")
+    assert step_peak(llama, 3, 1000, 1000, False, 1, 2)["positions"] == 3 * 1000 * (3 * 8 + 2 * 128 * 2)
+    assert step_peak(get_model("phi-2"), 1, 10, 10, False, 1, 2)["positions"] == 10 * (3 * 8 + 2 * 32 * 2)
+    # ALiBi: no RoPE tables, and no position ids (Bloom's forward takes none, so generate() makes none)
+    assert step_peak(get_model("bloom"), 1, 10, 10, False, 1, 2)["positions"] == 10 * 2 * 8
 
 
 def test_logits_all_positions_in_fp32():

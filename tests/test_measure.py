@@ -1,5 +1,5 @@
 """`sizer measure` and `sizer calibrate` on CPU: real transformers models built from configs with
-random weights; measured weights and KV cache equal sizer's prediction exactly."""
+random weights; measured weights and KV cache equal sizer's prediction exactly, the peak within 1 %."""
 
 import csv
 import io
@@ -48,6 +48,12 @@ FAMILIES = {
 }
 
 
+# Activation peaks sizer does not model yet: Bloom's own attention (it keeps two layers' probabilities,
+# and its GELU's temporaries), and Qwen3's q/k RMSNorms in float32, the peak only in configs like this
+# one where heads x head_dim rivals d_ff (never in released Qwen3 or Gemma 3 configs).
+PEAK_NOT_MODELLED = {"bloom", "qwen3"}
+
+
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_measured_weights_and_kv_equal_prediction(name):
     config = FAMILIES[name]
@@ -59,6 +65,20 @@ def test_measured_weights_and_kv_equal_prediction(name):
         assert r.measured_weights_bytes == r.predicted_weights_bytes == spec.params * 2 + _fp32_extra(loaded.spec)
         assert r.measured_kv_cache_bytes == r.predicted_kv_cache_bytes
         assert r.measured_peak_bytes > r.measured_weights_bytes and r.prefill_s > 0 and r.decode_tokens_per_s > 0
+        if name not in PEAK_NOT_MODELLED:
+            assert abs(r.predicted_peak_bytes - r.measured_peak_bytes) <= 0.01 * r.measured_peak_bytes, (ctx, batch)
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "mistral-sliding"])
+def test_eager_attention_peak_as_predicted(name):
+    """Eager attention: the scores at the softmax, K and V repeated for GQA, one additive mask per
+    layer type, the probabilities kept through the MLP: the peak within 1 %."""
+    config = FAMILIES[name]
+    loaded = load(spec_from_config(config, name, name), config, None, "bf16", "cpu", "eager")
+    assert loaded.attention == "eager"
+    for ctx, batch in ((96, 2), (32, 1)):
+        r = measure_point(loaded, ctx, batch, 1)
+        assert abs(r.predicted_peak_bytes - r.measured_peak_bytes) <= 0.01 * r.measured_peak_bytes, (ctx, batch)
 
 
 def _fp32_extra(spec) -> int:

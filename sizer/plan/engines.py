@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
-from sizer.calc.activations import FP32_BYTES, step_peak
+from sizer.calc.activations import FP32_BYTES, peak_of, step_peak
 from sizer.calc.overhead import CUDA_CONTEXT_BYTES
 from sizer.calibration import Calibration, default_calibration
 from sizer.plan.placement import Placement
@@ -64,14 +64,10 @@ def _gib(n: int) -> str:
     return f"{n / GiB:.1f} GiB"
 
 
-def _layer_peak(stage: Stage, batch: int, q_len: int, kv_len: int, eager: bool, logits: int, cb: int,
-                residual_copies: int | None = None) -> int:
-    """Residual stream plus the largest working set of one of this stage's layers (and the logits
-    on the last stage)."""
-    extra = {} if residual_copies is None else {"residual_copies": residual_copies}
-    parts = step_peak(stage.rank_spec, batch, q_len, kv_len, eager, logits, cb, **extra)
-    largest = max(parts["attention"], parts["mlp"], parts["logits"] if stage.last else 0)
-    return parts["residual"] + largest
+def _layer_peak(stage: Stage, batch: int, q_len: int, kv_len: int, eager: bool, logits: int, cb: int) -> int:
+    """transformers: what lives through the forward plus the largest working set of one of this
+    stage's layers (and the logits on the last stage)."""
+    return peak_of(step_peak(stage.rank_spec, batch, q_len, kv_len, eager, logits, cb), stage.last)
 
 
 def capacity_verdict(total: int, capacity: int) -> str:
@@ -173,7 +169,9 @@ class VllmEngine:
         """Torch peak of the profiling run: one forward over max_num_batched_tokens (this GPU's
         shard of each layer) and, on the last stage, the dummy sampler over max_num_seqs."""
         tokens, seqs = self.scheduler_limits(capacity)
-        forward = _layer_peak(stage, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES)
+        parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES)
+        # vLLM's kernels build neither transformers' 4-D masks nor its per-forward RoPE tables
+        forward = peak_of({**parts, "positions": 0, "masks": 0}, stage.last)
         sampler = seqs * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
         return forward + sampler
 
