@@ -20,7 +20,7 @@ What is measured, per point (model, precision, context length, batch size):
   `new_tokens` greedy decode steps. On CPU the decode's peak is profiled on its first step only,
   and the speed and resident set are taken on the other steps, unprofiled: the profiler's event
   buffers grow with every operator (on GPTQ's op-heavy reference path, an 8-layer model of width
-  2048 measured 6.3 GiB of resident growth over 16 profiled steps, 0.15 GiB unprofiled). The
+  2048 measured 6.1 GiB of resident growth over 16 profiled steps, under 0.2 GiB unprofiled). The
   resident set is read before a profile is processed.
 """
 
