@@ -33,14 +33,15 @@ _INNER_K_TILES = (8, 4, 2)                # preferred first (torchao's default i
 _N_MULTIPLE = 16                          # the CPU repacking needs N % 16 (CUDA's N % 8)
 
 
-def _effective_group(group_size: int, in_features: int) -> int:
+def effective_group(group_size: int, in_features: int) -> int:
+    """Input features per group (-1: one group of all of them)."""
     return in_features if group_size == -1 else group_size
 
 
 def int4_kernel_problem(bits: int, group_size: int, in_features: int, out_features: int,
                         g_idx: torch.Tensor | None = None) -> str | None:
     """Why this Linear cannot run on the int4 kernel, or None when it can."""
-    group = _effective_group(group_size, in_features)
+    group = effective_group(group_size, in_features)
     if bits != 4:
         return f"the int4 kernel takes 4-bit weights, not {bits}-bit"
     if group not in INT4_KERNEL_GROUP_SIZES:
@@ -66,11 +67,6 @@ class Int4Weight:
     group_size: int
     out_features: int
 
-    def nbytes(self) -> int:
-        extra = self.perm.numel() * self.perm.element_size() if self.perm is not None else 0
-        return (self.packed.numel() * self.packed.element_size()
-                + self.scales_and_zeros.numel() * self.scales_and_zeros.element_size() + extra)
-
 
 def _inner_k_tiles(in_features: int) -> int:
     return next(t for t in _INNER_K_TILES if in_features % (t * _K_TILE) == 0)
@@ -92,7 +88,7 @@ def to_int4_weight(tensors: dict[str, torch.Tensor], bits: int, group_size: int,
     problem = int4_kernel_problem(bits, group_size, in_features, out_features, g_idx)
     if problem:
         raise ValueError(problem)
-    group = _effective_group(group_size, in_features)
+    group = effective_group(group_size, in_features)
     codes, zeros, scales, _ = unpack_gptq_v1(tensors, 4, in_features, out_features)   # [N, K], [G, N], [G, N]
     in_order = torch.equal(g_idx, torch.arange(in_features, device=g_idx.device) // group)
     perm = None if in_order else torch.argsort(g_idx, stable=True).to(torch.int32)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sizer.kernels.gptq_pack import dequantize_gptq_v1
-from sizer.kernels.int4_matmul import Int4Weight, int4_linear, to_int4_weight
+from sizer.kernels.int4_matmul import Int4Weight, effective_group, int4_linear, to_int4_weight
 
 _PACKED = ("qweight", "qzeros", "scales", "g_idx")
 INT4_BUFFERS = ("int4_packed", "int4_scales_and_zeros", "int4_perm")
@@ -64,7 +64,7 @@ class QuantLinear(nn.Module):
 
     def _int4_weight(self) -> Int4Weight:
         return Int4Weight(self.int4_packed, self.int4_scales_and_zeros, self.int4_perm,
-                          self.in_features if self.group_size == -1 else self.group_size, self.out_features)
+                          effective_group(self.group_size, self.in_features), self.out_features)
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         """The weight [out, in] in `dtype`."""
