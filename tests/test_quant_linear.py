@@ -64,6 +64,11 @@ def quant_linear(k: int, n: int, group: int, act_order: bool = False, seed: int 
     return layer, weight, bias_tensor.float() if bias else None
 
 
+# The kernel and the reference sum K float32 products in different orders: hypothesis found 1.2e-6
+# of the largest output at K = 512, so "equal to float32 rounding" is held to 1e-5 (bf16: ~4e-3).
+FLOAT32_SUMS = 1e-5
+
+
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
@@ -80,7 +85,7 @@ def test_int4_kernel_equals_the_reference_path(group, act_order):
         {"int4_perm"} if act_order else set())
     fast = layer(x)
     assert fast.shape == (2, 5, n) and fast.dtype == torch.float32
-    assert relative_error(fast, reference) < 1e-6                      # float32: equal to rounding
+    assert relative_error(fast, reference) < FLOAT32_SUMS              # float32: equal to rounding
     exact = nn.functional.linear(x.double(), weight.double(), bias.double())
     x16 = x.to(torch.bfloat16)
     assert layer(x16).dtype == torch.bfloat16
@@ -98,7 +103,7 @@ def test_int4_kernel_matches_the_reference_for_any_shape(k_groups, group, n_sixt
     x = torch.randn(rows, k, generator=torch.Generator().manual_seed(seed))
     reference = layer(x)
     layer.use_int4_kernel()
-    assert relative_error(layer(x), reference) < 1e-6
+    assert relative_error(layer(x), reference) < FLOAT32_SUMS
 
 
 @pytest.mark.parametrize("group, act_order", [(128, False), (32, True), (-1, False)])
