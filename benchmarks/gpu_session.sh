@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 4 and 5 in few device calls (the device tool lends an H100 or H200 to some
 # tasks: 15 minutes of device time per task, starts included, at most 10 minutes per call, the
-# machine bare at each start). In that budget, run the campaign first (issue 4's error table), then
-# `check` (the CUDA tests and the int4 kernel's timings), then `gptq`.
+# machine bare at each start). In that budget: first call `campaign` (issue 4's error table in one
+# call: --core), then at once, while the machine is still warm (30 s), `check` (the CUDA tests and
+# the int4 kernel's timings). `gptq` and the full grid (`campaign A`, `campaign B`) need later tasks.
 #
-# Here, once (needs pip's index):   bash benchmarks/gpu_session.sh wheels
-#   puts bitsandbytes (only its CUDA 13 and CPU libraries: 8 MB instead of 43) under .whl/site and
-#   GPTQModel with its missing dependencies under .whl/gq and .whl/sdist (about 15 MB in all),
-#   which .gitignore keeps out of git; name `.whl` in each call's `carry`.
+# Here, once per machine (needs pip's index; ~16 min on 2 cores, most of it building GPTQModel's
+# wheel from its sdist, so start it first):   bash benchmarks/gpu_session.sh wheels
+#   puts bitsandbytes (only its CUDA 13 and CPU libraries: 8 MB instead of 43) under .whl/site,
+#   transformers' wheel (the version the CPU campaign and the activation model were read from; the
+#   device image has an older one) under .whl/tf, and GPTQModel with its missing dependencies under
+#   .whl/gq and .whl/sdist (about 28 MB in all), which .gitignore keeps out of git; name `.whl` in
+#   each call's `carry`.
 # On the device, one stage per call, results under $OUT (they come back with the reply):
+#   bash benchmarks/gpu_session.sh campaign           # ~9 min: --core, 10 models, stops before 500 s (timeout_s 600)
 #   bash benchmarks/gpu_session.sh check              # ~3 min: CUDA tests, solver and int4 kernel timings, a measure smoke run
 #   bash benchmarks/gpu_session.sh gptq               # sizer vs GPTQModel on the GPU (8 x 4096 synthetic Llama)
-#   bash benchmarks/gpu_session.sh campaign A         # models of part A, stops before ~520 s
+#   bash benchmarks/gpu_session.sh campaign A         # the full grid, models of part A, stops before 500 s
 #   bash benchmarks/gpu_session.sh campaign B
-# Back here: copy the part CSVs from the replies' files_at into benchmarks/results/ and run
-#   python benchmarks/measure_campaign.py --merge benchmarks/results/measure_cuda.A.csv benchmarks/results/measure_cuda.B.csv
-# `python benchmarks/measure_campaign.py --device cuda --full --plan` prints the points and times.
+# Back here: copy the CSVs from the replies' files_at into benchmarks/results/ and run
+#   python benchmarks/measure_campaign.py --merge benchmarks/results/measure_cuda.core.csv
+#   (or the parts: ... --merge benchmarks/results/measure_cuda.A.csv benchmarks/results/measure_cuda.B.csv)
+# `python benchmarks/measure_campaign.py --device cuda --core --plan` (or --full) prints the points and times.
 #
 # The device image has python3 3.12 with torch (cu130), transformers, accelerate, safetensors,
 # tokenizers, click, tabulate, numpy, hypothesis, pytest and nvidia-ml-py; nothing can be fetched.
@@ -25,6 +31,7 @@ cd "$(dirname "$0")/.."
 PART_A="Llama-3.1-8B,falcon-7b,Mistral-7B-v0.1,gemma-2-9b,Qwen3-30B-A3B"
 PART_B="gemma-3-1b-it,Qwen3-4B,Phi-3.5-mini-instruct,Llama-2-7b-hf,gpt-oss-20b"
 BNB_VERSION=0.50.2
+TRANSFORMERS_VERSION=5.24.0
 
 wheels() {
     rm -rf .whl && mkdir -p .whl/site
@@ -34,6 +41,8 @@ wheels() {
         && find bitsandbytes -name 'libbitsandbytes_*.so' ! -name '*_cpu.so' ! -name '*_cuda130.so' \
                 ! -name '*_cuda132.so' -delete)
     rm .whl/*.whl
+    # transformers stays a wheel (13 MB; 60 MB unpacked), installed on the device by setup
+    python3 -m pip download -q --no-deps --only-binary=:all: -d .whl/tf "transformers==${TRANSFORMERS_VERSION}"
     # GPTQModel 7.6.0 for the CUDA comparison: pure-python wheels (five of them built here from
     # sdists), torchao's abi3 wheel, and pypcre's sdist (native, no cp312 wheel: built on the device)
     mkdir -p .whl/gq .whl/sdist
@@ -51,7 +60,9 @@ wheels() {
 }
 
 setup() {
-    export PYTHONPATH="$PWD/.whl/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    [ -d /tmp/tfsite/transformers ] || python3 -m pip install -q --no-index --no-deps --no-compile \
+        --target /tmp/tfsite .whl/tf/*.whl
+    export PYTHONPATH="/tmp/tfsite:$PWD/.whl/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
     python3 -c 'import sizer' 2>/dev/null \
         || python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -91,20 +102,21 @@ gptq() {
 
 campaign() {
     setup
-    local models
-    case "${1:-A}" in
-        A) models=$PART_A ;;
-        B) models=$PART_B ;;
-        *) models=$1 ;;
+    local part=${1:-core} grid=(--full --models)
+    case "$part" in
+        core) grid=(--core) ;;
+        A) grid+=("$PART_A") ;;
+        B) grid+=("$PART_B") ;;
+        *) grid+=("$part") ;;
     esac
-    python3 benchmarks/measure_campaign.py --device cuda --full --models "$models" --budget-s "${BUDGET_S:-520}" \
-        --out "$OUT" --tag "${1:-A}" 2>&1 | grep -v -E 'Loading weights|it/s\]' | tee "$OUT/campaign_${1:-A}.log" | tail -40
+    python3 benchmarks/measure_campaign.py --device cuda "${grid[@]}" --budget-s "${BUDGET_S:-500}" \
+        --out "$OUT" --tag "$part" 2>&1 | grep -v -E 'Loading weights|it/s\]' | tee "$OUT/campaign_$part.log" | tail -40
 }
 
 case "${1:-}" in
     wheels) wheels ;;
     check) check ;;
     gptq) gptq ;;
-    campaign) campaign "${2:-A}" ;;
-    *) sed -n '2,20p' "$0"; exit 2 ;;
+    campaign) campaign "${2:-core}" ;;
+    *) sed -n '2,25p' "$0"; exit 2 ;;
 esac

@@ -11,16 +11,18 @@ Two grids:
   the rest run, and one that runs out of memory is recorded as a measured does-not-fit, after which
   the points that need at least as much (longer and larger) are skipped for that precision.
 
-The device tool gives a session 30 minutes of GPU time in calls of at most 10 minutes, so a GPU
-campaign runs in parts: `--models` picks models, `--budget-s` stops before a model whose estimated
-load and points would overrun the call (the estimate is printed by `--plan`), and every point is
-written to the output CSV as soon as it is measured, so a killed call keeps what it measured.
-`--merge PART.csv ...` joins the parts into measure_<device>.csv and writes the summary.
+The device tool lends a task 15 minutes of GPU time, the machine's start included, in calls of at
+most 10 minutes. `--core` fits the campaign in one call: the same models on fewer points per load
+(CORE_POINTS), every model's bf16 load first, then nf4, then int8. The full grid runs in parts:
+`--models` picks models. Either way `--budget-s` stops before a load whose estimated time (printed
+by `--plan`) would overrun the call, and every point is written to the output CSV as soon as it is
+measured, so a killed call keeps what it measured. `--merge PART.csv ...` joins parts into
+measure_<device>.csv and writes the summary.
 
 Writes (under --out, default benchmarks/results) measure_<device>.csv (one record per point; with
 --tag T, measure_<device>.T.csv), calibration_<device>.json and validation_<device>.md (the error
 table the README quotes).
-Run: python benchmarks/measure_campaign.py [--device cpu|cuda] [--full] [--quick] [--plan]
+Run: python benchmarks/measure_campaign.py [--device cpu|cuda] [--full|--core] [--quick] [--plan]
      [--models A,B] [--budget-s S] [--out DIR] [--tag T] [--merge PART.csv ...] [--repredict]
 """
 
@@ -70,6 +72,14 @@ GPU_MAX_POINT_TOKENS = 131072    # 32k x 4 and 8k x 16 run, 32k x 16 does not: i
 NEW_TOKENS = 8
 NEAR_LIMIT = 1.15          # run points predicted to need up to 115 % of the device: an OOM there is data
 GPU_FOR_ESTIMATES = "H100-SXM"   # the catalog GPU whose rates give --plan its time estimate
+
+# --core: the whole GPU campaign in one device call (a task is lent 15 minutes of device time, the
+# machine's start included, in calls of at most 10 minutes). Fewer points per load, together still
+# spanning contexts 512-32k and batches 1-16, and the loads ordered precision by precision (every
+# model at bf16, then nf4, then int8), so a budget stop leaves out int8 loads, never an architecture.
+CORE_POINTS = {"bf16": ((512, 1), (2048, 4), (8192, 16), (32768, 1), (32768, 4)),
+               "quantized": ((512, 16), (8192, 4), (32768, 1))}
+CORE_PRECISIONS = ("bf16", "nf4", "int8")
 
 
 def scaled_config(name: str) -> dict:
@@ -141,6 +151,15 @@ def model_and_config(name: str, full: bool):
     return spec_from_config(config, f"{name} (scaled)", name), config
 
 
+def core_grid(spec, precision: str) -> list[tuple[int, int]]:
+    """--core's points for one load, fewest tokens first; a context beyond the model's maximum
+    becomes that maximum (Llama 2's 4k), so every model keeps its long-context points."""
+    points = CORE_POINTS["bf16" if precision == "bf16" else "quantized"]
+    limit = spec.max_context_length or max(c for c, _ in points)
+    clamped = {(min(c, limit), b) for c, b in points}
+    return sorted(clamped, key=lambda p: (p[0] * p[1], p[0]))
+
+
 def grid(spec, full: bool, quick: bool) -> list[tuple[int, int]]:
     """(context, batch) points, fewest tokens first; contexts beyond the model's maximum dropped."""
     contexts, batches = (GPU_CONTEXTS, GPU_BATCHES) if full else (CONTEXTS, BATCHES)
@@ -184,20 +203,24 @@ def estimated_seconds(spec, precision: str, points: list[tuple[int, int]], devic
     return seconds
 
 
-def work(names: list[str], full: bool, quick: bool, device: str, available: int, cal) -> list[dict]:
-    """Per model and precision: the points to run and those skipped as predicted far beyond the device."""
+def work(names: list[str], full: bool, quick: bool, device: str, available: int, cal,
+         core: bool = False) -> list[dict]:
+    """Per model and precision (with `core`, per precision and model, on core_grid's points): the
+    points to run and those skipped as predicted far beyond the device."""
+    models_ = {name: model_and_config(name, full or core) for name in names}
+    order = ([(n, p) for p in CORE_PRECISIONS for n in names] if core
+             else [(n, p) for n in names for p in PRECISIONS])
     items = []
-    for name in names:
-        spec, config = model_and_config(name, full)
+    for name, precision in order:
+        spec, config = models_[name]
         attention = attention_for(spec)
-        for precision in PRECISIONS:
-            run_points, skipped = [], []
-            for ctx, batch in grid(spec, full, quick):
-                need = predicted_need(spec, precision, ctx, batch, device, attention, cal)
-                (run_points if need <= NEAR_LIMIT * available else skipped).append((ctx, batch))
-            items.append({"name": name, "spec": spec, "config": config, "precision": precision,
-                          "points": run_points, "skipped": skipped,
-                          "seconds": estimated_seconds(spec, precision, run_points, device)})
+        run_points, skipped = [], []
+        for ctx, batch in (core_grid(spec, precision) if core else grid(spec, full, quick)):
+            need = predicted_need(spec, precision, ctx, batch, device, attention, cal)
+            (run_points if need <= NEAR_LIMIT * available else skipped).append((ctx, batch))
+        items.append({"name": name, "spec": spec, "config": config, "precision": precision,
+                      "points": run_points, "skipped": skipped,
+                      "seconds": estimated_seconds(spec, precision, run_points, device)})
     return items
 
 
@@ -367,6 +390,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--full", action="store_true", help="full-size catalog models (needs an 80 GB GPU)")
     parser.add_argument("--quick", action="store_true", help="fewer points (a smoke run)")
+    parser.add_argument("--core", action="store_true",
+                        help="the full-size models on fewer points, bf16 loads first: one device call")
     parser.add_argument("--models", help="comma-separated subset of the grid's models")
     parser.add_argument("--plan", action="store_true", help="print the points and estimated time, run nothing")
     parser.add_argument("--budget-s", type=float, help="stop before a load whose estimated time would pass this")
@@ -387,9 +412,10 @@ def main() -> int:
     elif args.repredict:
         records = repredict(read_records(args.out / f"measure_{args.device}.csv"))
     else:
+        args.full = args.full or args.core
         names = models(args.full, args.models.split(",") if args.models else None)
         available = available_bytes(args.device)
-        items = work(names, args.full, args.quick, args.device, available, default_calibration())
+        items = work(names, args.full, args.quick, args.device, available, default_calibration(), args.core)
         print_plan(items, available)
         if args.plan:
             return 0

@@ -98,3 +98,36 @@ def test_unknown_model_names_are_refused(campaign):
     with pytest.raises(SystemExit, match="not in this grid"):
         campaign.models(True, ["Llama-3.1-8B", "no-such-model"])
     assert campaign.models(True, ["Qwen3-4B", "Llama-3.1-8B"]) == ["Llama-3.1-8B", "Qwen3-4B"]
+
+
+@pytest.fixture(scope="module")
+def core_items(campaign, h100_items):
+    available, _ = h100_items
+    return campaign.work(campaign.models(True, None), False, False, "cuda", available, default_calibration(),
+                         core=True)
+
+
+def test_the_core_grid_still_covers_issue_4_in_one_device_call(campaign, core_items):
+    """--core: every architecture at bf16, nf4 and int8, together spanning contexts 512-32k and
+    batches 1-16, with the loads ordered by precision (bf16 first, int8 last), so the budget stop
+    drops int8 loads before any architecture; by --plan's estimate the bf16 and nf4 passes fit the
+    500 s budget and the whole plan one 10-minute call."""
+    precisions = [it["precision"] for it in core_items]
+    assert precisions == sorted(precisions, key=campaign.CORE_PRECISIONS.index)
+    assert {it["name"] for it in core_items} == set(campaign.GPU_MODELS)
+    for precision in campaign.CORE_PRECISIONS:
+        assert len([it for it in core_items if it["precision"] == precision]) == len(campaign.GPU_MODELS)
+    points = [p for it in core_items for p in it["points"]]
+    assert min(c for c, _ in points) == 512 and max(c for c, _ in points) == 32768
+    assert min(b for _, b in points) == 1 and max(b for _, b in points) == 16
+    for it in core_items:
+        assert it["points"], (it["name"], it["precision"])
+        if it["spec"].max_context_length:
+            assert all(c <= it["spec"].max_context_length for c, _ in it["points"] + it["skipped"])
+        tokens = [c * b for c, b in it["points"]]
+        assert tokens == sorted(tokens)
+    # Llama 2 (4k) keeps its long-context points at its maximum
+    llama2 = next(it for it in core_items if it["name"] == "Llama-2-7b-hf" and it["precision"] == "bf16")
+    assert (4096, 4) in llama2["points"] and (4096, 16) in llama2["points"]
+    bf16_and_nf4 = sum(it["seconds"] for it in core_items if it["precision"] != "int8")
+    assert bf16_and_nf4 < 500 and sum(it["seconds"] for it in core_items) < 600
