@@ -127,8 +127,11 @@ def scaled_config(name: str) -> dict:
 
 
 def attention_for(spec) -> str:
-    """The attention measure will use: Gemma 2 has no SDPA path in transformers, so it loads eager."""
-    return "eager" if spec.family == "gemma2" else "sdpa"
+    """The attention measure will use: SDPA, or eager for a family transformers has no SDPA path for
+    (Gemma 2, gpt-oss)."""
+    from sizer.calc.activations import transformers_attention
+
+    return transformers_attention(spec, "sdpa")
 
 
 def models(full: bool, names: list[str] | None) -> list[str]:

@@ -12,7 +12,8 @@ What is measured, per point (model, precision, context length, batch size):
 - peak: on CUDA, torch's max_memory_allocated during the prefill (and separately the decode), the
   reserved peak, and the process's device memory from NVML (CUDA context included). On CPU, the
   counted weight bytes plus the peak of live tensor bytes torch allocated during the prefill (from
-  the profiler's allocation events: deterministic, the CPU analogue of max_memory_allocated), and,
+  the profiler's allocation events: deterministic, the CPU analogue of max_memory_allocated; see
+  `_profiler_peak`), and,
   as the process figure, the weights plus the growth of the resident set (VmHWM, reset through
   /proc/self/clear_refs after malloc_trim), which also holds glibc's and libraries' caching and
   varies by tens of MiB between runs.
@@ -26,6 +27,7 @@ What is measured, per point (model, precision, context length, batch size):
 
 from __future__ import annotations
 
+import bisect
 import gc
 import inspect
 import os
@@ -321,11 +323,32 @@ def _trim_and_reset_peak() -> int:
 
 
 def _profiler_peak(prof) -> int:
-    """Peak of live tensor bytes above the start, from torch's CPU allocation events: allocations
-    made inside an operator are attributed to it, frees outside operators are `[memory]` events."""
+    """Peak of live tensor bytes above the start, from torch's CPU allocation events in time order
+    (the CPU analogue of CUDA's max_memory_allocated), with one exception: what an `aten::` operator
+    allocates and frees inside itself, its nested operators included, nets out, its balance counting
+    at its end. Those are the CPU kernels' own buffers: oneDNN's and MKL's packing workspaces in a
+    matmul (cuBLAS keeps one workspace for the process), and softmax's float32 copy of a bf16 input
+    (CUDA's softmax reads bf16 directly). Frees between operators count when they happen, also inside
+    a Python-level range such as a custom autograd Function (Bloom's GELU), whose temporaries are the
+    model's own."""
+    events = prof.profiler.kineto_results.events()
+    outermost = []                                   # (start, end) of aten operators not inside another
+    for start, end in sorted((e.start_ns(), e.end_ns()) for e in events if e.name().startswith("aten::")):
+        if not outermost or start > outermost[-1][1]:
+            outermost.append((start, end))
+    starts = [start for start, _ in outermost]
+    timeline, balances = [], [0] * len(outermost)
+    for e in events:
+        if e.name() == "[memory]":
+            t, k = e.start_ns(), bisect.bisect_right(starts, e.start_ns()) - 1
+            if k >= 0 and t <= outermost[k][1]:
+                balances[k] += e.nbytes()
+            else:
+                timeline.append((t, e.nbytes()))
+    timeline += [(end, nbytes) for (_, end), nbytes in zip(outermost, balances)]
     live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
+    for _, nbytes in sorted(timeline, key=lambda e: e[0]):
+        live += nbytes
         peak = max(peak, live)
     return peak
 
@@ -411,7 +434,7 @@ def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: in
     """sizer's prediction for what `measure_point` measures (transformers' own cache layout). A GPTQ
     model on the int4 kernel holds its weights in that kernel's layout and no dequantized copy."""
     e = estimate(spec, precision, "bf16" if precision not in ("fp16", "fp32") else precision, context_length,
-                 batch_size, attention, "last", calibration)
+                 batch_size, attention, "last", calibration, kernels=device)
     kv_dtype = e.kv_dtype
     kv = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size)
     kv_storage = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size, storage=True)

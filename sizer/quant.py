@@ -133,6 +133,12 @@ def _bnb_quantizes(t: TensorSpec, spec: ModelSpec) -> bool:
             and spec.family not in BNB_UNCONVERTED_FAMILIES)
 
 
+def bnb_int8_mlp(spec: ModelSpec, precision_name: str) -> bool:
+    """Whether the model's dense MLP runs on bitsandbytes int8 Linears (their temporaries enter the
+    activation peak: sizer.calc.activations.int8_linear_bytes)."""
+    return precision_name == BnbInt8Format.name and spec.family not in BNB_UNCONVERTED_FAMILIES
+
+
 @dataclass(frozen=True)
 class BnbInt8Format:
     """bitsandbytes LLM.int8 (Linear8bitLt): int8 weight plus one float32 scale (SCB) per output row.

@@ -556,3 +556,18 @@ def test_kv_cache_against_a_forward(case):
     assert kv_cache_bytes_per_token(spec, "bf16") == expected_kv_bytes(hf, 1, 1)[0]
     # the two numbers differ exactly where a known reason says they should
     assert (measured != sizer) == (case in KNOWN_DIFFERENCES), (measured, sizer)
+
+
+def test_eager_only_families_are_those_without_an_sdpa_path():
+    """sizer predicts eager attention for exactly the families whose transformers model class has no
+    SDPA path (`_supports_sdpa = False`): transformers then runs eager whatever was asked."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from sizer.calc.activations import EAGER_ONLY_FAMILIES
+
+    without_sdpa = set()
+    for family in FAMILIES:
+        class_name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(family)
+        if class_name and not getattr(transformers, class_name)._supports_sdpa:
+            without_sdpa.add(family)
+    assert without_sdpa == EAGER_ONLY_FAMILIES

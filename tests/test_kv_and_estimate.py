@@ -118,7 +118,9 @@ def test_masks_and_positions_as_transformers_builds_them():
     assert step_peak(llama, 3, 1000, 1000, False, 1, 2)["positions"] == 3 * 1000 * (3 * 8 + 2 * 128 * 2)
     assert step_peak(get_model("phi-2"), 1, 10, 10, False, 1, 2)["positions"] == 10 * (3 * 8 + 2 * 32 * 2)
     # ALiBi: no RoPE tables, and no position ids (Bloom's forward takes none, so generate() makes none)
-    assert step_peak(get_model("bloom"), 1, 10, 10, False, 1, 2)["positions"] == 10 * 2 * 8
+    # and the ALiBi bias, [batch x heads, 1, kv] in the compute dtype
+    bloom = get_model("bloom")
+    assert step_peak(bloom, 1, 10, 10, False, 1, 2)["positions"] == 10 * 2 * 8 + bloom.n_heads * 10 * 2
 
 
 def test_logits_all_positions_in_fp32():

@@ -23,6 +23,7 @@ FP32_BYTES = 4
 # eager softmax and at MLA's attention the block's output does not exist yet: 3.
 RESIDUAL_COPIES = 4
 SECOND_PARALLEL_NORM = "h.ln_mlp.weight"      # Falcon's new decoder (40B, 180B)
+Q_NORM = "layers.self_attn.q_norm.weight"     # Qwen3, Gemma 3: q and k RMSNorms per head (_q_norm_bytes)
 # Gated MLP: gate and up outputs alive while act(gate) * up is formed; plain MLP: fc1 and act(fc1).
 # A fused gate_up projection (Phi-3) keeps its whole 2 x d_ff output alive through the gate: 4.
 GATED_MLP_COPIES = 3
@@ -49,6 +50,24 @@ MASK_BYTES = 1                        # SDPA's bool mask
 # attention sinks (gpt-oss) the softmax runs in the compute dtype over [scores, sink] while the
 # masked scores are still referenced: three tensors of the compute dtype, one column wider.
 SINK_FAMILIES = frozenset({"gpt_oss"})
+# Families whose transformers 5 model classes have no SDPA path (`_supports_sdpa = False`: Gemma 2's
+# soft-capping, gpt-oss's sinks, Bloom's and MPT's own ALiBi attention): transformers runs them eager
+# whatever is asked (flash-attn, where installed and asked for, is not modelled), so the scores are
+# materialized. Checked against transformers' classes in tests/test_against_transformers.py.
+EAGER_ONLY_FAMILIES = frozenset({"bloom", "gemma2", "gpt_oss", "mpt"})
+# Bloom's BloomAttention (transformers 5; its own eager attention): q, k and v are views of the fused
+# QKV output, which stays alive, and the query's reshape to [b*h, q, d] copies it (at batch 1 it is a
+# view): 4 hidden-sized tensors where other eager attention holds q alone. baddbmm's scores stay
+# referenced beside the masked scores: one more compute-dtype cell at the softmax. BloomModel's layer
+# loop keeps the previous block's outputs (its probabilities) referenced while the next block runs.
+# The ALiBi bias [b*h, 1, kv] lives throughout. BloomGelu's tanh formula keeps 4 d_ff-sized
+# temporaries beside its input (a custom autograd Function: measured since the CPU meter counts frees
+# between operators, see sizer.measure._profiler_peak). Read from allocation traces of 1-3 layer
+# Blooms of width 128-512 at batch 1-16 and contexts 16-512: every peak within 8 bytes.
+FUSED_QKV_VIEW_FAMILIES = frozenset({"bloom"})
+PREVIOUS_PROBABILITIES_FAMILIES = frozenset({"bloom"})
+ALIBI_BIAS_FAMILIES = frozenset({"bloom"})
+TANH_GELU_MLP_COPIES = {"bloom": 5}
 
 
 @dataclass(frozen=True)
@@ -64,11 +83,25 @@ class ActivationPeaks:
         return max(self.prefill_bytes, self.decode_bytes)
 
 
+def transformers_attention(spec: ModelSpec, requested: str) -> str:
+    """The attention transformers runs: the one requested, or eager for a family with no SDPA path."""
+    return "eager" if spec.family in EAGER_ONLY_FAMILIES else requested
+
+
+def eager_only_note(spec: ModelSpec, requested: str) -> list[str]:
+    """The note a report adds where `transformers_attention` overrode the attention asked for."""
+    if transformers_attention(spec, requested) == requested:
+        return []
+    return [f"transformers has no SDPA path for {spec.family}: eager attention, the scores materialized"]
+
+
 def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, cb: int) -> int:
     """The attention moment's working set above the residual part. SDPA: projections q, k, v and the
-    attention output. Eager: q, K and V repeated to every head (GQA), and the scores at the softmax.
-    MLA: see `_mla_bytes`. At eager's softmax and MLA's attention the block output the residual part
-    counts is not allocated yet."""
+    attention output. Eager: q, K and V repeated to every head (GQA), and the scores at the softmax,
+    or right after it (at contexts under about 2 x head_dim tokens the larger) the probabilities,
+    their product with V and its contiguous copy. MLA: see `_mla_bytes`. Qwen3 and Gemma 3: their
+    q RMSNorm when larger (`_q_norm_bytes`). At eager's softmax, MLA's attention and the q norm the
+    block output the residual part counts is not allocated yet."""
     tokens = batch * q_len
     scores = batch * spec.n_heads * q_len * _score_columns(spec, kv_len) * _score_bytes(spec, cb) if eager else 0
     block_output = tokens * spec.hidden_size * cb
@@ -76,10 +109,32 @@ def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager:
         return _mla_bytes(spec, tokens, eager, cb) + scores - block_output
     qkv = tokens * (spec.n_heads + spec.n_kv_heads) * spec.head_dim + tokens * spec.n_kv_heads * spec.v_head_dim
     out = tokens * spec.n_heads * spec.v_head_dim
+    q_norm = _q_norm_bytes(spec, batch, q_len, cb) - block_output if _has_tensor(spec, Q_NORM) else 0
     if not eager:
-        return (qkv + out) * cb
+        return max((qkv + out) * cb, q_norm)
     repeated = 2 * batch * kv_len * spec.n_heads * spec.head_dim * cb if spec.n_kv_heads < spec.n_heads else 0
-    return tokens * spec.n_heads * spec.head_dim * cb + repeated + scores - block_output
+    q_copies = (3 + (batch > 1)) if spec.family in FUSED_QKV_VIEW_FAMILIES else 1
+    # after the softmax: the probabilities, the product with V and its contiguous [b, q, h x d] copy
+    probabilities = kept_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)
+    output = max(scores, probabilities + 2 * out * cb)
+    return max(q_norm, q_copies * tokens * spec.n_heads * spec.head_dim * cb + repeated + output - block_output
+               + previous_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb))
+
+
+def _has_tensor(spec: ModelSpec, name: str) -> bool:
+    return any(t.name == name for t in spec.tensors)
+
+
+def _q_norm_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int) -> int:
+    """Qwen3's and Gemma 3's RMSNorm of q per head, in float32: q_proj's output, its float32 copy and
+    their product, with the per-head mean and rsqrt. It runs before the block's output exists and
+    before this step's K and V enter the last layer's cache (counted in full beside the
+    activations). The moment only where n_heads x head_dim rivals d_ff (small test configs; no
+    released one)."""
+    tokens = batch * q_len
+    q = tokens * spec.n_heads * spec.head_dim
+    layer_kv = tokens * spec.n_kv_heads * (spec.head_dim + spec.v_head_dim) * cb     # this step's K and V
+    return q * (cb + 2 * FP32_BYTES) + 2 * tokens * spec.n_heads * FP32_BYTES - layer_kv
 
 
 def _mla_bytes(spec: ModelSpec, tokens: int, eager: bool, cb: int) -> int:
@@ -98,7 +153,9 @@ def _score_columns(spec: ModelSpec, kv_len: int) -> int:
 
 
 def _score_bytes(spec: ModelSpec, cb: int) -> int:
-    return 3 * cb if spec.family in SINK_FAMILIES else 2 * cb + FP32_BYTES
+    if spec.family in SINK_FAMILIES:
+        return 3 * cb
+    return (3 if spec.family in FUSED_QKV_VIEW_FAMILIES else 2) * cb + FP32_BYTES
 
 
 def kept_probabilities_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, cb: int) -> int:
@@ -107,13 +164,21 @@ def kept_probabilities_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: in
     return batch * spec.n_heads * q_len * _score_columns(spec, kv_len) * cb if eager else 0
 
 
+def previous_probabilities_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, cb: int) -> int:
+    """The previous layer's probabilities, where the model's layer loop still references them (Bloom)."""
+    if spec.family not in PREVIOUS_PROBABILITIES_FAMILIES or spec.n_layers < 2:
+        return 0
+    return kept_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)
+
+
 def positions_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, cb: int) -> int:
     """generate()'s inputs (ids, position ids, the 2-D mask) and the RoPE cos/sin tables."""
     per_token = 1 if spec.family in NO_POSITION_IDS_FAMILIES else 2        # ids (and position ids)
     inputs = batch * (per_token * q_len + kv_len) * INPUT_BYTES
     width = spec.rope_dim // 2 if spec.family in HALF_ROTARY_FAMILIES else spec.rope_dim
     tables = len(set(spec.layer_types)) if spec.family in ROTARY_PER_LAYER_TYPE_FAMILIES else 1
-    return inputs + tables * 2 * batch * q_len * width * cb
+    alibi = batch * spec.n_heads * kv_len * cb if spec.family in ALIBI_BIAS_FAMILIES else 0
+    return inputs + tables * 2 * batch * q_len * width * cb + alibi
 
 
 def masks_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, cb: int) -> int:
@@ -143,15 +208,51 @@ MOE_FP32_ROUTING_FAMILIES = frozenset({"deepseek_v2", "deepseek_v3"})
 INDEX_BYTES = 8
 
 
-def mlp_bytes(spec: ModelSpec, tokens: int, cb: int) -> int:
-    """Dense MLP intermediates, or for MoE the larger of its moments (the gate or the combine of the
-    routed rows in transformers' grouped_mm layout, with the router's tensors; the shared experts)."""
-    copies = GATED_MLP_COPIES if spec.gated_mlp else PLAIN_MLP_COPIES
+# bitsandbytes LLM.int8 (Linear8bitLt, transformers' default outlier threshold 6.0; bitsandbytes
+# 0.50 MatMul8bitLt) holds, while one Linear runs on a row of `in` inputs and `out` outputs, bytes
+# per row (its bf16 output included) of the larger of two moments, plus its float32 row statistic:
+# - CUDA kernels: quantizing the input (its fp16 copy, the int8 row, |x| in fp16 and the bool outlier
+#   test): 6 x in; the product (the int8 row, the int32 product, its fp16 dequantization and the cast
+#   to bf16): in + 8 x out;
+# - CPU (bitsandbytes' pure-torch fallback, torch._int_mm): quantizing in float32 (the fp16 copy, the
+#   outlier test, the scaled row and its rounding): 11 x in; dequantizing in float32 beside the int32
+#   product: in + 12 x out.
+# The CPU figures were read from allocation traces (every Linear of a Llama layer, exact to the
+# byte); the CUDA ones from the kernels' code, for the GPU campaign to measure. In the MLP, the
+# up projection runs beside act(gate), the down projection beside its input (and, with Phi-3's fused
+# gate_up, the 2 x d_ff output a view keeps alive); plain MLPs' second Linear beside act(fc1). bnb
+# does not quantize MoE experts (not nn.Linear); attention projections, narrower than d_ff, are not
+# the moment in any architecture measured.
+INT8_QUANTIZE_BYTES_PER_INPUT = {"cuda": 6, "cpu": 11}
+INT8_PRODUCT_BYTES_PER_OUTPUT = {"cuda": 8, "cpu": 12}
+
+
+def int8_linear_bytes(rows: int, in_features: int, out_features: int, kernels: str) -> int:
+    """Bytes one bitsandbytes int8 Linear holds at its peak over `rows` rows, its output included."""
+    quantize = INT8_QUANTIZE_BYTES_PER_INPUT[kernels] * in_features
+    product = in_features + INT8_PRODUCT_BYTES_PER_OUTPUT[kernels] * out_features
+    return rows * (max(quantize, product) + FP32_BYTES)
+
+
+def _int8_mlp_bytes(spec: ModelSpec, tokens: int, cb: int, kernels: str) -> int:
+    h, ff = spec.hidden_size, spec.d_ff
+    down = int8_linear_bytes(tokens, ff, h, kernels) + tokens * ff * cb
+    if spec.family in FUSED_GATE_UP_FAMILIES:
+        return max(int8_linear_bytes(tokens, h, 2 * ff, kernels), down + 2 * tokens * ff * cb)
+    up = int8_linear_bytes(tokens, h, ff, kernels) + (tokens * ff * cb if spec.gated_mlp else 0)
+    return max(up, down)
+
+
+def mlp_bytes(spec: ModelSpec, tokens: int, cb: int, int8_kernels: str | None = None) -> int:
+    """Dense MLP intermediates (with bitsandbytes int8 Linears on `int8_kernels`, their moments too),
+    or for MoE the larger of its moments (the gate or the combine of the routed rows in transformers'
+    grouped_mm layout, with the router's tensors; the shared experts)."""
+    copies = GATED_MLP_COPIES if spec.gated_mlp else TANH_GELU_MLP_COPIES.get(spec.family, PLAIN_MLP_COPIES)
     if spec.family in FUSED_GATE_UP_FAMILIES:
         copies = FUSED_GATE_UP_MLP_COPIES
     dense = copies * tokens * spec.d_ff * cb
     if not spec.is_moe:
-        return dense
+        return max(dense, _int8_mlp_bytes(spec, tokens, cb, int8_kernels) if int8_kernels else 0)
     rows = tokens * spec.n_experts_active
     ff_copies = MOE_ROW_FF_COPIES_BY_FAMILY.get(spec.family, MOE_ROW_FF_COPIES)
     weighted = FP32_BYTES if spec.family in MOE_FP32_ROUTING_FAMILIES else cb
@@ -171,17 +272,19 @@ def logits_bytes(spec: ModelSpec, batch: int, positions: int, cb: int) -> int:
 
 
 def step_peak(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, logit_positions: int,
-              cb: int, residual_copies: int | None = None) -> dict[str, int]:
+              cb: int, residual_copies: int | None = None, int8_kernels: str | None = None) -> dict[str, int]:
     """One forward's parts: `residual`, `positions` and `masks` live throughout; `attention`, `mlp`
-    and `logits` are the moments of which the largest adds to them (`peak_of`)."""
+    and `logits` are the moments of which the largest adds to them (`peak_of`). `int8_kernels`:
+    the MLP's Linears are bitsandbytes int8 on "cuda" or "cpu" kernels."""
     tokens = batch * q_len
-    copies = residual_copies or RESIDUAL_COPIES + any(t.name == SECOND_PARALLEL_NORM for t in spec.tensors)
+    copies = residual_copies or RESIDUAL_COPIES + _has_tensor(spec, SECOND_PARALLEL_NORM)
     return {
         "residual": copies * tokens * spec.hidden_size * cb,
         "positions": positions_bytes(spec, batch, q_len, kv_len, cb),
         "masks": masks_bytes(spec, batch, q_len, kv_len, eager, cb),
         "attention": attention_bytes(spec, batch, q_len, kv_len, eager, cb),
-        "mlp": mlp_bytes(spec, tokens, cb) + kept_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb),
+        "mlp": (mlp_bytes(spec, tokens, cb, int8_kernels) + kept_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)
+                + previous_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)),
         "logits": logits_bytes(spec, batch, logit_positions, cb),
     }
 
@@ -193,11 +296,13 @@ def peak_of(parts: dict[str, int], logits: bool = True) -> int:
     return parts["residual"] + parts["positions"] + parts["masks"] + max(moments)
 
 
-def activation_peaks(spec: ModelSpec, workload: Workload, compute_bytes: int = 2) -> ActivationPeaks:
+def activation_peaks(spec: ModelSpec, workload: Workload, compute_bytes: int = 2,
+                     int8_kernels: str | None = None) -> ActivationPeaks:
     """Prefill over the whole context, then one decode step attending to the whole context."""
     b, s = workload.batch_size, workload.context_length
     eager = workload.attention == "eager"
-    prefill = step_peak(spec, b, s, s, eager, s if workload.logits == "all" else 1, compute_bytes)
-    decode = step_peak(spec, b, 1, s, eager, 1, compute_bytes)
+    prefill = step_peak(spec, b, s, s, eager, s if workload.logits == "all" else 1, compute_bytes,
+                        int8_kernels=int8_kernels)
+    decode = step_peak(spec, b, 1, s, eager, 1, compute_bytes, int8_kernels=int8_kernels)
     larger = prefill if peak_of(prefill) >= peak_of(decode) else decode
     return ActivationPeaks(peak_of(prefill), peak_of(decode), larger)

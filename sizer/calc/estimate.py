@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sizer.calc.activations import activation_peaks
+from sizer.calc.activations import activation_peaks, eager_only_note, transformers_attention
 from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_bytes
 from sizer.calibration import Calibration, resolve
 from sizer.calc.weights import checkpoint_bytes_by_component, weight_bytes_by_component
-from sizer.quant import get_precision
+from sizer.quant import bnb_int8_mlp, get_precision
 from sizer.spec import ModelSpec, Workload
 
 
@@ -61,22 +61,25 @@ def _weights(spec: ModelSpec, precision: str | None) -> tuple[dict[str, int], st
 
 def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str = "bf16",
              context_length: int | None = None, batch_size: int = 1, attention: str = "sdpa",
-             logits: str = "last", calibration: Calibration | str | None = None) -> Estimate:
+             logits: str = "last", calibration: Calibration | str | None = None, kernels: str = "cuda") -> Estimate:
     """Memory of `model` (a ModelSpec, catalog name, config.json, safetensors folder or .gguf path).
 
     precision None means the checkpoint's own storage when the model was read from files, else the
     format its config's quantization_config names (gpt-oss: mxfp4; DeepSeek-V3: fp8-block128), else bf16.
     context_length None means the model's maximum context (or 4096 when the config has none).
     calibration: a Calibration or a calibration file; None means the shipped data/calibration.json.
+    kernels: the device whose kernels run the model, "cuda" (GPUs: what sizer plans) or "cpu" (sizer
+    measure on CPU); it matters where they hold different temporaries (bitsandbytes int8).
     """
     from sizer.inputs.resolve import get_model
 
     spec = get_model(model) if isinstance(model, str) else model
-    workload = Workload(context_length or spec.max_context_length or 4096, batch_size, attention, logits)
+    workload = Workload(context_length or spec.max_context_length or 4096, batch_size,
+                        transformers_attention(spec, attention), logits)
     kv_dtype_bytes(kv_dtype)
     by_component, label, compute_bytes, weights_source = _weights(spec, precision)
     kv = kv_cache_bytes(spec, kv_dtype, workload.context_length, workload.batch_size)
-    peaks = activation_peaks(spec, workload, compute_bytes)
+    peaks = activation_peaks(spec, workload, compute_bytes, kernels if bnb_int8_mlp(spec, label) else None)
     cal = resolve(calibration)
     activations = cal.activation_bytes(peaks.peak_bytes)
     overhead = cal.overhead_parts(activations, kv)
@@ -95,7 +98,7 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
         "weights_source": weights_source,
         "sliding_window": spec.sliding_window,
         "sliding_layers": spec.n_sliding_layers,
-        "notes": list(spec.notes),
+        "notes": list(spec.notes) + eager_only_note(spec, attention),
         "calibration": cal.source,
     }
     return Estimate(model=spec.name, family=spec.family, params=spec.params, active_params=spec.active_params,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
-from sizer.calc.activations import FP32_BYTES, peak_of, step_peak
+from sizer.calc.activations import FP32_BYTES, peak_of, step_peak, transformers_attention
 from sizer.calc.overhead import CUDA_CONTEXT_BYTES
 from sizer.calibration import Calibration, default_calibration
 from sizer.plan.placement import Placement
@@ -64,10 +64,13 @@ def _gib(n: int) -> str:
     return f"{n / GiB:.1f} GiB"
 
 
-def _layer_peak(stage: Stage, batch: int, q_len: int, kv_len: int, eager: bool, logits: int, cb: int) -> int:
+def _layer_peak(stage: Stage, batch: int, q_len: int, kv_len: int, attention: str, logits: int, cb: int) -> int:
     """transformers: what lives through the forward plus the largest working set of one of this
-    stage's layers (and the logits on the last stage)."""
-    return peak_of(step_peak(stage.rank_spec, batch, q_len, kv_len, eager, logits, cb), stage.last)
+    stage's layers (and the logits on the last stage); eager where the family has no SDPA path."""
+    eager = transformers_attention(stage.rank_spec, attention) == "eager"
+    parts = step_peak(stage.rank_spec, batch, q_len, kv_len, eager, logits, cb,
+                      int8_kernels="cuda" if stage.int8_mlp else None)
+    return peak_of(parts, stage.last)
 
 
 def capacity_verdict(total: int, capacity: int) -> str:
@@ -108,15 +111,15 @@ class TransformersEngine:
 
     def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, context_length: int,
                  batch_size: int, compute_bytes: int) -> Evaluation:
-        eager = self.attention == "eager"
         logit_positions = context_length if self.logits == "all" else 1
         cal = self.calibration or default_calibration()
         per_gpu = []
         for s in stages:
             kv = s.kv_bytes(context_length, batch_size)
             act = cal.activation_bytes(max(
-                _layer_peak(s, batch_size, context_length, context_length, eager, logit_positions, compute_bytes),
-                _layer_peak(s, batch_size, 1, context_length, eager, 1, compute_bytes)))
+                _layer_peak(s, batch_size, context_length, context_length, self.attention, logit_positions,
+                            compute_bytes),
+                _layer_peak(s, batch_size, 1, context_length, self.attention, 1, compute_bytes)))
             overhead = sum(cal.overhead_parts(act, kv).values())
             per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity))
         per_gpu = tuple(per_gpu)

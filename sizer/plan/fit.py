@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sizer.calc.activations import eager_only_note
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
@@ -265,6 +266,8 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str = "transformers", 
     if spec.max_context_length and ctx > spec.max_context_length:
         notes.append(f"the context of {ctx:,} tokens exceeds the model's maximum of {spec.max_context_length:,} "
                      "(max_position_embeddings): engines refuse it or the model degrades")
+    if engine == "transformers":
+        notes += eager_only_note(spec, planner.engine.attention)
     if engine == "transformers" and any(o.pipeline_parallel > 1 for o in options):
         notes.append("transformers splits layers over the GPUs (device_map='auto'); they run one after another")
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu, engine,

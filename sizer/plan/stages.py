@@ -13,6 +13,7 @@ from math import ceil
 
 from sizer.calc.kv import kv_dtype_bytes, kv_values_per_token_per_layer
 from sizer.plan.placement import Placement, kv_heads_per_rank, stage_layers
+from sizer.quant import bnb_int8_mlp
 from sizer.spec import EMBEDDING, NORM, OTHER, SLIDING_ATTENTION, ModelSpec, TensorSpec
 
 # Components whose tensors tensor parallelism splits (column/row-parallel Linear, vocab-parallel
@@ -37,6 +38,7 @@ class Stage:
     rank_spec: ModelSpec                              # the model's dimensions as this GPU sees them
     host_bytes: int = 0                               # weights an engine keeps in host memory (llama.cpp)
     expert_bytes: int = 0                             # the routed experts among weights_bytes (MoE)
+    int8_mlp: bool = False                            # the MLP runs on bitsandbytes int8 Linears
 
     def kv_bytes(self, context_length: int, sequences: int, window_extra: int = 0) -> int:
         """KV cache for `sequences` of `context_length` tokens; sliding layers keep `window + extra`."""
@@ -132,5 +134,6 @@ def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str
         sliding = len(layers) - full
         windows = ((spec.sliding_window, ceil(sliding * kv_layer_bytes)),) if sliding else ()
         stages.append(Stage(index, layers, first, last, weights, ceil(full * kv_layer_bytes), windows,
-                            _rank_spec(spec, tp), host, experts))
+                            _rank_spec(spec, tp), host, experts,
+                            precision is not None and bnb_int8_mlp(spec, precision.name)))
     return stages
