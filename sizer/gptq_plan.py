@@ -223,7 +223,7 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     below 32 MiB: 8-layer run 1.55x, 160-layer run 2.3x of the working set above the baseline; forcing
     mmap for large blocks cut that by a third but cost 10-17% time).
     """
-    from sizer.calc.activations import step_peak
+    from sizer.calc.activations import step_peak, transformers_attention
 
     linears = decoder_linears(spec)
     layer_params = sum(lin.in_features * lin.out_features for lin in linears) + 4 * spec.hidden_size
@@ -232,7 +232,8 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     solver = max(3 * lin.in_features ** 2 + 8 * lin.in_features * lin.out_features for lin in linears) * FP32_BYTES
     streams = samples + 2 * heldout_samples
     hidden_cache = 2 * streams * seq_len * spec.hidden_size * compute_bytes
-    forward = sum(step_peak(spec, 1, seq_len, seq_len, False, 0, compute_bytes).values())
+    eager = transformers_attention(spec, "sdpa") == "eager"          # as gptq_run loads the layers
+    forward = sum(step_peak(spec, 1, seq_len, seq_len, eager, 0, compute_bytes).values())
     embedding = spec.vocab_size * spec.hidden_size * compute_bytes
     widest = max(linears, key=lambda lin: lin.in_features)
     largest = max(lin.in_features * lin.out_features for lin in linears)
