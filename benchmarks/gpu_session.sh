@@ -74,7 +74,8 @@ check() {
     setup
     # every test that needs CUDA, and the measure/GPTQ suites on this stack
     python3 -m pytest -p no:cacheprovider -rfEs -k "cuda or CUDA" tests/test_measure.py tests/test_gptq.py \
-        tests/test_quantize_gptq.py tests/test_quant_linear.py 2>&1 | tee "$OUT/check_pytest.log" | tail -15
+        tests/test_quantize_gptq.py tests/test_quant_linear.py 2>&1 | tee "$OUT/check_pytest.log" | tail -15 \
+        || echo "some CUDA tests failed (check_pytest.log); the timings below run anyway"
     python3 benchmarks/gptq_rank1_update.py --device cuda --results "$OUT/gptq_rank1_update.csv"
     python3 benchmarks/gptq_int4_kernel.py --device cuda --results "$OUT/gptq_int4_kernel.csv" | tail -12
     # int8 here too: its CUDA temporaries (6 x in, in + 8 x out per row) are read from bitsandbytes'
