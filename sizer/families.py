@@ -362,7 +362,7 @@ def falcon(c: ConfigView, name: str) -> ModelSpec:
     t.norm("ln_f", hidden, bias=True, layers=None)
     tied = c.bool("tie_word_embeddings", default=True)
     t.lm_head(vocab, hidden, tied)
-    notes = ["transformers' Falcon cache stores K/V expanded to every attention head; engines store KV heads only"] if n_kv < n_heads else []
+    notes = ["transformers' Falcon cache stores K/V expanded to every attention head; engines store KV heads only"] if new_arch and n_kv < n_heads else []
     return _spec(c, "falcon", name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
                  head_dim=head_dim, vocab_size=vocab, d_ff=d_ff, gated_mlp=False,
                  tied_embeddings=tied, notes=notes, rotary_dim=0 if c.bool("alibi", default=False) else None)

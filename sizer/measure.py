@@ -27,7 +27,6 @@ What is measured, per point (model, precision, context length, batch size):
 
 from __future__ import annotations
 
-import bisect
 import gc
 import inspect
 import os
@@ -322,34 +321,49 @@ def _trim_and_reset_peak() -> int:
     return _status_bytes("VmRSS")
 
 
+# Operators that only allocate their output: what is allocated inside one belongs to the operator
+# that called it (a kernel's workspace is often an at::empty inside the kernel's operator)
+FACTORY_OPERATORS = frozenset(f"aten::{name}" for name in (
+    "empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "zeros", "zeros_like",
+    "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "new_full", "scalar_tensor"))
+
+
 def _profiler_peak(prof) -> int:
     """Peak of live tensor bytes above the start, from torch's CPU allocation events in time order
-    (the CPU analogue of CUDA's max_memory_allocated), with one exception: what an `aten::` operator
-    allocates and frees inside itself, its nested operators included, nets out, its balance counting
-    at its end. Those are the CPU kernels' own buffers: oneDNN's and MKL's packing workspaces in a
-    matmul (cuBLAS keeps one workspace for the process), and softmax's float32 copy of a bf16 input
-    (CUDA's softmax reads bf16 directly). Frees between operators count when they happen, also inside
-    a Python-level range such as a custom autograd Function (Bloom's GELU), whose temporaries are the
-    model's own."""
-    events = prof.profiler.kineto_results.events()
-    outermost = []                                   # (start, end) of aten operators not inside another
-    for start, end in sorted((e.start_ns(), e.end_ns()) for e in events if e.name().startswith("aten::")):
-        if not outermost or start > outermost[-1][1]:
-            outermost.append((start, end))
-    starts = [start for start, _ in outermost]
-    timeline, balances = [], [0] * len(outermost)
-    for e in events:
-        if e.name() == "[memory]":
-            t, k = e.start_ns(), bisect.bisect_right(starts, e.start_ns()) - 1
-            if k >= 0 and t <= outermost[k][1]:
-                balances[k] += e.nbytes()
-            else:
-                timeline.append((t, e.nbytes()))
-    timeline += [(end, nbytes) for (_, end), nbytes in zip(outermost, balances)]
+    (the CPU analogue of CUDA's max_memory_allocated), with one exception: a block freed before the
+    innermost `aten::` operator that allocated it ends (a factory such as aten::empty stands for
+    its caller) is that operator's own workspace and is left out: oneDNN's and MKL's packing
+    buffers in a matmul (cuBLAS keeps one workspace for the process), the CPU flash attention's
+    per-thread blocks. What an operator's sub-operators return and it frees itself counts, as on
+    CUDA, where the same composite code runs: softmax's float32 copy of a bf16 input
+    (`softmax(x, dtype=float32)` converts first on any device; only CUDA's fp16 has a fused path),
+    SDPA's bool mask converted to the compute dtype, the math SDPA's float32 scores. Frees between
+    operators count when they happen, also inside a Python-level range such as a custom autograd
+    Function (Bloom's GELU), whose temporaries are the model's own."""
+    blocks = []                                      # [time, bytes, ptr, end of the owning operator]
+    stack = [(node, None) for node in prof.profiler.kineto_results.experimental_event_tree()]
+    while stack:
+        node, owner_end = stack.pop()
+        if node.name == "[memory]":
+            blocks.append([node.start_time_ns, node.extra_fields.alloc_size, node.extra_fields.ptr, owner_end])
+            continue
+        if node.name.startswith("aten::") and node.name not in FACTORY_OPERATORS:
+            owner_end = node.end_time_ns
+        stack.extend((child, owner_end) for child in node.children)
+    blocks.sort(key=lambda b: b[0])
+    pending, counted = {}, [True] * len(blocks)      # ptr -> index of its live allocation
+    for k, (t, nbytes, ptr, owner_end) in enumerate(blocks):
+        if nbytes > 0:
+            pending[ptr] = k
+        elif ptr in pending:
+            a = pending.pop(ptr)
+            if blocks[a][3] is not None and t <= blocks[a][3]:
+                counted[a] = counted[k] = False      # a workspace of the operator that allocated it
     live = peak = 0
-    for _, nbytes in sorted(timeline, key=lambda e: e[0]):
-        live += nbytes
-        peak = max(peak, live)
+    for (_, nbytes, _, _), keep in zip(blocks, counted):
+        if keep:
+            live += nbytes
+            peak = max(peak, live)
     return peak
 
 

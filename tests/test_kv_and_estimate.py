@@ -93,10 +93,12 @@ def test_eager_attention_materialises_scores():
     sdpa = activation_peaks(spec, Workload(4096, 1, "sdpa"))
     eager = activation_peaks(spec, Workload(4096, 1, "eager"))
     scores = 32 * 4096 * 4096                   # 32 heads x 4096^2
-    # at the softmax: bf16 scores + fp32 softmax + bf16 cast back = 8 bytes per score, plus q, less the
-    # block output not yet allocated (MHA: both tokens x hidden, so they cancel)
-    assert eager.parts["attention"] == scores * 8
-    assert sdpa.parts["attention"] == 4 * 4096 * 4096 * 2          # q, k, v and the attention output
+    # at the softmax: bf16 scores + the fp32 copy softmax(dtype=float32) makes + fp32 softmax = 10
+    # bytes per score, plus q, less the block output not yet allocated (MHA: both tokens x hidden)
+    assert eager.parts["attention"] == scores * 10
+    # SDPA: q and the attention output (K and V are the cache's), the kernel's fp32 log-sum-exp per
+    # head and token, less the block output
+    assert sdpa.parts["attention"] == 4096 * 4096 * 2 + 32 * 4096 * 4
     # the layer keeps the bf16 probabilities through its MLP; one additive bf16 mask of 4096^2
     assert eager.parts["mlp"] - sdpa.parts["mlp"] == scores * 2
     assert (sdpa.parts["masks"], eager.parts["masks"]) == (0, 4096 * 4096 * 2)
@@ -121,6 +123,34 @@ def test_masks_and_positions_as_transformers_builds_them():
     # and the ALiBi bias, [batch x heads, 1, kv] in the compute dtype
     bloom = get_model("bloom")
     assert step_peak(bloom, 1, 10, 10, False, 1, 2)["positions"] == 10 * 2 * 8 + bloom.n_heads * 10 * 2
+
+
+def test_sdpa_internals_torch_makes_on_every_device():
+    """What torch's SDPA makes inside itself: Mistral's sliding layers at 8k pass a bool mask, which
+    SDPA converts to bf16 (2 bytes per cell, beside K and V repeated to its 32 heads); Falcon-7B's one
+    K/V head without enable_gqa takes the math kernel: float32 copies and scores, 9 bytes per score
+    cell, on any device, so estimate and fit say so. vLLM's own kernels make none of it."""
+    from sizer.calc.activations import step_peak
+
+    mistral, falcon = get_model("mistral-7b"), get_model("falcon-7b")
+    s = 8192
+    unmasked = step_peak(mistral, 1, 4000, 4000, False, 1, 2)["attention"]
+    masked = step_peak(mistral, 1, s, s, False, 1, 2)["attention"]
+    per_token = (32 * 128 + 4096) * 2 - 4096 * 2 + 32 * 4           # q, output, lse, less the block output
+    assert unmasked == 4000 * per_token
+    assert masked == s * per_token + s * s * 2 + s * 32 * 256 * 2   # converted mask, K and V repeated
+    math = step_peak(falcon, 1, 2048, 2048, False, 1, 2)["attention"]
+    assert math > 71 * 2048 * 2048 * 9                                # the float32 scores and softmax
+    assert math < 71 * 2048 * 2048 * 9 * 1.1
+    note = "transformers' falcon passes SDPA one K/V head without enable_gqa: torch's math kernel"
+    assert any(n.startswith(note) for n in estimate(falcon, context_length=2048).details["notes"])
+    assert not any("math kernel" in n for n in estimate(mistral).details["notes"])
+    vllm = step_peak(falcon, 1, 2048, 2048, False, 1, 2, torch_sdpa=False)["attention"]
+    assert vllm == 2048 * ((71 + 1) * 64 + 64 + 71 * 64) * 2          # the projections alone
+    # DeepSeek's MLA (q and K wider than V): the CPU flash kernel refuses it, CUDA's kernels do not
+    deepseek = get_model("deepseek-v3")
+    cpu = step_peak(deepseek, 1, 1024, 1024, False, 1, 2, kernels="cpu")["attention"]
+    assert cpu > step_peak(deepseek, 1, 1024, 1024, False, 1, 2)["attention"] + 128 * 1024 * 1024 * 9
 
 
 def test_logits_all_positions_in_fp32():

@@ -90,11 +90,37 @@ def test_cpu_peak_counts_frees_between_operators_and_nets_workspaces_inside_one(
 
     # x * 0.5 (t1), then x * 2.0 (t2) and 1.0 + t2 (t3) while t1 lives: 3 copies, then the product
     assert near(_profiled_peak(lambda: _ThreeTemporaries.apply(x)), 3 * one)
-    # softmax to float32 of a bf16 input: only its float32 output counts (the CPU kernel's float32
-    # copy of the input is freed inside the operator; CUDA's kernel reads bf16 directly)
-    assert near(_profiled_peak(lambda: torch.softmax(x, dim=-1, dtype=torch.float32)), 2 * one)
+    # softmax to float32 of a bf16 input: the float32 copy its composite makes first (on CUDA too)
+    # beside the float32 output
+    assert near(_profiled_peak(lambda: torch.softmax(x, dim=-1, dtype=torch.float32)), 4 * one)
     # a bf16 matmul: its output, not the CPU library's packing buffers
     assert near(_profiled_peak(lambda: x @ x), one)
+
+
+def test_cpu_peak_counts_what_sdpa_makes_on_every_device():
+    """SDPA converts a bool mask to the compute dtype before its kernel (the CPU flash kernel's own
+    blocks net out); K and V of one head broadcast to 8 query heads take the math kernel, whose
+    float32 scores and softmax count (sizer.calc.activations: MATH_SDPA_SCORE_BYTES)."""
+    from sizer.calc.activations import LSE_BYTES, MATH_SDPA_SCORE_BYTES
+
+    b, h, q, d = 2, 8, 512, 64
+    bf16 = 2
+    query, kv = torch.randn(b, h, q, d, dtype=torch.bfloat16), torch.randn(b, h, q, d, dtype=torch.bfloat16)
+    mask = torch.ones(b, 1, q, q, dtype=torch.bool).tril()
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    fused = _profiled_peak(lambda: sdpa(query, kv, kv, attn_mask=mask))
+    assert fused == b * q * q * bf16 + b * h * q * d * bf16 + b * h * q * LSE_BYTES   # mask, output, lse
+    one_head = kv[:, :1].contiguous()
+    math = _profiled_peak(lambda: sdpa(query, one_head, one_head, attn_mask=mask))
+    float32_copies = 2 * b * h * q * d * 4 + 2 * b * q * d * 4          # q (and q scaled), k, v
+    # at the softmax: the scores, their softmax and isneginf's bool per cell, all()'s per row
+    assert math == b * q * q * bf16 + float32_copies + b * h * q * (q * MATH_SDPA_SCORE_BYTES + 1)
+    short = one_head[:, :, : d // 2]                                      # 32 keys: the product with V is the peak
+    math = _profiled_peak(lambda: sdpa(query, short, short, attn_mask=mask[..., : d // 2]))
+    cells, out = b * h * q * (d // 2), b * h * q * d
+    # the probabilities in float32 and cast, the product in float32 and cast
+    assert math == (b * q * (d // 2) * bf16 + 2 * out * 4 + 2 * b * (d // 2) * d * 4
+                    + cells * (4 + bf16) + out * (4 + bf16))
 
 
 @pytest.mark.parametrize("name", ["llama", "qwen2", "mistral-sliding"])

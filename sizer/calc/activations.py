@@ -46,9 +46,25 @@ HALF_ROTARY_FAMILIES = frozenset({"gpt_oss"})
 ROTARY_PER_LAYER_TYPE_FAMILIES = frozenset({"gemma3", "gemma3_text"})
 SDPA_MASKED_FAMILIES = frozenset({"falcon"})
 MASK_BYTES = 1                        # SDPA's bool mask
-# Eager attention at the softmax: the masked scores, their float32 softmax and its cast back. With
-# attention sinks (gpt-oss) the softmax runs in the compute dtype over [scores, sink] while the
-# masked scores are still referenced: three tensors of the compute dtype, one column wider.
+# Inside SDPA (torch's scaled_dot_product_attention, aten/src/ATen/native/transformers/attention.cpp,
+# the same composite code on every device): a bool mask is first converted to an additive one in the
+# compute dtype ([b, 1, q, kv], cuDNN's variant alike), alive while the kernel runs; the fused kernels
+# (CPU flash, CUDA flash and cuDNN) also return the softmax's float32 log-sum-exp per head and query.
+# No fused kernel takes K and V with fewer heads than q unless enable_gqa is passed (sdp_utils
+# check_batch_size_and_num_heads_dense), which Falcon's own attention does not: its multi-query
+# models fall back to the math kernel, which upcasts q, k and v to float32 (q also scaled), forms the
+# float32 scores and their softmax beside them, with isneginf's bool per cell (_safe_softmax):
+# 9 bytes per score cell. Measured with the allocation meter (sizer.measure._profiler_peak).
+LSE_BYTES = FP32_BYTES
+SDPA_BROADCAST_KV_FAMILIES = frozenset({"falcon"})
+FUSED_QKV_SUFFIXES = ("self_attn.qkv_proj", "query_key_value", "attn.c_attn", "attn.Wqkv")
+MATH_SDPA_SCORE_BYTES = 2 * FP32_BYTES + 1
+# Eager attention at the softmax: the masked scores, the float32 copy `softmax(x, dtype=float32)`
+# makes of a 16-bit input (torch's SoftMax.cpp converts first; only fp16 on CUDA has a fused path,
+# which sizer, tracking byte widths, does not tell from bf16: 2 bytes per cell over there) and the
+# float32 softmax; then its cast back, smaller. With attention sinks (gpt-oss) the softmax runs in
+# the compute dtype over [scores, sink] while the masked scores are still referenced: three
+# tensors of the compute dtype, one column wider.
 SINK_FAMILIES = frozenset({"gpt_oss"})
 # Families whose transformers 5 model classes have no SDPA path (`_supports_sdpa = False`: Gemma 2's
 # soft-capping, gpt-oss's sinks, Bloom's and MPT's own ALiBi attention): transformers runs them eager
@@ -88,30 +104,52 @@ def transformers_attention(spec: ModelSpec, requested: str) -> str:
     return "eager" if spec.family in EAGER_ONLY_FAMILIES else requested
 
 
-def eager_only_note(spec: ModelSpec, requested: str) -> list[str]:
-    """The note a report adds where `transformers_attention` overrode the attention asked for."""
-    if transformers_attention(spec, requested) == requested:
-        return []
-    return [f"transformers has no SDPA path for {spec.family}: eager attention, the scores materialized"]
+def math_sdpa(spec: ModelSpec, kernels: str = "cuda") -> bool:
+    """Whether transformers' SDPA call takes torch's math kernel: K and V of one head broadcast to
+    the queries without enable_gqa (any device), or, on CPU, q and K wider than V (MLA), which the
+    CPU flash kernel refuses (sdp_utils_cpp check_head_dim_size_cpp; CUDA's cuDNN and
+    memory-efficient kernels take them)."""
+    broadcast = spec.family in SDPA_BROADCAST_KV_FAMILIES and spec.n_kv_heads == 1 < spec.n_heads
+    return broadcast or (kernels == "cpu" and spec.is_mla and spec.head_dim != spec.v_head_dim)
 
 
-def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, cb: int) -> int:
+def attention_notes(spec: ModelSpec, requested: str) -> list[str]:
+    """What a report says where transformers materializes the scores although SDPA was asked for:
+    a family with no SDPA path (`transformers_attention`), or one whose SDPA call takes torch's math
+    kernel (`math_sdpa`)."""
+    if transformers_attention(spec, requested) != requested:
+        return [f"transformers has no SDPA path for {spec.family}: eager attention, the scores materialized"]
+    if requested == "sdpa" and math_sdpa(spec):
+        return [f"transformers' {spec.family} passes SDPA one K/V head without enable_gqa: torch's math "
+                "kernel, the scores materialized in fp32"]
+    return []
+
+
+def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, cb: int,
+                    torch_sdpa: bool = True, kernels: str = "cuda") -> int:
     """The attention moment's working set above the residual part. SDPA: projections q, k, v and the
     attention output. Eager: q, K and V repeated to every head (GQA), and the scores at the softmax,
     or right after it (at contexts under about 2 x head_dim tokens the larger) the probabilities,
     their product with V and its contiguous copy. MLA: see `_mla_bytes`. Qwen3 and Gemma 3: their
     q RMSNorm when larger (`_q_norm_bytes`). At eager's softmax, MLA's attention and the q norm the
-    block output the residual part counts is not allocated yet."""
+    block output the residual part counts is not allocated yet. `torch_sdpa=False` (vLLM's own
+    kernels): the projections q, k, v and the output alone."""
     tokens = batch * q_len
     scores = batch * spec.n_heads * q_len * _score_columns(spec, kv_len) * _score_bytes(spec, cb) if eager else 0
     block_output = tokens * spec.hidden_size * cb
     if spec.is_mla:
+        if not eager and torch_sdpa and math_sdpa(spec, kernels):
+            # the math kernel runs before SDPA's output exists; MLA passes K per head and V as a view
+            math = _math_sdpa_bytes(spec, batch, q_len, kv_len, cb, spec.n_heads, True, q_len > 1)
+            return _mla_bytes(spec, tokens, True, cb) + math - block_output
         return _mla_bytes(spec, tokens, eager, cb) + scores - block_output
     qkv = tokens * (spec.n_heads + spec.n_kv_heads) * spec.head_dim + tokens * spec.n_kv_heads * spec.v_head_dim
     out = tokens * spec.n_heads * spec.v_head_dim
     q_norm = _q_norm_bytes(spec, batch, q_len, cb) - block_output if _has_tensor(spec, Q_NORM) else 0
     if not eager:
-        return max((qkv + out) * cb, q_norm)
+        sdpa = (_sdpa_bytes(spec, batch, q_len, kv_len, cb, qkv, out, block_output, kernels) if torch_sdpa
+                else (qkv + out) * cb)
+        return max(sdpa, q_norm)
     repeated = 2 * batch * kv_len * spec.n_heads * spec.head_dim * cb if spec.n_kv_heads < spec.n_heads else 0
     q_copies = (3 + (batch > 1)) if spec.family in FUSED_QKV_VIEW_FAMILIES else 1
     # after the softmax: the probabilities, the product with V and its contiguous [b, q, h x d] copy
@@ -119,6 +157,56 @@ def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager:
     output = max(scores, probabilities + 2 * out * cb)
     return max(q_norm, q_copies * tokens * spec.n_heads * spec.head_dim * cb + repeated + output - block_output
                + previous_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb))
+
+
+def _sdpa_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, cb: int, qkv: int, out: int,
+                block_output: int, kernels: str = "cuda") -> int:
+    """The SDPA moment above the residual part. The projections: q (rotated) and the output, with K
+    and V the cache's own tensors once it has taken them (`past_key_values.update` rebinds them),
+    before the block output exists; where a fused QKV projection is kept (Falcon, Phi-3, GPT-NeoX,
+    StarCoder) the `qkv` values and the output (measured as the moment only for Falcon's math
+    kernel, whose parallel block keeps the fused output and no block output). Then the converted
+    mask, and the fused kernels' log-sum-exp, or the math kernel's working set (`math_sdpa`,
+    `_math_sdpa_bytes`) before the output exists. Where a mask is passed, transformers repeats a GQA
+    model's K and V to every head for the prefill (no enable_gqa with a mask; a view for a single
+    KV head) and packs the queries by KV head for a decode step."""
+    mask = sdpa_mask_cells(spec, batch, q_len, kv_len) * cb
+    h, kv_heads, tokens = spec.n_heads, spec.n_kv_heads, batch * q_len
+    if math_sdpa(spec, kernels):
+        return qkv * cb + mask + _math_sdpa_bytes(spec, batch, q_len, kv_len, cb, kv_heads, batch > 1, False)
+    projections = ((qkv + out) * cb if _fused_qkv(spec)
+                   else (tokens * h * spec.head_dim + out) * cb - block_output)
+    repeated = batch * kv_len * h * (spec.head_dim + spec.v_head_dim) * cb if mask and 1 < kv_heads < h and q_len > 1 else 0
+    return projections + repeated + mask + tokens * h * LSE_BYTES
+
+
+def _math_sdpa_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, cb: int, kv_heads: int,
+                     v_copied: bool, causal: bool) -> int:
+    """torch's math SDPA kernel (_scaled_dot_product_attention_math, composite, the same on every
+    device), K and V passed with `kv_heads` heads: float32 copies of q (and q scaled), K and V; for
+    `causal`, the [q, kv] mask it builds in float32. Then the largest of three moments: the scores'
+    matmul (K scaled and transposed, copied to every query head when broadcast over a batch; the
+    float32 scores), the softmax (MATH_SDPA_SCORE_BYTES per cell and all()'s bool per row), and the
+    product with V (the probabilities in float32 and cast for the returned weights, V copied to
+    every head where broadcast over a batch or passed as a view (`v_copied`), the float32 product,
+    then its cast)."""
+    h, dk, dv, tokens = spec.n_heads, spec.head_dim, spec.v_head_dim, batch * q_len
+    upcast = FP32_BYTES if cb < FP32_BYTES else 0
+    cells = tokens * h * kv_len
+    kept = (tokens * h * dk * (FP32_BYTES + upcast) + batch * kv_heads * kv_len * (dk + dv) * upcast
+            + (q_len * kv_len * FP32_BYTES if causal else 0))
+    k_scaled = batch * kv_heads * kv_len * dk * FP32_BYTES
+    k_broadcast = batch * h * kv_len * dk * FP32_BYTES if kv_heads < h and batch > 1 else 0
+    scores = k_scaled + k_broadcast + cells * FP32_BYTES
+    softmax = cells * MATH_SDPA_SCORE_BYTES + tokens * h
+    out_fp32 = tokens * h * dv * FP32_BYTES
+    v_copy = batch * h * kv_len * dv * FP32_BYTES if v_copied else 0
+    product = cells * (FP32_BYTES + cb) + out_fp32 + max(v_copy, tokens * h * dv * cb)
+    return kept + max(scores, softmax, product)
+
+
+def _fused_qkv(spec: ModelSpec) -> bool:
+    return any(t.name.endswith(FUSED_QKV_SUFFIXES) for t in spec.tensors)
 
 
 def _has_tensor(spec: ModelSpec, name: str) -> bool:
@@ -153,9 +241,11 @@ def _score_columns(spec: ModelSpec, kv_len: int) -> int:
 
 
 def _score_bytes(spec: ModelSpec, cb: int) -> int:
+    """Bytes per score cell at eager attention's softmax (see SINK_FAMILIES)."""
     if spec.family in SINK_FAMILIES:
         return 3 * cb
-    return (3 if spec.family in FUSED_QKV_VIEW_FAMILIES else 2) * cb + FP32_BYTES
+    kept = (2 if spec.family in FUSED_QKV_VIEW_FAMILIES else 1) * cb      # Bloom keeps baddbmm's scores too
+    return kept + FP32_BYTES + (FP32_BYTES if cb < FP32_BYTES else 0)
 
 
 def kept_probabilities_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, cb: int) -> int:
@@ -181,13 +271,17 @@ def positions_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, cb: in
     return inputs + tables * 2 * batch * q_len * width * cb + alibi
 
 
+def sdpa_mask_cells(spec: ModelSpec, batch: int, q_len: int, kv_len: int) -> int:
+    """Cells of the bool [b, 1, q, kv] mask transformers passes SDPA (0 where it passes none)."""
+    sliding = spec.n_sliding_layers and spec.sliding_window and kv_len >= spec.sliding_window
+    return batch * q_len * kv_len if sliding or spec.family in SDPA_MASKED_FAMILIES else 0
+
+
 def masks_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, cb: int) -> int:
     """The 4-D attention masks transformers materializes (see the constants above)."""
-    cells = batch * q_len * kv_len
     if eager:
-        return len(set(spec.layer_types)) * cells * cb
-    sliding = spec.n_sliding_layers and spec.sliding_window and kv_len >= spec.sliding_window
-    return cells * MASK_BYTES if sliding or spec.family in SDPA_MASKED_FAMILIES else 0
+        return len(set(spec.layer_types)) * batch * q_len * kv_len * cb
+    return sdpa_mask_cells(spec, batch, q_len, kv_len) * MASK_BYTES
 
 
 # MoE experts in transformers 5 ("grouped_mm", the default, and its eager fallback) process every
@@ -216,7 +310,7 @@ INDEX_BYTES = 8
 #   to bf16): in + 8 x out;
 # - CPU (bitsandbytes' pure-torch fallback, torch._int_mm): quantizing in float32 (the fp16 copy, the
 #   outlier test, the scaled row and its rounding): 11 x in; dequantizing in float32 beside the int32
-#   product: in + 12 x out.
+#   product (the product scaled, the float32 copy aten::mul makes of it, and the result): in + 16 x out.
 # The CPU figures were read from allocation traces (every Linear of a Llama layer, exact to the
 # byte); the CUDA ones from the kernels' code, for the GPU campaign to measure. In the MLP, the
 # up projection runs beside act(gate), the down projection beside its input (and, with Phi-3's fused
@@ -224,7 +318,7 @@ INDEX_BYTES = 8
 # does not quantize MoE experts (not nn.Linear); attention projections, narrower than d_ff, are not
 # the moment in any architecture measured.
 INT8_QUANTIZE_BYTES_PER_INPUT = {"cuda": 6, "cpu": 11}
-INT8_PRODUCT_BYTES_PER_OUTPUT = {"cuda": 8, "cpu": 12}
+INT8_PRODUCT_BYTES_PER_OUTPUT = {"cuda": 8, "cpu": 16}
 
 
 def int8_linear_bytes(rows: int, in_features: int, out_features: int, kernels: str) -> int:
@@ -272,18 +366,21 @@ def logits_bytes(spec: ModelSpec, batch: int, positions: int, cb: int) -> int:
 
 
 def step_peak(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, logit_positions: int,
-              cb: int, residual_copies: int | None = None, int8_kernels: str | None = None) -> dict[str, int]:
+              cb: int, residual_copies: int | None = None, int8_mlp: bool = False,
+              torch_sdpa: bool = True, kernels: str = "cuda") -> dict[str, int]:
     """One forward's parts: `residual`, `positions` and `masks` live throughout; `attention`, `mlp`
-    and `logits` are the moments of which the largest adds to them (`peak_of`). `int8_kernels`:
-    the MLP's Linears are bitsandbytes int8 on "cuda" or "cpu" kernels."""
+    and `logits` are the moments of which the largest adds to them (`peak_of`). `kernels`: the
+    device whose kernels run ("cuda" or "cpu"); `int8_mlp`: the MLP's Linears are bitsandbytes int8;
+    `torch_sdpa`: attention runs through torch's scaled_dot_product_attention (transformers), not an
+    engine's own kernels."""
     tokens = batch * q_len
     copies = residual_copies or RESIDUAL_COPIES + _has_tensor(spec, SECOND_PARALLEL_NORM)
     return {
         "residual": copies * tokens * spec.hidden_size * cb,
         "positions": positions_bytes(spec, batch, q_len, kv_len, cb),
         "masks": masks_bytes(spec, batch, q_len, kv_len, eager, cb),
-        "attention": attention_bytes(spec, batch, q_len, kv_len, eager, cb),
-        "mlp": (mlp_bytes(spec, tokens, cb, int8_kernels) + kept_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)
+        "attention": attention_bytes(spec, batch, q_len, kv_len, eager, cb, torch_sdpa, kernels),
+        "mlp": (mlp_bytes(spec, tokens, cb, kernels if int8_mlp else None) + kept_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)
                 + previous_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)),
         "logits": logits_bytes(spec, batch, logit_positions, cb),
     }
@@ -296,13 +393,13 @@ def peak_of(parts: dict[str, int], logits: bool = True) -> int:
     return parts["residual"] + parts["positions"] + parts["masks"] + max(moments)
 
 
-def activation_peaks(spec: ModelSpec, workload: Workload, compute_bytes: int = 2,
-                     int8_kernels: str | None = None) -> ActivationPeaks:
+def activation_peaks(spec: ModelSpec, workload: Workload, compute_bytes: int = 2, kernels: str = "cuda",
+                     int8_mlp: bool = False) -> ActivationPeaks:
     """Prefill over the whole context, then one decode step attending to the whole context."""
     b, s = workload.batch_size, workload.context_length
     eager = workload.attention == "eager"
     prefill = step_peak(spec, b, s, s, eager, s if workload.logits == "all" else 1, compute_bytes,
-                        int8_kernels=int8_kernels)
-    decode = step_peak(spec, b, 1, s, eager, 1, compute_bytes, int8_kernels=int8_kernels)
+                        int8_mlp=int8_mlp, kernels=kernels)
+    decode = step_peak(spec, b, 1, s, eager, 1, compute_bytes, int8_mlp=int8_mlp, kernels=kernels)
     larger = prefill if peak_of(prefill) >= peak_of(decode) else decode
     return ActivationPeaks(peak_of(prefill), peak_of(decode), larger)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sizer.calc.activations import activation_peaks, eager_only_note, transformers_attention
+from sizer.calc.activations import activation_peaks, attention_notes, transformers_attention
 from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_bytes
 from sizer.calibration import Calibration, resolve
 from sizer.calc.weights import checkpoint_bytes_by_component, weight_bytes_by_component
@@ -79,7 +79,7 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
     kv_dtype_bytes(kv_dtype)
     by_component, label, compute_bytes, weights_source = _weights(spec, precision)
     kv = kv_cache_bytes(spec, kv_dtype, workload.context_length, workload.batch_size)
-    peaks = activation_peaks(spec, workload, compute_bytes, kernels if bnb_int8_mlp(spec, label) else None)
+    peaks = activation_peaks(spec, workload, compute_bytes, kernels, bnb_int8_mlp(spec, label))
     cal = resolve(calibration)
     activations = cal.activation_bytes(peaks.peak_bytes)
     overhead = cal.overhead_parts(activations, kv)
@@ -98,7 +98,7 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
         "weights_source": weights_source,
         "sliding_window": spec.sliding_window,
         "sliding_layers": spec.n_sliding_layers,
-        "notes": list(spec.notes) + eager_only_note(spec, attention),
+        "notes": list(spec.notes) + attention_notes(spec, attention),
         "calibration": cal.source,
     }
     return Estimate(model=spec.name, family=spec.family, params=spec.params, active_params=spec.active_params,

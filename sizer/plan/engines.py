@@ -69,7 +69,7 @@ def _layer_peak(stage: Stage, batch: int, q_len: int, kv_len: int, attention: st
     stage's layers (and the logits on the last stage); eager where the family has no SDPA path."""
     eager = transformers_attention(stage.rank_spec, attention) == "eager"
     parts = step_peak(stage.rank_spec, batch, q_len, kv_len, eager, logits, cb,
-                      int8_kernels="cuda" if stage.int8_mlp else None)
+                      int8_mlp=stage.int8_mlp)
     return peak_of(parts, stage.last)
 
 
@@ -172,7 +172,8 @@ class VllmEngine:
         """Torch peak of the profiling run: one forward over max_num_batched_tokens (this GPU's
         shard of each layer) and, on the last stage, the dummy sampler over max_num_seqs."""
         tokens, seqs = self.scheduler_limits(capacity)
-        parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES)
+        parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
+                          torch_sdpa=False)
         # vLLM's kernels build neither transformers' 4-D masks nor its per-forward RoPE tables
         forward = peak_of({**parts, "positions": 0, "masks": 0}, stage.last)
         sampler = seqs * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sizer.calc.activations import eager_only_note
+from sizer.calc.activations import attention_notes
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
@@ -267,7 +267,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str = "transformers", 
         notes.append(f"the context of {ctx:,} tokens exceeds the model's maximum of {spec.max_context_length:,} "
                      "(max_position_embeddings): engines refuse it or the model degrades")
     if engine == "transformers":
-        notes += eager_only_note(spec, planner.engine.attention)
+        notes += attention_notes(spec, planner.engine.attention)
     if engine == "transformers" and any(o.pipeline_parallel > 1 for o in options):
         notes.append("transformers splits layers over the GPUs (device_map='auto'); they run one after another")
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu, engine,
