@@ -66,6 +66,10 @@ MATH_SDPA_SCORE_BYTES = 2 * FP32_BYTES + 1
 # the compute dtype over [scores, sink] while the masked scores are still referenced: three
 # tensors of the compute dtype, one column wider.
 SINK_FAMILIES = frozenset({"gpt_oss"})
+# Falcon's own eager attention: scores, scores + mask and their softmax in the compute dtype (its
+# softmax is asked for hidden_states.dtype); its K and V of fewer heads broadcast in the matmul (the
+# new decoder's already expanded), not repeated to every head.
+COMPUTE_DTYPE_SOFTMAX_FAMILIES = frozenset({"falcon"})
 # Families whose transformers 5 model classes have no SDPA path (`_supports_sdpa = False`: Gemma 2's
 # soft-capping, gpt-oss's sinks, Bloom's and MPT's own ALiBi attention): transformers runs them eager
 # whatever is asked (flash-attn, where installed and asked for, is not modelled), so the scores are
@@ -75,13 +79,14 @@ EAGER_ONLY_FAMILIES = frozenset({"bloom", "gemma2", "gpt_oss", "mpt"})
 # QKV output, which stays alive, and the query's reshape to [b*h, q, d] copies it (at batch 1 it is a
 # view): 4 hidden-sized tensors where other eager attention holds q alone. baddbmm's scores stay
 # referenced beside the masked scores: one more compute-dtype cell at the softmax. BloomModel's layer
-# loop keeps the previous block's outputs (its probabilities) referenced while the next block runs.
+# loop keeps the previous block's outputs (its probabilities) referenced while the next block runs
+# (FalconModel's as well, with eager attention).
 # The ALiBi bias [b*h, 1, kv] lives throughout. BloomGelu's tanh formula keeps 4 d_ff-sized
 # temporaries beside its input (a custom autograd Function: measured since the CPU meter counts frees
 # between operators, see sizer.measure._profiler_peak). Read from allocation traces of 1-3 layer
 # Blooms of width 128-512 at batch 1-16 and contexts 16-512: every peak within 8 bytes.
 FUSED_QKV_VIEW_FAMILIES = frozenset({"bloom"})
-PREVIOUS_PROBABILITIES_FAMILIES = frozenset({"bloom"})
+PREVIOUS_PROBABILITIES_FAMILIES = frozenset({"bloom", "falcon"})   # their layer loops keep the last block's outputs
 ALIBI_BIAS_FAMILIES = frozenset({"bloom"})
 TANH_GELU_MLP_COPIES = {"bloom": 5}
 
@@ -150,12 +155,15 @@ def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager:
         sdpa = (_sdpa_bytes(spec, batch, q_len, kv_len, cb, qkv, out, block_output, kernels) if torch_sdpa
                 else (qkv + out) * cb)
         return max(sdpa, q_norm)
-    repeated = 2 * batch * kv_len * spec.n_heads * spec.head_dim * cb if spec.n_kv_heads < spec.n_heads else 0
+    repeated = (2 * batch * kv_len * spec.n_heads * spec.head_dim * cb
+                if spec.n_kv_heads < spec.n_heads and spec.family not in COMPUTE_DTYPE_SOFTMAX_FAMILIES else 0)
+    # a fused QKV projection's output stays referenced by the q, k and v views taken from it
+    fused = qkv * cb if _fused_qkv(spec) and spec.family not in FUSED_QKV_VIEW_FAMILIES else 0
     q_copies = (3 + (batch > 1)) if spec.family in FUSED_QKV_VIEW_FAMILIES else 1
     # after the softmax: the probabilities, the product with V and its contiguous [b, q, h x d] copy
     probabilities = kept_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)
     output = max(scores, probabilities + 2 * out * cb)
-    return max(q_norm, q_copies * tokens * spec.n_heads * spec.head_dim * cb + repeated + output - block_output
+    return max(q_norm, q_copies * tokens * spec.n_heads * spec.head_dim * cb + fused + repeated + output - block_output
                + previous_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb))
 
 
@@ -206,7 +214,7 @@ def _math_sdpa_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, cb: i
 
 
 def _fused_qkv(spec: ModelSpec) -> bool:
-    return any(t.name.endswith(FUSED_QKV_SUFFIXES) for t in spec.tensors)
+    return any(t.name.removesuffix(".weight").endswith(FUSED_QKV_SUFFIXES) for t in spec.tensors)
 
 
 def _has_tensor(spec: ModelSpec, name: str) -> bool:
@@ -242,7 +250,7 @@ def _score_columns(spec: ModelSpec, kv_len: int) -> int:
 
 def _score_bytes(spec: ModelSpec, cb: int) -> int:
     """Bytes per score cell at eager attention's softmax (see SINK_FAMILIES)."""
-    if spec.family in SINK_FAMILIES:
+    if spec.family in SINK_FAMILIES or spec.family in COMPUTE_DTYPE_SOFTMAX_FAMILIES:
         return 3 * cb
     kept = (2 if spec.family in FUSED_QKV_VIEW_FAMILIES else 1) * cb      # Bloom keeps baddbmm's scores too
     return kept + FP32_BYTES + (FP32_BYTES if cb < FP32_BYTES else 0)
