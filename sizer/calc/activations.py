@@ -56,7 +56,7 @@ MASK_BYTES = 1                        # SDPA's bool mask
 # float32 scores and their softmax beside them, with isneginf's bool per cell (_safe_softmax):
 # 9 bytes per score cell. Measured with the allocation meter (sizer.measure._profiler_peak).
 LSE_BYTES = FP32_BYTES
-SDPA_BROADCAST_KV_FAMILIES = frozenset({"falcon"})
+BROADCAST_KV_FAMILIES = frozenset({"falcon"})        # its own attention: K/V heads broadcast, never repeated
 FUSED_QKV_SUFFIXES = ("self_attn.qkv_proj", "query_key_value", "attn.c_attn", "attn.Wqkv")
 MATH_SDPA_SCORE_BYTES = 2 * FP32_BYTES + 1
 # Eager attention at the softmax: the masked scores, the float32 copy `softmax(x, dtype=float32)`
@@ -68,7 +68,7 @@ MATH_SDPA_SCORE_BYTES = 2 * FP32_BYTES + 1
 SINK_FAMILIES = frozenset({"gpt_oss"})
 # Falcon's own eager attention: scores, scores + mask and their softmax in the compute dtype (its
 # softmax is asked for hidden_states.dtype); its K and V of fewer heads broadcast in the matmul (the
-# new decoder's already expanded), not repeated to every head.
+# new decoder's already expanded; BROADCAST_KV_FAMILIES), not repeated to every head.
 COMPUTE_DTYPE_SOFTMAX_FAMILIES = frozenset({"falcon"})
 # Families whose transformers 5 model classes have no SDPA path (`_supports_sdpa = False`: Gemma 2's
 # soft-capping, gpt-oss's sinks, Bloom's and MPT's own ALiBi attention): transformers runs them eager
@@ -114,7 +114,7 @@ def math_sdpa(spec: ModelSpec, kernels: str = "cuda") -> bool:
     the queries without enable_gqa (any device), or, on CPU, q and K wider than V (MLA), which the
     CPU flash kernel refuses (sdp_utils_cpp check_head_dim_size_cpp; CUDA's cuDNN and
     memory-efficient kernels take them)."""
-    broadcast = spec.family in SDPA_BROADCAST_KV_FAMILIES and spec.n_kv_heads == 1 < spec.n_heads
+    broadcast = spec.family in BROADCAST_KV_FAMILIES and spec.n_kv_heads == 1 < spec.n_heads
     return broadcast or (kernels == "cpu" and spec.is_mla and spec.head_dim != spec.v_head_dim)
 
 
@@ -132,10 +132,10 @@ def attention_notes(spec: ModelSpec, requested: str) -> list[str]:
 
 def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, cb: int,
                     torch_sdpa: bool = True, kernels: str = "cuda") -> int:
-    """The attention moment's working set above the residual part. SDPA: projections q, k, v and the
-    attention output. Eager: q, K and V repeated to every head (GQA), and the scores at the softmax,
-    or right after it (at contexts under about 2 x head_dim tokens the larger) the probabilities,
-    their product with V and its contiguous copy. MLA: see `_mla_bytes`. Qwen3 and Gemma 3: their
+    """The attention moment's working set above the residual part. SDPA: see `_sdpa_bytes`. Eager:
+    q, K and V repeated to every head (GQA; Falcon broadcasts them), a fused QKV output its views
+    keep, and the scores at the softmax, or right after it (at contexts under about 2 x head_dim
+    tokens the larger) the probabilities, their product with V and its contiguous copy. MLA: see `_mla_bytes`. Qwen3 and Gemma 3: their
     q RMSNorm when larger (`_q_norm_bytes`). At eager's softmax, MLA's attention and the q norm the
     block output the residual part counts is not allocated yet. `torch_sdpa=False` (vLLM's own
     kernels): the projections q, k, v and the output alone."""
@@ -156,7 +156,7 @@ def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager:
                 else (qkv + out) * cb)
         return max(sdpa, q_norm)
     repeated = (2 * batch * kv_len * spec.n_heads * spec.head_dim * cb
-                if spec.n_kv_heads < spec.n_heads and spec.family not in COMPUTE_DTYPE_SOFTMAX_FAMILIES else 0)
+                if spec.n_kv_heads < spec.n_heads and spec.family not in BROADCAST_KV_FAMILIES else 0)
     # a fused QKV projection's output stays referenced by the q, k and v views taken from it
     fused = qkv * cb if _fused_qkv(spec) and spec.family not in FUSED_QKV_VIEW_FAMILIES else 0
     q_copies = (3 + (batch > 1)) if spec.family in FUSED_QKV_VIEW_FAMILIES else 1
