@@ -9,6 +9,7 @@ precision and per-component breakdowns all come from the same list.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from math import prod
 
 # Component names: the second part of the `weights/...` breakdown keys.
@@ -116,6 +117,11 @@ class ModelSpec:
     notes: tuple[str, ...] = ()
     native_precision: str | None = None   # the checkpoint's own format when its config says (quantization_config)
     checkpoint: "Checkpoint | None" = field(default=None, compare=False)
+
+    @cached_property
+    def tensor_names(self) -> frozenset[str]:
+        """Names of the parameter tensors (computed once: the planner asks per evaluated point)."""
+        return frozenset(t.name for t in self.tensors)
 
     @property
     def params(self) -> int:

@@ -57,7 +57,9 @@ MASK_BYTES = 1                        # SDPA's bool mask
 # 9 bytes per score cell. Measured with the allocation meter (sizer.measure._profiler_peak).
 LSE_BYTES = FP32_BYTES
 BROADCAST_KV_FAMILIES = frozenset({"falcon"})        # its own attention: K/V heads broadcast, never repeated
-FUSED_QKV_SUFFIXES = ("self_attn.qkv_proj", "query_key_value", "attn.c_attn", "attn.Wqkv")
+FUSED_QKV_TENSORS = frozenset({"layers.self_attn.qkv_proj.weight", "h.self_attention.query_key_value.weight",
+                               "layers.attention.query_key_value.weight", "h.attn.c_attn.weight",
+                               "blocks.attn.Wqkv.weight"})   # Phi-3, Falcon and Bloom, GPT-NeoX, StarCoder, MPT
 MATH_SDPA_SCORE_BYTES = 2 * FP32_BYTES + 1
 # Eager attention at the softmax: the masked scores, the float32 copy `softmax(x, dtype=float32)`
 # makes of a 16-bit input (torch's SoftMax.cpp converts first; only fp16 on CUDA has a fused path,
@@ -214,11 +216,11 @@ def _math_sdpa_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, cb: i
 
 
 def _fused_qkv(spec: ModelSpec) -> bool:
-    return any(t.name.removesuffix(".weight").endswith(FUSED_QKV_SUFFIXES) for t in spec.tensors)
+    return not spec.tensor_names.isdisjoint(FUSED_QKV_TENSORS)
 
 
 def _has_tensor(spec: ModelSpec, name: str) -> bool:
-    return any(t.name == name for t in spec.tensors)
+    return name in spec.tensor_names
 
 
 def _q_norm_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int) -> int:
