@@ -98,7 +98,8 @@ def cli():
 @click.option("-b", "--batch-size", type=int, default=1, show_default=True, callback=positive,
               help="Sequences processed together.")
 @click.option("--attention", type=click.Choice(["sdpa", "eager"]), default="sdpa", show_default=True,
-              help="sdpa/flash never materialise the score matrix; eager does (batch x heads x seq^2).")
+              help="sdpa's fused kernels never materialise the score matrix (torch's math fallback does, "
+                   "for Falcon's multi-query attention: noted); eager does (batch x heads x seq^2).")
 @click.option("--logits", type=click.Choice(["last", "all"]), default="last", show_default=True,
               help="last: generate() computes the last position only; all: a plain forward, fp32 over every position.")
 @calibration_option
