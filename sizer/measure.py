@@ -328,42 +328,49 @@ FACTORY_OPERATORS = frozenset(f"aten::{name}" for name in (
     "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "new_full", "scalar_tensor"))
 
 
-def _profiler_peak(prof) -> int:
-    """Peak of live tensor bytes above the start, from torch's CPU allocation events in time order
-    (the CPU analogue of CUDA's max_memory_allocated), with one exception: a block freed before the
-    innermost `aten::` operator that allocated it ends (a factory such as aten::empty stands for
-    its caller) is that operator's own workspace and is left out: oneDNN's and MKL's packing
-    buffers in a matmul (cuBLAS keeps one workspace for the process), the CPU flash attention's
-    per-thread blocks. What an operator's sub-operators return and it frees itself counts, as on
-    CUDA, where the same composite code runs: softmax's float32 copy of a bf16 input
-    (`softmax(x, dtype=float32)` converts first on any device; only CUDA's fp16 has a fused path),
-    SDPA's bool mask converted to the compute dtype, the math SDPA's float32 scores. Frees between
-    operators count when they happen, also inside a Python-level range such as a custom autograd
-    Function (Bloom's GELU), whose temporaries are the model's own."""
-    blocks = []                                      # [time, bytes, ptr, end of the owning operator]
-    stack = [(node, None) for node in prof.profiler.kineto_results.experimental_event_tree()]
+def counted_allocations(prof, paths: bool = False) -> list[tuple[int, int, str]]:
+    """torch's CPU allocation events of a profile, in time order, as (time_ns, bytes, operator
+    path) with frees negative, less each operator's own workspaces: a block freed before the
+    innermost `aten::` operator that allocated it ends (a factory such as aten::empty stands for its
+    caller). Those are the kernels' own buffers: oneDNN's and MKL's packing buffers in a matmul
+    (cuBLAS keeps one workspace for the process), the CPU flash attention's per-thread blocks. What
+    an operator's sub-operators return and it frees itself counts, as on CUDA, where the same
+    composite code runs: softmax's float32 copy of a bf16 input (`softmax(x, dtype=float32)`
+    converts first on any device; only CUDA's fp16 has a fused path), SDPA's bool mask converted to
+    the compute dtype, the math SDPA's float32 scores. Frees between operators count when they
+    happen, also inside a Python-level range such as a custom autograd Function (Bloom's GELU),
+    whose temporaries are the model's own. `paths`: name each event's enclosing operators (for
+    benchmarks/allocation_timeline.py; "" otherwise)."""
+    blocks = []                                      # [time, bytes, ptr, end of the owning operator, path]
+    stack = [(node, None, "") for node in prof.profiler.kineto_results.experimental_event_tree()]
     while stack:
-        node, owner_end = stack.pop()
+        node, owner_end, path = stack.pop()
         if node.name == "[memory]":
-            blocks.append([node.start_time_ns, node.extra_fields.alloc_size, node.extra_fields.ptr, owner_end])
+            blocks.append((node.start_time_ns, node.extra_fields.alloc_size, node.extra_fields.ptr, owner_end, path))
             continue
         if node.name.startswith("aten::") and node.name not in FACTORY_OPERATORS:
             owner_end = node.end_time_ns
-        stack.extend((child, owner_end) for child in node.children)
+        child_path = f"{path}/{node.name.removeprefix('aten::')}" if paths else ""
+        stack.extend((child, owner_end, child_path) for child in node.children)
     blocks.sort(key=lambda b: b[0])
     pending, counted = {}, [True] * len(blocks)      # ptr -> index of its live allocation
-    for k, (t, nbytes, ptr, owner_end) in enumerate(blocks):
+    for k, (t, nbytes, ptr, _, _) in enumerate(blocks):
         if nbytes > 0:
             pending[ptr] = k
         elif ptr in pending:
             a = pending.pop(ptr)
             if blocks[a][3] is not None and t <= blocks[a][3]:
                 counted[a] = counted[k] = False      # a workspace of the operator that allocated it
+    return [(t, nbytes, path) for (t, nbytes, _, _, path), keep in zip(blocks, counted) if keep]
+
+
+def _profiler_peak(prof) -> int:
+    """Peak of live tensor bytes above the start (the CPU analogue of CUDA's max_memory_allocated)
+    over `counted_allocations`."""
     live = peak = 0
-    for (_, nbytes, _, _), keep in zip(blocks, counted):
-        if keep:
-            live += nbytes
-            peak = max(peak, live)
+    for _, nbytes, _ in counted_allocations(prof):
+        live += nbytes
+        peak = max(peak, live)
     return peak
 
 

@@ -123,6 +123,25 @@ def test_cpu_peak_counts_what_sdpa_makes_on_every_device():
                     + cells * (4 + bf16) + out * (4 + bf16))
 
 
+def test_allocation_timeline_prints_the_counted_events_and_the_prediction(tmp_path):
+    """benchmarks/allocation_timeline.py, the tool the activation terms are read with: the events
+    it lists add up to the meter's peak, and for a Mistral past its window the prediction matches."""
+    import re
+    import subprocess
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(FAMILIES["mistral-sliding"]))
+    script = ROOT / "benchmarks" / "allocation_timeline.py"
+    out = subprocess.run([sys.executable, str(script), str(config), "-c", "96", "-b", "2", "--min-bytes", "0"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "/scaled_dot_product_attention/where" in out          # the mask SDPA converts
+    lives = [int(m.replace(",", "")) for m in re.findall(r"live\s+([\d,]+)", out)]
+    measured, predicted = (int(x.replace(",", "")) for x in
+                           re.search(r"peak ([\d,]+) bytes above the weights; predicted ([\d,]+)", out).groups())
+    assert max(lives) == measured
+    assert abs(predicted - measured) <= 0.01 * measured
+
+
 @pytest.mark.parametrize("name", ["llama", "qwen2", "mistral-sliding", "phi3", "gpt_neox", "falcon-mqa", "falcon-new"])
 def test_eager_attention_peak_as_predicted(name):
     """Eager attention: the scores at the softmax (with the float32 copy softmax makes of them;

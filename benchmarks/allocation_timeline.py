@@ -1,0 +1,79 @@
+"""Print what sizer's CPU meter counts during one prefill: every allocation and free above a size,
+with the operators it happened in and the live total, and sizer's prediction (KV cache and
+activation parts) beside.
+
+This is how the activation model's terms are read (sizer/calc/activations.py): run a small model of
+the family, find the peak, name the tensors alive there. The events are the ones `sizer measure`
+counts on CPU (sizer.measure.counted_allocations: each operator's own workspaces left out).
+
+Run: python benchmarks/allocation_timeline.py MODEL [-c CONTEXT] [-b BATCH] [--attention sdpa|eager]
+     [--min-bytes N] [--scaled]
+MODEL is a config.json or a catalog name; --scaled shrinks a catalog model as the CPU campaign does
+(benchmarks/measure_campaign.py); --min-bytes hides smaller events (their bytes still count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def model_and_config(name: str, scaled: bool):
+    from sizer.families import spec_from_config
+
+    if scaled:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from measure_campaign import scaled_config
+
+        config = scaled_config(name)
+    elif Path(name).is_file():
+        config = json.loads(Path(name).read_text())
+    else:
+        from sizer.catalog import get_catalog_model
+
+        config = dict(get_catalog_model(name).config)
+    return spec_from_config(config, name, name), config
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("-c", "--context-length", type=int, default=256)
+    parser.add_argument("-b", "--batch-size", type=int, default=1)
+    parser.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa")
+    parser.add_argument("--min-bytes", type=int, default=1 << 16)
+    parser.add_argument("--scaled", action="store_true", help="shrink a catalog model as the CPU campaign does")
+    args = parser.parse_args()
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from sizer.calc.activations import peak_of, step_peak, transformers_attention
+    from sizer.calc.kv import transformers_kv_cache_bytes
+    from sizer.measure import _prompt_inputs, counted_allocations, load
+
+    spec, config = model_and_config(args.model, args.scaled)
+    loaded = load(spec, config, None, "bf16", "cpu", args.attention)
+    b, s = args.batch_size, args.context_length
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        inputs = _prompt_inputs(loaded.model, spec.vocab_size, b, s, "cpu", torch)    # as sizer measure
+        out = loaded.model(**inputs, use_cache=True, logits_to_keep=1)
+    del out, inputs
+    live = peak = 0
+    for _, nbytes, path in counted_allocations(prof, paths=True):
+        live += nbytes
+        peak = max(peak, live)
+        if abs(nbytes) >= args.min_bytes:
+            print(f"{nbytes:+14,d}  live {live:14,d}  {path or '(between operators)'}")
+    eager = transformers_attention(spec, args.attention) == "eager"
+    parts = step_peak(spec, b, s, s, eager, 1, 2, kernels="cpu")
+    kv = transformers_kv_cache_bytes(spec, "bf16", s, b, storage=True)   # the prompt's K/V, before windows trim it
+    print(f"measured prefill peak {peak:,} bytes above the weights; predicted {peak_of(parts) + kv:,}: "
+          f"kv_cache {kv:,}, " + ", ".join(f"{k} {v:,}" for k, v in parts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
