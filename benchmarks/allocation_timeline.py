@@ -8,33 +8,27 @@ counts on CPU (sizer.measure.counted_allocations: each operator's own workspaces
 
 Run: python benchmarks/allocation_timeline.py MODEL [-c CONTEXT] [-b BATCH] [--attention sdpa|eager]
      [--min-bytes N] [--scaled]
-MODEL is a config.json or a catalog name; --scaled shrinks a catalog model as the CPU campaign does
+MODEL is anything `sizer measure` accepts; --scaled shrinks a catalog model as the CPU campaign does
 (benchmarks/measure_campaign.py); --min-bytes hides smaller events (their bytes still count).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 
 def model_and_config(name: str, scaled: bool):
-    from sizer.families import spec_from_config
-
+    """The spec and config `sizer measure` would load (with `scaled`, the CPU campaign's version)."""
     if scaled:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from measure_campaign import scaled_config
+        from measure_campaign import model_and_config as campaign_model
 
-        config = scaled_config(name)
-    elif Path(name).is_file():
-        config = json.loads(Path(name).read_text())
-    else:
-        from sizer.catalog import get_catalog_model
+        return campaign_model(name, False)
+    from sizer.inputs.resolve import get_config, get_model
 
-        config = dict(get_catalog_model(name).config)
-    return spec_from_config(config, name, name), config
+    return get_model(name), get_config(name)[0]
 
 
 def main() -> int:
