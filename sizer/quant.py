@@ -229,7 +229,10 @@ class GroupQuantFormat:
         quantizers disagree on defaults (damp 0.01 / 0.05 / 0.1; act-order on or off)."""
         if self.method != "gptq":
             raise ValueError(f"{self.method} checkpoints are not written by sizer")
-        return {"quant_method": "gptq", "bits": self.bits, "group_size": self.group_size, "desc_act": self.desc_act,
+        # act-order with static groups leaves nothing to reorder (g_idx = k // g): written as desc_act false,
+        # the only act-order vLLM 0.32 loads (it removed desc_act with groups), static_groups true saying how
+        desc_act = self.desc_act and not (self.static_groups and self.group_size != -1)
+        return {"quant_method": "gptq", "bits": self.bits, "group_size": self.group_size, "desc_act": desc_act,
                 "sym": self.sym, "damp_percent": self.damp_percent, "static_groups": self.static_groups,
                 "true_sequential": True, "checkpoint_format": "gptq"}
 

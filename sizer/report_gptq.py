@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from tabulate import tabulate
 
+from sizer.gptq_plan import VLLM_VERSION
 from sizer.progress import fmt_duration
 from sizer.units import UNITS_NOTE, fmt_gib
 
@@ -27,9 +28,10 @@ def render_plan(plan) -> str:
         f"({len(pre.linears)} per decoder layer)",
         f"calibration: {settings.samples} x {settings.seq_len} tokens, {settings.heldout_samples} held-out windows, "
         f"on {settings.device}, layer forwards in {settings.compute_dtype}",
-        f"vLLM kernels at tensor parallel {tensor_parallel}: " + ", ".join(pre.vllm_kernels),
+        f"vLLM {VLLM_VERSION} kernels at tensor parallel {tensor_parallel}: "
+        + (", ".join(pre.vllm_kernels) or "none (it will not load the checkpoint)"),
     ]
-    lines += [f"  not Marlin: {why}" for why in pre.vllm_notes]
+    lines += [f"  {why}" for why in pre.vllm_notes]
     lines += [f"warning: {w}" for w in pre.warnings]
     lines.append(f"estimate: peak {fmt_gib(est.peak_bytes)} GiB (free now {fmt_gib(plan.available_bytes)} GiB), "
                  f"about {fmt_duration(est.seconds)} at {est.matmul_gflops:.0f} GFLOP/s measured; {UNITS_NOTE}")
@@ -66,7 +68,10 @@ def render_json(result, plan) -> str:
     data["output"] = str(result.output)
     data["estimate"] = {"peak_bytes": plan.estimate.peak_bytes, "seconds": plan.estimate.seconds,
                         "parts": plan.estimate.parts, "matmul_gflops": plan.estimate.matmul_gflops}
+    data["vllm_version"] = VLLM_VERSION
     data["vllm_kernels"] = list(plan.preflight.vllm_kernels)
+    data["vllm_notes"] = list(plan.preflight.vllm_notes)
+    data["warnings"] = list(plan.preflight.warnings)
     data["linears"] = linear_rows(result)
     return json.dumps(data, indent=2) + "\n"
 

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from sizer import get_model
-from sizer.gptq_plan import decoder_linears, estimate_run, pack_unit, preflight
+from sizer.families import spec_from_config
+from sizer.gptq_plan import decoder_linears, estimate_run, pack_unit, preflight, vllm_partitions
 
 
 def test_pack_units():
@@ -20,7 +21,9 @@ def test_llama3_8b_linears_and_marlin():
     assert names["mlp.down_proj"].row_parallel and not names["mlp.up_proj"].row_parallel
     assert names["self_attn.k_proj"].count == 32
     pre = preflight(spec, 4, 128, tensor_parallel=8)
-    assert pre.ok and pre.vllm_kernels[0].startswith("gptq_marlin")
+    assert pre.ok and pre.warnings == () and pre.vllm_notes == ()
+    assert pre.vllm_kernels == ("Machete (CUDA, compute capability 9.0)", "Marlin (CUDA, compute capability >= 7.5)",
+                                "CPUWNA16 (vLLM's CPU build)")
 
 
 def test_llama2_7b_at_tensor_parallel_8_splits_down_proj_mid_group():
@@ -34,13 +37,58 @@ def test_llama2_7b_at_tensor_parallel_8_splits_down_proj_mid_group():
     assert preflight(get_model("Llama-2-7b-hf"), 4, 128, tensor_parallel=2).ok         # 5504 = 43 x 128
 
 
-def test_marlin_refusals_are_explained():
+VLLM_WONT = "vLLM 0.32 will not load this checkpoint: "
+
+
+@pytest.mark.parametrize("settings, why", [
+    (dict(bits=3), "it loads 4- and 8-bit GPTQ only, not 3-bit"),
+    (dict(bits=2, sym=False), "it loads 4- and 8-bit GPTQ only, not 2-bit; it loads symmetric GPTQ only (--sym)"),
+    (dict(act_order=True), "it no longer runs act-order with groups (desc_act; --static-groups keeps the groups "
+                           "contiguous and loads)"),
+], ids=["3-bit", "2-bit-asym", "act-order"])
+def test_checkpoints_vllm_refuses_are_valid_but_warned(settings, why):
+    """vLLM 0.32 loads GPTQ at 4/8-bit symmetric without desc_act groups only (tests/test_vllm_compat.py
+    checks this against vLLM's CPU build); the checkpoint is still written, for the loaders that take it."""
+    pre = preflight(get_model("llama3-8b"), settings.pop("bits", 4), 128, **settings)
+    assert pre.ok and pre.vllm_kernels == () and pre.vllm_notes == ()
+    assert pre.warnings == (VLLM_WONT + why + " (transformers, GPTQModel and sizer's own loader will)",)
+
+
+def test_vllm_kernels_left_out_are_explained():
     spec = get_model("llama3-8b")
-    three = preflight(spec, 3, 128)
-    assert three.ok and three.vllm_kernels == ("gptq (exllama/GEMM)",)
-    assert "Marlin takes 4- or 8-bit, not 3-bit" in three.vllm_notes
-    asym = preflight(spec, 4, 128, sym=False)
-    assert "Marlin takes symmetric zero points only (--sym)" in asym.vllm_notes
+    eight = preflight(spec, 8, 32)
+    assert eight.vllm_kernels == ("Marlin (CUDA, compute capability >= 7.5)",)
+    assert eight.vllm_notes == ("Machete takes group sizes -1/64/128, not 32", "vLLM's CPU build takes 4-bit GPTQ only, not 8-bit")
+    # act-order without groups reorders nothing; with static groups neither
+    for pre in (preflight(spec, 4, -1, act_order=True), preflight(spec, 4, 128, act_order=True, static_groups=True)):
+        assert pre.warnings == () and len(pre.vllm_kernels) == 3
+    # SmolLM-360M's shapes (hidden 960, 15 heads, 5 KV heads of 64): vLLM's merged qkv_proj is
+    # (15 + 2 x 5) x 64 = 1600 wide, not a multiple of Machete's 128
+    smol = spec_from_config(dict(SMOLLM_360M), "smollm-360m", "test")
+    pre = preflight(smol, 4, 64)
+    assert pre.vllm_notes == ("Machete needs per-GPU K % 64 == 0 and N % 128 == 0; self_attn.q_proj+k_proj+v_proj "
+                              "is K=960, N=1600",)
+    assert pre.vllm_kernels == ("Marlin (CUDA, compute capability >= 7.5)", "CPUWNA16 (vLLM's CPU build)")
+
+
+SMOLLM_360M = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 960,
+               "intermediate_size": 2560, "num_attention_heads": 15, "num_key_value_heads": 5,
+               "num_hidden_layers": 32, "vocab_size": 49152, "tie_word_embeddings": True,
+               "max_position_embeddings": 2048, "rms_norm_eps": 1e-5}
+
+
+def test_vllm_partitions_merge_and_replicate():
+    """vLLM's kernels see the merged qkv and gate_up shards; with fewer KV heads than GPUs each GPU
+    holds a whole replicated KV head (gemma-2b: one KV head of 256)."""
+    spec = get_model("gemma-2b")
+    linears = list(preflight(spec, 4, 128).linears)
+    assert vllm_partitions(spec, linears, 4) == [("self_attn.q_proj+k_proj+v_proj", 2048, 2048 // 4 + 2 * 256),
+                                                 ("self_attn.o_proj", 512, 2048),
+                                                 ("mlp.gate_proj+up_proj", 2048, 2 * 16384 // 4),
+                                                 ("mlp.down_proj", 4096, 2048)]
+    llama = get_model("llama3-8b")
+    assert vllm_partitions(llama, list(preflight(llama, 4, 128).linears), 8)[0] == (
+        "self_attn.q_proj+k_proj+v_proj", 4096, (4096 + 2 * 1024) // 8)
 
 
 def test_act_order_with_tensor_parallel_warns_unless_static_groups():
@@ -48,7 +96,7 @@ def test_act_order_with_tensor_parallel_warns_unless_static_groups():
     assert any("--act-order with tensor parallel 2" in w for w in preflight(spec, 4, 128, act_order=True,
                                                                               tensor_parallel=2).warnings)
     assert preflight(spec, 4, 128, act_order=True, static_groups=True, tensor_parallel=2).warnings == ()
-    assert preflight(spec, 4, 128, act_order=True, tensor_parallel=1).warnings == ()
+    assert not any("tensor parallel" in w for w in preflight(spec, 4, 128, act_order=True).warnings)
 
 
 def test_moe_experts_are_refused():

@@ -65,7 +65,9 @@ def source(tmp_path_factory):
     return make_llama(tmp_path_factory.mktemp("src") / "tiny")
 
 
-@pytest.mark.parametrize("settings", [dict(), dict(act_order=True, group_size=32)], ids=["default", "act-order-g32"])
+@pytest.mark.parametrize("settings", [dict(), dict(act_order=True, group_size=32),
+                                      dict(act_order=True, static_groups=True, group_size=32)],
+                         ids=["default", "act-order-g32", "act-order-static-g32"])
 def test_gptqmodel_logits_match_our_loader(source, tmp_path, settings):
     import numpy as np
 

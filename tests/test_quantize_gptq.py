@@ -166,10 +166,12 @@ def test_every_variant_round_trips_through_the_checkpoint(tiny, docs, tmp_path, 
                                              f"not {s.bits}-bit"):
             load_gptq(tmp_path, kernel="int4")
     q = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
-    assert (q["bits"], q["group_size"], q["sym"], q["desc_act"]) == (s.bits, s.group_size, s.sym, s.act_order)
     g_idx = read_all(tmp_path)["model.layers.0.mlp.down_proj.g_idx"]
     permuted = s.act_order and not s.static_groups
     assert (not torch.equal(g_idx, torch.sort(g_idx).values)) == permuted
+    # desc_act says whether a loader must reorder: static groups quantize in act-order, reorder nothing
+    assert (q["bits"], q["group_size"], q["sym"], q["desc_act"], q["static_groups"]) == (
+        s.bits, s.group_size, s.sym, permuted, s.static_groups)
 
 
 def test_tied_embeddings(tmp_path, docs):
@@ -229,8 +231,10 @@ def test_dry_run_plans_and_writes_nothing(tiny, tmp_path, calibration):
                "--group-size", "32",
                "--calibration", calibration, "--output", tmp_path / "o", *SMALL)
     assert r.exit_code == 0, r.output
-    assert "vLLM kernels at tensor parallel 2: gptq (exllama/GEMM)" in r.output
-    assert "not Marlin: Marlin takes symmetric zero points only (--sym)" in r.output
+    assert "vLLM 0.32 kernels at tensor parallel 2: none (it will not load the checkpoint)" in r.output
+    assert ("warning: vLLM 0.32 will not load this checkpoint: it loads symmetric GPTQ only (--sym); it no longer "
+            "runs act-order with groups (desc_act; --static-groups keeps the groups contiguous and loads) "
+            "(transformers, GPTQModel and sizer's own loader will)") in r.output
     assert "warning: --act-order with tensor parallel 2" in r.output
     assert "estimate: peak" in r.output
     assert list(tmp_path.iterdir()) == []
