@@ -357,3 +357,16 @@ def test_vllm_concurrency_ratio_in_json():
     o = data["options"][0]
     assert o["max_concurrency_x"] == round(o["kv_cache_tokens"] / 8192, 2)
     assert o["max_concurrency"] == int(o["kv_cache_tokens"] // 8192)
+
+
+def test_vllm_notes_the_precisions_it_no_longer_loads():
+    """vLLM 0.32 has no bitsandbytes and loads GPTQ at 4/8-bit symmetric only; its default precisions
+    carry no such note."""
+    from sizer.plan.fit import fit
+
+    result = fit("llama3-8b", "1x24GB", engine="vllm", precision=["nf4", "gptq-3bit-g128", "gptq-4bit-g128", "int8"])
+    assert [n for n in result.notes if "vLLM 0.32" in n] == [
+        "nf4, int8: vLLM 0.32 has no bitsandbytes support (0.11 had it); these rows size an older vLLM",
+        "gptq-3bit-g128: vLLM 0.32 will not load it (it loads 4- and 8-bit GPTQ only, not 3-bit)"]
+    assert not any("vLLM 0.32" in n for n in fit("llama3-8b", "1x24GB", engine="vllm").notes)
+    assert not any("vLLM 0.32" in n for n in fit("llama3-8b", "1x24GB", precision=["nf4"]).notes)

