@@ -308,7 +308,7 @@ def repredict(records: list) -> list:
         pred = predict(spec, r.precision, r.context_length, r.batch_size, r.device, r.attention, cal)
         r.predicted_weights_bytes, r.predicted_kv_cache_bytes = pred["weights"], pred["kv"]
         r.predicted_activation_bytes, r.predicted_peak_bytes = pred["activations"], pred["peak"]
-        r.predicted_process_bytes = pred["process"]
+        r.predicted_process_bytes, r.predicted_decode_peak_bytes = pred["process"], pred["decode_peak"]
     return records
 
 
@@ -348,6 +348,11 @@ def summary(records, device: str, csv_path: Path | None = None) -> str:
         f"| peak memory, {len(held)} held-out points, before calibration | {report.before[0]:.2%} | {report.before[1]:.2%} |",
         f"| peak memory, {len(held)} held-out points, after calibration | {report.after[0]:.2%} | {report.after[1]:.2%} |",
     ]
+    decode = [rel(r.predicted_decode_peak_bytes, r.measured_decode_peak_bytes) for r in ok
+              if r.predicted_decode_peak_bytes and r.measured_decode_peak_bytes]
+    if decode:
+        lines.append(f"| peak memory of the first decode step, uncalibrated | {median(decode):.2%} | "
+                     f"{max(decode):.2%} |")
     process = [rel(r.predicted_process_bytes, r.measured_process_bytes) for r in ok
                if r.predicted_process_bytes and r.measured_process_bytes]
     if process:

@@ -181,22 +181,26 @@ def vllm_partitions(spec: ModelSpec, linears: list[LinearShape], tp: int) -> lis
     return out
 
 
+def _misfit(partitions: list[tuple[str, int, int]], k_multiple: int, n_multiple: int) -> str:
+    """The first shard whose K or N is not a multiple of what a kernel tiles by ("" if none)."""
+    for name, k, n in partitions:
+        if k % k_multiple or n % n_multiple:
+            return f"{name} is K={k}, N={n}"
+    return ""
+
+
 def _machete_refusals(partitions: list[tuple[str, int, int]], group_size: int) -> list[str]:
     if group_size not in MACHETE_GROUP_SIZES:
         return [f"Machete takes group sizes -1/64/128, not {group_size}"]
-    for name, k, n in partitions:
-        if k % MACHETE_K or n % MACHETE_N:
-            return [f"Machete needs per-GPU K % {MACHETE_K} == 0 and N % {MACHETE_N} == 0; {name} is K={k}, N={n}"]
-    return []
+    bad = _misfit(partitions, MACHETE_K, MACHETE_N)
+    return [f"Machete needs per-GPU K % {MACHETE_K} == 0 and N % {MACHETE_N} == 0; {bad}"] if bad else []
 
 
 def _vllm_cpu_refusals(partitions: list[tuple[str, int, int]], bits: int) -> list[str]:
     if bits not in VLLM_CPU_BITS:
         return [f"vLLM's CPU build takes 4-bit GPTQ only, not {bits}-bit"]
-    for name, k, n in partitions:
-        if k % VLLM_CPU_MULTIPLE or n % VLLM_CPU_MULTIPLE:
-            return [f"vLLM's CPU build needs K and N multiples of {VLLM_CPU_MULTIPLE}; {name} is K={k}, N={n}"]
-    return []
+    bad = _misfit(partitions, VLLM_CPU_MULTIPLE, VLLM_CPU_MULTIPLE)
+    return [f"vLLM's CPU build needs K and N multiples of {VLLM_CPU_MULTIPLE}; {bad}"] if bad else []
 
 
 def vllm_support(spec: ModelSpec, linears: list[LinearShape], bits: int, group_size: int, sym: bool,

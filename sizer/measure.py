@@ -17,8 +17,12 @@ What is measured, per point (model, precision, context length, batch size):
   as the process figure, the weights plus the growth of the resident set (VmHWM, reset through
   /proc/self/clear_refs after malloc_trim), which also holds glibc's and libraries' caching and
   varies by tens of MiB between runs.
+- decode peak: absolute on both devices (weights, cache, the step's tensors). On CPU the prefill
+  and the first decode step are one profile (`_CpuTrace`): the profiler records no free of a block
+  allocated before it began, and each layer's cache update frees the prefill's tensors.
 - time: the prefill forward (the last position's logits, as generate() computes them) and
-  `new_tokens` greedy decode steps. On CPU the decode's peak is profiled on its first step only,
+  `new_tokens` greedy decode steps, each next token taken as generate() takes it (a float32 copy of
+  the last logits, then argmax). On CPU the decode's peak is profiled on its first step only,
   and the speed and resident set are taken on the other steps, unprofiled: the profiler's event
   buffers grow with every operator (on GPTQ's op-heavy reference path, an 8-layer model of width
   2048 measured 6.1 GiB of resident growth over 16 profiled steps, under 0.2 GiB unprofiled). The
@@ -27,6 +31,7 @@ What is measured, per point (model, precision, context length, batch size):
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import os
@@ -374,27 +379,70 @@ def _profiler_peak(prof) -> int:
     return peak
 
 
+TRACE_RANGE = "sizer::"
+
+
+def range_peaks(prof) -> dict[str, tuple[int, int]]:
+    """For each `record_function(TRACE_RANGE + label)` range of a profile: (the peak of live tensor
+    bytes above the range's start, the peak above the profile's start), over `counted_allocations`."""
+    ranges = {node.name.removeprefix(TRACE_RANGE): (node.start_time_ns, node.end_time_ns)
+              for node in prof.profiler.kineto_results.experimental_event_tree() if node.name.startswith(TRACE_RANGE)}
+    events = counted_allocations(prof)
+    out = {}
+    for label, (t0, t1) in ranges.items():
+        live = sum(nbytes for t, nbytes, _ in events if t < t0)
+        base = peak = live
+        for t, nbytes, _ in events:
+            if t0 <= t <= t1:
+                live += nbytes
+                peak = max(peak, live)
+        out[label] = (peak - base, peak)
+    return out
+
+
+class _CpuTrace:
+    """One profile over a point's prefill and its profiled decode step (CPU), each a named range.
+    The profiler records no free of a block allocated before it started ("profiler results will not
+    include the deallocation event"), so a decode profiled on its own would miss the frees of the
+    prefill's cache tensors that each layer's torch.cat replaces. Traced together, the decode's peak
+    is absolute: the weights (allocated before) plus every tensor alive since the prefill began."""
+
+    def __init__(self, torch):
+        from torch.profiler import ProfilerActivity, profile
+
+        self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        self.peaks: dict[str, tuple[int, int]] = {}
+
+    def __enter__(self):
+        self.prof.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.prof.__exit__(*exc)
+        self.peaks = range_peaks(self.prof) if exc[0] is None else {}
+        self.prof = None                                                # its events are freed
+        return False
+
+
 class _Peak:
     """Peak memory of a block of work on `device`.
 
-    CUDA: torch's max_memory_allocated / max_memory_reserved (absolute). CPU: the peak of live tensor
-    bytes torch allocated during the block (relative to its start), and the growth of the resident
-    set (VmHWM, relative) as the process figure."""
+    CUDA: torch's max_memory_allocated / max_memory_reserved (absolute). CPU: a range of `trace`
+    (`_CpuTrace`; its peaks are read once the trace ends), and the growth of the resident set
+    (VmHWM, relative) as the process figure; without a trace, the resident set alone."""
 
-    def __init__(self, device: str, torch, profile: bool = True):
-        self.device, self.torch, self.profile, self.prof = device, torch, profile, None
+    def __init__(self, device: str, torch, trace: _CpuTrace | None = None, label: str = ""):
+        self.device, self.torch, self.trace, self.label, self.range = device, torch, trace, label, None
 
     def __enter__(self):
         if self.device == "cuda":
             self.torch.cuda.synchronize()
             self.torch.cuda.reset_peak_memory_stats()
         else:
-            from torch.profiler import ProfilerActivity, profile
-
             self.start = _trim_and_reset_peak()
-            if self.profile:
-                self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-                self.prof.__enter__()
+            if self.trace is not None:
+                self.range = self.torch.profiler.record_function(TRACE_RANGE + self.label)
+                self.range.__enter__()
         return self
 
     def __exit__(self, *exc):
@@ -405,12 +453,14 @@ class _Peak:
             self.resident = None
         else:
             self.resident = _status_bytes("VmHWM") - self.start   # before the profile is processed
-            self.allocated, self.reserved = 0, None
-            if self.prof is not None:
-                self.prof.__exit__(*exc)
-                self.allocated = _profiler_peak(self.prof) if exc[0] is None else 0
-                self.prof = None                                        # its events are freed
+            self.reserved = None
+            if self.range is not None:
+                self.range.__exit__(*exc)
         return False
+
+    def cpu_peaks(self) -> tuple[int, int]:
+        """(the range's peak above its start, above the trace's start); zeros if the trace failed."""
+        return self.trace.peaks.get(self.label, (0, 0))
 
 
 def _nvml_process_bytes() -> tuple[int | None, str, str]:
@@ -471,13 +521,36 @@ def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: in
         activations = max(activations, _mlp_moment_bytes(spec, context_length, batch_size, attention)
                           + gptq_reference_workspace_bytes(spec))
     peak = weights + kv_storage + activations
+    decode = weights + _decode_bytes(spec, precision, context_length, batch_size, device, attention, kv_dtype, kernel)
     process = None
     if device == "cuda":
         parts = calibration.overhead_parts(activations, kv)
         peak += parts["cublas_workspace"]
+        decode += parts["cublas_workspace"]
         process = peak + parts["cuda_context"] + parts["allocator_slack"]
     return {"weights": weights, "kv": kv, "kv_dtype": kv_dtype, "activations": activations, "peak": peak,
-            "process": process}
+            "decode_peak": decode, "process": process}
+
+
+def _decode_bytes(spec: ModelSpec, precision: str, context_length: int, batch_size: int, device: str,
+                  attention: str, kv_dtype: str, kernel: str) -> int:
+    """The first decode step's peak above the weights (cache included; `decode_peak_bytes`); on
+    GPTQ's reference path at least the updated cache plus one Linear's dequantization workspace.
+    Uncalibrated: `sizer calibrate` fits the prefill's activations."""
+    from sizer.calc.activations import decode_peak_bytes, transformers_attention
+    from sizer.calc.kv import transformers_decode_cache
+    from sizer.quant import bnb_int8_mlp
+
+    fmt = get_precision(precision)
+    eager = transformers_attention(spec, attention) == "eager"
+    decode = decode_peak_bytes(spec, batch_size, context_length, fmt.compute_bytes, eager, kv_dtype, device,
+                               bnb_int8_mlp(spec, fmt.name))
+    if is_gptq(precision) and kernel != "int4":
+        from sizer.gptq_plan import gptq_reference_workspace_bytes
+
+        after = transformers_decode_cache(spec, kv_dtype, context_length, batch_size).after_bytes
+        decode = max(decode, after + gptq_reference_workspace_bytes(spec))
+    return decode
 
 
 def _gptq_permuted(spec: ModelSpec) -> bool:
@@ -519,25 +592,27 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
                   measured_peak_bytes=None, measured_decode_peak_bytes=None, measured_reserved_bytes=None,
                   measured_process_bytes=None, prefill_s=None, decode_tokens_per_s=None, status="ok")
     out = cache = inputs = None
+    trace = _CpuTrace(torch) if device == "cpu" else None
     try:
         with torch.inference_mode():
-            with _Peak(device, torch) as prefill:
-                inputs = _prompt_inputs(model, spec.vocab_size, batch_size, context_length, device, torch)
-                start = time.perf_counter()
-                out = model(**inputs, use_cache=True, logits_to_keep=1)
-                _sync(torch, device)
-                values["prefill_s"] = time.perf_counter() - start
-            cache = _output_cache(out)
-            values["measured_kv_cache_bytes"] = cache_bytes(cache)
-            inputs = {**inputs, "input_ids": out.logits[:, -1:].argmax(-1)}
-            out = None
-            # CPU: the first step gives the profiled peak; the others, unprofiled, the time and resident set
-            profiled = new_tokens if device == "cuda" else min(new_tokens, 1)
-            with _Peak(device, torch) as decode:
-                cache, inputs, elapsed = _decode_steps(model, inputs, cache, profiled, torch, device)
+            with trace or contextlib.nullcontext():
+                with _Peak(device, torch, trace, "prefill") as prefill:
+                    inputs = _prompt_inputs(model, spec.vocab_size, batch_size, context_length, device, torch)
+                    start = time.perf_counter()
+                    out = model(**inputs, use_cache=True, logits_to_keep=1)
+                    next_ids = _next_tokens(out, torch)
+                    _sync(torch, device)
+                    values["prefill_s"] = time.perf_counter() - start
+                cache = _output_cache(out)
+                values["measured_kv_cache_bytes"] = cache_bytes(cache)
+                inputs, out = {**inputs, "input_ids": next_ids}, None
+                # CPU: the first step gives the profiled peak; the others, unprofiled, the time and resident set
+                profiled = new_tokens if device == "cuda" else min(new_tokens, 1)
+                with _Peak(device, torch, trace, "decode") as decode:
+                    cache, inputs, elapsed = _decode_steps(model, inputs, cache, profiled, torch, device)
             timed, decode_resident = profiled, decode.resident
             if new_tokens > profiled:
-                with _Peak(device, torch, profile=False) as rest:
+                with _Peak(device, torch) as rest:
                     cache, inputs, elapsed = _decode_steps(model, inputs, cache, new_tokens - profiled, torch, device)
                 timed, decode_resident = new_tokens - profiled, rest.resident
             values["decode_tokens_per_s"] = timed / elapsed if timed and elapsed > 0 else None
@@ -546,9 +621,9 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
             values["measured_decode_peak_bytes"] = decode.allocated
             values["measured_reserved_bytes"] = max(prefill.reserved, decode.reserved)
             values["measured_process_bytes"] = _nvml_process_bytes()[0] or nvml_before
-        else:
-            values["measured_peak_bytes"] = weights + prefill.allocated
-            values["measured_decode_peak_bytes"] = weights + decode.allocated
+        else:       # above the weights, as CUDA's figures hold them: the prefill's own peak, the decode's absolute
+            values["measured_peak_bytes"] = weights + prefill.cpu_peaks()[0]
+            values["measured_decode_peak_bytes"] = weights + decode.cpu_peaks()[1]
             values["measured_process_bytes"] = weights + max(prefill.resident, decode_resident)
     except (torch.OutOfMemoryError, MemoryError):
         values["status"] = "does-not-fit"
@@ -563,7 +638,8 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
         device=device, gpu_name=gpu_name, driver=driver, torch_version=torch.__version__,
         transformers_version=transformers.__version__, predicted_weights_bytes=pred["weights"],
         predicted_kv_cache_bytes=pred["kv"], predicted_activation_bytes=pred["activations"],
-        predicted_peak_bytes=pred["peak"], predicted_process_bytes=pred["process"],
+        predicted_peak_bytes=pred["peak"], predicted_decode_peak_bytes=pred["decode_peak"],
+        predicted_process_bytes=pred["process"],
         predicted_decode_tokens_per_s=None, cpu=_cpu_name(),
         date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), kernel=loaded.kernel, **values)
 
@@ -585,15 +661,23 @@ def _decode_steps(model, inputs: dict, cache, steps: int, torch, device: str):
     position ids, where taken, move on by one): (cache, the next step's inputs, seconds)."""
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     start = time.perf_counter()
-    for _ in range(steps):
-        mask = inputs["attention_mask"]
-        inputs = {**inputs, "attention_mask": torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)}
+    for _ in range(steps):      # in place: the old mask and position ids are freed before the forward, as in generate()
+        mask = inputs.pop("attention_mask")
+        inputs["attention_mask"] = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
+        del mask
         if "position_ids" in inputs:
             inputs["position_ids"] = inputs["position_ids"][:, -1:] + 1
         step = model(**inputs, use_cache=True, **{cache_arg: cache})
-        cache, inputs["input_ids"] = _output_cache(step), step.logits[:, -1:].argmax(-1)
+        cache, inputs["input_ids"] = _output_cache(step), _next_tokens(step, torch)
     _sync(torch, device)
     return cache, inputs, time.perf_counter() - start
+
+
+def _next_tokens(out, torch):
+    """Greedy next tokens [batch, 1] as generate() takes them: the last position's logits copied to
+    float32 while the forward's output still holds them, then argmax."""
+    logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+    return logits.argmax(-1, keepdim=True)
 
 
 def _output_cache(out):

@@ -50,6 +50,7 @@ class Record:
     date: str
     kernel: str = ""                  # GPTQ only: "reference" or "int4" (QuantLinear's path); added later,
                                       # so files written before it read back with ""
+    predicted_decode_peak_bytes: int | None = None   # added later: empty in files written before it
 
     @staticmethod
     def columns() -> tuple[str, ...]:

@@ -10,7 +10,7 @@ COMPONENTS = (  # (label, predicted field, measured field)
     ("buffers (rotary tables; not predicted)", None, "measured_buffers_bytes"),
     ("kv_cache (after prefill)", "predicted_kv_cache_bytes", "measured_kv_cache_bytes"),
     ("peak during prefill", "predicted_peak_bytes", "measured_peak_bytes"),
-    ("peak during decode", None, "measured_decode_peak_bytes"),
+    ("peak during decode (first step)", "predicted_decode_peak_bytes", "measured_decode_peak_bytes"),
     ("reserved peak (torch)", None, "measured_reserved_bytes"),
     ("process memory (GPU: NVML; CPU: resident set)", "predicted_process_bytes", "measured_process_bytes"),
 )

@@ -2,22 +2,17 @@
 without a GPU: it covers what issue 4 asks for, on models that fit one 80 GB GPU, and its points
 stay within the grid's rules. (The CPU grid runs in full in benchmarks/results/measure_cpu.csv.)"""
 
-import importlib.util
-
 import pytest
 
 from sizer.calibration import default_calibration
 from sizer.catalog import get_gpu
 
-from conftest import ROOT
+from conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def campaign():
-    spec = importlib.util.spec_from_file_location("measure_campaign", ROOT / "benchmarks" / "measure_campaign.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("measure_campaign")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from sizer.plan.placement import Placement, choose_placement, stage_layers
 from sizer.plan.recommend import recommend
 from sizer.report_fit import FIT_CSV_COLUMNS
 
-from conftest import ROOT
+from conftest import ROOT, benchmark_module
 
 GiB = 2**30
 
@@ -314,11 +314,7 @@ def test_random_gpu_strings_never_traceback(gpus, extra):
 
 def test_claims_doc_is_up_to_date():
     """docs/claims.md is generated from sizer's numbers; regenerate with python benchmarks/claims.py."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("claims", ROOT / "benchmarks" / "claims.py")
-    claims = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(claims)
+    claims = benchmark_module("claims")
     assert len(claims.CLAIMS) == 12
     assert (ROOT / "docs" / "claims.md").read_text() == claims.render()
 

@@ -195,3 +195,46 @@ def test_deepseek_router_is_fp32_only_from_the_transformers_release_that_keeps_i
     assert all(t.fp32 == router_fp32 for t in older.tensors if t.component == "router")
     assert [t for t in older.tensors if t.component != "router"] == [t for t in spec.tensors if t.component != "router"]
     assert spec_for_transformers(get_model("llama3-8b"), "5.17.0") == get_model("llama3-8b")
+
+
+def test_transformers_decode_cache_full_layers():
+    """Llama-3-8B (32 full layers, 8 KV heads of 128): the peak is the last layer's value
+    concatenation: the 31 layers before it and its keys grown by one token, its old values beside
+    the new ones."""
+    from sizer.calc.kv import transformers_decode_cache
+
+    s, b, per_layer = 1000, 2, 2 * 8 * 128            # K and V values per token per layer
+    c = transformers_decode_cache(get_model("llama3-8b"), "bf16", s, b)
+    half = per_layer // 2
+    assert c.update_peak_bytes == (31 * (s + 1) * per_layer + (s + 1) * half + s * half + (s + 1) * half) * b * 2
+    assert c.after_bytes == 32 * (s + 1) * per_layer * b * 2
+    assert c.layer_bytes[0] == ((s + 1) + 31 * s) * per_layer * b * 2 and c.layer_bytes[-1] == c.after_bytes
+    assert set(c.attended_tokens) == {s + 1}
+
+
+def test_transformers_decode_cache_sliding_layers():
+    """Mistral-7B past its 4096 window: each layer concatenates keys and values (4096 tokens) before
+    freeing the prompt-long tensors its views kept, so the peak is the first layer's update."""
+    from sizer.calc.kv import transformers_decode_cache, transformers_kv_cache_bytes
+
+    spec, s, b, per_layer = get_model("Mistral-7B-v0.1"), 8192, 1, 2 * 8 * 128
+    c = transformers_decode_cache(spec, "bf16", s, b)
+    assert c.update_peak_bytes == (32 * s + 4096) * per_layer * b * 2
+    assert c.after_bytes == 32 * 4096 * per_layer * b * 2
+    # the cache keeps window - 1 tokens, as views of a window-long tensor
+    assert c.after_bytes == transformers_kv_cache_bytes(spec, "bf16", s + 1, b) + 32 * per_layer * b * 2
+    assert set(c.attended_tokens) == {4096}
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(["llama3-8b", "Mistral-7B-v0.1", "gemma-2-9b", "gpt-oss-20b", "DeepSeek-V3"]),
+       context=st.integers(1, 20000), batch=st.integers(1, 8))
+def test_decode_cache_peak_bounds(name, context, batch):
+    """The update's peak holds at least the prefill's storage and the updated cache; a longer prompt
+    never shrinks it."""
+    from sizer.calc.kv import transformers_decode_cache, transformers_kv_cache_bytes
+
+    spec = get_model(name)
+    c = transformers_decode_cache(spec, "bf16", context, batch)
+    assert c.update_peak_bytes >= max(c.after_bytes, transformers_kv_cache_bytes(spec, "bf16", context, batch, storage=True))
+    assert transformers_decode_cache(spec, "bf16", context + 1, batch).update_peak_bytes >= c.update_peak_bytes

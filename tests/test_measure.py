@@ -60,6 +60,10 @@ def test_measured_weights_and_kv_equal_prediction(name):
         assert r.measured_kv_cache_bytes == r.predicted_kv_cache_bytes
         assert r.measured_peak_bytes > r.measured_weights_bytes and r.prefill_s > 0 and r.decode_tokens_per_s > 0
         assert abs(r.predicted_peak_bytes - r.measured_peak_bytes) <= 0.01 * r.measured_peak_bytes, (ctx, batch)
+        # the first decode step, absolute (weights, the updated cache and the step's moment)
+        assert r.measured_decode_peak_bytes > r.measured_weights_bytes + r.measured_kv_cache_bytes
+        assert abs(r.predicted_decode_peak_bytes - r.measured_decode_peak_bytes) <= 0.01 * r.measured_decode_peak_bytes, \
+            (ctx, batch, r.predicted_decode_peak_bytes, r.measured_decode_peak_bytes)
 
 
 def _profiled_peak(fn):
@@ -154,6 +158,10 @@ def test_eager_attention_peak_as_predicted(name):
     for ctx, batch in ((96, 2), (32, 1)):
         r = measure_point(loaded, ctx, batch, 1)
         assert abs(r.predicted_peak_bytes - r.measured_peak_bytes) <= 0.01 * r.measured_peak_bytes, (ctx, batch)
+        # the first decode step, absolute (weights, the updated cache and the step's moment)
+        assert r.measured_decode_peak_bytes > r.measured_weights_bytes + r.measured_kv_cache_bytes
+        assert abs(r.predicted_decode_peak_bytes - r.measured_decode_peak_bytes) <= 0.01 * r.measured_decode_peak_bytes, \
+            (ctx, batch, r.predicted_decode_peak_bytes, r.measured_decode_peak_bytes)
 
 
 def _fp32_extra(spec) -> int:

@@ -7,14 +7,13 @@ commands); without it these tests skip. The comparison itself lives in benchmark
 which records the same rows under benchmarks/results/.
 """
 
-import importlib.util
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import benchmark_module
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -33,10 +32,7 @@ REFUSALS = {
 
 @pytest.fixture(scope="module")
 def compat():
-    spec = importlib.util.spec_from_file_location("vllm_compat", ROOT / "benchmarks" / "vllm_compat.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("vllm_compat")
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,11 @@ MATH_SDPA_SCORE_BYTES = 2 * FP32_BYTES + 1
 # the compute dtype over [scores, sink] while the masked scores are still referenced: three
 # tensors of the compute dtype, one column wider.
 SINK_FAMILIES = frozenset({"gpt_oss"})
+# gpt-oss's and Falcon's (multi-query) eager attention pass their fewer K/V heads to torch.matmul,
+# which copies the broadcast operand to every head for the duration of that product: the expanded K
+# lives through the scores' matmul only, the expanded V through the product with the probabilities
+# only (traced on CPU; Falcon's new decoder caches K/V for every head, so nothing broadcasts).
+MATMUL_BROADCAST_KV_FAMILIES = frozenset({"gpt_oss", "falcon"})
 # Falcon's own eager attention: scores, scores + mask and their softmax in the compute dtype (its
 # softmax is asked for hidden_states.dtype); its K and V of fewer heads broadcast in the matmul (the
 # new decoder's already expanded; BROADCAST_KV_FAMILIES), not repeated to every head.
@@ -145,11 +150,12 @@ def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager:
     scores = batch * spec.n_heads * q_len * _score_columns(spec, kv_len) * _score_bytes(spec, cb) if eager else 0
     block_output = tokens * spec.hidden_size * cb
     if spec.is_mla:
+        cached = batch * (kv_len + q_len) if q_len < kv_len else 0          # a decode step re-expands the cache
         if not eager and torch_sdpa and math_sdpa(spec, kernels):
             # the math kernel runs before SDPA's output exists; MLA passes K per head and V as a view
             math = _math_sdpa_bytes(spec, batch, q_len, kv_len, cb, spec.n_heads, True, q_len > 1)
-            return _mla_bytes(spec, tokens, True, cb) + math - block_output
-        return _mla_bytes(spec, tokens, eager, cb) + scores - block_output
+            return _mla_bytes(spec, tokens, True, cb, cached) + math - block_output
+        return _mla_bytes(spec, tokens, eager, cb, cached) + scores - block_output
     qkv = tokens * (spec.n_heads + spec.n_kv_heads) * spec.head_dim + tokens * spec.n_kv_heads * spec.v_head_dim
     out = tokens * spec.n_heads * spec.v_head_dim
     q_norm = _q_norm_bytes(spec, batch, q_len, cb) - block_output if _has_tensor(spec, Q_NORM) else 0
@@ -157,14 +163,19 @@ def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager:
         sdpa = (_sdpa_bytes(spec, batch, q_len, kv_len, cb, qkv, out, block_output, kernels) if torch_sdpa
                 else (qkv + out) * cb)
         return max(sdpa, q_norm)
-    repeated = (2 * batch * kv_len * spec.n_heads * spec.head_dim * cb
-                if spec.n_kv_heads < spec.n_heads and spec.family not in BROADCAST_KV_FAMILIES else 0)
+    fewer_kv_heads = spec.n_kv_heads < spec.n_heads and not (spec.family == "falcon" and spec.n_kv_heads != 1)
+    expanded = batch * kv_len * spec.n_heads * spec.head_dim * cb if fewer_kv_heads else 0
+    matmul_broadcast = spec.family in MATMUL_BROADCAST_KV_FAMILIES
+    repeated = 2 * expanded if spec.family not in BROADCAST_KV_FAMILIES and not matmul_broadcast else 0
     # a fused QKV projection's output stays referenced by the q, k and v views taken from it
     fused = qkv * cb if _fused_qkv(spec) and spec.family not in FUSED_QKV_VIEW_FAMILIES else 0
     q_copies = (3 + (batch > 1)) if spec.family in FUSED_QKV_VIEW_FAMILIES else 1
     # after the softmax: the probabilities, the product with V and its contiguous [b, q, h x d] copy
     probabilities = kept_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)
     output = max(scores, probabilities + 2 * out * cb)
+    if matmul_broadcast:        # the scores' matmul (K expanded, its product), the softmax, the product with V expanded
+        product = batch * spec.n_heads * q_len * kv_len * cb
+        output = max(expanded + product, scores, probabilities + expanded + 2 * out * cb)
     return max(q_norm, q_copies * tokens * spec.n_heads * spec.head_dim * cb + fused + repeated + output - block_output
                + previous_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb))
 
@@ -235,15 +246,19 @@ def _q_norm_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int) -> int:
     return q * (cb + 2 * FP32_BYTES) + 2 * tokens * spec.n_heads * FP32_BYTES - layer_kv
 
 
-def _mla_bytes(spec: ModelSpec, tokens: int, eager: bool, cb: int) -> int:
+def _mla_bytes(spec: ModelSpec, tokens: int, eager: bool, cb: int, cached_tokens: int = 0) -> int:
     """DeepSeek's MLA as transformers 5 runs it (the cache holds the latent; DeepseekV3Attention):
     per token, q from q_b_proj, its rotated part, q re-joined, the latent from kv_a_proj, kv_b_proj's
     per-head k_nope and v, and K re-joined: 4 h x qk_head_dim + h x v_head_dim + kv_lora_rank +
-    qk_rope_head_dim values; SDPA adds its output and the contiguous copy (2 h x v_head_dim)."""
+    qk_rope_head_dim values; SDPA adds its output and the contiguous copy (2 h x v_head_dim). A
+    decode step expands the whole cache again: for each of `cached_tokens` (batch x attended
+    positions), kv_b_proj's k_nope and v, and K re-joined: h x (2 qk_head_dim - rope + v_head_dim)
+    (traced on CPU)."""
     h, rope = spec.n_heads, spec.qk_rope_head_dim
     per_token = (4 * h * spec.head_dim + h * spec.v_head_dim + spec.kv_lora_rank + rope
                  + (0 if eager else 2 * h * spec.v_head_dim))
-    return tokens * per_token * cb
+    per_cached = h * (2 * spec.head_dim - rope + spec.v_head_dim)
+    return (tokens * per_token + cached_tokens * per_cached) * cb
 
 
 def _score_columns(spec: ModelSpec, kv_len: int) -> int:
@@ -401,6 +416,27 @@ def peak_of(parts: dict[str, int], logits: bool = True) -> int:
     computed, the last pipeline stage)."""
     moments = (parts["attention"], parts["mlp"], parts["logits"] if logits else 0)
     return parts["residual"] + parts["positions"] + parts["masks"] + max(moments)
+
+
+def decode_peak_bytes(spec: ModelSpec, batch: int, context: int, cb: int, eager: bool, kv_dtype: str,
+                      kernels: str = "cuda", int8_mlp: bool = False) -> int:
+    """Cache and activations at the first decode step's peak, after a prefill of `context` tokens
+    (transformers), the largest of: a cache update's moment (transformers_decode_cache) with what
+    lives through the step; each layer's attention or MLP moment over the cache as that layer leaves
+    it (the layers after it not yet updated: a sliding layer frees its prompt-long tensors), over
+    the keys that layer attends to; the logits and their float32 copy (as generate() takes them)
+    over the updated cache."""
+    from sizer.calc.kv import transformers_decode_cache
+
+    cache = transformers_decode_cache(spec, kv_dtype, context, batch)
+    parts = step_peak(spec, batch, 1, context, eager, 1, cb, int8_mlp=int8_mlp, kernels=kernels)
+    throughout = parts["residual"] + parts["positions"] + parts["masks"]
+    moments = {}
+    for attended in set(cache.attended_tokens):
+        moments[attended] = peak_of(step_peak(spec, batch, 1, attended - 1, eager, 1, cb, int8_mlp=int8_mlp,
+                                              kernels=kernels), logits=False)
+    layers = max(n + moments[a] for n, a in zip(cache.layer_bytes, cache.attended_tokens))
+    return max(cache.update_peak_bytes + throughout, layers, cache.after_bytes + throughout + parts["logits"])
 
 
 def activation_peaks(spec: ModelSpec, workload: Workload, compute_bytes: int = 2, kernels: str = "cuda",

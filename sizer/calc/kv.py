@@ -9,6 +9,7 @@ Source: ../shared/reference/engines.md; checked against params.md's KV bytes per
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from math import ceil
 
@@ -64,10 +65,59 @@ def transformers_kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: 
     behind those tensors right after the prefill, when a sliding layer's tensors are still views of
     the whole prompt's keys and values (freed at the next update).
     """
-    heads = spec.n_heads if spec.family == "falcon" and spec.n_kv_heads not in (1, spec.n_heads) else spec.n_kv_heads
-    per_token_layer = heads * (spec.head_dim + spec.v_head_dim) if not spec.is_mla else kv_values_per_token_per_layer(spec)
+    per_token_layer = sum(_transformers_kv_values(spec))
     window = spec.sliding_window or 0
     tokens = sum(min(context_length, window - 1)
                  if lt == SLIDING_ATTENTION and context_length >= window and not storage else context_length
                  for lt in spec.layer_types)
     return ceil(batch_size * tokens * per_token_layer * kv_dtype_bytes(kv_dtype))
+
+
+def _transformers_kv_values(spec: ModelSpec) -> tuple[int, int]:
+    """Values per token per layer of the keys and of the values transformers' cache holds: Falcon's
+    new decoder expands its KV heads to every head; MLA caches its compressed latent as the keys and
+    the shared RoPE key as the values (DeepSeek's update(compressed_kv, k_pe), traced)."""
+    if spec.is_mla:
+        return spec.kv_lora_rank, spec.qk_rope_head_dim
+    heads = spec.n_heads if spec.family == "falcon" and spec.n_kv_heads not in (1, spec.n_heads) else spec.n_kv_heads
+    return heads * spec.head_dim, heads * spec.v_head_dim
+
+
+@dataclass(frozen=True)
+class DecodeCache:
+    """Bytes behind transformers' cache through the first decode step after a prefill."""
+
+    update_peak_bytes: int                  # at the largest moment of an update
+    after_bytes: int                        # once every layer is updated
+    layer_bytes: tuple[int, ...]            # once layer i is updated (the layers after it not yet)
+    attended_tokens: tuple[int, ...]        # the keys layer i attends to
+
+
+def transformers_decode_cache(spec: ModelSpec, kv_dtype: str, context_length: int, batch_size: int) -> DecodeCache:
+    """The memory behind transformers' cache during the first decode step after a prefill of
+    `context_length` tokens (traced on CPU). Layer by layer, a full layer (DynamicLayer)
+    concatenates the new token to its keys and replaces them, then its values, growing to context + 1
+    tokens; a sliding layer (DynamicSlidingWindowLayer) concatenates both before replacing either,
+    min(context, window - 1) + 1 tokens each, and keeps views of their last window - 1 (the
+    prompt-long tensors behind its old views are freed). The peak is at one layer's update, the
+    layers before it updated and the rest not."""
+    k_values, v_values = _transformers_kv_values(spec)
+    window = spec.sliding_window or 0
+    old = context_length
+    live = peak = spec.n_layers * old * (k_values + v_values)
+    layers, attended = [], []
+    for lt in spec.layer_types:
+        if lt == SLIDING_ATTENTION and window:      # both concatenations, then both replacements
+            new = min(context_length, window - 1) + 1
+            steps = ((new * (k_values + v_values), -old * (k_values + v_values)),)
+        else:                                        # keys = cat(keys, k); values = cat(values, v)
+            new = context_length + 1
+            steps = ((new * k_values, -old * k_values), (new * v_values, -old * v_values))
+        for grow, release in steps:
+            live += grow
+            peak = max(peak, live)
+            live += release
+        layers.append(live)
+        attended.append(new)
+    scale = batch_size * kv_dtype_bytes(kv_dtype)
+    return DecodeCache(ceil(peak * scale), ceil(live * scale), tuple(ceil(n * scale) for n in layers), tuple(attended))
