@@ -13,8 +13,7 @@ What is measured, per point (model, precision, context length, batch size):
   reserved peak, and the process's device memory from NVML (CUDA context included). On CPU, the
   counted weight bytes plus the peak of live tensor bytes torch allocated during the prefill (from
   the profiler's allocation events: deterministic, the CPU analogue of max_memory_allocated; see
-  `_profiler_peak`), and,
-  as the process figure, the weights plus the growth of the resident set (VmHWM, reset through
+  `counted_allocations` and `range_peaks`), and, as the process figure, the weights plus the growth of the resident set (VmHWM, reset through
   /proc/self/clear_refs after malloc_trim), which also holds glibc's and libraries' caching and
   varies by tens of MiB between runs.
 - decode peak: absolute on both devices (weights, cache, the step's tensors). On CPU the prefill
@@ -407,7 +406,7 @@ class _CpuTrace:
     prefill's cache tensors that each layer's torch.cat replaces. Traced together, the decode's peak
     is absolute: the weights (allocated before) plus every tensor alive since the prefill began."""
 
-    def __init__(self, torch):
+    def __init__(self):
         from torch.profiler import ProfilerActivity, profile
 
         self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
@@ -592,7 +591,7 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
                   measured_peak_bytes=None, measured_decode_peak_bytes=None, measured_reserved_bytes=None,
                   measured_process_bytes=None, prefill_s=None, decode_tokens_per_s=None, status="ok")
     out = cache = inputs = None
-    trace = _CpuTrace(torch) if device == "cpu" else None
+    trace = _CpuTrace() if device == "cpu" else None
     try:
         with torch.inference_mode():
             with trace or contextlib.nullcontext():
