@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sizer.calc.kv import transformers_decode_cache, transformers_kv_heads
 from sizer.spec import ModelSpec, Workload
 
 FP32_BYTES = 4
@@ -163,10 +164,10 @@ def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager:
         sdpa = (_sdpa_bytes(spec, batch, q_len, kv_len, cb, qkv, out, block_output, kernels) if torch_sdpa
                 else (qkv + out) * cb)
         return max(sdpa, q_norm)
-    fewer_kv_heads = spec.n_kv_heads < spec.n_heads and not (spec.family == "falcon" and spec.n_kv_heads != 1)
+    fewer_kv_heads = transformers_kv_heads(spec) < spec.n_heads
     expanded = batch * kv_len * spec.n_heads * spec.head_dim * cb if fewer_kv_heads else 0
     matmul_broadcast = spec.family in MATMUL_BROADCAST_KV_FAMILIES
-    repeated = 2 * expanded if spec.family not in BROADCAST_KV_FAMILIES and not matmul_broadcast else 0
+    repeated = 0 if matmul_broadcast else 2 * expanded        # repeat_kv: K and V copied to every head
     # a fused QKV projection's output stays referenced by the q, k and v views taken from it
     fused = qkv * cb if _fused_qkv(spec) and spec.family not in FUSED_QKV_VIEW_FAMILIES else 0
     q_copies = (3 + (batch > 1)) if spec.family in FUSED_QKV_VIEW_FAMILIES else 1
@@ -426,15 +427,12 @@ def decode_peak_bytes(spec: ModelSpec, batch: int, context: int, cb: int, eager:
     it (the layers after it not yet updated: a sliding layer frees its prompt-long tensors), over
     the keys that layer attends to; the logits and their float32 copy (as generate() takes them)
     over the updated cache."""
-    from sizer.calc.kv import transformers_decode_cache
-
     cache = transformers_decode_cache(spec, kv_dtype, context, batch)
     parts = step_peak(spec, batch, 1, context, eager, 1, cb, int8_mlp=int8_mlp, kernels=kernels)
     throughout = parts["residual"] + parts["positions"] + parts["masks"]
-    moments = {}
-    for attended in set(cache.attended_tokens):
-        moments[attended] = peak_of(step_peak(spec, batch, 1, attended - 1, eager, 1, cb, int8_mlp=int8_mlp,
-                                              kernels=kernels), logits=False)
+    moments = {attended: peak_of(step_peak(spec, batch, 1, attended - 1, eager, 1, cb, int8_mlp=int8_mlp,
+                                           kernels=kernels), logits=False)
+               for attended in set(cache.attended_tokens)}
     layers = max(n + moments[a] for n, a in zip(cache.layer_bytes, cache.attended_tokens))
     return max(cache.update_peak_bytes + throughout, layers, cache.after_bytes + throughout + parts["logits"])
 

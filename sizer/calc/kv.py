@@ -79,8 +79,14 @@ def _transformers_kv_values(spec: ModelSpec) -> tuple[int, int]:
     the shared RoPE key as the values (DeepSeek's update(compressed_kv, k_pe), traced)."""
     if spec.is_mla:
         return spec.kv_lora_rank, spec.qk_rope_head_dim
-    heads = spec.n_heads if spec.family == "falcon" and spec.n_kv_heads not in (1, spec.n_heads) else spec.n_kv_heads
+    heads = transformers_kv_heads(spec)
     return heads * spec.head_dim, heads * spec.v_head_dim
+
+
+def transformers_kv_heads(spec: ModelSpec) -> int:
+    """K/V heads transformers caches and hands to attention (not MLA): Falcon's new decoder expands
+    them to every query head."""
+    return spec.n_heads if spec.family == "falcon" and spec.n_kv_heads not in (1, spec.n_heads) else spec.n_kv_heads
 
 
 @dataclass(frozen=True)
