@@ -1,6 +1,6 @@
 """Common hardware claims about open models, checked by sizer; writes docs/claims.md.
 
-Each claim (../shared/reference/claims.md) is evaluated with sizer's own API; whether sizer agrees is
+Each claim (docs/reference/claims.md) is evaluated with sizer's own API; whether sizer agrees is
 decided from the numbers by the rule stated in each function, so the table follows the calculator
 when it changes. Run: python benchmarks/claims.py [--check]  (--check: fail if the doc is stale).
 GB in the claims is read as 10^9 bytes (how articles compute 2 bytes x 7B = 14 GB); sizer's own

@@ -56,9 +56,6 @@ CSV_COLUMNS = [
 def _cpu_env() -> None:
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
-    # Don't let a `kernels/` folder in the cwd shadow the HF `kernels` package.
-    cwd = os.getcwd()
-    sys.path[:] = [p for p in sys.path if p not in ("", cwd)]
 
 
 def _status_kib(field: str) -> int | None:
@@ -279,8 +276,6 @@ def _flatten_quant_log(result, qmodel) -> list[dict]:
 def cmd_quantize(args: argparse.Namespace) -> int:
     if args.device == "cpu":
         _cpu_env()
-    else:  # keep the cwd off sys.path all the same (a `kernels/` folder there shadows HF `kernels`)
-        sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
     from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
     from transformers import AutoTokenizer
 

@@ -93,7 +93,7 @@ def run_vllm(python: str, folder: Path, dtype: str, timeout_s: int = 900) -> dic
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run([python, "-c", VLLM_RUN, str(folder), dtype, json.dumps(PROMPTS), str(NEW_TOKENS),
                           str(TOP_LOGPROBS)], capture_output=True, text=True, timeout=timeout_s, env=env,
-                         cwd=tempfile.gettempdir())    # not the checkout: its kernels/ would shadow a package
+                         cwd=tempfile.gettempdir())
     lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
     if run.returncode != 0 or not lines:
         tail = [line for line in (run.stderr or run.stdout).splitlines() if line.strip()][-1:]

@@ -1,4 +1,4 @@
-"""Calibratable constants of the transformers profile, shipped in data/calibration.json.
+"""Calibratable constants of the transformers profile, shipped in sizer/data/calibration.json.
 
 `sizer calibrate RECORDS...` fits them from `sizer measure` records and writes a file of the same
 shape; `estimate` and `fit` read the shipped default, or `--calibration FILE`.
@@ -45,7 +45,7 @@ class Calibration:
 
 
 def load_calibration(path: str | Path) -> Calibration:
-    """A calibration file written by `sizer calibrate` (or the shipped data/calibration.json)."""
+    """A calibration file written by `sizer calibrate` (or the shipped sizer/data/calibration.json)."""
     p = Path(path)
     try:
         raw = json.loads(p.read_text())

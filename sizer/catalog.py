@@ -1,7 +1,7 @@
 """The model and GPU catalogs in `sizer.data`: loaded lazily, once; lookup by name, alias, hub id.
 
-Model entries (data/models/*.json) hold a Hugging Face config.json under "config", so a catalog
-model and a user's own config.json go through the same normalizer. GPU entries (data/gpus.json)
+Model entries (sizer/data/models/*.json) hold a Hugging Face config.json under "config", so a catalog
+model and a user's own config.json go through the same normalizer. GPU entries (sizer/data/gpus.json)
 hold memory in bytes, bandwidth in GB/s, dense tensor TFLOP/s and an indicative price.
 """
 

@@ -66,7 +66,19 @@ def output_options(command):
 
 def calibration_option(command):
     return click.option("--calibration", type=click.Path(dir_okay=False), default=None,
-                        help="Constants fitted by `sizer calibrate` (default: the shipped data/calibration.json).")(command)
+                        help="Constants fitted by `sizer calibrate` (default: the shipped sizer/data/calibration.json).")(command)
+
+
+def engine_name(ctx, param, value):
+    """--engine: a known engine, or transformers==<release> for a release sizer models."""
+    from sizer.errors import UsageError
+    from sizer.plan.engines import parse_engine
+
+    try:
+        parse_engine(value)
+    except UsageError as e:
+        raise click.BadParameter(str(e)) from None
+    return value.strip()
 
 
 def positive(ctx, param, value):
@@ -127,8 +139,10 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, attention, 
               help="GPUs to plan for: COUNTxGPU (2x48GB, 2xA100-80GB, 8xH100), a GPU without a count (H100: sizer "
                    "finds the minimum), or 'local' (the GPUs NVML sees; the default when there are any). A bare size "
                    "like 48GB means a GPU with 48 GiB of device memory, as marketed.")
-@click.option("-e", "--engine", type=click.Choice(["transformers", "vllm", "llamacpp"]), default="transformers",
-              show_default=True, help="Whose memory budget rules to apply (see README: engine profiles).")
+@click.option("-e", "--engine", default="transformers", show_default=True, callback=engine_name,
+              help="Whose memory budget rules to apply: transformers, vllm or llamacpp (see README: engine "
+                   "profiles). transformers==5.24 models that release of transformers (default: the newest "
+                   "release sizer models).")
 @click.option("-p", "--precision", multiple=True,
               help="Precision(s) to evaluate (repeat or comma-separate). Default: the engine's sensible set.")
 @click.option("-c", "--context-length", type=int, default=None, callback=positive,
@@ -162,13 +176,15 @@ def fit(model, gpus, engine, precision, context_length, batch_size, kv_dtype, te
       sizer fit llama3-8b --gpus H100 --engine vllm -c 32768 -b 16
       sizer fit mixtral --recommend --engine vllm --format csv -o options.csv
     """
+    from sizer.plan.engines import parse_engine
     from sizer.plan.fit import fit as run_fit
     from sizer.report_fit import plot_fit, render_fit
 
     precisions = [p.strip() for value in precision for p in value.split(",") if p.strip()] or None
-    engine_options = _engine_options(engine, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)
+    name = parse_engine(engine).name
+    engine_options = _engine_options(name, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)
     if calibration:
-        if engine != "transformers":
+        if name != "transformers":
             raise SizerUsage(f"--calibration applies to the transformers profile, not --engine {engine}")
         engine_options["calibration"] = calibration
     if recommend:
@@ -239,7 +255,7 @@ def _list(value: str | None, cast, name: str, allow_many: bool) -> list:
 def measure(model, precision, context_length, batch_size, new_tokens, device, weights, attention, gptq_kernel, sweep,
             record_path, force, calibration, fmt):
     """Load MODEL the way users run it, profile memory and speed, and print sizer's prediction beside
-    each measurement with the error. Needs the extra: pip install 'sizer-llm[measure]'.
+    each measurement with the error. Needs the extra: pip install 'sizer-llm[torch]'.
 
     \b
     Examples:
@@ -353,11 +369,11 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
       sizer quantize ./Llama-3.1-8B --method nf4 --output ./l8b-nf4
 
     The output is written to a temporary folder and renamed when complete, so an interrupted run
-    leaves nothing under OUTPUT. Needs the extra: pip install 'sizer-llm[quant]'.
+    leaves nothing under OUTPUT. Needs the extra: pip install 'sizer-llm[torch]'.
     """
     from sizer.measure import require_torch
 
-    torch = require_torch()
+    torch = require_torch("sizer quantize")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if method == "gptq":
         return _quantize_gptq(model_dir, output, device, force, fmt, gptq)

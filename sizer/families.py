@@ -4,7 +4,7 @@ Each family function enumerates the parameter tensors exactly as the family's tr
 implementation creates them (module names in comments), so that `ModelSpec.params` equals
 `sum(p.numel() for p in model.parameters())`; tests/test_against_transformers.py checks that on
 scaled-down configs of every family built on the meta device, and tests/test_catalog.py checks the
-full-size counts against ../shared/reference/models/params.md.
+full-size counts against tests/data/reference_models/params.md.
 """
 
 from __future__ import annotations
@@ -362,10 +362,9 @@ def falcon(c: ConfigView, name: str) -> ModelSpec:
     t.norm("ln_f", hidden, bias=True, layers=None)
     tied = c.bool("tie_word_embeddings", default=True)
     t.lm_head(vocab, hidden, tied)
-    notes = ["transformers' Falcon cache stores K/V expanded to every attention head; engines store KV heads only"] if new_arch and n_kv < n_heads else []
     return _spec(c, "falcon", name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
                  head_dim=head_dim, vocab_size=vocab, d_ff=d_ff, gated_mlp=False,
-                 tied_embeddings=tied, notes=notes, rotary_dim=0 if c.bool("alibi", default=False) else None)
+                 tied_embeddings=tied, rotary_dim=0 if c.bool("alibi", default=False) else None)
 
 
 def bloom(c: ConfigView, name: str) -> ModelSpec:

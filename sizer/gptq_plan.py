@@ -11,7 +11,7 @@ Checks, per decoder Linear (weight [N out, K in]):
   whole groups (vLLM: "input size per partition must be divisible by group size").
 - act-order with tensor parallelism: g_idx is permuted over all of K, so a row-parallel shard needs
   groups from everywhere; vLLM has produced wrong outputs with it in the past
-  (../shared/reference/quantization.md). Static groups keep g_idx = k // g and avoid it.
+  (docs/reference/quantization.md). Static groups keep g_idx = k // g and avoid it.
 - whether vLLM loads the result, and with which kernel (`vllm_support`). Source: vLLM 0.32.0
   (2026-10), whose every GPTQ checkpoint goes through AutoGPTQConfig
   (model_executor/layers/quantization/auto_gptq.py, utils/gptq_utils.py, utils/marlin_utils.py):

@@ -36,11 +36,12 @@ import inspect
 import os
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sizer.calc.estimate import estimate
 from sizer.calc.kv import transformers_kv_cache_bytes
+from sizer.calc.transformers_releases import spec_for_transformers
 from sizer.calibration import Calibration, resolve
 from sizer.errors import SizerError, UsageError
 from sizer.procmem import release_free_memory, status_bytes
@@ -58,14 +59,18 @@ def is_gptq(precision: str) -> bool:
     return precision.startswith(GPTQ_PREFIX)
 
 
-def require_torch():
+TORCH_EXTRA = "pip install 'sizer-llm[torch]'"
+
+
+def require_torch(command: str = "sizer measure"):
+    """torch, after checking that the torch extra's packages import; `command` names who needs them."""
     try:
         import accelerate  # noqa: F401  (transformers needs it for device_map)
         import torch
         import transformers  # noqa: F401
     except ImportError as e:
-        raise UsageError(f"sizer measure needs torch, transformers and accelerate ({e.name} is missing): "
-                         "pip install 'sizer-llm[measure]'") from None
+        raise UsageError(f"{command} needs torch, transformers and accelerate ({e.name} is missing): "
+                         f"{TORCH_EXTRA}") from None
     return torch
 
 
@@ -133,21 +138,6 @@ def load(spec: ModelSpec, config: dict, weights_folder, precision: str, device: 
     loaded.weights_bytes, loaded.buffers_bytes = weight_bytes(loaded.model)
     _warm_up(loaded)
     return loaded
-
-
-def spec_for_transformers(spec: ModelSpec, transformers_version: str) -> ModelSpec:
-    """`spec` as the installed transformers loads it: tensors whose fp32 rule came in a later release
-    (families.KEEP_FP32_SINCE) are in the load dtype there. The calculator describes the current
-    release; `measure` predicts for the one installed."""
-    from packaging.version import Version
-
-    from sizer.families import KEEP_FP32, KEEP_FP32_SINCE
-
-    since = KEEP_FP32_SINCE.get(spec.family)
-    if since is None or Version(transformers_version).release >= since:
-        return spec
-    keep = KEEP_FP32[spec.family]
-    return replace(spec, tensors=tuple(replace(t, fp32=False) if t.fp32 and keep(t) else t for t in spec.tensors))
 
 
 def _warm_up(loaded: Loaded) -> None:

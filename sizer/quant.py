@@ -5,7 +5,7 @@ parameter tensor occupy, including the format's own overhead (scales, zeros, abs
 leaving in 16-bit what the format really keeps in 16-bit. The calculator sizes weights with these
 objects and `sizer quantize` (later) applies the same config objects, so the two cannot drift.
 
-Sources of the layouts: ../shared/reference/quantization.md (GPTQ v1 tensors, bitsandbytes block
+Sources of the layouts: docs/reference/quantization.md (GPTQ v1 tensors, bitsandbytes block
 sizes, GGUF bits per weight), bitsandbytes `functional.quantize_4bit` / `Int8Params` (absmax and SCB
 are float32), llama.cpp `ggml-common.h` (block structs) and `src/llama-quant.cpp` (K-quant mixes).
 """

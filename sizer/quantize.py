@@ -85,11 +85,11 @@ def quantize_bnb(model_dir: str, method: str, output: str, force: bool = False, 
         raise UsageError(f"--method {method}: bitsandbytes methods are {', '.join(BNB_METHODS)}")
     from sizer.measure import require_torch
 
-    torch = require_torch()
+    torch = require_torch("sizer quantize")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise UsageError("bitsandbytes is not installed: pip install 'sizer-llm[quant]'") from None
+        raise UsageError("bitsandbytes is not installed: pip install 'sizer-llm[torch]'") from None
     import transformers
 
     source = _model_dir(model_dir)

@@ -56,7 +56,7 @@ def fit_to_dict(r: FitResult) -> dict:
         gpus.update(gpu=r.gpu.name, memory_bytes=r.gpu.memory_bytes, usable_memory_bytes=usable_memory_bytes(r.gpu))
     return {
         "model": r.model, "family": r.family, "params": r.params, "active_params": r.active_params, "gpus": gpus,
-        "engine": r.engine,
+        "engine": r.engine, "engine_version": r.engine_version,
         "workload": {"context_length": r.context_length, "batch_size": r.batch_size, "kv_dtype": r.kv_dtype},
         "options": [option_to_dict(o) for o in r.options], "notes": list(r.notes), "units": "bytes",
     }
@@ -103,7 +103,7 @@ def _header(r: FitResult) -> list[str]:
     else:
         gpus = f"{r.gpus} ({_g(usable_memory_bytes(r.gpu))} GiB usable per GPU)"
     return [f"{r.model} ({r.family}) · {params}",
-            f"GPUs: {gpus} · engine {r.engine}",
+            f"GPUs: {gpus} · engine {r.engine}" + (f" {r.engine_version}" if r.engine_version else ""),
             f"workload: {r.batch_size} x {r.context_length:,} tokens, KV cache {r.kv_dtype} · per-GPU figures of the "
             f"fullest GPU · {UNITS_NOTE}"]
 

@@ -8,6 +8,7 @@ from itertools import product
 from pathlib import Path
 from typing import Callable
 
+from sizer.calc.transformers_releases import outside_note
 from sizer.calibration import resolve
 from sizer.errors import UsageError
 from sizer.records import Record
@@ -64,6 +65,11 @@ def run_measure(model: str, precisions: list[str] | None, contexts: list[int], b
     from sizer.measure import check_device, is_gptq, load, measure_point, refuse_if_too_large, require_torch
 
     torch = require_torch()
+    import transformers
+
+    outside = outside_note(transformers.__version__)
+    if outside:
+        progress(outside)
     spec = get_model(model)
     stored = spec.checkpoint.quantization if spec.checkpoint else None
     precisions = precisions or [stored if stored and is_gptq(stored) else "bf16"]

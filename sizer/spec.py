@@ -116,6 +116,7 @@ class ModelSpec:
     source: str = ""
     notes: tuple[str, ...] = ()
     native_precision: str | None = None   # the checkpoint's own format when its config says (quantization_config)
+    transformers_release: tuple[int, int] | None = None   # the transformers release it runs on; None: the newest modelled
     checkpoint: "Checkpoint | None" = field(default=None, compare=False)
 
     @cached_property

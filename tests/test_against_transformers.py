@@ -25,11 +25,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token  # noqa: E402
+from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, transformers_kv_cache_bytes  # noqa: E402
+from sizer.calc.transformers_releases import parse_release, spec_for_transformers  # noqa: E402
 from sizer.families import FAMILIES, spec_from_config  # noqa: E402
 from sizer.inputs.names import component_of  # noqa: E402
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+INSTALLED_RELEASE = parse_release(transformers.__version__)
+MODELS_DIR = Path(__file__).resolve().parents[1] / "sizer" / "data" / "models"
 CATALOG = {p.stem: json.loads(p.read_text()) for p in sorted(MODELS_DIR.glob("*.json"))}
 
 # Multimodal wrappers whose language model is a text family of its own.
@@ -486,8 +488,9 @@ def expected_kv_bytes(config, seq: int, batch: int) -> tuple[int, int]:
     2 x n_kv_heads x head_dim values; MLA: one latent of kv_lora_rank + qk_rope_head_dim values; a
     sliding-window layer holds min(seq, window) tokens.
     transformers differs in two known ways:
-      * Falcon's new decoder broadcasts K/V to every query head before caching:
-        2 x n_heads x head_dim values per token and layer (modeling_falcon _split_heads).
+      * up to transformers 5.24, Falcon's new decoder broadcast K/V to every query head before
+        caching: 2 x n_heads x head_dim values per token and layer (modeling_falcon _split_heads);
+        5.25 caches num_kv_heads heads and repeats them at attention time.
       * DynamicSlidingWindowLayer keeps the last sliding_window - 1 tokens after an update:
         min(seq, window - 1) tokens per sliding layer.
     DeepSeek V2/V3 in transformers 5 cache the latent as engines do (keys: the normalized
@@ -503,7 +506,8 @@ def expected_kv_bytes(config, seq: int, batch: int) -> tuple[int, int]:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
         if family == "falcon":
             if config.new_decoder_architecture:
-                n_kv, n_kv_hf = config.num_kv_heads, n_heads
+                n_kv = config.num_kv_heads
+                n_kv_hf = n_heads if INSTALLED_RELEASE < (5, 25) else n_kv
             else:
                 n_kv = n_kv_hf = 1 if config.multi_query else n_heads
         elif family == "gpt_bigcode":
@@ -528,7 +532,6 @@ KNOWN_DIFFERENCES = {
     "gemma3-mixed": "sliding window - 1",
     "gpt_oss-mixed": "sliding window - 1",
     "phi3-window": "sliding window - 1",
-    "falcon-new-gqa": "falcon broadcasts K/V to every head",
     "phimoe-window": "sliding window - 1",
 }
 
@@ -554,8 +557,11 @@ def test_kv_cache_against_a_forward(case):
     assert measured == transformers_layout
     assert sizer == engine
     assert kv_cache_bytes_per_token(spec, "bf16") == expected_kv_bytes(hf, 1, 1)[0]
+    # sizer's model of transformers' cache, for the installed release
+    assert transformers_kv_cache_bytes(spec_for_transformers(spec, transformers.__version__), "bf16", SEQ, BATCH) == measured
     # the two numbers differ exactly where a known reason says they should
-    assert (measured != sizer) == (case in KNOWN_DIFFERENCES), (measured, sizer)
+    known = case in KNOWN_DIFFERENCES or (case == "falcon-new-gqa" and INSTALLED_RELEASE < (5, 25))
+    assert (measured != sizer) == known, (measured, sizer)
 
 
 def test_eager_only_families_are_those_without_an_sdpa_path():

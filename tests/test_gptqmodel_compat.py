@@ -2,8 +2,7 @@
 optimum): its reference kernel dequantizes exactly the weights sizer's loader does (bit for bit in
 float16), and its logits, with that kernel and with the one it picks itself, match sizer's loader.
 
-GPTQModel runs in a subprocess: it takes seconds to import, and from the repository root our
-`kernels/` folder would shadow the `kernels` package it imports.
+GPTQModel runs in a subprocess: it takes seconds to import.
 """
 
 import importlib.util

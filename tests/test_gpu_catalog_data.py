@@ -1,4 +1,4 @@
-"""Data checks for the GPU catalog in data/gpus.json (stdlib only)."""
+"""Data checks for the GPU catalog in sizer/data/gpus.json (stdlib only)."""
 
 import datetime
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-CATALOG_PATH = Path(__file__).resolve().parents[1] / "data" / "gpus.json"
+CATALOG_PATH = Path(__file__).resolve().parents[1] / "sizer" / "data" / "gpus.json"
 
 MIB = 1024 ** 2
 GIB = 1024 ** 3

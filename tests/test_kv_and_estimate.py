@@ -1,11 +1,15 @@
 """KV cache layouts and the estimate's invariants (hypothesis)."""
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from sizer import estimate, get_model
 from sizer.calc.activations import activation_peaks
-from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token
+from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, transformers_kv_cache_bytes
+from sizer.calc.transformers_releases import (MODELLED, NEWEST, outside_note, parse_release, spec_for_release,
+                                              spec_for_transformers)
 from sizer.catalog import model_entries
 from sizer.errors import UsageError
 from sizer.spec import Workload
@@ -128,11 +132,12 @@ def test_masks_and_positions_as_transformers_builds_them():
 def test_sdpa_internals_torch_makes_on_every_device():
     """What torch's SDPA makes inside itself: Mistral's sliding layers at 8k pass a bool mask, which
     SDPA converts to bf16 (2 bytes per cell, beside K and V repeated to its 32 heads); Falcon-7B's one
-    K/V head without enable_gqa takes the math kernel: float32 copies and scores, 9 bytes per score
-    cell, on any device, so estimate and fit say so. vLLM's own kernels make none of it."""
+    K/V head without enable_gqa takes the math kernel up to transformers 5.24: float32 copies and
+    scores, 9 bytes per score cell, on any device, so estimate and fit say so (5.25's Falcon repeats it
+    as a view to a fused kernel). vLLM's own kernels make none of it."""
     from sizer.calc.activations import step_peak
 
-    mistral, falcon = get_model("mistral-7b"), get_model("falcon-7b")
+    mistral, falcon = get_model("mistral-7b"), spec_for_release(get_model("falcon-7b"), (5, 24))
     s = 8192
     unmasked = step_peak(mistral, 1, 4000, 4000, False, 1, 2)["attention"]
     masked = step_peak(mistral, 1, s, s, False, 1, 2)["attention"]
@@ -142,8 +147,11 @@ def test_sdpa_internals_torch_makes_on_every_device():
     math = step_peak(falcon, 1, 2048, 2048, False, 1, 2)["attention"]
     assert math > 71 * 2048 * 2048 * 9                                # the float32 scores and softmax
     assert math < 71 * 2048 * 2048 * 9 * 1.1
-    note = "transformers' falcon passes SDPA one K/V head without enable_gqa: torch's math kernel"
+    note = "transformers 5.24's falcon passes SDPA one K/V head without enable_gqa: torch's math kernel"
     assert any(n.startswith(note) for n in estimate(falcon, context_length=2048).details["notes"])
+    shared = spec_for_release(falcon, (5, 25))
+    assert not any("math kernel" in n for n in estimate(shared, context_length=2048).details["notes"])
+    assert step_peak(shared, 1, 2048, 2048, False, 1, 2)["attention"] < 71 * 2048 * 2048 * 3
     assert not any("math kernel" in n for n in estimate(mistral).details["notes"])
     vllm = step_peak(falcon, 1, 2048, 2048, False, 1, 2, torch_sdpa=False)["attention"]
     assert vllm == 2048 * ((71 + 1) * 64 + 64 + 71 * 64) * 2          # the projections alone
@@ -185,16 +193,14 @@ def test_estimate_accepts_spec_and_name_alike():
 @pytest.mark.parametrize("version, router_fp32", [("5.17.0", False), ("5.23.2", False), ("5.24.0", True),
                                                   ("5.24.0.dev0", True), ("6.0.0rc1", True)])
 def test_deepseek_router_is_fp32_only_from_the_transformers_release_that_keeps_it(version, router_fp32):
-    pytest.importorskip("packaging")
-    from sizer.measure import spec_for_transformers
-
     spec = get_model("deepseek-v3")
     router = [t for t in spec.tensors if t.component == "router"]
     assert router and all(t.fp32 for t in router)                 # the calculator: current transformers
     older = spec_for_transformers(spec, version)
     assert all(t.fp32 == router_fp32 for t in older.tensors if t.component == "router")
     assert [t for t in older.tensors if t.component != "router"] == [t for t in spec.tensors if t.component != "router"]
-    assert spec_for_transformers(get_model("llama3-8b"), "5.17.0") == get_model("llama3-8b")
+    llama = get_model("llama3-8b")
+    assert spec_for_transformers(llama, "5.17.0") == replace(llama, transformers_release=(5, 17))
 
 
 def test_transformers_decode_cache_full_layers():
@@ -238,3 +244,53 @@ def test_decode_cache_peak_bounds(name, context, batch):
     c = transformers_decode_cache(spec, "bf16", context, batch)
     assert c.update_peak_bytes >= max(c.after_bytes, transformers_kv_cache_bytes(spec, "bf16", context, batch, storage=True))
     assert transformers_decode_cache(spec, "bf16", context + 1, batch).update_peak_bytes >= c.update_peak_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# transformers releases
+
+
+@pytest.mark.parametrize("version, release", [("5.24", (5, 24)), ("5.24.0", (5, 24)), ("5.25.0.dev0", (5, 25)),
+                                              ("6.0.0rc1", (6, 0)), (" 5.3.1 ", (5, 3))])
+def test_parse_release(version, release):
+    assert parse_release(version) == release
+
+
+@pytest.mark.parametrize("text", ["", "5", "five.24", "5.x", "latest"])
+def test_parse_release_refuses(text):
+    with pytest.raises(ValueError, match="not a transformers version"):
+        parse_release(text)
+
+
+def test_outside_note_names_the_modelled_releases():
+    assert outside_note("5.24.0") is None and outside_note("5.25.0") is None
+    note = outside_note("5.26.1")
+    assert note.startswith("transformers 5.26.1 is not a release sizer models (5.24, 5.25)") and "\n" not in note
+    assert outside_note("4.57.6").startswith("transformers 4.57.6 is not a release")
+    assert NEWEST == MODELLED[-1] == (5, 25)
+
+
+def test_falcon_cache_by_release():
+    """transformers 5.24 caches Falcon-40B's 8 K/V heads expanded to its 128 heads; 5.25 caches the 8."""
+    spec = get_model("falcon-40b")
+    old, new = spec_for_release(spec, (5, 24)), spec_for_release(spec, (5, 25))
+    engines = kv_cache_bytes(spec, "bf16", 1000, 2)
+    assert transformers_kv_cache_bytes(new, "bf16", 1000, 2) == engines
+    assert transformers_kv_cache_bytes(old, "bf16", 1000, 2) == engines * spec.n_heads // spec.n_kv_heads
+    assert any("5.24's Falcon cache stores K/V expanded" in n for n in old.notes)
+    assert not any("Falcon cache" in n for n in new.notes)
+    assert spec_for_release(old, (5, 25)).notes == new.notes          # the note follows the release
+    falcon_7b = get_model("falcon-7b")                                # multi-query: one head either way
+    assert transformers_kv_cache_bytes(spec_for_release(falcon_7b, (5, 24)), "bf16", 100, 1) == \
+        kv_cache_bytes(falcon_7b, "bf16", 100, 1)
+
+
+def test_estimate_follows_the_spec_release():
+    """Falcon's own attention (5.24) and the shared one (5.25) hold different activations; an
+    explicit release wins over the installed one."""
+    spec = get_model("falcon-7b")
+    old = estimate(spec_for_release(spec, (5, 24)), context_length=4096, batch_size=4)
+    new = estimate(spec_for_release(spec, (5, 25)), context_length=4096, batch_size=4)
+    assert old.breakdown["kv_cache"] == new.breakdown["kv_cache"]
+    assert old.breakdown["activations"] != new.breakdown["activations"]
+    assert estimate(spec_for_transformers(spec, "5.25.0"), context_length=4096, batch_size=4) == new

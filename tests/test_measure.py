@@ -340,8 +340,10 @@ def test_shipped_calibration_is_the_documented_prior_until_calibrated():
 
 def test_no_torch_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(UsageError, match=r"pip install 'sizer-llm\[measure\]'"):
+    with pytest.raises(UsageError, match=r"^sizer measure needs torch.*pip install 'sizer-llm\[torch\]'"):
         require_torch()
+    with pytest.raises(UsageError, match=r"^sizer quantize needs torch.*pip install 'sizer-llm\[torch\]'"):
+        require_torch("sizer quantize")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

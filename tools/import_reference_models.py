@@ -1,4 +1,4 @@
-"""One-off importer: ../shared/reference/models/<name>/config.json -> data/models/<slug>.json.
+"""One-off importer: tests/data/reference_models/<name>/config.json -> sizer/data/models/<slug>.json.
 
 Kept in the repository so the catalog entries can be regenerated from the verified reference
 configs; the provenance text is taken from SOURCES.md ('kind' and 'primary' lines) and the exact
@@ -10,8 +10,9 @@ import re
 import sys
 from pathlib import Path
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "models"
-OUT = Path(__file__).resolve().parents[1] / "data" / "models"
+ROOT = Path(__file__).resolve().parents[1]
+REF = ROOT / "tests" / "data" / "reference_models"     # verified configs, with SOURCES.md and params.md
+OUT = ROOT / "sizer" / "data" / "models"
 
 # name -> (hub id, slug, aliases)
 MODELS = {
@@ -75,7 +76,7 @@ def main() -> int:
             "name": name,
             "hf_id": hf_id,
             "aliases": aliases,
-            "source": f"sizer shared/reference/models/{name}/config.json; " + sources[name],
+            "source": f"sizer tests/data/reference_models/{name}/config.json; " + sources[name],
             "params": params[name],
             "config": config,
         }

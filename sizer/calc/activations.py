@@ -5,7 +5,7 @@ attention masks); on top of them only one layer's working set is alive at a time
 after another), so a step's peak is those plus the largest of three moments: attention, MLP and
 logits. Every term was read from torch's allocation events on transformers 5 models
 (benchmarks/measure_campaign.py, sizer measure); sources are the modeling code the comments name
-and ../shared/reference/engines.md. Coefficients are calibratable by `sizer measure`.
+and docs/reference/engines.md. Coefficients are calibratable by `sizer measure`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sizer.calc.kv import transformers_decode_cache, transformers_kv_heads
+from sizer.calc.transformers_releases import falcon_own_attention, release_of, release_text
 from sizer.spec import ModelSpec, Workload
 
 FP32_BYTES = 4
@@ -57,7 +58,8 @@ MASK_BYTES = 1                        # SDPA's bool mask
 # float32 scores and their softmax beside them, with isneginf's bool per cell (_safe_softmax):
 # 9 bytes per score cell. Measured with the allocation meter (sizer.measure._profiler_peak).
 LSE_BYTES = FP32_BYTES
-BROADCAST_KV_FAMILIES = frozenset({"falcon"})        # its own attention: K/V heads broadcast, never repeated
+# Falcon's own attention (up to transformers 5.24, `falcon_own_attention`): K/V heads broadcast,
+# never repeated. From 5.25 it calls transformers' shared attention functions, as Llama does.
 FUSED_QKV_TENSORS = frozenset({"layers.self_attn.qkv_proj.weight", "h.self_attention.query_key_value.weight",
                                "layers.attention.query_key_value.weight", "h.attn.c_attn.weight",
                                "blocks.attn.Wqkv.weight"})   # Phi-3, Falcon and Bloom, GPT-NeoX, StarCoder, MPT
@@ -69,15 +71,15 @@ MATH_SDPA_SCORE_BYTES = 2 * FP32_BYTES + 1
 # the compute dtype over [scores, sink] while the masked scores are still referenced: three
 # tensors of the compute dtype, one column wider.
 SINK_FAMILIES = frozenset({"gpt_oss"})
-# gpt-oss's and Falcon's (multi-query) eager attention pass their fewer K/V heads to torch.matmul,
-# which copies the broadcast operand to every head for the duration of that product: the expanded K
-# lives through the scores' matmul only, the expanded V through the product with the probabilities
-# only (traced on CPU; Falcon's new decoder caches K/V for every head, so nothing broadcasts).
-MATMUL_BROADCAST_KV_FAMILIES = frozenset({"gpt_oss", "falcon"})
-# Falcon's own eager attention: scores, scores + mask and their softmax in the compute dtype (its
-# softmax is asked for hidden_states.dtype); its K and V of fewer heads broadcast in the matmul (the
-# new decoder's already expanded; BROADCAST_KV_FAMILIES), not repeated to every head.
-COMPUTE_DTYPE_SOFTMAX_FAMILIES = frozenset({"falcon"})
+# gpt-oss's and Falcon's own (multi-query, up to 5.24) eager attention pass their fewer K/V heads to
+# torch.matmul, which copies the broadcast operand to every head for the duration of that product:
+# the expanded K lives through the scores' matmul only, the expanded V through the product with the
+# probabilities only (traced on CPU; Falcon's new decoder cached K/V for every head up to 5.24, so
+# nothing broadcasts).
+MATMUL_BROADCAST_KV_FAMILIES = frozenset({"gpt_oss"})
+# Falcon's own eager attention (up to 5.24): scores, scores + mask and their softmax in the compute
+# dtype (its softmax is asked for hidden_states.dtype); its K and V of fewer heads broadcast in the
+# matmul, not repeated to every head. From 5.25: eager_attention_forward's float32 softmax and repeat_kv.
 # Families whose transformers 5 model classes have no SDPA path (`_supports_sdpa = False`: Gemma 2's
 # soft-capping, gpt-oss's sinks, Bloom's and MPT's own ALiBi attention): transformers runs them eager
 # whatever is asked (flash-attn, where installed and asked for, is not modelled), so the scores are
@@ -122,7 +124,7 @@ def math_sdpa(spec: ModelSpec, kernels: str = "cuda") -> bool:
     the queries without enable_gqa (any device), or, on CPU, q and K wider than V (MLA), which the
     CPU flash kernel refuses (sdp_utils_cpp check_head_dim_size_cpp; CUDA's cuDNN and
     memory-efficient kernels take them)."""
-    broadcast = spec.family in BROADCAST_KV_FAMILIES and spec.n_kv_heads == 1 < spec.n_heads
+    broadcast = falcon_own_attention(spec) and spec.n_kv_heads == 1 < spec.n_heads
     return broadcast or (kernels == "cpu" and spec.is_mla and spec.head_dim != spec.v_head_dim)
 
 
@@ -133,15 +135,16 @@ def attention_notes(spec: ModelSpec, requested: str) -> list[str]:
     if transformers_attention(spec, requested) != requested:
         return [f"transformers has no SDPA path for {spec.family}: eager attention, the scores materialized"]
     if requested == "sdpa" and math_sdpa(spec):
-        return [f"transformers' {spec.family} passes SDPA one K/V head without enable_gqa: torch's math "
-                "kernel, the scores materialized in fp32"]
+        return [f"transformers {release_text(release_of(spec))}'s {spec.family} passes SDPA one K/V head without "
+                "enable_gqa: torch's math kernel, the scores materialized in fp32"]
     return []
 
 
 def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, cb: int,
                     torch_sdpa: bool = True, kernels: str = "cuda") -> int:
     """The attention moment's working set above the residual part. SDPA: see `_sdpa_bytes`. Eager:
-    q, K and V repeated to every head (GQA; Falcon broadcasts them), a fused QKV output its views
+    q, K and V repeated to every head (GQA; one K/V head, and Falcon's own attention up to transformers
+    5.24, broadcast inside matmul instead), a fused QKV output its views
     keep, and the scores at the softmax, or right after it (at contexts under about 2 x head_dim
     tokens the larger) the probabilities, their product with V and its contiguous copy. MLA: see `_mla_bytes`. Qwen3 and Gemma 3: their
     q RMSNorm when larger (`_q_norm_bytes`). At eager's softmax, MLA's attention and the q norm the
@@ -164,9 +167,12 @@ def attention_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager:
         sdpa = (_sdpa_bytes(spec, batch, q_len, kv_len, cb, qkv, out, block_output, kernels) if torch_sdpa
                 else (qkv + out) * cb)
         return max(sdpa, q_norm)
-    fewer_kv_heads = transformers_kv_heads(spec) < spec.n_heads
-    expanded = batch * kv_len * spec.n_heads * spec.head_dim * cb if fewer_kv_heads else 0
-    matmul_broadcast = spec.family in MATMUL_BROADCAST_KV_FAMILIES
+    kv_heads = transformers_kv_heads(spec)
+    expanded = batch * kv_len * spec.n_heads * spec.head_dim * cb if kv_heads < spec.n_heads else 0
+    # repeat_kv of a single K/V head is a view (the expand folds into a size-1 dimension), so matmul
+    # broadcasts it as it does for the families that pass fewer heads on purpose
+    matmul_broadcast = (spec.family in MATMUL_BROADCAST_KV_FAMILIES or falcon_own_attention(spec)
+                        or kv_heads == 1 < spec.n_heads)
     repeated = 0 if matmul_broadcast else 2 * expanded        # repeat_kv: K and V copied to every head
     # a fused QKV projection's output stays referenced by the q, k and v views taken from it
     fused = qkv * cb if _fused_qkv(spec) and spec.family not in FUSED_QKV_VIEW_FAMILIES else 0
@@ -268,7 +274,7 @@ def _score_columns(spec: ModelSpec, kv_len: int) -> int:
 
 def _score_bytes(spec: ModelSpec, cb: int) -> int:
     """Bytes per score cell at eager attention's softmax (see SINK_FAMILIES)."""
-    if spec.family in SINK_FAMILIES or spec.family in COMPUTE_DTYPE_SOFTMAX_FAMILIES:
+    if spec.family in SINK_FAMILIES or falcon_own_attention(spec):
         return 3 * cb
     kept = (2 if spec.family in FUSED_QKV_VIEW_FAMILIES else 1) * cb      # Bloom keeps baddbmm's scores too
     return kept + FP32_BYTES + (FP32_BYTES if cb < FP32_BYTES else 0)

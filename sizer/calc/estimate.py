@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from sizer.calc.activations import activation_peaks, attention_notes, transformers_attention
 from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_bytes
+from sizer.calc.transformers_releases import NEWEST, spec_for_release
 from sizer.calibration import Calibration, resolve
 from sizer.calc.weights import checkpoint_bytes_by_component, weight_bytes_by_component
 from sizer.quant import bnb_int8_mlp, get_precision
@@ -67,13 +68,17 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
     precision None means the checkpoint's own storage when the model was read from files, else the
     format its config's quantization_config names (gpt-oss: mxfp4; DeepSeek-V3: fp8-block128), else bf16.
     context_length None means the model's maximum context (or 4096 when the config has none).
-    calibration: a Calibration or a calibration file; None means the shipped data/calibration.json.
+    calibration: a Calibration or a calibration file; None means the shipped sizer/data/calibration.json.
     kernels: the device whose kernels run the model, "cuda" (GPUs: what sizer plans) or "cpu" (sizer
     measure on CPU); it matters where they hold different temporaries (bitsandbytes int8).
+    The transformers terms follow the spec's transformers_release, else the newest release sizer
+    models (transformers_releases).
     """
     from sizer.inputs.resolve import get_model
 
     spec = get_model(model) if isinstance(model, str) else model
+    if spec.transformers_release is None:          # activations as the newest modelled transformers runs them
+        spec = spec_for_release(spec, NEWEST)
     workload = Workload(context_length or spec.max_context_length or 4096, batch_size,
                         transformers_attention(spec, attention), logits)
     kv_dtype_bytes(kv_dtype)

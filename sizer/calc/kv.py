@@ -4,7 +4,7 @@ Per token and layer, attention with KV heads stores a key and a value per KV hea
 `n_kv_heads x (head_dim + v_head_dim)` values (= 2 x n_kv_heads x head_dim). MLA (DeepSeek V2/V3)
 stores one compressed latent plus the shared rotary key: `kv_lora_rank + qk_rope_head_dim` values,
 as vLLM and SGLang cache it. A sliding-window layer keeps at most `sliding_window` tokens.
-Source: ../shared/reference/engines.md; checked against params.md's KV bytes per token.
+Source: docs/reference/engines.md; checked against params.md's KV bytes per token.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from fractions import Fraction
 from math import ceil
 
 from sizer.errors import UsageError
+from sizer.calc.transformers_releases import expands_cached_kv
 from sizer.spec import SLIDING_ATTENTION, ModelSpec
 
 # Bits per cached value. int8/fp8 per-tensor scales are a few bytes per layer and are left out;
@@ -61,7 +62,8 @@ def transformers_kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: 
 
     It differs from the engines' layout in two ways (measured in tests/test_against_transformers.py):
     a sliding-window layer keeps `sliding_window - 1` tokens once the prompt reaches the window, and
-    Falcon's new decoder stores K and V expanded to every attention head. storage=True: the memory
+    Falcon's new decoder stores K and V expanded to every attention head up to transformers 5.24.
+    storage=True: the memory
     behind those tensors right after the prefill, when a sliding layer's tensors are still views of
     the whole prompt's keys and values (freed at the next update).
     """
@@ -75,7 +77,7 @@ def transformers_kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: 
 
 def _transformers_kv_values(spec: ModelSpec) -> tuple[int, int]:
     """Values per token per layer of the keys and of the values transformers' cache holds: Falcon's
-    new decoder expands its KV heads to every head; MLA caches its compressed latent as the keys and
+    new decoder expands its KV heads to every head (up to 5.24); MLA caches its compressed latent as the keys and
     the shared RoPE key as the values (DeepSeek's update(compressed_kv, k_pe), traced)."""
     if spec.is_mla:
         return spec.kv_lora_rank, spec.qk_rope_head_dim
@@ -85,8 +87,8 @@ def _transformers_kv_values(spec: ModelSpec) -> tuple[int, int]:
 
 def transformers_kv_heads(spec: ModelSpec) -> int:
     """K/V heads transformers caches and hands to attention (not MLA): Falcon's new decoder expands
-    them to every query head."""
-    return spec.n_heads if spec.family == "falcon" and spec.n_kv_heads not in (1, spec.n_heads) else spec.n_kv_heads
+    them to every query head up to transformers 5.24 (transformers_releases)."""
+    return spec.n_heads if expands_cached_kv(spec) else spec.n_kv_heads
 
 
 @dataclass(frozen=True)

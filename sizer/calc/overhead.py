@@ -1,6 +1,6 @@
 """Runtime memory outside weights, KV cache and activations: the uncalibrated prior, with sources.
 
-These are the starting values of data/calibration.json (a test keeps the two equal while that file
+These are the starting values of sizer/data/calibration.json (a test keeps the two equal while that file
 says it is uncalibrated); `sizer calibrate` fits new values from `sizer measure` records, and the
 calculator reads them through sizer.calibration.
 """

@@ -1,6 +1,6 @@
 """Engine profiles: how transformers, vLLM and llama.cpp budget each GPU's memory.
 
-Facts from ../shared/reference/engines.md (gathered from the engines' source and logs). Every
+Facts from docs/reference/engines.md (gathered from the engines' source and logs). Every
 constant is named, sourced, and calibratable by `sizer measure` / `sizer calibrate`.
 
 Verdicts: `fits` (the fullest GPU keeps at least FIT_HEADROOM_FRACTION free), `marginal` (it fits,
@@ -15,9 +15,12 @@ from math import ceil
 
 from sizer.calc.activations import FP32_BYTES, peak_of, step_peak, transformers_attention
 from sizer.calc.overhead import CUDA_CONTEXT_BYTES
+from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
+                                              spec_for_release)
 from sizer.calibration import Calibration, default_calibration
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
+from sizer.spec import ModelSpec
 from sizer.units import GiB, MiB
 
 FITS, MARGINAL, DOES_NOT_FIT = "fits", "marginal", "does-not-fit"
@@ -271,6 +274,48 @@ def _pad(n: int) -> int:
 
 
 ENGINES = ("transformers", "vllm", "llamacpp")
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """An engine as the user names it: `transformers`, `transformers==5.24`, `vllm`, `llamacpp`."""
+
+    name: str
+    release: Release | None = None      # transformers: the release modelled
+
+    @property
+    def version(self) -> str:
+        """The modelled release of the transformers profile ("" for the other engines)."""
+        return release_text(self.release) if self.release else ""
+
+
+def parse_engine(text: str) -> EngineChoice:
+    """`name` or `transformers==<release>`; the transformers release defaults to the newest modelled
+    (transformers_releases)."""
+    from sizer.errors import UsageError
+
+    name, pinned, version = text.strip().partition("==")
+    name = name.strip().lower()
+    if name not in ENGINES:
+        raise UsageError(f"unknown engine {text!r} (known: {', '.join(ENGINES)}; transformers==<release> "
+                         f"for one of {modelled_text()})")
+    if not pinned:
+        return EngineChoice(name, NEWEST if name == "transformers" else None)
+    if name != "transformers":
+        raise UsageError(f"--engine {text}: only the transformers profile is modelled per release "
+                         f"(transformers=={MODELLED[-1][0]}.{MODELLED[-1][1]})")
+    try:
+        release = parse_release(version)
+    except ValueError:
+        raise UsageError(f"--engine {text}: {version!r} is not a transformers release") from None
+    if release not in MODELLED:
+        raise UsageError(f"--engine {text}: sizer models transformers {modelled_text()}")
+    return EngineChoice(name, release)
+
+
+def engine_spec(spec: ModelSpec, choice: EngineChoice) -> ModelSpec:
+    """The model as the engine runs it (transformers: as its modelled release loads it)."""
+    return spec_for_release(spec, choice.release) if choice.release else spec
 
 
 def make_engine(name: str, **options):

@@ -13,7 +13,7 @@ from sizer.calc.activations import attention_notes
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
-from sizer.plan.engines import DOES_NOT_FIT, FITS, Evaluation, GpuUsage, make_engine
+from sizer.plan.engines import DOES_NOT_FIT, FITS, Evaluation, GpuUsage, engine_spec, make_engine, parse_engine
 from sizer.plan.placement import Placement, choose_placement
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_throughput
@@ -75,6 +75,7 @@ class FitResult:
     options: tuple[FitOption, ...]
     notes: tuple[str, ...] = field(default=())
     gpu_count: int | None = None        # as asked; None when sizer chose the count per option
+    engine_version: str = ""            # the transformers release modelled ("5.25"); "" for other engines
 
 
 class Planner:
@@ -244,7 +245,9 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str = "transformers", 
     from sizer.inputs.resolve import get_model
     from sizer.spec import Workload
 
-    spec = get_model(model) if isinstance(model, str) else model
+    choice = parse_engine(engine)
+    engine = choice.name
+    spec = engine_spec(get_model(model) if isinstance(model, str) else model, choice)
     selection = parse_gpus(gpus) if isinstance(gpus, str) else gpus
     kv_dtype_bytes(kv_dtype)
     if batch_size < 1:
@@ -273,7 +276,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str = "transformers", 
     if engine == "transformers" and any(o.pipeline_parallel > 1 for o in options):
         notes.append("transformers splits layers over the GPUs (device_map='auto'); they run one after another")
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu, engine,
-                     ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count)
+                     ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version)
 
 
 def vllm_precision_notes(precisions: list[str]) -> list[str]:

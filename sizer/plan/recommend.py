@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sizer.catalog import gpu_entries
 from sizer.errors import UsageError
-from sizer.plan.engines import DOES_NOT_FIT, make_engine
+from sizer.plan.engines import DOES_NOT_FIT, engine_spec, make_engine, parse_engine
 from sizer.plan.fit import (DEFAULT_CONTEXT_CAP, FitOption, FitResult, Planner, default_precisions,
                             plan_option)
 
@@ -27,7 +27,9 @@ def recommend(model, engine: str = "transformers", precision: str | list | None 
     from sizer.inputs.resolve import get_model
     from sizer.spec import Workload
 
-    spec = get_model(model) if isinstance(model, str) else model
+    choice = parse_engine(engine)
+    engine = choice.name
+    spec = engine_spec(get_model(model) if isinstance(model, str) else model, choice)
     if max_gpus < 1:
         raise UsageError(f"--max-gpus must be positive, got {max_gpus}")
     ctx = context_length or min(spec.max_context_length or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
@@ -46,4 +48,4 @@ def recommend(model, engine: str = "transformers", precision: str | list | None 
     options.sort(key=_rank_key)
     any_gpu = next(iter(gpu_entries().values()))      # FitResult wants one; "catalog" options name their own
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, "catalog", any_gpu, engine,
-                     ctx, batch_size, kv_dtype, tuple(options), spec.notes)
+                     ctx, batch_size, kv_dtype, tuple(options), spec.notes, engine_version=choice.version)

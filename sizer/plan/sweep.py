@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sizer.catalog import gpu_entries, model_entries
 from sizer.errors import UsageError
-from sizer.plan.engines import capacity_verdict, make_engine
+from sizer.plan.engines import capacity_verdict, engine_spec, make_engine, parse_engine
 from sizer.plan.fit import DEFAULT_PRECISIONS, Planner
 from sizer.plan.placement import Placement
 
@@ -34,7 +34,9 @@ def sweep(models=None, gpus=None, precisions=None, contexts=DEFAULT_CONTEXTS, en
     """One GPU of each kind for every model, precision and context length (catalog-wide by default)."""
     from sizer.inputs.resolve import get_model
 
-    specs = [get_model(m) for m in (models or model_entries())]
+    choice = parse_engine(engine)
+    engine = choice.name
+    specs = [engine_spec(get_model(m), choice) for m in (models or model_entries())]
     gpu_specs = [g if not isinstance(g, str) else _gpu(g) for g in (gpus or gpu_entries().values())]
     names = list(precisions or DEFAULT_PRECISIONS[engine])
     eng = make_engine(engine)

@@ -1,1 +1,0 @@
-"""sizer.data: the model catalog (models/*.json) and the GPU catalog (gpus.json), read by sizer.catalog."""
