@@ -113,3 +113,29 @@ def test_python_dash_m_sizer_above_a_clone_named_sizer(tmp_path):
     out = run_python(["-m", "sizer", "estimate", "phi-2", "--format", "csv"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("model,family,params")
+
+
+def test_no_code_reads_outside_the_repository():
+    """Everything tests and modules read is in the checkout (tests/data, docs/reference, sizer/data)."""
+    outside = ("../shared", "shared/reference", "parents[2]", "ROOT.parent", "parent.parent.parent")
+    offenders = [f"{path.relative_to(ROOT)}: {marker}"
+                 for folder in ("sizer", "tests", "benchmarks", "tools") for path in (ROOT / folder).rglob("*.py")
+                 for marker in outside if marker in path.read_text() and path.name != "test_packaging.py"]
+    assert offenders == []
+
+
+def test_the_wheel_ships_the_package_data_and_kernels(tmp_path):
+    """What `pip install .` installs: sizer with its catalogs, calibration and kernels, nothing else."""
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("sizer_llm-*.whl"))).namelist()
+    assert {n.split("/")[0] for n in names} == {"sizer", "sizer_llm-0.1.0.dist-info"}
+    shipped = {n for n in names if n.startswith("sizer/data/")}
+    expected = {f"sizer/data/{p.relative_to(ROOT / 'sizer' / 'data')}" for p in (ROOT / "sizer" / "data").rglob("*")
+                if p.is_file() and p.suffix in (".json", ".md", ".py")}
+    assert shipped == expected
+    assert {f"sizer/kernels/{m}.py" for m in ("gptq", "gptq_pack", "int4_matmul", "quant_linear")} <= set(names)

@@ -39,3 +39,17 @@ def test_python_api_example_runs():
     exec(block, namespace)
     assert namespace["e"].memory["total"] > 0
     assert namespace["get_gpu"]("H100").memory_bytes == int(re.search(r"memory_bytes\s+# (\d+)", block).group(1))
+
+
+def test_ci_runs_exactly_the_readme_set_up_commands():
+    """.ci/run: a fresh virtual environment, then the README's two commands and nothing else."""
+    section = README.split("## Set up on a fresh machine", 1)[1]
+    commands = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1).strip().splitlines()
+    assert commands == ["pip install -e '.[test]'", "python -m pytest"]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci[-2:] == commands
+    assert any(line.startswith("python3 -m venv ") for line in ci) and any("activate" in line for line in ci)
+
+
+def test_readme_reads_nothing_outside_the_repository():
+    assert "../" not in README
