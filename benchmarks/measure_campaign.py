@@ -295,7 +295,9 @@ def run(items: list[dict], device: str, out_csv: Path, budget_s: float | None) -
 
 
 def repredict(records: list) -> list:
-    """The same measurements with sizer's current predictions (after the model changes, no re-run)."""
+    """The same measurements with sizer's current predictions (after the model changes, no re-run),
+    for the transformers release each record was measured with."""
+    from sizer.calc.transformers_releases import spec_for_transformers
     from sizer.calibration import default_calibration
     from sizer.families import spec_from_config
     from sizer.inputs.resolve import get_model
@@ -305,6 +307,7 @@ def repredict(records: list) -> list:
     for r in records:
         name = r.model.removesuffix(" (scaled)")
         spec = spec_from_config(scaled_config(name), r.model, name) if r.model.endswith(" (scaled)") else get_model(name)
+        spec = spec_for_transformers(spec, r.transformers_version)
         pred = predict(spec, r.precision, r.context_length, r.batch_size, r.device, r.attention, cal)
         r.predicted_weights_bytes, r.predicted_kv_cache_bytes = pred["weights"], pred["kv"]
         r.predicted_activation_bytes, r.predicted_peak_bytes = pred["activations"], pred["peak"]
