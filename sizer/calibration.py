@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from sizer.errors import InputFileError
+from sizer.io import finite_number, read_json_input
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,7 @@ class Calibration:
 def load_calibration(path: str | Path) -> Calibration:
     """A calibration file written by `sizer calibrate` (or the shipped sizer/data/calibration.json)."""
     p = Path(path)
-    try:
-        raw = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputFileError(f"{p}: no such calibration file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputFileError(f"{p}: not a calibration file ({e.__class__.__name__}: {e})") from None
+    raw = read_json_input(p, "calibration file")
     names = {f.name for f in fields(Calibration)}
     required = names - {"source", "records"}
     if not isinstance(raw, dict) or not required <= set(raw):
@@ -61,6 +57,8 @@ def load_calibration(path: str | Path) -> Calibration:
     values = {k: raw[k] for k in names if k in raw}
     if not all(isinstance(values[k], (int, float)) and not isinstance(values[k], bool) for k in required):
         raise InputFileError(f"{p}: calibration constants must be numbers")
+    for k in required:
+        finite_number(values[k], str(p), k)          # 1e999 or a 400-digit integer is no constant
     for k in ("cuda_context_bytes", "cublas_workspace_bytes", "activation_offset_bytes"):
         values[k] = int(values[k])
     return Calibration(**values)

@@ -13,6 +13,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from sizer.errors import InputFileError
+from sizer.io import parse_json, read_text_input
 
 
 @dataclass
@@ -99,12 +100,10 @@ def _typed(row: dict, origin: str) -> Record:
 def read_records(path: str | Path) -> list[Record]:
     """Records from a CSV or JSON file written by `sizer measure --record`."""
     p = Path(path)
+    text = read_text_input(p, "record file")
     try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputFileError(f"{p}: cannot read ({e.strerror})") from None
-    try:
-        rows = json.loads(text) if p.suffix.lower() == ".json" else list(csv.DictReader(io.StringIO(text)))
+        rows = (parse_json(text, str(p), "record file") if p.suffix.lower() == ".json"
+                else list(csv.DictReader(io.StringIO(text))))
         if not isinstance(rows, list):
             raise ValueError("expected a list of records")
         return [_typed(row, str(p)) for row in rows]

@@ -188,3 +188,82 @@ def test_fit_bad_engine_is_one_line(engine, message):
     r = run("fit", "llama3-8b", "--gpus", "H100", "--engine", engine)
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
     assert len([line for line in r.output.splitlines() if line.startswith("Error")]) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs that are not what they claim: one line, a non-zero exit, no hang
+
+
+def _fifo(tmp_path, name):
+    import os
+
+    path = tmp_path / name
+    os.mkfifo(path)
+    return str(path)
+
+
+def test_a_fifo_is_refused_wherever_a_file_is_read(tmp_path):
+    """Reading a FIFO would block until a writer comes: sizer refuses every non-regular file."""
+    message = "not a regular file"
+    assert message in one_line_error(run("estimate", _fifo(tmp_path, "config.json")), 1)
+    assert message in one_line_error(run("estimate", _fifo(tmp_path, "model.gguf")), 1)
+    assert message in one_line_error(run("estimate", "phi-2", "--calibration", _fifo(tmp_path, "cal.json")), 1)
+    assert message in one_line_error(run("calibrate", _fifo(tmp_path, "runs.csv")), 1)
+    folder = tmp_path / "ckpt"
+    write_config(folder, {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+                          "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 128})
+    _fifo(folder, "model.safetensors")
+    assert message in one_line_error(run("estimate", str(folder)), 1)
+
+
+def test_empty_and_overlong_model_names(tmp_path):
+    assert "MODEL is empty" in one_line_error(run("estimate", ""), 2)
+    assert "MODEL is empty" in one_line_error(run("fit", "  ", "--gpus", "H100"), 2)
+    assert "File name too long" in one_line_error(run("estimate", "/tmp/" + "x" * 5000), 2)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"model_type": "llama", "hidden_size": NaN}', "NaN is not a number JSON allows"),
+    ('{"model_type": "llama", "hidden_size": Infinity}', "Infinity is not a number JSON allows"),
+    ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply for a config file"),
+    ('{"model_type": "llama"', "not valid JSON"),
+])
+def test_malformed_config_json(tmp_path, text, message):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    assert message in one_line_error(run("estimate", str(path)), 1)
+
+
+def test_binary_and_oversized_inputs(tmp_path):
+    binary = tmp_path / "runs.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert "not a record file (not UTF-8 text)" in one_line_error(run("calibrate", str(binary)), 1)
+    huge = tmp_path / "config.json"
+    with huge.open("wb") as f:
+        f.truncate(65 * 2**20)              # sparse: nothing is written, and nothing may be read
+    assert "is too large for a config file" in one_line_error(run("estimate", str(huge)), 1)
+
+
+@pytest.mark.parametrize("value", ["1e999", "1" + "0" * 400])
+def test_calibration_constants_must_be_finite(tmp_path, value):
+    from sizer.calibration import default_calibration
+
+    data = json.loads(default_calibration().to_json())
+    text = json.dumps(data).replace(f'"activation_scale": {json.dumps(data["activation_scale"])}',
+                                    f'"activation_scale": {value}')
+    path = tmp_path / "cal.json"
+    path.write_text(text)
+    assert "activation_scale must be a finite number" in one_line_error(
+        run("estimate", "phi-2", "--calibration", str(path)), 1)
+
+
+def test_safetensors_header_with_a_list_for_dtype(tmp_path):
+    import struct
+
+    folder = tmp_path / "ckpt"
+    write_config(folder, {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+                          "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 128})
+    header = json.dumps({"lm_head.weight": {"dtype": ["BF16"], "shape": [128, 64], "data_offsets": [0, 16384]}})
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header.encode() + bytes(16384))
+    assert "corrupt safetensors header entry for tensor 'lm_head.weight'" in one_line_error(
+        run("estimate", str(folder)), 1)

@@ -6,7 +6,6 @@ Accepted: a catalog name or alias; a config.json path; a folder with config.json
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -16,14 +15,15 @@ from sizer.config import ConfigView
 from sizer.errors import InputFileError, UnsupportedModelError, UsageError
 from sizer.families import FAMILIES, quantization_label, raise_unsupported, spec_from_config, supported_families
 from sizer.inputs.names import component_of
+from sizer.io import read_json_input, regular_file_size
 from sizer.spec import FULL_ATTENTION, OTHER, Checkpoint, CheckpointTensor, ModelSpec, TensorSpec
 
 
 def get_model(ref: str | os.PathLike) -> ModelSpec:
     """A ModelSpec from a catalog name, a config.json, a safetensors folder or a .gguf file."""
     text = os.fspath(ref)
-    path = Path(text).expanduser()
-    if path.exists():
+    path = _model_path(text)
+    if _exists(path):
         if path.is_dir():
             return _from_folder(path)
         if path.suffix.lower() == ".gguf":
@@ -32,6 +32,20 @@ def get_model(ref: str | os.PathLike) -> ModelSpec:
     _refuse_missing_path(text)
     entry = get_catalog_model(text)
     return spec_from_config(entry.config, entry.name, f"catalog entry {entry.name}", entry.source)
+
+
+def _model_path(text: str) -> Path:
+    """The path a MODEL argument names (an empty one would silently mean the current folder)."""
+    if not text.strip():
+        raise UsageError("MODEL is empty: give a catalog name, a config.json, a folder or a .gguf file")
+    return Path(text).expanduser()
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError as e:           # a name too long for the file system, say
+        raise UsageError(f"{str(path)[:80]}{'...' if len(str(path)) > 80 else ''}: {e.strerror}") from None
 
 
 def _refuse_missing_path(text: str) -> None:
@@ -47,12 +61,7 @@ def _name_of(path: Path) -> str:
 
 
 def _read_config(path: Path) -> dict:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputFileError(f"{path}: not valid JSON ({e})") from None
-    except OSError as e:
-        raise InputFileError(f"{path}: cannot read ({e.strerror})") from None
+    raw = read_json_input(path, "config file")
     if not isinstance(raw, dict):
         raise InputFileError(f"{path}: a config.json must hold a JSON object")
     return raw
@@ -120,6 +129,7 @@ def generic_spec(raw: dict, checkpoint: Checkpoint, origin: str, name: str) -> M
 def _from_gguf(path: Path) -> ModelSpec:
     from sizer.inputs.gguf import gguf_to_hf_config, read_gguf
 
+    regular_file_size(path, "GGUF file")
     g = read_gguf(path)
     config = gguf_to_hf_config(g)
     family = str(config.get("model_type", ""))
@@ -144,13 +154,13 @@ def get_config(ref: str | os.PathLike) -> tuple[dict, Path | None]:
     For `sizer measure`, which builds the model with transformers; a .gguf file has no such config.
     """
     text = os.fspath(ref)
-    path = Path(text).expanduser()
-    if path.is_dir():
+    path = _model_path(text)
+    if _exists(path) and path.is_dir():
         config_path = path / "config.json"
         if not config_path.is_file():
             raise InputFileError(f"{path}: no config.json in this folder")
         return _read_config(config_path), path if any(path.glob("*.safetensors")) else None
-    if path.is_file():
+    if _exists(path):
         if path.suffix.lower() == ".gguf":
             raise UsageError(f"{path}: sizer measure loads models with transformers; pass a config.json or a "
                              "safetensors folder (GGUF files run in llama.cpp)")

@@ -7,12 +7,12 @@ header), plus an optional "__metadata__" object; then the data.
 
 from __future__ import annotations
 
-import json
 import struct
 from math import prod
 from pathlib import Path
 
 from sizer.errors import InputFileError
+from sizer.io import parse_json, regular_file_size
 from sizer.inputs.names import component_of
 from sizer.spec import CheckpointTensor
 
@@ -24,7 +24,7 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024   # the safetensors library refuses larger 
 
 def read_header(path: Path) -> dict:
     """The parsed JSON header of one .safetensors file, validated against the file size."""
-    size = path.stat().st_size
+    size = regular_file_size(path, "safetensors file")
     with path.open("rb") as f:
         head = f.read(8)
         if len(head) < 8:
@@ -34,9 +34,10 @@ def read_header(path: Path) -> dict:
             raise InputFileError(f"{path}: truncated or corrupt safetensors file (header of {n} bytes, file of {size})")
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise InputFileError(f"{path}: corrupt safetensors header ({e.__class__.__name__}: {e})") from None
+    header = parse_json(text, f"{path}", "safetensors header", "corrupt safetensors header")
     if not isinstance(header, dict):
         raise InputFileError(f"{path}: corrupt safetensors header (not a JSON object)")
     _check_offsets(path, header, size - 8 - n)
@@ -50,8 +51,8 @@ def _check_offsets(path: Path, header: dict, data_bytes: int) -> None:
         try:
             begin, end = info["data_offsets"]
             dtype, shape = info["dtype"], info["shape"]
-            ok = isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end and all(
-                isinstance(d, int) and d >= 0 for d in shape)
+            ok = (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end and isinstance(dtype, str)
+                  and isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape))
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
