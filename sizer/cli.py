@@ -373,6 +373,10 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
     """
     from sizer.measure import require_torch
 
+    from sizer.quantize import check_output_dir
+
+    if not gptq.get("dry_run"):
+        check_output_dir(output, force)         # before minutes of loading, planning or tokenizing
     torch = require_torch("sizer quantize")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if method == "gptq":

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sizer.errors import InputFileError
 
 _MISSING = object()
+
+# Upper limits on config integers, far beyond any released model (the largest have about 200 layers,
+# hidden sizes near 2^14, vocabularies near 2^18 and contexts near 2^24), so that an absurd or
+# corrupt config is refused in one line instead of sized for minutes into 10^39 bytes.
+MAX_LAYERS = 100_000
+MAX_POSITIONS = 2**31 - 1
+MAX_DIMENSION = 2**24
+LAYER_KEYS = frozenset({"num_hidden_layers", "n_layer", "n_layers", "max_window_layers", "first_k_dense_replace",
+                        "num_nextn_predict_layers"})
+POSITION_KEYS = frozenset({"max_position_embeddings", "n_positions", "max_seq_len", "sliding_window"})
+
+
+def int_limit(key: str) -> int:
+    """The largest value sizer accepts for config key `key`."""
+    if key in LAYER_KEYS:
+        return MAX_LAYERS
+    return MAX_POSITIONS if key in POSITION_KEYS else MAX_DIMENSION
 
 
 class ConfigView:
@@ -38,10 +56,14 @@ class ConfigView:
         key, value = self._get(keys, default)
         if value is None:
             return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not math.isfinite(value)) or value != int(value)):
             raise InputFileError(f"{self.origin}: {key} must be an integer, got {value!r}")
         if int(value) < minimum:
             raise InputFileError(f"{self.origin}: {key} must be at least {minimum}, got {value!r}")
+        if int(value) > int_limit(key):
+            raise InputFileError(f"{self.origin}: {key} = {int(value):,} is beyond any real model "
+                                 f"(sizer accepts up to {int_limit(key):,})")
         return int(value)
 
     def float(self, *keys: str, default: Any = _MISSING) -> float:

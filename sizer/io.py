@@ -78,17 +78,41 @@ def finite_number(value, origin: str, name: str) -> float:
     return number
 
 
-def write_atomic(path: str | os.PathLike, text: str, force: bool = False) -> None:
-    target = Path(path)
-    if target.exists() and not force:
-        raise UsageError(f"{target}: already exists (use --force to overwrite)")
-    if target.is_dir():
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _refuse_target(target: Path, force: bool) -> None:
+    """An output path sizer may write: a regular file (replaced only with `force`) or nothing yet."""
+    try:
+        exists, is_dir, is_link = target.exists(), target.is_dir(), target.is_symlink()
+        regular = target.is_file()
+    except OSError as e:                         # a name too long for the file system, say
+        raise UsageError(f"{str(target)[:80]}: {e.strerror}") from None
+    if is_dir:
         raise UsageError(f"{target}: is a folder")
+    if is_link or (exists and not regular):
+        raise UsageError(f"{target}: not a regular file (a link, pipe or device): sizer does not replace it")
+    if exists and not force:
+        raise UsageError(f"{target}: already exists (use --force to overwrite)")
+
+
+def write_atomic(path: str | os.PathLike, text: str, force: bool = False) -> None:
+    """`text` into `path` through a temporary file and a rename, with the permissions the umask gives
+    a new file (mkstemp's own are 0600)."""
+    target = Path(path)
+    _refuse_target(target, force)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"{target}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise SizerError(f"{target}: cannot write in {folder} ({e.strerror})") from None
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, target)

@@ -267,3 +267,118 @@ def test_safetensors_header_with_a_list_for_dtype(tmp_path):
     (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header.encode() + bytes(16384))
     assert "corrupt safetensors header entry for tensor 'lm_head.weight'" in one_line_error(
         run("estimate", str(folder)), 1)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("num_hidden_layers", 2**31, "num_hidden_layers = 2,147,483,648 is beyond any real model (sizer accepts up to 100,000)"),
+    ("hidden_size", 10**12, "hidden_size = 1,000,000,000,000 is beyond any real model"),
+    ("vocab_size", 1e300, "vocab_size = 1,000,000,000,000,000,0"),
+    ("intermediate_size", "1e999", "intermediate_size must be an integer, got inf"),
+])
+def test_absurd_dimensions_are_refused_at_once(tmp_path, key, value, message):
+    config = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "vocab_size": 128}
+    text = json.dumps({**config, key: 0}).replace(f'"{key}": 0', f'"{key}": {value}')
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    assert message in one_line_error(run("estimate", str(path)), 1)
+
+
+def test_a_gguf_with_absurd_block_count_is_refused(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    path = tmp_path / "huge.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for key, number in (("llama.block_count", 2**31), ("llama.embedding_length", 64),
+                        ("llama.feed_forward_length", 128), ("llama.attention.head_count", 4),
+                        ("llama.context_length", 128)):
+        writer.add_uint32(key, number)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert "is beyond any real model" in one_line_error(run("estimate", str(path)), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output files and folders
+
+
+def test_outputs_follow_the_umask_and_never_replace_links(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "e.json"
+        assert run("estimate", "phi-2", "--format", "json", "-o", str(out)).exit_code == 0
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        os.umask(0o077)
+        private = tmp_path / "p.json"
+        assert run("estimate", "phi-2", "--format", "json", "-o", str(private)).exit_code == 0
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    link = tmp_path / "link.json"
+    link.symlink_to(out)
+    line = one_line_error(run("estimate", "phi-2", "-o", str(link), "--force"), 2)
+    assert "not a regular file" in line and link.is_symlink()
+    assert "not a regular file" in one_line_error(
+        run("estimate", "phi-2", "-o", _fifo(tmp_path, "pipe.csv"), "--force"), 2)
+
+
+def test_output_into_an_unwritable_folder_is_one_line(tmp_path):
+    import os
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        line = one_line_error(run("estimate", "phi-2", "-o", str(folder / "x.csv")), 1)
+        assert "cannot write in" in line
+    finally:
+        folder.chmod(0o700)
+
+
+def test_output_name_too_long_is_one_line(tmp_path):
+    assert "File name too long" in one_line_error(run("estimate", "phi-2", "-o", str(tmp_path / ("x" * 5000))), 2)
+
+
+def test_quantize_output_folder_lifecycle(tmp_path):
+    """The quantize output: refused before any work when it exists or is a link; folders of killed
+    runs removed by the next run; SIGTERM cleans up as Ctrl-C does; the folder follows the umask."""
+    import os
+    import signal
+    import stat
+    import subprocess
+    import sys
+
+    from sizer.errors import UsageError
+    from sizer.quantize import atomic_output_dir, check_output_dir, remove_stale_partials
+
+    out = tmp_path / "ckpt"
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path)
+    with pytest.raises(UsageError, match="not a folder"):
+        check_output_dir(link, force=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".ckpt.{dead.stdout.strip()}.abc123.partial"
+    stale.mkdir()
+    live = tmp_path / f".ckpt.{os.getpid()}.def456.partial"
+    live.mkdir()
+    assert remove_stale_partials(out) == [stale] and live.exists() and not stale.exists()
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output_dir(out, force=False) as tmp:
+            (tmp / "half.bin").write_bytes(b"x")
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert not out.exists() and [p.name for p in tmp_path.glob(".ckpt.*")] == [live.name]
+    old = os.umask(0o022)
+    try:
+        with atomic_output_dir(out, force=False) as tmp:
+            (tmp / "weights.bin").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755 and (out / "weights.bin").exists()
+    with pytest.raises(UsageError, match="already exists"):
+        check_output_dir(out, force=False)
