@@ -216,6 +216,8 @@ def _engine_options(engine, gpu_memory_utilization, max_num_seqs, max_num_batche
 
 def _list(value: str | None, cast, name: str, allow_many: bool) -> list:
     items = [v.strip() for v in str(value).split(",") if v.strip()] if value is not None else []
+    if value is not None and not items:
+        raise SizerUsage(f"{name} is empty")
     if len(items) > 1 and not allow_many:
         raise SizerUsage(f"{name} takes one value; lists need --sweep")
     try:

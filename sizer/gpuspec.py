@@ -22,6 +22,7 @@ _SIZE_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>gb|gib|g)$", re.IGNOREC
 # i.e. 0.54 % less. Applied to GPUs without a measured `cuda_memory_bytes`.
 DRIVER_RESERVED_FRACTION = 0.0054
 MAX_GPUS = 1024
+MAX_GPU_GIB = 1 << 20       # 1 PiB: far beyond any accelerator, and no overflow in byte arithmetic
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ def parse_gpus(text: str) -> GpuSelection:
     size = _SIZE_RE.match(what)
     if size:
         gib = float(size.group("n"))
-        if gib <= 0:
-            raise UsageError(f"--gpus {text!r}: memory must be positive")
+        if not 0 < gib <= MAX_GPU_GIB:
+            raise UsageError(f"--gpus {text!r}: a GPU's memory must be more than 0 and at most {MAX_GPU_GIB:,} GiB")
         return GpuSelection(generic_gpu(gib), count, text)
     if re.match(r"^\d", what):
         raise UsageError(f"--gpus {text!r}: cannot read {what!r} as a memory size; write sizes like 48GB or 80GiB "

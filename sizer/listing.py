@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from sizer.calc.kv import kv_cache_bytes_per_token
 from sizer.catalog import gpu_entries, model_entries
+from sizer.errors import UsageError
 from sizer.families import spec_from_config
 from sizer.units import GiB
 
 
 def model_rows(family: str | None = None) -> list[dict]:
+    """The catalog's models (of one family); an unknown family is refused with the known ones."""
+    if family:
+        known = sorted({spec_from_config(e.config, n, f"catalog entry {n}").family for n, e in model_entries().items()})
+        if family not in known:
+            raise UsageError(f"no catalog model of family {family!r} (families: {', '.join(known)})")
     rows = []
     for name, entry in model_entries().items():
         spec = spec_from_config(entry.config, name, f"catalog entry {name}")

@@ -382,3 +382,12 @@ def test_quantize_output_folder_lifecycle(tmp_path):
     assert stat.S_IMODE(out.stat().st_mode) == 0o755 and (out / "weights.bin").exists()
     with pytest.raises(UsageError, match="already exists"):
         check_output_dir(out, force=False)
+
+
+def test_more_bad_arguments_are_one_line():
+    line = one_line_error(run("models", "--family", "nope"), 2)
+    assert "no catalog model of family 'nope' (families: " in line and "llama" in line
+    assert run("models", "--family", "falcon").exit_code == 0
+    huge = "1" + "0" * 400 + "GB"
+    assert "at most 1,048,576 GiB" in one_line_error(run("fit", "llama3-8b", "--gpus", huge), 2)
+    assert "--context-length is empty" in one_line_error(run("measure", "phi-2", "-c", ""), 2)
