@@ -140,9 +140,50 @@ ARG = st.one_of(st.sampled_from(["estimate", "models", "gpus", "llama3-70b", "-p
 def test_random_arguments_never_traceback(args):
     r = CliRunner().invoke(cli, args)
     assert r.exit_code in (0, 1, 2), (args, r.output, r.exception)
-    assert "Traceback" not in r.output
+    assert "Traceback" not in r.output and "internal error" not in r.output, (args, r.output)
     if r.exception is not None:
         assert isinstance(r.exception, SystemExit), (args, repr(r.exception))
+
+
+@pytest.fixture(scope="module")
+def unreadable_inputs(tmp_path_factory):
+    """Paths a careless user or a broken download hands sizer: a pipe, a folder without a config,
+    binary bytes, a truncated GGUF, an empty file, a config of the wrong shape."""
+    import os
+
+    folder = tmp_path_factory.mktemp("unreadable")
+    os.mkfifo(folder / "pipe.json")
+    (folder / "empty").mkdir()
+    (folder / "binary.json").write_bytes(bytes(range(256)))
+    (folder / "cut.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
+    (folder / "zero.json").write_text("")
+    (folder / "list.json").write_text("[1, 2]")
+    return [str(folder / name) for name in ("pipe.json", "empty", "binary.json", "cut.gguf", "zero.json", "list.json")]
+
+
+WORDS = st.sampled_from(["estimate", "fit", "models", "gpus", "calibrate", "llama3-8b", "mixtral", "phi-2",
+                         "falcon-7b", "-p", "nf4,int8", "fp8", "gptq-4bit-g128", "Q4_K_M", "-c", "-b", "0", "-1",
+                         "7", "1e9", "99999999999", "", "--gpus", "2x48GB", "H100", "0x4090", "local", "M3-Max",
+                         "--engine", "vllm", "llamacpp", "transformers==5.24", "transformers==9", "--tensor-parallel",
+                         "3", "--pipeline-parallel", "--recommend", "--max-gpus", "--kv-dtype", "q4_0", "--format",
+                         "json", "csv", "markdown", "--gpu-memory-utilization", "1.5", "--max-num-seqs",
+                         "--calibration", "--family", "qwen3"])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(data=st.data())
+def test_fuzz_the_cli(unreadable_inputs, data):
+    """The whole CLI in-process: never an internal error, exit 0 never on an unreadable input."""
+    args = data.draw(st.lists(st.one_of(WORDS, st.sampled_from(unreadable_inputs), st.text(max_size=10)),
+                              min_size=1, max_size=8))
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code in (0, 1, 2), (args, r.output, r.exception)
+    assert "Traceback" not in r.output and "internal error" not in r.output, (args, r.output)
+    if r.exception is not None:
+        assert isinstance(r.exception, SystemExit), (args, repr(r.exception))
+    model_like = args[1] if len(args) > 1 and args[0] in ("estimate", "fit") else None
+    if model_like in unreadable_inputs:
+        assert r.exit_code != 0, (args, r.output)
 
 
 def test_truncated_gguf_is_one_line(tmp_path):
