@@ -133,6 +133,17 @@ def _bnb_quantizes(t: TensorSpec, spec: ModelSpec) -> bool:
             and spec.family not in BNB_UNCONVERTED_FAMILIES)
 
 
+def precision_notes(spec: ModelSpec, precision_names) -> list[str]:
+    """What a report says about how `precision_names` apply to this model: bitsandbytes leaves the
+    projections of a family built on an nn.Linear subclass in 16-bit."""
+    names = [n for n in precision_names if n]
+    bnb = [n for n in names if n.lower().split("-")[0] in ("int8", "nf4", "fp4")]
+    if not bnb or spec.family not in BNB_UNCONVERTED_FAMILIES:
+        return []
+    return [f"bitsandbytes ({', '.join(bnb)}) leaves {spec.family}'s projections in 16-bit: transformers converts "
+            f"only modules of type nn.Linear, and {spec.family} builds them from a subclass (sized so)"]
+
+
 def bnb_int8_mlp(spec: ModelSpec, precision_name: str) -> bool:
     """Whether the model's dense MLP runs on bitsandbytes int8 Linears (their temporaries enter the
     activation peak: sizer.calc.activations.int8_linear_bytes)."""

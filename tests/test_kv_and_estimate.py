@@ -294,3 +294,13 @@ def test_estimate_follows_the_spec_release():
     assert old.breakdown["kv_cache"] == new.breakdown["kv_cache"]
     assert old.breakdown["activations"] != new.breakdown["activations"]
     assert estimate(spec_for_transformers(spec, "5.25.0"), context_length=4096, batch_size=4) == new
+
+
+def test_bitsandbytes_on_falcon_is_said_to_stay_16bit():
+    """transformers' bitsandbytes integration converts only exact nn.Linear modules; FalconLinear is a
+    subclass, so Falcon stays 16-bit: sized so, and now said so."""
+    nf4 = estimate("falcon-7b", "nf4", context_length=1024)
+    assert nf4.weights_bytes == estimate("falcon-7b", "bf16", context_length=1024).weights_bytes
+    assert any(n.startswith("bitsandbytes (nf4) leaves falcon's projections in 16-bit") for n in nf4.details["notes"])
+    assert not any("bitsandbytes" in n for n in estimate("llama3-8b", "nf4").details["notes"])
+    assert not any("bitsandbytes" in n for n in estimate("falcon-7b", "bf16").details["notes"])

@@ -13,7 +13,7 @@ from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_byt
 from sizer.calc.transformers_releases import NEWEST, spec_for_release
 from sizer.calibration import Calibration, resolve
 from sizer.calc.weights import checkpoint_bytes_by_component, weight_bytes_by_component
-from sizer.quant import bnb_int8_mlp, get_precision
+from sizer.quant import bnb_int8_mlp, get_precision, precision_notes
 from sizer.spec import ModelSpec, Workload
 
 
@@ -103,7 +103,7 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
         "weights_source": weights_source,
         "sliding_window": spec.sliding_window,
         "sliding_layers": spec.n_sliding_layers,
-        "notes": list(spec.notes) + attention_notes(spec, attention),
+        "notes": list(spec.notes) + attention_notes(spec, attention) + precision_notes(spec, [label]),
         "calibration": cal.source,
     }
     return Estimate(model=spec.name, family=spec.family, params=spec.params, active_params=spec.active_params,

@@ -17,7 +17,7 @@ from sizer.plan.engines import DOES_NOT_FIT, FITS, Evaluation, GpuUsage, engine_
 from sizer.plan.placement import Placement, choose_placement
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_throughput
-from sizer.quant import get_precision
+from sizer.quant import get_precision, precision_notes
 from sizer.spec import ModelSpec
 
 # Precisions each engine is asked about by default (the model's own format comes first if it has one).
@@ -271,6 +271,8 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str = "transformers", 
                      "(max_position_embeddings): engines refuse it or the model degrades")
     if engine == "transformers":
         notes += attention_notes(spec, planner.engine.attention)
+    if engine == "transformers":
+        notes += precision_notes(spec, [n for n in names if isinstance(n, str)])
     if engine == "vllm":
         notes += vllm_precision_notes(names)
     if engine == "transformers" and any(o.pipeline_parallel > 1 for o in options):
