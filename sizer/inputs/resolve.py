@@ -139,6 +139,8 @@ def _from_gguf(path: Path) -> ModelSpec:
             f"{', '.join(supported_families())}")
     name = str(config.get("_gguf_name") or path.stem)
     spec = spec_from_config(config, name, str(path), f"GGUF header of {path}")
+    if not g.tensors:
+        raise InputFileError(f"{path}: the GGUF file holds no tensors (metadata only): nothing to size")
     tensors = [CheckpointTensor(t.name, component_of(t.name), t.type_name, t.shape, t.n_bytes) for t in g.tensors]
     ftype = config.get("_gguf_file_type")
     label = ftype.removeprefix("MOSTLY_") if isinstance(ftype, str) else None
