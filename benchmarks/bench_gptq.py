@@ -174,7 +174,7 @@ def main() -> None:
         runs.append(("gptqmodel", gptqmodel.__version__, args.work / "gptqmodel", float(gm["wall_s"]), gm_wall,
                      int(gm["peak_rss_bytes"]), gm.get("peak_device_bytes") or None))
 
-    proc, ours_wall = run([sys.executable, "-m", "sizer", "quantize", str(source), "--method", "gptq", "--calibration",
+    proc, ours_wall = run([sys.executable, "-m", "sizer", "quantize", str(source), "--method", "gptq", "--calibration-text",
                            str(calibration), *common, "--heldout-samples", "0", "--damp", "0.01", *device_args,
                            "--output", str(args.work / "sizer"), "--format", "json"], env, ROOT)
     ours = json.loads(proc.stdout)

@@ -143,7 +143,7 @@ def main() -> None:
         available = mem_available()
         start = time.perf_counter()
         run = subprocess.run([sys.executable, "-m", "sizer", "quantize", str(source), "--method", "gptq",
-                              "--calibration", str(calibration), "--samples", str(args.samples), "--seq-len",
+                              "--calibration-text", str(calibration), "--samples", str(args.samples), "--seq-len",
                               str(args.seq_len), "--heldout-samples", "2", "--device", "cpu", "--output", str(output),
                               "--format", "json"], stdout=subprocess.PIPE, text=True)   # progress on stderr
         seconds = time.perf_counter() - start

@@ -333,7 +333,8 @@ GPTQ_ONLY_OPTIONS = ("bits", "group_size", "act_order", "static_groups", "sym", 
 @click.option("--damp", type=float, default=None,
               help="GPTQ dampening, a fraction of mean(diag H) [0.01]; raised automatically (and reported) if "
                    "Cholesky fails.")
-@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+@click.option("--calibration", "constants_file", default=None, hidden=True)   # refused: a constants file elsewhere
+@click.option("--calibration-text", "calibration", type=click.Path(dir_okay=False), default=None,
               help="GPTQ calibration text: one document per line, .jsonl with a \"text\" field, or a .json list. "
                    "Windows after the calibration samples are held out for the perplexity report.")
 @click.option("--samples", type=click.IntRange(1), default=None, help="GPTQ calibration windows [128].")
@@ -346,7 +347,7 @@ GPTQ_ONLY_OPTIONS = ("bits", "group_size", "act_order", "static_groups", "sym", 
               help="GPTQ: write the per-Linear error table to this CSV file (columns in the README).")
 @click.option("--dry-run", is_flag=True, default=None,
               help="GPTQ: run the checks and print the estimate, then stop. MODEL_DIR may then also be a catalog "
-                   "name or a config.json, and --calibration may be left out.")
+                   "name or a config.json, and --calibration-text may be left out.")
 @click.option("--compute-dtype", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
               help="GPTQ: dtype of the layer forwards [auto: bf16 on CUDA, and on CPUs where it multiplies faster "
                    "than fp32]. Hessians, solver and errors are always fp32.")
@@ -365,14 +366,17 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
 
     \b
     Examples:
-      sizer quantize ./Llama-3.1-8B --method gptq --calibration text.txt --output ./l8b-gptq --dry-run
+      sizer quantize ./Llama-3.1-8B --method gptq --calibration-text text.txt --output ./l8b-gptq --dry-run
       sizer quantize ./Llama-3.1-8B --method gptq --bits 4 --act-order --static-groups --tensor-parallel 2 \\
-          --calibration text.txt --samples 256 --report layers.csv --output ./l8b-gptq
+          --calibration-text text.txt --samples 256 --report layers.csv --output ./l8b-gptq
       sizer quantize ./Llama-3.1-8B --method nf4 --output ./l8b-nf4
 
     The output is written to a temporary folder and renamed when complete, so an interrupted run
     leaves nothing under OUTPUT. Needs the extra: pip install 'sizer-llm[torch]'.
     """
+    if gptq.pop("constants_file") is not None:
+        raise SizerUsage("quantize takes its calibration text as --calibration-text FILE (--calibration names a "
+                         "constants file in estimate, fit and measure)")
     from sizer.measure import require_torch
 
     from sizer.quantize import check_output_dir
@@ -385,7 +389,8 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
         return _quantize_gptq(model_dir, output, device, force, fmt, gptq)
     given = [name for name in GPTQ_ONLY_OPTIONS if gptq[name] is not None]
     if given:
-        raise SizerUsage(f"--{given[0].replace('_', '-')} applies to --method gptq only")
+        flag = "calibration-text" if given[0] == "calibration" else given[0].replace("_", "-")
+        raise SizerUsage(f"--{flag} applies to --method gptq only")
     from sizer.quantize import quantize_bnb
 
     result = quantize_bnb(model_dir, method, output, force, device, progress=lambda text: click.echo(text, err=True))

@@ -90,7 +90,7 @@ def read_calibration_text(path: str) -> list[str]:
     of {"text": ...}), anything else plain text with one document per non-empty line."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UsageError(f"--calibration {path}: no such file")
+        raise UsageError(f"--calibration-text {path}: no such file")
     raw = file.read_text(encoding="utf-8", errors="replace")
     try:
         if file.suffix == ".jsonl":
@@ -101,10 +101,10 @@ def read_calibration_text(path: str) -> list[str]:
         else:
             docs = [line for line in raw.splitlines() if line.strip()]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise InputFileError(f"--calibration {path}: expected a \"text\" field per record ({e})") from None
+        raise InputFileError(f"--calibration-text {path}: expected a \"text\" field per record ({e})") from None
     docs = [d for d in docs if isinstance(d, str) and d.strip()]
     if not docs:
-        raise InputFileError(f"--calibration {path}: no text in the file")
+        raise InputFileError(f"--calibration-text {path}: no text in the file")
     return docs
 
 

@@ -237,7 +237,7 @@ def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel
         more = f" (and {len(pre.problems) - 1} more)" if len(pre.problems) > 1 else ""
         raise UsageError(f"cannot write this GPTQ checkpoint: {pre.problems[0]}{more}")
     if calibration is None and not dry_run:
-        raise UsageError("--method gptq needs --calibration FILE: text (one document per line), .jsonl with a "
+        raise UsageError("--method gptq needs --calibration-text FILE: text (one document per line), .jsonl with a "
                          "\"text\" field, or a .json list; the end of it is held out for perplexity")
     docs = read_calibration_text(calibration) if calibration is not None else []
     available = check_device(settings.device)

@@ -447,3 +447,16 @@ def test_a_gguf_without_tensors_is_refused(tmp_path):
     writer.write_tensors_to_file()
     writer.close()
     assert "holds no tensors" in one_line_error(run("estimate", str(path)), 1)
+
+
+def test_quantize_calibration_text_has_its_own_name(tmp_path):
+    """`--calibration` is a constants file in estimate, fit and measure; quantize's text is
+    --calibration-text, and the old spelling is refused with the new one named."""
+    text = tmp_path / "text.txt"
+    text.write_text("some calibration text\n")
+    r = run("quantize", str(tmp_path), "--method", "gptq", "--calibration", str(text), "--output", str(tmp_path / "o"))
+    assert "quantize takes its calibration text as --calibration-text FILE" in one_line_error(r, 2)
+    r = run("quantize", str(tmp_path), "--method", "nf4", "--calibration-text", str(text), "--output", str(tmp_path / "o"))
+    assert "--calibration-text applies to --method gptq only" in one_line_error(r, 2)
+    assert "--calibration-text" in run("quantize", "--help").output
+    assert "--calibration " not in run("quantize", "--help").output

@@ -71,7 +71,7 @@ def quantized(tiny, calibration, tmp_path_factory):
     """The CLI run every end-to-end test inspects: 4-bit, group 128, defaults otherwise."""
     folder = tmp_path_factory.mktemp("out")
     out, report = folder / "tiny-gptq", folder / "linears.csv"
-    r = CliRunner().invoke(cli, ["quantize", str(tiny), "--method", "gptq", "--calibration", str(calibration),
+    r = CliRunner().invoke(cli, ["quantize", str(tiny), "--method", "gptq", "--calibration-text", str(calibration),
                                  "--output", str(out), "--report", str(report), "--format", "json", *SMALL])
     assert r.exit_code == 0, r.output
     return out, report, json.loads(r.stdout)
@@ -190,46 +190,46 @@ def invoke(*args):
 
 
 def test_missing_calibration_file(tiny, tmp_path):
-    r = invoke(tiny, "--method", "gptq", "--calibration", tmp_path / "nope.txt", "--output", tmp_path / "o", *SMALL)
+    r = invoke(tiny, "--method", "gptq", "--calibration-text", tmp_path / "nope.txt", "--output", tmp_path / "o", *SMALL)
     assert r.exit_code == 2 and "nope.txt: no such file" in r.output and "Traceback" not in r.output
     r = invoke(tiny, "--method", "gptq", "--output", tmp_path / "o", *SMALL)
-    assert r.exit_code == 2 and "--method gptq needs --calibration FILE" in r.output
+    assert r.exit_code == 2 and "--method gptq needs --calibration-text FILE" in r.output
     assert not (tmp_path / "o").exists()
 
 
 def test_dimensions_the_format_cannot_pack(tmp_path, calibration):
     src = make_llama(tmp_path / "odd", config={"intermediate_size": 400})
-    r = invoke(src, "--method", "gptq", "--bits", "3", "--group-size", "-1", "--calibration", calibration,
+    r = invoke(src, "--method", "gptq", "--bits", "3", "--group-size", "-1", "--calibration-text", calibration,
                "--output", tmp_path / "o", *SMALL)
     assert r.exit_code == 2
     assert ("cannot write this GPTQ checkpoint: mlp.gate_proj: out_features 400 is not a multiple of 32 (qzeros "
             "pack 32 values per unit) (and 2 more)") in r.output
-    r = invoke(src, "--method", "gptq", "--calibration", calibration, "--output", tmp_path / "o", *SMALL)
+    r = invoke(src, "--method", "gptq", "--calibration-text", calibration, "--output", tmp_path / "o", *SMALL)
     assert "in_features 400 is not a multiple of group size 128" in r.output and r.exit_code == 2
 
 
 def test_model_without_linear_layers(tmp_path, calibration, quantized):
     src = make_llama(tmp_path / "empty", config={"num_hidden_layers": 0})
-    r = invoke(src, "--method", "gptq", "--calibration", calibration, "--output", tmp_path / "o", *SMALL)
+    r = invoke(src, "--method", "gptq", "--calibration-text", calibration, "--output", tmp_path / "o", *SMALL)
     assert r.exit_code == 1 and "num_hidden_layers must be at least 1, got 0" in r.output
-    r = invoke(quantized[0], "--method", "gptq", "--calibration", calibration, "--output", tmp_path / "o", *SMALL)
+    r = invoke(quantized[0], "--method", "gptq", "--calibration-text", calibration, "--output", tmp_path / "o", *SMALL)
     assert r.exit_code == 2 and "already quantized (gptq-4bit-g128), so it has no 16-bit Linear weights" in r.output
 
 
 def test_tensor_parallel_and_option_misuse(tiny, tmp_path, calibration):
-    r = invoke(tiny, "--method", "gptq", "--tensor-parallel", "3", "--calibration", calibration,
+    r = invoke(tiny, "--method", "gptq", "--tensor-parallel", "3", "--calibration-text", calibration,
                "--output", tmp_path / "o", *SMALL)
     assert r.exit_code == 2 and "4 attention heads are not divisible by tensor parallel 3" in r.output
     r = invoke(tiny, "--method", "nf4", "--bits", "4", "--output", tmp_path / "o")
     assert r.exit_code == 2 and "--bits applies to --method gptq only" in r.output
-    r = invoke(tiny, "--method", "gptq", "--static-groups", "--calibration", calibration, "--output", tmp_path / "o")
+    r = invoke(tiny, "--method", "gptq", "--static-groups", "--calibration-text", calibration, "--output", tmp_path / "o")
     assert r.exit_code == 2 and "--static-groups applies with --act-order only" in r.output
 
 
 def test_dry_run_plans_and_writes_nothing(tiny, tmp_path, calibration):
     r = invoke(tiny, "--method", "gptq", "--act-order", "--tensor-parallel", "2", "--asym", "--dry-run",
                "--group-size", "32",
-               "--calibration", calibration, "--output", tmp_path / "o", *SMALL)
+               "--calibration-text", calibration, "--output", tmp_path / "o", *SMALL)
     assert r.exit_code == 0, r.output
     assert "vLLM 0.32 kernels at tensor parallel 2: none (it will not load the checkpoint)" in r.output
     assert ("warning: vLLM 0.32 will not load this checkpoint: it loads symmetric GPTQ only (--sym); it no longer "
@@ -244,7 +244,7 @@ def test_existing_output_is_refused(tiny, tmp_path, calibration):
     out = tmp_path / "o"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    r = invoke(tiny, "--method", "gptq", "--calibration", calibration, "--output", out, *SMALL)
+    r = invoke(tiny, "--method", "gptq", "--calibration-text", calibration, "--output", out, *SMALL)
     assert r.exit_code == 2 and "already exists (use --force" in r.output
     assert (out / "mine.txt").read_text() == "keep"
 
@@ -276,7 +276,7 @@ def test_truncated_shard_is_one_line(tiny, tmp_path, calibration):
     shutil.copytree(tiny, src)
     shard = sorted(src.glob("*.safetensors"))[0]
     shard.write_bytes(shard.read_bytes()[:-100])
-    r = invoke(src, "--method", "gptq", "--calibration", calibration, "--output", tmp_path / "o", *SMALL)
+    r = invoke(src, "--method", "gptq", "--calibration-text", calibration, "--output", tmp_path / "o", *SMALL)
     assert r.exit_code == 1 and "truncated safetensors file" in r.output and "Traceback" not in r.output
 
 
@@ -418,6 +418,6 @@ def test_dry_run_plans_a_catalog_model_before_download(tmp_path):
     assert "224 Linear layers (7 per decoder layer)" in r.output and "estimate: peak" in r.output
     r = invoke("Llama-2-7b-hf", "--method", "gptq", "--dry-run", "--tensor-parallel", "8", "--output", tmp_path / "o")
     assert r.exit_code == 2 and "in_features 1376 per GPU at tensor parallel 8" in r.output
-    r = invoke("Llama-2-7b-hf", "--method", "gptq", "--calibration", "x.txt", "--output", tmp_path / "o")
+    r = invoke("Llama-2-7b-hf", "--method", "gptq", "--calibration-text", "x.txt", "--output", tmp_path / "o")
     assert r.exit_code == 2 and "needs a model folder" in r.output               # a real run needs the weights
     assert list(tmp_path.iterdir()) == []
