@@ -403,7 +403,6 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
 
 def _quantize_gptq(model_dir, output, device, force, fmt, options):
     from sizer.gptq_run import GptqSettings
-    from sizer.progress import Progress
     from sizer.quantize import plan_gptq, quantize_gptq
     from sizer.report_gptq import render_csv, render_json, render_plan, render_table
 
@@ -423,8 +422,10 @@ def _quantize_gptq(model_dir, output, device, force, fmt, options):
     click.echo(render_plan(plan), err=True, nl=False)
     if options["dry_run"]:
         return
-    bar = Progress("layer", plan.n_layers)
-    result = quantize_gptq(plan, output, force, lambda done, total, seconds: bar.update(done))
+    from tqdm import tqdm
+
+    with tqdm(total=plan.n_layers, desc="GPTQ", unit="layer", file=sys.stderr, dynamic_ncols=True) as bar:
+        result = quantize_gptq(plan, output, force, lambda done, total, seconds: bar.update(done - bar.n))
     if options["report"]:
         from sizer.io import write_atomic
 

@@ -11,8 +11,7 @@ from dataclasses import asdict
 from tabulate import tabulate
 
 from sizer.gptq_plan import VLLM_VERSION
-from sizer.progress import fmt_duration
-from sizer.units import UNITS_NOTE, fmt_gib
+from sizer.units import UNITS_NOTE, fmt_duration, fmt_gib
 
 LINEAR_COLUMNS = ("layer", "linear", "in_features", "out_features", "error_inputs", "gptq_error", "rtn_error",
                   "damp_used", "damp_raised", "seconds")

@@ -22,3 +22,13 @@ def fmt_params(n: int) -> str:
     """12,345,678,901 -> '12.35 B'; small counts in M."""
     return f"{n / 1e9:,.2f} B" if n >= 1e9 else f"{n / 1e6:,.1f} M"
 MiB = 1 << 20
+
+
+def fmt_duration(seconds: float) -> str:
+    """A duration as people read it: 45s, 3m07s, 2h05m."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -74,6 +74,8 @@ def quantized(tiny, calibration, tmp_path_factory):
     r = CliRunner().invoke(cli, ["quantize", str(tiny), "--method", "gptq", "--calibration-text", str(calibration),
                                  "--output", str(out), "--report", str(report), "--format", "json", *SMALL])
     assert r.exit_code == 0, r.output
+    layers = json.loads((tiny / "config.json").read_text())["num_hidden_layers"]
+    assert "GPTQ: 100%" in r.stderr and f"{layers}/{layers}" in r.stderr   # tqdm's bar, with its rate and ETA
     return out, report, json.loads(r.stdout)
 
 
