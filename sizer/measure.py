@@ -389,6 +389,9 @@ def range_peaks(prof) -> dict[str, tuple[int, int]]:
     return out
 
 
+KINETO_QUIET_LEVEL = 99        # above Kineto's highest log level: nothing printed
+
+
 class _CpuTrace:
     """One profile over a point's prefill and its profiled decode step (CPU), each a named range.
     The profiler records no free of a block allocated before it started ("profiler results will not
@@ -399,6 +402,9 @@ class _CpuTrace:
     def __init__(self):
         from torch.profiler import ProfilerActivity, profile
 
+        # Kineto logs "USDT ... profiler_start/stop" to stderr at every profile unless told otherwise
+        # (read when the profiler starts; a user's own setting wins)
+        os.environ.setdefault("KINETO_LOG_LEVEL", str(KINETO_QUIET_LEVEL))
         self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
         self.peaks: dict[str, tuple[int, int]] = {}
 

@@ -397,3 +397,18 @@ def test_calibrate_bad_files(tmp_path):
     assert r.exit_code == 1 and "not a sizer measure record" in r.output
     with pytest.raises(InputFileError):
         load_calibration(bad)
+
+
+def test_measure_prints_no_profiler_log_lines(tmp_path):
+    """torch's profiler (Kineto) writes "USDT ... profiler_start" to the process's stderr at each
+    profile; sizer measure keeps its stderr to its own progress lines."""
+    import os
+    import subprocess
+
+    path = write_config(tmp_path / "m", {"model_type": "llama", **BASE})
+    env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-m", "sizer", "measure", str(path), "--device", "cpu", "-c", "32",
+                          "--format", "json"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "USDT" not in out.stderr and "profiler_start" not in out.stderr
+    assert "loading " in out.stderr
