@@ -91,9 +91,9 @@ def machine_name(device: str) -> str:
         import torch
 
         return torch.cuda.get_device_name()
-    from sizer.measure import _cpu_name
+    from sizer.hardware import cpu_name
 
-    return _cpu_name()
+    return cpu_name()
 
 
 def append_rows(path: Path, rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:

@@ -156,10 +156,10 @@ def main() -> None:
     result = json.loads(run.stdout)
     import torch
 
-    from sizer.measure import _cpu_name
+    from sizer.hardware import cpu_name
 
     row = {"timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "machine": _cpu_name(), "cpu_count": os.cpu_count(),
+           "machine": cpu_name(), "cpu_count": os.cpu_count(),
            "torch": torch.__version__, "layers": args.layers, "hidden_size": args.hidden,
            "intermediate_size": args.intermediate, "vocab_size": args.vocab, "checkpoint_bytes": checkpoint_bytes,
            "mem_available_at_start_bytes": available, "peak_rss_bytes": result["peak_rss_bytes"],

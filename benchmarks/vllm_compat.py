@@ -157,9 +157,9 @@ def check_variant(python: str, source: Path, work: Path, name: str, dtype: str) 
 
 def machine() -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from sizer.measure import _cpu_name
+    from sizer.hardware import cpu_name
 
-    return _cpu_name()
+    return cpu_name()
 
 
 def main() -> int:

@@ -34,7 +34,6 @@ import contextlib
 import gc
 import inspect
 import os
-import platform
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,6 +43,7 @@ from sizer.calc.kv import transformers_kv_cache_bytes
 from sizer.calc.transformers_releases import spec_for_transformers
 from sizer.calibration import Calibration, resolve
 from sizer.errors import SizerError, UsageError
+from sizer.hardware import cpu_name, nvml_process_memory
 from sizer.procmem import release_free_memory, status_bytes
 from sizer.quant import get_precision
 from sizer.records import Record
@@ -458,37 +458,13 @@ class _Peak:
         return self.trace.peaks.get(self.label, (0, 0))
 
 
-def _nvml_process_bytes() -> tuple[int | None, str, str]:
-    """(this process's device memory per NVML, GPU name, driver); Nones without NVML."""
+def cuda_device_uuid() -> str | None:
+    """The UUID of the GPU torch runs on (NVML finds it by that, whatever CUDA_VISIBLE_DEVICES holds)."""
+    torch = require_torch()
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:
-        return None, "", ""
-    try:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(int(os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or 0))
-        name = pynvml.nvmlDeviceGetName(handle)
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        used = None
-        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            if proc.pid == os.getpid():
-                used = int(proc.usedGpuMemory)
-        return used, name.decode() if isinstance(name, bytes) else name, driver.decode() if isinstance(driver, bytes) else driver
-    except Exception:
-        return None, "", ""
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+        return str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+    except (AttributeError, RuntimeError, AssertionError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,7 +558,8 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
     spec, device, model, attention = loaded.spec, loaded.device, loaded.model, loaded.attention
     pred = predict(spec, loaded.precision, context_length, batch_size, device, attention, cal, loaded.kernel)
     weights, buffers = loaded.weights_bytes, loaded.buffers_bytes
-    nvml_before, gpu_name, driver = _nvml_process_bytes() if device == "cuda" else (None, "", "")
+    uuid = cuda_device_uuid() if device == "cuda" else None
+    nvml_before, gpu_name, driver = nvml_process_memory(uuid) if device == "cuda" else (None, "", "")
     values = dict(measured_weights_bytes=weights, measured_buffers_bytes=buffers, measured_kv_cache_bytes=None,
                   measured_peak_bytes=None, measured_decode_peak_bytes=None, measured_reserved_bytes=None,
                   measured_process_bytes=None, prefill_s=None, decode_tokens_per_s=None, status="ok")
@@ -615,7 +592,7 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
             values["measured_peak_bytes"] = prefill.allocated
             values["measured_decode_peak_bytes"] = decode.allocated
             values["measured_reserved_bytes"] = max(prefill.reserved, decode.reserved)
-            values["measured_process_bytes"] = _nvml_process_bytes()[0] or nvml_before
+            values["measured_process_bytes"] = nvml_process_memory(uuid)[0] or nvml_before
         else:       # above the weights, as CUDA's figures hold them: the prefill's own peak, the decode's absolute
             values["measured_peak_bytes"] = weights + prefill.cpu_peaks()[0]
             values["measured_decode_peak_bytes"] = weights + decode.cpu_peaks()[1]
@@ -635,7 +612,7 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
         predicted_kv_cache_bytes=pred["kv"], predicted_activation_bytes=pred["activations"],
         predicted_peak_bytes=pred["peak"], predicted_decode_peak_bytes=pred["decode_peak"],
         predicted_process_bytes=pred["process"],
-        predicted_decode_tokens_per_s=None, cpu=_cpu_name(),
+        predicted_decode_tokens_per_s=None, cpu=cpu_name(),
         date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), kernel=loaded.kernel, **values)
 
 

@@ -29,26 +29,28 @@ def _oom_record(spec, precision, ctx, batch, new_tokens, device, attention, cal,
     """A point that ran out of memory while loading: the prediction, and a measured does-not-fit."""
     import transformers
 
-    from sizer.measure import _cpu_name, predict
+    from sizer.hardware import cpu_name
+    from sizer.measure import predict
 
     pred = predict(spec, precision, ctx, batch, device, attention, cal, kernel)
     return Record(spec.name, spec.family, precision, pred["kv_dtype"], ctx, batch, new_tokens, attention, device, "", "",
                   torch.__version__, transformers.__version__, "does-not-fit", pred["weights"], None, None, pred["kv"],
                   None, pred["activations"], pred["peak"], None, None, None, pred["process"], None, None, None, None,
-                  _cpu_name(), datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), kernel)
+                  cpu_name(), datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), kernel)
 
 
 def _predicted_speed(spec, precision, ctx, batch, cal) -> float | None:
     """sizer's decode roofline for the GPU this process runs on (None if the catalog lacks it)."""
     from sizer.catalog import get_gpu
-    from sizer.measure import _nvml_process_bytes
+    from sizer.hardware import nvml_process_memory
+    from sizer.measure import cuda_device_uuid
     from sizer.plan.engines import TransformersEngine
     from sizer.plan.placement import Placement
     from sizer.plan.stages import build_stages
     from sizer.plan.throughput import estimate_throughput
     from sizer.quant import get_precision
 
-    _, name, _ = _nvml_process_bytes()
+    _, name, _ = nvml_process_memory(cuda_device_uuid())
     try:
         gpu = get_gpu(name)
     except UsageError:

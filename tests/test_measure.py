@@ -412,3 +412,16 @@ def test_measure_prints_no_profiler_log_lines(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "USDT" not in out.stderr and "profiler_start" not in out.stderr
     assert "loading " in out.stderr
+
+
+def test_hardware_probes_without_a_gpu():
+    """NVML finds the GPU torch runs on by UUID (CUDA_VISIBLE_DEVICES may hold UUIDs and renumbers
+    GPUs); without NVML or that GPU the probe says nothing rather than reading another GPU."""
+    import os
+
+    from sizer.hardware import cpu_name, nvml_process_memory, nvml_uuid
+
+    assert nvml_uuid("9a3f4b2c-0000-1111-2222-333344445555") == "GPU-9a3f4b2c-0000-1111-2222-333344445555"
+    assert nvml_uuid("GPU-9a3f") == "GPU-9a3f" and nvml_uuid("MIG-1b2c") == "MIG-1b2c"
+    assert nvml_process_memory("00000000-dead-beef-0000-000000000000") == (None, "", "")
+    assert cpu_name().endswith(f"({os.cpu_count()} cores)")

@@ -129,10 +129,12 @@ def test_the_wheel_ships_the_package_data_and_kernels(tmp_path):
     import zipfile
 
     pytest.importorskip("setuptools")
+    source = tmp_path / "source"                 # a copy: building leaves build/ and *.egg-info behind
+    shutil.copytree(ROOT, source, ignore=IGNORED_IN_COPIES)
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                          "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    names = zipfile.ZipFile(next(tmp_path.glob("sizer_llm-*.whl"))).namelist()
+    names = zipfile.ZipFile(next((tmp_path / "wheel").glob("sizer_llm-*.whl"))).namelist()
     assert {n.split("/")[0] for n in names} == {"sizer", "sizer_llm-0.1.0.dist-info"}
     shipped = {n for n in names if n.startswith("sizer/data/")}
     expected = {f"sizer/data/{p.relative_to(ROOT / 'sizer' / 'data')}" for p in (ROOT / "sizer" / "data").rglob("*")
