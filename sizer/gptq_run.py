@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sizer.errors import InputFileError, UsageError
+from sizer.io import read_text_input
 from sizer.procmem import peak_resident_bytes, release_free_memory
 
 DEFAULT_MAX_SHARD_BYTES = 4 * 1024 ** 3    # written as they come: the shard size costs no memory
@@ -85,13 +86,18 @@ class GptqResult:
 
 # ------------------------------------------------------------------------------------- data
 
+MAX_CALIBRATION_TEXT_BYTES = 1 << 30      # 1 GiB of text is far more than any calibration set needs
+
+
 def read_calibration_text(path: str) -> list[str]:
     """Documents of a calibration file: .jsonl (a "text" field per line), .json (a list of strings or
     of {"text": ...}), anything else plain text with one document per non-empty line."""
     file = Path(path).expanduser()
-    if not file.is_file():
+    if not file.exists():
         raise UsageError(f"--calibration-text {path}: no such file")
-    raw = file.read_text(encoding="utf-8", errors="replace")
+    raw = read_text_input(file, "calibration text", MAX_CALIBRATION_TEXT_BYTES)   # binary is refused
+    if "\x00" in raw:
+        raise InputFileError(f"{file}: not a calibration text (it holds NUL bytes: a binary file?)")
     try:
         if file.suffix == ".jsonl":
             docs = [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]

@@ -423,3 +423,21 @@ def test_dry_run_plans_a_catalog_model_before_download(tmp_path):
     r = invoke("Llama-2-7b-hf", "--method", "gptq", "--calibration-text", "x.txt", "--output", tmp_path / "o")
     assert r.exit_code == 2 and "needs a model folder" in r.output               # a real run needs the weights
     assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_text_must_be_text(tmp_path):
+    """Binary garbage is refused before any planning, not decoded into replacement characters."""
+    from sizer.errors import InputFileError
+    from sizer.gptq_run import read_calibration_text
+
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(InputFileError, match="not a calibration text \\(not UTF-8 text\\)"):
+        read_calibration_text(str(garbage))
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(b"text\x00\x00\x00more text\n")
+    with pytest.raises(InputFileError, match="holds NUL bytes"):
+        read_calibration_text(str(nul))
+    good = tmp_path / "good.txt"
+    good.write_text("first document\n\nsecond document\n")
+    assert read_calibration_text(str(good)) == ["first document", "second document"]
