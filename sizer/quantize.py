@@ -184,6 +184,24 @@ class GptqPlan:
     n_layers: int
     settings: object             # sizer.gptq_run.GptqSettings with the compute dtype resolved
     tensor_parallel: int
+    notes: tuple[str, ...] = ()  # what the plan changed (fewer windows than asked, the text being short)
+
+
+def windows_of_text(settings, token_count: int):
+    """`settings` with --samples and --heldout-samples cut to the windows `token_count` tokens hold, and
+    a note when they were (checked before planning, not found at the end of the run)."""
+    windows = token_count // settings.seq_len
+    if windows == 0:
+        raise UsageError(f"the calibration text has {token_count:,} tokens, fewer than one --seq-len "
+                         f"{settings.seq_len} window")
+    samples = min(settings.samples, windows)
+    heldout = min(settings.heldout_samples, windows - samples)
+    if (samples, heldout) == (settings.samples, settings.heldout_samples):
+        return settings, ()
+    note = (f"the calibration text holds {windows:,} windows of {settings.seq_len} tokens ({token_count:,} tokens): "
+            f"planned for {samples} calibration and {heldout} held-out windows (asked: {settings.samples} and "
+            f"{settings.heldout_samples})")
+    return replace(settings, samples=samples, heldout_samples=heldout), (note,)
 
 
 def measure_matmul_gflops(device: str, dtype: str = "float32") -> float:
@@ -241,12 +259,15 @@ def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel
                          "\"text\" field, or a .json list; the end of it is held out for perplexity")
     docs = read_calibration_text(calibration) if calibration is not None else []
     available = check_device(settings.device)
-    from sizer.gptq_run import load_config_and_tokenizer, skeleton
+    from sizer.gptq_run import load_config_and_tokenizer, skeleton, tokenize_documents
     from sizer.procmem import resident_bytes
 
+    notes: tuple[str, ...] = ()
     if source is not None:
-        config, _ = load_config_and_tokenizer(source)   # the libraries the run will hold: part of its baseline
+        config, tokenizer = load_config_and_tokenizer(source)   # the libraries the run will hold: its baseline
         skeleton(config, None)
+        if docs:
+            settings, notes = windows_of_text(settings, len(tokenize_documents(tokenizer, docs)))
     else:
         import transformers  # noqa: F401  (most of the baseline)
 
@@ -255,7 +276,7 @@ def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel
     estimate = estimate_run(spec, settings.samples, settings.seq_len, settings.heldout_samples, gflops,
                             compute_bytes=4 if compute_dtype == "float32" else 2, solver_gflops=fp32_gflops,
                             baseline_bytes=resident_bytes() if settings.device == "cpu" else 0)
-    return GptqPlan(source, pre, estimate, available, docs, spec.n_layers, settings, tensor_parallel)
+    return GptqPlan(source, pre, estimate, available, docs, spec.n_layers, settings, tensor_parallel, notes)
 
 
 def _has_weights(ref: str) -> bool:

@@ -32,6 +32,7 @@ def render_plan(plan) -> str:
     ]
     lines += [f"  {why}" for why in pre.vllm_notes]
     lines += [f"warning: {w}" for w in pre.warnings]
+    lines += [f"note: {n}" for n in plan.notes]
     lines.append(f"estimate: peak {fmt_gib(est.peak_bytes)} GiB (free now {fmt_gib(plan.available_bytes)} GiB), "
                  f"about {fmt_duration(est.seconds)} at {est.matmul_gflops:.0f} GFLOP/s measured; {UNITS_NOTE}")
     if est.peak_bytes > plan.available_bytes:

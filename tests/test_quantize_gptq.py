@@ -441,3 +441,27 @@ def test_calibration_text_must_be_text(tmp_path):
     good = tmp_path / "good.txt"
     good.write_text("first document\n\nsecond document\n")
     assert read_calibration_text(str(good)) == ["first document", "second document"]
+
+
+def test_short_calibration_text_is_found_before_planning(tiny, docs, tmp_path):
+    """The plan counts the text's windows first: a text too short for --samples is planned (and run)
+    with what it holds, and said so up front; one too short for a single window is refused."""
+    import transformers
+
+    from sizer.gptq_run import read_calibration_text, tokenize_documents
+
+    short = write_calibration_file(tmp_path / "short.txt", docs[:40])
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny)
+    tokens = len(tokenize_documents(tokenizer, read_calibration_text(str(short))))
+    windows = tokens // 128
+    assert 0 < windows < 128
+    r = invoke(tiny, "--method", "gptq", "--calibration-text", short, "--output", tmp_path / "o", "--dry-run",
+               "--samples", "128", "--seq-len", "128", "--heldout-samples", "4", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert (f"note: the calibration text holds {windows:,} windows of 128 tokens ({tokens:,} tokens): planned for "
+            f"{windows} calibration and 0 held-out windows (asked: 128 and 4)") in r.stderr
+    assert f"calibration: {windows} x 128 tokens, 0 held-out windows" in r.stderr
+    tiny_text = write_calibration_file(tmp_path / "tiny.txt", ["a few words"])
+    r = invoke(tiny, "--method", "gptq", "--calibration-text", tiny_text, "--output", tmp_path / "o", "--dry-run",
+               "--seq-len", "128", "--device", "cpu")
+    assert r.exit_code == 2 and "fewer than one --seq-len 128 window" in r.output
