@@ -149,7 +149,9 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, attention, 
               help="Tokens per sequence. Default: the model's maximum, at most 8192.")
 @click.option("-b", "--batch-size", type=int, default=1, show_default=True, callback=positive,
               help="Concurrent sequences to serve.")
-@click.option("--kv-dtype", default="bf16", show_default=True, help="KV cache dtype: bf16 fp16 fp8 int8 (llamacpp: q8_0 q4_0).")
+@click.option("--kv-dtype", default=None,
+              help="KV cache dtype: bf16 fp16 fp8 int8 (llamacpp: q8_0 q4_0). Default: the engine's own, bf16 for "
+                   "transformers and vLLM, fp16 for llama.cpp.")
 @click.option("--tensor-parallel", type=int, default=None, callback=positive, help="Tensor-parallel degree.")
 @click.option("--pipeline-parallel", type=int, default=None, callback=positive, help="Pipeline stages.")
 @click.option("--gpu-memory-utilization", type=float, default=None,

@@ -366,3 +366,14 @@ def test_vllm_notes_the_precisions_it_no_longer_loads():
         "gptq-3bit-g128: vLLM 0.32 will not load it (it loads 4- and 8-bit GPTQ only, not 3-bit)"]
     assert not any("vLLM 0.32" in n for n in fit("llama3-8b", "1x24GB", engine="vllm").notes)
     assert not any("vLLM 0.32" in n for n in fit("llama3-8b", "1x24GB", precision=["nf4"]).notes)
+
+
+def test_each_engine_caches_in_its_own_dtype_by_default():
+    """llama.cpp's cache is f16 unless --cache-type-k/-v say otherwise; transformers and vLLM cache in
+    the model's dtype: the label follows, the bytes (2 per value either way) do not change."""
+    llamacpp = fit("llama3-8b", "1xRTX-4090", engine="llamacpp", precision="Q4_K_M", context_length=4096)
+    assert llamacpp.kv_dtype == "fp16"
+    assert fit("llama3-8b", "1xRTX-4090", engine="llamacpp", precision="Q4_K_M", context_length=4096,
+               kv_dtype="bf16").options[0].fullest.kv_cache == llamacpp.options[0].fullest.kv_cache
+    assert fit("llama3-8b", "1xH100", engine="vllm", context_length=4096).kv_dtype == "bf16"
+    assert fit("llama3-8b", "1xH100", context_length=4096).kv_dtype == "bf16"

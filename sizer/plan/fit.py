@@ -20,6 +20,9 @@ from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_
 from sizer.quant import get_precision, precision_notes
 from sizer.spec import ModelSpec
 
+# Each engine's own KV cache type: transformers and vLLM ("auto") cache in the model's dtype (bf16 for
+# the catalog), llama.cpp in f16 (--cache-type-k/-v default).
+DEFAULT_KV_DTYPE = {"transformers": "bf16", "vllm": "bf16", "llamacpp": "fp16"}
 # Precisions each engine is asked about by default (the model's own format comes first if it has one).
 DEFAULT_PRECISIONS = {
     "transformers": ("bf16", "fp8", "int8", "nf4", "gptq-4bit-g128"),
@@ -231,7 +234,7 @@ def _suggestions(option: FitOption, others: list[FitOption], planner: Planner, p
 
 
 def fit(model, gpus: str | GpuSelection = "H100", engine: str = "transformers", precision: str | list | None = None,
-        context_length: int | None = None, batch_size: int = 1, kv_dtype: str = "bf16",
+        context_length: int | None = None, batch_size: int = 1, kv_dtype: str | None = None,
         tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
         max_gpus: int = DEFAULT_MAX_GPUS, suggestions: bool = True, **engine_options) -> FitResult:
     """Plan `model` on `gpus` ("2x48GB", "8xH100", "H100" for the minimum count) with `engine`.
@@ -247,6 +250,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str = "transformers", 
 
     choice = parse_engine(engine)
     engine = choice.name
+    kv_dtype = kv_dtype or DEFAULT_KV_DTYPE[engine]
     spec = engine_spec(get_model(model) if isinstance(model, str) else model, choice)
     selection = parse_gpus(gpus) if isinstance(gpus, str) else gpus
     kv_dtype_bytes(kv_dtype)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sizer.catalog import gpu_entries
 from sizer.errors import UsageError
 from sizer.plan.engines import DOES_NOT_FIT, engine_spec, make_engine, parse_engine
-from sizer.plan.fit import (DEFAULT_CONTEXT_CAP, FitOption, FitResult, Planner, default_precisions,
+from sizer.plan.fit import (DEFAULT_CONTEXT_CAP, DEFAULT_KV_DTYPE, FitOption, FitResult, Planner, default_precisions,
                             plan_option)
 
 DEFAULT_RECOMMEND_MAX_GPUS = 8      # one server
@@ -20,7 +20,7 @@ def _rank_key(option: FitOption):
 
 
 def recommend(model, engine: str = "transformers", precision: str | list | None = None,
-              context_length: int | None = None, batch_size: int = 1, kv_dtype: str = "bf16",
+              context_length: int | None = None, batch_size: int = 1, kv_dtype: str | None = None,
               max_gpus: int = DEFAULT_RECOMMEND_MAX_GPUS, **engine_options) -> FitResult:
     """For every catalog GPU and precision, the fewest GPUs (up to max_gpus) that serve the workload,
     ranked by price per hour. Configurations that fit on none are left out."""
@@ -29,6 +29,7 @@ def recommend(model, engine: str = "transformers", precision: str | list | None 
 
     choice = parse_engine(engine)
     engine = choice.name
+    kv_dtype = kv_dtype or DEFAULT_KV_DTYPE[engine]
     spec = engine_spec(get_model(model) if isinstance(model, str) else model, choice)
     if max_gpus < 1:
         raise UsageError(f"--max-gpus must be positive, got {max_gpus}")
