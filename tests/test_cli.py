@@ -325,19 +325,29 @@ def test_absurd_dimensions_are_refused_at_once(tmp_path, key, value, message):
     assert message in one_line_error(run("estimate", str(path)), 1)
 
 
-def test_a_gguf_with_absurd_block_count_is_refused(tmp_path):
+def metadata_only_gguf(path, block_count: int):
+    """A GGUF file with a llama header and no tensors."""
     gguf = pytest.importorskip("gguf")
-    path = tmp_path / "huge.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
-    for key, number in (("llama.block_count", 2**31), ("llama.embedding_length", 64),
-                        ("llama.feed_forward_length", 128), ("llama.attention.head_count", 4),
-                        ("llama.context_length", 128)):
+    for key, number in (("llama.block_count", block_count), ("llama.embedding_length", 64),
+                        ("llama.vocab_size", 128), ("llama.feed_forward_length", 128),
+                        ("llama.attention.head_count", 4), ("llama.context_length", 128)):
         writer.add_uint32(key, number)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    assert "is beyond any real model" in one_line_error(run("estimate", str(path)), 1)
+    return str(path)
+
+
+def test_a_gguf_with_absurd_block_count_is_refused(tmp_path):
+    path = metadata_only_gguf(tmp_path / "huge.gguf", 2**31)
+    assert "is beyond any real model" in one_line_error(run("estimate", path), 1)
+
+
+def test_a_gguf_without_tensors_is_refused(tmp_path):
+    path = metadata_only_gguf(tmp_path / "meta.gguf", 2)
+    assert "holds no tensors" in one_line_error(run("estimate", path), 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,21 +442,6 @@ def test_more_bad_arguments_are_one_line():
     huge = "1" + "0" * 400 + "GB"
     assert "at most 1,048,576 GiB" in one_line_error(run("fit", "llama3-8b", "--gpus", huge), 2)
     assert "--context-length is empty" in one_line_error(run("measure", "phi-2", "-c", ""), 2)
-
-
-def test_a_gguf_without_tensors_is_refused(tmp_path):
-    gguf = pytest.importorskip("gguf")
-    path = tmp_path / "meta.gguf"
-    writer = gguf.GGUFWriter(str(path), "llama")
-    for key, number in (("llama.block_count", 2), ("llama.embedding_length", 64), ("llama.vocab_size", 128),
-                        ("llama.feed_forward_length", 128), ("llama.attention.head_count", 4),
-                        ("llama.context_length", 128)):
-        writer.add_uint32(key, number)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    assert "holds no tensors" in one_line_error(run("estimate", str(path)), 1)
 
 
 def test_quantize_calibration_text_has_its_own_name(tmp_path):
