@@ -303,7 +303,7 @@ def parse_engine(text: str) -> EngineChoice:
         return EngineChoice(name, NEWEST if name == "transformers" else None)
     if name != "transformers":
         raise UsageError(f"--engine {text}: only the transformers profile is modelled per release "
-                         f"(transformers=={MODELLED[-1][0]}.{MODELLED[-1][1]})")
+                         f"(transformers=={release_text(NEWEST)})")
     try:
         release = parse_release(version)
     except ValueError:
