@@ -23,6 +23,11 @@ FORMATS = ("table", "json", "csv", "markdown")
 class SizerGroup(click.Group):
     """Turns library errors into click errors: one line, the class's exit code."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any("\x00" in arg for arg in args):     # no shell passes one; no file name can hold one
+            raise click.UsageError("an argument holds a NUL byte", ctx)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

@@ -16,7 +16,7 @@ from sizer.units import UNITS_NOTE, GiB
 
 FIT_CSV_COLUMNS = (
     "model", "engine", "precision", "gpu", "gpu_count", "tensor_parallel", "pipeline_parallel",
-    "gpu_memory_bytes", "verdict", "context_length", "batch_size", "kv_dtype",
+    "usable_memory_per_gpu_bytes", "verdict", "context_length", "batch_size", "kv_dtype",
     "weights_per_gpu_bytes", "kv_cache_per_gpu_bytes", "activations_per_gpu_bytes", "overhead_per_gpu_bytes",
     "total_per_gpu_bytes", "free_per_gpu_bytes", "max_context_length", "max_concurrency", "kv_cache_tokens",
     "min_gpus", "decode_tokens_per_s", "decode_tokens_per_s_total", "prefill_tokens_per_s",
@@ -26,7 +26,7 @@ FIT_CSV_COLUMNS = (
 
 def _usage(g: GpuUsage) -> dict:
     return {"weights": g.weights, "kv_cache": g.kv_cache, "activations": g.activations, "overhead": g.overhead,
-            "total": g.total, "free": g.free, "capacity": g.capacity}
+            "total": g.total, "free": g.free, "usable_memory": g.capacity}
 
 
 def _round(x: float | None, digits: int = 2):
@@ -45,7 +45,7 @@ def option_to_dict(o: FitOption) -> dict:
         "min_gpus": o.min_gpus,
         "decode_tokens_per_s": _round(t.decode_tokens_per_s), "decode_tokens_per_s_total": _round(t.decode_tokens_per_s_total),
         "prefill_tokens_per_s": _round(t.prefill_tokens_per_s), "time_to_first_token_s": _round(t.time_to_first_token_s, 4),
-        "price_per_hour": o.price_per_hour, "cost_per_million_tokens": _round(o.cost_per_million_tokens, 4),
+        "price_per_hour_usd": o.price_per_hour, "cost_per_million_tokens_usd": _round(o.cost_per_million_tokens, 4),
         "host_memory_bytes": o.host_bytes, "suggestions": list(o.suggestions),
     }
 
@@ -69,7 +69,7 @@ def fit_csv_rows(r: FitResult) -> list[dict]:
         rows.append({
             "model": r.model, "engine": r.engine, "precision": o.precision, "gpu": o.gpu, "gpu_count": o.gpu_count,
             "tensor_parallel": o.tensor_parallel, "pipeline_parallel": o.pipeline_parallel,
-            "gpu_memory_bytes": g.capacity, "verdict": o.verdict, "context_length": r.context_length,
+            "usable_memory_per_gpu_bytes": g.capacity, "verdict": o.verdict, "context_length": r.context_length,
             "batch_size": r.batch_size, "kv_dtype": r.kv_dtype, "weights_per_gpu_bytes": g.weights,
             "kv_cache_per_gpu_bytes": g.kv_cache, "activations_per_gpu_bytes": g.activations,
             "overhead_per_gpu_bytes": g.overhead, "total_per_gpu_bytes": g.total, "free_per_gpu_bytes": g.free,
@@ -79,7 +79,7 @@ def fit_csv_rows(r: FitResult) -> list[dict]:
             **{k: "" if d[k] is None else d[k] for k in ("decode_tokens_per_s", "decode_tokens_per_s_total",
                                                            "prefill_tokens_per_s", "time_to_first_token_s")},
             "price_per_hour_usd": "" if o.price_per_hour is None else o.price_per_hour,
-            "cost_per_million_tokens_usd": "" if d["cost_per_million_tokens"] is None else d["cost_per_million_tokens"],
+            "cost_per_million_tokens_usd": "" if d["cost_per_million_tokens_usd"] is None else d["cost_per_million_tokens_usd"],
             "reason": o.reason,
         })
     return rows

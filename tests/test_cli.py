@@ -455,3 +455,10 @@ def test_quantize_calibration_text_has_its_own_name(tmp_path):
     assert "--calibration-text applies to --method gptq only" in one_line_error(r, 2)
     assert "--calibration-text" in run("quantize", "--help").output
     assert "--calibration " not in run("quantize", "--help").output
+
+
+def test_a_nul_byte_in_an_argument_is_one_line():
+    """Found by the fuzz test: `calibrate '\\x00'` reached os.stat and raised ValueError."""
+    for args in (["calibrate", "\x00"], ["estimate", "phi\x00-2"], ["fit", "llama3-8b", "--gpus", "H1\x0000"]):
+        r = run(*args)
+        assert r.exit_code == 2 and "an argument holds a NUL byte" in r.output and "internal error" not in r.output

@@ -68,7 +68,7 @@ def test_fit_cli_golden_table_and_json():
         g = o["per_gpu"]
         assert set(g) >= {"weights", "kv_cache", "activations", "overhead", "total", "free"}
         assert g["total"] == g["weights"] + g["kv_cache"] + g["activations"] + g["overhead"]
-        assert g["free"] == g["capacity"] - g["total"]
+        assert g["free"] == g["usable_memory"] - g["total"]
     table = CliRunner().invoke(cli, ["fit", "llama3-70b", "--gpus", "2x48GB"]).output
     assert "sizes in GiB (1 GiB = 2^30 bytes)" in table and "does-not-fit" in table
 
@@ -257,7 +257,7 @@ def test_csv_header_is_the_documented_one():
     assert ",".join(FIT_CSV_COLUMNS) in (ROOT / "README.md").read_text()
     assert {row["precision"] for row in rows} >= {"bf16", "fp8", "awq-4bit-g128"}
     for row in rows:
-        assert int(row["total_per_gpu_bytes"]) + int(row["free_per_gpu_bytes"]) == int(row["gpu_memory_bytes"])
+        assert int(row["total_per_gpu_bytes"]) + int(row["free_per_gpu_bytes"]) == int(row["usable_memory_per_gpu_bytes"])
         assert row["verdict"] in ("fits", "marginal", "does-not-fit")
         assert float(row["price_per_hour_usd"]) > 0
 
@@ -377,3 +377,21 @@ def test_each_engine_caches_in_its_own_dtype_by_default():
                kv_dtype="bf16").options[0].fullest.kv_cache == llamacpp.options[0].fullest.kv_cache
     assert fit("llama3-8b", "1xH100", engine="vllm", context_length=4096).kv_dtype == "bf16"
     assert fit("llama3-8b", "1xH100", context_length=4096).kv_dtype == "bf16"
+
+
+def test_json_and_csv_share_field_names():
+    """One name, one meaning: a quantity in both renderings carries the same name and value."""
+    from click.testing import CliRunner
+
+    from sizer.cli import cli
+
+    args = ["fit", "llama3-8b", "--gpus", "2xA100", "-p", "bf16,nf4", "-c", "4096"]
+    data = json.loads(CliRunner().invoke(cli, args + ["--format", "json"]).output)
+    rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(cli, args + ["--format", "csv"]).output)))
+    for option, row in zip(data["options"], rows):
+        shared = set(option) & set(row)
+        assert {"price_per_hour_usd", "cost_per_million_tokens_usd", "max_context_length", "min_gpus"} <= shared
+        for key in shared:
+            assert row[key] == ("" if option[key] is None else str(option[key])), key
+        assert int(row["usable_memory_per_gpu_bytes"]) == option["per_gpu"]["usable_memory"]
+        assert option["per_gpu"]["usable_memory"] < data["gpus"]["memory_bytes"]
