@@ -120,6 +120,13 @@ def _row(o: FitOption, with_gpu: bool) -> list:
     return row
 
 
+def _fewer_gpus(o: FitOption) -> str:
+    """Where fewer GPUs than asked serve the workload (`min_gpus`), the table's reader hears it too."""
+    if o.min_gpus is None or o.min_gpus >= o.gpu_count:
+        return ""
+    return f"; {o.min_gpus}x{o.gpu} would serve it too (min_gpus)"
+
+
 def render_fit(r: FitResult, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(fit_to_dict(r), indent=2) + "\n"
@@ -134,7 +141,8 @@ def render_fit(r: FitResult, fmt: str) -> str:
     table = tabulate([_row(o, with_gpu) for o in r.options], headers=headers, disable_numparse=True,
                      tablefmt="github" if fmt == "markdown" else "simple")
     lines = [f"- {o.precision}" + (f" on {o.gpu_count}x{o.gpu}" if with_gpu else "") + f": {o.reason}"
-             + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else "") for o in r.options]
+             + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else "") + _fewer_gpus(o)
+             for o in r.options]
     if not r.options:
         lines = ["- no configuration serves this workload"]
     lines += [f"note: {n}" for n in r.notes]

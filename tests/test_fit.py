@@ -395,3 +395,17 @@ def test_json_and_csv_share_field_names():
             assert row[key] == ("" if option[key] is None else str(option[key])), key
         assert int(row["usable_memory_per_gpu_bytes"]) == option["per_gpu"]["usable_memory"]
         assert option["per_gpu"]["usable_memory"] < data["gpus"]["memory_bytes"]
+
+
+def test_table_says_when_fewer_gpus_serve():
+    """min_gpus was in JSON and CSV only: `mixtral --gpus 8xH100` never said two GPUs would do."""
+    from click.testing import CliRunner
+
+    from sizer.cli import cli
+
+    args = ["fit", "mixtral", "--gpus", "8xH100", "-p", "bf16,nf4"]
+    table = CliRunner().invoke(cli, args).output
+    for option in json.loads(CliRunner().invoke(cli, args + ["--format", "json"]).output)["options"]:
+        assert option["min_gpus"] < 8
+        assert f"- {option['precision']}: " in table
+        assert f"{option['min_gpus']}x{option['gpu']} would serve it too (min_gpus)" in table
