@@ -167,12 +167,13 @@ def plot_fit(r: FitResult, path: str, force: bool = False) -> None:
     except ImportError:
         raise UsageError("--plot needs matplotlib: pip install 'sizer-llm[plot]'") from None
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "none"      # SVG text stays text (searchable, smaller)
     import matplotlib.pyplot as plt
 
     labels, stacks = [], []
     for o in r.options:
         for g in o.per_gpu:
-            stage = f" s{g.stage}" if len(o.per_gpu) > 1 else ""
+            stage = f"\npipeline stage {g.stage + 1} of {len(o.per_gpu)}" if len(o.per_gpu) > 1 else ""
             labels.append(f"{o.precision}\n{o.gpu_count}x{o.gpu}{stage}")
             stacks.append((g.weights, g.kv_cache, g.activations, g.overhead, max(0, g.free), g.capacity))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) + 2), 4.8))
@@ -186,6 +187,10 @@ def plot_fit(r: FitResult, path: str, force: bool = False) -> None:
     for x, s in enumerate(stacks):
         ax.hlines(s[5] / GiB, x - 0.4, x + 0.4, colors="black", linestyles="dashed", linewidth=1,
                   label="usable memory" if x == 0 else None)
+        over = sum(s[:4]) - s[5]
+        if over > 0:                  # the bar rises above the dashed line: say by how much
+            ax.annotate(f"over by\n{over / GiB:,.1f} GiB", (x, sum(s[:4]) / GiB), ha="center", va="bottom",
+                        fontsize=7, color="#C44E52")
     ax.set_xticks(range(len(stacks)), labels, fontsize=8)
     ax.set_ylabel("GiB per GPU (1 GiB = 2^30 bytes)")
     ax.set_title(f"{r.model} · {r.engine} · {r.batch_size} x {r.context_length:,} tokens", fontsize=10)

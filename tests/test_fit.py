@@ -409,3 +409,19 @@ def test_table_says_when_fewer_gpus_serve():
         assert option["min_gpus"] < 8
         assert f"- {option['precision']}: " in table
         assert f"{option['min_gpus']}x{option['gpu']} would serve it too (min_gpus)" in table
+
+
+def test_plot_marks_what_does_not_fit_and_names_the_stages(tmp_path):
+    """A bar above the usable memory says by how much; pipeline stages are spelled out."""
+    pytest.importorskip("matplotlib")
+    from sizer.plan.fit import fit as run_fit
+
+    svg = tmp_path / "fit.svg"
+    r = CliRunner().invoke(cli, ["fit", "llama3-70b", "--gpus", "2x48GB", "-p", "bf16,nf4", "--plot", str(svg)])
+    assert r.exit_code == 0, r.output
+    text = svg.read_text()
+    bf16 = run_fit("llama3-70b", "2x48GB", precision="bf16").options[0]
+    overs = [f">{(g.total - g.capacity) / 2**30:,.1f} GiB</text>" for g in bf16.per_gpu if g.total > g.capacity]
+    assert overs and text.count(">over by</text>") == len(overs)            # nf4 fits: no mark on its bars
+    assert all(text.count(mark) >= overs.count(mark) for mark in overs)
+    assert "pipeline stage 1 of 2" in text and "pipeline stage 2 of 2" in text
