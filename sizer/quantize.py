@@ -27,6 +27,7 @@ from sizer.errors import InputFileError, SizerError, UsageError
 from sizer.io import current_umask
 
 BNB_METHODS = ("int8", "nf4", "fp4")
+PARTIAL = ".partial"          # suffix of an output being written: .<name>.<pid>.<random>.partial
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,6 @@ def atomic_output_dir(output: Path, force: bool):
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
-PARTIAL = ".partial"
-
-
 def check_output_dir(output: str | Path, force: bool) -> Path:
     """The output folder, refused before any work when it cannot be written as asked."""
     output = Path(output).expanduser()
@@ -98,8 +96,8 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:     # alive, another user's
+        pass
     return True
 
 
