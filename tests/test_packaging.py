@@ -117,10 +117,12 @@ def test_python_dash_m_sizer_above_a_clone_named_sizer(tmp_path):
 
 def test_no_code_reads_outside_the_repository():
     """Everything tests and modules read is in the checkout (tests/data, docs/reference, sizer/data)."""
-    outside = ("../shared", "shared/reference", "parents[2]", "ROOT.parent", "parent.parent.parent")
+    # the markers are joined here so that this guard itself does not match a grep for them
+    outside = ("/".join(("..", "shared")), "/".join(("shared", "reference")), "parents[2]", "ROOT.parent",
+               "parent.parent.parent")
     offenders = [f"{path.relative_to(ROOT)}: {marker}"
                  for folder in ("sizer", "tests", "benchmarks", "tools") for path in (ROOT / folder).rglob("*.py")
-                 for marker in outside if marker in path.read_text() and path.name != "test_packaging.py"]
+                 for marker in outside if marker in path.read_text()]
     assert offenders == []
 
 
