@@ -80,10 +80,9 @@ def engine_name(ctx, param, value):
     from sizer.plan.engines import parse_engine
 
     try:
-        parse_engine(value)
+        return parse_engine(value)
     except UsageError as e:
         raise click.BadParameter(str(e)) from None
-    return value.strip()
 
 
 def positive(ctx, param, value):
@@ -183,16 +182,15 @@ def fit(model, gpus, engine, precision, context_length, batch_size, kv_dtype, te
       sizer fit llama3-8b --gpus H100 --engine vllm -c 32768 -b 16
       sizer fit mixtral --recommend --engine vllm --format csv -o options.csv
     """
-    from sizer.plan.engines import parse_engine
     from sizer.plan.fit import fit as run_fit
     from sizer.report_fit import plot_fit, render_fit
 
     precisions = [p.strip() for value in precision for p in value.split(",") if p.strip()] or None
-    name = parse_engine(engine).name
+    name = engine.name                          # engine: an EngineChoice (the --engine callback parsed it)
     engine_options = _engine_options(name, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)
     if calibration:
         if name != "transformers":
-            raise SizerUsage(f"--calibration applies to the transformers profile, not --engine {engine}")
+            raise SizerUsage(f"--calibration applies to the transformers profile, not --engine {name}")
         engine_options["calibration"] = calibration
     if recommend:
         if gpus or tensor_parallel or pipeline_parallel:
@@ -385,7 +383,6 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
         raise SizerUsage("quantize takes its calibration text as --calibration-text FILE (--calibration names a "
                          "constants file in estimate, fit and measure)")
     from sizer.measure import require_torch
-
     from sizer.quantize import check_output_dir
 
     if not gptq.get("dry_run"):

@@ -11,13 +11,14 @@ from sizer.units import GiB
 
 def model_rows(family: str | None = None) -> list[dict]:
     """The catalog's models (of one family); an unknown family is refused with the known ones."""
-    if family:
-        known = sorted({spec_from_config(e.config, n, f"catalog entry {n}").family for n, e in model_entries().items()})
-        if family not in known:
-            raise UsageError(f"no catalog model of family {family!r} (families: {', '.join(known)})")
+    specs = {name: spec_from_config(entry.config, name, f"catalog entry {name}")
+             for name, entry in model_entries().items()}
+    known = sorted({spec.family for spec in specs.values()})
+    if family and family not in known:
+        raise UsageError(f"no catalog model of family {family!r} (families: {', '.join(known)})")
     rows = []
     for name, entry in model_entries().items():
-        spec = spec_from_config(entry.config, name, f"catalog entry {name}")
+        spec = specs[name]
         if family and spec.family != family:
             continue
         rows.append({

@@ -144,13 +144,13 @@ def quantize_bnb(model_dir: str, method: str, output: str, force: bool = False, 
     """Quantize a transformers checkpoint with bitsandbytes and save it with safetensors."""
     if method not in BNB_METHODS:
         raise UsageError(f"--method {method}: bitsandbytes methods are {', '.join(BNB_METHODS)}")
-    from sizer.measure import require_torch
+    from sizer.measure import TORCH_EXTRA, require_torch
 
     torch = require_torch("sizer quantize")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise UsageError("bitsandbytes is not installed: pip install 'sizer-llm[torch]'") from None
+        raise UsageError(f"bitsandbytes is not installed: {TORCH_EXTRA}") from None
     import transformers
 
     source = _model_dir(model_dir)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from math import ceil
 
-from sizer.errors import UsageError
 from sizer.calc.transformers_releases import expands_cached_kv
+from sizer.errors import UsageError
 from sizer.spec import SLIDING_ATTENTION, ModelSpec
 
 # Bits per cached value. int8/fp8 per-tensor scales are a few bytes per layer and are left out;
@@ -63,9 +63,8 @@ def transformers_kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: 
     It differs from the engines' layout in two ways (measured in tests/test_against_transformers.py):
     a sliding-window layer keeps `sliding_window - 1` tokens once the prompt reaches the window, and
     Falcon's new decoder stores K and V expanded to every attention head up to transformers 5.24.
-    storage=True: the memory
-    behind those tensors right after the prefill, when a sliding layer's tensors are still views of
-    the whole prompt's keys and values (freed at the next update).
+    storage=True: the memory behind those tensors right after the prefill, when a sliding layer's
+    tensors are still views of the whole prompt's keys and values (freed at the next update).
     """
     per_token_layer = sum(_transformers_kv_values(spec))
     window = spec.sliding_window or 0
@@ -77,8 +76,8 @@ def transformers_kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: 
 
 def _transformers_kv_values(spec: ModelSpec) -> tuple[int, int]:
     """Values per token per layer of the keys and of the values transformers' cache holds: Falcon's
-    new decoder expands its KV heads to every head (up to 5.24); MLA caches its compressed latent as the keys and
-    the shared RoPE key as the values (DeepSeek's update(compressed_kv, k_pe), traced)."""
+    new decoder expands its KV heads to every head (up to 5.24); MLA caches its compressed latent as
+    the keys and the shared RoPE key as the values (DeepSeek's update(compressed_kv, k_pe), traced)."""
     if spec.is_mla:
         return spec.kv_lora_rank, spec.qk_rope_head_dim
     heads = transformers_kv_heads(spec)

@@ -80,7 +80,8 @@ def spec_for_release(spec: ModelSpec, release: Release) -> ModelSpec:
         keep = KEEP_FP32[spec.family]
         tensors = tuple(replace(t, fp32=False) if t.fp32 and keep(t) else t for t in tensors)
     out = replace(spec, tensors=tensors, transformers_release=release)
-    notes = tuple(n for n in spec.notes if "Falcon cache stores K/V expanded" not in n)
+    release_note_tail = FALCON_EXPANDED_CACHE_NOTE.split("{release}", 1)[1]     # the note of any release
+    notes = tuple(n for n in spec.notes if not n.endswith(release_note_tail))
     if expands_cached_kv(out):
         notes += (FALCON_EXPANDED_CACHE_NOTE.format(release=release_text(release)),)
     return replace(out, notes=notes)

@@ -289,11 +289,13 @@ class EngineChoice:
         return release_text(self.release) if self.release else ""
 
 
-def parse_engine(text: str) -> EngineChoice:
-    """`name` or `transformers==<release>`; the transformers release defaults to the newest modelled
-    (transformers_releases)."""
+def parse_engine(text: str | EngineChoice) -> EngineChoice:
+    """`name` or `transformers==<release>` (an EngineChoice passes through, so the CLI parses once);
+    the transformers release defaults to the newest modelled (transformers_releases)."""
     from sizer.errors import UsageError
 
+    if isinstance(text, EngineChoice):
+        return text
     name, pinned, version = text.strip().partition("==")
     name = name.strip().lower()
     if name not in ENGINES:

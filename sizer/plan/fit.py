@@ -13,7 +13,8 @@ from sizer.calc.activations import attention_notes
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
-from sizer.plan.engines import DOES_NOT_FIT, FITS, Evaluation, GpuUsage, engine_spec, make_engine, parse_engine
+from sizer.plan.engines import (DOES_NOT_FIT, FITS, EngineChoice, Evaluation, GpuUsage, engine_spec, make_engine,
+                                parse_engine)
 from sizer.plan.placement import Placement, choose_placement
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_throughput
@@ -233,7 +234,8 @@ def _suggestions(option: FitOption, others: list[FitOption], planner: Planner, p
     return tuple(out)
 
 
-def fit(model, gpus: str | GpuSelection = "H100", engine: str = "transformers", precision: str | list | None = None,
+def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "transformers",
+        precision: str | list | None = None,
         context_length: int | None = None, batch_size: int = 1, kv_dtype: str | None = None,
         tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
         max_gpus: int = DEFAULT_MAX_GPUS, suggestions: bool = True, **engine_options) -> FitResult:

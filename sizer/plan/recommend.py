@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sizer.catalog import gpu_entries
 from sizer.errors import UsageError
-from sizer.plan.engines import DOES_NOT_FIT, engine_spec, make_engine, parse_engine
+from sizer.plan.engines import DOES_NOT_FIT, EngineChoice, engine_spec, make_engine, parse_engine
 from sizer.plan.fit import (DEFAULT_CONTEXT_CAP, DEFAULT_KV_DTYPE, FitOption, FitResult, Planner, default_precisions,
                             plan_option)
 
@@ -19,7 +19,7 @@ def _rank_key(option: FitOption):
     return (price, -speed, option.gpu_count)
 
 
-def recommend(model, engine: str = "transformers", precision: str | list | None = None,
+def recommend(model, engine: str | EngineChoice = "transformers", precision: str | list | None = None,
               context_length: int | None = None, batch_size: int = 1, kv_dtype: str | None = None,
               max_gpus: int = DEFAULT_RECOMMEND_MAX_GPUS, **engine_options) -> FitResult:
     """For every catalog GPU and precision, the fewest GPUs (up to max_gpus) that serve the workload,
