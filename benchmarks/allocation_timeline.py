@@ -4,7 +4,7 @@ activation parts) beside.
 
 This is how the activation model's terms are read (sizer/calc/activations.py): run a small model of
 the family, find the peak, name the tensors alive there. The events are the ones `sizer measure`
-counts on CPU (sizer.measure.counted_allocations: each operator's own workspaces left out).
+counts on CPU (sizer.measure.meter.counted_allocations: each operator's own workspaces left out).
 
 Run: python benchmarks/allocation_timeline.py MODEL [-c CONTEXT] [-b BATCH] [--attention sdpa|eager]
      [--min-bytes N] [--scaled]
@@ -46,13 +46,15 @@ def main() -> int:
 
     from sizer.calc.activations import peak_of, step_peak, transformers_attention
     from sizer.calc.kv import transformers_kv_cache_bytes
-    from sizer.measure import _prompt_inputs, counted_allocations, load
+    from sizer.measure.load import load
+    from sizer.measure.meter import counted_allocations
+    from sizer.measure.point import prompt_inputs
 
     spec, config = model_and_config(args.model, args.scaled)
     loaded = load(spec, config, None, "bf16", "cpu", args.attention)
     b, s = args.batch_size, args.context_length
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        inputs = _prompt_inputs(loaded.model, spec.vocab_size, b, s, "cpu", torch)    # as sizer measure
+        inputs = prompt_inputs(loaded.model, spec.vocab_size, b, s, "cpu", torch)    # as sizer measure
         out = loaded.model(**inputs, use_cache=True, logits_to_keep=1)
     del out, inputs
     live = peak = 0

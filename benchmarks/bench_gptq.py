@@ -54,7 +54,7 @@ def heldout_errors(source: Path, checkpoint: Path, windows: list[list[int]], dev
     import torch
     import transformers
 
-    from sizer.gptq_load import load_gptq
+    from sizer.quantize.load import load_gptq
     from sizer.kernels.gptq import HessianAccumulator, hessian_relative_error
 
     original = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, device_map=device)
@@ -91,7 +91,7 @@ def machine_name(device: str) -> str:
         import torch
 
         return torch.cuda.get_device_name()
-    from sizer.hardware import cpu_name
+    from sizer.env.hardware import cpu_name
 
     return cpu_name()
 
@@ -129,7 +129,7 @@ def main() -> None:
                         help="comma-separated: sizer alone where GPTQModel is not installed")
     args = parser.parse_args()
 
-    from sizer.gptq_run import read_calibration_text, token_windows, tokenize_documents
+    from sizer.quantize.text import read_calibration_text, token_windows, tokenize_documents
     from sizer.testing import help_text_documents, make_llama, write_calibration_file
 
     shutil.rmtree(args.work, ignore_errors=True)

@@ -106,9 +106,9 @@ def end_to_end(device: str, results: Path) -> None:
     """Quantize E2E_LLAMA with sizer, then `sizer measure` it on each kernel; records appended to `results`."""
     import tempfile
 
-    from sizer.gptq_run import GptqSettings, run_gptq
-    from sizer.records import write_records
-    from sizer.run_measure import run_measure
+    from sizer.quantize.run import GptqSettings, run_gptq
+    from sizer.measure.records import write_records
+    from sizer.measure.run import run_measure
     from sizer.testing import help_text_documents, make_llama
 
     with tempfile.TemporaryDirectory() as tmp:

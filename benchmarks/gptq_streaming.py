@@ -73,7 +73,7 @@ def write_checkpoint(folder: Path, layers: int, hidden: int, intermediate: int, 
                 f"{p}.input_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16),
                 f"{p}.post_attention_layernorm.weight": torch.ones(hidden, dtype=torch.bfloat16)}
 
-    from sizer.gptq_run import ShardWriter
+    from sizer.quantize.shards import ShardWriter
 
     writer = ShardWriter(folder, shard_bytes)       # one tensor in memory at a time
     total = 0
@@ -156,7 +156,7 @@ def main() -> None:
     result = json.loads(run.stdout)
     import torch
 
-    from sizer.hardware import cpu_name
+    from sizer.env.hardware import cpu_name
 
     row = {"timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "machine": cpu_name(), "cpu_count": os.cpu_count(),

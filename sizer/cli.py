@@ -16,8 +16,9 @@ import click
 from sizer import __version__
 from sizer.errors import SizerError
 from sizer.errors import UsageError as SizerUsage
+from sizer.render import FORMATS
+from sizer.units import fmt_gib
 
-FORMATS = ("table", "json", "csv", "markdown")
 
 
 class SizerGroup(click.Group):
@@ -131,7 +132,7 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, attention, 
       sizer estimate model-Q4_K_M.gguf --format csv
     """
     from sizer.calc.estimate import estimate as run_estimate
-    from sizer.report import render_estimate
+    from sizer.calc.report import render_estimate
 
     result = run_estimate(model, precision, kv_dtype, context_length, batch_size, attention, logits, calibration)
     return render_estimate(result, fmt)
@@ -183,7 +184,7 @@ def fit(model, gpus, engine, precision, context_length, batch_size, kv_dtype, te
       sizer fit mixtral --recommend --engine vllm --format csv -o options.csv
     """
     from sizer.plan.fit import fit as run_fit
-    from sizer.report_fit import plot_fit, render_fit
+    from sizer.plan.report import plot_fit, render_fit
 
     precisions = [p.strip() for value in precision for p in value.split(",") if p.strip()] or None
     name = engine.name                          # engine: an EngineChoice (the --engine callback parsed it)
@@ -269,7 +270,7 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
       sizer measure llama3-8b --device cuda -c 4096 -b 4
       sizer measure ./tiny-llama --device cpu --sweep -p bf16,nf4 -c 512,2048 -b 1,4 --record runs.csv
     """
-    from sizer.run_measure import run_measure
+    from sizer.measure.run import run_measure
 
     precisions = _list(precision, str, "--precision", sweep) if precision else None
     contexts = _list(context_length, int, "--context-length", sweep)
@@ -279,11 +280,11 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
     records = run_measure(model, precisions, contexts, batches, new_tokens, device, weights, attention, force,
                           calibration, progress=lambda text: click.echo(text, err=True), gptq_kernel=gptq_kernel)
     if record_path:
-        from sizer.records import write_records
+        from sizer.measure.records import write_records
 
         write_records(record_path, records)
         click.echo(f"appended {len(records)} record(s) to {record_path}", err=True)
-    from sizer.report_measure import render_records
+    from sizer.measure.report import render_records
 
     click.echo(render_records(records, fmt), nl=False)
     if any(r.status != "ok" for r in records):
@@ -300,9 +301,9 @@ def calibrate(records, output, force, calibration):
     """Fit the transformers profile's constants (CUDA context, activation coefficients, decode
     efficiency) to `sizer measure` records, and show the peak-memory error before and after on
     held-out records. --calibration names the calibration the records were predicted with."""
-    from sizer.calibrate import fit_calibration, render_report
-    from sizer.calibration import resolve
-    from sizer.records import read_records
+    from sizer.calc.calibration import resolve
+    from sizer.measure.calibrate import fit_calibration, render_report
+    from sizer.measure.records import read_records
 
     rows = [r for path in records for r in read_records(path)]
     report = fit_calibration(rows, resolve(calibration))
@@ -382,8 +383,8 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
     if gptq.pop("constants_file") is not None:
         raise SizerUsage("quantize takes its calibration text as --calibration-text FILE (--calibration names a "
                          "constants file in estimate, fit and measure)")
-    from sizer.measure import require_torch
-    from sizer.quantize import check_output_dir
+    from sizer.env.torch_runtime import require_torch
+    from sizer.quantize.folders import check_output_dir
 
     if not gptq.get("dry_run"):
         check_output_dir(output, force)         # before minutes of loading, planning or tokenizing
@@ -395,20 +396,20 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
     if given:
         flag = "calibration-text" if given[0] == "calibration" else given[0].replace("_", "-")
         raise SizerUsage(f"--{flag} applies to --method gptq only")
-    from sizer.quantize import quantize_bnb
+    from sizer.quantize.bnb import quantize_bnb
 
     result = quantize_bnb(model_dir, method, output, force, device, progress=lambda text: click.echo(text, err=True))
     from sizer import estimate
 
     predicted = estimate(output).weights_bytes
-    click.echo(f"wrote {result.output} ({result.bytes_written / 2**30:,.3f} GiB of safetensors, sizer reads "
-               f"{predicted / 2**30:,.3f} GiB of weights) in {result.seconds:.1f} s")
+    click.echo(f"wrote {result.output} ({fmt_gib(result.bytes_written, 3, unit=True)} of safetensors, sizer reads "
+               f"{fmt_gib(predicted, 3, unit=True)} of weights) in {result.seconds:.1f} s")
 
 
 def _quantize_gptq(model_dir, output, device, force, fmt, options):
-    from sizer.gptq_run import GptqSettings
-    from sizer.quantize import plan_gptq, quantize_gptq
-    from sizer.report_gptq import render_csv, render_json, render_plan, render_table
+    from sizer.quantize.gptq import plan_gptq, quantize_gptq
+    from sizer.quantize.report import render_csv, render_json, render_plan, render_table
+    from sizer.quantize.run import GptqSettings
 
     defaults = GptqSettings()
     pick = lambda name: defaults.__dict__[name] if options[name] is None else options[name]   # noqa: E731
@@ -448,8 +449,8 @@ MODEL_COLUMNS = ("name", "family", "params", "active_params", "layers", "attenti
 @output_options
 def models(family, fmt):
     """The model catalog: parameters, attention layout, context, KV bytes per token."""
+    from sizer.calc.report import render_rows
     from sizer.listing import model_rows
-    from sizer.report import render_rows
 
     rows = model_rows(family)
     if fmt in ("table", "markdown"):
@@ -468,8 +469,8 @@ GPU_COLUMNS = ("name", "vendor", "memory_gib", "memory_bytes", "bandwidth_gb_s",
 @output_options
 def gpus(fmt):
     """The GPU catalog, and the GPUs on this machine (through NVML, extra `gpu`)."""
+    from sizer.calc.report import render_rows
     from sizer.listing import gpu_rows, local_gpu_text
-    from sizer.report import render_rows
 
     rows = gpu_rows()
     local_text, local_rows = local_gpu_text()

@@ -77,7 +77,7 @@ def parse_gpus(text: str) -> GpuSelection:
 
 
 def _local(text: str, count: int | None) -> GpuSelection:
-    from sizer.hardware import local_gpus
+    from sizer.env.hardware import local_gpus
 
     found, reason = local_gpus()
     if not found:

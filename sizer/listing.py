@@ -1,4 +1,4 @@
-"""Rows for `sizer models` and `sizer gpus`: flat dicts, rendered by sizer.report."""
+"""Rows for `sizer models` and `sizer gpus`: flat dicts, rendered by sizer.calc.report."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def gpu_rows() -> list[dict]:
 
 
 def local_gpu_text() -> tuple[str, list[dict]]:
-    from sizer.hardware import local_gpus
+    from sizer.env.hardware import local_gpus
 
     found, reason = local_gpus()
     if not found:

@@ -10,8 +10,11 @@ def gib(n_bytes: int) -> float:
     return n_bytes / GiB
 
 
-def fmt_gib(n_bytes: int) -> str:
-    return f"{n_bytes / GiB:,.2f}"
+def fmt_gib(n_bytes: int, decimals: int = 2, unit: bool = False) -> str:
+    """Bytes as GiB text, the one formatter of sizes: fmt_gib(3 << 29) == "1.50";
+    fmt_gib(n, 1, unit=True) == "1.5 GiB" (for sentences)."""
+    text = f"{n_bytes / GiB:,.{decimals}f}"
+    return f"{text} GiB" if unit else text
 
 
 def fmt_int(n: int) -> str:

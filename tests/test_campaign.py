@@ -4,7 +4,7 @@ stay within the grid's rules. (The CPU grid runs in full in benchmarks/results/m
 
 import pytest
 
-from sizer.calibration import default_calibration
+from sizer.calc.calibration import default_calibration
 from sizer.catalog import get_gpu
 
 from conftest import benchmark_module

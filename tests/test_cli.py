@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from sizer import estimate
 from sizer.cli import cli
-from sizer.report import ESTIMATE_CSV_COLUMNS
+from sizer.calc.report import ESTIMATE_CSV_COLUMNS
 
 from conftest import write_config
 
@@ -287,7 +287,7 @@ def test_binary_and_oversized_inputs(tmp_path):
 
 @pytest.mark.parametrize("value", ["1e999", "1" + "0" * 400])
 def test_calibration_constants_must_be_finite(tmp_path, value):
-    from sizer.calibration import default_calibration
+    from sizer.calc.calibration import default_calibration
 
     data = json.loads(default_calibration().to_json())
     text = json.dumps(data).replace(f'"activation_scale": {json.dumps(data["activation_scale"])}',
@@ -406,7 +406,7 @@ def test_quantize_output_folder_lifecycle(tmp_path):
     import sys
 
     from sizer.errors import UsageError
-    from sizer.quantize import atomic_output_dir, check_output_dir, remove_stale_partials
+    from sizer.quantize.folders import atomic_output_dir, check_output_dir, remove_stale_partials
 
     out = tmp_path / "ckpt"
     link = tmp_path / "link"

@@ -18,7 +18,7 @@ from sizer.plan.engines import (DOES_NOT_FIT, FITS, FIT_HEADROOM_FRACTION, MARGI
 from sizer.plan.fit import Planner, fit
 from sizer.plan.placement import Placement, choose_placement, stage_layers
 from sizer.plan.recommend import recommend
-from sizer.report_fit import FIT_CSV_COLUMNS
+from sizer.plan.report import FIT_CSV_COLUMNS
 
 from conftest import ROOT, benchmark_module
 
@@ -335,7 +335,7 @@ def test_sweep_agrees_with_the_planner(engine):
 
 def test_local_gpus_through_nvml(monkeypatch):
     """--gpus local (the default when NVML sees GPUs) plans for the machine's own GPUs."""
-    import sizer.hardware as hardware
+    import sizer.env.hardware as hardware
 
     fake = [hardware.LocalGpu(i, "NVIDIA H100 80GB HBM3", 85520809984, 85000000000, "570.86") for i in range(2)]
     monkeypatch.setattr(hardware, "local_gpus", lambda: (fake, ""))

@@ -510,7 +510,7 @@ def test_hf_config_keys_are_the_gguf_package_spellings():
         for k, v in vars(group).items()
         if k.isupper() and isinstance(v, str)
     }
-    for suffix, _ in mod._INT_KEYS + mod._FLOAT_KEYS:
+    for suffix, _ in mod.HF_INT_KEYS + mod.HF_FLOAT_KEYS:
         assert f"A.{suffix}" in spelled, suffix
     for suffix in ("expert_count", "expert_weights_norm", "vocab_size", "rope.scaling.type",
                    "rope.scaling.factor", "rope.scaling.original_context_length",

@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from sizer import get_model
 from sizer.families import spec_from_config
-from sizer.gptq_plan import decoder_linears, estimate_run, pack_unit, preflight, vllm_partitions
+from sizer.quantize.plan import decoder_linears, estimate_run, pack_unit, preflight, vllm_partitions
 
 
 def test_pack_units():

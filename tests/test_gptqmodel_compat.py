@@ -18,8 +18,8 @@ pytest.importorskip("transformers")
 if importlib.util.find_spec("gptqmodel") is None:
     pytest.skip("gptqmodel is not installed (it is in the test extra)", allow_module_level=True)
 
-from sizer.gptq_load import load_gptq  # noqa: E402
-from sizer.gptq_run import GptqSettings, run_gptq  # noqa: E402
+from sizer.quantize.load import load_gptq
+from sizer.quantize.run import GptqSettings, run_gptq
 from sizer.testing import help_text_documents, make_llama  # noqa: E402
 
 GPTQMODEL_RUN = """

@@ -9,18 +9,19 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from sizer.calibrate import fit_calibration
-from sizer.calibration import default_calibration, load_calibration
+from sizer.measure.calibrate import fit_calibration
+from sizer.calc.calibration import default_calibration, load_calibration
 from sizer.cli import cli
-from sizer.errors import InputFileError, UsageError
+from sizer.errors import InputFileError
 from sizer.families import spec_from_config
-from sizer.records import RECORD_COLUMNS, Record, read_records
+from sizer.measure.records import RECORD_COLUMNS, Record, read_records
 
 from conftest import ROOT, write_config
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-from sizer.measure import load, measure_point, require_torch  # noqa: E402
+from sizer.measure.load import load
+from sizer.measure.point import measure_point
 
 BASE = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 2048}
@@ -69,12 +70,12 @@ def test_measured_weights_and_kv_equal_prediction(name):
 def _profiled_peak(fn):
     from torch.profiler import ProfilerActivity, profile
 
-    from sizer.measure import _profiler_peak
+    from sizer.measure.meter import profiler_peak
 
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         kept = fn()
     del kept
-    return _profiler_peak(prof)
+    return profiler_peak(prof)
 
 
 class _ThreeTemporaries(torch.autograd.Function):
@@ -338,12 +339,15 @@ def test_shipped_calibration_is_the_documented_prior_until_calibrated():
 # Bad input
 
 
-def test_no_torch_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(UsageError, match=r"^sizer measure needs torch.*pip install 'sizer-llm\[torch\]'"):
-        require_torch()
-    with pytest.raises(UsageError, match=r"^sizer quantize needs torch.*pip install 'sizer-llm\[torch\]'"):
-        require_torch("sizer quantize")
+@pytest.mark.parametrize("argv", [["measure", "phi-2", "--device", "cpu"],
+                                  ["quantize", "MODEL", "--method", "nf4", "-o", "OUT"],
+                                  ["quantize", "MODEL", "--method", "gptq", "--dry-run"]])
+def test_no_torch_names_the_command_and_the_extra(monkeypatch, tmp_path, argv):
+    monkeypatch.setitem(sys.modules, "torch", None)          # `import torch` raises ImportError
+    argv = [str(tmp_path / a) if a in ("MODEL", "OUT") else a for a in argv]
+    r = CliRunner().invoke(cli, argv)
+    assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1, r.output
+    assert f"sizer {argv[0]} needs torch" in r.output and "pip install 'sizer-llm[torch]'" in r.output
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
@@ -419,7 +423,7 @@ def test_hardware_probes_without_a_gpu():
     GPUs); without NVML or that GPU the probe says nothing rather than reading another GPU."""
     import os
 
-    from sizer.hardware import cpu_name, nvml_process_memory, nvml_uuid
+    from sizer.env.hardware import cpu_name, nvml_process_memory, nvml_uuid
 
     assert nvml_uuid("9a3f4b2c-0000-1111-2222-333344445555") == "GPU-9a3f4b2c-0000-1111-2222-333344445555"
     assert nvml_uuid("GPU-9a3f") == "GPU-9a3f" and nvml_uuid("MIG-1b2c") == "MIG-1b2c"

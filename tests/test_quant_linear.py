@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from sizer.gptq_plan import int4_kernel_linear_bytes  # noqa: E402
+from sizer.quantize.plan import int4_kernel_linear_bytes
 from sizer.kernels.gptq_pack import pack_gptq_v1  # noqa: E402
 from sizer.kernels.int4_matmul import int4_kernel_problem  # noqa: E402
 from sizer.kernels.quant_linear import QuantLinear, replace_linears  # noqa: E402

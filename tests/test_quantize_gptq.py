@@ -15,10 +15,10 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 from sizer import estimate, get_model  # noqa: E402
 from sizer.cli import cli  # noqa: E402
 from sizer.errors import UsageError  # noqa: E402
-from sizer.gptq_load import load_gptq  # noqa: E402
-from sizer.gptq_run import (GptqSettings, read_calibration_text, run_gptq, token_windows,  # noqa: E402
-                            tokenize_documents)
-from sizer.report_gptq import LINEAR_COLUMNS  # noqa: E402
+from sizer.quantize.load import load_gptq
+from sizer.quantize.report import LINEAR_COLUMNS
+from sizer.quantize.run import GptqSettings, run_gptq
+from sizer.quantize.text import read_calibration_text, token_windows, tokenize_documents
 from sizer.testing import help_text_documents, make_llama, write_calibration_file  # noqa: E402
 
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
@@ -251,23 +251,18 @@ def test_existing_output_is_refused(tiny, tmp_path, calibration):
     assert (out / "mine.txt").read_text() == "keep"
 
 
-def test_interrupted_run_leaves_no_output(tiny, tmp_path, docs, monkeypatch):
-    from sizer import gptq_run
-    from sizer.quantize import plan_gptq, quantize_gptq
+def test_interrupted_run_leaves_no_output(tiny, tmp_path, docs):
+    from sizer.quantize.gptq import plan_gptq, quantize_gptq
 
-    calls = []
-
-    def interrupt(*args):
-        calls.append(1)
-        if len(calls) == 2:
+    def interrupt(done, total, seconds):          # Ctrl-C once the first layer is written
+        if done == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(gptq_run, "_write_layer", interrupt)
     settings = GptqSettings(samples=4, seq_len=64, heldout_samples=1)
     plan = plan_gptq(str(tiny), settings, str(write_calibration_file(tmp_path / "c.txt", docs)))
     (tmp_path / "work").mkdir()
     with pytest.raises(KeyboardInterrupt):
-        quantize_gptq(plan, str(tmp_path / "work" / "out"))
+        quantize_gptq(plan, str(tmp_path / "work" / "out"), on_layer=interrupt)
     assert list((tmp_path / "work").iterdir()) == []            # neither the output nor a temporary folder
 
 
@@ -311,8 +306,8 @@ def test_measure_runs_our_gptq_checkpoint(quantized):
 def test_measure_on_the_int4_kernel(quantized, tiny, docs, tmp_path, act_order):
     """--gptq-kernel int4: the weights are held in the kernel's layout (bf16 scale and zero pairs, an
     input permutation for act-order), exactly as predicted, and no dequantized copy is held."""
-    from sizer.gptq_plan import int4_kernel_extra_bytes
     from sizer.quant import get_precision
+    from sizer.quantize.plan import int4_kernel_extra_bytes
 
     out = quantized[0]
     if act_order:
@@ -336,8 +331,8 @@ def test_measure_on_the_int4_kernel(quantized, tiny, docs, tmp_path, act_order):
 def test_shard_writer_streams_valid_safetensors(tmp_path):
     """Tensors go to disk as they come; the shards are valid safetensors (read back by the library and
     by sizer's header check) with a transformers index."""
-    from sizer.gptq_run import ShardReader, ShardWriter
     from sizer.inputs.safetensors import read_header
+    from sizer.quantize.shards import ShardReader, ShardWriter
 
     tensors = {"a.bf16": torch.randn(33, 7).to(torch.bfloat16), "b.i32": torch.arange(100, dtype=torch.int32),
                "c.f16": torch.randn(5).half(), "d.f32": torch.randn(64, 64), "e.empty": torch.zeros(0)}
@@ -428,7 +423,7 @@ def test_dry_run_plans_a_catalog_model_before_download(tmp_path):
 def test_calibration_text_must_be_text(tmp_path):
     """Binary garbage is refused before any planning, not decoded into replacement characters."""
     from sizer.errors import InputFileError
-    from sizer.gptq_run import read_calibration_text
+    from sizer.quantize.text import read_calibration_text
 
     garbage = tmp_path / "garbage.txt"
     garbage.write_bytes(bytes(range(256)) * 64)
@@ -448,7 +443,7 @@ def test_short_calibration_text_is_found_before_planning(tiny, docs, tmp_path):
     with what it holds, and said so up front; one too short for a single window is refused."""
     import transformers
 
-    from sizer.gptq_run import read_calibration_text, tokenize_documents
+    from sizer.quantize.text import read_calibration_text, tokenize_documents
 
     short = write_calibration_file(tmp_path / "short.txt", docs[:40])
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny)

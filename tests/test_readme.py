@@ -6,7 +6,7 @@ import shlex
 from click.testing import CliRunner
 
 from sizer.cli import cli
-from sizer.report import ESTIMATE_CSV_COLUMNS
+from sizer.calc.report import ESTIMATE_CSV_COLUMNS
 
 from conftest import ROOT
 

@@ -1,5 +1,5 @@
 """vLLM loads and runs sizer's GPTQ checkpoints, and refuses exactly the ones sizer's pre-flight says
-it will (sizer.gptq_plan.vllm_support), on vLLM's CPU build.
+it will (sizer.quantize.plan.vllm_support), on vLLM's CPU build.
 
 vLLM cannot share the test environment: its CPU build pins transformers below 5.20. Set
 SIZER_VLLM_PYTHON to an interpreter that has it (see benchmarks/vllm_compat.py for the three set-up

@@ -56,7 +56,7 @@ MASK_BYTES = 1                        # SDPA's bool mask
 # check_batch_size_and_num_heads_dense), which Falcon's own attention does not: its multi-query
 # models fall back to the math kernel, which upcasts q, k and v to float32 (q also scaled), forms the
 # float32 scores and their softmax beside them, with isneginf's bool per cell (_safe_softmax):
-# 9 bytes per score cell. Measured with the allocation meter (sizer.measure._profiler_peak).
+# 9 bytes per score cell. Measured with the allocation meter (sizer.measure.meter.profiler_peak).
 LSE_BYTES = FP32_BYTES
 # Falcon's own attention (up to transformers 5.24, `falcon_own_attention`): K/V heads broadcast,
 # never repeated. From 5.25 it calls transformers' shared attention functions, as Llama does.
@@ -93,7 +93,7 @@ EAGER_ONLY_FAMILIES = frozenset({"bloom", "gemma2", "gpt_oss", "mpt"})
 # (FalconModel's as well, with eager attention).
 # The ALiBi bias [b*h, 1, kv] lives throughout. BloomGelu's tanh formula keeps 4 d_ff-sized
 # temporaries beside its input (a custom autograd Function: measured since the CPU meter counts frees
-# between operators, see sizer.measure._profiler_peak). Read from allocation traces of 1-3 layer
+# between operators, see sizer.measure.meter.profiler_peak). Read from allocation traces of 1-3 layer
 # Blooms of width 128-512 at batch 1-16 and contexts 16-512: every peak within 8 bytes.
 FUSED_QKV_VIEW_FAMILIES = frozenset({"bloom"})
 PREVIOUS_PROBABILITIES_FAMILIES = frozenset({"bloom", "falcon"})   # their layer loops keep the last block's outputs

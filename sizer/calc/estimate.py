@@ -1,7 +1,7 @@
 """`estimate`: the memory of one model at one precision, KV dtype, context length and batch size.
 
 Returns one `Estimate` with integer bytes; the table, JSON, CSV and markdown renderings
-(sizer/report.py) all print this object, so they cannot disagree.
+(sizer/calc/report.py) all print this object, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from sizer.calc.activations import activation_peaks, attention_notes, transformers_attention
 from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_bytes
 from sizer.calc.transformers_releases import NEWEST, spec_for_release
-from sizer.calibration import Calibration, resolve
+from sizer.calc.calibration import Calibration, resolve
 from sizer.calc.weights import checkpoint_bytes_by_component, weight_bytes_by_component
 from sizer.quant import bnb_int8_mlp, get_precision, precision_notes
 from sizer.spec import ModelSpec, Workload

@@ -2,7 +2,7 @@
 
 These are the starting values of sizer/data/calibration.json (a test keeps the two equal while that file
 says it is uncalibrated); `sizer calibrate` fits new values from `sizer measure` records, and the
-calculator reads them through sizer.calibration.
+calculator reads them through sizer.calc.calibration.
 """
 
 from __future__ import annotations

@@ -441,7 +441,7 @@ GGUF_ARCH_TO_MODEL_TYPE: dict[str, str] = {
 }
 
 # `ARCH.<suffix>` integer keys -> HF key. Per-layer arrays become their maximum plus the list.
-_INT_KEYS: tuple[tuple[str, str], ...] = (
+HF_INT_KEYS: tuple[tuple[str, str], ...] = (
     ("embedding_length", "hidden_size"),
     ("block_count", "num_hidden_layers"),
     ("feed_forward_length", "intermediate_size"),
@@ -462,7 +462,7 @@ _INT_KEYS: tuple[tuple[str, str], ...] = (
     ("rope.dimension_count", "_gguf_rope_dimension_count"),
     ("attention.value_length", "_gguf_value_length"),
 )
-_FLOAT_KEYS: tuple[tuple[str, str], ...] = (
+HF_FLOAT_KEYS: tuple[tuple[str, str], ...] = (
     ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
     ("attention.layer_norm_epsilon", "layer_norm_epsilon"),
     ("rope.freq_base", "rope_theta"),
@@ -492,7 +492,7 @@ def gguf_to_hf_config(g: GgufFile) -> dict:
         return InputFileError(f"{g.path}: GGUF metadata {key} should be {want}, got {value!r}")
 
     cfg: dict[str, object] = {"_gguf_architecture": arch}
-    for suffix, hf_key in _INT_KEYS:
+    for suffix, hf_key in HF_INT_KEYS:
         key = f"{arch}.{suffix}"
         value = md.get(key)
         if value is None:
@@ -506,7 +506,7 @@ def gguf_to_hf_config(g: GgufFile) -> dict:
             cfg[hf_key] = value
         else:
             raise bad(key, "an integer", value)
-    for suffix, hf_key in _FLOAT_KEYS:
+    for suffix, hf_key in HF_FLOAT_KEYS:
         key = f"{arch}.{suffix}"
         value = md.get(key)
         if value is None:

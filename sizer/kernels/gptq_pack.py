@@ -20,7 +20,7 @@ from math import gcd
 
 import torch
 
-from sizer.gptq_plan import DEQUANT_CHUNK_ROWS
+from sizer.kernels.layout import DEQUANT_CHUNK_ROWS
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 _WORD_BITS = 32
@@ -104,14 +104,12 @@ def unpack_gptq_v1(tensors: dict[str, torch.Tensor], bits: int, in_features: int
     return codes, zeros, tensors["scales"], tensors["g_idx"]
 
 
-
-
 def dequantize_gptq_v1(tensors: dict[str, torch.Tensor], bits: int, in_features: int, out_features: int,
                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """W [N, K] = scales[g_idx[k], n] * (q[k, n] - (stored_zero[g_idx[k], n] + 1)): the reference path.
 
     Works through DEQUANT_CHUNK_ROWS input features at a time, so besides the [N, K] result in
-    `dtype` only one chunk's temporaries are alive (sizer.gptq_plan.gptq_reference_workspace_bytes);
+    `dtype` only one chunk's temporaries are alive (sizer.quantize.plan.gptq_reference_workspace_bytes);
     the arithmetic is float32 whatever `dtype` is.
     """
     _check(bits, in_features, "the unpacked dimension")

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sizer.gptq_plan import INT4_KERNEL_GROUP_SIZES
 from sizer.kernels.gptq_pack import unpack_gptq_v1
+from sizer.kernels.layout import INT4_KERNEL_GROUP_SIZES
 
 _K_TILE = 16                              # the CUDA layout tiles K by inner_k_tiles * 16
 _INNER_K_TILES = (8, 4, 2)                # preferred first (torchao's default is 8)

@@ -17,11 +17,11 @@ from sizer.calc.activations import FP32_BYTES, peak_of, step_peak, transformers_
 from sizer.calc.overhead import CUDA_CONTEXT_BYTES
 from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
                                               spec_for_release)
-from sizer.calibration import Calibration, default_calibration
+from sizer.calc.calibration import Calibration, default_calibration
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
 from sizer.spec import ModelSpec
-from sizer.units import GiB, MiB
+from sizer.units import GiB, MiB, fmt_gib
 
 FITS, MARGINAL, DOES_NOT_FIT = "fits", "marginal", "does-not-fit"
 VERDICT_ORDER = {FITS: 0, MARGINAL: 1, DOES_NOT_FIT: 2}
@@ -64,7 +64,7 @@ class Evaluation:
 
 
 def _gib(n: int) -> str:
-    return f"{n / GiB:.1f} GiB"
+    return fmt_gib(n, 1, unit=True)
 
 
 def _layer_peak(stage: Stage, batch: int, q_len: int, kv_len: int, attention: str, logits: int, cb: int) -> int:
@@ -324,7 +324,7 @@ def make_engine(name: str, **options):
     from sizer.errors import UsageError
 
     if name == "transformers":
-        from sizer.calibration import resolve
+        from sizer.calc.calibration import resolve
 
         chosen = {k: v for k, v in options.items() if k in ("attention", "logits")}
         return TransformersEngine(**chosen, calibration=resolve(options.get("calibration")))

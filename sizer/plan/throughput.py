@@ -20,7 +20,7 @@ from sizer.spec import ModelSpec
 # by prefill, per engine. Assumptions in line with published measurements (vLLM decode kernels
 # reach 70-85 % of HBM bandwidth; transformers' eager generate loop much less; llama.cpp CUDA
 # around 70 %); to be calibrated by `sizer measure` and `sizer calibrate`.
-# The transformers profile's values live in sizer/data/calibration.json (sizer.calibration).
+# The transformers profile's values live in sizer/data/calibration.json (sizer.calc.calibration).
 EFFICIENCY = {
     "vllm": {"decode_bandwidth": 0.80, "prefill_compute": 0.60},
     "llamacpp": {"decode_bandwidth": 0.70, "prefill_compute": 0.35},
@@ -55,7 +55,7 @@ def expert_fraction_read(spec: ModelSpec, batch: int) -> float:
 def efficiency(engine) -> dict[str, float]:
     """The engine's efficiencies; the transformers profile's come from its calibration."""
     if engine.name == "transformers":
-        from sizer.calibration import default_calibration
+        from sizer.calc.calibration import default_calibration
 
         cal = engine.calibration or default_calibration()
         return {"decode_bandwidth": cal.decode_bandwidth_efficiency, "prefill_compute": cal.prefill_compute_efficiency}

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Callable
 
 from sizer.calc.transformers_releases import outside_note
-from sizer.calibration import resolve
+from sizer.calc.calibration import resolve
 from sizer.errors import UsageError
-from sizer.records import Record
+from sizer.measure.records import Record
 
 
 def _weights_folder(weights: str | None, default: Path | None) -> Path | None:
@@ -29,8 +29,8 @@ def _oom_record(spec, precision, ctx, batch, new_tokens, device, attention, cal,
     """A point that ran out of memory while loading: the prediction, and a measured does-not-fit."""
     import transformers
 
-    from sizer.hardware import cpu_name
-    from sizer.measure import predict
+    from sizer.env.hardware import cpu_name
+    from sizer.measure.predict import predict
 
     pred = predict(spec, precision, ctx, batch, device, attention, cal, kernel)
     return Record(spec.name, spec.family, precision, pred["kv_dtype"], ctx, batch, new_tokens, attention, device, "", "",
@@ -39,11 +39,11 @@ def _oom_record(spec, precision, ctx, batch, new_tokens, device, attention, cal,
                   cpu_name(), datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), kernel)
 
 
-def _predicted_speed(spec, precision, ctx, batch, cal) -> float | None:
+def predicted_decode_tokens_per_s(spec, precision, ctx, batch, cal) -> float | None:
     """sizer's decode roofline for the GPU this process runs on (None if the catalog lacks it)."""
     from sizer.catalog import get_gpu
-    from sizer.hardware import nvml_process_memory
-    from sizer.measure import cuda_device_uuid
+    from sizer.env.hardware import nvml_process_memory
+    from sizer.env.torch_runtime import cuda_device_uuid
     from sizer.plan.engines import TransformersEngine
     from sizer.plan.placement import Placement
     from sizer.plan.stages import build_stages
@@ -64,9 +64,12 @@ def run_measure(model: str, precisions: list[str] | None, contexts: list[int], b
                 device: str | None, weights: str | None, attention: str, force: bool, calibration,
                 progress: Callable[[str], None] = lambda text: None, gptq_kernel: str = "reference") -> list[Record]:
     from sizer.inputs.resolve import get_config, get_model
-    from sizer.measure import check_device, is_gptq, load, measure_point, refuse_if_too_large, require_torch
+    from sizer.env.torch_runtime import check_device, require_torch
+    from sizer.measure.load import is_gptq, load
+    from sizer.measure.point import measure_point
+    from sizer.measure.predict import refuse_if_too_large
 
-    torch = require_torch()
+    torch = require_torch("sizer measure")
     import transformers
 
     outside = outside_note(transformers.__version__)
@@ -78,7 +81,7 @@ def run_measure(model: str, precisions: list[str] | None, contexts: list[int], b
     config, default_folder = get_config(model)
     folder = _weights_folder(weights, default_folder)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    available = check_device(device)
+    available = check_device(device, "sizer measure")
     cal = resolve(calibration)
     points = list(product(contexts, batches))
     total, done, records = len(points) * len(precisions), 0, []
@@ -95,7 +98,7 @@ def run_measure(model: str, precisions: list[str] | None, contexts: list[int], b
             records += [_oom_record(spec, precision, c, b, new_tokens, device, attention, cal, kernel, torch)
                         for c, b in points]
             done += len(points)
-            _clean(torch, device)
+            release_device_memory(torch, device)
             continue
         progress(f"loaded in {loaded.load_s:.1f} s" + (" (eager attention: the family has no SDPA path)"
                                                         if loaded.attention != attention else ""))
@@ -104,14 +107,15 @@ def run_measure(model: str, precisions: list[str] | None, contexts: list[int], b
             progress(f"[{done}/{total}] {precision}, {batch} x {ctx:,} tokens, {new_tokens} new")
             record = measure_point(loaded, ctx, batch, new_tokens, cal)
             if device == "cuda" and record.status == "ok":
-                record.predicted_decode_tokens_per_s = _predicted_speed(spec, precision, ctx, batch, cal)
+                record.predicted_decode_tokens_per_s = predicted_decode_tokens_per_s(spec, precision, ctx, batch, cal)
             records.append(record)
         del loaded
-        _clean(torch, device)
+        release_device_memory(torch, device)
     return records
 
 
-def _clean(torch, device: str) -> None:
+def release_device_memory(torch, device: str) -> None:
+    """Free what a finished load left behind (and CUDA's cached blocks) before the next one."""
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()

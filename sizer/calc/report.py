@@ -6,15 +6,12 @@ for a model is 0, never missing.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 
 from sizer.calc.estimate import Estimate
+from sizer.render import to_csv
 from sizer.spec import COMPONENTS
 from sizer.units import UNITS_NOTE, fmt_gib, fmt_int, fmt_params
-
-FORMATS = ("table", "json", "csv", "markdown")
 
 ESTIMATE_CSV_COLUMNS = (
     "model", "family", "params", "active_params", "precision", "kv_dtype", "context_length", "batch_size",
@@ -40,14 +37,6 @@ def estimate_csv_row(e: Estimate) -> dict:
     row.update({col: e.breakdown.get(col, 0) for col in ESTIMATE_CSV_COLUMNS if "/" in col and not col.startswith("memory/")})
     row["kv_cache_bytes_per_token"] = e.details["kv_cache_bytes_per_token"]
     return row
-
-
-def to_csv(rows: list[dict], columns: tuple[str, ...]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 def _estimate_header(e: Estimate) -> list[str]:

@@ -11,8 +11,8 @@ import json
 from sizer.gpuspec import usable_memory_bytes
 from sizer.plan.engines import GpuUsage
 from sizer.plan.fit import FitOption, FitResult
-from sizer.report import to_csv
-from sizer.units import UNITS_NOTE, GiB
+from sizer.render import to_csv
+from sizer.units import UNITS_NOTE, GiB, fmt_gib
 
 FIT_CSV_COLUMNS = (
     "model", "engine", "precision", "gpu", "gpu_count", "tensor_parallel", "pipeline_parallel",
@@ -86,7 +86,7 @@ def fit_csv_rows(r: FitResult) -> list[dict]:
 
 
 def _g(n: int) -> str:
-    return f"{n / GiB:,.1f}"
+    return fmt_gib(n, 1)
 
 
 def _num(x: float | None, fmt: str = "{:,.0f}") -> str:
@@ -189,7 +189,7 @@ def plot_fit(r: FitResult, path: str, force: bool = False) -> None:
                   label="usable memory" if x == 0 else None)
         over = sum(s[:4]) - s[5]
         if over > 0:                  # the bar rises above the dashed line: say by how much
-            ax.annotate(f"over by\n{over / GiB:,.1f} GiB", (x, sum(s[:4]) / GiB), ha="center", va="bottom",
+            ax.annotate(f"over by\n{fmt_gib(over, 1, unit=True)}", (x, sum(s[:4]) / GiB), ha="center", va="bottom",
                         fontsize=7, color="#C44E52")
     ax.set_xticks(range(len(stacks)), labels, fontsize=8)
     ax.set_ylabel("GiB per GPU (1 GiB = 2^30 bytes)")

@@ -7,6 +7,8 @@ import os
 import platform
 from dataclasses import dataclass
 
+from sizer.env.proc import cpu_model_name
+
 
 @dataclass(frozen=True)
 class LocalGpu:
@@ -75,11 +77,5 @@ def nvml_process_memory(gpu_uuid: str | None) -> tuple[int | None, str, str]:
 
 def cpu_name() -> str:
     """The CPU's model name and core count, for records and benchmark results."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    name = cpu_model_name() or platform.processor() or platform.machine()
+    return f"{name} ({os.cpu_count()} cores)"

@@ -3,14 +3,13 @@ CSV (one row per quantized Linear; the columns below are stable, spreadsheets de
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import asdict
 
 from tabulate import tabulate
 
-from sizer.gptq_plan import VLLM_VERSION
+from sizer.quantize.plan import VLLM_VERSION
+from sizer.render import to_csv
 from sizer.units import UNITS_NOTE, fmt_duration, fmt_gib
 
 LINEAR_COLUMNS = ("layer", "linear", "in_features", "out_features", "error_inputs", "gptq_error", "rtn_error",
@@ -55,12 +54,7 @@ def linear_rows(result) -> list[dict]:
 
 
 def render_csv(result) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=LINEAR_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in linear_rows(result):
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return out.getvalue()
+    return to_csv(linear_rows(result), LINEAR_COLUMNS)
 
 
 def render_json(result, plan) -> str:

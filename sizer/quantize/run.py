@@ -5,7 +5,7 @@ the embedding (while calibration inputs are captured, then freed), one decoder l
 safetensors shards, quantized, written out, freed), the final norm and lm_head (at the end, for the
 held-out perplexity), and the cached hidden states of the calibration and held-out samples. Peak
 memory is therefore about one layer plus its Hessians plus the cached activations, whatever the
-model's size (sizer.gptq_plan.estimate_run predicts it before the run starts).
+model's size (sizer.quantize.plan.estimate_run predicts it before the run starts).
 
 Order of work in each layer (sequential GPTQ: every layer is calibrated on the outputs of the
 already-quantized layers before it):
@@ -28,11 +28,14 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sizer.env.proc import peak_resident_bytes, release_free_memory
 from sizer.errors import InputFileError, UsageError
-from sizer.io import read_text_input
-from sizer.procmem import peak_resident_bytes, release_free_memory
+from sizer.quantize.shards import ShardReader, ShardWriter
+from sizer.quantize.text import token_windows, tokenize_documents
 
 DEFAULT_MAX_SHARD_BYTES = 4 * 1024 ** 3    # written as they come: the shard size costs no memory
+
+
 _SKIP_COPY = {"config.json", "model.safetensors.index.json", "quantize_config.json"}
 
 
@@ -49,7 +52,7 @@ class GptqSettings:
     heldout_samples: int = 8
     block_size: int = 128
     device: str = "cpu"
-    compute_dtype: str = "auto"     # layer forwards: "bfloat16", "float32" or "auto" (sizer.quantize decides)
+    compute_dtype: str = "auto"     # layer forwards: "bfloat16", "float32" or "auto" (sizer.quantize.compute decides)
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
 
 
@@ -83,178 +86,6 @@ class GptqResult:
     notes: tuple[str, ...] = field(default=())
     peak_device_bytes: int | None = None     # torch.cuda.max_memory_allocated of the run; None on CPU
 
-
-# ------------------------------------------------------------------------------------- data
-
-MAX_CALIBRATION_TEXT_BYTES = 1 << 30      # 1 GiB of text is far more than any calibration set needs
-
-
-def read_calibration_text(path: str) -> list[str]:
-    """Documents of a calibration file: .jsonl (a "text" field per line), .json (a list of strings or
-    of {"text": ...}), anything else plain text with one document per non-empty line."""
-    file = Path(path).expanduser()
-    if not file.exists():
-        raise UsageError(f"--calibration-text {path}: no such file")
-    raw = read_text_input(file, "calibration text", MAX_CALIBRATION_TEXT_BYTES)   # binary is refused
-    if "\x00" in raw:
-        raise InputFileError(f"{file}: not a calibration text (it holds NUL bytes: a binary file?)")
-    try:
-        if file.suffix == ".jsonl":
-            docs = [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
-        elif file.suffix == ".json":
-            data = json.loads(raw)
-            docs = [d["text"] if isinstance(d, dict) else d for d in data]
-        else:
-            docs = [line for line in raw.splitlines() if line.strip()]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise InputFileError(f"--calibration-text {path}: expected a \"text\" field per record ({e})") from None
-    docs = [d for d in docs if isinstance(d, str) and d.strip()]
-    if not docs:
-        raise InputFileError(f"--calibration-text {path}: no text in the file")
-    return docs
-
-
-def token_windows(token_ids: list[int], seq_len: int, samples: int, heldout: int) -> tuple[list, list]:
-    """Cut one token stream into `samples` calibration windows then up to `heldout` held-out windows
-    of seq_len tokens each (the held-out windows come after, so they are never calibrated on)."""
-    windows = [token_ids[i:i + seq_len] for i in range(0, len(token_ids) - seq_len + 1, seq_len)]
-    if not windows:
-        raise UsageError(f"the calibration text has {len(token_ids)} tokens, fewer than one --seq-len {seq_len} window")
-    calib = windows[:samples]
-    held = windows[len(calib):len(calib) + heldout]
-    return calib, held
-
-
-def tokenize_documents(tokenizer, docs: list[str]) -> list[int]:
-    ids: list[int] = []
-    eos = tokenizer.eos_token_id
-    for doc in docs:
-        ids.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
-        if eos is not None:
-            ids.append(eos)
-    return ids
-
-
-# ------------------------------------------------------------------------------------- shards
-
-_TORCH_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-                 "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
-                 "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
-
-
-class ShardReader:
-    """Tensors of a safetensors checkpoint by name, each read with one positioned read into memory
-    the tensor owns. No file stays memory-mapped, so pages already read do not linger in the
-    process's resident set (an mmap-based reader would show the whole checkpoint there by the end)."""
-
-    def __init__(self, folder: Path):
-        from sizer.inputs.safetensors import read_header
-
-        self.where: dict[str, Path] = {}
-        self._info: dict[str, tuple[Path, int, int, str, list]] = {}
-        for path in sorted(folder.glob("*.safetensors")):
-            header = read_header(path)            # validated: offsets within the file, sizes match shapes
-            with path.open("rb") as f:
-                data_start = 8 + int.from_bytes(f.read(8), "little")
-            for name, info in header.items():
-                if name == "__metadata__":
-                    continue
-                begin, end = info["data_offsets"]
-                self.where[name] = path
-                self._info[name] = (path, data_start + begin, end - begin, info["dtype"], info["shape"])
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.where
-
-    def get(self, name: str):
-        import torch
-
-        if name not in self._info:
-            raise InputFileError(f"checkpoint has no tensor {name!r}")
-        path, offset, size, dtype, shape = self._info[name]
-        if dtype not in _TORCH_DTYPES:
-            raise InputFileError(f"{path}: tensor {name!r} has dtype {dtype}, which sizer cannot read")
-        buffer = bytearray(size)
-        with path.open("rb") as f:
-            f.seek(offset)
-            if f.readinto(buffer) != size:
-                raise InputFileError(f"{path}: truncated while reading tensor {name!r}")
-        if size == 0:
-            return torch.empty(shape, dtype=getattr(torch, _TORCH_DTYPES[dtype]))
-        return torch.frombuffer(buffer, dtype=getattr(torch, _TORCH_DTYPES[dtype])).reshape(shape)
-
-
-_SAFETENSORS_DTYPES = {value: key for key, value in _TORCH_DTYPES.items()}
-_COPY_CHUNK_BYTES = 64 * 1024 ** 2
-
-
-class ShardWriter:
-    """Write tensors into safetensors shards of about max_bytes without holding them: each tensor's
-    bytes go straight to a data file on disk; when a shard is full its header is written and the data
-    appended (in 64 MiB chunks). Shards are then named the transformers way (model.safetensors, or
-    model-0000i-of-0000n.safetensors plus model.safetensors.index.json).
-
-    Format (huggingface/safetensors): u64 little-endian header length, the JSON header (name ->
-    dtype, shape, data_offsets; padded with spaces to a multiple of 8 bytes), then the data."""
-
-    def __init__(self, folder: Path, max_bytes: int):
-        self.folder, self.max_bytes = folder, max_bytes
-        self._files: list[tuple[Path, list[str]]] = []
-        self._data = None
-        self._entries: dict = {}
-        self._offset = 0
-        self.bytes_written = 0
-
-    def add(self, name: str, tensor) -> None:
-        import torch
-
-        size = tensor.numel() * tensor.element_size()
-        if self._entries and self._offset + size > self.max_bytes:
-            self.flush()
-        if self._data is None:
-            self._data = (self.folder / f"part-{len(self._files) + 1:05d}.data").open("wb")
-        t = tensor.detach().cpu().contiguous()
-        if str(t.dtype).removeprefix("torch.") not in _SAFETENSORS_DTYPES:
-            raise ValueError(f"cannot write tensor {name!r} of dtype {t.dtype}")
-        if size:
-            self._data.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
-        self._entries[name] = {"dtype": _SAFETENSORS_DTYPES[str(t.dtype).removeprefix("torch.")],
-                               "shape": list(t.shape), "data_offsets": [self._offset, self._offset + size]}
-        self._offset += size
-
-    def flush(self) -> None:
-        if not self._entries:
-            return
-        data_path = Path(self._data.name)
-        self._data.close()
-        header = json.dumps({"__metadata__": {"format": "pt"}, **self._entries}, separators=(",", ":")).encode()
-        header += b" " * (-len(header) % 8)
-        path = self.folder / f"part-{len(self._files) + 1:05d}.safetensors"
-        with path.open("wb") as out, data_path.open("rb") as data:
-            out.write(len(header).to_bytes(8, "little"))
-            out.write(header)
-            shutil.copyfileobj(data, out, _COPY_CHUNK_BYTES)
-        data_path.unlink()
-        self._files.append((path, list(self._entries)))
-        self.bytes_written += path.stat().st_size
-        self._data, self._entries, self._offset = None, {}, 0
-
-    def close(self) -> None:
-        self.flush()
-        n = len(self._files)
-        if n == 1:
-            self._files[0][0].rename(self.folder / "model.safetensors")
-            return
-        weight_map = {}
-        for i, (path, names) in enumerate(self._files, start=1):
-            final = f"model-{i:05d}-of-{n:05d}.safetensors"
-            path.rename(self.folder / final)
-            weight_map.update({name: final for name in names})
-        index = {"metadata": {"total_size": self.bytes_written}, "weight_map": dict(sorted(weight_map.items()))}
-        (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-
-
-# ------------------------------------------------------------------------------------- model skeleton
 
 class _Stop(Exception):
     """Raised by a hook to end a forward pass early."""
@@ -323,8 +154,6 @@ def _check_names(model, reader: ShardReader, tied: bool) -> None:
         raise InputFileError(f"checkpoint lacks {len(missing)} tensor(s) transformers expects, e.g. {missing[0]!r}; "
                              "sizer's GPTQ reads checkpoints saved by transformers")
 
-
-# ------------------------------------------------------------------------------------- the run
 
 @dataclass
 class _Streams:
@@ -487,7 +316,7 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if settings.compute_dtype == "auto":
-        from sizer.quantize import choose_compute_dtype
+        from sizer.quantize.compute import choose_compute_dtype
 
         settings = replace(settings, compute_dtype=choose_compute_dtype(settings.device, "auto")[0])
     dtype = torch.float32 if settings.compute_dtype in ("float32", "fp32") else torch.bfloat16
@@ -575,8 +404,14 @@ def _solve_group(layer_index: int, group, calib_acc, held_acc, settings: GptqSet
     each module's weight replaced by its dequantized GPTQ weight for the forwards that follow."""
     import torch
 
-    from sizer.kernels.gptq import (dequantize, gptq_quantize, hessian_relative_errors, prepare_hessian,
-                                    rtn_quantize, split_rows)
+    from sizer.kernels.gptq import (
+        dequantize,
+        gptq_quantize,
+        hessian_relative_errors,
+        prepare_hessian,
+        rtn_quantize,
+        split_rows,
+    )
     from sizer.kernels.gptq_pack import pack_gptq_v1
 
     t0 = time.perf_counter()
@@ -621,4 +456,3 @@ def _write_layer(writer: ShardWriter, reader: ShardReader, layer_prefix: str, pa
             continue
         tensor = reader.get(name)
         writer.add(name, tensor.to(torch.float16) if name in quantized_biases else tensor)
-

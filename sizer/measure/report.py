@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sizer.records import Record, records_to_csv, records_to_json
-from sizer.units import UNITS_NOTE, GiB
+from sizer.measure.records import Record, records_to_csv, records_to_json
+from sizer.units import UNITS_NOTE, GiB, fmt_gib
 
 COMPONENTS = (  # (label, predicted field, measured field)
     ("weights (params + quantization statistics)", "predicted_weights_bytes", "measured_weights_bytes"),
@@ -17,7 +17,7 @@ COMPONENTS = (  # (label, predicted field, measured field)
 
 
 def _gib(n) -> str:
-    return "-" if n is None else f"{n / GiB:,.3f}"
+    return "-" if n is None else fmt_gib(n, 3)
 
 
 def relative_error(predicted, measured) -> float | None:

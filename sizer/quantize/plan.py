@@ -31,6 +31,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from math import gcd
 
+from sizer.kernels.layout import (
+    DEQUANT_CHUNK_ROWS,
+    DEQUANT_LIVE_BYTES,
+)
 from sizer.quant import DECODER_LINEAR_COMPONENTS, LINEAR
 from sizer.spec import ModelSpec, TensorSpec
 
@@ -50,10 +54,6 @@ VLLM_CPU_BITS = (4,)                # _query_cpu_marlin_supported_quant_types: u
 VLLM_CPU_MULTIPLE = 32              # CPUWNA16LinearKernel: K and N per shard
 
 FP32_BYTES = 4
-# sizer's QuantLinear reference path (sizer.kernels.gptq_pack.dequantize_gptq_v1):
-DEQUANT_CHUNK_ROWS = 128               # input features dequantized per step
-DEQUANT_LIVE_BYTES = 16                # temporaries alive per chunk element at its peak (int64 unpack,
-                                       # int32 codes, float32 gathers and results; CPU allocator trace)
 ALLOCATOR_SLACK = 1.0                  # resident peak above the live working set (glibc fragmentation, measured)
 MMAP_THRESHOLD_MAX_BYTES = 32 * 1024 ** 2   # glibc DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: larger blocks are mmapped
 # Time model of one run, in units of the device's measured float32 matmul rate (a 1024^2 probe),
@@ -351,9 +351,6 @@ def gptq_reference_workspace_bytes(spec: ModelSpec) -> int:
     return max(lin.out_features * lin.in_features * 2
                + min(DEQUANT_CHUNK_ROWS, lin.in_features) * lin.out_features * DEQUANT_LIVE_BYTES
                for lin in decoder_linears(spec))
-
-
-INT4_KERNEL_GROUP_SIZES = (32, 64, 128, 256)   # torch's int4 matmul (sizer.kernels.int4_matmul)
 
 
 def int4_kernel_linear_bytes(in_features: int, out_features: int, group_size: int, act_order: bool,

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from statistics import median
 
-from sizer.calibration import Calibration
+from sizer.calc.calibration import Calibration
 from sizer.errors import UsageError
-from sizer.records import Record
+from sizer.measure.records import Record
 
 HOLD_OUT_EVERY = 4
 

@@ -37,7 +37,7 @@ def load_gptq(folder: str | Path, device: str = "cpu", dtype=None, cache_dequant
     import torch
     import transformers
 
-    from sizer.gptq_run import ShardReader
+    from sizer.quantize.shards import ShardReader
     from sizer.kernels.quant_linear import replace_linears
 
     if kernel not in KERNELS:

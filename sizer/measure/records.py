@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sizer.errors import InputFileError
 from sizer.io import parse_json, read_text_input
+from sizer.render import to_csv
 
 
 @dataclass
@@ -65,12 +66,7 @@ _FLOAT = {f.name for f in fields(Record) if "float" in str(f.type)}
 
 
 def records_to_csv(records: list[Record]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(RECORD_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for r in records:
-        writer.writerow({k: "" if v is None else v for k, v in asdict(r).items()})
-    return out.getvalue()
+    return to_csv([asdict(r) for r in records], RECORD_COLUMNS)
 
 
 def records_to_json(records: list[Record]) -> str:

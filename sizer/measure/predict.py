@@ -1,0 +1,102 @@
+"""sizer's prediction for what `sizer measure` measures (transformers' own cache layout), and the
+refusal to load a model the device cannot hold.
+"""
+
+from __future__ import annotations
+
+from sizer.calc.calibration import Calibration
+from sizer.calc.estimate import estimate
+from sizer.calc.kv import transformers_kv_cache_bytes
+from sizer.errors import UsageError
+from sizer.measure.load import is_gptq
+from sizer.quant import get_precision
+from sizer.spec import ModelSpec
+from sizer.units import fmt_gib
+
+
+def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: int, device: str,
+            attention: str, calibration: Calibration, kernel: str = "reference") -> dict:
+    """sizer's prediction for what `measure_point` measures (transformers' own cache layout). A GPTQ
+    model on the int4 kernel holds its weights in that kernel's layout and no dequantized copy."""
+    e = estimate(spec, precision, "bf16" if precision not in ("fp16", "fp32") else precision, context_length,
+                 batch_size, attention, "last", calibration, kernels=device)
+    kv_dtype = e.kv_dtype
+    kv = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size)
+    kv_storage = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size, storage=True)
+    activations = e.activation_bytes          # the same workload, compute dtype and calibration
+    weights = e.weights_bytes
+    if is_gptq(precision) and kernel == "int4":
+        from sizer.quantize.plan import int4_kernel_extra_bytes
+
+        weights += int4_kernel_extra_bytes(spec, get_precision(precision), _gptq_permuted(spec))
+    elif is_gptq(precision):
+        from sizer.quantize.plan import gptq_reference_workspace_bytes
+
+        activations = max(activations, _mlp_moment_bytes(spec, context_length, batch_size, attention)
+                          + gptq_reference_workspace_bytes(spec))
+    peak = weights + kv_storage + activations
+    decode = weights + _decode_bytes(spec, precision, context_length, batch_size, device, attention, kv_dtype, kernel)
+    process = None
+    if device == "cuda":
+        parts = calibration.overhead_parts(activations, kv)
+        peak += parts["cublas_workspace"]
+        decode += parts["cublas_workspace"]
+        process = peak + parts["cuda_context"] + parts["allocator_slack"]
+    return {"weights": weights, "kv": kv, "kv_dtype": kv_dtype, "activations": activations, "peak": peak,
+            "decode_peak": decode, "process": process}
+
+
+def _decode_bytes(spec: ModelSpec, precision: str, context_length: int, batch_size: int, device: str,
+                  attention: str, kv_dtype: str, kernel: str) -> int:
+    """The first decode step's peak above the weights (cache included; `decode_peak_bytes`); on
+    GPTQ's reference path at least the updated cache plus one Linear's dequantization workspace.
+    Uncalibrated: `sizer calibrate` fits the prefill's activations."""
+    from sizer.calc.activations import decode_peak_bytes, transformers_attention
+    from sizer.calc.kv import transformers_decode_cache
+    from sizer.quant import bnb_int8_mlp
+
+    fmt = get_precision(precision)
+    eager = transformers_attention(spec, attention) == "eager"
+    decode = decode_peak_bytes(spec, batch_size, context_length, fmt.compute_bytes, eager, kv_dtype, device,
+                               bnb_int8_mlp(spec, fmt.name))
+    if is_gptq(precision) and kernel != "int4":
+        from sizer.quantize.plan import gptq_reference_workspace_bytes
+
+        after = transformers_decode_cache(spec, kv_dtype, context_length, batch_size).after_bytes
+        decode = max(decode, after + gptq_reference_workspace_bytes(spec))
+    return decode
+
+
+def _gptq_permuted(spec: ModelSpec) -> bool:
+    """Whether the GPTQ checkpoint behind `spec` scatters its groups (act-order without static
+    groups), which gives each Linear an input permutation on the int4 kernel."""
+    from pathlib import Path
+
+    from sizer.quantize.load import read_gptq_config
+
+    if spec.checkpoint is None:
+        return False
+    q = read_gptq_config(Path(spec.checkpoint.path))
+    return bool(q.get("desc_act")) and not q.get("static_groups", False)
+
+
+def _mlp_moment_bytes(spec: ModelSpec, context_length: int, batch_size: int, attention: str) -> int:
+    """Activations live when the reference path dequantizes an MLP weight: what lives through the
+    forward and the MLP's own peak less the output that Linear has not yet allocated (one [tokens,
+    d_ff] tensor)."""
+    from sizer.calc.activations import step_peak
+
+    parts = step_peak(spec, batch_size, context_length, context_length, attention == "eager", 1, 2)
+    return (parts["residual"] + parts["positions"] + parts["masks"] + parts["mlp"]
+            - batch_size * context_length * spec.d_ff * 2)
+
+
+def refuse_if_too_large(spec: ModelSpec, precision: str, context_length: int, batch_size: int, device: str,
+                        attention: str, available: int, calibration: Calibration, kernel: str = "reference") -> int:
+    pred = predict(spec, precision, context_length, batch_size, device, attention, calibration, kernel)
+    need = pred["process"] or pred["peak"]
+    if need > available:
+        raise UsageError(f"{spec.name} at {precision} with {batch_size} x {context_length:,} tokens needs about "
+                         f"{fmt_gib(need, 1, unit=True)}, but {device} has {fmt_gib(available, 1, unit=True)} available "
+                         "(sizer's prediction; use --force to try anyway)")
+    return need
