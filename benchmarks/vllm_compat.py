@@ -79,11 +79,11 @@ KERNEL_LINE = re.compile(r"Using (\w+) for (?:AutoGPTQ|GPTQ)\w*LinearMethod")
 
 def quantize_variant(source: Path, out: Path, settings: dict) -> Path:
     """sizer's GPTQ checkpoint of `source` at `settings`, calibrated on the help text."""
-    from sizer.quantize.run import GptqSettings, run_gptq
+    from sizer.quantize.run import GptqSettings, gptq_format, run_gptq
     from sizer.testing import help_text_documents
 
     out.mkdir(parents=True, exist_ok=True)
-    run_gptq(source, out, GptqSettings(samples=8, seq_len=128, heldout_samples=0, **settings),
+    run_gptq(source, out, GptqSettings(gptq_format(**settings), samples=8, seq_len=128, heldout_samples=0),
              help_text_documents()[-300:])
     return out
 

@@ -409,17 +409,18 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
 def _quantize_gptq(model_dir, output, device, force, fmt, options):
     from sizer.quantize.gptq import plan_gptq, quantize_gptq
     from sizer.quantize.report import render_csv, render_json, render_plan, render_table
-    from sizer.quantize.run import GptqSettings
+    from sizer.quantize.run import GptqSettings, gptq_format
 
-    defaults = GptqSettings()
-    pick = lambda name: defaults.__dict__[name] if options[name] is None else options[name]   # noqa: E731
-    settings = GptqSettings(
-        bits=int(options["bits"] or defaults.bits), group_size=int(options["group_size"] or defaults.group_size),
-        sym=pick("sym"), act_order=bool(options["act_order"]), static_groups=bool(options["static_groups"]),
-        damp=pick("damp"), samples=pick("samples"), seq_len=pick("seq_len"), heldout_samples=pick("heldout_samples"),
-        device=device, compute_dtype=pick("compute_dtype"))
-    if settings.static_groups and not settings.act_order:
+    if options["static_groups"] and not options["act_order"]:
         raise SizerUsage("--static-groups applies with --act-order only")
+    given = {k: options[k] for k in ("bits", "group_size", "sym", "damp") if options[k] is not None}
+    checkpoint_format = gptq_format(act_order=bool(options["act_order"]), static_groups=bool(options["static_groups"]),
+                                    **{k: int(v) if k in ("bits", "group_size") else v for k, v in given.items()})
+    defaults = GptqSettings()
+    pick = lambda name: getattr(defaults, name) if options[name] is None else options[name]   # noqa: E731
+    settings = GptqSettings(checkpoint_format, samples=pick("samples"), seq_len=pick("seq_len"),
+                            heldout_samples=pick("heldout_samples"), device=device,
+                            compute_dtype=pick("compute_dtype"))
     tensor_parallel = options["tensor_parallel"] or 1
     if options["report"] and os.path.exists(options["report"]) and not force:
         raise SizerUsage(f"{options['report']}: already exists (use --force to overwrite)")

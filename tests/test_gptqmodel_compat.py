@@ -19,7 +19,7 @@ if importlib.util.find_spec("gptqmodel") is None:
     pytest.skip("gptqmodel is not installed (it is in the test extra)", allow_module_level=True)
 
 from sizer.quantize.load import load_gptq
-from sizer.quantize.run import GptqSettings, run_gptq
+from sizer.quantize.run import GptqSettings, gptq_format, run_gptq
 from sizer.testing import help_text_documents, make_llama  # noqa: E402
 
 GPTQMODEL_RUN = """
@@ -73,7 +73,7 @@ def test_gptqmodel_logits_match_our_loader(source, tmp_path, settings):
     docs = help_text_documents()
     out = tmp_path / "ckpt"
     out.mkdir()
-    run_gptq(source, out, GptqSettings(samples=8, seq_len=128, heldout_samples=0, **settings), docs[-300:])
+    run_gptq(source, out, GptqSettings(gptq_format(**settings), samples=8, seq_len=128, heldout_samples=0), docs[-300:])
     ids = torch.randint(0, 512, (2, 48), generator=torch.Generator().manual_seed(1))
     np.save(tmp_path / "ids.npy", ids.numpy())
     run = subprocess.run([sys.executable, "-c", GPTQMODEL_RUN, str(out), str(tmp_path / "ids.npy"), str(tmp_path)],
@@ -105,7 +105,7 @@ def test_transformers_loads_the_checkpoint(source, tmp_path, sym):
     pytest.importorskip("optimum")
     out = tmp_path / "ckpt"
     out.mkdir()
-    run_gptq(source, out, GptqSettings(samples=8, seq_len=128, heldout_samples=0, sym=sym), help_text_documents()[-300:])
+    run_gptq(source, out, GptqSettings(gptq_format(sym=sym), samples=8, seq_len=128, heldout_samples=0), help_text_documents()[-300:])
     ids = torch.randint(0, 512, (1, 40), generator=torch.Generator().manual_seed(2))
     np.save(tmp_path / "ids.npy", ids.numpy())
     run = subprocess.run([sys.executable, "-c", TRANSFORMERS_RUN, str(out), str(tmp_path / "ids.npy"),

@@ -17,7 +17,7 @@ from sizer.cli import cli  # noqa: E402
 from sizer.errors import UsageError  # noqa: E402
 from sizer.quantize.load import load_gptq
 from sizer.quantize.report import LINEAR_COLUMNS
-from sizer.quantize.run import GptqSettings, run_gptq
+from sizer.quantize.run import GptqSettings, gptq_format, run_gptq
 from sizer.quantize.text import read_calibration_text, token_windows, tokenize_documents
 from sizer.testing import help_text_documents, make_llama, write_calibration_file  # noqa: E402
 
@@ -153,11 +153,11 @@ def test_report_gptq_beats_round_to_nearest(quantized):
 ], ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
 def test_every_variant_round_trips_through_the_checkpoint(tiny, docs, tmp_path, settings):
     """What the solver evaluated (perplexity after) is exactly what the packed checkpoint holds."""
-    s = GptqSettings(samples=8, seq_len=128, heldout_samples=2, **settings)
-    result = run_gptq(tiny, tmp_path, s, docs)
+    fmt = gptq_format(**settings)
+    result = run_gptq(tiny, tmp_path, GptqSettings(fmt, samples=8, seq_len=128, heldout_samples=2), docs)
     model = load_gptq(tmp_path, dtype=getattr(torch, result.compute_dtype))
     assert perplexity(model, heldout_windows(tiny, docs, 8, 128, 2)) == pytest.approx(result.perplexity_after, rel=1e-4)
-    if s.bits == 4:       # the int4 kernel runs the same weights (act-order through its permutation)
+    if fmt.bits == 4:       # the int4 kernel runs the same weights (act-order through its permutation)
         windows = heldout_windows(tiny, docs, 8, 128, 2)
         exact = [perplexity(load_gptq(tmp_path, dtype=torch.float32, kernel=k), windows) for k in ("reference", "int4")]
         assert exact[1] == pytest.approx(exact[0], rel=1e-6)                   # float32: equal to rounding
@@ -165,15 +165,15 @@ def test_every_variant_round_trips_through_the_checkpoint(tiny, docs, tmp_path, 
         assert perplexity(fast, windows) == pytest.approx(result.perplexity_after, rel=2e-3)   # bf16 scales
     else:
         with pytest.raises(UsageError, match=f"cannot run on the int4 kernel: the int4 kernel takes 4-bit weights, "
-                                             f"not {s.bits}-bit"):
+                                             f"not {fmt.bits}-bit"):
             load_gptq(tmp_path, kernel="int4")
     q = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
     g_idx = read_all(tmp_path)["model.layers.0.mlp.down_proj.g_idx"]
-    permuted = s.act_order and not s.static_groups
+    permuted = fmt.desc_act and not fmt.static_groups
     assert (not torch.equal(g_idx, torch.sort(g_idx).values)) == permuted
     # desc_act says whether a loader must reorder: static groups quantize in act-order, reorder nothing
     assert (q["bits"], q["group_size"], q["sym"], q["desc_act"], q["static_groups"]) == (
-        s.bits, s.group_size, s.sym, permuted, s.static_groups)
+        fmt.bits, fmt.group_size, fmt.sym, permuted, fmt.static_groups)
 
 
 def test_tied_embeddings(tmp_path, docs):
@@ -312,7 +312,7 @@ def test_measure_on_the_int4_kernel(quantized, tiny, docs, tmp_path, act_order):
     out = quantized[0]
     if act_order:
         out = tmp_path
-        run_gptq(tiny, out, GptqSettings(samples=4, seq_len=64, heldout_samples=1, act_order=True), docs)
+        run_gptq(tiny, out, GptqSettings(gptq_format(act_order=True), samples=4, seq_len=64, heldout_samples=1), docs)
     r = CliRunner().invoke(cli, ["measure", str(out), "--device", "cpu", "-c", "128,256", "-b", "1,2", "--sweep",
                                  "--gptq-kernel", "int4", "--format", "json"])
     assert r.exit_code == 0, r.output

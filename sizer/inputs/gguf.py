@@ -325,6 +325,28 @@ def read_gguf(path) -> GgufFile:
 
 
 def _parse(buf, size: int, path: str) -> GgufFile:
+    version, endian = _version(buf, path)
+    r = _Reader(buf, size, path, endian)
+    r.pos = 8
+    n_tensors = r.u64("tensor count")
+    n_kv = r.u64("metadata count")
+    if n_kv * _MIN_KV_BYTES > size - r.pos:
+        raise r.fail(f"truncated or corrupt GGUF file: {n_kv} metadata entries cannot fit in {size} bytes")
+    if n_tensors * _MIN_TENSOR_INFO_BYTES > size - r.pos:
+        raise r.fail(f"truncated or corrupt GGUF file: {n_tensors} tensor infos cannot fit in {size} bytes")
+    metadata = _metadata(r, n_kv)
+    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT_BYTES)
+    if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        raise r.fail(f"general.alignment must be a positive power of two, got {alignment!r}")
+    infos = _tensor_infos(r, n_tensors)
+    data_offset = -(-r.pos // alignment) * alignment
+    tensors = tuple(_tensor(r, info, alignment, data_offset, size) for info in infos)
+    return GgufFile(path=path, version=version, metadata=metadata, tensors=tensors, alignment=alignment,
+                    data_offset=data_offset, file_size_bytes=size)
+
+
+def _version(buf, path: str) -> tuple[int, str]:
+    """(GGUF version, struct byte order) after checking the magic bytes."""
     magic = bytes(buf[0:4])
     if magic != GGUF_MAGIC:
         raise InputFileError(f"{path}: not a GGUF file (magic bytes {magic!r}, expected b'GGUF')")
@@ -337,16 +359,10 @@ def _parse(buf, size: int, path: str) -> GgufFile:
     if version not in SUPPORTED_VERSIONS:
         extra = " (GGUF v1 files from 2023 must be re-converted)" if version == 1 else ""
         raise InputFileError(f"{path}: unsupported GGUF version {version}; sizer reads versions 2 and 3{extra}")
+    return version, endian
 
-    r = _Reader(buf, size, path, endian)
-    r.pos = 8
-    n_tensors = r.u64("tensor count")
-    n_kv = r.u64("metadata count")
-    if n_kv * _MIN_KV_BYTES > size - r.pos:
-        raise r.fail(f"truncated or corrupt GGUF file: {n_kv} metadata entries cannot fit in {size} bytes")
-    if n_tensors * _MIN_TENSOR_INFO_BYTES > size - r.pos:
-        raise r.fail(f"truncated or corrupt GGUF file: {n_tensors} tensor infos cannot fit in {size} bytes")
 
+def _metadata(r: _Reader, n_kv: int) -> dict[str, object]:
     metadata: dict[str, object] = {}
     for i in range(n_kv):
         key = r.string(f"key of metadata entry {i}")
@@ -354,13 +370,12 @@ def _parse(buf, size: int, path: str) -> GgufFile:
         if key in metadata:
             raise r.fail(f"duplicate metadata key {key!r}")
         metadata[key] = r.value(type_id, f"metadata key {key!r}")
+    return metadata
 
-    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT_BYTES)
-    if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
-        raise r.fail(f"general.alignment must be a positive power of two, got {alignment!r}")
 
-    infos = []
-    seen: set[str] = set()
+def _tensor_infos(r: _Reader, n_tensors: int) -> list[tuple[str, tuple[int, ...], int, int]]:
+    """(name, shape, ggml type id, data offset) of each tensor, as the header lists them."""
+    infos, seen = [], set()
     for i in range(n_tensors):
         name = r.string(f"name of tensor {i}")
         if name in seen:
@@ -373,46 +388,31 @@ def _parse(buf, size: int, path: str) -> GgufFile:
         type_id = r.u32(f"type of tensor {name!r}")
         offset = r.u64(f"data offset of tensor {name!r}")
         infos.append((name, shape, type_id, offset))
-    data_offset = -(-r.pos // alignment) * alignment
+    return infos
 
-    tensors = []
-    for name, shape, type_id, offset in infos:
-        gtype = GGML_TYPES.get(type_id)
-        if gtype is None:
-            raise r.fail(f"tensor {name!r} has unknown ggml type id {type_id}")
-        n_elements = 1
-        for dim in shape:
-            n_elements *= dim
-        if shape and shape[0] % gtype.block_size:
-            raise r.fail(
-                f"tensor {name!r} of type {gtype.name} has a first dimension of {shape[0]}, "
-                f"not a multiple of the block size {gtype.block_size}"
-            )
-        if n_elements % gtype.block_size:
-            raise r.fail(
-                f"tensor {name!r} of type {gtype.name} has {n_elements} elements, "
-                f"not a multiple of the block size {gtype.block_size}"
-            )
-        n_bytes = n_elements // gtype.block_size * gtype.type_size_bytes
-        if offset % alignment:
-            raise r.fail(f"tensor {name!r} has data offset {offset}, not a multiple of the alignment {alignment}")
-        end = data_offset + offset + n_bytes
-        if end > size:
-            raise r.fail(
-                f"truncated GGUF file: the data of tensor {name!r} ({n_bytes} bytes at offset "
-                f"{data_offset + offset}) extends past the end of the file ({size} bytes)"
-            )
-        tensors.append(GgufTensor(name, gtype.name, shape, n_elements, n_bytes, offset))
 
-    return GgufFile(
-        path=path,
-        version=version,
-        metadata=metadata,
-        tensors=tuple(tensors),
-        alignment=alignment,
-        data_offset=data_offset,
-        file_size_bytes=size,
-    )
+def _tensor(r: _Reader, info: tuple, alignment: int, data_offset: int, size: int) -> GgufTensor:
+    """One tensor's sizes, after checking its type, block alignment and that its data lies in the file."""
+    name, shape, type_id, offset = info
+    gtype = GGML_TYPES.get(type_id)
+    if gtype is None:
+        raise r.fail(f"tensor {name!r} has unknown ggml type id {type_id}")
+    n_elements = 1
+    for dim in shape:
+        n_elements *= dim
+    if shape and shape[0] % gtype.block_size:
+        raise r.fail(f"tensor {name!r} of type {gtype.name} has a first dimension of {shape[0]}, "
+                     f"not a multiple of the block size {gtype.block_size}")
+    if n_elements % gtype.block_size:
+        raise r.fail(f"tensor {name!r} of type {gtype.name} has {n_elements} elements, "
+                     f"not a multiple of the block size {gtype.block_size}")
+    n_bytes = n_elements // gtype.block_size * gtype.type_size_bytes
+    if offset % alignment:
+        raise r.fail(f"tensor {name!r} has data offset {offset}, not a multiple of the alignment {alignment}")
+    if data_offset + offset + n_bytes > size:
+        raise r.fail(f"truncated GGUF file: the data of tensor {name!r} ({n_bytes} bytes at offset "
+                     f"{data_offset + offset}) extends past the end of the file ({size} bytes)")
+    return GgufTensor(name, gtype.name, shape, n_elements, n_bytes, offset)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -477,6 +477,10 @@ _PER_LAYER_KEY = {
 }
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def gguf_to_hf_config(g: GgufFile) -> dict:
     """A Hugging Face `config.json`-style dict for the model in `g`.
 
@@ -487,183 +491,195 @@ def gguf_to_hf_config(g: GgufFile) -> dict:
     arch = md.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise InputFileError(f"{g.path}: GGUF file has no general.architecture string")
-
-    def bad(key: str, want: str, value: object) -> InputFileError:
-        return InputFileError(f"{g.path}: GGUF metadata {key} should be {want}, got {value!r}")
-
-    cfg: dict[str, object] = {"_gguf_architecture": arch}
-    for suffix, hf_key in HF_INT_KEYS:
-        key = f"{arch}.{suffix}"
-        value = md.get(key)
-        if value is None:
-            continue
-        if isinstance(value, list):
-            if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-                raise bad(key, "an integer or a list of integers", value)
-            cfg[hf_key] = max(value)
-            cfg[_PER_LAYER_KEY.get(suffix, f"_gguf_{suffix.replace('.', '_')}_per_layer")] = list(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            cfg[hf_key] = value
-        else:
-            raise bad(key, "an integer", value)
-    for suffix, hf_key in HF_FLOAT_KEYS:
-        key = f"{arch}.{suffix}"
-        value = md.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad(key, "a number", value)
-        cfg[hf_key] = float(value)
-
-    expert_count = md.get(f"{arch}.expert_count")
-    if expert_count is not None:
-        if isinstance(expert_count, bool) or not isinstance(expert_count, int):
-            raise bad(f"{arch}.expert_count", "an integer", expert_count)
-    n_experts = expert_count or 0
-
-    # model_type
-    if arch == "llama" and n_experts > 0:
-        model_type = "mixtral"
-    else:
-        model_type = GGUF_ARCH_TO_MODEL_TYPE.get(arch, f"gguf:{arch}")
-    cfg["model_type"] = model_type
-
-    if n_experts > 0:  # some converters write expert_count = 0 for dense models
-        if arch in ("qwen2moe", "qwen3moe", "olmoe"):
-            cfg["num_experts"] = expert_count
-        elif arch == "deepseek2":
-            cfg["n_routed_experts"] = expert_count
-        else:
-            cfg["num_local_experts"] = expert_count
-    norm_topk = md.get(f"{arch}.expert_weights_norm")
-    if isinstance(norm_topk, bool):
-        cfg["norm_topk_prob"] = norm_topk
-
-    # vocabulary: rows of the embedding matrix, else the declared size, else the tokenizer list
-    embd = g.tensor("token_embd.weight")
-    tokens = md.get("tokenizer.ggml.tokens")
-    declared_vocab = md.get(f"{arch}.vocab_size")
-    if embd is not None and len(embd.shape) == 2:
-        cfg["vocab_size"] = embd.shape[1]
-    elif isinstance(declared_vocab, int) and not isinstance(declared_vocab, bool):
-        cfg["vocab_size"] = declared_vocab
-    elif isinstance(tokens, (list, ArrayInfo)):
-        cfg["vocab_size"] = len(tokens)
-
+    cfg: dict[str, object] = {"_gguf_architecture": arch, **_numeric_keys(g, arch)}
+    cfg.update(_experts(g, arch))
+    vocab_size = _vocab_size(g, arch)
+    if vocab_size is not None:
+        cfg["vocab_size"] = vocab_size
     split_count = md.get("split.count")
-    if isinstance(split_count, int) and split_count > 1:
+    if _is_int(split_count) and split_count > 1:
         # output.weight usually lives in the last shard: its absence from this one proves nothing.
         cfg["_gguf_split_count"] = split_count
     else:
         cfg["tie_word_embeddings"] = g.tensor("output.weight") is None
-
-    # RoPE scaling
-    scaling_type = md.get(f"{arch}.rope.scaling.type")
-    if isinstance(scaling_type, str) and scaling_type not in ("", "none"):
-        scaling: dict[str, object] = {"rope_type": scaling_type}
-        factor = md.get(f"{arch}.rope.scaling.factor")
-        if isinstance(factor, (int, float)) and not isinstance(factor, bool):
-            scaling["factor"] = float(factor)
-        orig = md.get(f"{arch}.rope.scaling.original_context_length")
-        if isinstance(orig, int) and not isinstance(orig, bool):
-            scaling["original_max_position_embeddings"] = orig
+    scaling = _rope_scaling(md, arch)
+    if scaling:
         cfg["rope_scaling"] = scaling
-
     _family_keys(arch, md, cfg)
-
     file_type = md.get("general.file_type")
-    if isinstance(file_type, int) and not isinstance(file_type, bool):
+    if _is_int(file_type):
         cfg["_gguf_file_type"] = LLAMA_FILE_TYPE_NAMES.get(file_type, f"UNKNOWN_{file_type}")
-    name = md.get("general.name")
-    if isinstance(name, str):
-        cfg["_gguf_name"] = name
+    if isinstance(md.get("general.name"), str):
+        cfg["_gguf_name"] = md["general.name"]
     return cfg
+
+
+def _bad(g: GgufFile, key: str, want: str, value: object) -> InputFileError:
+    return InputFileError(f"{g.path}: GGUF metadata {key} should be {want}, got {value!r}")
+
+
+def _numeric_keys(g: GgufFile, arch: str) -> dict:
+    """The `ARCH.*` integer and float keys under their HF names; per-layer arrays as their maximum
+    plus the list."""
+    cfg: dict[str, object] = {}
+    for suffix, hf_key in HF_INT_KEYS:
+        key, value = f"{arch}.{suffix}", g.metadata.get(f"{arch}.{suffix}")
+        if value is None:
+            continue
+        if isinstance(value, list):
+            if not value or not all(_is_int(v) for v in value):
+                raise _bad(g, key, "an integer or a list of integers", value)
+            cfg[hf_key] = max(value)
+            cfg[_PER_LAYER_KEY.get(suffix, f"_gguf_{suffix.replace('.', '_')}_per_layer")] = list(value)
+        elif _is_int(value):
+            cfg[hf_key] = value
+        else:
+            raise _bad(g, key, "an integer", value)
+    for suffix, hf_key in HF_FLOAT_KEYS:
+        key, value = f"{arch}.{suffix}", g.metadata.get(f"{arch}.{suffix}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _bad(g, key, "a number", value)
+        cfg[hf_key] = float(value)
+    return cfg
+
+
+def _experts(g: GgufFile, arch: str) -> dict:
+    """model_type (llama with experts is Mixtral) and the expert count under the family's HF key."""
+    md = g.metadata
+    expert_count = md.get(f"{arch}.expert_count")
+    if expert_count is not None and not _is_int(expert_count):
+        raise _bad(g, f"{arch}.expert_count", "an integer", expert_count)
+    n_experts = expert_count or 0
+    mixtral = arch == "llama" and n_experts > 0
+    cfg: dict[str, object] = {"model_type": "mixtral" if mixtral else GGUF_ARCH_TO_MODEL_TYPE.get(arch, f"gguf:{arch}")}
+    if n_experts > 0:  # some converters write expert_count = 0 for dense models
+        key = {"qwen2moe": "num_experts", "qwen3moe": "num_experts", "olmoe": "num_experts",
+               "deepseek2": "n_routed_experts"}.get(arch, "num_local_experts")
+        cfg[key] = expert_count
+    norm_topk = md.get(f"{arch}.expert_weights_norm")
+    if isinstance(norm_topk, bool):
+        cfg["norm_topk_prob"] = norm_topk
+    return cfg
+
+
+def _vocab_size(g: GgufFile, arch: str) -> int | None:
+    """Rows of the embedding matrix, else the declared size, else the tokenizer's list."""
+    embd = g.tensor("token_embd.weight")
+    tokens = g.metadata.get("tokenizer.ggml.tokens")
+    declared = g.metadata.get(f"{arch}.vocab_size")
+    if embd is not None and len(embd.shape) == 2:
+        return embd.shape[1]
+    if _is_int(declared):
+        return declared
+    if isinstance(tokens, (list, ArrayInfo)):
+        return len(tokens)
+    return None
+
+
+def _rope_scaling(md: dict, arch: str) -> dict | None:
+    scaling_type = md.get(f"{arch}.rope.scaling.type")
+    if not isinstance(scaling_type, str) or scaling_type in ("", "none"):
+        return None
+    scaling: dict[str, object] = {"rope_type": scaling_type}
+    factor = md.get(f"{arch}.rope.scaling.factor")
+    if isinstance(factor, (int, float)) and not isinstance(factor, bool):
+        scaling["factor"] = float(factor)
+    original = md.get(f"{arch}.rope.scaling.original_context_length")
+    if _is_int(original):
+        scaling["original_max_position_embeddings"] = original
+    return scaling
 
 
 def _family_keys(arch: str, md: dict, cfg: dict) -> None:
     """Keys whose HF spelling or meaning depends on the family."""
-    hidden = cfg.get("hidden_size")
-    heads = cfg.get("num_attention_heads")
-    kv_heads = cfg.get("num_key_value_heads")
-    rope_dims = cfg.get("_gguf_rope_dimension_count")
+    if arch == "deepseek2":
+        _mla_keys(md, cfg)
+        return
     head_dim = cfg.get("head_dim")
+    hidden, heads = cfg.get("hidden_size"), cfg.get("num_attention_heads")
+    rope_dims = cfg.get("_gguf_rope_dimension_count")
     if head_dim is None and isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
         head_dim = hidden // heads
-
-    if arch == "deepseek2":
-        # MLA. Current converters store the cached widths under key_length / value_length
-        # (kv_lora_rank + rope dims, kv_lora_rank) and the per-head widths under the *_mla keys;
-        # files from before 2025 store the per-head widths under the plain keys.
-        key_mla = md.get(f"{arch}.attention.key_length_mla")
-        value_mla = md.get(f"{arch}.attention.value_length_mla")
-        value_len = cfg.pop("_gguf_value_length", None)
-        key_len = cfg.pop("head_dim", None)
-        per_head_k = key_mla if isinstance(key_mla, int) else key_len
-        per_head_v = value_mla if isinstance(value_mla, int) else value_len
-        if isinstance(rope_dims, int):
-            cfg["qk_rope_head_dim"] = rope_dims
-            if isinstance(per_head_k, int):
-                cfg["qk_nope_head_dim"] = per_head_k - rope_dims
-        if isinstance(per_head_v, int):
-            cfg["v_head_dim"] = per_head_v
-        cfg.setdefault("q_lora_rank", None)
-        if isinstance(heads, int) and key_mla is not None:
-            # llama.cpp stores MLA as one shared latent "KV head"; HF counts one per query head.
-            cfg["_gguf_head_count_kv"] = kv_heads
-            cfg["num_key_value_heads"] = heads
-        return
-
     if cfg.get("_gguf_value_length") == cfg.get("head_dim"):
         cfg.pop("_gguf_value_length", None)
     if isinstance(rope_dims, int) and isinstance(head_dim, int) and 0 < rope_dims < head_dim:
         cfg["partial_rotary_factor"] = rope_dims / head_dim
         if arch == "gptneox":
             cfg["rotary_pct"] = rope_dims / head_dim
+    if arch in ("gptneox", "phi2") and cfg.get("layer_norm_epsilon") is not None:
+        cfg["layer_norm_eps"] = cfg["layer_norm_epsilon"]
+    fixup = _FAMILY_FIXUPS.get(arch)
+    if fixup:
+        fixup(arch, md, cfg)
 
-    eps = cfg.get("layer_norm_epsilon")
-    if arch in ("gptneox", "phi2") and eps is not None:
-        cfg["layer_norm_eps"] = eps
-    if arch == "gptneox":
-        parallel = md.get(f"{arch}.use_parallel_residual")
-        if isinstance(parallel, bool):
-            cfg["use_parallel_residual"] = parallel
-    elif arch == "gpt-oss":
-        if "intermediate_size" not in cfg and "moe_intermediate_size" in cfg:
-            cfg["intermediate_size"] = cfg["moe_intermediate_size"]
-    elif arch == "falcon":
-        if isinstance(kv_heads, int):
-            cfg["num_kv_heads"] = kv_heads
-            cfg["multi_query"] = kv_heads == 1
-            cfg["new_decoder_architecture"] = kv_heads > 1
-    elif arch == "bloom":
-        _alias(cfg, {"num_hidden_layers": "n_layer", "num_attention_heads": "n_head"})
-    elif arch == "starcoder":
-        _alias(
-            cfg,
-            {
-                "hidden_size": "n_embd",
-                "num_hidden_layers": "n_layer",
-                "num_attention_heads": "n_head",
-                "max_position_embeddings": "n_positions",
-                "intermediate_size": "n_inner",
-            },
-        )
-        if isinstance(kv_heads, int):
-            cfg["multi_query"] = kv_heads == 1
-    elif arch == "mpt":
-        _alias(
-            cfg,
-            {
-                "hidden_size": "d_model",
-                "num_hidden_layers": "n_layers",
-                "num_attention_heads": "n_heads",
-                "max_position_embeddings": "max_seq_len",
-            },
-        )
-        ffn = cfg.get("intermediate_size")
-        if isinstance(ffn, int) and isinstance(hidden, int) and hidden > 0:
-            ratio = ffn / hidden
-            cfg["expansion_ratio"] = int(ratio) if ratio == int(ratio) else ratio
+
+def _mla_keys(md: dict, cfg: dict) -> None:
+    """DeepSeek-2/3 MLA. Current converters store the cached widths under key_length / value_length
+    (kv_lora_rank + rope dims, kv_lora_rank) and the per-head widths under the *_mla keys; files from
+    before 2025 store the per-head widths under the plain keys."""
+    arch, heads, rope_dims = "deepseek2", cfg.get("num_attention_heads"), cfg.get("_gguf_rope_dimension_count")
+    key_mla = md.get(f"{arch}.attention.key_length_mla")
+    value_mla = md.get(f"{arch}.attention.value_length_mla")
+    value_len = cfg.pop("_gguf_value_length", None)
+    key_len = cfg.pop("head_dim", None)
+    per_head_k = key_mla if isinstance(key_mla, int) else key_len
+    per_head_v = value_mla if isinstance(value_mla, int) else value_len
+    if isinstance(rope_dims, int):
+        cfg["qk_rope_head_dim"] = rope_dims
+        if isinstance(per_head_k, int):
+            cfg["qk_nope_head_dim"] = per_head_k - rope_dims
+    if isinstance(per_head_v, int):
+        cfg["v_head_dim"] = per_head_v
+    cfg.setdefault("q_lora_rank", None)
+    if isinstance(heads, int) and key_mla is not None:
+        # llama.cpp stores MLA as one shared latent "KV head"; HF counts one per query head.
+        cfg["_gguf_head_count_kv"] = cfg.get("num_key_value_heads")
+        cfg["num_key_value_heads"] = heads
+
+
+def _gptneox_keys(arch: str, md: dict, cfg: dict) -> None:
+    parallel = md.get(f"{arch}.use_parallel_residual")
+    if isinstance(parallel, bool):
+        cfg["use_parallel_residual"] = parallel
+
+
+def _gpt_oss_keys(arch: str, md: dict, cfg: dict) -> None:
+    if "intermediate_size" not in cfg and "moe_intermediate_size" in cfg:
+        cfg["intermediate_size"] = cfg["moe_intermediate_size"]
+
+
+def _falcon_keys(arch: str, md: dict, cfg: dict) -> None:
+    kv_heads = cfg.get("num_key_value_heads")
+    if isinstance(kv_heads, int):
+        cfg["num_kv_heads"] = kv_heads
+        cfg["multi_query"] = kv_heads == 1
+        cfg["new_decoder_architecture"] = kv_heads > 1
+
+
+def _bloom_keys(arch: str, md: dict, cfg: dict) -> None:
+    _alias(cfg, {"num_hidden_layers": "n_layer", "num_attention_heads": "n_head"})
+
+
+def _starcoder_keys(arch: str, md: dict, cfg: dict) -> None:
+    _alias(cfg, {"hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
+                 "max_position_embeddings": "n_positions", "intermediate_size": "n_inner"})
+    if isinstance(cfg.get("num_key_value_heads"), int):
+        cfg["multi_query"] = cfg["num_key_value_heads"] == 1
+
+
+def _mpt_keys(arch: str, md: dict, cfg: dict) -> None:
+    _alias(cfg, {"hidden_size": "d_model", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+                 "max_position_embeddings": "max_seq_len"})
+    ffn, hidden = cfg.get("intermediate_size"), cfg.get("hidden_size")
+    if isinstance(ffn, int) and isinstance(hidden, int) and hidden > 0:
+        ratio = ffn / hidden
+        cfg["expansion_ratio"] = int(ratio) if ratio == int(ratio) else ratio
+
+
+_FAMILY_FIXUPS = {"gptneox": _gptneox_keys, "gpt-oss": _gpt_oss_keys, "falcon": _falcon_keys, "bloom": _bloom_keys,
+                  "starcoder": _starcoder_keys, "mpt": _mpt_keys}
 
 
 def _alias(cfg: dict, names: dict[str, str]) -> None:

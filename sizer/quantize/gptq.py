@@ -9,20 +9,20 @@ from pathlib import Path
 from sizer.errors import UsageError
 from sizer.quantize.compute import choose_compute_dtype
 from sizer.quantize.folders import atomic_output_dir, has_weights, model_folder
-from sizer.quantize.plan import estimate_run, preflight
-from sizer.quantize.run import run_gptq
+from sizer.quantize.plan import Preflight, RunEstimate, estimate_run, preflight
+from sizer.quantize.run import GptqSettings, run_gptq
 
 
 @dataclass(frozen=True)
 class GptqPlan:
     """What `quantize --method gptq` checks and predicts before touching a weight."""
     source: Path
-    preflight: object            # sizer.quantize.plan.Preflight
-    estimate: object             # sizer.quantize.plan.RunEstimate
+    preflight: Preflight
+    estimate: RunEstimate
     available_bytes: int         # free memory on the device now
     documents: list
     n_layers: int
-    settings: object             # sizer.quantize.run.GptqSettings with the compute dtype resolved
+    settings: GptqSettings       # with the compute dtype resolved
     tensor_parallel: int
     notes: tuple[str, ...] = ()  # what the plan changed (fewer windows than asked, the text being short)
 
@@ -58,8 +58,8 @@ def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel
     if already:
         raise UsageError(f"{model_dir}: already quantized ({already}), so it has no 16-bit Linear weights to "
                          "quantize; start from the original checkpoint")
-    pre = preflight(spec, settings.bits, settings.group_size, settings.sym, settings.act_order,
-                    settings.static_groups, tensor_parallel)
+    fmt = settings.format
+    pre = preflight(spec, fmt.bits, fmt.group_size, fmt.sym, fmt.desc_act, fmt.static_groups, tensor_parallel)
     if not pre.ok:
         more = f" (and {len(pre.problems) - 1} more)" if len(pre.problems) > 1 else ""
         raise UsageError(f"cannot write this GPTQ checkpoint: {pre.problems[0]}{more}")

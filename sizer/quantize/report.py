@@ -18,11 +18,12 @@ LINEAR_COLUMNS = ("layer", "linear", "in_features", "out_features", "error_input
 
 def render_plan(plan) -> str:
     pre, est, settings, tensor_parallel = plan.preflight, plan.estimate, plan.settings, plan.tensor_parallel
-    group = "per channel" if settings.group_size == -1 else f"group {settings.group_size}"
-    order = ", act-order" + (" (static groups)" if settings.static_groups else "") if settings.act_order else ""
+    fmt = settings.format
+    group = "per channel" if fmt.group_size == -1 else f"group {fmt.group_size}"
+    order = ", act-order" + (" (static groups)" if fmt.static_groups else "") if fmt.desc_act else ""
     lines = [
-        f"GPTQ {settings.bits}-bit, {group}, {'symmetric' if settings.sym else 'asymmetric'}{order}, "
-        f"damp {settings.damp}: {sum(lin.count for lin in pre.linears)} Linear layers "
+        f"GPTQ {fmt.bits}-bit, {group}, {'symmetric' if fmt.sym else 'asymmetric'}{order}, "
+        f"damp {fmt.damp_percent}: {sum(lin.count for lin in pre.linears)} Linear layers "
         f"({len(pre.linears)} per decoder layer)",
         f"calibration: {settings.samples} x {settings.seq_len} tokens, {settings.heldout_samples} held-out windows, "
         f"on {settings.device}, layer forwards in {settings.compute_dtype}",

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sizer.env.proc import peak_resident_bytes, release_free_memory
 from sizer.errors import InputFileError, UsageError
+from sizer.quant import GroupQuantFormat
 from sizer.quantize.shards import ShardReader, ShardWriter
 from sizer.quantize.text import token_windows, tokenize_documents
 
@@ -39,14 +40,19 @@ DEFAULT_MAX_SHARD_BYTES = 4 * 1024 ** 3    # written as they come: the shard siz
 _SKIP_COPY = {"config.json", "model.safetensors.index.json", "quantize_config.json"}
 
 
+def gptq_format(bits: int = 4, group_size: int = 128, sym: bool = True, act_order: bool = False,
+                static_groups: bool = False, damp: float = 0.01) -> GroupQuantFormat:
+    """The GPTQ checkpoint format `sizer quantize` writes, in its command's terms (--bits, --group-size,
+    --sym, --act-order, --static-groups, --damp)."""
+    return GroupQuantFormat("gptq", bits, group_size, sym, act_order, damp, static_groups)
+
+
 @dataclass(frozen=True)
 class GptqSettings:
-    bits: int = 4
-    group_size: int = 128
-    sym: bool = True
-    act_order: bool = False
-    static_groups: bool = False
-    damp: float = 0.01
+    """A GPTQ run: the checkpoint format it writes (the same object the calculator sizes) and how the
+    run calibrates and computes."""
+
+    format: GroupQuantFormat = gptq_format()
     samples: int = 128
     seq_len: int = 2048
     heldout_samples: int = 8
@@ -288,14 +294,6 @@ def _nll(model, decoder, hidden_list, windows) -> tuple[float, int]:
     return total, count
 
 
-def gptq_config(settings: GptqSettings) -> dict:
-    from sizer.quant import GroupQuantFormat
-
-    fmt = GroupQuantFormat("gptq", settings.bits, settings.group_size, settings.sym, settings.act_order,
-                           settings.damp, settings.static_groups)
-    return fmt.quantization_config()
-
-
 def _write_configs(source: Path, target: Path, config: dict) -> None:
     raw = json.loads((source / "config.json").read_text())
     raw["quantization_config"] = config
@@ -321,37 +319,11 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
         settings = replace(settings, compute_dtype=choose_compute_dtype(settings.device, "auto")[0])
     dtype = torch.float32 if settings.compute_dtype in ("float32", "fp32") else torch.bfloat16
     config, tokenizer = load_config_and_tokenizer(source)
-    ids = tokenize_documents(tokenizer, docs)
-    calib_windows, held_windows = token_windows(ids, settings.seq_len, settings.samples, settings.heldout_samples)
-    notes = []
-    if len(calib_windows) < settings.samples:
-        notes.append(f"calibration text holds {len(calib_windows)} windows of {settings.seq_len} tokens, "
-                     f"fewer than --samples {settings.samples}")
-    if not held_windows:
-        notes.append("no text left after calibration for a held-out window: perplexity not reported")
-
+    calib_windows, held_windows, notes = _windows(settings, tokenize_documents(tokenizer, docs))
     model, decoder, layers, prefix = skeleton(config, dtype)
     reader = ShardReader(source)
-    tied = bool(getattr(config, "tie_word_embeddings", False))
-    _check_names(model, reader, tied)
-    layer_names = {f"{prefix}.{i}." for i in range(len(layers))}
-    in_layers = lambda name: any(name.startswith(p) for p in layer_names)   # noqa: E731
-    outside = [n for n in reader.where if not in_layers(n)]
     writer = ShardWriter(target_tmp, settings.max_shard_bytes)
-    for name in outside:                                   # embeddings, final norm, lm_head: unchanged bytes
-        writer.add(name, reader.get(name))
-
-    # Everything outside the decoder layers gets storage (the embedding is needed now, the norm and
-    # lm_head at the end); the layers stay on meta until their turn.
-    for name, module in model.named_modules():
-        if module is layers or any(module is layer for layer in layers) or in_layers(name + "."):
-            continue
-        if any(p.is_meta for p in module.parameters(recurse=False)) or any(b.is_meta for b in module.buffers(recurse=False)):
-            _materialize(model, module, name, reader, device, recurse=False,
-                         tied=frozenset(n for n in (f"{name}.weight",) if tied and n not in reader))
-    if tied:
-        model.tie_weights()
-
+    _outside_layers(model, layers, prefix, reader, writer, device, bool(getattr(config, "tie_word_embeddings", False)))
     all_windows = calib_windows + held_windows
     with torch.no_grad():
         hidden, calls = _layer_kwargs(model, decoder, layers, all_windows, device)
@@ -362,25 +334,9 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
     on_layer(0, len(layers), 0.0)
     for i, layer in enumerate(layers):
         layer_start = time.perf_counter()
-        layer_prefix = f"{prefix}.{i}"
-        _materialize(model, layer, layer_prefix, reader, device)
-        calib_calls = [c[i] for c in calls[:n_calib]]
-        held_calls = [c[i] for c in calls[n_calib:]]
-        with torch.no_grad():
-            streams.held_fp = [_forward(layer, h, c) for h, c in zip(streams.held_fp, held_calls)]
-        groups = _linear_groups(layer, streams.calib[0], calib_calls[0])
-        if i == 0 and not groups:
-            raise UsageError(f"{type(layer).__name__} has no Linear layers to quantize")
-        packed: dict[str, dict] = {}
-        for group in groups:
-            accumulators = _accumulate(layer, group, [(streams.calib, calib_calls), (streams.held_q, held_calls)])
-            reports += _solve_group(i, group, *accumulators, settings, packed)
-        with torch.no_grad():
-            streams.calib = [_forward(layer, h, c) for h, c in zip(streams.calib, calib_calls)]
-            streams.held_q = [_forward(layer, h, c) for h, c in zip(streams.held_q, held_calls)]
-        _write_layer(writer, reader, layer_prefix, packed, layer)
-        layer.to("meta")
-        release_free_memory()
+        _materialize(model, layer, f"{prefix}.{i}", reader, device)
+        reports += _quantize_layer(i, layer, streams, [c[i] for c in calls[:n_calib]],
+                                   [c[i] for c in calls[n_calib:]], settings, writer, reader, f"{prefix}.{i}")
         on_layer(i + 1, len(layers), time.perf_counter() - layer_start)
 
     writer.close()
@@ -389,12 +345,72 @@ def run_gptq(source: Path, target_tmp: Path, settings: GptqSettings, docs: list[
         nll_fp, count = _nll(model, decoder, streams.held_fp, held_windows)
         nll_q, _ = _nll(model, decoder, streams.held_q, held_windows)
         before, after = math.exp(nll_fp / count), math.exp(nll_q / count)
-    qconfig = gptq_config(settings)
+    qconfig = settings.format.quantization_config()
     _write_configs(source, target_tmp, qconfig)
     return GptqResult(target_tmp, time.perf_counter() - start, peak_resident_bytes(), writer.bytes_written,
                       n_calib * settings.seq_len, len(held_windows) * settings.seq_len, before, after,
                       tuple(reports), qconfig, str(dtype).removeprefix("torch."), tuple(notes),
                       torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+
+
+def _windows(settings: GptqSettings, token_ids: list[int]) -> tuple[list, list, list[str]]:
+    """(calibration windows, held-out windows, notes on what the text could not give)."""
+    calib, held = token_windows(token_ids, settings.seq_len, settings.samples, settings.heldout_samples)
+    notes = []
+    if len(calib) < settings.samples:
+        notes.append(f"calibration text holds {len(calib)} windows of {settings.seq_len} tokens, "
+                     f"fewer than --samples {settings.samples}")
+    if not held:
+        notes.append("no text left after calibration for a held-out window: perplexity not reported")
+    return calib, held, notes
+
+
+def _outside_layers(model, layers, prefix: str, reader: ShardReader, writer: ShardWriter, device, tied: bool) -> None:
+    """Copy the tensors outside the decoder layers (embeddings, final norm, lm_head) to the output
+    unchanged, and give them storage in the model (the embedding is needed now, the norm and lm_head
+    at the end); the layers stay on meta until their turn."""
+    _check_names(model, reader, tied)
+    layer_names = {f"{prefix}.{i}." for i in range(len(layers))}
+    in_layers = lambda name: any(name.startswith(p) for p in layer_names)   # noqa: E731
+    for name in reader.where:
+        if not in_layers(name):
+            writer.add(name, reader.get(name))
+    for name, module in model.named_modules():
+        if module is layers or any(module is layer for layer in layers) or in_layers(name + "."):
+            continue
+        own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        if any(t.is_meta for t in own):
+            _materialize(model, module, name, reader, device, recurse=False,
+                         tied=frozenset(n for n in (f"{name}.weight",) if tied and n not in reader))
+    if tied:
+        model.tie_weights()
+
+
+def _quantize_layer(index: int, layer, streams: _Streams, calib_calls: list, held_calls: list,
+                    settings: GptqSettings, writer: ShardWriter, reader: ShardReader,
+                    layer_prefix: str) -> list[LinearReport]:
+    """One decoder layer, sequentially: the held-out samples through the original layer, each group of
+    Linears calibrated and solved, the samples through the quantized layer, the layer written out and
+    freed."""
+    import torch
+
+    with torch.no_grad():
+        streams.held_fp = [_forward(layer, h, c) for h, c in zip(streams.held_fp, held_calls)]
+    groups = _linear_groups(layer, streams.calib[0], calib_calls[0])
+    if index == 0 and not groups:
+        raise UsageError(f"{type(layer).__name__} has no Linear layers to quantize")
+    packed: dict[str, dict] = {}
+    reports = []
+    for group in groups:
+        accumulators = _accumulate(layer, group, [(streams.calib, calib_calls), (streams.held_q, held_calls)])
+        reports += _solve_group(index, group, *accumulators, settings, packed)
+    with torch.no_grad():
+        streams.calib = [_forward(layer, h, c) for h, c in zip(streams.calib, calib_calls)]
+        streams.held_q = [_forward(layer, h, c) for h, c in zip(streams.held_q, held_calls)]
+    _write_layer(writer, reader, layer_prefix, packed, layer)
+    layer.to("meta")
+    release_free_memory()
+    return reports
 
 
 def _solve_group(layer_index: int, group, calib_acc, held_acc, settings: GptqSettings,
@@ -416,12 +432,13 @@ def _solve_group(layer_index: int, group, calib_acc, held_acc, settings: GptqSet
 
     t0 = time.perf_counter()
     h = calib_acc.hessian
-    prepared = prepare_hessian(h, settings.act_order, settings.damp)
+    fmt = settings.format
+    prepared = prepare_hessian(h, fmt.desc_act, fmt.damp_percent)
     weights = [module.weight.detach().to(torch.float32) for _, module in group]
     sizes = [w.shape[0] for w in weights]
     stacked = torch.cat(weights) if len(weights) > 1 else weights[0]
-    solved = split_rows(gptq_quantize(stacked, None, settings.bits, settings.group_size, settings.sym,
-                                      settings.act_order, settings.damp, settings.block_size, settings.static_groups,
+    solved = split_rows(gptq_quantize(stacked, None, fmt.bits, fmt.group_size, fmt.sym, fmt.desc_act,
+                                      fmt.damp_percent, settings.block_size, fmt.static_groups,
                                       prepared=prepared), sizes)
     del stacked, prepared
     shared_seconds = time.perf_counter() - t0
@@ -431,11 +448,11 @@ def _solve_group(layer_index: int, group, calib_acc, held_acc, settings: GptqSet
         t0 = time.perf_counter()
         dq = dequantize(q)
         errors = hessian_relative_errors(
-            weight, [dq, dequantize(rtn_quantize(weight, settings.bits, settings.group_size, settings.sym))], h_err)
+            weight, [dq, dequantize(rtn_quantize(weight, fmt.bits, fmt.group_size, fmt.sym))], h_err)
         share = shared_seconds * weight.shape[0] / sum(sizes)
         reports.append(LinearReport(layer_index, name, module.in_features, module.out_features, inputs, *errors,
                                     q.damp_used, q.damp_raised, time.perf_counter() - t0 + share))
-        packed[name] = pack_gptq_v1(q.codes, q.zeros, q.scales, q.g_idx, settings.bits)
+        packed[name] = pack_gptq_v1(q.codes, q.zeros, q.scales, q.g_idx, fmt.bits)
         with torch.no_grad():
             module.weight.copy_(dq.to(module.weight.dtype))
     return reports
