@@ -11,22 +11,25 @@ from sizer.calc.report import ESTIMATE_CSV_COLUMNS
 from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
+DOCS = {path: path.read_text() for path in sorted((ROOT / "docs").glob("*.md"))}
 
 
-def console_examples():
-    for block in re.findall(r"```console\n(.*?)```", README, flags=re.S):
+def console_examples(text: str):
+    for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
         command, _, output = block.partition("\n")
         assert command.startswith("$ sizer ")
         yield shlex.split(command[2:])[1:], output
 
 
 def test_console_examples_match_real_output():
-    examples = list(console_examples())
-    assert examples
+    """The README's examples and those of the docs/ pages (the prose moved there keeps its examples)."""
+    assert list(console_examples(README))
+    examples = [*console_examples(README), *(e for text in DOCS.values() for e in console_examples(text))]
+    assert any(args[:1] == ["fit"] for args, _ in examples)
     for args, shown in examples:
         result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 0
-        assert result.output == shown
+        assert result.exit_code == 0, args
+        assert result.output == shown, args
 
 
 def test_csv_header_documented():
@@ -34,7 +37,8 @@ def test_csv_header_documented():
 
 
 def test_python_api_example_runs():
-    block = re.search(r"```python\n(.*?)```", README, flags=re.S).group(1)
+    """The Python API example, in docs/api.md."""
+    block = re.search(r"```python\n(.*?)```", DOCS[ROOT / "docs" / "api.md"], flags=re.S).group(1)
     namespace: dict = {}
     exec(block, namespace)
     assert namespace["e"].memory["total"] > 0
@@ -53,3 +57,4 @@ def test_ci_runs_exactly_the_readme_set_up_commands():
 
 def test_readme_reads_nothing_outside_the_repository():
     assert "../" not in README
+    assert all("../" not in text for text in DOCS.values())
