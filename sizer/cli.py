@@ -145,8 +145,8 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, attention, 
                    "finds the minimum), or 'local' (the GPUs NVML sees; the default when there are any). A bare size "
                    "like 48GB means a GPU with 48 GiB of device memory, as marketed.")
 @click.option("-e", "--engine", default="transformers", show_default=True, callback=engine_name,
-              help="Whose memory budget rules to apply: transformers, vllm or llamacpp (see README: engine "
-                   "profiles). transformers==5.24 models that release of transformers (default: the newest "
+              help="Whose memory budget rules to apply: transformers, vllm or llamacpp (engine profiles: "
+                   "docs/engines.md). transformers==5.24 models that release of transformers (default: the newest "
                    "release sizer models).")
 @click.option("-p", "--precision", multiple=True,
               help="Precision(s) to evaluate (repeat or comma-separate). Default: the engine's sensible set.")
@@ -256,7 +256,7 @@ def _list(value: str | None, cast, name: str, allow_many: bool) -> list:
 @click.option("--sweep", is_flag=True, help="Measure every combination of the listed precisions, contexts and batches "
                                             "in one process (one load per precision).")
 @click.option("--record", "record_path", type=click.Path(dir_okay=False), default=None,
-              help="Append the records to FILE (.csv or .json; the README documents the columns).")
+              help="Append the records to FILE (.csv or .json; docs/output.md documents the columns).")
 @click.option("--force", is_flag=True, help="Measure even when sizer predicts the model does not fit the device.")
 @calibration_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
@@ -350,7 +350,7 @@ GPTQ_ONLY_OPTIONS = ("bits", "group_size", "act_order", "static_groups", "sym", 
 @click.option("--tensor-parallel", type=click.IntRange(1), default=None,
               help="GPTQ: check the result splits over N GPUs the way vLLM splits it [1].")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
-              help="GPTQ: write the per-Linear error table to this CSV file (columns in the README).")
+              help="GPTQ: write the per-Linear error table to this CSV file (columns in docs/output.md).")
 @click.option("--dry-run", is_flag=True, default=None,
               help="GPTQ: run the checks and print the estimate, then stop. MODEL_DIR may then also be a catalog "
                    "name or a config.json, and --calibration-text may be left out.")

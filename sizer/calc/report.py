@@ -1,6 +1,6 @@
 """Renderings of result objects: table, JSON, CSV, markdown. Nothing here computes a number.
 
-CSV headers are fixed and documented in the README (spreadsheets depend on them): a column absent
+CSV headers are fixed and documented in docs/output.md and the README (spreadsheets depend on them): a column absent
 for a model is 0, never missing.
 """
 

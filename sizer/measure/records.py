@@ -1,6 +1,6 @@
 """Measurement records: one row per (model, precision, context, batch) point; CSV or JSON, torch-free.
 
-The columns are fixed and documented (README, `sizer measure`); `sizer calibrate` reads them back.
+The columns are fixed and documented (docs/output.md, `sizer measure`); `sizer calibrate` reads them back.
 Sizes are integer bytes; an empty cell means "not measured here" (a CPU has no CUDA context).
 """
 
