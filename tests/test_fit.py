@@ -19,6 +19,7 @@ from sizer.plan.fit import Planner, fit
 from sizer.plan.placement import Placement, choose_placement, stage_layers
 from sizer.plan.recommend import recommend
 from sizer.plan.report import FIT_CSV_COLUMNS
+from sizer.quant import get_precision
 
 from conftest import ROOT, benchmark_module
 
@@ -179,10 +180,10 @@ def test_kv_heads_replicated_beyond_their_count():
     spec = get_model("llama3-8b")                  # 8 KV heads
     engine = make_engine("vllm")
     planner = Planner(spec, parse_gpus("H100").gpu, engine)
-    tp8 = planner.stages("bf16", Placement(8, 1))[0]
+    tp8 = planner.stages(get_precision("bf16"), Placement(8, 1))[0]
     tp16_spec = get_model("llama-2-70b")           # 64 heads, 8 KV heads: TP 16 keeps 1 KV head per GPU
-    p16 = Planner(tp16_spec, parse_gpus("H100").gpu, engine).stages("bf16", Placement(16, 1))[0]
-    p8 = Planner(tp16_spec, parse_gpus("H100").gpu, engine).stages("bf16", Placement(8, 1))[0]
+    p16 = Planner(tp16_spec, parse_gpus("H100").gpu, engine).stages(get_precision("bf16"), Placement(16, 1))[0]
+    p8 = Planner(tp16_spec, parse_gpus("H100").gpu, engine).stages(get_precision("bf16"), Placement(8, 1))[0]
     assert p16.kv_full_bytes_per_token == p8.kv_full_bytes_per_token == 80 * 2 * 128 * 2
     assert tp8.kv_full_bytes_per_token == 32 * 2 * 128 * 2
 
@@ -204,7 +205,7 @@ GPUS = ["L4", "RTX-4090", "A100-80GB", "H100", "48GB", "L40S", "H200", "MI300X"]
 @given(model=st.sampled_from(MODELS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["transformers", "vllm", "llamacpp"]),
        count=st.integers(1, 7), ctx=st.sampled_from([512, 2048, 8192, 32768]), batch=st.integers(1, 8))
 def test_more_gpus_never_turn_a_fit_into_a_misfit(model, gpu, engine, count, ctx, batch):
-    precision = {"transformers": "nf4", "vllm": "gptq-4bit-g128", "llamacpp": "Q4_K_M"}[engine]
+    precision = get_precision({"transformers": "nf4", "vllm": "gptq-4bit-g128", "llamacpp": "Q4_K_M"}[engine])
     gpu_spec = parse_gpus(gpu).gpu
     planner = Planner(get_model(model), gpu_spec, make_engine(engine))
     try:
@@ -219,7 +220,7 @@ def test_more_gpus_never_turn_a_fit_into_a_misfit(model, gpu, engine, count, ctx
 @given(model=st.sampled_from(MODELS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["transformers", "vllm", "llamacpp"]),
        batch=st.integers(1, 16))
 def test_max_context_decreases_as_batch_grows(model, gpu, engine, batch):
-    precision = {"transformers": "nf4", "vllm": "awq-4bit-g128", "llamacpp": "Q4_K_M"}[engine]
+    precision = get_precision({"transformers": "nf4", "vllm": "awq-4bit-g128", "llamacpp": "Q4_K_M"}[engine])
     planner = Planner(get_model(model), parse_gpus(gpu).gpu, make_engine(engine))
     placement = Placement(1, 1)
     assert planner.max_context_length(precision, placement, batch + 1) <= planner.max_context_length(precision, placement, batch)
@@ -230,7 +231,7 @@ def test_max_context_decreases_as_batch_grows(model, gpu, engine, batch):
        batch=st.integers(1, 32))
 def test_verdict_agrees_with_per_gpu_totals(model, gpu, ctx, batch):
     planner = Planner(get_model(model), parse_gpus(gpu).gpu, make_engine("transformers"))
-    ev = planner.evaluate("bf16", Placement(1, 1), ctx, batch)
+    ev = planner.evaluate(get_precision("bf16"), Placement(1, 1), ctx, batch)
     g = ev.per_gpu[0]
     assert (ev.verdict == DOES_NOT_FIT) == (g.total > g.capacity)
     assert (ev.verdict == FITS) == (g.free >= FIT_HEADROOM_FRACTION * g.capacity)
@@ -247,7 +248,7 @@ def test_recommend_ranks_by_price_and_counts_are_minimal():
     for option in result.options[:8]:
         assert option.verdict != DOES_NOT_FIT
         planner = Planner(get_model("llama3-70b"), parse_gpus(option.gpu).gpu, make_engine("vllm"))
-        assert planner.min_gpus("awq-4bit-g128", 8192, 4, 8)[0] == option.gpu_count
+        assert planner.min_gpus(get_precision("awq-4bit-g128"), 8192, 4, 8)[0] == option.gpu_count
 
 
 def test_csv_header_is_the_documented_one():
@@ -329,7 +330,7 @@ def test_sweep_agrees_with_the_planner(engine):
     assert len(points) == 3 * 3 * 2 * 2
     for p in points:
         planner = Planner(get_model(p.model), parse_gpus(p.gpu).gpu, make_engine(engine))
-        ev = planner.evaluate(p.precision, Placement(1, 1), p.context_length, 2)
+        ev = planner.evaluate(get_precision(p.precision), Placement(1, 1), p.context_length, 2)
         assert (ev.verdict, ev.fullest.total) == (p.verdict, p.total_bytes)
 
 

@@ -13,7 +13,7 @@ from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_byt
 from sizer.calc.transformers_releases import NEWEST, spec_for_release
 from sizer.calc.calibration import Calibration, resolve
 from sizer.calc.weights import checkpoint_bytes_by_component, weight_bytes_by_component
-from sizer.quant import bnb_int8_mlp, get_precision, precision_notes
+from sizer.quant import precision_notes, resolve_precision
 from sizer.spec import ModelSpec, Workload
 
 
@@ -46,18 +46,15 @@ class Estimate:
                 "activations": self.activation_bytes, "overhead": self.overhead_bytes, "total": self.total_bytes}
 
 
-def _weights(spec: ModelSpec, precision: str | None) -> tuple[dict[str, int], str, int, str]:
-    """(bytes by component, precision label, activation dtype bytes, where the numbers come from)."""
-    if precision is None and spec.checkpoint is not None:
+def _weights(spec: ModelSpec, fmt, asked: str | None) -> tuple[dict[str, int], str]:
+    """(bytes by component, where the numbers come from) of `fmt` (resolve_precision's object)."""
+    if fmt.stored:
         ckpt = spec.checkpoint
-        label = ckpt.quantization or ckpt.dtypes[0].lower()
-        compute = 4 if label in ("f32", "fp32") else 2
-        return checkpoint_bytes_by_component(spec), label, compute, f"{ckpt.format} headers ({ckpt.path})"
-    fmt = get_precision(precision or spec.native_precision or "bf16")
+        return checkpoint_bytes_by_component(spec), f"{ckpt.format} headers ({ckpt.path})"
     source = "computed from the architecture"
-    if precision is None and spec.native_precision:
+    if asked is None and spec.native_precision:
         source += f" at the checkpoint's own precision ({spec.native_precision}, from its quantization_config)"
-    return weight_bytes_by_component(spec, fmt), fmt.name, fmt.compute_bytes, source
+    return weight_bytes_by_component(spec, fmt), source
 
 
 def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str = "bf16",
@@ -82,9 +79,11 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
     workload = Workload(context_length or spec.max_context_length or 4096, batch_size,
                         transformers_attention(spec, attention), logits)
     kv_dtype_bytes(kv_dtype)
-    by_component, label, compute_bytes, weights_source = _weights(spec, precision)
+    fmt = resolve_precision(spec, precision)
+    label = fmt.name
+    by_component, weights_source = _weights(spec, fmt, precision)
     kv = kv_cache_bytes(spec, kv_dtype, workload.context_length, workload.batch_size)
-    peaks = activation_peaks(spec, workload, compute_bytes, kernels, bnb_int8_mlp(spec, label))
+    peaks = activation_peaks(spec, workload, fmt.compute_bytes, kernels, fmt.int8_mlp(spec))
     cal = resolve(calibration)
     activations = cal.activation_bytes(peaks.peak_bytes)
     overhead = cal.overhead_parts(activations, kv)

@@ -113,7 +113,8 @@ class TransformersEngine:
     calibration: Calibration | None = None
 
     def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, context_length: int,
-                 batch_size: int, compute_bytes: int) -> Evaluation:
+                 batch_size: int, precision) -> Evaluation:
+        compute_bytes = precision.compute_bytes
         logit_positions = context_length if self.logits == "all" else 1
         cal = self.calibration or default_calibration()
         per_gpu = []
@@ -183,7 +184,8 @@ class VllmEngine:
         return forward + sampler
 
     def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, context_length: int,
-                 batch_size: int, compute_bytes: int) -> Evaluation:
+                 batch_size: int, precision) -> Evaluation:
+        compute_bytes = precision.compute_bytes
         budget = int(self.gpu_memory_utilization * capacity)
         tokens_per_step, _ = self.scheduler_limits(capacity)
         non_torch = VLLM_NON_TORCH_BYTES_TP1 if placement.gpu_count == 1 else VLLM_NON_TORCH_BYTES_TP
@@ -252,7 +254,7 @@ class LlamaCppEngine:
         return buffer
 
     def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, context_length: int,
-                 batch_size: int, compute_bytes: int) -> Evaluation:
+                 batch_size: int, precision) -> Evaluation:
         n_ctx = context_length * batch_size       # llama-server splits n_ctx over its parallel slots
         per_gpu = []
         for s in stages:

