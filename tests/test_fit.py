@@ -20,6 +20,8 @@ from sizer.plan.placement import Placement, choose_placement, stage_layers
 from sizer.plan.recommend import recommend
 from sizer.plan.report import FIT_CSV_COLUMNS
 from sizer.quant import get_precision
+from sizer.spec import Workload
+from sizer.spec import Workload
 
 from conftest import ROOT, benchmark_module
 
@@ -212,8 +214,8 @@ def test_more_gpus_never_turn_a_fit_into_a_misfit(model, gpu, engine, count, ctx
         small, large = planner.placement(count), planner.placement(count + 1)
     except UsageError:
         return
-    if planner.serves(precision, small, ctx, batch):
-        assert planner.serves(precision, large, ctx, batch)
+    if planner.serves(precision, small, Workload(ctx, batch)):
+        assert planner.serves(precision, large, Workload(ctx, batch))
 
 
 @settings(max_examples=30, deadline=None)
@@ -223,7 +225,8 @@ def test_max_context_decreases_as_batch_grows(model, gpu, engine, batch):
     precision = get_precision({"transformers": "nf4", "vllm": "awq-4bit-g128", "llamacpp": "Q4_K_M"}[engine])
     planner = Planner(get_model(model), parse_gpus(gpu).gpu, make_engine(engine))
     placement = Placement(1, 1)
-    assert planner.max_context_length(precision, placement, batch + 1) <= planner.max_context_length(precision, placement, batch)
+    assert planner.max_context_length(precision, placement, Workload(1, batch + 1)) <= \
+        planner.max_context_length(precision, placement, Workload(1, batch))
 
 
 @settings(max_examples=30, deadline=None)
@@ -231,7 +234,7 @@ def test_max_context_decreases_as_batch_grows(model, gpu, engine, batch):
        batch=st.integers(1, 32))
 def test_verdict_agrees_with_per_gpu_totals(model, gpu, ctx, batch):
     planner = Planner(get_model(model), parse_gpus(gpu).gpu, make_engine("transformers"))
-    ev = planner.evaluate(get_precision("bf16"), Placement(1, 1), ctx, batch)
+    ev = planner.evaluate(get_precision("bf16"), Placement(1, 1), Workload(ctx, batch))
     g = ev.per_gpu[0]
     assert (ev.verdict == DOES_NOT_FIT) == (g.total > g.capacity)
     assert (ev.verdict == FITS) == (g.free >= FIT_HEADROOM_FRACTION * g.capacity)
@@ -248,7 +251,7 @@ def test_recommend_ranks_by_price_and_counts_are_minimal():
     for option in result.options[:8]:
         assert option.verdict != DOES_NOT_FIT
         planner = Planner(get_model("llama3-70b"), parse_gpus(option.gpu).gpu, make_engine("vllm"))
-        assert planner.min_gpus(get_precision("awq-4bit-g128"), 8192, 4, 8)[0] == option.gpu_count
+        assert planner.min_gpus(get_precision("awq-4bit-g128"), Workload(8192, 4), 8)[0] == option.gpu_count
 
 
 def test_csv_header_is_the_documented_one():
@@ -330,7 +333,7 @@ def test_sweep_agrees_with_the_planner(engine):
     assert len(points) == 3 * 3 * 2 * 2
     for p in points:
         planner = Planner(get_model(p.model), parse_gpus(p.gpu).gpu, make_engine(engine))
-        ev = planner.evaluate(get_precision(p.precision), Placement(1, 1), p.context_length, 2)
+        ev = planner.evaluate(get_precision(p.precision), Placement(1, 1), Workload(p.context_length, 2))
         assert (ev.verdict, ev.fullest.total) == (p.verdict, p.total_bytes)
 
 
@@ -426,3 +429,24 @@ def test_plot_marks_what_does_not_fit_and_names_the_stages(tmp_path):
     assert overs and text.count(">over by</text>") == len(overs)            # nf4 fits: no mark on its bars
     assert all(text.count(mark) >= overs.count(mark) for mark in overs)
     assert "pipeline stage 1 of 2" in text and "pipeline stage 2 of 2" in text
+
+
+def test_one_workload_object_through_the_planner():
+    """Issue 15: the planner takes one Workload; the old (context, batch) pair survives only where
+    sizer.measure calls throughput with it, and gives the same numbers."""
+    from sizer.plan.throughput import estimate_throughput
+
+    spec, gpu = get_model("llama3-8b"), parse_gpus("H100").gpu
+    planner = Planner(spec, gpu, make_engine("vllm"))
+    bf16, workload = get_precision("bf16"), Workload(4096, 3)
+    ev = planner.evaluate(bf16, Placement(1, 1), workload)
+    assert ev.max_concurrency == planner.max_concurrency(bf16, Placement(1, 1), workload) > 3
+    option = fit(spec, "1xH100", "vllm", "bf16", 4096, 3, suggestions=False).options[0]
+    assert (option.verdict, option.kv_cache_tokens, option.max_concurrency) == (ev.verdict, ev.kv_cache_tokens, ev.max_concurrency)
+    assert option.max_context_length == planner.max_context_length(bf16, Placement(1, 1), workload) == 8192
+    stages = planner.stages(bf16, Placement(1, 1))
+    engine = planner.engine
+    assert estimate_throughput(spec, stages, Placement(1, 1), gpu, bf16, engine, workload) == \
+        estimate_throughput(spec, stages, Placement(1, 1), gpu, "bf16", engine, 4096, 3) == option.throughput
+    with pytest.raises(UsageError, match="batch size must be a positive"):
+        planner.evaluate(bf16, Placement(1, 1), Workload(4096, 0))

@@ -20,7 +20,7 @@ from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelle
 from sizer.calc.calibration import Calibration, default_calibration
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
-from sizer.spec import ModelSpec
+from sizer.spec import ModelSpec, Workload
 from sizer.units import GiB, MiB, fmt_gib
 
 FITS, MARGINAL, DOES_NOT_FIT = "fits", "marginal", "does-not-fit"
@@ -112,8 +112,9 @@ class TransformersEngine:
     logits: str = "last"
     calibration: Calibration | None = None
 
-    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, context_length: int,
-                 batch_size: int, precision) -> Evaluation:
+    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
+                 precision) -> Evaluation:
+        context_length, batch_size = workload.context_length, workload.batch_size
         compute_bytes = precision.compute_bytes
         logit_positions = context_length if self.logits == "all" else 1
         cal = self.calibration or default_calibration()
@@ -183,8 +184,9 @@ class VllmEngine:
         sampler = seqs * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
         return forward + sampler
 
-    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, context_length: int,
-                 batch_size: int, precision) -> Evaluation:
+    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
+                 precision) -> Evaluation:
+        context_length, batch_size = workload.context_length, workload.batch_size
         compute_bytes = precision.compute_bytes
         budget = int(self.gpu_memory_utilization * capacity)
         tokens_per_step, _ = self.scheduler_limits(capacity)
@@ -253,8 +255,9 @@ class LlamaCppEngine:
             buffer += FP32_BYTES * spec.vocab_size * u
         return buffer
 
-    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, context_length: int,
-                 batch_size: int, precision) -> Evaluation:
+    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
+                 precision) -> Evaluation:
+        context_length, batch_size = workload.context_length, workload.batch_size
         n_ctx = context_length * batch_size       # llama-server splits n_ctx over its parallel slots
         per_gpu = []
         for s in stages:

@@ -7,7 +7,7 @@ and a plot, so they cannot disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sizer.calc.activations import attention_notes
 from sizer.catalog import GpuSpec
@@ -19,7 +19,7 @@ from sizer.plan.placement import Placement, choose_placement
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_throughput
 from sizer.quant import precision_notes, resolve_precision
-from sizer.spec import ModelSpec
+from sizer.spec import ModelSpec, Workload
 
 # Each engine's own KV cache type: transformers and vLLM ("auto") cache in the model's dtype (bf16 for
 # the catalog), llama.cpp in f16 (--cache-type-k/-v default).
@@ -108,27 +108,28 @@ class Planner:
                                              tied_copy_on_last=self.engine.tied_copy_on_last)
         return self._stages[key]
 
-    def evaluate(self, precision, placement: Placement, context_length: int, batch_size: int,
-                 kv_dtype: str | None = None) -> Evaluation:
+    def evaluate(self, precision, placement: Placement, workload: Workload, kv_dtype: str | None = None) -> Evaluation:
         return self.engine.evaluate(self.stages(precision, placement, kv_dtype), placement, self.capacity,
-                                    context_length, batch_size, precision)
+                                    workload, precision)
 
-    def serves(self, precision, placement, context_length, batch_size, kv_dtype=None) -> bool:
-        ev = self.evaluate(precision, placement, context_length, batch_size, kv_dtype)
+    def serves(self, precision, placement: Placement, workload: Workload, kv_dtype: str | None = None) -> bool:
+        ev = self.evaluate(precision, placement, workload, kv_dtype)
         return ev.verdict == FITS if ev.max_concurrency is not None else ev.verdict != DOES_NOT_FIT
 
-    def max_context_length(self, precision, placement, batch_size: int) -> int:
-        """The largest context (up to the model's maximum) that serves `batch_size` sequences."""
+    def max_context_length(self, precision, placement: Placement, workload: Workload) -> int:
+        """The largest context (up to the model's maximum) that serves the workload's batch."""
         limit = self.spec.max_context_length or MAX_CONTEXT_SEARCH
-        return _largest(lambda n: self.serves(precision, placement, n, batch_size), limit)
+        return _largest(lambda n: self.serves(precision, placement, replace(workload, context_length=n)), limit)
 
-    def max_concurrency(self, precision, placement, context_length: int) -> int:
-        ev = self.evaluate(precision, placement, context_length, 1)
+    def max_concurrency(self, precision, placement: Placement, workload: Workload) -> int:
+        """The most sequences of the workload's context length that the placement serves."""
+        ev = self.evaluate(precision, placement, replace(workload, batch_size=1))
         if ev.max_concurrency is not None:           # vLLM: what its KV pool holds
             return ev.max_concurrency
-        return _largest(lambda b: self.serves(precision, placement, context_length, b), MAX_CONCURRENCY_SEARCH)
+        return _largest(lambda b: self.serves(precision, placement, replace(workload, batch_size=b)),
+                        MAX_CONCURRENCY_SEARCH)
 
-    def min_gpus(self, precision, context_length: int, batch_size: int, max_gpus: int) -> tuple[int, Placement] | None:
+    def min_gpus(self, precision, workload: Workload, max_gpus: int) -> tuple[int, Placement] | None:
         """The fewest GPUs of this kind (with a valid layout) that serve the workload."""
         stages = self.stages(precision, Placement(1, 1))
         start = max(1, min(max_gpus, stages[0].weights_bytes // self.capacity))
@@ -137,7 +138,7 @@ class Planner:
                 placement = self.placement(count)
             except UsageError:
                 continue
-            if self.serves(precision, placement, context_length, batch_size):
+            if self.serves(precision, placement, workload):
                 return count, placement
         return None
 
@@ -171,10 +172,9 @@ def resolve_precisions(spec: ModelSpec, engine: str, precision: str | list | Non
     return [resolve_precision(spec, n) for n in names]
 
 
-def plan_option(planner: Planner, precision, gpu_count: int | None, context_length: int,
-                batch_size: int, max_gpus: int) -> FitOption:
-    """Everything `fit` reports for one precision."""
-    found = planner.min_gpus(precision, context_length, batch_size, max_gpus)
+def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Workload, max_gpus: int) -> FitOption:
+    """Everything `fit` reports for one precision (a sizer.quant format object)."""
+    found = planner.min_gpus(precision, workload, max_gpus)
     if gpu_count is not None:
         placement = planner.placement(gpu_count)
     elif found:
@@ -182,22 +182,21 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, context_leng
     else:
         placement = planner.placement(_fallback_count(planner, max_gpus))
     count = placement.gpu_count
-    ev = planner.evaluate(precision, placement, context_length, batch_size)
+    ev = planner.evaluate(precision, placement, workload)
     stages = planner.stages(precision, placement)
     name = precision.name
     tput = Throughput(None, None, None, None)
     if ev.verdict != DOES_NOT_FIT:
-        tput = estimate_throughput(planner.spec, stages, placement, planner.gpu, precision, planner.engine,
-                                   context_length, batch_size)
+        tput = estimate_throughput(planner.spec, stages, placement, planner.gpu, precision, planner.engine, workload)
     price = planner.gpu.price_per_hour_usd * count if planner.gpu.price_per_hour_usd else None
     return FitOption(
         precision=name, verdict=ev.verdict, reason=ev.reason, gpu=planner.gpu.name, gpu_count=count,
         tensor_parallel=placement.tensor_parallel, pipeline_parallel=placement.pipeline_parallel,
-        per_gpu=ev.per_gpu, max_context_length=planner.max_context_length(precision, placement, batch_size),
-        max_concurrency=planner.max_concurrency(precision, placement, context_length),
+        per_gpu=ev.per_gpu, max_context_length=planner.max_context_length(precision, placement, workload),
+        max_concurrency=planner.max_concurrency(precision, placement, workload),
         kv_cache_tokens=ev.kv_cache_tokens, min_gpus=found[0] if found else None, throughput=tput,
         price_per_hour=price, cost_per_million_tokens=cost_per_million_tokens(price, tput.decode_tokens_per_s_total),
-        host_bytes=sum(s.host_bytes for s in stages), context_length=context_length)
+        host_bytes=sum(s.host_bytes for s in stages), context_length=workload.context_length)
 
 
 def _fallback_count(planner: Planner, max_gpus: int) -> int:
@@ -212,7 +211,7 @@ def _fallback_count(planner: Planner, max_gpus: int) -> int:
 
 
 def _suggestions(option: FitOption, others: list[FitOption], planner: Planner, precision,
-                 context_length: int, batch_size: int) -> tuple[str, ...]:
+                 workload: Workload) -> tuple[str, ...]:
     """What would make a configuration that does not serve the workload serve it."""
     if option.verdict == FITS:
         return ()
@@ -222,13 +221,13 @@ def _suggestions(option: FitOption, others: list[FitOption], planner: Planner, p
         out.append(f"a lower precision: {smaller[0].precision} fits")
     if planner.kv_dtype in ("bf16", "fp16") and option.fullest.kv_cache:
         placement = Placement(option.tensor_parallel, option.pipeline_parallel)
-        if planner.serves(precision, placement, context_length, batch_size, kv_dtype="fp8"):
+        if planner.serves(precision, placement, workload, kv_dtype="fp8"):
             out.append("an fp8 KV cache (--kv-dtype fp8) fits")
     if option.min_gpus and option.min_gpus != option.gpu_count:
         out.append(f"{option.min_gpus} x {option.gpu} fits")
-    if 0 < option.max_context_length < context_length:
+    if 0 < option.max_context_length < workload.context_length:
         out.append(f"a context of at most {option.max_context_length:,} tokens fits")
-    if 0 < option.max_concurrency < batch_size:
+    if 0 < option.max_concurrency < workload.batch_size:
         out.append(f"at most {option.max_concurrency} concurrent sequences fit")
     return tuple(out)
 
@@ -247,7 +246,6 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     """
     from sizer.calc.kv import kv_dtype_bytes
     from sizer.inputs.resolve import get_model
-    from sizer.spec import Workload
 
     choice = parse_engine(engine)
     engine = choice.name
@@ -258,7 +256,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     if batch_size < 1:
         raise UsageError(f"batch size must be a positive number of sequences, got {batch_size}")
     ctx = context_length or min(spec.max_context_length or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
-    Workload(ctx, batch_size)
+    workload = Workload(ctx, batch_size)
     if selection.count is not None and (tensor_parallel or pipeline_parallel):
         tp, pp = tensor_parallel or selection.count // (pipeline_parallel or 1), pipeline_parallel or 1
         if tp * pp != selection.count:
@@ -267,9 +265,9 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options), kv_dtype, tensor_parallel,
                       pipeline_parallel)
     formats = resolve_precisions(spec, engine, precision)
-    options = [plan_option(planner, p, selection.count, ctx, batch_size, max_gpus) for p in formats]
+    options = [plan_option(planner, p, selection.count, workload, max_gpus) for p in formats]
     if suggestions:
-        options = [_with_suggestions(o, options, planner, p, ctx, batch_size) for o, p in zip(options, formats)]
+        options = [_with_suggestions(o, options, planner, p, workload) for o, p in zip(options, formats)]
     notes = list(spec.notes)
     if spec.max_context_length and ctx > spec.max_context_length:
         notes.append(f"the context of {ctx:,} tokens exceeds the model's maximum of {spec.max_context_length:,} "
@@ -305,7 +303,5 @@ def vllm_precision_notes(precisions: list) -> list[str]:
     return notes
 
 
-def _with_suggestions(option, options, planner, precision, ctx, batch):
-    from dataclasses import replace
-
-    return replace(option, suggestions=_suggestions(option, options, planner, precision, ctx, batch))
+def _with_suggestions(option, options, planner, precision, workload):
+    return replace(option, suggestions=_suggestions(option, options, planner, precision, workload))

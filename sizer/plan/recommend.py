@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from sizer.catalog import gpu_entries
+from sizer.spec import Workload
 from sizer.errors import UsageError
 from sizer.plan.engines import DOES_NOT_FIT, EngineChoice, engine_spec, make_engine, parse_engine
 from sizer.plan.fit import (DEFAULT_CONTEXT_CAP, DEFAULT_KV_DTYPE, FitOption, FitResult, Planner, plan_option,
@@ -25,7 +26,6 @@ def recommend(model, engine: str | EngineChoice = "transformers", precision: str
     """For every catalog GPU and precision, the fewest GPUs (up to max_gpus) that serve the workload,
     ranked by price per hour. Configurations that fit on none are left out."""
     from sizer.inputs.resolve import get_model
-    from sizer.spec import Workload
 
     choice = parse_engine(engine)
     engine = choice.name
@@ -34,16 +34,16 @@ def recommend(model, engine: str | EngineChoice = "transformers", precision: str
     if max_gpus < 1:
         raise UsageError(f"--max-gpus must be positive, got {max_gpus}")
     ctx = context_length or min(spec.max_context_length or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
-    Workload(ctx, batch_size)
+    workload = Workload(ctx, batch_size)
     formats = resolve_precisions(spec, engine, precision)
     eng = make_engine(engine, **engine_options)
     options = []
     for gpu in gpu_entries().values():
         planner = Planner(spec, gpu, eng, kv_dtype)
         for fmt in formats:
-            if planner.min_gpus(fmt, ctx, batch_size, max_gpus) is None:
+            if planner.min_gpus(fmt, workload, max_gpus) is None:
                 continue
-            option = plan_option(planner, fmt, None, ctx, batch_size, max_gpus)
+            option = plan_option(planner, fmt, None, workload, max_gpus)
             if option.verdict != DOES_NOT_FIT:
                 options.append(option)
     options.sort(key=_rank_key)

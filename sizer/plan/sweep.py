@@ -15,6 +15,7 @@ from sizer.plan.engines import capacity_verdict, engine_spec, make_engine, parse
 from sizer.plan.fit import DEFAULT_PRECISIONS, Planner
 from sizer.plan.placement import Placement
 from sizer.quant import get_precision
+from sizer.spec import Workload
 
 DEFAULT_CONTEXTS = (512, 1024, 2048, 4096, 8192, 16384, 32768, 131072)
 
@@ -49,13 +50,14 @@ def sweep(models=None, gpus=None, precisions=None, contexts=DEFAULT_CONTEXTS, en
         for fmt in formats:
             precision = fmt.name
             for ctx in contexts:
+                workload = Workload(ctx, batch_size)
                 if eng.usage_depends_on_capacity:
                     for p in planners:
-                        ev = p.evaluate(fmt, placement, ctx, batch_size)
+                        ev = p.evaluate(fmt, placement, workload)
                         g = ev.fullest
                         points.append(SweepPoint(spec.name, p.gpu.name, precision, ctx, ev.verdict, g.total, g.free))
                     continue
-                ev = planners[0].evaluate(fmt, placement, ctx, batch_size)
+                ev = planners[0].evaluate(fmt, placement, workload)
                 total = max(g.total for g in ev.per_gpu)
                 for p in planners:
                     points.append(SweepPoint(spec.name, p.gpu.name, precision, ctx,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sizer.catalog import GpuSpec
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
-from sizer.spec import ModelSpec
+from sizer.spec import ModelSpec, Workload
 
 # Fraction of peak memory bandwidth reached by decode, and of peak dense tensor throughput reached
 # by prefill, per engine. Assumptions in line with published measurements (vLLM decode kernels
@@ -64,13 +64,17 @@ def efficiency(engine) -> dict[str, float]:
 
 
 def estimate_throughput(spec: ModelSpec, stages: list[Stage], placement: Placement, gpu: GpuSpec,
-                        precision, engine, context_length: int, batch_size: int) -> Throughput:
-    """Rooflines for `batch_size` sequences at `context_length` on `placement` of `gpu` with `engine`.
-    precision: a sizer.quant format object (a name is resolved, for callers that hold one)."""
+                        precision, engine, workload: Workload | int, batch_size: int | None = None) -> Throughput:
+    """Rooflines for the workload's sequences on `placement` of `gpu` with `engine`.
+    precision: a sizer.quant format object. (A name, and a context length and batch size in place of
+    the Workload, are accepted for sizer.measure, which calls with them.)"""
     if isinstance(precision, str):
         from sizer.quant import get_precision
 
         precision = get_precision(precision)
+    if not isinstance(workload, Workload):
+        workload = Workload(workload, batch_size or 1)
+    context_length, batch_size = workload.context_length, workload.batch_size
     eff = efficiency(engine)
     bandwidth = gpu.memory_bandwidth_gbps
     tflops = (gpu.dense_tflops or {}).get(compute_dtype(precision, gpu))
