@@ -450,3 +450,61 @@ def test_one_workload_object_through_the_planner():
         estimate_throughput(spec, stages, Placement(1, 1), gpu, "bf16", engine, 4096, 3) == option.throughput
     with pytest.raises(UsageError, match="batch size must be a positive"):
         planner.evaluate(bf16, Placement(1, 1), Workload(4096, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# A context beyond the model's maximum (issue 15): one rule for estimate and fit
+
+
+def test_context_beyond_the_model_maximum_is_refused_by_estimate_and_fit():
+    from sizer import estimate
+
+    line = ("context length 32,768 exceeds Meta-Llama-3-8B's maximum of 8,192 tokens (max_position_embeddings in "
+            "its config; vLLM refuses it too): use --context-length 8192 or less, or --allow-long-context to plan it anyway")
+    with pytest.raises(UsageError) as e:
+        estimate("llama3-8b", "bf16", context_length=32768)
+    assert str(e.value) == line
+    with pytest.raises(UsageError) as e:
+        fit("llama3-8b", "1xH100", "vllm", "bf16", 32768)
+    assert str(e.value) == line
+    with pytest.raises(UsageError, match="exceeds Meta-Llama-3-8B's maximum of 8,192"):
+        recommend("llama3-8b", engine="vllm", precision="bf16", context_length=8193)
+    # at the maximum, and the defaults (the maximum, at most 8192), plan as before
+    assert estimate("llama3-8b", "bf16", context_length=8192).context_length == 8192
+    assert fit("llama3-8b", "1xH100", "vllm", "bf16").context_length == 8192
+    assert fit("phi-2", "1xH100", "vllm", "bf16").context_length == 2048
+    # a model whose config states no maximum is unaffected
+    assert get_model("falcon-7b").max_context_length is None
+    assert estimate("falcon-7b", "bf16", context_length=1_000_000).context_length == 1_000_000
+
+
+def test_allow_long_context_plans_it_and_says_so():
+    from sizer import estimate
+
+    note = ("the context of 32,768 tokens exceeds the model's maximum of 8,192 (max_position_embeddings), planned "
+            "anyway (--allow-long-context): vLLM starts only with VLLM_ALLOW_LONG_MAX_MODEL_LEN=1, and the model may "
+            "degrade beyond its trained length")
+    e = estimate("llama3-8b", "bf16", context_length=32768, allow_long_context=True)
+    assert note in e.details["notes"] and e.details["model_max_context_length"] == 8192
+    assert e.kv_cache_bytes == 32768 * 32 * 2 * 8 * 128 * 2
+    r = fit("llama3-8b", "1xH100", "vllm", "bf16", 32768, allow_long_context=True)
+    assert note in r.notes and (r.context_length, r.model_max_context_length) == (32768, 8192)
+    assert fit("llama3-8b", "1xH100", "vllm", "bf16", 8192).notes == ()
+
+
+def test_cli_refuses_a_context_beyond_the_maximum_in_one_line():
+    for args in (["estimate", "llama3-8b", "-c", "1000000"], ["fit", "llama3-8b", "--gpus", "1xH100", "-c", "32768"]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 2 and "Traceback" not in r.output
+        assert r.output.strip().splitlines()[-1].startswith("Error: context length ")
+        assert "maximum of 8,192 tokens (max_position_embeddings in its config" in r.output
+    r = CliRunner().invoke(cli, ["fit", "llama3-8b", "--gpus", "1xH100", "-c", "32768", "--allow-long-context",
+                                 "-p", "bf16", "--format", "json"])
+    data = json.loads(r.output)
+    assert r.exit_code == 0 and data["model_max_context_length"] == 8192
+    assert any("planned anyway (--allow-long-context)" in n for n in data["notes"])
+    # the help's examples stay within their models' maxima
+    for command in ("fit", "estimate"):
+        text = CliRunner().invoke(cli, [command, "--help"]).output
+        assert "llama3.1-8b" in text and "llama3-8b --gpus H100 --engine vllm -c 32768" not in text
+    assert get_model("llama3.1-8b").max_context_length == 131072

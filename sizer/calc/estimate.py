@@ -14,7 +14,7 @@ from sizer.calc.transformers_releases import NEWEST, spec_for_release
 from sizer.calc.calibration import Calibration, resolve
 from sizer.calc.weights import checkpoint_bytes_by_component, weight_bytes_by_component
 from sizer.quant import precision_notes, resolve_precision
-from sizer.spec import ModelSpec, Workload
+from sizer.spec import ModelSpec, Workload, check_context_length
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,15 @@ def _weights(spec: ModelSpec, fmt, asked: str | None) -> tuple[dict[str, int], s
 
 def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str = "bf16",
              context_length: int | None = None, batch_size: int = 1, attention: str = "sdpa",
-             logits: str = "last", calibration: Calibration | str | None = None, kernels: str = "cuda") -> Estimate:
+             logits: str = "last", calibration: Calibration | str | None = None, kernels: str = "cuda",
+             allow_long_context: bool = False) -> Estimate:
     """Memory of `model` (a ModelSpec, catalog name, config.json, safetensors folder or .gguf path).
 
     precision None means the checkpoint's own storage when the model was read from files, else the
     format its config's quantization_config names (gpt-oss: mxfp4; DeepSeek-V3: fp8-block128), else bf16.
-    context_length None means the model's maximum context (or 4096 when the config has none).
+    context_length None means the model's maximum context (or 4096 when the config has none); a context
+    beyond the model's maximum is refused (sizer.spec.check_context_length) unless allow_long_context,
+    which plans it and says so in details["notes"].
     calibration: a Calibration or a calibration file; None means the shipped sizer/data/calibration.json.
     kernels: the device whose kernels run the model, "cuda" (GPUs: what sizer plans) or "cpu" (sizer
     measure on CPU); it matters where they hold different temporaries (bitsandbytes int8).
@@ -78,6 +81,7 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
         spec = spec_for_release(spec, NEWEST)
     workload = Workload(context_length or spec.max_context_length or 4096, batch_size,
                         transformers_attention(spec, attention), logits)
+    long_note = check_context_length(spec, workload.context_length, allow_long_context)
     kv_dtype_bytes(kv_dtype)
     fmt = resolve_precision(spec, precision)
     label = fmt.name
@@ -102,7 +106,8 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
         "weights_source": weights_source,
         "sliding_window": spec.sliding_window,
         "sliding_layers": spec.n_sliding_layers,
-        "notes": list(spec.notes) + attention_notes(spec, attention) + precision_notes(spec, [label]),
+        "model_max_context_length": spec.max_context_length,
+        "notes": list(spec.notes) + ([long_note] if long_note else []) + attention_notes(spec, attention) + precision_notes(spec, [label]),
         "calibration": cal.source,
     }
     return Estimate(model=spec.name, family=spec.family, params=spec.params, active_params=spec.active_params,

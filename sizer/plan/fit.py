@@ -19,7 +19,7 @@ from sizer.plan.placement import Placement, choose_placement
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_throughput
 from sizer.quant import precision_notes, resolve_precision
-from sizer.spec import ModelSpec, Workload
+from sizer.spec import ModelSpec, Workload, check_context_length
 
 # Each engine's own KV cache type: transformers and vLLM ("auto") cache in the model's dtype (bf16 for
 # the catalog), llama.cpp in f16 (--cache-type-k/-v default).
@@ -80,6 +80,7 @@ class FitResult:
     notes: tuple[str, ...] = field(default=())
     gpu_count: int | None = None        # as asked; None when sizer chose the count per option
     engine_version: str = ""            # the transformers release modelled ("5.25"); "" for other engines
+    model_max_context_length: int | None = None   # the model's maximum context (None: its config states none)
 
 
 class Planner:
@@ -236,13 +237,15 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
         precision: str | list | None = None,
         context_length: int | None = None, batch_size: int = 1, kv_dtype: str | None = None,
         tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
-        max_gpus: int = DEFAULT_MAX_GPUS, suggestions: bool = True, **engine_options) -> FitResult:
+        max_gpus: int = DEFAULT_MAX_GPUS, suggestions: bool = True, allow_long_context: bool = False,
+        **engine_options) -> FitResult:
     """Plan `model` on `gpus` ("2x48GB", "8xH100", "H100" for the minimum count) with `engine`.
 
     precision: one name, a list, or None for the engine's sensible set (the checkpoint's own storage
     for a safetensors or GGUF input). engine_options: vLLM's gpu_memory_utilization,
     max_num_batched_tokens, max_num_seqs; transformers' attention, logits and calibration (a
-    Calibration or a file); llama.cpp's flash_attention.
+    Calibration or a file); llama.cpp's flash_attention. A context beyond the model's maximum is
+    refused (sizer.spec.check_context_length) unless allow_long_context, which plans it with a note.
     """
     from sizer.calc.kv import kv_dtype_bytes
     from sizer.inputs.resolve import get_model
@@ -257,6 +260,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
         raise UsageError(f"batch size must be a positive number of sequences, got {batch_size}")
     ctx = context_length or min(spec.max_context_length or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
     workload = Workload(ctx, batch_size)
+    long_note = check_context_length(spec, ctx, allow_long_context)
     if selection.count is not None and (tensor_parallel or pipeline_parallel):
         tp, pp = tensor_parallel or selection.count // (pipeline_parallel or 1), pipeline_parallel or 1
         if tp * pp != selection.count:
@@ -268,10 +272,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     options = [plan_option(planner, p, selection.count, workload, max_gpus) for p in formats]
     if suggestions:
         options = [_with_suggestions(o, options, planner, p, workload) for o, p in zip(options, formats)]
-    notes = list(spec.notes)
-    if spec.max_context_length and ctx > spec.max_context_length:
-        notes.append(f"the context of {ctx:,} tokens exceeds the model's maximum of {spec.max_context_length:,} "
-                     "(max_position_embeddings): engines refuse it or the model degrades")
+    notes = list(spec.notes) + ([long_note] if long_note else [])
     if engine == "transformers":
         notes += attention_notes(spec, planner.engine.attention)
     if engine == "transformers":
@@ -281,7 +282,8 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     if engine == "transformers" and any(o.pipeline_parallel > 1 for o in options):
         notes.append("transformers splits layers over the GPUs (device_map='auto'); they run one after another")
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu, engine,
-                     ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version)
+                     ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version,
+                     spec.max_context_length)
 
 
 def vllm_precision_notes(precisions: list) -> list[str]:

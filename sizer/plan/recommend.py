@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from sizer.catalog import gpu_entries
-from sizer.spec import Workload
+from sizer.spec import Workload, check_context_length
 from sizer.errors import UsageError
 from sizer.plan.engines import DOES_NOT_FIT, EngineChoice, engine_spec, make_engine, parse_engine
 from sizer.plan.fit import (DEFAULT_CONTEXT_CAP, DEFAULT_KV_DTYPE, FitOption, FitResult, Planner, plan_option,
@@ -22,7 +22,8 @@ def _rank_key(option: FitOption):
 
 def recommend(model, engine: str | EngineChoice = "transformers", precision: str | list | None = None,
               context_length: int | None = None, batch_size: int = 1, kv_dtype: str | None = None,
-              max_gpus: int = DEFAULT_RECOMMEND_MAX_GPUS, **engine_options) -> FitResult:
+              max_gpus: int = DEFAULT_RECOMMEND_MAX_GPUS, allow_long_context: bool = False,
+              **engine_options) -> FitResult:
     """For every catalog GPU and precision, the fewest GPUs (up to max_gpus) that serve the workload,
     ranked by price per hour. Configurations that fit on none are left out."""
     from sizer.inputs.resolve import get_model
@@ -35,6 +36,7 @@ def recommend(model, engine: str | EngineChoice = "transformers", precision: str
         raise UsageError(f"--max-gpus must be positive, got {max_gpus}")
     ctx = context_length or min(spec.max_context_length or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
     workload = Workload(ctx, batch_size)
+    long_note = check_context_length(spec, ctx, allow_long_context)
     formats = resolve_precisions(spec, engine, precision)
     eng = make_engine(engine, **engine_options)
     options = []
@@ -49,4 +51,5 @@ def recommend(model, engine: str | EngineChoice = "transformers", precision: str
     options.sort(key=_rank_key)
     any_gpu = next(iter(gpu_entries().values()))      # FitResult wants one; "catalog" options name their own
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, "catalog", any_gpu, engine,
-                     ctx, batch_size, kv_dtype, tuple(options), spec.notes, engine_version=choice.version)
+                     ctx, batch_size, kv_dtype, tuple(options), spec.notes + ((long_note,) if long_note else ()), engine_version=choice.version,
+                     model_max_context_length=spec.max_context_length)

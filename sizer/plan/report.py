@@ -58,6 +58,7 @@ def fit_to_dict(r: FitResult) -> dict:
         "model": r.model, "family": r.family, "params": r.params, "active_params": r.active_params, "gpus": gpus,
         "engine": r.engine, "engine_version": r.engine_version,
         "workload": {"context_length": r.context_length, "batch_size": r.batch_size, "kv_dtype": r.kv_dtype},
+        "model_max_context_length": r.model_max_context_length,
         "options": [option_to_dict(o) for o in r.options], "notes": list(r.notes), "units": "bytes",
     }
 
