@@ -508,3 +508,61 @@ def test_cli_refuses_a_context_beyond_the_maximum_in_one_line():
         text = CliRunner().invoke(cli, [command, "--help"]).output
         assert "llama3.1-8b" in text and "llama3-8b --gpus H100 --engine vllm -c 32768" not in text
     assert get_model("llama3.1-8b").max_context_length == 131072
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts of a GPU count (issue 15): fit compares them and prefers the one that serves best
+
+
+def test_more_gpus_switch_layout_rather_than_offer_less():
+    """Qwen3-235B-A22B (64 heads, 4 KV heads, 94 layers): TP8 replicates each KV head over two GPUs,
+    so 8 GPUs at TP8 held fewer tokens than 6 at TP2 x PP3; fit now compares 8's layouts."""
+    def option(gpus, **kw):
+        return fit("qwen3-235b-a22b", gpus, "vllm", "gptq-4bit-g128", 32768, 32, suggestions=False, **kw).options[0]
+
+    six, eight = option("6xH100"), option("8xH100")
+    assert [c.layout for c in six.layouts_compared] == ["TP2xPP3", "TP1xPP6"]
+    assert (six.tensor_parallel, six.pipeline_parallel, six.max_context_length) == (2, 3, 40960)
+    assert (eight.tensor_parallel, eight.pipeline_parallel, eight.max_context_length) == (4, 2, 40960)
+    assert {c.layout for c in eight.layouts_compared} == {"TP8xPP1", "TP4xPP2", "TP2xPP4", "TP1xPP8"}
+    tp8 = next(c for c in eight.layouts_compared if c.layout == "TP8xPP1")
+    assert tp8.max_context_length == 34112 < eight.max_context_length            # what fit used to offer
+    assert eight.max_concurrency >= six.max_concurrency
+    assert eight.layouts_compared[0].max_concurrency == eight.max_concurrency
+    # the user's layout still wins, and then nothing else is compared
+    forced = option("8xH100", tensor_parallel=8)
+    assert (forced.tensor_parallel, forced.max_context_length, len(forced.layouts_compared)) == (8, 34112, 0)
+    # JSON, CSV and the table say which layouts were compared
+    args = ["fit", "qwen3-235b-a22b", "-p", "gptq-4bit-g128", "--gpus", "8xH100", "-c", "32768", "-b", "32",
+            "--engine", "vllm"]
+    data = json.loads(CliRunner().invoke(cli, [*args, "--format", "json"]).output)
+    compared = data["options"][0]["layouts_compared"]
+    assert [c["layout"] for c in compared][0] == "TP4xPP2" and set(compared[0]) == {
+        "layout", "verdict", "max_concurrency", "max_context_length", "decode_tokens_per_s_total"}
+    row = next(csv.DictReader(io.StringIO(CliRunner().invoke(cli, [*args, "--format", "csv"]).output)))
+    assert row["layouts_compared_names"].split(";")[0] == "TP4xPP2" and len(row["layouts_compared_names"].split(";")) == 4
+    assert "layouts compared: TP4xPP2 (chosen), " in CliRunner().invoke(cli, args).output
+
+
+def test_one_layout_engines_compare_nothing():
+    option = fit("llama3-70b", "2xH100", "transformers", "bf16", 4096, suggestions=False).options[0]
+    assert (option.tensor_parallel, option.pipeline_parallel, option.layouts_compared) == (1, 2, ())
+
+
+@settings(max_examples=40, deadline=None)
+@given(model=st.sampled_from(MODELS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["transformers", "vllm", "llamacpp"]),
+       count=st.integers(1, 15), ctx=st.sampled_from([512, 2048, 8192, 32768]), batch=st.integers(1, 8))
+def test_more_gpus_never_lose_the_fit_nor_max_context_with_the_chosen_layout(model, gpu, engine, count, ctx, batch):
+    """With fit's own layout choice (best_layout), count + 1 GPUs of the same kind never turn a fit into
+    a misfit and never offer a shorter max context than count (where both counts have a valid layout)."""
+    precision = get_precision({"transformers": "nf4", "vllm": "gptq-4bit-g128", "llamacpp": "Q4_K_M"}[engine])
+    spec = get_model(model)
+    workload = Workload(min(ctx, spec.max_context_length or ctx), batch)
+    planner = Planner(spec, parse_gpus(gpu).gpu, make_engine(engine))
+    try:
+        (small, s_scores), (large, l_scores) = (planner.best_layout(precision, n, workload) for n in (count, count + 1))
+    except UsageError:
+        return
+    if planner.serves(precision, small, workload):
+        assert planner.serves(precision, large, workload)
+    assert planner.max_context_length(precision, large, workload) >= planner.max_context_length(precision, small, workload)

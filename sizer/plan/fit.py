@@ -13,9 +13,9 @@ from sizer.calc.activations import attention_notes
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
-from sizer.plan.engines import (DOES_NOT_FIT, FITS, EngineChoice, Evaluation, GpuUsage, engine_spec, make_engine,
-                                parse_engine)
-from sizer.plan.placement import Placement, choose_placement
+from sizer.plan.engines import (DOES_NOT_FIT, FITS, VERDICT_ORDER, EngineChoice, Evaluation, GpuUsage, engine_spec,
+                                make_engine, parse_engine)
+from sizer.plan.placement import Placement, choose_placement, valid_layouts
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_throughput
 from sizer.quant import precision_notes, resolve_precision
@@ -34,6 +34,34 @@ DEFAULT_CONTEXT_CAP = 8192          # default --context-length: the model's maxi
 MAX_CONTEXT_SEARCH = 1 << 20        # models without a maximum are searched up to 1M tokens
 MAX_CONCURRENCY_SEARCH = 4096
 DEFAULT_MAX_GPUS = 64
+
+
+@dataclass(frozen=True)
+class LayoutScore:
+    """How one TP x PP layout of a GPU count serves the workload (what `fit` compares)."""
+
+    layout: str                       # "TP4xPP2"
+    verdict: str
+    max_concurrency: int
+    max_context_length: int
+    decode_tokens_per_s_total: float | None
+
+
+# The order in which `fit` prefers one layout of a GPU count over another (LAYOUT_PREFERENCE):
+#   1. the better verdict (fits, marginal, does-not-fit);
+#   2. the longer max context for the workload's batch (so more GPUs never offer less context);
+#   3. more concurrent sequences of the workload's context, up to the batch asked for;
+#   4. the faster decode, all sequences together (decode_tokens_per_s_total);
+#   5. more concurrent sequences beyond the batch; on a full tie, the engine's default (vLLM: the larger TP).
+# Concurrency beyond the asked batch ranks after speed: PP stages add KV room a few sequences at a
+# time while each stage's step adds to every token's latency (sizer.plan.throughput).
+LAYOUT_PREFERENCE = ("verdict", "max_context_length", "max_concurrency up to the batch", "decode_tokens_per_s_total",
+                     "max_concurrency")
+
+
+def _layout_rank(score: LayoutScore, batch_size: int) -> tuple:
+    return (VERDICT_ORDER[score.verdict], -score.max_context_length, -min(score.max_concurrency, batch_size),
+            -(score.decode_tokens_per_s_total or 0.0), -score.max_concurrency)
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,7 @@ class FitOption:
     host_bytes: int = 0
     suggestions: tuple[str, ...] = ()
     context_length: int = 0           # the workload's, for ratios
+    layouts_compared: tuple[LayoutScore, ...] = ()   # the valid layouts of gpu_count, the chosen first
 
     @property
     def fullest(self) -> GpuUsage:
@@ -95,10 +124,46 @@ class Planner:
         self.tensor_parallel, self.pipeline_parallel = tensor_parallel, pipeline_parallel
         self.capacity = usable_memory_bytes(gpu)
         self._stages: dict[tuple, list[Stage]] = {} if stage_cache is None else stage_cache
+        self._best: dict[tuple, tuple[Placement, tuple[LayoutScore, ...]]] = {}
 
     def placement(self, gpu_count: int) -> Placement:
+        """The engine's default layout of `gpu_count` GPUs (or the one the user forced)."""
         return choose_placement(self.spec, gpu_count, self.tensor_parallel, self.pipeline_parallel,
                                 self.engine.prefers_tensor_parallel)
+
+    def layouts(self, gpu_count: int) -> list[Placement]:
+        """The layouts `fit` compares for `gpu_count` GPUs: every valid TP x PP for an engine that
+        splits tensors (vLLM: --tensor-parallel-size x --pipeline-parallel-size), its default first;
+        only the forced one when the user set --tensor-parallel/--pipeline-parallel; one stage of
+        layers per GPU for transformers (device_map) and llama.cpp (split by layer)."""
+        default = self.placement(gpu_count)             # raises UsageError when none is valid
+        if self.tensor_parallel or self.pipeline_parallel or not self.engine.prefers_tensor_parallel:
+            return [default]
+        return [default] + [p for p in valid_layouts(self.spec, gpu_count) if p != default]
+
+    def score(self, precision, placement: Placement, workload: Workload) -> LayoutScore:
+        """How `placement` serves the workload, by the measures of LAYOUT_PREFERENCE."""
+        ev = self.evaluate(precision, placement, workload)
+        speed = None
+        if ev.verdict != DOES_NOT_FIT:
+            speed = estimate_throughput(self.spec, self.stages(precision, placement), placement, self.gpu, precision,
+                                        self.engine, workload).decode_tokens_per_s_total
+        return LayoutScore(f"TP{placement.tensor_parallel}xPP{placement.pipeline_parallel}", ev.verdict,
+                           self.max_concurrency(precision, placement, workload),
+                           self.max_context_length(precision, placement, workload), speed)
+
+    def best_layout(self, precision, gpu_count: int, workload: Workload) -> tuple[Placement, tuple[LayoutScore, ...]]:
+        """The layout of `gpu_count` GPUs that serves the workload best (LAYOUT_PREFERENCE) and the
+        scores of every layout compared, the chosen first."""
+        key = (precision, gpu_count, workload)
+        if key not in self._best:
+            layouts = self.layouts(gpu_count)
+            scored = [(p, self.score(precision, p, workload)) for p in layouts] if len(layouts) > 1 else \
+                [(layouts[0], None)]
+            ranked = sorted(scored, key=lambda ps: _layout_rank(ps[1], workload.batch_size)) if len(scored) > 1 \
+                else scored
+            self._best[key] = (ranked[0][0], tuple(s for _, s in ranked if s is not None))
+        return self._best[key]
 
     def stages(self, precision, placement: Placement, kv_dtype: str | None = None) -> list[Stage]:
         """precision: a sizer.quant format object (resolve_precision), resolved once by the caller."""
@@ -131,16 +196,17 @@ class Planner:
                         MAX_CONCURRENCY_SEARCH)
 
     def min_gpus(self, precision, workload: Workload, max_gpus: int) -> tuple[int, Placement] | None:
-        """The fewest GPUs of this kind (with a valid layout) that serve the workload."""
+        """The fewest GPUs of this kind that serve the workload in one of their layouts, and that
+        count's best layout (best_layout)."""
         stages = self.stages(precision, Placement(1, 1))
         start = max(1, min(max_gpus, stages[0].weights_bytes // self.capacity))
         for count in range(start, max_gpus + 1):
             try:
-                placement = self.placement(count)
+                layouts = self.layouts(count)
             except UsageError:
                 continue
-            if self.serves(precision, placement, workload):
-                return count, placement
+            if any(self.serves(precision, p, workload) for p in layouts):
+                return count, self.best_layout(precision, count, workload)[0]
         return None
 
 
@@ -176,13 +242,8 @@ def resolve_precisions(spec: ModelSpec, engine: str, precision: str | list | Non
 def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Workload, max_gpus: int) -> FitOption:
     """Everything `fit` reports for one precision (a sizer.quant format object)."""
     found = planner.min_gpus(precision, workload, max_gpus)
-    if gpu_count is not None:
-        placement = planner.placement(gpu_count)
-    elif found:
-        placement = found[1]
-    else:
-        placement = planner.placement(_fallback_count(planner, max_gpus))
-    count = placement.gpu_count
+    count = gpu_count or (found[0] if found else _fallback_count(planner, max_gpus))
+    placement, compared = planner.best_layout(precision, count, workload)
     ev = planner.evaluate(precision, placement, workload)
     stages = planner.stages(precision, placement)
     name = precision.name
@@ -197,7 +258,8 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
         max_concurrency=planner.max_concurrency(precision, placement, workload),
         kv_cache_tokens=ev.kv_cache_tokens, min_gpus=found[0] if found else None, throughput=tput,
         price_per_hour=price, cost_per_million_tokens=cost_per_million_tokens(price, tput.decode_tokens_per_s_total),
-        host_bytes=sum(s.host_bytes for s in stages), context_length=workload.context_length)
+        host_bytes=sum(s.host_bytes for s in stages), context_length=workload.context_length,
+        layouts_compared=compared)
 
 
 def _fallback_count(planner: Planner, max_gpus: int) -> int:
