@@ -566,3 +566,59 @@ def test_more_gpus_never_lose_the_fit_nor_max_context_with_the_chosen_layout(mod
     if planner.serves(precision, small, workload):
         assert planner.serves(precision, large, workload)
     assert planner.max_context_length(precision, large, workload) >= planner.max_context_length(precision, small, workload)
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine hardware rules (issue 15): compute capability decides what an engine runs
+
+
+def test_transformers_dequantizes_fp8_below_compute_capability_8_9():
+    a100 = fit("llama3-8b", "1xA100-80GB", "transformers", ["fp8", "bf16"], 4096, suggestions=False)
+    h100 = fit("llama3-8b", "1xH100", "transformers", ["fp8", "bf16"], 4096, suggestions=False)
+    fp8, bf16 = by_precision(a100)["fp8"], by_precision(a100)["bf16"]
+    assert fp8.precision == "fp8" and fp8.fullest.weights == bf16.fullest.weights       # held as bf16
+    assert by_precision(h100)["fp8"].fullest.weights < 0.6 * by_precision(h100)["bf16"].fullest.weights
+    assert ("fp8 on A100-80GB: transformers dequantizes FP8 weights to bf16 below compute capability 8.9 (A100-80GB "
+            "has compute capability 8.0; FineGrainedFP8HfQuantizer.validate_environment): bf16 weight memory planned") in a100.notes
+    assert not any("dequantizes" in n for n in h100.notes)
+    # --recommend no longer offers one A100-80GB for Llama-3-70B in fp8 (70 GB of bf16 weights do not fit it)
+    offered = recommend("llama3-70b", engine="transformers", precision="fp8", context_length=4096).options
+    assert not any(o.gpu == "A100-80GB" and o.gpu_count == 1 for o in offered)
+    assert any(o.gpu == "H100-SXM" and o.gpu_count == 1 for o in offered)
+
+
+def test_vllm_fp8_and_gptq_by_compute_capability():
+    def one(gpus, precision):
+        return fit("llama3-8b", gpus, "vllm", precision, 4096, suggestions=False)
+
+    h100, a100, v100 = one("1xH100", "fp8"), one("1xA100-80GB", "fp8"), one("1xV100-32GB", "fp8")
+    assert a100.options[0].fullest.weights == h100.options[0].fullest.weights        # Marlin keeps FP8 weights
+    assert a100.options[0].verdict == FITS and any("through Marlin below compute capability 8.9" in n for n in a100.notes)
+    o = v100.options[0]
+    assert (o.verdict, o.max_concurrency, o.max_context_length, o.min_gpus) == (DOES_NOT_FIT, 0, 0, None)
+    assert o.reason == ("vLLM has no FP8 kernel below compute capability 8.0 (V100-32GB has compute capability 7.0): "
+                        "FP8 runs natively from 8.9 and weight-only through Marlin from 8.0")
+    t4, v100 = one("1xT4", "gptq-4bit-g128").options[0], one("1xV100-32GB", "gptq-4bit-g128").options[0]
+    assert t4.verdict != DOES_NOT_FIT                                   # Marlin from 7.5 (MARLIN_MIN_CAPABILITY)
+    assert v100.verdict == DOES_NOT_FIT and "Marlin (>= 7.5); V100-32GB has compute capability 7.0" in v100.reason
+    assert one("1xV100-32GB", "bf16").options[0].verdict == FITS
+    # a GPU named by size only has no compute capability: no rule applies
+    assert one("1x48GB", "fp8").options[0].verdict == FITS and parse_gpus("48GB").gpu.capability is None
+
+
+def test_bitsandbytes_on_amd_says_so():
+    r = fit("llama3-8b", "1xMI300X", "transformers", "nf4", 4096, suggestions=False)
+    assert "nf4: bitsandbytes is built for CUDA; on MI300X (AMD) it needs bitsandbytes' ROCm build (sized as on CUDA)" in r.notes
+    assert not any("bitsandbytes is built for CUDA" in n for n in fit("llama3-8b", "1xH100", "transformers", "nf4", 4096).notes)
+
+
+def test_sweep_applies_the_hardware_rules_per_gpu():
+    from sizer.plan.sweep import sweep
+
+    points = sweep(models=["llama3-8b"], gpus=["A100-80GB", "H100", "V100-32GB"], precisions=["fp8"], contexts=(4096,),
+                   engine="transformers")
+    totals = {p.gpu: p.total_bytes for p in points}
+    assert totals["A100-80GB"] == totals["V100-32GB"] > totals["H100-SXM"]
+    vllm = {p.gpu: p.verdict for p in sweep(models=["llama3-8b"], gpus=["A100-80GB", "V100-32GB"], precisions=["fp8"],
+                                            contexts=(4096,), engine="vllm")}
+    assert vllm == {"A100-80GB": FITS, "V100-32GB": DOES_NOT_FIT}

@@ -13,8 +13,8 @@ from sizer.calc.activations import attention_notes
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
-from sizer.plan.engines import (DOES_NOT_FIT, FITS, VERDICT_ORDER, EngineChoice, Evaluation, GpuUsage, engine_spec,
-                                make_engine, parse_engine)
+from sizer.plan.engines import (DOES_NOT_FIT, FITS, VERDICT_ORDER, EngineChoice, Evaluation, GpuUsage, HardwareRule,
+                                engine_spec, hardware_rule, make_engine, parse_engine)
 from sizer.plan.placement import Placement, choose_placement, valid_layouts
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_throughput
@@ -125,6 +125,13 @@ class Planner:
         self.capacity = usable_memory_bytes(gpu)
         self._stages: dict[tuple, list[Stage]] = {} if stage_cache is None else stage_cache
         self._best: dict[tuple, tuple[Placement, tuple[LayoutScore, ...]]] = {}
+        self._rules: dict = {}
+
+    def hardware(self, precision) -> HardwareRule:
+        """The engine's hardware rule for `precision` on this GPU (engines.hardware_rule)."""
+        if precision not in self._rules:
+            self._rules[precision] = hardware_rule(self.engine.name, precision, self.gpu)
+        return self._rules[precision]
 
     def placement(self, gpu_count: int) -> Placement:
         """The engine's default layout of `gpu_count` GPUs (or the one the user forced)."""
@@ -146,8 +153,8 @@ class Planner:
         ev = self.evaluate(precision, placement, workload)
         speed = None
         if ev.verdict != DOES_NOT_FIT:
-            speed = estimate_throughput(self.spec, self.stages(precision, placement), placement, self.gpu, precision,
-                                        self.engine, workload).decode_tokens_per_s_total
+            speed = estimate_throughput(self.spec, self.stages(precision, placement), placement, self.gpu,
+                                        self.hardware(precision).weights, self.engine, workload).decode_tokens_per_s_total
         return LayoutScore(f"TP{placement.tensor_parallel}xPP{placement.pipeline_parallel}", ev.verdict,
                            self.max_concurrency(precision, placement, workload),
                            self.max_context_length(precision, placement, workload), speed)
@@ -167,16 +174,23 @@ class Planner:
 
     def stages(self, precision, placement: Placement, kv_dtype: str | None = None) -> list[Stage]:
         """precision: a sizer.quant format object (resolve_precision), resolved once by the caller."""
-        key = (precision, placement, kv_dtype or self.kv_dtype)
+        weights = self.hardware(precision).weights          # the format the engine holds them in on this GPU
+        key = (weights, placement, kv_dtype or self.kv_dtype)
         if key not in self._stages:
-            self._stages[key] = build_stages(self.spec, precision, placement, key[2],
+            self._stages[key] = build_stages(self.spec, weights, placement, key[2],
                                              embedding_on_host=self.engine.embedding_on_host,
                                              tied_copy_on_last=self.engine.tied_copy_on_last)
         return self._stages[key]
 
     def evaluate(self, precision, placement: Placement, workload: Workload, kv_dtype: str | None = None) -> Evaluation:
-        return self.engine.evaluate(self.stages(precision, placement, kv_dtype), placement, self.capacity,
-                                    workload, precision)
+        """The engine's evaluation; does-not-fit where the engine cannot run the precision on this GPU."""
+        rule = self.hardware(precision)
+        ev = self.engine.evaluate(self.stages(precision, placement, kv_dtype), placement, self.capacity,
+                                  workload, rule.weights)
+        if rule.refusal:
+            return replace(ev, verdict=DOES_NOT_FIT, reason=rule.refusal,
+                           max_concurrency=None if ev.max_concurrency is None else 0)
+        return ev
 
     def serves(self, precision, placement: Placement, workload: Workload, kv_dtype: str | None = None) -> bool:
         ev = self.evaluate(precision, placement, workload, kv_dtype)
@@ -249,7 +263,8 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
     name = precision.name
     tput = Throughput(None, None, None, None)
     if ev.verdict != DOES_NOT_FIT:
-        tput = estimate_throughput(planner.spec, stages, placement, planner.gpu, precision, planner.engine, workload)
+        tput = estimate_throughput(planner.spec, stages, placement, planner.gpu, planner.hardware(precision).weights,
+                                   planner.engine, workload)
     price = planner.gpu.price_per_hour_usd * count if planner.gpu.price_per_hour_usd else None
     return FitOption(
         precision=name, verdict=ev.verdict, reason=ev.reason, gpu=planner.gpu.name, gpu_count=count,
@@ -335,6 +350,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     if suggestions:
         options = [_with_suggestions(o, options, planner, p, workload) for o, p in zip(options, formats)]
     notes = list(spec.notes) + ([long_note] if long_note else [])
+    notes += list(dict.fromkeys(planner.hardware(f).note for f in formats if planner.hardware(f).note))
     if engine == "transformers":
         notes += attention_notes(spec, planner.engine.attention)
     if engine == "transformers":

@@ -39,7 +39,7 @@ def recommend(model, engine: str | EngineChoice = "transformers", precision: str
     long_note = check_context_length(spec, ctx, allow_long_context)
     formats = resolve_precisions(spec, engine, precision)
     eng = make_engine(engine, **engine_options)
-    options = []
+    options, notes = [], []
     for gpu in gpu_entries().values():
         planner = Planner(spec, gpu, eng, kv_dtype)
         for fmt in formats:
@@ -48,8 +48,11 @@ def recommend(model, engine: str | EngineChoice = "transformers", precision: str
             option = plan_option(planner, fmt, None, workload, max_gpus)
             if option.verdict != DOES_NOT_FIT:
                 options.append(option)
+                if planner.hardware(fmt).note:
+                    notes.append(planner.hardware(fmt).note)
     options.sort(key=_rank_key)
     any_gpu = next(iter(gpu_entries().values()))      # FitResult wants one; "catalog" options name their own
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, "catalog", any_gpu, engine,
-                     ctx, batch_size, kv_dtype, tuple(options), spec.notes + ((long_note,) if long_note else ()), engine_version=choice.version,
+                     ctx, batch_size, kv_dtype, tuple(options), spec.notes + ((long_note,) if long_note else ()) + tuple(dict.fromkeys(notes)),
+                     engine_version=choice.version,
                      model_max_context_length=spec.max_context_length)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sizer.catalog import gpu_entries, model_entries
 from sizer.errors import UsageError
-from sizer.plan.engines import capacity_verdict, engine_spec, make_engine, parse_engine
+from sizer.plan.engines import DOES_NOT_FIT, capacity_verdict, engine_spec, make_engine, parse_engine
 from sizer.plan.fit import DEFAULT_PRECISIONS, Planner
 from sizer.plan.placement import Placement
 from sizer.quant import get_precision
@@ -57,11 +57,15 @@ def sweep(models=None, gpus=None, precisions=None, contexts=DEFAULT_CONTEXTS, en
                         g = ev.fullest
                         points.append(SweepPoint(spec.name, p.gpu.name, precision, ctx, ev.verdict, g.total, g.free))
                     continue
-                ev = planners[0].evaluate(fmt, placement, workload)
-                total = max(g.total for g in ev.per_gpu)
+                shared: dict = {}           # one evaluation per hardware rule (the format a GPU holds, a refusal)
                 for p in planners:
-                    points.append(SweepPoint(spec.name, p.gpu.name, precision, ctx,
-                                             capacity_verdict(total, p.capacity), total, p.capacity - total))
+                    rule = p.hardware(fmt)
+                    if rule not in shared:
+                        shared[rule] = p.evaluate(fmt, placement, workload)
+                    ev = shared[rule]
+                    total = max(g.total for g in ev.per_gpu)
+                    verdict = DOES_NOT_FIT if rule.refusal else capacity_verdict(total, p.capacity)
+                    points.append(SweepPoint(spec.name, p.gpu.name, precision, ctx, verdict, total, p.capacity - total))
     return points
 
 
