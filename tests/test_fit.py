@@ -622,3 +622,26 @@ def test_sweep_applies_the_hardware_rules_per_gpu():
     vllm = {p.gpu: p.verdict for p in sweep(models=["llama3-8b"], gpus=["A100-80GB", "V100-32GB"], precisions=["fp8"],
                                             contexts=(4096,), engine="vllm")}
     assert vllm == {"A100-80GB": FITS, "V100-32GB": DOES_NOT_FIT}
+
+
+def test_llamacpp_refuses_bitsandbytes_weights():
+    r = fit("llama3-8b", "1xRTX-4090", "llamacpp", ["nf4", "int8", "Q4_K_M"], 4096, suggestions=False)
+    nf4, int8, q4 = (by_precision(r)[p] for p in ("nf4", "int8", "Q4_K_M"))
+    assert nf4.reason == ("llama.cpp loads GGUF files and cannot load bitsandbytes (nf4) weights: plan a GGUF type "
+                          "(Q8_0, Q6_K, Q5_K_M, Q4_K_M, ...) instead")
+    assert (nf4.verdict, nf4.max_context_length, nf4.max_concurrency, nf4.min_gpus) == (DOES_NOT_FIT, 0, 0, None)
+    assert int8.verdict == DOES_NOT_FIT and "bitsandbytes (int8)" in int8.reason
+    assert q4.verdict == FITS
+    # the same precision on the other engines is planned as before
+    assert fit("llama3-8b", "1xRTX-4090", "transformers", "nf4", 4096).options[0].verdict == FITS
+
+
+def test_llamacpp_output_says_the_kv_cache_is_f16():
+    args = ["fit", "llama3-8b", "--gpus", "1xRTX-4090", "--engine", "llamacpp", "-p", "Q4_K_M", "-c", "4096"]
+    table = CliRunner().invoke(cli, args).output
+    assert "workload: 1 x 4,096 tokens, KV cache fp16 · " in table
+    data = json.loads(CliRunner().invoke(cli, [*args, "--format", "json"]).output)
+    assert data["workload"]["kv_dtype"] == "fp16"
+    assert data["options"][0]["per_gpu"]["kv_cache"] == 4096 * 32 * 2 * 8 * 128 * 2       # 2 bytes per value
+    row = next(csv.DictReader(io.StringIO(CliRunner().invoke(cli, [*args, "--format", "csv"]).output)))
+    assert row["kv_dtype"] == "fp16"

@@ -316,11 +316,17 @@ def hardware_rule(engine: str, precision, gpu) -> HardwareRule:
       MACHETE_CAPABILITY; below 7.5 vLLM has no kernel for them.
     bitsandbytes (transformers, older vLLM): built for CUDA; on AMD it needs its ROCm build
       (transformers' validate_bnb_backend_availability checks the installed backend).
+    llama.cpp: loads GGUF files only (gguf_init_from_file); bitsandbytes tensors (Linear4bit /
+      Linear8bitLt states) have no GGUF type, so it cannot run them on any GPU: refused.
     """
     from sizer.quant import get_precision
     from sizer.quantize.plan import MARLIN_MIN_CAPABILITY
 
     cc = gpu.capability
+    if engine == "llamacpp" and precision.is_bitsandbytes:
+        return HardwareRule(precision, refusal=(
+            f"llama.cpp loads GGUF files and cannot load bitsandbytes ({precision.name}) weights: plan a GGUF type "
+            "(Q8_0, Q6_K, Q5_K_M, Q4_K_M, ...) instead"))
     if precision.is_bitsandbytes and gpu.vendor == "amd":
         return HardwareRule(precision, note=f"{precision.name}: bitsandbytes is built for CUDA; on {gpu.name} (AMD) it "
                                             "needs bitsandbytes' ROCm build (sized as on CUDA)")
