@@ -103,6 +103,16 @@ class GpuSpec:
     source: str
     cuda_memory_bytes: int | None = None    # what CUDA reports as total (cudaMemGetInfo), where measured
     cuda_memory_source: str = ""
+    compute_capability: str | None = None   # NVIDIA's "major.minor" (CUDA GPUs page); None: not NVIDIA or unknown
+    compute_capability_source: str = ""
+
+    @property
+    def capability(self) -> tuple[int, int] | None:
+        """The compute capability as (major, minor), what engines compare against; None when unknown."""
+        if not self.compute_capability:
+            return None
+        major, _, minor = self.compute_capability.partition(".")
+        return int(major), int(minor or 0)
 
 
 @lru_cache(maxsize=1)

@@ -111,7 +111,10 @@ def cli():
                    "Default: the checkpoint's own storage for files, else bf16.")
 @click.option("--kv-dtype", default="bf16", show_default=True, help="KV cache dtype: bf16 fp16 fp8 int8 fp32.")
 @click.option("-c", "--context-length", type=int, default=None, callback=positive,
-              help="Tokens per sequence (prompt + generated). Default: the model's maximum context.")
+              help="Tokens per sequence (prompt + generated). Default: the model's maximum context. Beyond the "
+                   "model's maximum it is refused (as vLLM refuses it) unless --allow-long-context.")
+@click.option("--allow-long-context", is_flag=True,
+              help="Plan a context beyond the model's maximum anyway (vLLM: VLLM_ALLOW_LONG_MAX_MODEL_LEN=1); noted.")
 @click.option("-b", "--batch-size", type=int, default=1, show_default=True, callback=positive,
               help="Sequences processed together.")
 @click.option("--attention", type=click.Choice(["sdpa", "eager"]), default="sdpa", show_default=True,
@@ -121,20 +124,22 @@ def cli():
               help="last: generate() computes the last position only; all: a plain forward, fp32 over every position.")
 @calibration_option
 @output_options
-def estimate(model, precision, kv_dtype, context_length, batch_size, attention, logits, calibration, fmt):
+def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_context, attention, logits, calibration,
+             fmt):
     """Memory of MODEL: weights by component, KV cache, activations and runtime overhead.
 
     \b
     Examples:
       sizer estimate llama3-70b
-      sizer estimate llama3-8b --precision nf4 --context-length 32768 --batch-size 4
+      sizer estimate llama3.1-8b --precision nf4 --context-length 32768 --batch-size 4
       sizer estimate ./my-model/ --format json      (config.json + *.safetensors, exact bytes)
       sizer estimate model-Q4_K_M.gguf --format csv
     """
     from sizer.calc.estimate import estimate as run_estimate
     from sizer.calc.report import render_estimate
 
-    result = run_estimate(model, precision, kv_dtype, context_length, batch_size, attention, logits, calibration)
+    result = run_estimate(model, precision, kv_dtype, context_length, batch_size, attention, logits, calibration,
+                          allow_long_context=allow_long_context)
     return render_estimate(result, fmt)
 
 
@@ -151,7 +156,10 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, attention, 
 @click.option("-p", "--precision", multiple=True,
               help="Precision(s) to evaluate (repeat or comma-separate). Default: the engine's sensible set.")
 @click.option("-c", "--context-length", type=int, default=None, callback=positive,
-              help="Tokens per sequence. Default: the model's maximum, at most 8192.")
+              help="Tokens per sequence. Default: the model's maximum, at most 8192. Beyond the model's maximum it "
+                   "is refused (as vLLM refuses it) unless --allow-long-context.")
+@click.option("--allow-long-context", is_flag=True,
+              help="Plan a context beyond the model's maximum anyway (vLLM: VLLM_ALLOW_LONG_MAX_MODEL_LEN=1); noted.")
 @click.option("-b", "--batch-size", type=int, default=1, show_default=True, callback=positive,
               help="Concurrent sequences to serve.")
 @click.option("--kv-dtype", default=None,
@@ -171,8 +179,8 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, attention, 
               help="Also draw each GPU's memory as stacked bars into FILE.png or FILE.svg (extra: plot).")
 @calibration_option
 @output_options
-def fit(model, gpus, engine, precision, context_length, batch_size, kv_dtype, tensor_parallel, pipeline_parallel,
-        gpu_memory_utilization, max_num_seqs, max_num_batched_tokens, recommend, max_gpus, plot_path, calibration,
+def fit(model, gpus, engine, precision, context_length, batch_size, allow_long_context, kv_dtype, tensor_parallel,
+        pipeline_parallel, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens, recommend, max_gpus, plot_path, calibration,
         fmt, force=False):
     """Will MODEL fit on these GPUs? Per precision: verdict, per-GPU memory, max context, max concurrency,
     throughput, price; or, with --recommend, the cheapest catalog hardware that serves the workload.
@@ -180,7 +188,7 @@ def fit(model, gpus, engine, precision, context_length, batch_size, kv_dtype, te
     \b
     Examples:
       sizer fit llama3-70b --gpus 2x48GB
-      sizer fit llama3-8b --gpus H100 --engine vllm -c 32768 -b 16
+      sizer fit llama3.1-8b --gpus H100 --engine vllm -c 32768 -b 16
       sizer fit mixtral --recommend --engine vllm --format csv -o options.csv
     """
     from sizer.plan.fit import fit as run_fit
@@ -199,10 +207,11 @@ def fit(model, gpus, engine, precision, context_length, batch_size, kv_dtype, te
         from sizer.plan.recommend import recommend as run_recommend
 
         result = run_recommend(model, engine, precisions, context_length, batch_size, kv_dtype, max_gpus or 8,
-                               **engine_options)
+                               allow_long_context=allow_long_context, **engine_options)
     else:
         result = run_fit(model, gpus or "local", engine, precisions, context_length, batch_size, kv_dtype,
-                         tensor_parallel, pipeline_parallel, max_gpus or 64, **engine_options)
+                         tensor_parallel, pipeline_parallel, max_gpus or 64, allow_long_context=allow_long_context,
+                         **engine_options)
     if plot_path:
         plot_fit(result, plot_path, force)
     return render_fit(result, fmt)

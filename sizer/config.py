@@ -52,6 +52,10 @@ class ConfigView:
                                  (f" (or {', '.join(map(repr, keys[1:]))})" if len(keys) > 1 else ""))
         return keys[0], default
 
+    def key_of(self, *keys: str) -> str | None:
+        """The first of `keys` the config sets (what `int(*keys)` reads), or None."""
+        return next((k for k in keys if self.raw.get(k) is not None), None)
+
     def int(self, *keys: str, default: Any = _MISSING, minimum: int = 1) -> int:
         key, value = self._get(keys, default)
         if value is None:

@@ -114,6 +114,11 @@ KEEP_FP32 = {
 KEEP_FP32_SINCE = {"deepseek_v2": (5, 24), "deepseek_v3": (5, 24)}
 
 
+# Config keys of the model's maximum context, the first set wins (vLLM's _get_and_verify_max_len reads
+# the same keys among its possible_keys).
+MAX_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+
+
 def _spec(c: ConfigView, family: str, name: str, t: TensorList, **numbers) -> ModelSpec:
     """The ModelSpec of tensors `t`; by default every layer has full attention and v_head_dim = head_dim."""
     keep = KEEP_FP32.get(family)
@@ -126,8 +131,8 @@ def _spec(c: ConfigView, family: str, name: str, t: TensorList, **numbers) -> Mo
     if c.has_text_config:
         notes.append("sized from the language model's text_config; vision/audio towers are not counted")
     return ModelSpec(name=name, family=family, tensors=tuple(t.items), notes=tuple(notes),
-                     max_context_length=c.int("max_position_embeddings", "n_positions", "max_seq_len",
-                                              "seq_length", default=None),
+                     max_context_length=c.int(*MAX_CONTEXT_KEYS, default=None),
+                     max_context_key=c.key_of(*MAX_CONTEXT_KEYS),
                      **numbers)
 
 

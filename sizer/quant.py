@@ -47,10 +47,16 @@ class FloatFormat:
     description: str
 
     kind = "float"
+    is_fp8 = False
+    is_bitsandbytes = False
+    stored = False
 
     @property
     def compute_bytes(self) -> int:
         return self.value_bytes
+
+    def int8_mlp(self, spec: ModelSpec) -> bool:
+        return False
 
     def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
         return _elements(t) * max(self.value_bytes, FP32_BYTES if t.fp32 else 0)
@@ -70,6 +76,12 @@ class Fp8Format:
 
     kind = "fp8"
     compute_bytes = BF16_BYTES
+    is_fp8 = True
+    is_bitsandbytes = False
+    stored = False
+
+    def int8_mlp(self, spec: ModelSpec) -> bool:
+        return False
 
     @property
     def name(self) -> str:
@@ -108,6 +120,12 @@ class Mxfp4Format:
 
     kind = "mxfp4"
     compute_bytes = BF16_BYTES
+    is_fp8 = False
+    is_bitsandbytes = False
+    stored = False
+
+    def int8_mlp(self, spec: ModelSpec) -> bool:
+        return False
 
     def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
         if t.kind == LINEAR and t.component == "experts":
@@ -145,9 +163,9 @@ def precision_notes(spec: ModelSpec, precision_names) -> list[str]:
 
 
 def bnb_int8_mlp(spec: ModelSpec, precision_name: str) -> bool:
-    """Whether the model's dense MLP runs on bitsandbytes int8 Linears (their temporaries enter the
-    activation peak: sizer.calc.activations.int8_linear_bytes)."""
-    return precision_name == BnbInt8Format.name and spec.family not in BNB_UNCONVERTED_FAMILIES
+    """Whether the model's dense MLP runs on bitsandbytes int8 Linears, by precision name (for
+    callers that hold a name; the planner asks the format object: `fmt.int8_mlp(spec)`)."""
+    return get_precision(precision_name).int8_mlp(spec) if precision_name else False
 
 
 @dataclass(frozen=True)
@@ -160,6 +178,15 @@ class BnbInt8Format:
 
     kind = "bnb"
     compute_bytes = BF16_BYTES
+    is_fp8 = False
+    is_bitsandbytes = True
+    stored = False
+
+    def int8_mlp(self, spec: ModelSpec) -> bool:
+        """Whether the model's dense MLP runs on bitsandbytes int8 Linears (their temporaries enter the
+        activation peak: sizer.calc.activations.int8_linear_bytes): not for a family whose
+        projections bitsandbytes leaves in 16-bit."""
+        return spec.family not in BNB_UNCONVERTED_FAMILIES
 
     def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
         if _bnb_quantizes(t, spec):
@@ -188,6 +215,12 @@ class Bnb4bitFormat:
 
     kind = "bnb"
     compute_bytes = BF16_BYTES
+    is_fp8 = False
+    is_bitsandbytes = True
+    stored = False
+
+    def int8_mlp(self, spec: ModelSpec) -> bool:
+        return False
 
     @property
     def description(self) -> str:
@@ -234,6 +267,12 @@ class GroupQuantFormat:
 
     kind = "group"
     compute_bytes = BF16_BYTES
+    is_fp8 = False
+    is_bitsandbytes = False
+    stored = False
+
+    def int8_mlp(self, spec: ModelSpec) -> bool:
+        return False
 
     def quantization_config(self) -> dict:
         """config.json "quantization_config" (and quantize_config.json), every setting explicit:
@@ -335,6 +374,12 @@ class GgufMixFormat:
 
     kind = "gguf"
     compute_bytes = BF16_BYTES
+    is_fp8 = False
+    is_bitsandbytes = False
+    stored = False
+
+    def int8_mlp(self, spec: ModelSpec) -> bool:
+        return False
 
     @property
     def description(self) -> str:
@@ -484,3 +529,75 @@ def _group_format(name: str, method: str, bits: int, group: int) -> GroupQuantFo
     if group != -1 and group < 1:
         raise UsageError(f"precision {name!r}: group size must be positive or -1, got {group}")
     return GroupQuantFormat(method, bits, group)
+
+
+# ---------------------------------------------------------------------------------------------
+# A checkpoint as stored (safetensors folder or GGUF file)
+
+# Storage dtypes (safetensors, GGUF) whose activations run in fp32.
+_FP32_STORAGE = ("f32", "fp32", "float32")
+# Storage dtypes of FP8 E4M3 / E5M2 weights as safetensors names them.
+_FP8_STORAGE = ("f8_e4m3", "f8_e5m2", "f8_e4m3fn")
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """The weights of a checkpoint as stored: sized from its tensor headers (exact bytes), not by a
+    format's rules. `like` is the format its label names when sizer knows it ("gptq-4bit-g128",
+    "nf4", "Q4_K_M", "fp8"), which decides how an engine runs it; None for a plain dtype sizer
+    reads only from the headers."""
+
+    name: str                  # the label reports print: the quantization, else the main dtype
+    like: object = None        # a format of this module, or None
+
+    stored = True
+
+    @property
+    def kind(self) -> str:
+        return self.like.kind if self.like is not None else "float"
+
+    @property
+    def compute_bytes(self) -> int:
+        if self.like is not None and self.like.kind != "float":
+            return self.like.compute_bytes
+        return FP32_BYTES if self.name.lower() in _FP32_STORAGE else BF16_BYTES
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.like.is_fp8 if self.like is not None else self.name.lower() in _FP8_STORAGE
+
+    @property
+    def is_bitsandbytes(self) -> bool:
+        return self.like is not None and self.like.is_bitsandbytes
+
+    @property
+    def description(self) -> str:
+        return f"the checkpoint as stored ({self.name})"
+
+    def int8_mlp(self, spec: ModelSpec) -> bool:
+        return self.like is not None and self.like.int8_mlp(spec)
+
+    def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
+        raise ValueError("a checkpoint as stored is sized from its tensor headers (spec.checkpoint), not per tensor")
+
+
+def checkpoint_format(spec: ModelSpec) -> CheckpointFormat:
+    """The format object of `spec`'s checkpoint as stored (spec.checkpoint must be set)."""
+    ckpt = spec.checkpoint
+    label = ckpt.quantization or ckpt.dtypes[0].lower()
+    try:
+        like = get_precision(label)
+    except UsageError:
+        like = None
+    return CheckpointFormat(label, like)
+
+
+def resolve_precision(spec: ModelSpec, name: str | None, default: str = "bf16"):
+    """The one format object a precision name stands for: `name`'s format; None means the
+    checkpoint as stored for a model read from files, else the checkpoint's own format
+    (quantization_config), else `default`. Callers resolve once and pass the object on."""
+    if name is None and spec.checkpoint is not None:
+        return checkpoint_format(spec)
+    if not isinstance(name, (str, type(None))):
+        return name                 # already a format object
+    return get_precision(name or spec.native_precision or default)

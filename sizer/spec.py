@@ -118,6 +118,7 @@ class ModelSpec:
     native_precision: str | None = None   # the checkpoint's own format when its config says (quantization_config)
     transformers_release: tuple[int, int] | None = None   # the transformers release it runs on; None: the newest modelled
     checkpoint: "Checkpoint | None" = field(default=None, compare=False)
+    max_context_key: str | None = None    # the config key max_context_length comes from
 
     @cached_property
     def tensor_names(self) -> frozenset[str]:
@@ -219,3 +220,25 @@ class Workload:
             raise UsageError(f"attention must be 'sdpa' or 'eager', got {self.attention!r}")
         if self.logits not in ("last", "all"):
             raise UsageError(f"logits must be 'last' or 'all', got {self.logits!r}")
+
+
+def check_context_length(spec: ModelSpec, context_length: int, allow_long: bool = False) -> str | None:
+    """The one rule of estimate and fit for a context beyond the model's maximum: refuse it (a
+    UsageError naming the asked context, the maximum, the config key and how to proceed), as vLLM
+    does (vllm/config `ModelConfig._get_and_verify_max_len` raises when max_model_len exceeds the
+    length derived from max_position_embeddings & co., unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1). With
+    `allow_long` it is planned anyway and the returned note says so; None when within the maximum
+    or when the model states none."""
+    limit = spec.max_context_length
+    if not limit or context_length <= limit:
+        return None
+    key = spec.max_context_key or "max_position_embeddings"
+    if not allow_long:
+        from sizer.errors import UsageError
+
+        raise UsageError(f"context length {context_length:,} exceeds {spec.name}'s maximum of {limit:,} tokens "
+                         f"({key} in its config; vLLM refuses it too): use --context-length {limit} or less, or "
+                         f"--allow-long-context to plan it anyway")
+    return (f"the context of {context_length:,} tokens exceeds the model's maximum of {limit:,} ({key}), planned "
+            "anyway (--allow-long-context): vLLM starts only with VLLM_ALLOW_LONG_MAX_MODEL_LEN=1, and the "
+            "model may degrade beyond its trained length")

@@ -19,6 +19,9 @@ from sizer.plan.fit import Planner, fit
 from sizer.plan.placement import Placement, choose_placement, stage_layers
 from sizer.plan.recommend import recommend
 from sizer.plan.report import FIT_CSV_COLUMNS
+from sizer.quant import get_precision
+from sizer.spec import Workload
+from sizer.spec import Workload
 
 from conftest import ROOT, benchmark_module
 
@@ -179,10 +182,10 @@ def test_kv_heads_replicated_beyond_their_count():
     spec = get_model("llama3-8b")                  # 8 KV heads
     engine = make_engine("vllm")
     planner = Planner(spec, parse_gpus("H100").gpu, engine)
-    tp8 = planner.stages("bf16", Placement(8, 1))[0]
+    tp8 = planner.stages(get_precision("bf16"), Placement(8, 1))[0]
     tp16_spec = get_model("llama-2-70b")           # 64 heads, 8 KV heads: TP 16 keeps 1 KV head per GPU
-    p16 = Planner(tp16_spec, parse_gpus("H100").gpu, engine).stages("bf16", Placement(16, 1))[0]
-    p8 = Planner(tp16_spec, parse_gpus("H100").gpu, engine).stages("bf16", Placement(8, 1))[0]
+    p16 = Planner(tp16_spec, parse_gpus("H100").gpu, engine).stages(get_precision("bf16"), Placement(16, 1))[0]
+    p8 = Planner(tp16_spec, parse_gpus("H100").gpu, engine).stages(get_precision("bf16"), Placement(8, 1))[0]
     assert p16.kv_full_bytes_per_token == p8.kv_full_bytes_per_token == 80 * 2 * 128 * 2
     assert tp8.kv_full_bytes_per_token == 32 * 2 * 128 * 2
 
@@ -204,25 +207,26 @@ GPUS = ["L4", "RTX-4090", "A100-80GB", "H100", "48GB", "L40S", "H200", "MI300X"]
 @given(model=st.sampled_from(MODELS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["transformers", "vllm", "llamacpp"]),
        count=st.integers(1, 7), ctx=st.sampled_from([512, 2048, 8192, 32768]), batch=st.integers(1, 8))
 def test_more_gpus_never_turn_a_fit_into_a_misfit(model, gpu, engine, count, ctx, batch):
-    precision = {"transformers": "nf4", "vllm": "gptq-4bit-g128", "llamacpp": "Q4_K_M"}[engine]
+    precision = get_precision({"transformers": "nf4", "vllm": "gptq-4bit-g128", "llamacpp": "Q4_K_M"}[engine])
     gpu_spec = parse_gpus(gpu).gpu
     planner = Planner(get_model(model), gpu_spec, make_engine(engine))
     try:
         small, large = planner.placement(count), planner.placement(count + 1)
     except UsageError:
         return
-    if planner.serves(precision, small, ctx, batch):
-        assert planner.serves(precision, large, ctx, batch)
+    if planner.serves(precision, small, Workload(ctx, batch)):
+        assert planner.serves(precision, large, Workload(ctx, batch))
 
 
 @settings(max_examples=30, deadline=None)
 @given(model=st.sampled_from(MODELS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["transformers", "vllm", "llamacpp"]),
        batch=st.integers(1, 16))
 def test_max_context_decreases_as_batch_grows(model, gpu, engine, batch):
-    precision = {"transformers": "nf4", "vllm": "awq-4bit-g128", "llamacpp": "Q4_K_M"}[engine]
+    precision = get_precision({"transformers": "nf4", "vllm": "awq-4bit-g128", "llamacpp": "Q4_K_M"}[engine])
     planner = Planner(get_model(model), parse_gpus(gpu).gpu, make_engine(engine))
     placement = Placement(1, 1)
-    assert planner.max_context_length(precision, placement, batch + 1) <= planner.max_context_length(precision, placement, batch)
+    assert planner.max_context_length(precision, placement, Workload(1, batch + 1)) <= \
+        planner.max_context_length(precision, placement, Workload(1, batch))
 
 
 @settings(max_examples=30, deadline=None)
@@ -230,7 +234,7 @@ def test_max_context_decreases_as_batch_grows(model, gpu, engine, batch):
        batch=st.integers(1, 32))
 def test_verdict_agrees_with_per_gpu_totals(model, gpu, ctx, batch):
     planner = Planner(get_model(model), parse_gpus(gpu).gpu, make_engine("transformers"))
-    ev = planner.evaluate("bf16", Placement(1, 1), ctx, batch)
+    ev = planner.evaluate(get_precision("bf16"), Placement(1, 1), Workload(ctx, batch))
     g = ev.per_gpu[0]
     assert (ev.verdict == DOES_NOT_FIT) == (g.total > g.capacity)
     assert (ev.verdict == FITS) == (g.free >= FIT_HEADROOM_FRACTION * g.capacity)
@@ -247,7 +251,7 @@ def test_recommend_ranks_by_price_and_counts_are_minimal():
     for option in result.options[:8]:
         assert option.verdict != DOES_NOT_FIT
         planner = Planner(get_model("llama3-70b"), parse_gpus(option.gpu).gpu, make_engine("vllm"))
-        assert planner.min_gpus("awq-4bit-g128", 8192, 4, 8)[0] == option.gpu_count
+        assert planner.min_gpus(get_precision("awq-4bit-g128"), Workload(8192, 4), 8)[0] == option.gpu_count
 
 
 def test_csv_header_is_the_documented_one():
@@ -329,7 +333,7 @@ def test_sweep_agrees_with_the_planner(engine):
     assert len(points) == 3 * 3 * 2 * 2
     for p in points:
         planner = Planner(get_model(p.model), parse_gpus(p.gpu).gpu, make_engine(engine))
-        ev = planner.evaluate(p.precision, Placement(1, 1), p.context_length, 2)
+        ev = planner.evaluate(get_precision(p.precision), Placement(1, 1), Workload(p.context_length, 2))
         assert (ev.verdict, ev.fullest.total) == (p.verdict, p.total_bytes)
 
 
@@ -425,3 +429,219 @@ def test_plot_marks_what_does_not_fit_and_names_the_stages(tmp_path):
     assert overs and text.count(">over by</text>") == len(overs)            # nf4 fits: no mark on its bars
     assert all(text.count(mark) >= overs.count(mark) for mark in overs)
     assert "pipeline stage 1 of 2" in text and "pipeline stage 2 of 2" in text
+
+
+def test_one_workload_object_through_the_planner():
+    """Issue 15: the planner takes one Workload; the old (context, batch) pair survives only where
+    sizer.measure calls throughput with it, and gives the same numbers."""
+    from sizer.plan.throughput import estimate_throughput
+
+    spec, gpu = get_model("llama3-8b"), parse_gpus("H100").gpu
+    planner = Planner(spec, gpu, make_engine("vllm"))
+    bf16, workload = get_precision("bf16"), Workload(4096, 3)
+    ev = planner.evaluate(bf16, Placement(1, 1), workload)
+    assert ev.max_concurrency == planner.max_concurrency(bf16, Placement(1, 1), workload) > 3
+    option = fit(spec, "1xH100", "vllm", "bf16", 4096, 3, suggestions=False).options[0]
+    assert (option.verdict, option.kv_cache_tokens, option.max_concurrency) == (ev.verdict, ev.kv_cache_tokens, ev.max_concurrency)
+    assert option.max_context_length == planner.max_context_length(bf16, Placement(1, 1), workload) == 8192
+    stages = planner.stages(bf16, Placement(1, 1))
+    engine = planner.engine
+    assert estimate_throughput(spec, stages, Placement(1, 1), gpu, bf16, engine, workload) == \
+        estimate_throughput(spec, stages, Placement(1, 1), gpu, "bf16", engine, 4096, 3) == option.throughput
+    with pytest.raises(UsageError, match="batch size must be a positive"):
+        planner.evaluate(bf16, Placement(1, 1), Workload(4096, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# A context beyond the model's maximum (issue 15): one rule for estimate and fit
+
+
+def test_context_beyond_the_model_maximum_is_refused_by_estimate_and_fit():
+    from sizer import estimate
+
+    line = ("context length 32,768 exceeds Meta-Llama-3-8B's maximum of 8,192 tokens (max_position_embeddings in "
+            "its config; vLLM refuses it too): use --context-length 8192 or less, or --allow-long-context to plan it anyway")
+    with pytest.raises(UsageError) as e:
+        estimate("llama3-8b", "bf16", context_length=32768)
+    assert str(e.value) == line
+    with pytest.raises(UsageError) as e:
+        fit("llama3-8b", "1xH100", "vllm", "bf16", 32768)
+    assert str(e.value) == line
+    with pytest.raises(UsageError, match="exceeds Meta-Llama-3-8B's maximum of 8,192"):
+        recommend("llama3-8b", engine="vllm", precision="bf16", context_length=8193)
+    # at the maximum, and the defaults (the maximum, at most 8192), plan as before
+    assert estimate("llama3-8b", "bf16", context_length=8192).context_length == 8192
+    assert fit("llama3-8b", "1xH100", "vllm", "bf16").context_length == 8192
+    assert fit("phi-2", "1xH100", "vllm", "bf16").context_length == 2048
+    # a model whose config states no maximum is unaffected
+    assert get_model("falcon-7b").max_context_length is None
+    assert estimate("falcon-7b", "bf16", context_length=1_000_000).context_length == 1_000_000
+
+
+def test_allow_long_context_plans_it_and_says_so():
+    from sizer import estimate
+
+    note = ("the context of 32,768 tokens exceeds the model's maximum of 8,192 (max_position_embeddings), planned "
+            "anyway (--allow-long-context): vLLM starts only with VLLM_ALLOW_LONG_MAX_MODEL_LEN=1, and the model may "
+            "degrade beyond its trained length")
+    e = estimate("llama3-8b", "bf16", context_length=32768, allow_long_context=True)
+    assert note in e.details["notes"] and e.details["model_max_context_length"] == 8192
+    assert e.kv_cache_bytes == 32768 * 32 * 2 * 8 * 128 * 2
+    r = fit("llama3-8b", "1xH100", "vllm", "bf16", 32768, allow_long_context=True)
+    assert note in r.notes and (r.context_length, r.model_max_context_length) == (32768, 8192)
+    assert fit("llama3-8b", "1xH100", "vllm", "bf16", 8192).notes == ()
+
+
+def test_cli_refuses_a_context_beyond_the_maximum_in_one_line():
+    for args in (["estimate", "llama3-8b", "-c", "1000000"], ["fit", "llama3-8b", "--gpus", "1xH100", "-c", "32768"]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 2 and "Traceback" not in r.output
+        assert r.output.strip().splitlines()[-1].startswith("Error: context length ")
+        assert "maximum of 8,192 tokens (max_position_embeddings in its config" in r.output
+    r = CliRunner().invoke(cli, ["fit", "llama3-8b", "--gpus", "1xH100", "-c", "32768", "--allow-long-context",
+                                 "-p", "bf16", "--format", "json"])
+    data = json.loads(r.output)
+    assert r.exit_code == 0 and data["model_max_context_length"] == 8192
+    assert any("planned anyway (--allow-long-context)" in n for n in data["notes"])
+    # the help's examples stay within their models' maxima
+    for command in ("fit", "estimate"):
+        text = CliRunner().invoke(cli, [command, "--help"]).output
+        assert "llama3.1-8b" in text and "llama3-8b --gpus H100 --engine vllm -c 32768" not in text
+    assert get_model("llama3.1-8b").max_context_length == 131072
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts of a GPU count (issue 15): fit compares them and prefers the one that serves best
+
+
+def test_more_gpus_switch_layout_rather_than_offer_less():
+    """Qwen3-235B-A22B (64 heads, 4 KV heads, 94 layers): TP8 replicates each KV head over two GPUs,
+    so 8 GPUs at TP8 held fewer tokens than 6 at TP2 x PP3; fit now compares 8's layouts."""
+    def option(gpus, **kw):
+        return fit("qwen3-235b-a22b", gpus, "vllm", "gptq-4bit-g128", 32768, 32, suggestions=False, **kw).options[0]
+
+    six, eight = option("6xH100"), option("8xH100")
+    assert [c.layout for c in six.layouts_compared] == ["TP2xPP3", "TP1xPP6"]
+    assert (six.tensor_parallel, six.pipeline_parallel, six.max_context_length) == (2, 3, 40960)
+    assert (eight.tensor_parallel, eight.pipeline_parallel, eight.max_context_length) == (4, 2, 40960)
+    assert {c.layout for c in eight.layouts_compared} == {"TP8xPP1", "TP4xPP2", "TP2xPP4", "TP1xPP8"}
+    tp8 = next(c for c in eight.layouts_compared if c.layout == "TP8xPP1")
+    assert tp8.max_context_length == 34112 < eight.max_context_length            # what fit used to offer
+    assert eight.max_concurrency >= six.max_concurrency
+    assert eight.layouts_compared[0].max_concurrency == eight.max_concurrency
+    # the user's layout still wins, and then nothing else is compared
+    forced = option("8xH100", tensor_parallel=8)
+    assert (forced.tensor_parallel, forced.max_context_length, len(forced.layouts_compared)) == (8, 34112, 0)
+    # JSON, CSV and the table say which layouts were compared
+    args = ["fit", "qwen3-235b-a22b", "-p", "gptq-4bit-g128", "--gpus", "8xH100", "-c", "32768", "-b", "32",
+            "--engine", "vllm"]
+    data = json.loads(CliRunner().invoke(cli, [*args, "--format", "json"]).output)
+    compared = data["options"][0]["layouts_compared"]
+    assert [c["layout"] for c in compared][0] == "TP4xPP2" and set(compared[0]) == {
+        "layout", "verdict", "max_concurrency", "max_context_length", "decode_tokens_per_s_total"}
+    row = next(csv.DictReader(io.StringIO(CliRunner().invoke(cli, [*args, "--format", "csv"]).output)))
+    assert row["layouts_compared_names"].split(";")[0] == "TP4xPP2" and len(row["layouts_compared_names"].split(";")) == 4
+    assert "layouts compared: TP4xPP2 (chosen), " in CliRunner().invoke(cli, args).output
+
+
+def test_one_layout_engines_compare_nothing():
+    option = fit("llama3-70b", "2xH100", "transformers", "bf16", 4096, suggestions=False).options[0]
+    assert (option.tensor_parallel, option.pipeline_parallel, option.layouts_compared) == (1, 2, ())
+
+
+@settings(max_examples=40, deadline=None)
+@given(model=st.sampled_from(MODELS), gpu=st.sampled_from(GPUS), engine=st.sampled_from(["transformers", "vllm", "llamacpp"]),
+       count=st.integers(1, 15), ctx=st.sampled_from([512, 2048, 8192, 32768]), batch=st.integers(1, 8))
+def test_more_gpus_never_lose_the_fit_nor_max_context_with_the_chosen_layout(model, gpu, engine, count, ctx, batch):
+    """With fit's own layout choice (best_layout), count + 1 GPUs of the same kind never turn a fit into
+    a misfit and never offer a shorter max context than count (where both counts have a valid layout)."""
+    precision = get_precision({"transformers": "nf4", "vllm": "gptq-4bit-g128", "llamacpp": "Q4_K_M"}[engine])
+    spec = get_model(model)
+    workload = Workload(min(ctx, spec.max_context_length or ctx), batch)
+    planner = Planner(spec, parse_gpus(gpu).gpu, make_engine(engine))
+    try:
+        (small, s_scores), (large, l_scores) = (planner.best_layout(precision, n, workload) for n in (count, count + 1))
+    except UsageError:
+        return
+    if planner.serves(precision, small, workload):
+        assert planner.serves(precision, large, workload)
+    assert planner.max_context_length(precision, large, workload) >= planner.max_context_length(precision, small, workload)
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine hardware rules (issue 15): compute capability decides what an engine runs
+
+
+def test_transformers_dequantizes_fp8_below_compute_capability_8_9():
+    a100 = fit("llama3-8b", "1xA100-80GB", "transformers", ["fp8", "bf16"], 4096, suggestions=False)
+    h100 = fit("llama3-8b", "1xH100", "transformers", ["fp8", "bf16"], 4096, suggestions=False)
+    fp8, bf16 = by_precision(a100)["fp8"], by_precision(a100)["bf16"]
+    assert fp8.precision == "fp8" and fp8.fullest.weights == bf16.fullest.weights       # held as bf16
+    assert by_precision(h100)["fp8"].fullest.weights < 0.6 * by_precision(h100)["bf16"].fullest.weights
+    assert ("fp8 on A100-80GB: transformers dequantizes FP8 weights to bf16 below compute capability 8.9 (A100-80GB "
+            "has compute capability 8.0; FineGrainedFP8HfQuantizer.validate_environment): bf16 weight memory planned") in a100.notes
+    assert not any("dequantizes" in n for n in h100.notes)
+    # --recommend no longer offers one A100-80GB for Llama-3-70B in fp8 (70 GB of bf16 weights do not fit it)
+    offered = recommend("llama3-70b", engine="transformers", precision="fp8", context_length=4096).options
+    assert not any(o.gpu == "A100-80GB" and o.gpu_count == 1 for o in offered)
+    assert any(o.gpu == "H100-SXM" and o.gpu_count == 1 for o in offered)
+
+
+def test_vllm_fp8_and_gptq_by_compute_capability():
+    def one(gpus, precision):
+        return fit("llama3-8b", gpus, "vllm", precision, 4096, suggestions=False)
+
+    h100, a100, v100 = one("1xH100", "fp8"), one("1xA100-80GB", "fp8"), one("1xV100-32GB", "fp8")
+    assert a100.options[0].fullest.weights == h100.options[0].fullest.weights        # Marlin keeps FP8 weights
+    assert a100.options[0].verdict == FITS and any("through Marlin below compute capability 8.9" in n for n in a100.notes)
+    o = v100.options[0]
+    assert (o.verdict, o.max_concurrency, o.max_context_length, o.min_gpus) == (DOES_NOT_FIT, 0, 0, None)
+    assert o.reason == ("vLLM has no FP8 kernel below compute capability 8.0 (V100-32GB has compute capability 7.0): "
+                        "FP8 runs natively from 8.9 and weight-only through Marlin from 8.0")
+    t4, v100 = one("1xT4", "gptq-4bit-g128").options[0], one("1xV100-32GB", "gptq-4bit-g128").options[0]
+    assert t4.verdict != DOES_NOT_FIT                                   # Marlin from 7.5 (MARLIN_MIN_CAPABILITY)
+    assert v100.verdict == DOES_NOT_FIT and "Marlin (>= 7.5); V100-32GB has compute capability 7.0" in v100.reason
+    assert one("1xV100-32GB", "bf16").options[0].verdict == FITS
+    # a GPU named by size only has no compute capability: no rule applies
+    assert one("1x48GB", "fp8").options[0].verdict == FITS and parse_gpus("48GB").gpu.capability is None
+
+
+def test_bitsandbytes_on_amd_says_so():
+    r = fit("llama3-8b", "1xMI300X", "transformers", "nf4", 4096, suggestions=False)
+    assert "nf4: bitsandbytes is built for CUDA; on MI300X (AMD) it needs bitsandbytes' ROCm build (sized as on CUDA)" in r.notes
+    assert not any("bitsandbytes is built for CUDA" in n for n in fit("llama3-8b", "1xH100", "transformers", "nf4", 4096).notes)
+
+
+def test_sweep_applies_the_hardware_rules_per_gpu():
+    from sizer.plan.sweep import sweep
+
+    points = sweep(models=["llama3-8b"], gpus=["A100-80GB", "H100", "V100-32GB"], precisions=["fp8"], contexts=(4096,),
+                   engine="transformers")
+    totals = {p.gpu: p.total_bytes for p in points}
+    assert totals["A100-80GB"] == totals["V100-32GB"] > totals["H100-SXM"]
+    vllm = {p.gpu: p.verdict for p in sweep(models=["llama3-8b"], gpus=["A100-80GB", "V100-32GB"], precisions=["fp8"],
+                                            contexts=(4096,), engine="vllm")}
+    assert vllm == {"A100-80GB": FITS, "V100-32GB": DOES_NOT_FIT}
+
+
+def test_llamacpp_refuses_bitsandbytes_weights():
+    r = fit("llama3-8b", "1xRTX-4090", "llamacpp", ["nf4", "int8", "Q4_K_M"], 4096, suggestions=False)
+    nf4, int8, q4 = (by_precision(r)[p] for p in ("nf4", "int8", "Q4_K_M"))
+    assert nf4.reason == ("llama.cpp loads GGUF files and cannot load bitsandbytes (nf4) weights: plan a GGUF type "
+                          "(Q8_0, Q6_K, Q5_K_M, Q4_K_M, ...) instead")
+    assert (nf4.verdict, nf4.max_context_length, nf4.max_concurrency, nf4.min_gpus) == (DOES_NOT_FIT, 0, 0, None)
+    assert int8.verdict == DOES_NOT_FIT and "bitsandbytes (int8)" in int8.reason
+    assert q4.verdict == FITS
+    # the same precision on the other engines is planned as before
+    assert fit("llama3-8b", "1xRTX-4090", "transformers", "nf4", 4096).options[0].verdict == FITS
+
+
+def test_llamacpp_output_says_the_kv_cache_is_f16():
+    args = ["fit", "llama3-8b", "--gpus", "1xRTX-4090", "--engine", "llamacpp", "-p", "Q4_K_M", "-c", "4096"]
+    table = CliRunner().invoke(cli, args).output
+    assert "workload: 1 x 4,096 tokens, KV cache fp16 · " in table
+    data = json.loads(CliRunner().invoke(cli, [*args, "--format", "json"]).output)
+    assert data["workload"]["kv_dtype"] == "fp16"
+    assert data["options"][0]["per_gpu"]["kv_cache"] == 4096 * 32 * 2 * 8 * 128 * 2       # 2 bytes per value
+    row = next(csv.DictReader(io.StringIO(CliRunner().invoke(cli, [*args, "--format", "csv"]).output)))
+    assert row["kv_dtype"] == "fp16"

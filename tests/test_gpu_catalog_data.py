@@ -13,7 +13,7 @@ CATALOG_PATH = Path(__file__).resolve().parents[1] / "sizer" / "data" / "gpus.js
 MIB = 1024 ** 2
 GIB = 1024 ** 3
 
-OPTIONAL_KEYS = ("cuda_memory_bytes", "cuda_memory_source")
+OPTIONAL_KEYS = ("cuda_memory_bytes", "cuda_memory_source", "compute_capability", "compute_capability_source")
 ENTRY_KEYS = [
     "name",
     "full_name",
@@ -193,3 +193,30 @@ def test_plain_h100_alias_maps_to_sxm():
 def test_no_fp8_on_pre_ada_parts():
     for name in ["A100-40GB", "A100-80GB", "V100-16GB", "V100-32GB", "T4", "RTX-3090", "RTX-A6000", "MI250X"]:
         assert BY_NAME[name]["dense_tflops"]["fp8"] is None, name
+
+
+# NVIDIA's CUDA GPUs page (https://developer.nvidia.com/cuda-gpus), by architecture
+CAPABILITY_BY_ARCHITECTURE = {"volta": {"7.0"}, "turing": {"7.5"}, "ampere": {"8.0", "8.6"}, "ada": {"8.9"},
+                              "hopper": {"9.0"}, "blackwell": {"10.0", "12.0"}}
+
+
+@pytest.mark.parametrize("gpu", GPUS, ids=lambda g: g.get("name", "?"))
+def test_nvidia_entries_carry_their_compute_capability(gpu):
+    """Engines decide kernels by compute capability (FP8 >= 8.9, Marlin >= 7.5): every NVIDIA entry has it, sourced."""
+    if gpu["vendor"] != "nvidia":
+        assert "compute_capability" not in gpu
+        return
+    assert re.fullmatch(r"\d+\.\d", gpu["compute_capability"])
+    assert gpu["compute_capability"] in CAPABILITY_BY_ARCHITECTURE[gpu["architecture"]]
+    assert "developer.nvidia.com/cuda-gpus" in gpu["compute_capability_source"]
+
+
+def test_key_compute_capabilities():
+    expected = {"H100-SXM": "9.0", "A100-80GB": "8.0", "RTX-3090": "8.6", "RTX-4090": "8.9", "L4": "8.9", "T4": "7.5",
+                "V100-32GB": "7.0", "B200": "10.0", "RTX-5090": "12.0"}
+    assert {name: BY_NAME[name]["compute_capability"] for name in expected} == expected
+    # FP8 tensor cores (a dense fp8 rate) exactly from 8.9 on
+    for gpu in GPUS:
+        if gpu["vendor"] == "nvidia":
+            has_fp8 = tuple(map(int, gpu["compute_capability"].split("."))) >= (8, 9)
+            assert (gpu["dense_tflops"]["fp8"] is not None) == has_fp8, gpu["name"]

@@ -72,7 +72,7 @@ PRECISIONS = ["bf16", "fp32", "fp8", "int8", "nf4", "nf4-dq", "gptq-4bit-g128", 
        ctx=st.integers(1, 200_000), batch=st.integers(1, 64), attention=st.sampled_from(["sdpa", "eager"]),
        logits=st.sampled_from(["last", "all"]))
 def test_components_sum_to_total(model, precision, kv, ctx, batch, attention, logits):
-    e = estimate(model, precision, kv, ctx, batch, attention, logits)
+    e = estimate(model, precision, kv, ctx, batch, attention, logits, allow_long_context=True)
     assert sum(e.breakdown.values()) == e.total_bytes
     assert sum(e.memory[k] for k in ("weights", "kv_cache", "activations", "overhead")) == e.memory["total"]
     assert sum(v for k, v in e.breakdown.items() if k.startswith("weights/")) == e.weights_bytes
@@ -83,9 +83,9 @@ def test_components_sum_to_total(model, precision, kv, ctx, batch, attention, lo
 @given(model=st.sampled_from(MODELS), precision=st.sampled_from(PRECISIONS), ctx=st.integers(1, 100_000),
        batch=st.integers(1, 32))
 def test_weights_independent_of_workload_and_memory_grows(model, precision, ctx, batch):
-    small = estimate(model, precision, "bf16", ctx, batch)
-    longer = estimate(model, precision, "bf16", ctx + 1000, batch)
-    wider = estimate(model, precision, "bf16", ctx, batch + 1)
+    small = estimate(model, precision, "bf16", ctx, batch, allow_long_context=True)
+    longer = estimate(model, precision, "bf16", ctx + 1000, batch, allow_long_context=True)
+    wider = estimate(model, precision, "bf16", ctx, batch + 1, allow_long_context=True)
     assert small.weights_bytes == longer.weights_bytes == wider.weights_bytes
     assert longer.total_bytes > small.total_bytes
     assert wider.total_bytes > small.total_bytes

@@ -170,3 +170,31 @@ def test_gptq_checkpoint_config_is_explicit():
     from sizer.families import quantization_label
     assert quantization_label(cfg) == fmt.name == "gptq-4bit-g128"       # a checkpoint reads back as it was written
     assert fmt.linear_bytes(4096, 4096) == GroupQuantFormat("gptq", 4, 128).linear_bytes(4096, 4096)
+
+
+def test_formats_answer_what_the_planner_asked_of_names():
+    """Issue 15: the planner asks the format object, not its name (fp8? bitsandbytes? int8 MLP temporaries?)."""
+    from dataclasses import replace
+
+    from sizer.quant import CheckpointFormat, checkpoint_format, resolve_precision
+    from sizer.spec import Checkpoint
+
+    llama, falcon = get_model("llama3-8b"), get_model("falcon-7b")
+    assert [get_precision(p).is_fp8 for p in ("fp8", "fp8-block128", "bf16", "int8", "Q8_0")] == [True, True, False, False, False]
+    assert [get_precision(p).is_bitsandbytes for p in ("int8", "nf4", "fp4-dq", "gptq-8bit-g128", "fp8")] == [True, True, True, False, False]
+    assert get_precision("int8").int8_mlp(llama) and not get_precision("int8").int8_mlp(falcon)
+    assert not get_precision("nf4").int8_mlp(llama) and not get_precision("bf16").int8_mlp(llama)
+    assert (get_precision("fp32").compute_bytes, get_precision("fp8").compute_bytes) == (4, 2)
+    # the checkpoint as stored: a format of its own, which behaves like the format its label names
+    ckpt = Checkpoint("m", "safetensors", (), "int8", ("I8", "BF16"))
+    fmt = checkpoint_format(replace(llama, checkpoint=ckpt))
+    assert fmt == CheckpointFormat("int8", get_precision("int8")) and fmt.stored and fmt.int8_mlp(llama)
+    plain = checkpoint_format(replace(llama, checkpoint=replace(ckpt, quantization=None, dtypes=("F8_E4M3", "BF16"))))
+    assert (plain.name, plain.like, plain.is_fp8, plain.kind, plain.compute_bytes) == ("f8_e4m3", None, True, "float", 2)
+    f32 = checkpoint_format(replace(llama, checkpoint=replace(ckpt, quantization=None, dtypes=("F32",))))
+    assert (f32.name, f32.compute_bytes, f32.is_fp8) == ("f32", 4, False)
+    # resolve_precision: a name, the checkpoint as stored, the config's own format, else bf16
+    assert resolve_precision(llama, "nf4") is get_precision("nf4")
+    assert resolve_precision(llama, None) is get_precision("bf16")
+    assert resolve_precision(get_model("gpt-oss-20b"), None).name == "mxfp4"
+    assert resolve_precision(replace(llama, checkpoint=ckpt), None).stored

@@ -13,8 +13,8 @@ from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_byt
 from sizer.calc.transformers_releases import NEWEST, spec_for_release
 from sizer.calc.calibration import Calibration, resolve
 from sizer.calc.weights import checkpoint_bytes_by_component, weight_bytes_by_component
-from sizer.quant import bnb_int8_mlp, get_precision, precision_notes
-from sizer.spec import ModelSpec, Workload
+from sizer.quant import precision_notes, resolve_precision
+from sizer.spec import ModelSpec, Workload, check_context_length
 
 
 @dataclass(frozen=True)
@@ -46,28 +46,28 @@ class Estimate:
                 "activations": self.activation_bytes, "overhead": self.overhead_bytes, "total": self.total_bytes}
 
 
-def _weights(spec: ModelSpec, precision: str | None) -> tuple[dict[str, int], str, int, str]:
-    """(bytes by component, precision label, activation dtype bytes, where the numbers come from)."""
-    if precision is None and spec.checkpoint is not None:
+def _weights(spec: ModelSpec, fmt, asked: str | None) -> tuple[dict[str, int], str]:
+    """(bytes by component, where the numbers come from) of `fmt` (resolve_precision's object)."""
+    if fmt.stored:
         ckpt = spec.checkpoint
-        label = ckpt.quantization or ckpt.dtypes[0].lower()
-        compute = 4 if label in ("f32", "fp32") else 2
-        return checkpoint_bytes_by_component(spec), label, compute, f"{ckpt.format} headers ({ckpt.path})"
-    fmt = get_precision(precision or spec.native_precision or "bf16")
+        return checkpoint_bytes_by_component(spec), f"{ckpt.format} headers ({ckpt.path})"
     source = "computed from the architecture"
-    if precision is None and spec.native_precision:
+    if asked is None and spec.native_precision:
         source += f" at the checkpoint's own precision ({spec.native_precision}, from its quantization_config)"
-    return weight_bytes_by_component(spec, fmt), fmt.name, fmt.compute_bytes, source
+    return weight_bytes_by_component(spec, fmt), source
 
 
 def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str = "bf16",
              context_length: int | None = None, batch_size: int = 1, attention: str = "sdpa",
-             logits: str = "last", calibration: Calibration | str | None = None, kernels: str = "cuda") -> Estimate:
+             logits: str = "last", calibration: Calibration | str | None = None, kernels: str = "cuda",
+             allow_long_context: bool = False) -> Estimate:
     """Memory of `model` (a ModelSpec, catalog name, config.json, safetensors folder or .gguf path).
 
     precision None means the checkpoint's own storage when the model was read from files, else the
     format its config's quantization_config names (gpt-oss: mxfp4; DeepSeek-V3: fp8-block128), else bf16.
-    context_length None means the model's maximum context (or 4096 when the config has none).
+    context_length None means the model's maximum context (or 4096 when the config has none); a context
+    beyond the model's maximum is refused (sizer.spec.check_context_length) unless allow_long_context,
+    which plans it and says so in details["notes"].
     calibration: a Calibration or a calibration file; None means the shipped sizer/data/calibration.json.
     kernels: the device whose kernels run the model, "cuda" (GPUs: what sizer plans) or "cpu" (sizer
     measure on CPU); it matters where they hold different temporaries (bitsandbytes int8).
@@ -81,10 +81,13 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
         spec = spec_for_release(spec, NEWEST)
     workload = Workload(context_length or spec.max_context_length or 4096, batch_size,
                         transformers_attention(spec, attention), logits)
+    long_note = check_context_length(spec, workload.context_length, allow_long_context)
     kv_dtype_bytes(kv_dtype)
-    by_component, label, compute_bytes, weights_source = _weights(spec, precision)
+    fmt = resolve_precision(spec, precision)
+    label = fmt.name
+    by_component, weights_source = _weights(spec, fmt, precision)
     kv = kv_cache_bytes(spec, kv_dtype, workload.context_length, workload.batch_size)
-    peaks = activation_peaks(spec, workload, compute_bytes, kernels, bnb_int8_mlp(spec, label))
+    peaks = activation_peaks(spec, workload, fmt.compute_bytes, kernels, fmt.int8_mlp(spec))
     cal = resolve(calibration)
     activations = cal.activation_bytes(peaks.peak_bytes)
     overhead = cal.overhead_parts(activations, kv)
@@ -103,7 +106,8 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
         "weights_source": weights_source,
         "sliding_window": spec.sliding_window,
         "sliding_layers": spec.n_sliding_layers,
-        "notes": list(spec.notes) + attention_notes(spec, attention) + precision_notes(spec, [label]),
+        "model_max_context_length": spec.max_context_length,
+        "notes": list(spec.notes) + ([long_note] if long_note else []) + attention_notes(spec, attention) + precision_notes(spec, [label]),
         "calibration": cal.source,
     }
     return Estimate(model=spec.name, family=spec.family, params=spec.params, active_params=spec.active_params,

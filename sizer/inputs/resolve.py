@@ -116,7 +116,8 @@ def generic_spec(raw: dict, checkpoint: Checkpoint, origin: str, name: str) -> M
                      vocab_size=c.int("vocab_size", default=0, minimum=0), d_ff=c.int("intermediate_size", default=0, minimum=0),
                      tied_embeddings=bool(raw.get("tie_word_embeddings", False)),
                      layer_types=(FULL_ATTENTION,) * n_layers, sliding_window=None,
-                     max_context_length=c.int("max_position_embeddings", default=None), tensors=tensors,
+                     max_context_length=c.int("max_position_embeddings", default=None),
+                     max_context_key=c.key_of("max_position_embeddings"), tensors=tensors,
                      source=f"safetensors headers in {checkpoint.path}",
                      notes=(f"family {family!r} is not modelled: weights and parameter counts come from the tensor "
                             "headers, KV cache from the generic config keys",))

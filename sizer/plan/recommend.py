@@ -4,10 +4,11 @@ from __future__ import annotations
 
 
 from sizer.catalog import gpu_entries
+from sizer.spec import Workload, check_context_length
 from sizer.errors import UsageError
 from sizer.plan.engines import DOES_NOT_FIT, EngineChoice, engine_spec, make_engine, parse_engine
-from sizer.plan.fit import (DEFAULT_CONTEXT_CAP, DEFAULT_KV_DTYPE, FitOption, FitResult, Planner, default_precisions,
-                            plan_option)
+from sizer.plan.fit import (DEFAULT_CONTEXT_CAP, DEFAULT_KV_DTYPE, FitOption, FitResult, Planner, plan_option,
+                            resolve_precisions)
 
 DEFAULT_RECOMMEND_MAX_GPUS = 8      # one server
 
@@ -21,11 +22,11 @@ def _rank_key(option: FitOption):
 
 def recommend(model, engine: str | EngineChoice = "transformers", precision: str | list | None = None,
               context_length: int | None = None, batch_size: int = 1, kv_dtype: str | None = None,
-              max_gpus: int = DEFAULT_RECOMMEND_MAX_GPUS, **engine_options) -> FitResult:
+              max_gpus: int = DEFAULT_RECOMMEND_MAX_GPUS, allow_long_context: bool = False,
+              **engine_options) -> FitResult:
     """For every catalog GPU and precision, the fewest GPUs (up to max_gpus) that serve the workload,
     ranked by price per hour. Configurations that fit on none are left out."""
     from sizer.inputs.resolve import get_model
-    from sizer.spec import Workload
 
     choice = parse_engine(engine)
     engine = choice.name
@@ -34,19 +35,24 @@ def recommend(model, engine: str | EngineChoice = "transformers", precision: str
     if max_gpus < 1:
         raise UsageError(f"--max-gpus must be positive, got {max_gpus}")
     ctx = context_length or min(spec.max_context_length or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
-    Workload(ctx, batch_size)
-    names = [precision] if isinstance(precision, str) else list(precision or default_precisions(spec, engine))
+    workload = Workload(ctx, batch_size)
+    long_note = check_context_length(spec, ctx, allow_long_context)
+    formats = resolve_precisions(spec, engine, precision)
     eng = make_engine(engine, **engine_options)
-    options = []
+    options, notes = [], []
     for gpu in gpu_entries().values():
         planner = Planner(spec, gpu, eng, kv_dtype)
-        for name in names:
-            if planner.min_gpus(name, ctx, batch_size, max_gpus) is None:
+        for fmt in formats:
+            if planner.min_gpus(fmt, workload, max_gpus) is None:
                 continue
-            option = plan_option(planner, name, None, ctx, batch_size, max_gpus)
+            option = plan_option(planner, fmt, None, workload, max_gpus)
             if option.verdict != DOES_NOT_FIT:
                 options.append(option)
+                if planner.hardware(fmt).note:
+                    notes.append(planner.hardware(fmt).note)
     options.sort(key=_rank_key)
     any_gpu = next(iter(gpu_entries().values()))      # FitResult wants one; "catalog" options name their own
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, "catalog", any_gpu, engine,
-                     ctx, batch_size, kv_dtype, tuple(options), spec.notes, engine_version=choice.version)
+                     ctx, batch_size, kv_dtype, tuple(options), spec.notes + ((long_note,) if long_note else ()) + tuple(dict.fromkeys(notes)),
+                     engine_version=choice.version,
+                     model_max_context_length=spec.max_context_length)

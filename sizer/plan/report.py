@@ -20,7 +20,7 @@ FIT_CSV_COLUMNS = (
     "weights_per_gpu_bytes", "kv_cache_per_gpu_bytes", "activations_per_gpu_bytes", "overhead_per_gpu_bytes",
     "total_per_gpu_bytes", "free_per_gpu_bytes", "max_context_length", "max_concurrency", "kv_cache_tokens",
     "min_gpus", "decode_tokens_per_s", "decode_tokens_per_s_total", "prefill_tokens_per_s",
-    "time_to_first_token_s", "price_per_hour_usd", "cost_per_million_tokens_usd", "reason",
+    "time_to_first_token_s", "price_per_hour_usd", "cost_per_million_tokens_usd", "reason", "layouts_compared_names",
 )
 
 
@@ -47,6 +47,10 @@ def option_to_dict(o: FitOption) -> dict:
         "prefill_tokens_per_s": _round(t.prefill_tokens_per_s), "time_to_first_token_s": _round(t.time_to_first_token_s, 4),
         "price_per_hour_usd": o.price_per_hour, "cost_per_million_tokens_usd": _round(o.cost_per_million_tokens, 4),
         "host_memory_bytes": o.host_bytes, "suggestions": list(o.suggestions),
+        "layouts_compared": [{"layout": c.layout, "verdict": c.verdict, "max_concurrency": c.max_concurrency,
+                              "max_context_length": c.max_context_length,
+                              "decode_tokens_per_s_total": _round(c.decode_tokens_per_s_total)}
+                             for c in o.layouts_compared],
     }
 
 
@@ -58,6 +62,7 @@ def fit_to_dict(r: FitResult) -> dict:
         "model": r.model, "family": r.family, "params": r.params, "active_params": r.active_params, "gpus": gpus,
         "engine": r.engine, "engine_version": r.engine_version,
         "workload": {"context_length": r.context_length, "batch_size": r.batch_size, "kv_dtype": r.kv_dtype},
+        "model_max_context_length": r.model_max_context_length,
         "options": [option_to_dict(o) for o in r.options], "notes": list(r.notes), "units": "bytes",
     }
 
@@ -80,7 +85,7 @@ def fit_csv_rows(r: FitResult) -> list[dict]:
                                                            "prefill_tokens_per_s", "time_to_first_token_s")},
             "price_per_hour_usd": "" if o.price_per_hour is None else o.price_per_hour,
             "cost_per_million_tokens_usd": "" if d["cost_per_million_tokens_usd"] is None else d["cost_per_million_tokens_usd"],
-            "reason": o.reason,
+            "reason": o.reason, "layouts_compared_names": ";".join(c.layout for c in o.layouts_compared),
         })
     return rows
 
@@ -127,6 +132,14 @@ def _fewer_gpus(o: FitOption) -> str:
     return f"; {o.min_gpus}x{o.gpu} would serve it too (min_gpus)"
 
 
+def _layouts(o: FitOption) -> str:
+    """Where fit compared several layouts of the GPU count, which (the chosen first; fit.LAYOUT_PREFERENCE)."""
+    if len(o.layouts_compared) < 2:
+        return ""
+    first, *rest = o.layouts_compared
+    return f"; layouts compared: {first.layout} (chosen), {', '.join(c.layout for c in rest)}"
+
+
 def render_fit(r: FitResult, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(fit_to_dict(r), indent=2) + "\n"
@@ -141,7 +154,7 @@ def render_fit(r: FitResult, fmt: str) -> str:
     table = tabulate([_row(o, with_gpu) for o in r.options], headers=headers, disable_numparse=True,
                      tablefmt="github" if fmt == "markdown" else "simple")
     lines = [f"- {o.precision}" + (f" on {o.gpu_count}x{o.gpu}" if with_gpu else "") + f": {o.reason}"
-             + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else "") + _fewer_gpus(o)
+             + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else "") + _fewer_gpus(o) + _layouts(o)
              for o in r.options]
     if not r.options:
         lines = ["- no configuration serves this workload"]

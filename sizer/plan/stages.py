@@ -13,7 +13,6 @@ from math import ceil
 
 from sizer.calc.kv import kv_dtype_bytes, kv_values_per_token_per_layer
 from sizer.plan.placement import Placement, kv_heads_per_rank, stage_layers
-from sizer.quant import bnb_int8_mlp
 from sizer.spec import EMBEDDING, NORM, OTHER, SLIDING_ATTENTION, ModelSpec, TensorSpec
 
 # Components whose tensors tensor parallelism splits (column/row-parallel Linear, vocab-parallel
@@ -104,7 +103,8 @@ def _rank_spec(spec: ModelSpec, tp: int) -> ModelSpec:
 
 def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str, *,
                  embedding_on_host: bool = False, tied_copy_on_last: bool = False) -> list[Stage]:
-    """The stages of `placement`. precision None sizes the checkpoint's own stored bytes.
+    """The stages of `placement` with weights in `precision`, a format object of sizer.quant (its
+    CheckpointFormat sizes the checkpoint's own stored bytes from its headers).
 
     embedding_on_host: the input embedding stays in host memory (llama.cpp).
     tied_copy_on_last: with several stages, a tied embedding is copied to the last stage as the
@@ -116,7 +116,7 @@ def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str
     for index, layers in enumerate(stage_layers(spec.n_layers, pp)):
         first, last = index == 0, index == pp - 1
         weights = host = experts = 0
-        if precision is None and spec.checkpoint is not None:
+        if precision.stored:
             weights, experts = _checkpoint_stage_bytes(spec, layers, first, last, tp)
         else:
             for t in spec.tensors:
@@ -135,5 +135,5 @@ def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str
         windows = ((spec.sliding_window, ceil(sliding * kv_layer_bytes)),) if sliding else ()
         stages.append(Stage(index, layers, first, last, weights, ceil(full * kv_layer_bytes), windows,
                             _rank_spec(spec, tp), host, experts,
-                            precision is not None and bnb_int8_mlp(spec, precision.name)))
+                            precision.int8_mlp(spec)))
     return stages

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 from sizer.catalog import gpu_entries, model_entries
 from sizer.errors import UsageError
-from sizer.plan.engines import capacity_verdict, engine_spec, make_engine, parse_engine
+from sizer.plan.engines import DOES_NOT_FIT, capacity_verdict, engine_spec, make_engine, parse_engine
 from sizer.plan.fit import DEFAULT_PRECISIONS, Planner
 from sizer.plan.placement import Placement
+from sizer.quant import get_precision
+from sizer.spec import Workload
 
 DEFAULT_CONTEXTS = (512, 1024, 2048, 4096, 8192, 16384, 32768, 131072)
 
@@ -38,26 +40,32 @@ def sweep(models=None, gpus=None, precisions=None, contexts=DEFAULT_CONTEXTS, en
     engine = choice.name
     specs = [engine_spec(get_model(m), choice) for m in (models or model_entries())]
     gpu_specs = [g if not isinstance(g, str) else _gpu(g) for g in (gpus or gpu_entries().values())]
-    names = list(precisions or DEFAULT_PRECISIONS[engine])
+    formats = [get_precision(n) for n in (precisions or DEFAULT_PRECISIONS[engine])]     # resolved once
     eng = make_engine(engine)
     placement = Placement(1, 1)
     points = []
     for spec in specs:
         cache: dict = {}
         planners = [Planner(spec, g, eng, kv_dtype, stage_cache=cache) for g in gpu_specs]
-        for precision in names:
+        for fmt in formats:
+            precision = fmt.name
             for ctx in contexts:
+                workload = Workload(ctx, batch_size)
                 if eng.usage_depends_on_capacity:
                     for p in planners:
-                        ev = p.evaluate(precision, placement, ctx, batch_size)
+                        ev = p.evaluate(fmt, placement, workload)
                         g = ev.fullest
                         points.append(SweepPoint(spec.name, p.gpu.name, precision, ctx, ev.verdict, g.total, g.free))
                     continue
-                ev = planners[0].evaluate(precision, placement, ctx, batch_size)
-                total = max(g.total for g in ev.per_gpu)
+                shared: dict = {}           # one evaluation per hardware rule (the format a GPU holds, a refusal)
                 for p in planners:
-                    points.append(SweepPoint(spec.name, p.gpu.name, precision, ctx,
-                                             capacity_verdict(total, p.capacity), total, p.capacity - total))
+                    rule = p.hardware(fmt)
+                    if rule not in shared:
+                        shared[rule] = p.evaluate(fmt, placement, workload)
+                    ev = shared[rule]
+                    total = max(g.total for g in ev.per_gpu)
+                    verdict = DOES_NOT_FIT if rule.refusal else capacity_verdict(total, p.capacity)
+                    points.append(SweepPoint(spec.name, p.gpu.name, precision, ctx, verdict, total, p.capacity - total))
     return points
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sizer.catalog import GpuSpec
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
-from sizer.spec import ModelSpec
+from sizer.spec import ModelSpec, Workload
 
 # Fraction of peak memory bandwidth reached by decode, and of peak dense tensor throughput reached
 # by prefill, per engine. Assumptions in line with published measurements (vLLM decode kernels
@@ -35,12 +35,13 @@ class Throughput:
     time_to_first_token_s: float | None
 
 
-def compute_dtype(precision_name: str, gpu: GpuSpec) -> str:
-    """The tensor-core rate a precision runs at: fp8 weights on fp8 hardware, else 16-bit."""
+def compute_dtype(precision, gpu: GpuSpec) -> str:
+    """The tensor-core rate a precision (a sizer.quant format object) runs at: fp8 weights on fp8
+    hardware, fp32 weights at tf32 where the GPU has it, else 16-bit."""
     rates = gpu.dense_tflops or {}
-    if precision_name.startswith("fp8") and rates.get("fp8"):
+    if precision.is_fp8 and rates.get("fp8"):
         return "fp8"
-    if precision_name == "fp32":
+    if precision.compute_bytes == 4:
         return "tf32" if rates.get("tf32") else "fp32"
     return "bf16" if rates.get("bf16") else "fp16"
 
@@ -63,11 +64,20 @@ def efficiency(engine) -> dict[str, float]:
 
 
 def estimate_throughput(spec: ModelSpec, stages: list[Stage], placement: Placement, gpu: GpuSpec,
-                        precision_name: str, engine, context_length: int, batch_size: int) -> Throughput:
-    """Rooflines for `batch_size` sequences at `context_length` on `placement` of `gpu` with `engine`."""
+                        precision, engine, workload: Workload | int, batch_size: int | None = None) -> Throughput:
+    """Rooflines for the workload's sequences on `placement` of `gpu` with `engine`.
+    precision: a sizer.quant format object. (A name, and a context length and batch size in place of
+    the Workload, are accepted for sizer.measure, which calls with them.)"""
+    if isinstance(precision, str):
+        from sizer.quant import get_precision
+
+        precision = get_precision(precision)
+    if not isinstance(workload, Workload):
+        workload = Workload(workload, batch_size or 1)
+    context_length, batch_size = workload.context_length, workload.batch_size
     eff = efficiency(engine)
     bandwidth = gpu.memory_bandwidth_gbps
-    tflops = (gpu.dense_tflops or {}).get(compute_dtype(precision_name, gpu))
+    tflops = (gpu.dense_tflops or {}).get(compute_dtype(precision, gpu))
     if not bandwidth or not tflops:
         return Throughput(None, None, None, None)
     touched = expert_fraction_read(spec, batch_size)
