@@ -21,7 +21,6 @@ from sizer.plan.recommend import recommend
 from sizer.plan.report import FIT_CSV_COLUMNS
 from sizer.quant import get_precision
 from sizer.spec import Workload
-from sizer.spec import Workload
 
 from conftest import ROOT, benchmark_module
 
