@@ -38,8 +38,22 @@ def _kept_bytes(t: TensorSpec) -> int:
     return _elements(t) * (FP32_BYTES if t.fp32 else BF16_BYTES)
 
 
+class FormatTraits:
+    """What the planner asks of every format, with the answer most formats give: whether its weights
+    are FP8 (engines' hardware rules), whether bitsandbytes runs it, whether it is a checkpoint as
+    stored, and whether the model's dense MLP runs on bitsandbytes int8 Linears (their temporaries
+    enter the activation peak: sizer.calc.activations.int8_linear_bytes)."""
+
+    is_fp8 = False
+    is_bitsandbytes = False
+    stored = False
+
+    def int8_mlp(self, spec: ModelSpec) -> bool:
+        return False
+
+
 @dataclass(frozen=True)
-class FloatFormat:
+class FloatFormat(FormatTraits):
     """Every tensor stored at one float width: fp32, fp16, bf16."""
 
     name: str
@@ -47,16 +61,10 @@ class FloatFormat:
     description: str
 
     kind = "float"
-    is_fp8 = False
-    is_bitsandbytes = False
-    stored = False
 
     @property
     def compute_bytes(self) -> int:
         return self.value_bytes
-
-    def int8_mlp(self, spec: ModelSpec) -> bool:
-        return False
 
     def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
         return _elements(t) * max(self.value_bytes, FP32_BYTES if t.fp32 else 0)
@@ -66,7 +74,7 @@ class FloatFormat:
 
 
 @dataclass(frozen=True)
-class Fp8Format:
+class Fp8Format(FormatTraits):
     """FP8 E4M3 weights: decoder Linear weights at one byte, with a float32 scale per tensor
     (vLLM / llm-compressor "FP8") or per `block` x `block` tile (DeepSeek-V3's checkpoint,
     `weight_block_size: [128, 128]`, scales stored as `weight_scale_inv`). Embeddings, lm_head,
@@ -77,11 +85,6 @@ class Fp8Format:
     kind = "fp8"
     compute_bytes = BF16_BYTES
     is_fp8 = True
-    is_bitsandbytes = False
-    stored = False
-
-    def int8_mlp(self, spec: ModelSpec) -> bool:
-        return False
 
     @property
     def name(self) -> str:
@@ -110,7 +113,7 @@ MXFP4_BLOCK = 32               # OCP microscaling: 32 FP4 (E2M1) values share on
 
 
 @dataclass(frozen=True)
-class Mxfp4Format:
+class Mxfp4Format(FormatTraits):
     """MXFP4 MoE experts (gpt-oss checkpoints): per expert `*_blocks` uint8 [out, in/32, 16] and
     `*_scales` uint8 [out, in/32], i.e. 17 bytes per 32 weights (4.25 bits); attention, router,
     embeddings, lm_head and expert biases stay bf16 (the checkpoint's modules_to_not_convert)."""
@@ -120,12 +123,6 @@ class Mxfp4Format:
 
     kind = "mxfp4"
     compute_bytes = BF16_BYTES
-    is_fp8 = False
-    is_bitsandbytes = False
-    stored = False
-
-    def int8_mlp(self, spec: ModelSpec) -> bool:
-        return False
 
     def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
         if t.kind == LINEAR and t.component == "experts":
@@ -169,7 +166,7 @@ def bnb_int8_mlp(spec: ModelSpec, precision_name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class BnbInt8Format:
+class BnbInt8Format(FormatTraits):
     """bitsandbytes LLM.int8 (Linear8bitLt): int8 weight plus one float32 scale (SCB) per output row.
     Outlier features are handled in 16-bit at run time, not stored."""
 
@@ -178,9 +175,7 @@ class BnbInt8Format:
 
     kind = "bnb"
     compute_bytes = BF16_BYTES
-    is_fp8 = False
     is_bitsandbytes = True
-    stored = False
 
     def int8_mlp(self, spec: ModelSpec) -> bool:
         """Whether the model's dense MLP runs on bitsandbytes int8 Linears (their temporaries enter the
@@ -204,7 +199,7 @@ BNB_NESTED_CODE_BYTES = 256 * FP32_BYTES   # nested_quant_map: the 8-bit dynamic
 
 
 @dataclass(frozen=True)
-class Bnb4bitFormat:
+class Bnb4bitFormat(FormatTraits):
     """bitsandbytes NF4 / FP4 (Linear4bit): two 4-bit values per byte, one float32 absmax per block
     of 64 (4.5 bits per weight); with double quantization the absmax is stored as uint8 with a
     float32 absmax per 256 blocks and an offset (4.127 bits per weight)."""
@@ -215,12 +210,7 @@ class Bnb4bitFormat:
 
     kind = "bnb"
     compute_bytes = BF16_BYTES
-    is_fp8 = False
     is_bitsandbytes = True
-    stored = False
-
-    def int8_mlp(self, spec: ModelSpec) -> bool:
-        return False
 
     @property
     def description(self) -> str:
@@ -247,7 +237,7 @@ class Bnb4bitFormat:
 
 
 @dataclass(frozen=True)
-class GroupQuantFormat:
+class GroupQuantFormat(FormatTraits):
     """GPTQ (v1 checkpoint layout) or AWQ (GEMM layout): `bits`-bit integer weights with a float16
     scale and a packed integer zero per group of `group_size` input features (-1: one group).
 
@@ -267,12 +257,6 @@ class GroupQuantFormat:
 
     kind = "group"
     compute_bytes = BF16_BYTES
-    is_fp8 = False
-    is_bitsandbytes = False
-    stored = False
-
-    def int8_mlp(self, spec: ModelSpec) -> bool:
-        return False
 
     def quantization_config(self) -> dict:
         """config.json "quantization_config" (and quantize_config.json), every setting explicit:
@@ -362,7 +346,7 @@ def _role(t: TensorSpec) -> str:
 
 
 @dataclass(frozen=True)
-class GgufMixFormat:
+class GgufMixFormat(FormatTraits):
     """A llama.cpp file type (`llama-quantize` ftype): a base block type plus per-tensor upgrades.
 
     Norms, biases and other 1-D tensors are float32; the MoE router (ffn_gate_inp) is kept float32;
@@ -374,12 +358,6 @@ class GgufMixFormat:
 
     kind = "gguf"
     compute_bytes = BF16_BYTES
-    is_fp8 = False
-    is_bitsandbytes = False
-    stored = False
-
-    def int8_mlp(self, spec: ModelSpec) -> bool:
-        return False
 
     @property
     def description(self) -> str:
