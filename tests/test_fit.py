@@ -388,16 +388,22 @@ def test_json_and_csv_share_field_names():
 
     from sizer.cli import cli
 
-    args = ["fit", "llama3-8b", "--gpus", "2xA100", "-p", "bf16,nf4", "-c", "4096"]
-    data = json.loads(CliRunner().invoke(cli, args + ["--format", "json"]).output)
-    rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(cli, args + ["--format", "csv"]).output)))
-    for option, row in zip(data["options"], rows):
-        shared = set(option) & set(row)
-        assert {"price_per_hour_usd", "cost_per_million_tokens_usd", "max_context_length", "min_gpus"} <= shared
-        for key in shared:
-            assert row[key] == ("" if option[key] is None else str(option[key])), key
-        assert int(row["usable_memory_per_gpu_bytes"]) == option["per_gpu"]["usable_memory"]
-        assert option["per_gpu"]["usable_memory"] < data["gpus"]["memory_bytes"]
+    for engine in ("transformers", "vllm"):
+        args = ["fit", "llama3-8b", "--gpus", "2xA100", "-p", "bf16,fp8", "-c", "4096", "--engine", engine]
+        data = json.loads(CliRunner().invoke(cli, args + ["--format", "json"]).output)
+        rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(cli, args + ["--format", "csv"]).output)))
+        assert len(rows) == len(data["options"]) == 2
+        for option, row in zip(data["options"], rows):
+            shared = set(option) & set(row)
+            assert {"price_per_hour_usd", "cost_per_million_tokens_usd", "max_context_length", "min_gpus",
+                    "layouts_compared"} <= shared
+            for key in shared - {"layouts_compared"}:
+                assert row[key] == ("" if option[key] is None else str(option[key])), key
+            # a list in JSON is one cell in CSV: the layouts' names, the chosen first
+            assert row["layouts_compared"] == ";".join(c["layout"] for c in option["layouts_compared"])
+            assert int(row["usable_memory_per_gpu_bytes"]) == option["per_gpu"]["usable_memory"]
+            assert option["per_gpu"]["usable_memory"] < data["gpus"]["memory_bytes"]
+        assert (engine == "vllm") == all(len(o["layouts_compared"]) == 2 for o in data["options"])
 
 
 def test_table_says_when_fewer_gpus_serve():
@@ -539,7 +545,7 @@ def test_more_gpus_switch_layout_rather_than_offer_less():
     assert [c["layout"] for c in compared][0] == "TP4xPP2" and set(compared[0]) == {
         "layout", "verdict", "max_concurrency", "max_context_length", "decode_tokens_per_s_total"}
     row = next(csv.DictReader(io.StringIO(CliRunner().invoke(cli, [*args, "--format", "csv"]).output)))
-    assert row["layouts_compared_names"].split(";")[0] == "TP4xPP2" and len(row["layouts_compared_names"].split(";")) == 4
+    assert row["layouts_compared"].split(";")[0] == "TP4xPP2" and len(row["layouts_compared"].split(";")) == 4
     assert "layouts compared: TP4xPP2 (chosen), " in CliRunner().invoke(cli, args).output
 
 

@@ -20,7 +20,7 @@ FIT_CSV_COLUMNS = (
     "weights_per_gpu_bytes", "kv_cache_per_gpu_bytes", "activations_per_gpu_bytes", "overhead_per_gpu_bytes",
     "total_per_gpu_bytes", "free_per_gpu_bytes", "max_context_length", "max_concurrency", "kv_cache_tokens",
     "min_gpus", "decode_tokens_per_s", "decode_tokens_per_s_total", "prefill_tokens_per_s",
-    "time_to_first_token_s", "price_per_hour_usd", "cost_per_million_tokens_usd", "reason", "layouts_compared_names",
+    "time_to_first_token_s", "price_per_hour_usd", "cost_per_million_tokens_usd", "reason", "layouts_compared",
 )
 
 
@@ -85,7 +85,7 @@ def fit_csv_rows(r: FitResult) -> list[dict]:
                                                            "prefill_tokens_per_s", "time_to_first_token_s")},
             "price_per_hour_usd": "" if o.price_per_hour is None else o.price_per_hour,
             "cost_per_million_tokens_usd": "" if d["cost_per_million_tokens_usd"] is None else d["cost_per_million_tokens_usd"],
-            "reason": o.reason, "layouts_compared_names": ";".join(c.layout for c in o.layouts_compared),
+            "reason": o.reason, "layouts_compared": ";".join(c.layout for c in o.layouts_compared),
         })
     return rows
 
