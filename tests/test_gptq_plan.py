@@ -137,5 +137,10 @@ def test_estimate_grows_with_calibration(samples, seq, more):
     a = estimate_run(spec, samples, seq, 4, 50.0)
     b = estimate_run(spec, samples + more, seq, 4, 50.0)
     c = estimate_run(spec, samples, seq + more, 4, 50.0)
-    assert b.peak_bytes > a.peak_bytes and c.peak_bytes > a.peak_bytes
+    # the working set grows; the allocator slack may not: a longer window can lift a part's blocks over
+    # glibc's 32 MiB mmap threshold, where they stop fragmenting the heap (Qwen3-0.6B's one-forward
+    # block crosses it between 2,730 and 2,731 tokens)
+    working = lambda e: e.peak_bytes - e.parts["allocator slack"]   # noqa: E731
+    assert working(b) > working(a) and working(c) > working(a)
+    assert b.peak_bytes > a.peak_bytes
     assert b.seconds > a.seconds and c.seconds > a.seconds

@@ -290,8 +290,8 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     Peak: one decoder layer in the compute dtype twice (working copy and the original kept for the
     held-out path and errors), the Hessians of the largest group of Linears sharing an input (calibration
     and held-out, float32), the solver's float32 transients for the widest Linear (three K x K
-    matrices while H^-1 is factored; weight copies, codes, blocks and the error product, ~8 N x K), the cached hidden states (calibration plus two held-out paths, inputs and outputs),
-    one sample's forward activations (the calculator's step peak), and the larger of the embedding and
+    matrices while H^-1 is factored; weight copies, codes, blocks and the error product, ~8 N x K), the
+    cached hidden states (calibration plus two held-out paths, inputs and outputs), one sample's forward activations (the calculator's step peak), and the larger of the embedding and
     lm_head in the compute dtype, on top of `baseline_bytes` (the process with torch and transformers
     imported, measured by the caller). Output tensors go to disk as they are made (no shard buffer).
     glibc's heaps fragment over the layers' alternating allocations of blocks below its largest mmap
@@ -300,14 +300,25 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     below 32 MiB: 8-layer run 1.55x, 160-layer run 2.3x of the working set above the baseline; forcing
     mmap for large blocks cut that by a third but cost 10-17% time).
     """
+    linears = decoder_linears(spec)
+    parts = _peak_parts(spec, linears, samples + 2 * heldout_samples, seq_len, compute_bytes, baseline_bytes)
+    seconds, flops = _run_seconds(spec, linears, samples, seq_len, heldout_samples, matmul_gflops, solver_gflops)
+    return RunEstimate(sum(parts.values()), parts, seconds, flops, matmul_gflops)
+
+
+def _layer_params(spec: ModelSpec, linears: list[LinearShape]) -> int:
+    return sum(lin.in_features * lin.out_features for lin in linears) + 4 * spec.hidden_size
+
+
+def _peak_parts(spec: ModelSpec, linears: list[LinearShape], streams: int, seq_len: int, compute_bytes: int,
+                baseline_bytes: int) -> dict[str, int]:
+    """The run's peak memory by part (estimate_run's docstring), `streams` cached hidden-state paths."""
     from sizer.calc.activations import step_peak, transformers_attention
 
-    linears = decoder_linears(spec)
-    layer_params = sum(lin.in_features * lin.out_features for lin in linears) + 4 * spec.hidden_size
     groups = _layer_linear_groups(linears)
+    layer_params = _layer_params(spec, linears)
     hessians = max(2 * group[0].in_features ** 2 * FP32_BYTES for group in groups)
     solver = max(3 * lin.in_features ** 2 + 8 * lin.in_features * lin.out_features for lin in linears) * FP32_BYTES
-    streams = samples + 2 * heldout_samples
     hidden_cache = 2 * streams * seq_len * spec.hidden_size * compute_bytes
     eager = transformers_attention(spec, "sdpa") == "eager"          # as gptq_run loads the layers
     forward = sum(step_peak(spec, 1, seq_len, seq_len, eager, 0, compute_bytes).values())
@@ -322,8 +333,17 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
         "one forward": (forward, seq_len * max(spec.d_ff, spec.hidden_size) * compute_bytes),
         "embedding or lm_head": (embedding, embedding)}
     slack = sum(size for size, block in working.values() if block < MMAP_THRESHOLD_MAX_BYTES)
-    parts = {"process baseline": baseline_bytes, **{name: size for name, (size, _) in working.items()},
-             "allocator slack": int(ALLOCATOR_SLACK * slack)}
+    return {"process baseline": baseline_bytes, **{name: size for name, (size, _) in working.items()},
+            "allocator slack": int(ALLOCATOR_SLACK * slack)}
+
+
+def _run_seconds(spec: ModelSpec, linears: list[LinearShape], samples: int, seq_len: int, heldout_samples: int,
+                 matmul_gflops: float, solver_gflops: float | None) -> tuple[float, float]:
+    """(seconds, flops) of the run: the solver and error products per Linear, the per-column passes
+    per group, Hessian factoring and accumulation, and the layer forwards and held-out logits."""
+    groups = _layer_linear_groups(linears)
+    layer_params = _layer_params(spec, linears)
+    streams = samples + 2 * heldout_samples
     flops, column_seconds = 0.0, 0.0
     for lin in linears:
         k, n = lin.in_features, lin.out_features
@@ -342,7 +362,7 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     solver_rate = (solver_gflops or matmul_gflops) * MATMUL_EFFICIENCY * 1e9            # float32 always
     seconds = (forward_flops / (matmul_gflops * MATMUL_EFFICIENCY * 1e9) + (flops - forward_flops) / solver_rate
                + column_seconds)
-    return RunEstimate(sum(parts.values()), parts, seconds, flops, matmul_gflops)
+    return seconds, flops
 
 
 def gptq_reference_workspace_bytes(spec: ModelSpec) -> int:
