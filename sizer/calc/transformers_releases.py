@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from sizer.families import KEEP_FP32, KEEP_FP32_SINCE
+from sizer.families.common import KEEP_FP32, KEEP_FP32_SINCE
 from sizer.spec import ModelSpec
 
 Release = tuple[int, int]

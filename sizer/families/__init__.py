@@ -1,0 +1,103 @@
+"""Architecture families: a config.json (Hugging Face keys) normalized into one `ModelSpec`.
+
+Each family function enumerates the parameter tensors exactly as the family's transformers
+implementation creates them (module names in comments), so that `ModelSpec.params` equals
+`sum(p.numel() for p in model.parameters())`; tests/test_against_transformers.py checks that on
+scaled-down configs of every family built on the meta device, and tests/test_catalog.py checks the
+full-size counts against tests/data/reference_models/params.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+from sizer.config import ConfigView
+from sizer.errors import UnsupportedModelError
+from sizer.families.classic import bloom, gpt_bigcode, gpt_neox, mpt, phi
+from sizer.families.deepseek import deepseek
+from sizer.families.falcon import falcon
+from sizer.families.llama import llama_like
+from sizer.spec import ModelSpec
+
+# model_type -> the normalizer that lists its tensors (one module per family group in this package)
+
+
+FAMILIES: dict[str, Callable[[ConfigView, str], ModelSpec]] = {
+    **{f: llama_like for f in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
+                               "gemma", "gemma2", "gemma3_text", "phi3", "phimoe", "gpt_oss")},
+    "gemma3": llama_like,
+    "deepseek_v2": deepseek,
+    "deepseek_v3": deepseek,
+    "falcon": falcon,
+    "RefinedWeb": falcon,
+    "RefinedWebModel": falcon,
+    "bloom": bloom,
+    "mpt": mpt,
+    "phi": phi,
+    "gpt_bigcode": gpt_bigcode,
+    "gpt_neox": gpt_neox,
+}
+
+
+def supported_families() -> list[str]:
+    return sorted(f for f in FAMILIES if f[0].islower())
+
+
+# Defaults of the transformers config classes for sizing keys that hub configs leave out, e.g.
+# Gemma 3's text_config lists only what differs from Gemma3TextConfig (transformers 5.24).
+CLASS_DEFAULTS: dict[str, dict] = {
+    # sliding_window defaults of the config classes; an explicit null in a config still means none.
+    "mistral": {"sliding_window": 4096},
+    "gemma2": {"sliding_window": 4096},
+    "gpt_oss": {"sliding_window": 128},
+    "qwen2": {"sliding_window": 4096},
+    "qwen2_moe": {"sliding_window": 4096},
+    "qwen3": {"sliding_window": 4096},
+    "qwen3_moe": {"sliding_window": 4096},
+    "gemma3_text": {"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+                    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "sliding_window": 4096,
+                    "max_position_embeddings": 131072, "tie_word_embeddings": True},
+}
+
+
+def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> ModelSpec:
+    """Normalize a config.json dict; `origin` names the file in error messages."""
+    c = ConfigView(raw, origin)
+    family = c.str("model_type", default="")
+    if family == "gemma3":         # Gemma3ForConditionalGeneration: the text model is gemma3_text
+        c.raw["model_type"] = family = "gemma3_text"
+    c.raw = {**CLASS_DEFAULTS.get(family, {}), **c.raw}
+    build = FAMILIES.get(family)
+    if build is None:
+        shown = family or "(no model_type)"
+        raise_unsupported(origin, shown)
+    spec = build(c, name)
+    native = quantization_label(c.raw.get("quantization_config"))
+    if native or source:
+        spec = replace(spec, native_precision=native, source=source or spec.source)
+    return spec
+
+
+def quantization_label(q) -> str | None:
+    """The sizer precision name of a config's quantization_config (None when there is none)."""
+    if not isinstance(q, dict):
+        return None
+    method = str(q.get("quant_method", "")).lower()
+    if method in ("gptq", "awq"):
+        return f"{method}-{q.get('bits', q.get('w_bit', 4))}bit-g{q.get('group_size', q.get('q_group_size', 128))}"
+    if method == "bitsandbytes":
+        if q.get("load_in_8bit"):
+            return "int8"
+        kind = str(q.get("bnb_4bit_quant_type", "fp4")).lower()
+        return kind + ("-dq" if q.get("bnb_4bit_use_double_quant") else "")
+    if method == "fp8":
+        block = q.get("weight_block_size")
+        return f"fp8-block{block[0]}" if isinstance(block, list) and block and block[0] == block[-1] else "fp8"
+    return method or None
+
+
+def raise_unsupported(origin: str, family: str) -> None:
+    raise UnsupportedModelError(
+        f"{origin}: architecture family {family!r} is not supported; supported: {', '.join(supported_families())}. "
+        "Pass a folder with the checkpoint's *.safetensors files to size it from the tensor headers instead.")

@@ -1,0 +1,66 @@
+"""DeepSeek V2 / V3 (and Kimi K2, which uses the DeepSeek V3 architecture): MLA attention, MoE with
+shared experts.
+"""
+
+from __future__ import annotations
+
+from sizer.config import ConfigView
+from sizer.families.common import TensorList, as_ranges, gated_mlp, make_spec, moe_numbers
+from sizer.spec import ModelSpec
+
+
+def deepseek(c: ConfigView, name: str) -> ModelSpec:
+    family = c.str("model_type")
+    hidden = c.int("hidden_size")
+    n_layers = c.int("num_hidden_layers")
+    n_heads = c.int("num_attention_heads")
+    vocab = c.int("vocab_size")
+    q_lora = c.int("q_lora_rank", default=None)
+    kv_lora = c.int("kv_lora_rank")
+    rope = c.int("qk_rope_head_dim")
+    nope = c.int("qk_nope_head_dim")
+    v_dim = c.int("v_head_dim")
+    qk_dim = nope + rope
+    bias = c.bool("attention_bias", default=False)
+
+    t = TensorList(n_layers)
+    t.embedding("embed_tokens", "embeddings", vocab, hidden)
+    if q_lora:   # DeepseekV3Attention: q_a_proj -> q_a_layernorm -> q_b_proj
+        t.linear("layers.self_attn.q_a_proj", "attention", q_lora, hidden, bias)
+        t.norm("layers.self_attn.q_a_layernorm", q_lora)
+        t.linear("layers.self_attn.q_b_proj", "attention", n_heads * qk_dim, q_lora)
+    else:
+        t.linear("layers.self_attn.q_proj", "attention", n_heads * qk_dim, hidden)
+    t.linear("layers.self_attn.kv_a_proj_with_mqa", "attention", kv_lora + rope, hidden, bias)
+    t.norm("layers.self_attn.kv_a_layernorm", kv_lora)
+    t.linear("layers.self_attn.kv_b_proj", "attention", n_heads * (nope + v_dim), kv_lora)
+    t.linear("layers.self_attn.o_proj", "attention", hidden, n_heads * v_dim, bias)
+    t.norm("layers.input_layernorm", hidden)
+    t.norm("layers.post_attention_layernorm", hidden)
+
+    n_experts, top_k, d_ff_expert = moe_numbers(c, family)
+    first_dense = c.int("first_k_dense_replace", default=0, minimum=0)
+    freq = c.int("moe_layer_freq", default=1)
+    moe = [i for i in range(n_layers) if n_experts and i >= first_dense and i % freq == 0]
+    dense = [i for i in range(n_layers) if i not in set(moe)]
+    d_ff = c.int("intermediate_size")
+    n_shared = c.int("n_shared_experts", default=0, minimum=0)
+    for run in as_ranges(dense):
+        gated_mlp(t, "layers.mlp", "mlp", hidden, d_ff, False, run)
+    for run in as_ranges(moe):
+        # DeepseekV3TopkRouter.weight [E, hidden]; its e_score_correction_bias is a buffer, not a parameter
+        t.other("layers.mlp.gate.weight", "router", (n_experts, hidden), run)
+        gated_mlp(t, "layers.mlp.experts", "experts", hidden, d_ff_expert, False, run, n_experts, top_k)
+        if n_shared:
+            gated_mlp(t, "layers.mlp.shared_experts", "shared_experts", hidden, d_ff_expert * n_shared, False, run)
+    t.norm("norm", hidden, layers=None)
+    tied = c.bool("tie_word_embeddings", default=False)
+    t.lm_head(vocab, hidden, tied)
+    notes = []
+    if c.int("num_nextn_predict_layers", default=0, minimum=0):
+        notes.append("the multi-token-prediction layer of the checkpoint is not counted (transformers does not load it)")
+    return make_spec(c, family, name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_heads,
+                 head_dim=qk_dim, v_head_dim=v_dim, vocab_size=vocab, d_ff=d_ff if dense else 0,
+                 tied_embeddings=tied,
+                 n_experts=n_experts, n_experts_active=top_k, d_ff_expert=d_ff_expert, n_shared_experts=n_shared,
+                 kv_lora_rank=kv_lora, qk_rope_head_dim=rope, rotary_dim=rope, notes=notes)
