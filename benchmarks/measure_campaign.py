@@ -35,7 +35,10 @@ from statistics import median
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# catalog model -> overrides that shrink it while keeping its structure
+TINY_GQA = {"hidden_size": 256, "num_attention_heads": 8, "num_key_value_heads": 2}
+
+# catalog model (or a name with the catalog model under "base") -> overrides that shrink it while
+# keeping its structure
 SCALED = {
     "llama-2-7b": {},                                          # dense MHA
     "llama3-8b": {"keep_vocab": True},                         # GQA, 128k vocabulary
@@ -47,6 +50,12 @@ SCALED = {
     "qwen3-30b-a3b": {"num_experts": 8},                       # MoE (experts stay bf16 with bitsandbytes)
     "deepseek-v3": {"n_routed_experts": 8},                    # MLA + MoE with a shared expert
     "gpt-oss-20b": {"num_local_experts": 8, "sliding_window": 128},   # sinks, fp32 norms, MoE
+    # tiny GQA shapes (issue 15): width 256, 8 query heads on 2 K/V heads; their decode activations
+    # are small beside one MLP weight, so bitsandbytes' CPU fallback (each weight dequantized at its
+    # product, sizer.calc.activations BNB_DEQUANTIZED_*) is the decode peak at batch 1
+    "llama3-8b-tiny": {"base": "llama3-8b", **TINY_GQA, "intermediate_size": 688},
+    "qwen2.5-7b-tiny": {"base": "qwen2.5-7b", **TINY_GQA, "intermediate_size": 704},        # q/k/v biases
+    "mistral-7b-tiny": {"base": "mistral-7b", **TINY_GQA, "intermediate_size": 896, "sliding_window": 256},
 }
 CONTEXTS = (256, 1024, 2048)
 BATCHES = (1, 4)
@@ -88,7 +97,7 @@ def scaled_config(name: str) -> dict:
 
     overrides = dict(SCALED[name])
     keep_vocab = overrides.pop("keep_vocab", False)
-    cfg = dict(get_catalog_model(name).config)
+    cfg = dict(get_catalog_model(overrides.pop("base", name)).config)
     if "text_config" in cfg:
         cfg = {**cfg["text_config"]}
     cfg.pop("quantization_config", None)
@@ -309,7 +318,8 @@ def repredict(records: list) -> list:
         name = r.model.removesuffix(" (scaled)")
         spec = spec_from_config(scaled_config(name), r.model, name) if r.model.endswith(" (scaled)") else get_model(name)
         spec = spec_for_transformers(spec, r.transformers_version)
-        pred = predict(spec, r.precision, r.context_length, r.batch_size, r.device, r.attention, cal)
+        pred = predict(spec, r.precision, r.context_length, r.batch_size, r.device, r.attention, cal,
+                       r.kernel or "reference")      # GPTQ's path, or bitsandbytes' CPU fallback
         r.predicted_weights_bytes, r.predicted_kv_cache_bytes = pred["weights"], pred["kv"]
         r.predicted_activation_bytes, r.predicted_peak_bytes = pred["activations"], pred["peak"]
         r.predicted_process_bytes, r.predicted_decode_peak_bytes = pred["process"], pred["decode_peak"]

@@ -126,3 +126,47 @@ def test_the_core_grid_still_covers_issue_4_in_one_device_call(campaign, core_it
     assert (4096, 4) in llama2["points"] and (4096, 16) in llama2["points"]
     bf16_and_nf4 = sum(it["seconds"] for it in core_items if it["precision"] != "int8")
     assert bf16_and_nf4 < 500 and sum(it["seconds"] for it in core_items) < 600
+
+
+# The CPU records shipped in benchmarks/results, each file with the bounds its summary states: the
+# main grid (validation_cpu.md: 174 prefill peaks within 80 bytes, decode worst 0.11 %), Falcon under
+# transformers 5.25 (decode within 21 kB) and the tiny GQA shapes of issue 15, measured where
+# bitsandbytes runs its CPU fallback (Record.kernel "dequantize": every weight dequantized at its
+# product). Predictions are recomputed with the current code, for the release each record was
+# measured with (measure_campaign.repredict), so a model change that breaks a shipped point fails here.
+CPU_RECORDS = {  # file -> (worst prefill peak error in bytes, worst decode peak error as a fraction)
+    "measure_cpu.csv": (80, 0.0012),
+    "measure_cpu.falcon-transformers-5.25.csv": (80, 0.0005),
+    "measure_cpu.tiny-gqa.csv": (80, 0.0005),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CPU_RECORDS))
+def test_shipped_cpu_records_within_their_bounds(campaign, name):
+    from sizer.measure.records import read_records
+
+    from conftest import ROOT
+
+    records = [r for r in read_records(ROOT / "benchmarks" / "results" / name) if r.status == "ok"]
+    assert records
+    peak_bytes, decode_fraction = CPU_RECORDS[name]
+    for r in campaign.repredict(records):
+        point = (r.model, r.precision, r.context_length, r.batch_size)
+        assert r.predicted_weights_bytes == r.measured_weights_bytes, point
+        assert r.predicted_kv_cache_bytes == r.measured_kv_cache_bytes, point
+        assert abs(r.predicted_peak_bytes - r.measured_peak_bytes) <= peak_bytes, point
+        decode_error = abs(r.predicted_decode_peak_bytes - r.measured_decode_peak_bytes) / r.measured_decode_peak_bytes
+        assert decode_error <= decode_fraction, (point, decode_error)
+
+
+def test_tiny_gqa_records_cover_bitsandbytes_cpu_fallback_at_batch_1():
+    """Issue 15's shapes: GQA 8/2 at width 256, nf4 and int8 at batch 1, on bitsandbytes' CPU
+    fallback, where the dequantized MLP weight is the decode peak."""
+    from sizer.measure.records import read_records
+
+    from conftest import ROOT
+
+    records = read_records(ROOT / "benchmarks" / "results" / "measure_cpu.tiny-gqa.csv")
+    fallback = {(r.model, r.precision) for r in records if r.kernel == "dequantize" and r.batch_size == 1}
+    assert {p for _, p in fallback} == {"nf4", "int8"}
+    assert len({m for m, _ in fallback}) >= 2

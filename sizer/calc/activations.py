@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sizer.calc.kv import transformers_decode_cache, transformers_kv_heads
+from sizer.calc.kv import transformers_decode_cache, transformers_kv_cache_bytes, transformers_kv_heads
 from sizer.calc.transformers_releases import falcon_own_attention, release_of, release_text
 from sizer.spec import ModelSpec, Workload
 
@@ -342,9 +342,12 @@ INDEX_BYTES = 8
 #   to bf16): in + 8 x out;
 # - CPU (bitsandbytes' pure-torch fallback, torch._int_mm): quantizing in float32 (the fp16 copy, the
 #   outlier test, the scaled row and its rounding): 11 x in; dequantizing in float32 beside the int32
-#   product (the product scaled, the float32 copy aten::mul makes of it, and the result): in + 16 x out.
+#   product (the product scaled, the float32 copy aten::mul makes of it, and the result): in + 16 x out;
+#   where bnb has no CPU int8 product kernel it multiplies in float32 first, a third moment with a
+#   float32 copy of the weight (BNB_DEQUANTIZED_INT8 below).
 # The CPU figures were read from allocation traces (every Linear of a Llama layer, exact to the
-# byte); the CUDA ones from the kernels' code, for the GPU campaign to measure. In the MLP, the
+# byte; the campaign's AVX-512 machine, where the product is torch._int_mm); the CUDA ones from the
+# kernels' code, for the GPU campaign to measure. In the MLP, the
 # up projection runs beside act(gate), the down projection beside its input (and, with Phi-3's fused
 # gate_up, the 2 x d_ff output a view keeps alive); plain MLPs' second Linear beside act(fc1). bnb
 # does not quantize MoE experts (not nn.Linear); attention projections, narrower than d_ff, are not
@@ -360,25 +363,112 @@ def int8_linear_bytes(rows: int, in_features: int, out_features: int, kernels: s
     return rows * (max(quantize, product) + FP32_BYTES)
 
 
-def _int8_mlp_bytes(spec: ModelSpec, tokens: int, cb: int, kernels: str) -> int:
+# bitsandbytes on a CPU without its native kernels materializes each quantized weight whole, at
+# every forward (prefill and decode alike), for the duration of that Linear's product:
+# - 4-bit (Linear4bit): bnb repacks the weight for its own CPU kernel only where the CPU has
+#   AVX512-BF16 (nn/modules.py Linear4bit.forward, `support_avx512bf16_for_cpu`); otherwise each
+#   forward dequantizes the weight to the compute dtype [out, in] and calls F.linear with it
+#   (bnb 0.50 backends/default/ops.py _gemm_4bit_default_impl; 0.49 autograd MatMul4Bit.forward).
+#   With double quantization 0.50 first dequantizes the blocks' absmax to float32 (one per block of
+#   BNB_4BIT_BLOCK weights), referenced until the product returns.
+# - int8 (Linear8bitLt): bnb 0.50 registers torch._int_mm for the int8 product on CPU only where
+#   torch's CPU capability is AVX512 (0.49: always); otherwise its default int8_linear_matmul runs
+#   `torch.matmul(A.float(), B.float().t()).to(torch.int32)` (backends/default/ops.py
+#   _int8_linear_matmul_impl): a float32 copy of the int8 weight [out, in] beside the float32 copy
+#   of the quantized row (in), the float32 product (out), the int8 row and its float32 statistic.
+# Read from allocation traces (a 4-layer Llama of width 256, GQA 8/2, bnb 0.50.2 on an AVX2 CPU;
+# benchmarks/allocation_timeline.py --precision nf4|int8 --decode): exact to the byte at decode.
+BNB_DEQUANTIZED_4BIT = "4bit"
+BNB_DEQUANTIZED_4BIT_NESTED = "4bit-nested"
+BNB_DEQUANTIZED_INT8 = "int8"
+BNB_4BIT_BLOCK = 64                  # Linear4bit's default blocksize (sizer.quant.BNB_4BIT_BLOCK)
+INT8_FALLBACK_BYTES_PER_INPUT = 1 + FP32_BYTES         # the int8 row and its float32 copy (A.float())
+INT8_FALLBACK_BYTES_PER_OUTPUT = FP32_BYTES            # the float32 product
+
+
+def bnb_dequantized_weight_bytes(in_features: int, out_features: int, dequantized: str, cb: int) -> int:
+    """The copy of one quantized weight a bitsandbytes Linear holds through its product on the CPU
+    fallback (see above): the compute dtype for 4-bit (with the float32 absmax when nested), float32
+    for int8."""
+    weights = in_features * out_features
+    if dequantized == BNB_DEQUANTIZED_INT8:
+        return weights * FP32_BYTES
+    absmax = -(-weights // BNB_4BIT_BLOCK) * FP32_BYTES if dequantized == BNB_DEQUANTIZED_4BIT_NESTED else 0
+    return weights * cb + absmax
+
+
+def bnb_linear_bytes(rows: int, in_features: int, out_features: int, kernels: str, cb: int,
+                     dequantized: str | None) -> int:
+    """Bytes one bitsandbytes Linear holds at its peak over `rows` rows, its output included, its
+    input not: int8's moments (int8_linear_bytes) or, on the CPU fallback, the dequantized weight
+    beside the product (int8: the float32 product's moment; 4-bit: F.linear's output)."""
+    copy = bnb_dequantized_weight_bytes(in_features, out_features, dequantized, cb) if dequantized else 0
+    if dequantized == BNB_DEQUANTIZED_INT8 or dequantized is None:
+        native = int8_linear_bytes(rows, in_features, out_features, kernels)
+        if dequantized is None:
+            return native
+        fallback = rows * (INT8_FALLBACK_BYTES_PER_INPUT * in_features + INT8_FALLBACK_BYTES_PER_OUTPUT * out_features
+                           + FP32_BYTES) + copy
+        return max(native, fallback)
+    return copy + rows * out_features * cb
+
+
+def _bnb_mlp_bytes(spec: ModelSpec, tokens: int, cb: int, kernels: str, dequantized: str | None = None) -> int:
+    """The dense MLP's moments with bitsandbytes Linears: each Linear's own bytes (bnb_linear_bytes)
+    beside the MLP tensors alive while it runs."""
     h, ff = spec.hidden_size, spec.d_ff
-    down = int8_linear_bytes(tokens, ff, h, kernels) + tokens * ff * cb
+
+    def linear(in_features: int, out_features: int) -> int:
+        return bnb_linear_bytes(tokens, in_features, out_features, kernels, cb, dequantized)
+
+    down = linear(ff, h) + tokens * ff * cb
     if spec.family in FUSED_GATE_UP_FAMILIES:
-        return max(int8_linear_bytes(tokens, h, 2 * ff, kernels), down + 2 * tokens * ff * cb)
-    up = int8_linear_bytes(tokens, h, ff, kernels) + (tokens * ff * cb if spec.gated_mlp else 0)
+        return max(linear(h, 2 * ff), down + 2 * tokens * ff * cb)
+    up = linear(h, ff) + (tokens * ff * cb if spec.gated_mlp else 0)
     return max(up, down)
 
 
-def mlp_bytes(spec: ModelSpec, tokens: int, cb: int, int8_kernels: str | None = None) -> int:
-    """Dense MLP intermediates (with bitsandbytes int8 Linears on `int8_kernels`, their moments too),
-    or for MoE the larger of its moments (the gate or the combine of the routed rows in transformers'
-    grouped_mm layout, with the router's tensors; the shared experts)."""
+def _int8_mlp_bytes(spec: ModelSpec, tokens: int, cb: int, kernels: str) -> int:
+    return _bnb_mlp_bytes(spec, tokens, cb, kernels)
+
+
+def bnb_q_projection_bytes(spec: ModelSpec, tokens: int, cb: int, dequantized: str) -> int:
+    """On the CPU fallback, the query projection's moment (or the fused QKV's): its dequantized
+    weight and its output. It runs before the layer's cache update, over the cache as the layer
+    found it (decode_peak_bytes). MLA's projections are not modelled (0)."""
+    if spec.is_mla:
+        return 0
+    h, q_width = spec.hidden_size, spec.n_heads * spec.head_dim
+    if _fused_qkv(spec):
+        q_width += 2 * spec.n_kv_heads * spec.head_dim
+    return bnb_dequantized_weight_bytes(h, q_width, dequantized, cb) + tokens * q_width * cb
+
+
+def bnb_attention_projection_bytes(spec: ModelSpec, tokens: int, cb: int, dequantized: str) -> int:
+    """On the CPU fallback, the attention projections' moments (matter where their weights rival the
+    MLP's, or the MLP's experts are not bitsandbytes Linears: MoE): q (bnb_q_projection_bytes), o
+    with its input and output. MLA's projections are not modelled (0)."""
+    if spec.is_mla:
+        return 0
+    h, o_in = spec.hidden_size, spec.n_heads * spec.v_head_dim
+    o = bnb_dequantized_weight_bytes(o_in, h, dequantized, cb) + tokens * (o_in + h) * cb
+    return max(bnb_q_projection_bytes(spec, tokens, cb, dequantized), o)
+
+
+def mlp_bytes(spec: ModelSpec, tokens: int, cb: int, int8_kernels: str | None = None,
+              bnb_dequantized: str | None = None) -> int:
+    """Dense MLP intermediates (with bitsandbytes int8 Linears on `int8_kernels`, their moments too;
+    with `bnb_dequantized`, bitsandbytes' CPU fallback, each Linear's dequantized weight), or for MoE
+    the larger of its moments (the gate or the combine of the routed rows in transformers' grouped_mm
+    layout, with the router's tensors; the shared experts)."""
     copies = GATED_MLP_COPIES if spec.gated_mlp else TANH_GELU_MLP_COPIES.get(spec.family, PLAIN_MLP_COPIES)
     if spec.family in FUSED_GATE_UP_FAMILIES:
         copies = FUSED_GATE_UP_MLP_COPIES
     dense = copies * tokens * spec.d_ff * cb
     if not spec.is_moe:
-        return max(dense, _int8_mlp_bytes(spec, tokens, cb, int8_kernels) if int8_kernels else 0)
+        int8 = _int8_mlp_bytes(spec, tokens, cb, int8_kernels) if int8_kernels else 0
+        fallback = _bnb_mlp_bytes(spec, tokens, cb, int8_kernels or "cpu", bnb_dequantized) if bnb_dequantized else 0
+        return max(dense, int8, fallback)
     rows = tokens * spec.n_experts_active
     ff_copies = MOE_ROW_FF_COPIES_BY_FAMILY.get(spec.family, MOE_ROW_FF_COPIES)
     weighted = FP32_BYTES if spec.family in MOE_FP32_ROUTING_FAMILIES else cb
@@ -399,20 +489,25 @@ def logits_bytes(spec: ModelSpec, batch: int, positions: int, cb: int) -> int:
 
 def step_peak(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, logit_positions: int,
               cb: int, residual_copies: int | None = None, int8_mlp: bool = False,
-              torch_sdpa: bool = True, kernels: str = "cuda") -> dict[str, int]:
+              torch_sdpa: bool = True, kernels: str = "cuda", bnb_dequantized: str | None = None) -> dict[str, int]:
     """One forward's parts: `residual`, `positions` and `masks` live throughout; `attention`, `mlp`
     and `logits` are the moments of which the largest adds to them (`peak_of`). `kernels`: the
     device whose kernels run ("cuda" or "cpu"); `int8_mlp`: the MLP's Linears are bitsandbytes int8;
     `torch_sdpa`: attention runs through torch's scaled_dot_product_attention (transformers), not an
-    engine's own kernels."""
+    engine's own kernels; `bnb_dequantized`: bitsandbytes' CPU fallback dequantizes every weight at
+    its product (BNB_DEQUANTIZED_*; None where its native kernels run)."""
     tokens = batch * q_len
     copies = residual_copies or RESIDUAL_COPIES + _has_tensor(spec, SECOND_PARALLEL_NORM)
+    attention = attention_bytes(spec, batch, q_len, kv_len, eager, cb, torch_sdpa, kernels)
+    if bnb_dequantized:
+        attention = max(attention, bnb_attention_projection_bytes(spec, tokens, cb, bnb_dequantized))
     return {
         "residual": copies * tokens * spec.hidden_size * cb,
         "positions": positions_bytes(spec, batch, q_len, kv_len, cb),
         "masks": masks_bytes(spec, batch, q_len, kv_len, eager, cb),
-        "attention": attention_bytes(spec, batch, q_len, kv_len, eager, cb, torch_sdpa, kernels),
-        "mlp": (mlp_bytes(spec, tokens, cb, kernels if int8_mlp else None) + kept_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)
+        "attention": attention,
+        "mlp": (mlp_bytes(spec, tokens, cb, kernels if int8_mlp else None, bnb_dequantized)
+                + kept_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)
                 + previous_probabilities_bytes(spec, batch, q_len, kv_len, eager, cb)),
         "logits": logits_bytes(spec, batch, logit_positions, cb),
     }
@@ -425,8 +520,14 @@ def peak_of(parts: dict[str, int], logits: bool = True) -> int:
     return parts["residual"] + parts["positions"] + parts["masks"] + max(moments)
 
 
+def _layer_moment(layer: dict[str, int], step: dict[str, int]) -> int:
+    """A layer's moment over the keys it attends to, with generate()'s inputs as the step has them
+    (the 2-D mask spans the whole context, a sliding layer's window or not)."""
+    return peak_of({**layer, "positions": step["positions"]}, logits=False)
+
+
 def decode_peak_bytes(spec: ModelSpec, batch: int, context: int, cb: int, eager: bool, kv_dtype: str,
-                      kernels: str = "cuda", int8_mlp: bool = False) -> int:
+                      kernels: str = "cuda", int8_mlp: bool = False, bnb_dequantized: str | None = None) -> int:
     """Cache and activations at the first decode step's peak, after a prefill of `context` tokens
     (transformers), the largest of: a cache update's moment (transformers_decode_cache) with what
     lives through the step; each layer's attention or MLP moment over the cache as that layer leaves
@@ -434,12 +535,16 @@ def decode_peak_bytes(spec: ModelSpec, batch: int, context: int, cb: int, eager:
     the keys that layer attends to; the logits and their float32 copy (as generate() takes them)
     over the updated cache."""
     cache = transformers_decode_cache(spec, kv_dtype, context, batch)
-    parts = step_peak(spec, batch, 1, context, eager, 1, cb, int8_mlp=int8_mlp, kernels=kernels)
+    parts = step_peak(spec, batch, 1, context, eager, 1, cb, int8_mlp=int8_mlp, kernels=kernels,
+                      bnb_dequantized=bnb_dequantized)
     throughout = parts["residual"] + parts["positions"] + parts["masks"]
-    moments = {attended: peak_of(step_peak(spec, batch, 1, attended - 1, eager, 1, cb, int8_mlp=int8_mlp,
-                                           kernels=kernels), logits=False)
+    moments = {attended: _layer_moment(step_peak(spec, batch, 1, attended - 1, eager, 1, cb, int8_mlp=int8_mlp,
+                                                 kernels=kernels, bnb_dequantized=bnb_dequantized), parts)
                for attended in set(cache.attended_tokens)}
     layers = max(n + moments[a] for n, a in zip(cache.layer_bytes, cache.attended_tokens))
+    if bnb_dequantized:     # a layer's q projection, before its update: past a window, the prompt-long cache
+        found = (transformers_kv_cache_bytes(spec, kv_dtype, context, batch, storage=True),) + cache.layer_bytes[:-1]
+        layers = max(layers, max(found) + throughout + bnb_q_projection_bytes(spec, batch, cb, bnb_dequantized))
     return max(cache.update_peak_bytes + throughout, layers, cache.after_bytes + throughout + parts["logits"])
 
 

@@ -25,6 +25,11 @@ MEASURABLE = tuple(FLOAT_DTYPES) + BNB_PRECISIONS
 
 GPTQ_PREFIX = "gptq-"      # gptq-<b>bit-g<G>: a GPTQ checkpoint folder, run by sizer's QuantLinear
 
+# Loaded.kernel (and Record.kernel) of a bitsandbytes model on a CPU where bitsandbytes has no
+# native kernel for its format and dequantizes every weight at each forward (sizer.calc.activations
+# BNB_DEQUANTIZED_*); "" where its native kernels run (and in records written before this was told).
+BNB_DEQUANTIZE_KERNEL = "dequantize"
+
 
 def is_gptq(precision: str) -> bool:
     return precision.startswith(GPTQ_PREFIX)
@@ -42,6 +47,25 @@ class Loaded:
     weights_bytes: int = 0   # parameters + quantization statistics as loaded (before any forward)
     buffers_bytes: int = 0
     kernel: str = ""         # GPTQ: QuantLinear's path, "reference" or "int4"
+
+
+def bnb_kernel(precision: str, device: str) -> str:
+    """BNB_DEQUANTIZE_KERNEL where the installed bitsandbytes runs `precision` on this CPU by
+    dequantizing each weight: 4-bit without AVX512-BF16 (Linear4bit.forward repacks the weight for
+    bnb's own kernel only where `has_avx512bf16()`), int8 where no CPU kernel is registered for
+    bitsandbytes::int8_linear_matmul (bnb 0.50 registers torch._int_mm only where torch's CPU
+    capability is AVX512; 0.49 always): its default implementation multiplies in float32. "" otherwise."""
+    if device != "cpu" or precision not in BNB_PRECISIONS:
+        return ""
+    import torch
+    import bitsandbytes  # noqa: F401  (registers its operators)
+    from bitsandbytes.functional import has_avx512bf16
+
+    if precision == "int8":
+        native = torch._C._dispatch_has_kernel_for_dispatch_key("bitsandbytes::int8_linear_matmul", "CPU")
+    else:
+        native = bool(has_avx512bf16())
+    return "" if native else BNB_DEQUANTIZE_KERNEL
 
 
 def _quantization_config(precision: str, torch):
@@ -133,7 +157,7 @@ def _load(spec: ModelSpec, config: dict, weights_folder, precision: str, device:
     actual = getattr(model.config, "_attn_implementation", None) or attention
     return Loaded(model, spec, precision, device, source, time.perf_counter() - start,
                   "eager" if actual == "eager" else "sdpa" if actual == "sdpa" else attention,
-                  kernel=kernel if is_gptq(precision) else "")
+                  kernel=kernel if is_gptq(precision) else bnb_kernel(precision, device))
 
 
 def _random_state_dict(hf_config, spec: ModelSpec, device: str, torch) -> tuple[type, dict]:

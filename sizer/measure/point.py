@@ -44,20 +44,20 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
                     inputs = prompt_inputs(model, spec.vocab_size, batch_size, context_length, device, torch)
                     start = time.perf_counter()
                     out = model(**inputs, use_cache=True, logits_to_keep=1)
-                    next_ids = _next_tokens(out, torch)
+                    next_ids = next_tokens(out, torch)
                     _sync(torch, device)
                     values["prefill_s"] = time.perf_counter() - start
-                cache = _output_cache(out)
+                cache = output_cache(out)
                 values["measured_kv_cache_bytes"] = cache_bytes(cache)
                 inputs, out = {**inputs, "input_ids": next_ids}, None
                 # CPU: the first step gives the profiled peak; the others, unprofiled, the time and resident set
                 profiled = new_tokens if device == "cuda" else min(new_tokens, 1)
                 with Peak(device, torch, trace, "decode") as decode:
-                    cache, inputs, elapsed = _decode_steps(model, inputs, cache, profiled, torch, device)
+                    cache, inputs, elapsed = decode_steps(model, inputs, cache, profiled, torch, device)
             timed, decode_resident = profiled, decode.resident
             if new_tokens > profiled:
                 with Peak(device, torch) as rest:
-                    cache, inputs, elapsed = _decode_steps(model, inputs, cache, new_tokens - profiled, torch, device)
+                    cache, inputs, elapsed = decode_steps(model, inputs, cache, new_tokens - profiled, torch, device)
                 timed, decode_resident = new_tokens - profiled, rest.resident
             values["decode_tokens_per_s"] = timed / elapsed if timed and elapsed > 0 else None
         if device == "cuda":
@@ -100,7 +100,7 @@ def prompt_inputs(model, vocab_size: int, batch: int, context: int, device: str,
     return inputs
 
 
-def _decode_steps(model, inputs: dict, cache, steps: int, torch, device: str):
+def decode_steps(model, inputs: dict, cache, steps: int, torch, device: str):
     """`steps` greedy decode steps as generate() runs them (the 2-D mask grows by one column, the
     position ids, where taken, move on by one): (cache, the next step's inputs, seconds)."""
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -112,19 +112,19 @@ def _decode_steps(model, inputs: dict, cache, steps: int, torch, device: str):
         if "position_ids" in inputs:
             inputs["position_ids"] = inputs["position_ids"][:, -1:] + 1
         step = model(**inputs, use_cache=True, **{cache_arg: cache})
-        cache, inputs["input_ids"] = _output_cache(step), _next_tokens(step, torch)
+        cache, inputs["input_ids"] = output_cache(step), next_tokens(step, torch)
     _sync(torch, device)
     return cache, inputs, time.perf_counter() - start
 
 
-def _next_tokens(out, torch):
+def next_tokens(out, torch):
     """Greedy next tokens [batch, 1] as generate() takes them: the last position's logits copied to
     float32 while the forward's output still holds them, then argmax."""
     logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
     return logits.argmax(-1, keepdim=True)
 
 
-def _output_cache(out):
+def output_cache(out):
     """The cache a forward returned (transformers 5.24 renamed past_key_values to cache)."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else getattr(out, "past_key_values", None)

@@ -8,8 +8,8 @@ from sizer.calc.calibration import Calibration
 from sizer.calc.estimate import estimate
 from sizer.calc.kv import transformers_kv_cache_bytes
 from sizer.errors import UsageError
-from sizer.measure.load import is_gptq
-from sizer.quant import get_precision
+from sizer.measure.load import BNB_DEQUANTIZE_KERNEL, is_gptq
+from sizer.quant import bnb_int8_mlp, get_precision
 from sizer.spec import ModelSpec
 from sizer.units import fmt_gib
 
@@ -17,7 +17,10 @@ from sizer.units import fmt_gib
 def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: int, device: str,
             attention: str, calibration: Calibration, kernel: str = "reference") -> dict:
     """sizer's prediction for what `measure_point` measures (transformers' own cache layout). A GPTQ
-    model on the int4 kernel holds its weights in that kernel's layout and no dequantized copy."""
+    model on the int4 kernel holds its weights in that kernel's layout and no dequantized copy.
+    `kernel`: GPTQ's QuantLinear path, or for bitsandbytes BNB_DEQUANTIZE_KERNEL where it runs on
+    its CPU fallback (sizer.measure.load.bnb_kernel): each Linear's weight dequantized at its product,
+    at the prefill and at every decode step."""
     e = estimate(spec, precision, "bf16" if precision not in ("fp16", "fp32") else precision, context_length,
                  batch_size, attention, "last", calibration, kernels=device)
     kv_dtype = e.kv_dtype
@@ -34,6 +37,14 @@ def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: in
 
         activations = max(activations, _mlp_moment_bytes(spec, context_length, batch_size, attention)
                           + gptq_reference_workspace_bytes(spec))
+    dequantized = bnb_dequantized(precision, kernel)
+    if dequantized:
+        from sizer.calc.activations import peak_of, step_peak
+
+        parts = step_peak(spec, batch_size, context_length, context_length, _eager(spec, attention), 1,
+                          get_precision(precision).compute_bytes, int8_mlp=bnb_int8_mlp(spec, precision),
+                          kernels=device, bnb_dequantized=dequantized)
+        activations = max(activations, peak_of(parts))
     peak = weights + kv_storage + activations
     decode = weights + _decode_bytes(spec, precision, context_length, batch_size, device, attention, kv_dtype, kernel)
     process = None
@@ -51,20 +62,37 @@ def _decode_bytes(spec: ModelSpec, precision: str, context_length: int, batch_si
     """The first decode step's peak above the weights (cache included; `decode_peak_bytes`); on
     GPTQ's reference path at least the updated cache plus one Linear's dequantization workspace.
     Uncalibrated: `sizer calibrate` fits the prefill's activations."""
-    from sizer.calc.activations import decode_peak_bytes, transformers_attention
+    from sizer.calc.activations import decode_peak_bytes
     from sizer.calc.kv import transformers_decode_cache
-    from sizer.quant import bnb_int8_mlp
 
     fmt = get_precision(precision)
-    eager = transformers_attention(spec, attention) == "eager"
-    decode = decode_peak_bytes(spec, batch_size, context_length, fmt.compute_bytes, eager, kv_dtype, device,
-                               bnb_int8_mlp(spec, fmt.name))
+    decode = decode_peak_bytes(spec, batch_size, context_length, fmt.compute_bytes, _eager(spec, attention), kv_dtype,
+                               device, bnb_int8_mlp(spec, fmt.name), bnb_dequantized(precision, kernel))
     if is_gptq(precision) and kernel != "int4":
         from sizer.quantize.plan import gptq_reference_workspace_bytes
 
         after = transformers_decode_cache(spec, kv_dtype, context_length, batch_size).after_bytes
         decode = max(decode, after + gptq_reference_workspace_bytes(spec))
     return decode
+
+
+def bnb_dequantized(precision: str, kernel: str) -> str | None:
+    """What bitsandbytes' CPU fallback materializes per Linear (sizer.calc.activations
+    BNB_DEQUANTIZED_*), or None where its native kernels run (`kernel` is not BNB_DEQUANTIZE_KERNEL)."""
+    from sizer.calc.activations import BNB_DEQUANTIZED_4BIT, BNB_DEQUANTIZED_4BIT_NESTED, BNB_DEQUANTIZED_INT8
+
+    if kernel != BNB_DEQUANTIZE_KERNEL or is_gptq(precision):
+        return None
+    fmt = get_precision(precision)
+    if fmt.name == "int8":
+        return BNB_DEQUANTIZED_INT8
+    return BNB_DEQUANTIZED_4BIT_NESTED if getattr(fmt, "double_quant", False) else BNB_DEQUANTIZED_4BIT
+
+
+def _eager(spec: ModelSpec, attention: str) -> bool:
+    from sizer.calc.activations import transformers_attention
+
+    return transformers_attention(spec, attention) == "eager"
 
 
 def _gptq_permuted(spec: ModelSpec) -> bool:

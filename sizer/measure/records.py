@@ -50,8 +50,9 @@ class Record:
     predicted_decode_tokens_per_s: float | None
     cpu: str
     date: str
-    kernel: str = ""                  # GPTQ only: "reference" or "int4" (QuantLinear's path); added later,
-                                      # so files written before it read back with ""
+    kernel: str = ""                  # GPTQ: "reference" or "int4" (QuantLinear's path); bitsandbytes on
+                                      # CPU: "dequantize" on its fallback (sizer.measure.load.bnb_kernel);
+                                      # added later, so files written before it read back with ""
     predicted_decode_peak_bytes: int | None = None   # added later: empty in files written before it
 
     @staticmethod

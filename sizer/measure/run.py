@@ -65,7 +65,7 @@ def run_measure(model: str, precisions: list[str] | None, contexts: list[int], b
                 progress: Callable[[str], None] = lambda text: None, gptq_kernel: str = "reference") -> list[Record]:
     from sizer.inputs.resolve import get_config, get_model
     from sizer.env.torch_runtime import check_device, require_torch
-    from sizer.measure.load import is_gptq, load
+    from sizer.measure.load import bnb_kernel, is_gptq, load
     from sizer.measure.point import measure_point
     from sizer.measure.predict import refuse_if_too_large
 
@@ -88,7 +88,7 @@ def run_measure(model: str, precisions: list[str] | None, contexts: list[int], b
     if gptq_kernel != "reference" and not all(is_gptq(p) for p in precisions):
         raise UsageError(f"--gptq-kernel {gptq_kernel} applies to GPTQ checkpoints (gptq-<b>bit-g<G> precisions)")
     for precision in precisions:
-        kernel = gptq_kernel if is_gptq(precision) else ""
+        kernel = gptq_kernel if is_gptq(precision) else bnb_kernel(precision, device)
         if not force:
             refuse_if_too_large(spec, precision, max(contexts), max(batches), device, attention, available, cal, kernel)
         progress(f"loading {spec.name} at {precision} on {device} ({folder or 'synthetic weights'})")
