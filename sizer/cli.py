@@ -332,7 +332,8 @@ GPTQ_ONLY_OPTIONS = ("bits", "group_size", "act_order", "static_groups", "sym", 
 @click.argument("model_dir")
 @click.option("--method", type=click.Choice(["int8", "nf4", "fp4", "gptq"]), required=True,
               help="bitsandbytes LLM.int8 / 4-bit NF4 / FP4 (quantized on load), or GPTQ with sizer's own solver.")
-@click.option("--output", required=True, type=click.Path(file_okay=False), help="Folder for the quantized checkpoint.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Folder for the quantized checkpoint (required unless --dry-run).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: cuda when available.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--bits", type=click.Choice(["2", "3", "4", "8"]), default=None, help="GPTQ bits per weight [4].")
@@ -381,7 +382,7 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
 
     \b
     Examples:
-      sizer quantize ./Llama-3.1-8B --method gptq --calibration-text text.txt --output ./l8b-gptq --dry-run
+      sizer quantize ./Llama-3.1-8B --method gptq --calibration-text text.txt --dry-run
       sizer quantize ./Llama-3.1-8B --method gptq --bits 4 --act-order --static-groups --tensor-parallel 2 \\
           --calibration-text text.txt --samples 256 --report layers.csv --output ./l8b-gptq
       sizer quantize ./Llama-3.1-8B --method nf4 --output ./l8b-nf4
@@ -396,6 +397,8 @@ def quantize(model_dir, method, output, device, force, fmt, **gptq):
     from sizer.quantize.folders import check_output_dir
 
     if not gptq.get("dry_run"):
+        if output is None:
+            raise SizerUsage("quantize needs --output FOLDER for the quantized checkpoint (or --dry-run to plan only)")
         check_output_dir(output, force)         # before minutes of loading, planning or tokenizing
     torch = require_torch("sizer quantize")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -457,6 +457,13 @@ def test_quantize_calibration_text_has_its_own_name(tmp_path):
     assert "--calibration " not in run("quantize", "--help").output
 
 
+def test_quantize_needs_an_output_unless_it_only_plans(tmp_path):
+    for method in ("nf4", "gptq"):
+        r = run("quantize", str(tmp_path), "--method", method)
+        assert "quantize needs --output FOLDER" in one_line_error(r, 2)
+    assert not list(tmp_path.iterdir())                      # nothing written
+
+
 def test_a_nul_byte_in_an_argument_is_one_line():
     """Found by the fuzz test: `calibrate '\\x00'` reached os.stat and raised ValueError."""
     for args in (["calibrate", "\x00"], ["estimate", "phi\x00-2"], ["fit", "llama3-8b", "--gpus", "H1\x0000"]):

@@ -372,7 +372,7 @@ def test_shipped_calibration_is_the_documented_prior_until_calibrated():
 
 
 @pytest.mark.parametrize("argv", [["measure", "phi-2", "--device", "cpu"],
-                                  ["quantize", "MODEL", "--method", "nf4", "-o", "OUT"],
+                                  ["quantize", "MODEL", "--method", "nf4", "--output", "OUT"],
                                   ["quantize", "MODEL", "--method", "gptq", "--dry-run"]])
 def test_no_torch_names_the_command_and_the_extra(monkeypatch, tmp_path, argv):
     monkeypatch.setitem(sys.modules, "torch", None)          # `import torch` raises ImportError
