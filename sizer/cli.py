@@ -250,7 +250,8 @@ def _list(value: str | None, cast, name: str, allow_many: bool) -> list:
               help="bf16 fp16 fp32, or bitsandbytes int8 nf4 nf4-dq fp4 fp4-dq (quantized on load), or gptq-<b>bit-g<G> "
                    "for a GPTQ checkpoint folder (run by sizer's QuantLinear). Default: the checkpoint's GPTQ "
                    "format, else bf16. With --sweep, a list.")
-@click.option("-c", "--context-length", default="1024", show_default=True, help="Prompt tokens. With --sweep, a list.")
+@click.option("-c", "--context-length", default=None,
+              help="Prompt tokens [1024, or the model's maximum when smaller]. With --sweep, a list.")
 @click.option("-b", "--batch-size", default="1", show_default=True, help="Sequences. With --sweep, a list.")
 @click.option("--new-tokens", type=int, default=16, show_default=True, help="Decode steps timed after the prefill.")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="Default: cuda when available, else cpu.")
@@ -267,10 +268,12 @@ def _list(value: str | None, cast, name: str, allow_many: bool) -> list:
 @click.option("--record", "record_path", type=click.Path(dir_okay=False), default=None,
               help="Append the records to FILE (.csv or .json; docs/output.md documents the columns).")
 @click.option("--force", is_flag=True, help="Measure even when sizer predicts the model does not fit the device.")
+@click.option("--allow-long-context", is_flag=True,
+              help="Measure a context beyond the model's maximum anyway (refused otherwise, as in estimate and fit).")
 @calibration_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def measure(model, precision, context_length, batch_size, new_tokens, device, weights, attention, gptq_kernel, sweep,
-            record_path, force, calibration, fmt):
+            record_path, force, allow_long_context, calibration, fmt):
     """Load MODEL the way users run it, profile memory and speed, and print sizer's prediction beside
     each measurement with the error. Needs the extra: pip install 'sizer-llm[torch]'.
 
@@ -282,12 +285,13 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
     from sizer.measure.run import run_measure
 
     precisions = _list(precision, str, "--precision", sweep) if precision else None
-    contexts = _list(context_length, int, "--context-length", sweep)
+    contexts = _list(context_length, int, "--context-length", sweep) if context_length is not None else None
     batches = _list(batch_size, int, "--batch-size", sweep)
     if new_tokens < 0:
         raise SizerUsage(f"--new-tokens must not be negative, got {new_tokens}")
     records = run_measure(model, precisions, contexts, batches, new_tokens, device, weights, attention, force,
-                          calibration, progress=lambda text: click.echo(text, err=True), gptq_kernel=gptq_kernel)
+                          calibration, progress=lambda text: click.echo(text, err=True), gptq_kernel=gptq_kernel,
+                          allow_long_context=allow_long_context)
     if record_path:
         from sizer.measure.records import write_records
 

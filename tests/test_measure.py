@@ -231,6 +231,21 @@ def test_bitsandbytes_decode_peak_on_a_tiny_gqa_llama(precision):
         assert r.measured_decode_peak_bytes > r.measured_weights_bytes + r.measured_kv_cache_bytes + weight_copy
 
 
+def test_context_beyond_the_maximum_follows_the_estimate_rule(tmp_path):
+    """measure refuses a context beyond the model's maximum as estimate and fit do (one line, nothing
+    loaded), measures it with --allow-long-context, and by default measures at most the maximum."""
+    path = write_config(tmp_path / "m", {"model_type": "llama", **BASE, "max_position_embeddings": 96})
+    r = CliRunner().invoke(cli, ["measure", str(path), "--device", "cpu", "-c", "128"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert "context length 128 exceeds" in r.output and "maximum of 96 tokens" in r.output
+    r = CliRunner().invoke(cli, ["measure", str(path), "--device", "cpu", "-c", "128", "--new-tokens", "1",
+                                 "--allow-long-context", "--format", "json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["context_length"] == 128
+    assert "exceeds the model's maximum of 96" in r.stderr
+    r = CliRunner().invoke(cli, ["measure", str(path), "--device", "cpu", "--new-tokens", "1", "--format", "json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["context_length"] == 96
+
+
 @pytest.mark.parametrize("name", ["llama-tied", "phi3", "qwen3_moe"])
 def test_synthetic_bitsandbytes_keeps_ties_fusions_and_experts(name):
     """Random weights reach bitsandbytes as a state dict: tied embeddings stay one tensor, fused

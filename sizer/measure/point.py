@@ -60,15 +60,8 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
                     cache, inputs, elapsed = decode_steps(model, inputs, cache, new_tokens - profiled, torch, device)
                 timed, decode_resident = new_tokens - profiled, rest.resident
             values["decode_tokens_per_s"] = timed / elapsed if timed and elapsed > 0 else None
-        if device == "cuda":
-            values["measured_peak_bytes"] = prefill.allocated
-            values["measured_decode_peak_bytes"] = decode.allocated
-            values["measured_reserved_bytes"] = max(prefill.reserved, decode.reserved)
-            values["measured_process_bytes"] = nvml_process_memory(uuid)[0] or nvml_before
-        else:       # above the weights, as CUDA's figures hold them: the prefill's own peak, the decode's absolute
-            values["measured_peak_bytes"] = weights + prefill.cpu_peaks()[0]
-            values["measured_decode_peak_bytes"] = weights + decode.cpu_peaks()[1]
-            values["measured_process_bytes"] = weights + max(prefill.resident, decode_resident)
+        values.update(_peaks(device, weights, prefill, decode, decode_resident,
+                             lambda: nvml_process_memory(uuid)[0] or nvml_before))
     except (torch.OutOfMemoryError, MemoryError):
         values["status"] = "does-not-fit"
     finally:
@@ -80,12 +73,30 @@ def measure_point(loaded: Loaded, context_length: int, batch_size: int, new_toke
         model=spec.name, family=spec.family, precision=loaded.precision, kv_dtype=pred["kv_dtype"],
         context_length=context_length, batch_size=batch_size, new_tokens=new_tokens, attention=attention,
         device=device, gpu_name=gpu_name, driver=driver, torch_version=torch.__version__,
-        transformers_version=transformers.__version__, predicted_weights_bytes=pred["weights"],
-        predicted_kv_cache_bytes=pred["kv"], predicted_activation_bytes=pred["activations"],
-        predicted_peak_bytes=pred["peak"], predicted_decode_peak_bytes=pred["decode_peak"],
-        predicted_process_bytes=pred["process"],
-        predicted_decode_tokens_per_s=None, cpu=cpu_name(),
+        transformers_version=transformers.__version__, **_predicted(pred), cpu=cpu_name(),
         date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), kernel=loaded.kernel, **values)
+
+
+def _peaks(device: str, weights: int, prefill: Peak, decode: Peak, decode_resident: int | None,
+           process_bytes) -> dict:
+    """The measured peaks of a point. CUDA: the allocator's peaks and NVML's process figure
+    (`process_bytes()`). CPU: above the weights, as CUDA's figures hold them: the prefill's own peak,
+    the decode's absolute one, and the resident set's growth."""
+    if device == "cuda":
+        return {"measured_peak_bytes": prefill.allocated, "measured_decode_peak_bytes": decode.allocated,
+                "measured_reserved_bytes": max(prefill.reserved, decode.reserved),
+                "measured_process_bytes": process_bytes()}
+    return {"measured_peak_bytes": weights + prefill.cpu_peaks()[0],
+            "measured_decode_peak_bytes": weights + decode.cpu_peaks()[1],
+            "measured_process_bytes": weights + max(prefill.resident, decode_resident)}
+
+
+def _predicted(pred: dict) -> dict:
+    """A prediction (sizer.measure.predict.predict) under the record's column names."""
+    return {"predicted_weights_bytes": pred["weights"], "predicted_kv_cache_bytes": pred["kv"],
+            "predicted_activation_bytes": pred["activations"], "predicted_peak_bytes": pred["peak"],
+            "predicted_decode_peak_bytes": pred["decode_peak"], "predicted_process_bytes": pred["process"],
+            "predicted_decode_tokens_per_s": None}
 
 
 def prompt_inputs(model, vocab_size: int, batch: int, context: int, device: str, torch) -> dict:

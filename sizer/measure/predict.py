@@ -22,7 +22,8 @@ def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: in
     its CPU fallback (sizer.measure.load.bnb_kernel): each Linear's weight dequantized at its product,
     at the prefill and at every decode step."""
     e = estimate(spec, precision, "bf16" if precision not in ("fp16", "fp32") else precision, context_length,
-                 batch_size, attention, "last", calibration, kernels=device)
+                 batch_size, attention, "last", calibration, kernels=device,
+                 allow_long_context=True)      # the command applied the rule (run_measure) before measuring
     kv_dtype = e.kv_dtype
     kv = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size)
     kv_storage = transformers_kv_cache_bytes(spec, kv_dtype, context_length, batch_size, storage=True)

@@ -12,6 +12,7 @@ from sizer.calc.transformers_releases import outside_note
 from sizer.calc.calibration import resolve
 from sizer.errors import UsageError
 from sizer.measure.records import Record
+from sizer.spec import check_context_length
 
 
 def _weights_folder(weights: str | None, default: Path | None) -> Path | None:
@@ -60,9 +61,15 @@ def predicted_decode_tokens_per_s(spec, precision, ctx, batch, cal) -> float | N
     return tput.decode_tokens_per_s
 
 
-def run_measure(model: str, precisions: list[str] | None, contexts: list[int], batches: list[int], new_tokens: int,
-                device: str | None, weights: str | None, attention: str, force: bool, calibration,
-                progress: Callable[[str], None] = lambda text: None, gptq_kernel: str = "reference") -> list[Record]:
+DEFAULT_CONTEXT_LENGTH = 1024     # prompt tokens when none are given (the model's maximum when smaller)
+
+
+def run_measure(model: str, precisions: list[str] | None, contexts: list[int] | None, batches: list[int],
+                new_tokens: int, device: str | None, weights: str | None, attention: str, force: bool, calibration,
+                progress: Callable[[str], None] = lambda text: None, gptq_kernel: str = "reference",
+                allow_long_context: bool = False) -> list[Record]:
+    """Measure every (precision, context, batch) point of `model`; a context beyond the model's maximum
+    follows estimate's and fit's rule (sizer.spec.check_context_length)."""
     from sizer.inputs.resolve import get_config, get_model
     from sizer.env.torch_runtime import check_device, require_torch
     from sizer.measure.load import bnb_kernel, is_gptq, load
@@ -76,6 +83,10 @@ def run_measure(model: str, precisions: list[str] | None, contexts: list[int], b
     if outside:
         progress(outside)
     spec = get_model(model)
+    contexts = contexts or [min(DEFAULT_CONTEXT_LENGTH, spec.max_context_length or DEFAULT_CONTEXT_LENGTH)]
+    long_note = check_context_length(spec, max(contexts), allow_long_context)
+    if long_note:
+        progress(long_note)
     stored = spec.checkpoint.quantization if spec.checkpoint else None
     precisions = precisions or [stored if stored and is_gptq(stored) else "bf16"]
     config, default_folder = get_config(model)
