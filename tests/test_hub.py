@@ -307,3 +307,29 @@ def test_calculator_path_imports_no_hub_client():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                          env=os.environ | {"PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "[]"
+
+
+def test_a_hub_that_never_answers_times_out(tmp_path):
+    """A server that accepts the connection and never answers: one line after the 10 s read timeout."""
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        start = time.monotonic()
+        result = sizer(tmp_path, "estimate", "acme/tiny-llama", endpoint=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        elapsed = time.monotonic() - start
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "Timeout" in result.stderr and "not in the catalog nor in a local cache" in result.stderr
+    assert elapsed < 60
+
+
+def test_a_corrupt_cache_file_is_one_line(tmp_path):
+    cache = tmp_path / "xdg" / "sizer" / "hub" / "acme" / "tiny-llama" / "main" / "hub.json"
+    cache.parent.mkdir(parents=True)
+    cache.write_text('{"format": 1, "config": "{}"}')
+    result = sizer(tmp_path, "estimate", "acme/tiny-llama", HF_HUB_OFFLINE="1")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {cache}: not a sizer cache file (KeyError: 'shards'); delete it to read the repository again"]
