@@ -99,7 +99,9 @@ def cli():
 
     Sizes are printed in GiB (1 GiB = 2^30 bytes); JSON and CSV carry exact integer bytes.
     MODEL is a catalog name or alias (see `sizer models`), a config.json, a folder with config.json
-    and *.safetensors (sized exactly from the tensor headers), or a .gguf file. Everything is offline.
+    and *.safetensors (sized exactly from the tensor headers), a .gguf file, or any Hugging Face
+    repository id ORG/NAME[@REVISION] (its config.json and safetensors headers, from the local caches or
+    by range requests). Only a repository id not cached uses the network.
     """
 
 

@@ -1,7 +1,9 @@
-"""`get_model`: any model description a user has, offline, as one `ModelSpec`.
+"""`get_model`: any model description a user has as one `ModelSpec` (offline, except a Hub id not cached).
 
 Accepted: a catalog name or alias; a config.json path; a folder with config.json (and, if present,
-*.safetensors files, read from their headers for exact bytes); a .gguf file (header only).
+*.safetensors files, read from their headers for exact bytes); a .gguf file (header only); any other
+Hugging Face repository id (sizer/inputs/hub.py: the local caches, else config.json and the
+safetensors headers over HTTP).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from sizer.catalog import get_catalog_model
+from sizer.catalog import find_model, get_catalog_model
 from sizer.config import ConfigView
 from sizer.errors import InputFileError, UnsupportedModelError, UsageError
 from sizer.families import FAMILIES, quantization_label, raise_unsupported, spec_from_config, supported_families
+from sizer.inputs.hub import HubModel, hub_model, is_repo_id
 from sizer.inputs.names import component_of
 from sizer.io import read_json_input, regular_file_size
 from sizer.spec import FULL_ATTENTION, OTHER, Checkpoint, CheckpointTensor, ModelSpec, TensorSpec
@@ -30,6 +33,8 @@ def get_model(ref: str | os.PathLike) -> ModelSpec:
             return _from_gguf(path)
         return spec_from_config(_read_config(path), _name_of(path), str(path), f"config file {path}")
     _refuse_missing_path(text)
+    if find_model(text) is None and is_repo_id(text):
+        return _from_hub(hub_model(text))
     entry = get_catalog_model(text)
     return spec_from_config(entry.config, entry.name, f"catalog entry {entry.name}", entry.source)
 
@@ -79,18 +84,29 @@ def _from_folder(folder: Path) -> ModelSpec:
     raw = _read_config(config_path)
     from sizer.inputs.safetensors import read_tensors
 
-    tensors = read_tensors(folder)
+    return _from_parts(raw, read_tensors(folder), folder.resolve().name, str(config_path),
+                       f"config file {config_path}", str(folder))
+
+
+def _from_hub(model: HubModel) -> ModelSpec:
+    return _from_parts(model.config, list(model.tensors or ()), model.name, f"{model.repo_id}/config.json",
+                       f"config.json of {model.label}", model.label)
+
+
+def _from_parts(raw: dict, tensors: list[CheckpointTensor], name: str, origin: str, source: str,
+                weights: str) -> ModelSpec:
+    """A config and the tensors of its safetensors headers (none: sized from the config)."""
     quantization = quantization_label(raw.get("quantization_config"))
-    checkpoint = _checkpoint(folder, "safetensors", tensors, quantization) if tensors else None
-    family = ConfigView(raw, str(config_path)).str("model_type", default="")
+    checkpoint = _checkpoint(weights, "safetensors", tensors, quantization) if tensors else None
+    family = ConfigView(raw, origin).str("model_type", default="")
     if family not in FAMILIES and checkpoint is not None:
-        spec = generic_spec(raw, checkpoint, str(config_path), folder.resolve().name)
+        spec = generic_spec(raw, checkpoint, origin, name)
     else:
-        spec = spec_from_config(raw, folder.resolve().name, str(config_path), f"config file {config_path}")
+        spec = spec_from_config(raw, name, origin, source)
     return replace(spec, checkpoint=checkpoint)
 
 
-def _checkpoint(path: Path, fmt: str, tensors: list[CheckpointTensor], quantization: str | None) -> Checkpoint:
+def _checkpoint(path: Path | str, fmt: str, tensors: list[CheckpointTensor], quantization: str | None) -> Checkpoint:
     by_dtype: dict[str, int] = {}
     for t in tensors:
         by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + t.n_bytes
@@ -169,4 +185,6 @@ def get_config(ref: str | os.PathLike) -> tuple[dict, Path | None]:
                              "safetensors folder (GGUF files run in llama.cpp)")
         return _read_config(path), None
     _refuse_missing_path(text)
+    if find_model(text) is None and is_repo_id(text):
+        return dict(hub_model(text).config), None
     return dict(get_catalog_model(text).config), None

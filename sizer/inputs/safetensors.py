@@ -27,24 +27,36 @@ def read_header(path: Path) -> dict:
     size = regular_file_size(path, "safetensors file")
     with path.open("rb") as f:
         head = f.read(8)
-        if len(head) < 8:
-            raise InputFileError(f"{path}: truncated safetensors file ({size} bytes, no header length)")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER_BYTES or 8 + n > size:
-            raise InputFileError(f"{path}: truncated or corrupt safetensors file (header of {n} bytes, file of {size})")
+        n = header_length(head, str(path), size)
         raw = f.read(n)
+    return parse_header(raw, str(path), size - 8 - n)
+
+
+def header_length(head: bytes, origin: str, size: int | None) -> int:
+    """The JSON header's length from a file's first 8 bytes, checked against the file size (if known)."""
+    if len(head) < 8:
+        raise InputFileError(f"{origin}: truncated safetensors file ({len(head)} bytes, no header length)")
+    (n,) = struct.unpack("<Q", head[:8])
+    if n > MAX_HEADER_BYTES or (size is not None and 8 + n > size):
+        raise InputFileError(f"{origin}: truncated or corrupt safetensors file (header of {n} bytes, file of {size})")
+    return n
+
+
+def parse_header(raw: bytes, origin: str, data_bytes: int | None) -> dict:
+    """A JSON header's bytes (those after the 8-byte length) as a validated dict; `data_bytes`, the size
+    of the data section after the header, bounds every tensor's offsets when it is known."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise InputFileError(f"{path}: corrupt safetensors header ({e.__class__.__name__}: {e})") from None
-    header = parse_json(text, f"{path}", "safetensors header", "corrupt safetensors header")
+        raise InputFileError(f"{origin}: corrupt safetensors header ({e.__class__.__name__}: {e})") from None
+    header = parse_json(text, origin, "safetensors header", "corrupt safetensors header")
     if not isinstance(header, dict):
-        raise InputFileError(f"{path}: corrupt safetensors header (not a JSON object)")
-    _check_offsets(path, header, size - 8 - n)
+        raise InputFileError(f"{origin}: corrupt safetensors header (not a JSON object)")
+    _check_offsets(origin, header, data_bytes)
     return header
 
 
-def _check_offsets(path: Path, header: dict, data_bytes: int) -> None:
+def _check_offsets(path: str, header: dict, data_bytes: int | None) -> None:
     for name, info in header.items():
         if name == "__metadata__":
             continue
@@ -57,7 +69,7 @@ def _check_offsets(path: Path, header: dict, data_bytes: int) -> None:
             ok = False
         if not ok:
             raise InputFileError(f"{path}: corrupt safetensors header entry for tensor {name!r}")
-        if end > data_bytes:
+        if data_bytes is not None and end > data_bytes:
             raise InputFileError(f"{path}: truncated safetensors file: tensor {name!r} ends at byte {end} "
                                  f"of a data section of {data_bytes} bytes")
         expected = prod(shape) * DTYPE_BYTES[dtype] if dtype in DTYPE_BYTES else None
@@ -67,12 +79,15 @@ def _check_offsets(path: Path, header: dict, data_bytes: int) -> None:
 
 def read_tensors(folder: Path) -> list[CheckpointTensor]:
     """Every tensor of every *.safetensors file in `folder` (sharded checkpoints included)."""
-    files = sorted(folder.glob("*.safetensors"))
+    return [t for path in sorted(folder.glob("*.safetensors")) for t in header_tensors(read_header(path))]
+
+
+def header_tensors(header: dict) -> list[CheckpointTensor]:
+    """The tensors one validated header describes, in its order."""
     tensors = []
-    for path in files:
-        for name, info in read_header(path).items():
-            if name == "__metadata__":
-                continue
-            begin, end = info["data_offsets"]
-            tensors.append(CheckpointTensor(name, component_of(name), info["dtype"], tuple(info["shape"]), end - begin))
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        tensors.append(CheckpointTensor(name, component_of(name), info["dtype"], tuple(info["shape"]), end - begin))
     return tensors
