@@ -71,9 +71,7 @@ def count_on_meta_device(raw: dict, family: str, origin: str) -> tuple[dict | No
     except ImportError:
         return None, "torch and transformers are not both installed (no exact count)"
     version = transformers.__version__
-    hf_dict = _hf_dict(raw)
-    if hf_dict is None:
-        return None, "its text_config names no model_type for transformers"
+    model_type = raw.get("model_type")
     from transformers.utils import logging as hf_logging
     import warnings
 
@@ -83,9 +81,9 @@ def count_on_meta_device(raw: dict, family: str, origin: str) -> tuple[dict | No
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                hf = transformers.AutoConfig.for_model(**hf_dict)
+                hf = transformers_config(raw, transformers)
             except (ValueError, KeyError):
-                return None, f"transformers {version} does not know model_type {hf_dict['model_type']!r}"
+                return None, f"transformers {version} does not know model_type {model_type!r}"
             except Exception as e:       # a config class refusing the values: report, size from the keys
                 return None, f"transformers {version} refused the config ({type(e).__name__}: {_short(e)})"
             numbers = {k: getattr(hf, k, None) for k in NUMBER_KEYS}
@@ -94,13 +92,12 @@ def count_on_meta_device(raw: dict, family: str, origin: str) -> tuple[dict | No
                 return None, (f"transformers' {type(hf).__name__} has no {', '.join(lacking)} "
                               "(not an attention decoder sizer can size)")
             try:
-                with torch.device("meta"):
-                    model = transformers.AutoModelForCausalLM.from_config(hf)
+                model = meta_model(hf, torch, transformers)
             except Exception as e:       # no causal-LM class, or the class refuses the config
                 return None, f"transformers {version} could not build it ({type(e).__name__}: {_short(e)})"
     finally:
         hf_logging.set_verbosity(verbosity)
-    record = {"format": CACHE_FORMAT, "sha256": config_hash(raw), "model_type": hf_dict["model_type"],
+    record = {"format": CACHE_FORMAT, "sha256": config_hash(raw), "model_type": hf.model_type,
               "transformers": version, "class": type(model).__name__,
               "params": sum(p.numel() for p in model.parameters()),
               "numbers": {k: v for k, v in numbers.items() if _jsonable(v)},
@@ -120,18 +117,26 @@ def _jsonable(value) -> bool:
         isinstance(value, list) and all(isinstance(v, (str, int)) for v in value))
 
 
-def _hf_dict(raw: dict) -> dict | None:
-    """The config transformers builds: a multimodal config's text part (with an outer tie flag)."""
+def transformers_config(raw: dict, transformers):
+    """The transformers config of the language model: `AutoConfig.for_model(**config)`, a multimodal
+    config's text part (`get_text_config()`, an outer tie_word_embeddings applied to it); the
+    quantization_config is left out (the count is of the unquantized modules)."""
     cfg = {k: v for k, v in raw.items() if k not in ("quantization_config", "auto_map")}
-    text = cfg.get("text_config")
-    if isinstance(text, dict):
-        if not isinstance(text.get("model_type"), str):
-            return None
-        merged = dict(text)
-        if "tie_word_embeddings" in cfg:
-            merged.setdefault("tie_word_embeddings", cfg["tie_word_embeddings"])
-        return merged
-    return cfg if isinstance(cfg.get("model_type"), str) else None
+    if not isinstance(cfg.get("model_type"), str):
+        raise ValueError("no model_type")
+    hf = transformers.AutoConfig.for_model(**cfg)
+    if isinstance(cfg.get("text_config"), dict):
+        text = hf.get_text_config()
+        if "tie_word_embeddings" in cfg and "tie_word_embeddings" not in cfg["text_config"]:
+            text.tie_word_embeddings = cfg["tie_word_embeddings"]
+        hf = text
+    return hf
+
+
+def meta_model(hf, torch, transformers):
+    """`AutoModelForCausalLM.from_config(hf)` on the meta device: the modules, no memory."""
+    with torch.device("meta"):
+        return transformers.AutoModelForCausalLM.from_config(hf)
 
 
 def _store(raw: dict, record: dict) -> None:
