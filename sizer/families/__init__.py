@@ -17,6 +17,7 @@ from sizer.errors import UnsupportedModelError
 from sizer.families.classic import bloom, gpt_bigcode, gpt_neox, mpt, phi
 from sizer.families.deepseek import deepseek
 from sizer.families.falcon import falcon
+from sizer.families.generic import generic_spec_from_config
 from sizer.families.llama import llama_like
 from sizer.spec import ModelSpec
 
@@ -69,10 +70,11 @@ def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> Mod
         c.raw["model_type"] = family = "gemma3_text"
     c.raw = {**CLASS_DEFAULTS.get(family, {}), **c.raw}
     build = FAMILIES.get(family)
-    if build is None:
+    if build is None:        # the generic path: transformers' own count, or the standard keys (families/generic.py)
         shown = family or "(no model_type)"
-        raise_unsupported(origin, shown)
-    spec = build(c, name)
+        spec = generic_spec_from_config(c, raw, name, family or "unknown", origin, unsupported_message(origin, shown))
+    else:
+        spec = build(c, name)
     native = quantization_label(c.raw.get("quantization_config"))
     if native or source:
         spec = replace(spec, native_precision=native, source=source or spec.source)
@@ -97,7 +99,10 @@ def quantization_label(q) -> str | None:
     return method or None
 
 
+def unsupported_message(origin: str, family: str) -> str:
+    return (f"{origin}: architecture family {family!r} is not supported; supported: {', '.join(supported_families())}. "
+            "Pass a folder with the checkpoint's *.safetensors files to size it from the tensor headers instead.")
+
+
 def raise_unsupported(origin: str, family: str) -> None:
-    raise UnsupportedModelError(
-        f"{origin}: architecture family {family!r} is not supported; supported: {', '.join(supported_families())}. "
-        "Pass a folder with the checkpoint's *.safetensors files to size it from the tensor headers instead.")
+    raise UnsupportedModelError(unsupported_message(origin, family))
