@@ -20,6 +20,21 @@ def parse_params_md(path: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory):
+    """sizer's caches (Hub headers, meta-device counts) go to a folder of this test session, never to
+    the user's ~/.cache; subprocesses inherit it."""
+    import os
+
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def reference_facts():
     facts = parse_params_md(REFERENCE_MODELS / "params.md")
