@@ -28,7 +28,41 @@ COMPONENTS = (
 # Tensor kinds decide how a quantization format stores a tensor.
 LINEAR, EMBEDDING, NORM, BIAS, OTHER = "linear", "embedding", "norm", "bias", "other"
 
+# Per-layer cache kinds (`ModelSpec.layer_types`). The attention kinds keep keys and values per token;
+# the recurrent kinds keep one state per sequence whatever the context (`ModelSpec.recurrent`).
 FULL_ATTENTION, SLIDING_ATTENTION = "full_attention", "sliding_attention"
+CHUNKED_ATTENTION = "chunked_attention"   # local attention within chunks: at most a chunk of tokens (window = chunk)
+MAMBA = "mamba"                           # a Mamba / Mamba2 SSM mixer: conv state + SSM state per sequence
+LINEAR_ATTENTION = "linear_attention"     # Gated DeltaNet / lightning attention: conv (if any) + recurrent state
+HYBRID = "hybrid"                         # attention and an SSM side by side in one layer (Falcon-H1): both
+SHARED_KV = "shared_kv"                   # attends to an earlier layer's keys and values: no cache of its own
+NO_CACHE = "no_cache"                     # no token mixer at all (Nemotron-H's MLP / MoE blocks)
+LAYER_KINDS = (FULL_ATTENTION, SLIDING_ATTENTION, CHUNKED_ATTENTION, MAMBA, LINEAR_ATTENTION, HYBRID, SHARED_KV,
+               NO_CACHE)
+KV_KINDS = frozenset({FULL_ATTENTION, SLIDING_ATTENTION, CHUNKED_ATTENTION, HYBRID})   # own per-token KV cache
+STATE_KINDS = frozenset({MAMBA, LINEAR_ATTENTION, HYBRID})                            # own per-sequence state
+
+
+@dataclass(frozen=True)
+class RecurrentState:
+    """The per-sequence state of one recurrent layer (every recurrent layer of a model has the same).
+
+    A depthwise causal conv1d of `conv_kernel` taps over `conv_channels` channels needs the last inputs:
+    serving engines keep `conv_kernel - 1` of them (vLLM's MambaStateShapeCalculator, llama.cpp's
+    n_embd_r), transformers' LinearAttentionLayer keeps `conv_kernel`. `state_values` is the
+    recurrent state: Mamba1 d_inner x d_state, Mamba2 heads x head_dim x d_state, Gated DeltaNet
+    value heads x key head dim x value head dim, lightning attention heads x head_dim x head_dim.
+    """
+
+    kind: str                   # "mamba", "mamba2", "gated_deltanet", "lightning"
+    conv_channels: int
+    conv_kernel: int
+    state_values: int
+
+    @property
+    def conv_values(self) -> int:
+        """Conv-state values a serving engine keeps (kernel - 1 columns)."""
+        return self.conv_channels * max(0, self.conv_kernel - 1)
 
 
 @dataclass(frozen=True)
@@ -101,7 +135,7 @@ class ModelSpec:
     vocab_size: int
     d_ff: int                   # dense MLP intermediate size (0 if every layer is MoE)
     tied_embeddings: bool
-    layer_types: tuple[str, ...]   # per layer: FULL_ATTENTION or SLIDING_ATTENTION
+    layer_types: tuple[str, ...]   # per layer: one of LAYER_KINDS (FULL_ATTENTION or SLIDING_ATTENTION for most)
     sliding_window: int | None
     max_context_length: int | None
     tensors: tuple[TensorSpec, ...]
@@ -119,6 +153,9 @@ class ModelSpec:
     transformers_release: tuple[int, int] | None = None   # the transformers release it runs on; None: the newest modelled
     checkpoint: "Checkpoint | None" = field(default=None, compare=False)
     max_context_key: str | None = None    # the config key max_context_length comes from
+    recurrent: RecurrentState | None = None   # the state of the MAMBA / LINEAR_ATTENTION / HYBRID layers
+    attention_chunk: int | None = None    # tokens per chunk of the CHUNKED_ATTENTION layers
+    indexer_values_per_token: int = 0     # sparse-attention indexer keys cached per token and KV layer (DeepSeek V3.2)
 
     @cached_property
     def tensor_names(self) -> frozenset[str]:
@@ -160,6 +197,20 @@ class ModelSpec:
     @property
     def n_sliding_layers(self) -> int:
         return sum(1 for t in self.layer_types if t == SLIDING_ATTENTION)
+
+    @property
+    def n_kv_layers(self) -> int:
+        """Layers with a per-token KV cache of their own."""
+        return sum(1 for t in self.layer_types if t in KV_KINDS)
+
+    @property
+    def n_state_layers(self) -> int:
+        """Layers with a per-sequence recurrent state."""
+        return sum(1 for t in self.layer_types if t in STATE_KINDS) if self.recurrent else 0
+
+    def layer_kind_counts(self) -> dict[str, int]:
+        """Layers per kind, in LAYER_KINDS order (kinds the model lacks left out)."""
+        return {k: n for k in LAYER_KINDS if (n := sum(1 for t in self.layer_types if t == k))}
 
     def params_by_component(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -25,7 +25,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, transformers_kv_cache_bytes  # noqa: E402
+from sizer.calc.kv import (TRANSFORMERS_CACHE_LAYER_TYPE, kv_cache_bytes, kv_cache_bytes_per_token,  # noqa: E402
+                           state_bytes_per_sequence, transformers_kv_cache_bytes, transformers_state_bytes)
 from sizer.calc.transformers_releases import parse_release, spec_for_transformers  # noqa: E402
 from sizer.families import FAMILIES, spec_from_config  # noqa: E402
 from sizer.inputs.names import component_of  # noqa: E402
@@ -300,6 +301,32 @@ HAND_WRITTEN.update({
                                       "num_experts_per_tok": 2},
 })
 
+# Hybrid families: recurrent layers (Mamba, Gated DeltaNet) beside attention; small sizes, every layer kind kept.
+HAND_WRITTEN.update({
+    "qwen3_next": {  # 3 Gated DeltaNet layers, then gated full attention; MoE with a gated shared expert
+        "model_type": "qwen3_next", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 512, "moe_intermediate_size": 128,
+        "shared_expert_intermediate_size": 256, "num_experts": 8, "num_experts_per_tok": 2,
+        "linear_key_head_dim": 32, "linear_value_head_dim": 32, "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4, "vocab_size": 512},
+    "qwen3_next-dense-layer": {  # layer 0 a dense MLP (mlp_only_layers), explicit layer_types
+        "model_type": "qwen3_next", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 512, "moe_intermediate_size": 128,
+        "shared_expert_intermediate_size": 256, "num_experts": 8, "num_experts_per_tok": 2, "mlp_only_layers": [0],
+        "layer_types": ["linear_attention", "full_attention", "linear_attention", "full_attention"],
+        "linear_key_head_dim": 32, "linear_value_head_dim": 64, "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4, "linear_conv_kernel_dim": 3, "vocab_size": 512},
+    "jamba": {  # Mamba on 3 of 4 layers, attention on layer 2, MoE on odd layers
+        "model_type": "jamba", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 512, "num_experts": 8, "num_experts_per_tok": 2,
+        "expert_layer_period": 2, "expert_layer_offset": 1, "attn_layer_period": 4, "attn_layer_offset": 2,
+        "mamba_d_state": 16, "mamba_d_conv": 4, "mamba_expand": 2, "vocab_size": 512},
+    "falcon_h1": {  # attention and Mamba2 side by side in every layer
+        "model_type": "falcon_h1", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 512, "mamba_d_ssm": 512,
+        "mamba_n_heads": 8, "mamba_d_state": 16, "mamba_n_groups": 2, "mamba_rms_norm": True, "vocab_size": 512},
+})
+
 # sizer and transformers disagree here; the lead decides which is right (see the reasons).
 LAYER_TYPE_DISAGREEMENTS: dict[str, str] = {}
 
@@ -387,7 +414,7 @@ def test_small_config_layer_types(case):
     config = SMALL_CASES[case]
     spec = spec_from_config(copy.deepcopy(config), case, case)
     types, window = hf_layer_types(hf_config(config))
-    assert spec.layer_types == types
+    assert tuple(TRANSFORMERS_CACHE_LAYER_TYPE.get(k, k) for k in spec.layer_types) == types
     assert spec.sliding_window == window
 
 
@@ -577,3 +604,60 @@ def test_eager_only_families_are_those_without_an_sdpa_path():
         if class_name and not getattr(transformers, class_name)._supports_sdpa:
             without_sdpa.add(family)
     assert without_sdpa == EAGER_ONLY_FAMILIES
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurrent state: what transformers' cache holds after a forward of the hybrid families
+
+STATE_CASES = ("qwen3_next", "qwen3_next-dense-layer", "jamba", "falcon_h1")
+
+
+def expected_state(config) -> tuple[int, int, int]:
+    """(layers with a state, conv values an engine keeps, recurrent values) per sequence and layer,
+    from the transformers config: conv channels x (kernel - 1) (vLLM's MambaStateShapeCalculator,
+    llama.cpp's n_embd_r) and the SSM / delta-rule state shape of each mixer."""
+    types, _ = hf_layer_types(config)
+    n = sum(1 for t in types if t in ("linear_attention", "hybrid"))
+    if config.model_type == "qwen3_next":
+        key, value = config.linear_num_key_heads * config.linear_key_head_dim, \
+            config.linear_num_value_heads * config.linear_value_head_dim
+        channels, kernel = 2 * key + value, config.linear_conv_kernel_dim
+        state = config.linear_num_value_heads * config.linear_key_head_dim * config.linear_value_head_dim
+    elif config.model_type == "jamba":
+        d_inner = config.mamba_expand * config.hidden_size
+        channels, kernel, state = d_inner, config.mamba_d_conv, d_inner * config.mamba_d_state
+    else:   # falcon_h1
+        channels = config.mamba_d_ssm + 2 * config.mamba_n_groups * config.mamba_d_state
+        kernel, state = config.mamba_d_conv, config.mamba_d_ssm * config.mamba_d_state
+    return n, channels * (kernel - 1), state
+
+
+@pytest.mark.parametrize("case", STATE_CASES)
+def test_state_against_a_forward(case):
+    """KV and state bytes of a hybrid model's cache after one bf16 forward on CPU: keys/values only in
+    the attention layers; conv_states (batch, channels, kernel) in bf16 and recurrent_states in fp32
+    in the recurrent layers, the same whatever the prompt length."""
+    config = HAND_WRITTEN[case]
+    spec = spec_from_config(copy.deepcopy(config), case, case)
+    hf = hf_config(config)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(hf, dtype=torch.bfloat16).eval()
+    measured = {}
+    for seq in (SEQ, SEQ // 2):
+        with torch.no_grad():
+            out = model(torch.randint(0, hf.vocab_size, (BATCH, seq)), use_cache=True)
+        cache = out.past_key_values
+        kv = sum(t.numel() * t.element_size() for t in cache_tensors(cache))
+        state = 0
+        for layer in cache.layers:
+            for attr in ("conv_states", "recurrent_states"):
+                for t in (getattr(layer, attr, None) or {}).values():
+                    if isinstance(t, torch.Tensor):
+                        state += t.numel() * t.element_size()
+        assert kv == transformers_kv_cache_bytes(spec, "bf16", seq, BATCH)
+        assert kv == kv_cache_bytes(spec, "bf16", seq, BATCH)           # no windows: both layouts agree
+        measured[seq] = state
+    assert measured[SEQ] == measured[SEQ // 2] == transformers_state_bytes(spec, BF16, BATCH) > 0
+    n, conv, recurrent = expected_state(hf)
+    assert state_bytes_per_sequence(spec, BF16) == n * (conv + recurrent) * BF16
+    assert spec.n_kv_layers == sum(1 for t in hf_layer_types(hf)[0] if t in ("full_attention", "hybrid"))

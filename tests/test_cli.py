@@ -35,7 +35,8 @@ def test_estimate_json_schema():
                 "memory", "breakdown"):
         assert key in data
     assert data["params"] == 70_553_706_496 and data["precision"] == "nf4"
-    assert set(data["memory"]) == {"weights", "kv_cache", "activations", "overhead", "total"}
+    assert set(data["memory"]) == {"weights", "kv_cache", "state", "activations", "overhead", "total"}
+    assert data["memory"]["state"] == 0                  # attention only: no per-sequence state
     assert all(isinstance(v, int) for v in data["memory"].values())
     assert sum(data["breakdown"].values()) == data["memory"]["total"]
     assert data["memory"]["kv_cache"] == 327_680 * 4096 * 2

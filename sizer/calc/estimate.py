@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sizer.calc.activations import activation_peaks, attention_notes, transformers_attention
-from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_bytes
+from sizer.calc.kv import (kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_bytes, kv_values_per_token_per_kv_layer,
+                           state_bytes_per_layer, state_bytes_per_sequence, window_of)
 from sizer.calc.transformers_releases import NEWEST, spec_for_release
 from sizer.calc.calibration import Calibration, resolve
 from sizer.calc.weights import checkpoint_bytes_by_component, weight_bytes_by_component
 from sizer.quant import precision_notes, resolve_precision
-from sizer.spec import ModelSpec, Workload, check_context_length
+from sizer.spec import KV_KINDS, STATE_KINDS, ModelSpec, Workload, check_context_length
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,30 @@ class Estimate:
     overhead_bytes: int
     breakdown: dict[str, int]
     details: dict = field(default_factory=dict)
+    state_bytes: int = 0        # recurrent state: per sequence, constant in the context (kv_cache grows with tokens)
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_cache_bytes + self.activation_bytes + self.overhead_bytes
+        return self.weights_bytes + self.kv_cache_bytes + self.state_bytes + self.activation_bytes + self.overhead_bytes
 
     @property
     def memory(self) -> dict[str, int]:
-        return {"weights": self.weights_bytes, "kv_cache": self.kv_cache_bytes,
+        return {"weights": self.weights_bytes, "kv_cache": self.kv_cache_bytes, "state": self.state_bytes,
                 "activations": self.activation_bytes, "overhead": self.overhead_bytes, "total": self.total_bytes}
+
+
+def cache_by_layer_type(spec: ModelSpec, kv_dtype: str, state_dtype_bytes: int) -> dict[str, dict]:
+    """Per layer kind: its layers, the bytes one token adds to their KV cache and the bytes of one
+    sequence's recurrent state in them, and the window that caps their tokens (None: the context)."""
+    kv_layer = kv_values_per_token_per_kv_layer(spec) * kv_dtype_bytes(kv_dtype)
+    state_layer = state_bytes_per_layer(spec, state_dtype_bytes)
+    out = {}
+    for kind, n in spec.layer_kind_counts().items():
+        out[kind] = {"layers": n,
+                     "kv_cache_bytes_per_token": int(n * kv_layer) if kind in KV_KINDS else 0,
+                     "state_bytes_per_sequence": n * state_layer if kind in STATE_KINDS else 0,
+                     "window": window_of(spec, kind)}
+    return out
 
 
 def _weights(spec: ModelSpec, fmt, asked: str | None) -> tuple[dict[str, int], str]:
@@ -87,17 +103,24 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
     label = fmt.name
     by_component, weights_source = _weights(spec, fmt, precision)
     kv = kv_cache_bytes(spec, kv_dtype, workload.context_length, workload.batch_size)
+    # the recurrent state in the model's compute dtype, as vLLM keeps it by default (mamba_cache_dtype auto)
+    state_per_sequence = state_bytes_per_sequence(spec, fmt.compute_bytes)
+    state = workload.batch_size * state_per_sequence
     peaks = activation_peaks(spec, workload, fmt.compute_bytes, kernels, fmt.int8_mlp(spec))
     cal = resolve(calibration)
     activations = cal.activation_bytes(peaks.peak_bytes)
-    overhead = cal.overhead_parts(activations, kv)
+    overhead = cal.overhead_parts(activations, kv + state)
     breakdown = {f"weights/{c}": n for c, n in by_component.items()}
     breakdown["kv_cache"] = kv
+    if state:
+        breakdown["state"] = state
     breakdown["activations"] = activations
     breakdown.update({f"overhead/{k}": n for k, n in overhead.items()})
     details = {
         "attention": spec.attention_kind,
         "kv_cache_bytes_per_token": kv_cache_bytes_per_token(spec, kv_dtype),
+        "state_bytes_per_sequence": state_per_sequence,
+        "cache_by_layer_type": cache_by_layer_type(spec, kv_dtype, fmt.compute_bytes),
         "prefill_activation_bytes": peaks.prefill_bytes,
         "decode_activation_bytes": peaks.decode_bytes,
         "activation_parts": dict(peaks.parts),
@@ -114,4 +137,4 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
                     precision=label, kv_dtype=kv_dtype.lower(), context_length=workload.context_length,
                     batch_size=workload.batch_size, weights_bytes=sum(by_component.values()), kv_cache_bytes=kv,
                     activation_bytes=activations, overhead_bytes=sum(overhead.values()),
-                    breakdown=breakdown, details=details)
+                    breakdown=breakdown, details=details, state_bytes=state)

@@ -3,7 +3,10 @@
 Per token and layer, attention with KV heads stores a key and a value per KV head:
 `n_kv_heads x (head_dim + v_head_dim)` values (= 2 x n_kv_heads x head_dim). MLA (DeepSeek V2/V3)
 stores one compressed latent plus the shared rotary key: `kv_lora_rank + qk_rope_head_dim` values,
-as vLLM and SGLang cache it. A sliding-window layer keeps at most `sliding_window` tokens.
+as vLLM and SGLang cache it. A sliding-window layer keeps at most `sliding_window` tokens, a chunked
+(local) attention layer at most one chunk. Layers without attention (Mamba, linear attention) and
+layers reading an earlier layer's KV keep no per-token cache; the recurrent layers keep instead one
+state per sequence, constant in the context (`state_bytes_per_sequence`).
 Source: docs/reference/engines.md; checked against params.md's KV bytes per token.
 """
 
@@ -15,7 +18,8 @@ from math import ceil
 
 from sizer.calc.transformers_releases import expands_cached_kv
 from sizer.errors import UsageError
-from sizer.spec import SLIDING_ATTENTION, ModelSpec
+from sizer.spec import (CHUNKED_ATTENTION, KV_KINDS, MAMBA, NO_CACHE, SHARED_KV, SLIDING_ATTENTION,
+                         ModelSpec)
 
 # Bits per cached value. int8/fp8 per-tensor scales are a few bytes per layer and are left out;
 # llama.cpp's q8_0 / q4_0 cache types carry an fp16 scale per block of 32 (8.5 and 4.5 bits).
@@ -37,23 +41,85 @@ def kv_values_per_token_per_layer(spec: ModelSpec) -> int:
     return spec.n_kv_heads * (spec.head_dim + spec.v_head_dim)
 
 
+def kv_values_per_token_per_kv_layer(spec: ModelSpec) -> int:
+    """Values one token adds to each layer with its own KV: keys and values, and the sparse-attention
+    indexer's keys where the model has an indexer (DeepSeek V3.2)."""
+    return kv_values_per_token_per_layer(spec) + spec.indexer_values_per_token
+
+
 def kv_cache_bytes_per_token(spec: ModelSpec, kv_dtype: str = "bf16") -> int:
-    """Bytes one token adds to the cache across all layers (before any window caps it)."""
-    return ceil(spec.n_layers * kv_values_per_token_per_layer(spec) * kv_dtype_bytes(kv_dtype))
+    """Bytes one token adds to the cache across the layers that keep KV (before any window caps it)."""
+    return ceil(spec.n_kv_layers * kv_values_per_token_per_kv_layer(spec) * kv_dtype_bytes(kv_dtype))
+
+
+def window_of(spec: ModelSpec, layer_type: str) -> int | None:
+    """The tokens a windowed layer keeps at most (sliding window, attention chunk); None: unbounded."""
+    if layer_type == SLIDING_ATTENTION:
+        return spec.sliding_window or None
+    if layer_type == CHUNKED_ATTENTION:
+        return spec.attention_chunk or None
+    return None
 
 
 def cached_tokens(spec: ModelSpec, layer_type: str, context_length: int) -> int:
-    """Tokens a layer keeps for one sequence of `context_length` tokens."""
-    if layer_type == SLIDING_ATTENTION and spec.sliding_window:
-        return min(context_length, spec.sliding_window)
-    return context_length
+    """Tokens a layer keeps for one sequence of `context_length` tokens (0: no per-token cache)."""
+    if layer_type not in KV_KINDS:
+        return 0
+    window = window_of(spec, layer_type)
+    return min(context_length, window) if window else context_length
 
 
 def kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: int, batch_size: int) -> int:
-    """Cache bytes for `batch_size` sequences of `context_length` tokens each."""
-    per_token_layer = kv_values_per_token_per_layer(spec) * kv_dtype_bytes(kv_dtype)
+    """Per-token cache bytes for `batch_size` sequences of `context_length` tokens each (no state)."""
+    per_token_layer = kv_values_per_token_per_kv_layer(spec) * kv_dtype_bytes(kv_dtype)
     tokens = sum(cached_tokens(spec, lt, context_length) for lt in spec.layer_types)
     return ceil(batch_size * tokens * per_token_layer)
+
+
+# Bytes per element of the recurrent state as each engine keeps it:
+# * vLLM: mamba_cache_dtype / mamba_ssm_cache_dtype "auto" use the model dtype for the conv and the
+#   SSM state (vllm/v1 MambaSpec dtypes from MambaStateDtypeCalculator); --mamba-ssm-cache-dtype
+#   float32 raises the SSM part.
+# * llama.cpp: llama_memory_recurrent stores r (conv) and s (SSM) in GGML_TYPE_F32 (the types
+#   llama_model::create_memory passes), one cell per sequence (n_seq_max cells).
+# * transformers: LinearAttentionLayer keeps the conv state in the model dtype and the recurrent
+#   state as the mixer returns it, float32 (the torch paths accumulate it in fp32; measured in
+#   tests/test_against_transformers.py).
+LLAMACPP_STATE_BYTES = 4
+TRANSFORMERS_RECURRENT_STATE_BYTES = 4
+
+
+def state_bytes_per_layer(spec: ModelSpec, state_dtype_bytes: int | Fraction = 2,
+                          ssm_dtype_bytes: int | Fraction | None = None) -> int:
+    """Per-sequence bytes of one recurrent layer as serving engines keep it: the conv state's last
+    kernel - 1 inputs and the recurrent state (SSM dtype: the state dtype unless given)."""
+    r = spec.recurrent
+    if r is None:
+        return 0
+    ssm = state_dtype_bytes if ssm_dtype_bytes is None else ssm_dtype_bytes
+    return ceil(r.conv_values * state_dtype_bytes + r.state_values * ssm)
+
+
+def state_bytes_per_sequence(spec: ModelSpec, state_dtype_bytes: int | Fraction = 2,
+                             ssm_dtype_bytes: int | Fraction | None = None) -> int:
+    """Bytes of recurrent state one sequence holds across the model, whatever its length."""
+    return spec.n_state_layers * state_bytes_per_layer(spec, state_dtype_bytes, ssm_dtype_bytes)
+
+
+def transformers_state_bytes(spec: ModelSpec, compute_bytes: int, batch_size: int) -> int:
+    """The recurrent state transformers' cache holds for `batch_size` sequences: per recurrent layer
+    conv_states (batch, channels, kernel) in the model dtype and recurrent_states in float32."""
+    r = spec.recurrent
+    if r is None:
+        return 0
+    per_layer = r.conv_channels * r.conv_kernel * compute_bytes + r.state_values * TRANSFORMERS_RECURRENT_STATE_BYTES
+    return batch_size * spec.n_state_layers * per_layer
+
+
+# The layer types of transformers' cache (cache_utils.DYNAMIC_LAYER_TYPE_MAPPING) for sizer's kinds:
+# every recurrent-only layer is a "linear_attention" LinearAttentionLayer, a layer without its own
+# cache a "dummy" DummyLayer; the other kinds have the same names.
+TRANSFORMERS_CACHE_LAYER_TYPE = {MAMBA: "linear_attention", SHARED_KV: "dummy", NO_CACHE: "dummy"}
 
 
 def transformers_kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: int, batch_size: int,
@@ -67,10 +133,13 @@ def transformers_kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: 
     tensors are still views of the whole prompt's keys and values (freed at the next update).
     """
     per_token_layer = sum(_transformers_kv_values(spec))
-    window = spec.sliding_window or 0
-    tokens = sum(min(context_length, window - 1)
-                 if lt == SLIDING_ATTENTION and context_length >= window and not storage else context_length
-                 for lt in spec.layer_types)
+    tokens = 0
+    for lt in spec.layer_types:
+        window = window_of(spec, lt)        # chunked layers are DynamicSlidingWindowLayer(chunk) too
+        if lt not in KV_KINDS:
+            continue
+        tokens += min(context_length, window - 1) if window and context_length >= window and not storage \
+            else context_length
     return ceil(batch_size * tokens * per_token_layer * kv_dtype_bytes(kv_dtype))
 
 
@@ -109,12 +178,16 @@ def transformers_decode_cache(spec: ModelSpec, kv_dtype: str, context_length: in
     prompt-long tensors behind its old views are freed). The peak is at one layer's update, the
     layers before it updated and the rest not."""
     k_values, v_values = _transformers_kv_values(spec)
-    window = spec.sliding_window or 0
     old = context_length
-    live = peak = spec.n_layers * old * (k_values + v_values)
+    live = peak = spec.n_kv_layers * old * (k_values + v_values)
     layers, attended = [], []
     for lt in spec.layer_types:
-        if lt == SLIDING_ATTENTION and window:      # both concatenations, then both replacements
+        window = window_of(spec, lt)
+        if lt not in KV_KINDS:                      # no per-token cache: the state is updated in place
+            layers.append(live)
+            attended.append(0)
+            continue
+        if window:                                  # both concatenations, then both replacements
             new = min(context_length, window - 1) + 1
             steps = ((new * (k_values + v_values), -old * (k_values + v_values)),)
         else:                                        # keys = cat(keys, k); values = cat(values, v)

@@ -15,10 +15,10 @@ from sizer.units import UNITS_NOTE, fmt_gib, fmt_int, fmt_params
 
 ESTIMATE_CSV_COLUMNS = (
     "model", "family", "params", "active_params", "precision", "kv_dtype", "context_length", "batch_size",
-    "memory/weights", "memory/kv_cache", "memory/activations", "memory/overhead", "memory/total",
+    "memory/weights", "memory/kv_cache", "memory/state", "memory/activations", "memory/overhead", "memory/total",
     *(f"weights/{c}" for c in COMPONENTS), "weights/other",
     "overhead/cuda_context", "overhead/cublas_workspace", "overhead/allocator_slack",
-    "kv_cache_bytes_per_token",
+    "kv_cache_bytes_per_token", "state_bytes_per_sequence",
 )
 
 
@@ -36,6 +36,7 @@ def estimate_csv_row(e: Estimate) -> dict:
     row.update({f"memory/{k}": v for k, v in e.memory.items()})
     row.update({col: e.breakdown.get(col, 0) for col in ESTIMATE_CSV_COLUMNS if "/" in col and not col.startswith("memory/")})
     row["kv_cache_bytes_per_token"] = e.details["kv_cache_bytes_per_token"]
+    row["state_bytes_per_sequence"] = e.details["state_bytes_per_sequence"]
     return row
 
 
@@ -45,12 +46,23 @@ def _estimate_header(e: Estimate) -> list[str]:
     if e.active_params != e.params:
         params += f" ({fmt_params(e.active_params)} active per token)"
     window = f", sliding window {d['sliding_window']:,} on {d['sliding_layers']} layers" if d.get("sliding_window") else ""
-    return [
+    lines = [
         f"{e.model} ({e.family}, {d['attention']}{window}) · {params}",
         f"weights {e.precision} · KV cache {e.kv_dtype} ({fmt_int(d['kv_cache_bytes_per_token'])} bytes/token) · "
         f"context {fmt_int(e.context_length)} tokens × batch {e.batch_size} · attention {d['attention_implementation']}",
         f"weights from: {d['weights_source']} · {UNITS_NOTE}",
     ]
+    if d.get("state_bytes_per_sequence"):       # models with recurrent layers: the KV line splits per layer type
+        parts = [f"{kind} × {c['layers']}: " + (f"{fmt_int(c['kv_cache_bytes_per_token'])} bytes/token"
+                                               if c["kv_cache_bytes_per_token"] else "")
+                 + (" + " if c["kv_cache_bytes_per_token"] and c["state_bytes_per_sequence"] else "")
+                 + (f"{fmt_int(c['state_bytes_per_sequence'])} bytes/sequence" if c["state_bytes_per_sequence"] else "")
+                 + ("" if c["kv_cache_bytes_per_token"] or c["state_bytes_per_sequence"] else "no cache")
+                 for kind, c in d["cache_by_layer_type"].items()]
+        lines.insert(2, f"KV cache and state: {fmt_int(d['kv_cache_bytes_per_token'])} bytes/token (grows with the "
+                        f"context) + {fmt_int(d['state_bytes_per_sequence'])} bytes/sequence (constant) · "
+                        + " · ".join(parts))
+    return lines
 
 
 def _estimate_rows(e: Estimate) -> list[list]:

@@ -18,6 +18,7 @@ from sizer.families.classic import bloom, gpt_bigcode, gpt_neox, mpt, phi
 from sizer.families.deepseek import deepseek
 from sizer.families.falcon import falcon
 from sizer.families.generic import generic_spec_from_config
+from sizer.families.hybrid import falcon_h1, jamba, qwen3_next
 from sizer.families.llama import llama_like
 from sizer.spec import ModelSpec
 
@@ -38,6 +39,9 @@ FAMILIES: dict[str, Callable[[ConfigView, str], ModelSpec]] = {
     "phi": phi,
     "gpt_bigcode": gpt_bigcode,
     "gpt_neox": gpt_neox,
+    "qwen3_next": qwen3_next,
+    "jamba": jamba,
+    "falcon_h1": falcon_h1,
 }
 
 

@@ -13,7 +13,7 @@ _RULES: tuple[tuple[str, re.Pattern], ...] = tuple((c, re.compile(p)) for c, p i
     ("router", r"(mlp|moe|block_sparse_moe|feed_forward)\.(gate|router)\.|ffn_gate_inp|shared_expert_gate|e_score_correction_bias|exp_probs_b"),
     ("shared_experts", r"shared_expert|_shexp"),
     ("experts", r"\.experts\.|_exps\."),
-    ("attention", r"attn|attention|\.(q|k|v|o)_proj\.|query_key_value|Wqkv|sinks"),
+    ("attention", r"attn|attention|\.(q|k|v|o)_proj\.|query_key_value|Wqkv|sinks|\.mamba\.|(^|\.)ssm_"),
     ("mlp", r"mlp|ffn|feed_forward|dense_h_to_4h|dense_4h_to_h"),
 ))
 

@@ -40,10 +40,11 @@ class GpuUsage:
     activations: int
     overhead: int
     capacity: int               # usable device memory (what CUDA lets the process allocate)
+    state: int = 0              # recurrent state (per sequence, constant in the context); kv_cache grows with tokens
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.activations + self.overhead
+        return self.weights + self.kv_cache + self.state + self.activations + self.overhead
 
     @property
     def free(self) -> int:
@@ -90,7 +91,7 @@ def _verdict_by_capacity(per_gpu: tuple[GpuUsage, ...], what: str) -> tuple[str,
     verdict = capacity_verdict(worst.total, worst.capacity)
     if verdict == DOES_NOT_FIT:
         big = max(("weights", worst.weights), ("KV cache", worst.kv_cache), ("activations", worst.activations),
-                  key=lambda kv: kv[1])
+                  ("recurrent state", worst.state), key=lambda kv: kv[1])
         return verdict, f"needs {used} ({big[0]} {_gib(big[1])}) for {what}"
     if verdict == MARGINAL:
         return verdict, f"uses {used}: less than {FIT_HEADROOM_FRACTION:.0%} left for {what}"
@@ -121,12 +122,14 @@ class TransformersEngine:
         per_gpu = []
         for s in stages:
             kv = s.kv_bytes(context_length, batch_size)
+            # transformers' LinearAttentionLayer: conv_states (kernel columns) and fp32 recurrent_states per sequence
+            state = batch_size * s.state_layers * s.transformers_state_layer_bytes
             act = cal.activation_bytes(max(
                 _layer_peak(s, batch_size, context_length, context_length, self.attention, logit_positions,
                             compute_bytes),
                 _layer_peak(s, batch_size, 1, context_length, self.attention, 1, compute_bytes)))
-            overhead = sum(cal.overhead_parts(act, kv).values())
-            per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity))
+            overhead = sum(cal.overhead_parts(act, kv + state).values())
+            per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity, state))
         per_gpu = tuple(per_gpu)
         verdict, reason = _verdict_by_capacity(per_gpu, f"{batch_size} x {context_length:,} tokens")
         return Evaluation(verdict, reason, per_gpu)
@@ -196,18 +199,24 @@ class VllmEngine:
             act = self.profile_peak(s, capacity, compute_bytes)
             reserved = s.weights_bytes + act + non_torch + VLLM_CUDA_GRAPH_BYTES
             available = max(0, budget - reserved)
-            page = VLLM_BLOCK_SIZE * s.kv_bytes_per_token_all_layers
-            blocks = available // page if page else 0
-            kv = blocks * page
-            tokens = blocks * VLLM_BLOCK_SIZE
-            per_request = s.kv_bytes(context_length, 1, tokens_per_step)
-            fits_requests = kv // per_request if per_request else 0
+            state = 0
+            if s.state_layers:
+                kv, state, tokens, fits_requests = vllm_hybrid_pool(s, available, context_length, tokens_per_step,
+                                                                    batch_size)
+                kv -= state
+            else:
+                page = VLLM_BLOCK_SIZE * s.kv_bytes_per_token_all_layers
+                blocks = available // page if page else 0
+                kv = blocks * page
+                tokens = blocks * VLLM_BLOCK_SIZE
+                per_request = s.kv_bytes(context_length, 1, tokens_per_step)
+                fits_requests = kv // per_request if per_request else 0
             kv_tokens = tokens if kv_tokens is None else min(kv_tokens, tokens)
             concurrency = fits_requests if concurrency is None else min(concurrency, fits_requests)
             if reserved > budget and short is None:
                 short = (s, reserved, budget)
             overhead = non_torch + VLLM_CUDA_GRAPH_BYTES + CUDA_CONTEXT_BYTES
-            per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity))
+            per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity, state))
         per_gpu = tuple(per_gpu)
         util = f"{self.gpu_memory_utilization:g} x {_gib(capacity)}"
         if short:
@@ -224,6 +233,52 @@ class VllmEngine:
             verdict, reason = FITS, (f"the KV cache holds {kv_tokens:,} tokens: {concurrency} concurrent sequences "
                                      f"of {context_length:,} (budget {util})")
         return Evaluation(verdict, reason, per_gpu, kv_tokens, concurrency)
+
+
+# vLLM's hybrid KV cache manager (models with Mamba / linear-attention layers), read from vLLM's v1 source:
+# * vllm/model_executor/models/config.py HybridAttentionMambaModelConfig.verify_and_update_config: the
+#   attention block size grows to the smallest multiple of the kernel alignment (16) whose page holds
+#   one layer's whole Mamba state; the Mamba page is padded to that attention page.
+# * vllm/v1/core/kv_cache_utils.py _get_kv_cache_groups_uniform_page_size: layers of one kind form
+#   groups of `group_size` layers, the fewest layers of any kind (the most when max < 1.5 x min);
+#   each group's layer j shares the memory of tensor j, so the pool is num_blocks pages of
+#   page x group_size bytes, and a block serves one group of one request.
+# * vllm/v1/core/single_type_kv_cache_manager.py MambaManager: without prefix caching a request
+#   holds one block per Mamba group whatever its length; attention groups hold cdiv(tokens, block).
+# * the "GPU KV cache size" log: num_blocks // number of groups x block_size tokens.
+VLLM_KERNEL_BLOCK_ALIGNMENT = 16
+
+
+def vllm_hybrid_pool(s: Stage, available: int, context_length: int, tokens_per_step: int,
+                     batch_size: int) -> tuple[int, int, int, int]:
+    """(pool bytes, state bytes among them for the sequences served, KV tokens, requests that fit)
+    of one GPU of a model with recurrent layers, as vLLM's hybrid allocator lays out its KV pool."""
+    attn_token = s.kv_layer_bytes_per_token
+    state_layer = s.state_layer_bytes
+    if attn_token and s.kv_layer_windows:
+        align = VLLM_KERNEL_BLOCK_ALIGNMENT
+        block = align * max(1, ceil(state_layer / (align * attn_token)))
+        page = block * attn_token
+    else:                                   # attention-free: one page per sequence state
+        block, page = VLLM_BLOCK_SIZE, state_layer
+    windows: dict[int | None, int] = {}
+    for w in s.kv_layer_windows:
+        windows[w] = windows.get(w, 0) + 1
+    counts = [*windows.values(), s.state_layers]
+    group_size = min(counts)
+    if max(counts) < 1.5 * group_size:
+        group_size = max(counts)
+    state_groups = ceil(s.state_layers / group_size)
+    per_request = state_groups
+    for w, n in windows.items():
+        tokens = context_length if w is None else min(context_length, w + tokens_per_step)
+        per_request += ceil(n / group_size) * ceil(tokens / block)
+    n_groups = state_groups + sum(ceil(n / group_size) for n in windows.values())
+    block_bytes = page * group_size
+    blocks = available // block_bytes if block_bytes else 0
+    fits = blocks // per_request if per_request else 0
+    state = min(batch_size, fits) * state_groups * block_bytes
+    return blocks * block_bytes, state, blocks // n_groups * block, fits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,9 +318,11 @@ class LlamaCppEngine:
         for s in stages:
             full = s.kv_full_bytes_per_token * n_ctx
             windowed = sum(b * min(n_ctx, _pad(w * batch_size + LLAMACPP_UBATCH)) for w, b in s.kv_window_bytes_per_token)
+            # llama_memory_recurrent: one float32 cell per sequence (n_seq_max = the parallel slots)
+            state = batch_size * s.state_layers * s.state_layer_bytes_llamacpp
             act = self.compute_buffer(s, n_ctx)
             overhead = CUDA_CONTEXT_BYTES + LLAMACPP_FIT_MARGIN_BYTES
-            per_gpu.append(GpuUsage(s.index, s.weights_bytes, full + windowed, act, overhead, capacity))
+            per_gpu.append(GpuUsage(s.index, s.weights_bytes, full + windowed, act, overhead, capacity, state))
         per_gpu = tuple(per_gpu)
         verdict, reason = _verdict_by_capacity(per_gpu, f"n_ctx {n_ctx:,} ({batch_size} x {context_length:,})")
         host = sum(s.host_bytes for s in stages)

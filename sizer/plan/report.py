@@ -17,7 +17,7 @@ from sizer.units import UNITS_NOTE, GiB, fmt_gib
 FIT_CSV_COLUMNS = (
     "model", "engine", "precision", "gpu", "gpu_count", "tensor_parallel", "pipeline_parallel",
     "usable_memory_per_gpu_bytes", "verdict", "context_length", "batch_size", "kv_dtype",
-    "weights_per_gpu_bytes", "kv_cache_per_gpu_bytes", "activations_per_gpu_bytes", "overhead_per_gpu_bytes",
+    "weights_per_gpu_bytes", "kv_cache_per_gpu_bytes", "state_per_gpu_bytes", "activations_per_gpu_bytes", "overhead_per_gpu_bytes",
     "total_per_gpu_bytes", "free_per_gpu_bytes", "max_context_length", "max_concurrency", "kv_cache_tokens",
     "min_gpus", "decode_tokens_per_s", "decode_tokens_per_s_total", "prefill_tokens_per_s",
     "time_to_first_token_s", "price_per_hour_usd", "cost_per_million_tokens_usd", "reason", "layouts_compared",
@@ -25,7 +25,7 @@ FIT_CSV_COLUMNS = (
 
 
 def _usage(g: GpuUsage) -> dict:
-    return {"weights": g.weights, "kv_cache": g.kv_cache, "activations": g.activations, "overhead": g.overhead,
+    return {"weights": g.weights, "kv_cache": g.kv_cache, "state": g.state, "activations": g.activations, "overhead": g.overhead,
             "total": g.total, "free": g.free, "usable_memory": g.capacity}
 
 
@@ -76,7 +76,7 @@ def fit_csv_rows(r: FitResult) -> list[dict]:
             "tensor_parallel": o.tensor_parallel, "pipeline_parallel": o.pipeline_parallel,
             "usable_memory_per_gpu_bytes": g.capacity, "verdict": o.verdict, "context_length": r.context_length,
             "batch_size": r.batch_size, "kv_dtype": r.kv_dtype, "weights_per_gpu_bytes": g.weights,
-            "kv_cache_per_gpu_bytes": g.kv_cache, "activations_per_gpu_bytes": g.activations,
+            "kv_cache_per_gpu_bytes": g.kv_cache, "state_per_gpu_bytes": g.state, "activations_per_gpu_bytes": g.activations,
             "overhead_per_gpu_bytes": g.overhead, "total_per_gpu_bytes": g.total, "free_per_gpu_bytes": g.free,
             "max_context_length": o.max_context_length, "max_concurrency": o.max_concurrency,
             "kv_cache_tokens": "" if o.kv_cache_tokens is None else o.kv_cache_tokens,
@@ -118,7 +118,7 @@ def _row(o: FitOption, with_gpu: bool) -> list:
     row = [o.precision, o.verdict]
     if with_gpu:
         row.append(f"{o.gpu_count}x{o.gpu}")
-    row += [f"TP{o.tensor_parallel}xPP{o.pipeline_parallel}", _g(g.weights), _g(g.kv_cache), _g(g.activations),
+    row += [f"TP{o.tensor_parallel}xPP{o.pipeline_parallel}", _g(g.weights), _g(g.kv_cache + g.state), _g(g.activations),
             _g(g.overhead), _g(g.total), _g(g.free), f"{o.max_context_length:,}", f"{o.max_concurrency:,}",
             f"{_num(t.decode_tokens_per_s)} / {_num(t.decode_tokens_per_s_total)}",
             _num(o.price_per_hour, "{:,.2f}"), _num(o.cost_per_million_tokens, "{:,.2f}")]
@@ -188,7 +188,7 @@ def plot_fit(r: FitResult, path: str, force: bool = False) -> None:
         for g in o.per_gpu:
             stage = f"\npipeline stage {g.stage + 1} of {len(o.per_gpu)}" if len(o.per_gpu) > 1 else ""
             labels.append(f"{o.precision}\n{o.gpu_count}x{o.gpu}{stage}")
-            stacks.append((g.weights, g.kv_cache, g.activations, g.overhead, max(0, g.free), g.capacity))
+            stacks.append((g.weights, g.kv_cache + g.state, g.activations, g.overhead, max(0, g.free), g.capacity))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) + 2), 4.8))
     names = ("weights", "KV cache", "activations", "overhead", "free")
     colors = ("#4C72B0", "#DD8452", "#55A868", "#8172B3", "#DDDDDD")

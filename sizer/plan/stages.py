@@ -11,9 +11,10 @@ import re
 from dataclasses import dataclass, replace
 from math import ceil
 
-from sizer.calc.kv import kv_dtype_bytes, kv_values_per_token_per_layer
+from sizer.calc.kv import (LLAMACPP_STATE_BYTES, kv_dtype_bytes, kv_values_per_token_per_kv_layer, state_bytes_per_layer,
+                           transformers_state_bytes, window_of)
 from sizer.plan.placement import Placement, kv_heads_per_rank, stage_layers
-from sizer.spec import EMBEDDING, NORM, OTHER, SLIDING_ATTENTION, ModelSpec, TensorSpec
+from sizer.spec import EMBEDDING, KV_KINDS, NORM, OTHER, STATE_KINDS, ModelSpec, RecurrentState, TensorSpec
 
 # Components whose tensors tensor parallelism splits (column/row-parallel Linear, vocab-parallel
 # embedding and lm_head). Norms, routers and other small tensors are replicated.
@@ -38,11 +39,21 @@ class Stage:
     host_bytes: int = 0                               # weights an engine keeps in host memory (llama.cpp)
     expert_bytes: int = 0                             # the routed experts among weights_bytes (MoE)
     int8_mlp: bool = False                            # the MLP runs on bitsandbytes int8 Linears
+    state_layers: int = 0                             # layers here with a per-sequence recurrent state
+    kv_layer_bytes_per_token: int = 0                 # one token in one KV layer here (vLLM's page sizing)
+    state_layer_bytes: int = 0                        # one sequence's state in one recurrent layer, model dtype
+    state_layer_bytes_llamacpp: int = 0               # the same in llama.cpp's float32 cells
+    transformers_state_layer_bytes: int = 0           # the same in transformers' cache (conv: kernel columns, fp32 SSM)
+    kv_layer_windows: tuple[int | None, ...] = ()     # the window of each KV layer here (None: full)
 
     def kv_bytes(self, context_length: int, sequences: int, window_extra: int = 0) -> int:
         """KV cache for `sequences` of `context_length` tokens; sliding layers keep `window + extra`."""
         windowed = sum(b * min(context_length, w + window_extra) for w, b in self.kv_window_bytes_per_token)
         return sequences * (self.kv_full_bytes_per_token * context_length + windowed)
+
+    def state_bytes(self, sequences: int) -> int:
+        """Recurrent state of `sequences` sequences (serving engines' layout, model dtype)."""
+        return sequences * self.state_layers * self.state_layer_bytes
 
     @property
     def kv_bytes_per_token_all_layers(self) -> int:
@@ -97,8 +108,12 @@ def _checkpoint_stage_bytes(spec: ModelSpec, stage_range: range, first: bool, la
 def _rank_spec(spec: ModelSpec, tp: int) -> ModelSpec:
     if tp == 1:
         return spec
+    r = spec.recurrent
+    # the recurrent mixers shard their heads / channels over the TP ranks (vLLM's
+    # MambaStateShapeCalculator divides conv_dim and the heads by tp_world_size)
+    shard = r and RecurrentState(r.kind, ceil(r.conv_channels / tp), r.conv_kernel, ceil(r.state_values / tp))
     return replace(spec, n_heads=spec.n_heads // tp, n_kv_heads=kv_heads_per_rank(spec, tp),
-                   d_ff=ceil(spec.d_ff / tp), d_ff_expert=ceil(spec.d_ff_expert / tp))
+                   d_ff=ceil(spec.d_ff / tp), d_ff_expert=ceil(spec.d_ff_expert / tp), recurrent=shard or None)
 
 
 def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str, *,
@@ -111,7 +126,9 @@ def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str
     output matrix (vLLM, llama.cpp).
     """
     tp, pp = placement.tensor_parallel, placement.pipeline_parallel
-    kv_layer_bytes = kv_values_per_token_per_layer(_rank_spec(spec, tp)) * kv_dtype_bytes(kv_dtype)
+    rank = _rank_spec(spec, tp)
+    kv_layer_bytes = kv_values_per_token_per_kv_layer(rank) * kv_dtype_bytes(kv_dtype)
+    compute_bytes = getattr(precision, "compute_bytes", 2)
     stages = []
     for index, layers in enumerate(stage_layers(spec.n_layers, pp)):
         first, last = index == 0, index == pp - 1
@@ -130,10 +147,20 @@ def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str
                 if tied_copy_on_last and last and (pp > 1 or embedding_on_host) and spec.tied_embeddings \
                         and t.component == "embeddings" and t.kind == EMBEDDING:
                     weights += ceil(precision.tensor_bytes(replace(t, component="lm_head"), spec) * num / den)
-        full = sum(1 for i in layers if spec.layer_types[i] != SLIDING_ATTENTION)
-        sliding = len(layers) - full
-        windows = ((spec.sliding_window, ceil(sliding * kv_layer_bytes)),) if sliding else ()
+        kinds = [spec.layer_types[i] for i in layers]
+        layer_windows = tuple(window_of(spec, k) for k in kinds if k in KV_KINDS)
+        full = sum(1 for w in layer_windows if w is None)
+        by_window: dict[int, int] = {}
+        for w in layer_windows:
+            if w is not None:
+                by_window[w] = by_window.get(w, 0) + 1
+        windows = tuple((w, ceil(n * kv_layer_bytes)) for w, n in by_window.items())
+        n_state = sum(1 for k in kinds if k in STATE_KINDS) if spec.recurrent else 0
         stages.append(Stage(index, layers, first, last, weights, ceil(full * kv_layer_bytes), windows,
-                            _rank_spec(spec, tp), host, experts,
-                            precision.int8_mlp(spec)))
+                            rank, host, experts,
+                            precision.int8_mlp(spec), n_state, ceil(kv_layer_bytes),
+                            state_bytes_per_layer(rank, compute_bytes),
+                            state_bytes_per_layer(rank, LLAMACPP_STATE_BYTES),
+                            transformers_state_bytes(rank, compute_bytes, 1) // max(1, rank.n_state_layers),
+                            layer_windows))
     return stages

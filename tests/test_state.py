@@ -1,0 +1,118 @@
+"""State that is not a KV cache: recurrent layers' per-sequence state, windows, chunks and layers
+without their own cache, in the calculator and in each engine's plan."""
+
+from dataclasses import replace
+
+from sizer import estimate, get_model
+from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, state_bytes_per_sequence
+from sizer.calc.report import ESTIMATE_CSV_COLUMNS, render_estimate
+from sizer.plan.engines import LlamaCppEngine, TransformersEngine, VllmEngine, vllm_hybrid_pool
+from sizer.plan.placement import Placement
+from sizer.plan.stages import build_stages
+from sizer.quant import get_precision
+from sizer.spec import (CHUNKED_ATTENTION, FULL_ATTENTION, MAMBA, NO_CACHE, SHARED_KV, RecurrentState, Workload)
+from sizer.units import GiB
+
+# Llama 3 8B with 3 of every 4 layers turned into Mamba2 mixers (a Jamba-like 1:3 pattern)
+MAMBA2 = RecurrentState("mamba2", conv_channels=8192 + 2 * 128, conv_kernel=4, state_values=128 * 64 * 128)
+
+
+def hybrid_llama():
+    base = get_model("llama-3-8b")
+    kinds = tuple(FULL_ATTENTION if i % 4 == 3 else MAMBA for i in range(base.n_layers))
+    return replace(base, layer_types=kinds, recurrent=MAMBA2, name="hybrid-llama", max_context_length=131072)
+
+
+def test_attention_only_models_have_no_state():
+    e = estimate("llama-3-8b", context_length=8192)
+    assert e.memory["state"] == 0 and e.state_bytes == 0 and "state" not in e.breakdown
+    assert e.details["cache_by_layer_type"] == {FULL_ATTENTION: {
+        "layers": 32, "kv_cache_bytes_per_token": 131_072, "state_bytes_per_sequence": 0, "window": None}}
+
+
+def test_state_is_per_sequence_and_kv_only_in_attention_layers():
+    spec = hybrid_llama()
+    per_layer_token = 2 * 8 * 128 * 2                  # K and V, 8 KV heads of 128, bf16
+    assert kv_cache_bytes_per_token(spec) == 8 * per_layer_token
+    # engines keep kernel - 1 conv columns; bf16 state
+    per_layer_state = (3 * 8448 + 128 * 64 * 128) * 2
+    assert state_bytes_per_sequence(spec) == 24 * per_layer_state
+    a = estimate(spec, context_length=4096, batch_size=3)
+    b = estimate(spec, context_length=16384, batch_size=3)
+    assert a.memory["state"] == b.memory["state"] == 3 * 24 * per_layer_state
+    assert b.memory["kv_cache"] == 4 * a.memory["kv_cache"] == 3 * 16384 * 8 * per_layer_token
+    assert sum(b.breakdown.values()) == b.total_bytes and b.breakdown["state"] == b.memory["state"]
+    by_type = b.details["cache_by_layer_type"]
+    assert by_type[MAMBA] == {"layers": 24, "kv_cache_bytes_per_token": 0,
+                              "state_bytes_per_sequence": 24 * per_layer_state, "window": None}
+    assert by_type[FULL_ATTENTION]["kv_cache_bytes_per_token"] == 8 * per_layer_token
+
+
+def test_renderings_show_kv_and_state_apart():
+    e = estimate(hybrid_llama(), context_length=4096, batch_size=2)
+    table = render_estimate(e, "table")
+    assert "KV cache and state: 32,768 bytes/token (grows with the context) + " in table
+    assert "mamba × 24: " in table and "full_attention × 8: 32,768 bytes/token" in table
+    header, row = render_estimate(e, "csv").strip().splitlines()
+    cells = dict(zip(header.split(","), row.split(",")))
+    assert "memory/state" in ESTIMATE_CSV_COLUMNS and int(cells["memory/state"]) == e.memory["state"] > 0
+    assert int(cells["state_bytes_per_sequence"]) * 2 == e.memory["state"]
+    plain = render_estimate(estimate("llama-3-8b", context_length=4096), "table")
+    assert "KV cache and state" not in plain
+
+
+def test_windows_chunks_and_cacheless_layers():
+    base = get_model("llama-3-8b")
+    kinds = (CHUNKED_ATTENTION, SHARED_KV, NO_CACHE, FULL_ATTENTION) * 8
+    spec = replace(base, layer_types=kinds, attention_chunk=1024)
+    per_layer = 2 * 8 * 128 * 2
+    assert kv_cache_bytes_per_token(spec) == 16 * per_layer
+    assert kv_cache_bytes(spec, "bf16", 8192, 1) == 8 * 1024 * per_layer + 8 * 8192 * per_layer
+    assert kv_cache_bytes(spec, "bf16", 512, 1) == 16 * 512 * per_layer
+    assert state_bytes_per_sequence(spec) == 0
+
+
+def _stage(spec, tp=1):
+    return build_stages(spec, get_precision("bf16"), Placement(tp, 1), "bf16")[0]
+
+
+def test_stages_split_kv_and_state_per_rank():
+    spec = hybrid_llama()
+    s1, s2 = _stage(spec), _stage(spec, 2)
+    assert s1.state_layers == 24 and s1.state_bytes(5) == 5 * state_bytes_per_sequence(spec)
+    assert s1.kv_full_bytes_per_token == 8 * 2 * 8 * 128 * 2
+    assert s2.state_layer_bytes * 2 == s1.state_layer_bytes         # heads and channels split over 2 ranks
+    assert s1.state_layer_bytes_llamacpp == 2 * s1.state_layer_bytes   # float32 cells
+    # transformers: kernel columns of conv state in bf16, recurrent state in float32
+    assert s1.transformers_state_layer_bytes == 4 * 8448 * 2 + 128 * 64 * 128 * 4
+
+
+def test_vllm_hybrid_pool_pages_and_concurrency():
+    s = _stage(hybrid_llama())
+    state_layer = s.state_layer_bytes
+    attn_token = 2 * 8 * 128 * 2
+    block = 16 * -(-state_layer // (16 * attn_token))          # attention pages grow to hold a state
+    page = block * attn_token
+    assert page >= state_layer and (block - 16) * attn_token < state_layer
+    # 8 attention vs 24 mamba layers: groups of 8 -> 1 attention group + 3 mamba groups
+    available = 40 * GiB
+    pool, state, tokens, fits = vllm_hybrid_pool(s, available, 32768, 8192, 4)
+    blocks = available // (8 * page)
+    per_request = 3 + -(-32768 // block)
+    assert pool == blocks * 8 * page and fits == blocks // per_request
+    assert tokens == blocks // 4 * block and state == 4 * 3 * 8 * page
+
+
+def test_engines_count_state_once_per_sequence():
+    spec = hybrid_llama()
+    stages = build_stages(spec, get_precision("bf16"), Placement(1, 1), "bf16")
+    w1, w2 = Workload(8192, 1), Workload(8192, 4)
+    tr = TransformersEngine()
+    g1, g2 = (tr.evaluate(stages, Placement(1, 1), 80 * GiB, w, get_precision("bf16")).per_gpu[0] for w in (w1, w2))
+    assert g2.state == 4 * g1.state == 4 * 24 * stages[0].transformers_state_layer_bytes
+    ll = LlamaCppEngine()
+    g = ll.evaluate(stages, Placement(1, 1), 80 * GiB, w2, get_precision("bf16")).per_gpu[0]
+    assert g.state == 4 * 24 * stages[0].state_layer_bytes_llamacpp
+    assert g.kv_cache == 4 * 8192 * stages[0].kv_full_bytes_per_token
+    ev = VllmEngine().evaluate(stages, Placement(1, 1), 80 * GiB, w2, get_precision("bf16"))
+    assert ev.max_concurrency >= 4 and ev.per_gpu[0].state > 0
