@@ -35,7 +35,7 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "sizer" / "data" / "models"
 CATALOG = {p.stem: json.loads(p.read_text()) for p in sorted(MODELS_DIR.glob("*.json"))}
 
 # Multimodal wrappers whose language model is a text family of its own.
-TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "mistral3": "mistral"}
+TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "mistral3": "mistral", "llama4": "llama4_text"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,6 +300,45 @@ HAND_WRITTEN.update({
                                       "num_experts_per_tok": 2},
 })
 
+# 2025-2026 families (issue 16): small configs of each layout.
+_LLAMA4_TEXT = {"model_type": "llama4_text", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
+                "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 128, "intermediate_size_mlp": 512,
+                "num_local_experts": 8, "num_experts_per_tok": 1, "attention_chunk_size": WINDOW,
+                "vocab_size": 512, "tie_word_embeddings": False}
+HAND_WRITTEN.update({
+    # Scout: every layer MoE + shared expert; layers 0-2 RoPE + chunked attention, layer 3 NoPE + full
+    "llama4_text-scout-layout": {**_LLAMA4_TEXT, "interleave_moe_layer_step": 1, "no_rope_layers": []},
+    # Maverick: MoE on odd layers, dense MLPs of intermediate_size_mlp between; explicit no_rope_layers
+    "llama4_text-maverick-layout": {**_LLAMA4_TEXT, "interleave_moe_layer_step": 2, "no_rope_layers": [1, 0, 1, 1],
+                                    "attention_bias": True},
+    "llama4_text-no-chunking": {**_LLAMA4_TEXT, "attention_chunk_size": None, "moe_layers": [1, 2]},
+    "llama4-multimodal": {"model_type": "llama4", "text_config": {**_LLAMA4_TEXT},
+                          "vision_config": {"model_type": "llama4_vision_model", "hidden_size": 64,
+                                            "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+                                            "image_size": 56, "patch_size": 14, "vision_output_dim": 96,
+                                            "projector_input_dim": 96, "projector_output_dim": 96}},
+    "mistral3-multimodal": {"model_type": "mistral3", "spatial_merge_size": 2, "multimodal_projector_bias": False,
+                            "vision_feature_layer": -1,
+                            "text_config": {"model_type": "mistral", "hidden_size": 256, "num_hidden_layers": 4,
+                                            "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 32,
+                                            "intermediate_size": 768, "vocab_size": 512, "sliding_window": None},
+                            "vision_config": {"model_type": "pixtral", "hidden_size": 64, "intermediate_size": 128,
+                                              "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 64,
+                                              "patch_size": 16}},
+    "mistral3-multimodal-projector-bias-two-feature-layers": {
+        "model_type": "mistral3", "spatial_merge_size": 2, "multimodal_projector_bias": True,
+        "vision_feature_layer": [-1, -2],
+        "text_config": {"model_type": "mistral", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
+                        "num_key_value_heads": 2, "intermediate_size": 768, "vocab_size": 512},
+        "vision_config": {"model_type": "pixtral", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                          "num_attention_heads": 4, "image_size": 64, "patch_size": [16, 16]}},
+})
+
+# Multimodal configs whose vision tower sizer counts (sizer.families.vision): the named parts equal
+# the parameters under those module names of the transformers ...ForConditionalGeneration.
+VISION_CASES = sorted(k for k, v in HAND_WRITTEN.items() if isinstance(v.get("vision_config"), dict)
+                      and v["vision_config"].get("model_type") in ("llama4_vision_model", "pixtral"))
+
 # sizer and transformers disagree here; the lead decides which is right (see the reasons).
 LAYER_TYPE_DISAGREEMENTS: dict[str, str] = {}
 
@@ -358,6 +397,9 @@ def hf_layer_types(config) -> tuple[tuple[str, ...], int | None]:
     from transformers.cache_utils import get_layer_types_and_kwargs
 
     types, kwargs = get_layer_types_and_kwargs(config)
+    # a chunked-attention layer's cache is a DynamicSlidingWindowLayer of attention_chunk_size tokens
+    # (cache_utils DYNAMIC_LAYER_TYPE_MAPPING); sizer models it as a sliding layer of that window
+    types = ["sliding_attention" if t == "chunked_attention" else t for t in types]
     if isinstance(kwargs, dict):                    # transformers 5.17-5.18: one dict for every layer
         kwargs = [kwargs]
     windows = {kw["sliding_window"] for kw in kwargs if "sliding_window" in kw}
@@ -389,6 +431,27 @@ def test_small_config_layer_types(case):
     types, window = hf_layer_types(hf_config(config))
     assert spec.layer_types == types
     assert spec.sliding_window == window
+
+
+@pytest.mark.parametrize("case", VISION_CASES)
+def test_vision_tower_counts(case):
+    from sizer.config import ConfigView
+    from sizer.families.vision import vision_parts
+
+    config = HAND_WRITTEN[case]
+    kind, parts = vision_parts(ConfigView(copy.deepcopy(config), case))
+    assert kind == config["vision_config"]["model_type"]
+    cfg = {k: v for k, v in config.items() if k not in ("quantization_config", "auto_map")}
+    with torch.device("meta"):
+        model = transformers.AutoModelForImageTextToText.from_config(transformers.AutoConfig.for_model(**cfg))
+    measured = {part: 0 for part in parts}
+    for name, p in model.named_parameters():
+        for part in parts:
+            if f"{part}." in f".{name}" and f".{part}." in f".{name}":
+                measured[part] += p.numel()
+    assert parts == measured
+    spec = spec_from_config(copy.deepcopy(config), case, case)
+    assert f"{sum(parts.values()):,} parameters more" in " ".join(spec.notes)
 
 
 def test_scaled_configs_keep_the_structure():
@@ -462,6 +525,8 @@ KV_CASES = {
     "qwen2_moe": HAND_WRITTEN["qwen2_moe"],
     "qwen3_moe": _first_of_family("qwen3_moe"),
     "phimoe-window": _first_of_family("phimoe"),
+    "llama4-chunked-and-nope": HAND_WRITTEN["llama4_text-scout-layout"],
+    "llama4-moe-interleaved-no-chunking": HAND_WRITTEN["llama4_text-no-chunking"],
 }
 KV_CASES = {k: v for k, v in KV_CASES.items() if v is not None}
 
@@ -533,6 +598,7 @@ KNOWN_DIFFERENCES = {
     "gpt_oss-mixed": "sliding window - 1",
     "phi3-window": "sliding window - 1",
     "phimoe-window": "sliding window - 1",
+    "llama4-chunked-and-nope": "sliding window - 1 (chunked layers: a window of attention_chunk_size)",
 }
 
 

@@ -18,6 +18,7 @@ from sizer.families.classic import bloom, gpt_bigcode, gpt_neox, mpt, phi
 from sizer.families.deepseek import deepseek
 from sizer.families.falcon import falcon
 from sizer.families.llama import llama_like
+from sizer.families.llama4 import llama4
 from sizer.spec import ModelSpec
 
 # model_type -> the normalizer that lists its tensors (one module per family group in this package)
@@ -27,6 +28,8 @@ FAMILIES: dict[str, Callable[[ConfigView, str], ModelSpec]] = {
     **{f: llama_like for f in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
                                "gemma", "gemma2", "gemma3_text", "phi3", "phimoe", "gpt_oss")},
     "gemma3": llama_like,
+    "llama4": llama4,
+    "llama4_text": llama4,
     "deepseek_v2": deepseek,
     "deepseek_v3": deepseek,
     "falcon": falcon,
