@@ -98,6 +98,9 @@ def gated_mlp(t: TensorList, prefix: str, component: str, hidden: int, d_ff: int
 KEEP_FP32 = {
     "deepseek_v2": lambda t: t.component == "router",                       # gate.weight
     "deepseek_v3": lambda t: t.component == "router",
+    "glm4_moe": lambda t: t.component == "router",                          # gate.weight
+    "glm4_moe_lite": lambda t: t.component == "router",
+    "ernie4_5_moe": lambda t: t.component == "router",                      # gate.weight, e_score_correction_bias
 }
 
 
