@@ -441,11 +441,11 @@ def hf_config(config: dict):
     if isinstance(cfg.get("text_config"), dict):
         text = dict(cfg["text_config"])
         text.setdefault("model_type", TEXT_MODEL_TYPE[cfg["model_type"]])
-        if text["model_type"] == "kimi_k2":             # Kimi_K25Config reads its text_config as deepseek_v3
-            text["model_type"] = "deepseek_v3"
         if "tie_word_embeddings" in cfg:
             text.setdefault("tie_word_embeddings", cfg["tie_word_embeddings"])
         cfg = text
+    if cfg.get("model_type") == "kimi_k2":              # Kimi K2's own config says kimi_k2: DeepSeek V3 layers
+        cfg = {**cfg, "model_type": "deepseek_v3"}
     return transformers.AutoConfig.for_model(**cfg)
 
 
