@@ -36,7 +36,7 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "sizer" / "data" / "models"
 CATALOG = {p.stem: json.loads(p.read_text()) for p in sorted(MODELS_DIR.glob("*.json"))}
 
 # Multimodal wrappers whose language model is a text family of its own.
-TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "mistral3": "mistral"}
+TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "mistral3": "mistral", "llama4": "llama4_text", "kimi_k25": "deepseek_v3"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +327,116 @@ HAND_WRITTEN.update({
         "mamba_n_heads": 8, "mamba_d_state": 16, "mamba_n_groups": 2, "mamba_rms_norm": True, "vocab_size": 512},
 })
 
+
+# 2025-2026 families (issue 16): small configs of each layout.
+_LLAMA4_TEXT = {"model_type": "llama4_text", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
+                "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 128, "intermediate_size_mlp": 512,
+                "num_local_experts": 8, "num_experts_per_tok": 1, "attention_chunk_size": WINDOW,
+                "vocab_size": 512, "tie_word_embeddings": False}
+HAND_WRITTEN.update({
+    # Scout: every layer MoE + shared expert; layers 0-2 RoPE + chunked attention, layer 3 NoPE + full
+    "llama4_text-scout-layout": {**_LLAMA4_TEXT, "interleave_moe_layer_step": 1, "no_rope_layers": []},
+    # Maverick: MoE on odd layers, dense MLPs of intermediate_size_mlp between; explicit no_rope_layers
+    "llama4_text-maverick-layout": {**_LLAMA4_TEXT, "interleave_moe_layer_step": 2, "no_rope_layers": [1, 0, 1, 1],
+                                    "attention_bias": True},
+    "llama4_text-no-chunking": {**_LLAMA4_TEXT, "attention_chunk_size": None, "moe_layers": [1, 2]},
+    "llama4-multimodal": {"model_type": "llama4", "text_config": {**_LLAMA4_TEXT},
+                          "vision_config": {"model_type": "llama4_vision_model", "hidden_size": 64,
+                                            "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+                                            "image_size": 56, "patch_size": 14, "vision_output_dim": 96,
+                                            "projector_input_dim": 96, "projector_output_dim": 96}},
+    "mistral3-multimodal": {"model_type": "mistral3", "spatial_merge_size": 2, "multimodal_projector_bias": False,
+                            "vision_feature_layer": -1,
+                            "text_config": {"model_type": "mistral", "hidden_size": 256, "num_hidden_layers": 4,
+                                            "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 32,
+                                            "intermediate_size": 768, "vocab_size": 512, "sliding_window": None},
+                            "vision_config": {"model_type": "pixtral", "hidden_size": 64, "intermediate_size": 128,
+                                              "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 64,
+                                              "patch_size": 16}},
+    "mistral3-multimodal-projector-bias-two-feature-layers": {
+        "model_type": "mistral3", "spatial_merge_size": 2, "multimodal_projector_bias": True,
+        "vision_feature_layer": [-1, -2],
+        "text_config": {"model_type": "mistral", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
+                        "num_key_value_heads": 2, "intermediate_size": 768, "vocab_size": 512},
+        "vision_config": {"model_type": "pixtral", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                          "num_attention_heads": 4, "image_size": 64, "patch_size": [16, 16]}},
+})
+
+_DSV3_SMALL = {"hidden_size": 256, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4,
+               "q_lora_rank": 128, "kv_lora_rank": 64, "qk_rope_head_dim": 32, "qk_nope_head_dim": 64,
+               "v_head_dim": 64, "intermediate_size": 768, "moe_intermediate_size": 128, "n_routed_experts": 8,
+               "n_shared_experts": 1, "num_experts_per_tok": 2, "first_k_dense_replace": 1, "moe_layer_freq": 1,
+               "n_group": 1, "topk_group": 1, "vocab_size": 512, "tie_word_embeddings": False}
+_GLM4_MOE = {"model_type": "glm4_moe", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
+             "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 768, "moe_intermediate_size": 128,
+             "n_routed_experts": 8, "n_shared_experts": 1, "num_experts_per_tok": 2, "first_k_dense_replace": 1,
+             "n_group": 1, "topk_group": 1, "partial_rotary_factor": 0.5, "attention_bias": True,
+             "use_qk_norm": False, "num_nextn_predict_layers": 1, "vocab_size": 512, "tie_word_embeddings": False}
+_IDS = {"pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 0}     # inside the small vocabulary
+HAND_WRITTEN.update({
+    # Kimi K2 (deepseek_v3, one dense layer, 1 shared expert, n_group 1) and Kimi K2.5's text_config
+    "deepseek_v3-kimi-k2-layout": {**_DSV3_SMALL, "model_type": "deepseek_v3"},
+    "kimi_k25-text-config": {"model_type": "kimi_k25", "text_config": {**_DSV3_SMALL, "model_type": "kimi_k2"},
+                             "vision_config": {"model_type": "kimi_k25_vision"}},
+    # GLM-4.5 (q/k/v biases, no q/k norm, head_dim 128 != hidden / heads), GLM-4.5-Air/4.6 flags
+    "glm4_moe-glm45-layout": _GLM4_MOE,
+    "glm4_moe-qk-norm-two-dense": {**_GLM4_MOE, "use_qk_norm": True, "first_k_dense_replace": 2,
+                                   "n_shared_experts": 2, "attention_bias": False, "tie_word_embeddings": True},
+    # GLM-4.7-Flash: MLA, MoE from mlp_layer_types (default dense first)
+    "glm4_moe_lite-default-mlp-layer-types": {**_DSV3_SMALL, "model_type": "glm4_moe_lite", "num_hidden_layers": 4},
+    "glm4_moe_lite-mlp-layer-types": {**_DSV3_SMALL, "model_type": "glm4_moe_lite", "num_hidden_layers": 4,
+                                      "mlp_layer_types": ["dense", "sparse", "dense", "sparse"]},
+    # ERNIE 4.5 dense (0.3B layout: head_dim 128 from the class default, tied) and with biases
+    "ernie4_5-0.3b-layout": {"model_type": "ernie4_5", "hidden_size": 256, "num_hidden_layers": 4,
+                             "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 768,
+                             "vocab_size": 512, "tie_word_embeddings": True, "use_bias": False},
+    "ernie4_5-bias-untied": {"model_type": "ernie4_5", "hidden_size": 256, "num_hidden_layers": 4,
+                             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+                             "intermediate_size": 768, "vocab_size": 512, "tie_word_embeddings": False,
+                             "use_bias": True},
+    # ERNIE 4.5 MoE: 21B-A3B layout (shared experts, MoE from layer 1) and 300B-A47B layout (from layer 2, none shared)
+    "ernie4_5_moe-21b-layout": {"model_type": "ernie4_5_moe", "hidden_size": 256, "num_hidden_layers": 4,
+                                "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 768,
+                                "moe_intermediate_size": 128, "moe_num_experts": 8, "moe_k": 2,
+                                "moe_num_shared_experts": 2, "moe_layer_start_index": 1, "moe_layer_end_index": -1,
+                                "moe_layer_interval": 1, "use_bias": False, "tie_word_embeddings": True,
+                                "vocab_size": 512},
+    "ernie4_5_moe-300b-layout-bias": {"model_type": "ernie4_5_moe", "hidden_size": 256, "num_hidden_layers": 5,
+                                      "num_attention_heads": 8, "num_key_value_heads": 2, "intermediate_size": 768,
+                                      "moe_intermediate_size": 128, "moe_num_experts": 8, "moe_k": 2,
+                                      "moe_num_shared_experts": 0, "moe_layer_start_index": 2,
+                                      "moe_layer_end_index": 3, "moe_layer_interval": 1, "use_bias": True,
+                                      "tie_word_embeddings": False, "vocab_size": 512},
+    # SmolLM3: NoPE every 4th layer, tied; with use_sliding_window the NoPE layers slide
+    "smollm3": {**_IDS, "model_type": "smollm3", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
+                "num_key_value_heads": 2, "intermediate_size": 768, "vocab_size": 512},
+    "smollm3-use-sliding-window": {**_IDS, "model_type": "smollm3", "hidden_size": 256, "num_hidden_layers": 4,
+                                   "num_attention_heads": 8, "num_key_value_heads": 2, "intermediate_size": 768,
+                                   "vocab_size": 512, "use_sliding_window": True, "sliding_window": WINDOW,
+                                   "no_rope_layers": [1, 0, 1, 0], "tie_word_embeddings": False},
+    # OLMo 2 (q/k norms over all heads, post-norms) and OLMo 3 (3 sliding : 1 full, default window)
+    "olmo2": {**_IDS, "model_type": "olmo2", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "num_key_value_heads": 4, "intermediate_size": 768, "vocab_size": 512},
+    "olmo2-gqa-bias": {**_IDS, "model_type": "olmo2", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
+                       "num_key_value_heads": 2, "intermediate_size": 768, "vocab_size": 512,
+                       "attention_bias": True, "tie_word_embeddings": True},
+    "olmo3": {**_IDS, "model_type": "olmo3", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "num_key_value_heads": 4, "intermediate_size": 768, "vocab_size": 512, "sliding_window": WINDOW},
+    "olmo3-no-sliding-window-key": {**_IDS, "model_type": "olmo3", "hidden_size": 256, "num_hidden_layers": 4,
+                                    "num_attention_heads": 8, "num_key_value_heads": 2, "intermediate_size": 768,
+                                    "vocab_size": 512},
+    # Phi-4-mini: phi3 with partial RoPE (0.75), tied embeddings
+    "phi3-partial-rotary-tied": {**_IDS, "model_type": "phi3", "hidden_size": 256, "num_hidden_layers": 4,
+                                 "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 768,
+                                 "partial_rotary_factor": 0.75, "tie_word_embeddings": True, "vocab_size": 512,
+                                 "sliding_window": None},
+})
+
+# Multimodal configs whose vision tower sizer counts (sizer.families.vision): the named parts equal
+# the parameters under those module names of the transformers ...ForConditionalGeneration.
+VISION_CASES = sorted(k for k, v in HAND_WRITTEN.items() if isinstance(v.get("vision_config"), dict)
+                      and v["vision_config"].get("model_type") in ("llama4_vision_model", "pixtral"))
+
 # sizer and transformers disagree here; the lead decides which is right (see the reasons).
 LAYER_TYPE_DISAGREEMENTS: dict[str, str] = {}
 
@@ -362,6 +472,8 @@ def hf_config(config: dict):
         if "tie_word_embeddings" in cfg:
             text.setdefault("tie_word_embeddings", cfg["tie_word_embeddings"])
         cfg = text
+    if cfg.get("model_type") == "kimi_k2":              # Kimi K2's own config says kimi_k2: DeepSeek V3 layers
+        cfg = {**cfg, "model_type": "deepseek_v3"}
     return transformers.AutoConfig.for_model(**cfg)
 
 
@@ -385,6 +497,9 @@ def hf_layer_types(config) -> tuple[tuple[str, ...], int | None]:
     from transformers.cache_utils import get_layer_types_and_kwargs
 
     types, kwargs = get_layer_types_and_kwargs(config)
+    # a chunked-attention layer's cache is a DynamicSlidingWindowLayer of attention_chunk_size tokens
+    # (cache_utils DYNAMIC_LAYER_TYPE_MAPPING); sizer models it as a sliding layer of that window
+    types = ["sliding_attention" if t == "chunked_attention" else t for t in types]
     if isinstance(kwargs, dict):                    # transformers 5.17-5.18: one dict for every layer
         kwargs = [kwargs]
     windows = {kw["sliding_window"] for kw in kwargs if "sliding_window" in kw}
@@ -416,6 +531,27 @@ def test_small_config_layer_types(case):
     types, window = hf_layer_types(hf_config(config))
     assert tuple(TRANSFORMERS_CACHE_LAYER_TYPE.get(k, k) for k in spec.layer_types) == types
     assert spec.sliding_window == window
+
+
+@pytest.mark.parametrize("case", VISION_CASES)
+def test_vision_tower_counts(case):
+    from sizer.config import ConfigView
+    from sizer.families.vision import vision_parts
+
+    config = HAND_WRITTEN[case]
+    kind, parts = vision_parts(ConfigView(copy.deepcopy(config), case))
+    assert kind == config["vision_config"]["model_type"]
+    cfg = {k: v for k, v in config.items() if k not in ("quantization_config", "auto_map")}
+    with torch.device("meta"):
+        model = transformers.AutoModelForImageTextToText.from_config(transformers.AutoConfig.for_model(**cfg))
+    measured = {part: 0 for part in parts}
+    for name, p in model.named_parameters():
+        for part in parts:
+            if f"{part}." in f".{name}" and f".{part}." in f".{name}":
+                measured[part] += p.numel()
+    assert parts == measured
+    spec = spec_from_config(copy.deepcopy(config), case, case)
+    assert f"{sum(parts.values()):,} parameters more" in " ".join(spec.notes)
 
 
 def test_scaled_configs_keep_the_structure():
@@ -489,6 +625,18 @@ KV_CASES = {
     "qwen2_moe": HAND_WRITTEN["qwen2_moe"],
     "qwen3_moe": _first_of_family("qwen3_moe"),
     "phimoe-window": _first_of_family("phimoe"),
+    "llama4-chunked-and-nope": HAND_WRITTEN["llama4_text-scout-layout"],
+    "llama4-moe-interleaved-no-chunking": HAND_WRITTEN["llama4_text-no-chunking"],
+    "kimi_k25-mla": HAND_WRITTEN["kimi_k25-text-config"],
+    "glm4_moe": HAND_WRITTEN["glm4_moe-glm45-layout"],
+    "glm4_moe_lite-mla": HAND_WRITTEN["glm4_moe_lite-mlp-layer-types"],
+    "ernie4_5": HAND_WRITTEN["ernie4_5-0.3b-layout"],
+    "ernie4_5_moe": HAND_WRITTEN["ernie4_5_moe-21b-layout"],
+    "smollm3-nope": HAND_WRITTEN["smollm3"],
+    "smollm3-window": HAND_WRITTEN["smollm3-use-sliding-window"],
+    "olmo2": HAND_WRITTEN["olmo2-gqa-bias"],
+    "olmo3-mixed": HAND_WRITTEN["olmo3"],
+    "phi3-partial-rotary": HAND_WRITTEN["phi3-partial-rotary-tied"],
 }
 KV_CASES = {k: v for k, v in KV_CASES.items() if v is not None}
 
@@ -526,7 +674,7 @@ def expected_kv_bytes(config, seq: int, batch: int) -> tuple[int, int]:
     """
     types, window = hf_layer_types(config)
     family = config.model_type
-    if family in ("deepseek_v2", "deepseek_v3"):
+    if family in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite"):
         engine = hf = config.kv_lora_rank + config.qk_rope_head_dim
     else:
         n_heads = config.num_attention_heads
@@ -560,6 +708,9 @@ KNOWN_DIFFERENCES = {
     "gpt_oss-mixed": "sliding window - 1",
     "phi3-window": "sliding window - 1",
     "phimoe-window": "sliding window - 1",
+    "llama4-chunked-and-nope": "sliding window - 1 (chunked layers: a window of attention_chunk_size)",
+    "smollm3-window": "sliding window - 1",
+    "olmo3-mixed": "sliding window - 1",
 }
 
 

@@ -16,10 +16,14 @@ from sizer.config import ConfigView
 from sizer.errors import UnsupportedModelError
 from sizer.families.classic import bloom, gpt_bigcode, gpt_neox, mpt, phi
 from sizer.families.deepseek import deepseek
+from sizer.families.ernie import ernie4_5
 from sizer.families.falcon import falcon
 from sizer.families.generic import generic_spec_from_config
+from sizer.families.glm import glm4_moe
 from sizer.families.hybrid import falcon_h1, jamba, qwen3_next
 from sizer.families.llama import llama_like
+from sizer.families.llama4 import llama4
+from sizer.families.olmo import olmo2
 from sizer.spec import ModelSpec
 
 # model_type -> the normalizer that lists its tensors (one module per family group in this package)
@@ -27,10 +31,18 @@ from sizer.spec import ModelSpec
 
 FAMILIES: dict[str, Callable[[ConfigView, str], ModelSpec]] = {
     **{f: llama_like for f in ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
-                               "gemma", "gemma2", "gemma3_text", "phi3", "phimoe", "gpt_oss")},
+                               "gemma", "gemma2", "gemma3_text", "phi3", "phimoe", "gpt_oss", "smollm3")},
     "gemma3": llama_like,
+    "llama4": llama4,
+    "llama4_text": llama4,
     "deepseek_v2": deepseek,
     "deepseek_v3": deepseek,
+    "glm4_moe_lite": deepseek,
+    "glm4_moe": glm4_moe,
+    "ernie4_5": ernie4_5,
+    "ernie4_5_moe": ernie4_5,
+    "olmo2": olmo2,
+    "olmo3": olmo2,
     "falcon": falcon,
     "RefinedWeb": falcon,
     "RefinedWebModel": falcon,
@@ -60,18 +72,25 @@ CLASS_DEFAULTS: dict[str, dict] = {
     "qwen2_moe": {"sliding_window": 4096},
     "qwen3": {"sliding_window": 4096},
     "qwen3_moe": {"sliding_window": 4096},
+    "olmo3": {"sliding_window": 4096},
     "gemma3_text": {"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
                     "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "sliding_window": 4096,
                     "max_position_embeddings": 131072, "tie_word_embeddings": True},
 }
 
 
+# model_type -> the family of its language model: Gemma3ForConditionalGeneration's text model is
+# gemma3_text; Kimi K2.5's text_config says kimi_k2 (or nothing), which Kimi_K25Config reads as deepseek_v3;
+# Mistral3's text model is a mistral (when its text_config leaves model_type out).
+TEXT_FAMILY = {"gemma3": "gemma3_text", "kimi_k2": "deepseek_v3", "kimi_k25": "deepseek_v3", "mistral3": "mistral"}
+
+
 def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> ModelSpec:
     """Normalize a config.json dict; `origin` names the file in error messages."""
     c = ConfigView(raw, origin)
     family = c.str("model_type", default="")
-    if family == "gemma3":         # Gemma3ForConditionalGeneration: the text model is gemma3_text
-        c.raw["model_type"] = family = "gemma3_text"
+    if family in TEXT_FAMILY:      # a multimodal wrapper (or an alias) whose text model is another family
+        c.raw["model_type"] = family = TEXT_FAMILY[family]
     c.raw = {**CLASS_DEFAULTS.get(family, {}), **c.raw}
     build = FAMILIES.get(family)
     if build is None:        # the generic path: transformers' own count, or the standard keys (families/generic.py)

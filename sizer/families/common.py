@@ -9,6 +9,7 @@ from typing import Callable
 
 from sizer.config import ConfigView
 from sizer.errors import UnsupportedModelError
+from sizer.families.vision import vision_note
 from sizer.spec import BIAS, EMBEDDING, FULL_ATTENTION, LINEAR, NORM, OTHER, SLIDING_ATTENTION, ModelSpec, TensorSpec
 
 
@@ -97,6 +98,9 @@ def gated_mlp(t: TensorList, prefix: str, component: str, hidden: int, d_ff: int
 KEEP_FP32 = {
     "deepseek_v2": lambda t: t.component == "router",                       # gate.weight
     "deepseek_v3": lambda t: t.component == "router",
+    "glm4_moe": lambda t: t.component == "router",                          # gate.weight
+    "glm4_moe_lite": lambda t: t.component == "router",
+    "ernie4_5_moe": lambda t: t.component == "router",                      # gate.weight, e_score_correction_bias
 }
 
 
@@ -121,7 +125,7 @@ def make_spec(c: ConfigView, family: str, name: str, t: TensorList, **numbers) -
     numbers.setdefault("v_head_dim", numbers["head_dim"])
     notes = list(numbers.pop("notes", ()))
     if c.has_text_config:
-        notes.append("sized from the language model's text_config; vision/audio towers are not counted")
+        notes.append(vision_note(c))
     return ModelSpec(name=name, family=family, tensors=tuple(t.items), notes=tuple(notes),
                      max_context_length=c.int(*MAX_CONTEXT_KEYS, default=None),
                      max_context_key=c.key_of(*MAX_CONTEXT_KEYS),

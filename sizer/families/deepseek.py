@@ -1,5 +1,6 @@
-"""DeepSeek V2 / V3 (and Kimi K2, which uses the DeepSeek V3 architecture): MLA attention, MoE with
-shared experts.
+"""DeepSeek V2 / V3 (and Kimi K2 / K2.5's language model, which use the DeepSeek V3 architecture), and
+GLM-4.7-Flash (glm4_moe_lite, the same layer with its MoE layers given by mlp_layer_types): MLA
+attention, MoE with shared experts.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def deepseek(c: ConfigView, name: str) -> ModelSpec:
     first_dense = c.int("first_k_dense_replace", default=0, minimum=0)
     freq = c.int("moe_layer_freq", default=1)
     moe = [i for i in range(n_layers) if n_experts and i >= first_dense and i % freq == 0]
+    if family == "glm4_moe_lite":   # Glm4MoeLiteConfig: mlp_layer_types, default dense then sparse (first_k_dense_replace unused)
+        kinds = c.str_list("mlp_layer_types", default=None) or ["dense"] + ["sparse"] * (n_layers - 1)
+        moe = [i for i, kind in enumerate(kinds[:n_layers]) if kind == "sparse"]
     dense = [i for i in range(n_layers) if i not in set(moe)]
     d_ff = c.int("intermediate_size")
     n_shared = c.int("n_shared_experts", default=0, minimum=0)

@@ -1,5 +1,6 @@
 """Llama-style decoders: llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2,
-gemma3_text, phi3, phimoe, gpt_oss. Module names below are those of LlamaDecoderLayer & co.
+gemma3_text, phi3 (Phi-4-mini: partial RoPE), phimoe, gpt_oss, smollm3 (NoPE layers: no parameters of
+their own). Module names below are those of LlamaDecoderLayer & co.
 """
 
 from __future__ import annotations
@@ -39,7 +40,18 @@ _SLIDING_RULES: dict[str, Callable[[ConfigView], Callable[[int], bool]]] = {
     # Gemma 3: 5 local : 1 global (Gemma3TextConfig: sliding if (i + 1) % sliding_window_pattern).
     "gemma3_text": lambda c: lambda i: (i + 1) % c.int("sliding_window_pattern", default=6) != 0,
     "gpt_oss": lambda c: lambda i: i % 2 == 0,
+    # SmolLM3: with use_sliding_window, the NoPE layers slide (SmolLM3Config: no_rope_layers[i] == 0)
+    "smollm3": lambda c: lambda i: (c.bool("use_sliding_window", default=False) and not _smollm3_uses_rope(c, i)),
 }
+
+
+def _smollm3_uses_rope(c: ConfigView, i: int) -> bool:
+    """SmolLM3Config: no_rope_layers[i] == 1 means layer i uses RoPE; without the list, every
+    no_rope_layer_interval-th layer is NoPE."""
+    given = c.int_list("no_rope_layers", default=None) if c.raw.get("no_rope_layers") is not None else None
+    if given is not None:
+        return bool(given[i])
+    return (i + 1) % c.int("no_rope_layer_interval", default=4) != 0
 
 
 def llama_like(c: ConfigView, name: str) -> ModelSpec:
@@ -51,7 +63,7 @@ def llama_like(c: ConfigView, name: str) -> ModelSpec:
     head_dim = head_dim_of(c, hidden, n_heads)
     vocab = c.int("vocab_size")
     d_ff = c.int("intermediate_size", default=0, minimum=0)
-    tied = c.bool("tie_word_embeddings", default=family.startswith("gemma"))
+    tied = c.bool("tie_word_embeddings", default=family.startswith("gemma") or family == "smollm3")
     layer_norm = family == "phimoe"                     # PhiMoE uses LayerNorm (weight and bias)
     qkv_bias = c.bool("attention_bias", default=family in ("qwen2", "qwen2_moe", "gpt_oss", "phimoe"))
     o_bias = qkv_bias and family not in ("qwen2", "qwen2_moe")   # Qwen2: bias on q/k/v only

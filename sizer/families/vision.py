@@ -1,0 +1,91 @@
+"""Vision towers of multimodal checkpoints: counted and named, not sized.
+
+sizer sizes a multimodal config from its language model (text_config); the vision encoder and the
+projector into the language model are loaded with it by transformers' ...ForConditionalGeneration and
+by the engines, so their parameter counts are stated in the spec's notes, by part, with the module
+names of the transformers implementation (tests/test_against_transformers.py counts the same parts
+on the meta device). Only the towers listed in TOWERS are counted; others are named as not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sizer.config import ConfigView
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value[0], value[1]) if isinstance(value, (list, tuple)) else (value, value)
+
+
+def _llama4_vision(c: ConfigView, v: dict) -> dict[str, int]:
+    """Llama4VisionModel (vision_model) and Llama4MultiModalProjector (multi_modal_projector)."""
+    get = lambda key, default: v.get(key, default) if v.get(key) is not None else default   # noqa: E731
+    hidden = get("hidden_size", 768)
+    layers = get("num_hidden_layers", 34)
+    d_ff = get("intermediate_size", 5632)
+    channels = get("num_channels", 3)
+    image, patch = get("image_size", 448), get("patch_size", 14)
+    proj_in, proj_out = get("projector_input_dim", 4096), get("projector_output_dim", 4096)
+    n_patches = (image // patch) ** 2 + 1
+    per_layer = (4 * (hidden * hidden + hidden)                    # self_attn q/k/v/o_proj with biases
+                 + 2 * hidden * d_ff + d_ff + hidden               # mlp.fc1, mlp.fc2 with biases
+                 + 2 * 2 * hidden)                                 # input_/post_attention_layernorm (LayerNorm)
+    vision = (channels * patch * patch * hidden                    # patch_embedding.linear (no bias)
+              + hidden + n_patches * hidden                        # class_embedding, positional_embedding_vlm
+              + 2 * 2 * hidden                                     # layernorm_pre, layernorm_post
+              + layers * per_layer
+              + d_ff * proj_in + proj_out * proj_out)              # vision_adapter.mlp.fc1, fc2 (no bias)
+    projector = get("vision_output_dim", 7680) * c.int("hidden_size")   # multi_modal_projector.linear_1
+    return {"vision_model": vision, "multi_modal_projector": projector}
+
+
+def _pixtral(c: ConfigView, v: dict) -> dict[str, int]:
+    """PixtralVisionModel (vision_tower) and Mistral3MultiModalProjector (multi_modal_projector)."""
+    get = lambda key, default: v.get(key, default) if v.get(key) is not None else default   # noqa: E731
+    hidden = get("hidden_size", 1024)
+    layers = get("num_hidden_layers", 24)
+    d_ff = get("intermediate_size", 4096)
+    channels = get("num_channels", 3)
+    ph, pw = _pair(get("patch_size", 16))
+    per_layer = 4 * hidden * hidden + 3 * hidden * d_ff + 2 * hidden   # attention q/k/v/o, feed_forward, 2 RMSNorms
+    vision = channels * ph * pw * hidden + hidden + layers * per_layer   # patch_conv (no bias), ln_pre
+    text_hidden = c.int("hidden_size")
+    merge = c.int("spatial_merge_size", default=2)
+    feature_layer = c.raw.get("vision_feature_layer", -1)
+    n_features = len(feature_layer) if isinstance(feature_layer, list) else 1
+    bias = c.bool("multimodal_projector_bias", default=False)
+    projector = (hidden                                          # norm
+                 + hidden * merge * merge * hidden               # patch_merger.merging_layer
+                 + hidden * n_features * text_hidden + (text_hidden if bias else 0)   # linear_1
+                 + text_hidden * text_hidden + (text_hidden if bias else 0))          # linear_2
+    return {"vision_tower": vision, "multi_modal_projector": projector}
+
+
+# vision_config model_type (or the wrapper's) -> its counter
+TOWERS: dict[str, Callable[[ConfigView, dict], dict[str, int]]] = {
+    "llama4_vision_model": _llama4_vision,
+    "pixtral": _pixtral,
+}
+
+
+def vision_parts(c: ConfigView) -> tuple[str, dict[str, int]] | None:
+    """(the vision model_type, parameters per named part) of a multimodal config whose tower sizer
+    counts; None when the config has no vision_config or an uncounted tower."""
+    v = c.raw.get("vision_config")
+    if not isinstance(v, dict):
+        return None
+    kind = v.get("model_type")
+    count = TOWERS.get(kind) if isinstance(kind, str) else None
+    return (kind, count(c, v)) if count else None
+
+
+def vision_note(c: ConfigView) -> str:
+    """The note of a config sized from its text_config: what of the checkpoint it leaves out."""
+    parts = vision_parts(c)
+    if parts is None:
+        return "sized from the language model's text_config; vision/audio towers are not counted"
+    kind, counts = parts
+    named = ", ".join(f"{name} {n:,}" for name, n in counts.items())
+    return (f"sized from the language model's text_config; the vision tower ({kind}) is not in the weights: "
+            f"{sum(counts.values()):,} parameters more ({named})")
