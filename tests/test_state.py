@@ -6,7 +6,7 @@ from dataclasses import replace
 from sizer import estimate, get_model
 from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, state_bytes_per_sequence
 from sizer.calc.report import ESTIMATE_CSV_COLUMNS, render_estimate
-from sizer.plan.engines import LlamaCppEngine, TransformersEngine, VllmEngine, vllm_hybrid_pool
+from sizer.plan.engines import LlamaCppEngine, TransformersEngine, VllmEngine, vllm_hybrid_layout, vllm_hybrid_pool
 from sizer.plan.placement import Placement
 from sizer.plan.stages import build_stages
 from sizer.quant import get_precision
@@ -100,7 +100,9 @@ def test_vllm_hybrid_pool_pages_and_concurrency():
     blocks = available // (8 * page)
     per_request = 3 + -(-32768 // block)
     assert pool == blocks * 8 * page and fits == blocks // per_request
-    assert tokens == blocks // 4 * block and state == 4 * 3 * 8 * page
+    # vLLM 0.32 logs int(max_concurrency x max_model_len); 0.10-0.19 logged blocks // groups x block
+    assert tokens == int(blocks / per_request * 32768) and state == 4 * 3 * 8 * page
+    assert vllm_hybrid_layout(s, available, 32768, 8192).tokens_before_0_20 == blocks // 4 * block
 
 
 def test_engines_count_state_once_per_sequence():

@@ -78,8 +78,12 @@ def kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: int, batch_si
 
 # Bytes per element of the recurrent state as each engine keeps it:
 # * vLLM: mamba_cache_dtype / mamba_ssm_cache_dtype "auto" use the model dtype for the conv and the
-#   SSM state (vllm/v1 MambaSpec dtypes from MambaStateDtypeCalculator); --mamba-ssm-cache-dtype
-#   float32 raises the SSM part.
+#   SSM state (vllm/model_executor/layers/mamba/mamba_utils.py MambaStateDtypeCalculator.
+#   _mamba_state_dtype, also for Gated DeltaNet); --mamba-ssm-cache-dtype float32 raises the SSM
+#   part, and some checkpoints set it (NemotronH: the config's mamba_ssm_cache_dtype, else float16;
+#   Qwen3.5's float32 SSM state is what its logged 784-token blocks need, tests/test_vllm_hybrid.py).
+#   Speculative decoding adds num_spec conv columns (conv_kernel - 1 + num_spec):
+#   `vllm_state_bytes_per_layer`. docs/reference/vllm-hybrid.md quotes the lines.
 # * llama.cpp: llama_memory_recurrent stores r (conv) and s (SSM) in GGML_TYPE_F32 (the types
 #   llama_model::create_memory passes), one cell per sequence (n_seq_max cells).
 # * transformers: LinearAttentionLayer keeps the conv state in the model dtype and the recurrent
@@ -98,6 +102,19 @@ def state_bytes_per_layer(spec: ModelSpec, state_dtype_bytes: int | Fraction = 2
         return 0
     ssm = state_dtype_bytes if ssm_dtype_bytes is None else ssm_dtype_bytes
     return ceil(r.conv_values * state_dtype_bytes + r.state_values * ssm)
+
+
+def vllm_state_bytes_per_layer(spec: ModelSpec, state_dtype_bytes: int | Fraction = 2,
+                               ssm_dtype_bytes: int | Fraction | None = None, num_speculative_tokens: int = 0) -> int:
+    """One recurrent layer's MambaSpec page before padding, as vLLM sizes it (mamba_utils.py
+    MambaStateShapeCalculator): conv state (conv_kernel - 1 + num_spec) x channels in the state dtype,
+    SSM / recurrent state in the SSM dtype (the state dtype unless given)."""
+    r = spec.recurrent
+    if r is None:
+        return 0
+    ssm = state_dtype_bytes if ssm_dtype_bytes is None else ssm_dtype_bytes
+    conv = r.conv_channels * (max(0, r.conv_kernel - 1) + num_speculative_tokens)
+    return ceil(conv * state_dtype_bytes + r.state_values * ssm)
 
 
 def state_bytes_per_sequence(spec: ModelSpec, state_dtype_bytes: int | Fraction = 2,

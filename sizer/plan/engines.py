@@ -235,50 +235,151 @@ class VllmEngine:
         return Evaluation(verdict, reason, per_gpu, kv_tokens, concurrency)
 
 
-# vLLM's hybrid KV cache manager (models with Mamba / linear-attention layers), read from vLLM's v1 source:
-# * vllm/model_executor/models/config.py HybridAttentionMambaModelConfig.verify_and_update_config: the
-#   attention block size grows to the smallest multiple of the kernel alignment (16) whose page holds
-#   one layer's whole Mamba state; the Mamba page is padded to that attention page.
-# * vllm/v1/core/kv_cache_utils.py _get_kv_cache_groups_uniform_page_size: layers of one kind form
-#   groups of `group_size` layers, the fewest layers of any kind (the most when max < 1.5 x min);
-#   each group's layer j shares the memory of tensor j, so the pool is num_blocks pages of
-#   page x group_size bytes, and a block serves one group of one request.
-# * vllm/v1/core/single_type_kv_cache_manager.py MambaManager: without prefix caching a request
-#   holds one block per Mamba group whatever its length; attention groups hold cdiv(tokens, block).
-# * the "GPU KV cache size" log: num_blocks // number of groups x block_size tokens.
+# vLLM's hybrid KV cache manager (models with Mamba / Gated DeltaNet layers beside attention), read from
+# vLLM's source; docs/reference/vllm-hybrid.md quotes every line used here with its path and commit.
+# * vllm/platforms/interface.py Platform._align_hybrid_block_size (HybridAttentionMambaModelConfig.
+#   verify_and_update_config in vllm/model_executor/models/config.py before the move): without
+#   mamba_cache_mode "all", `attn_block_size = kernel_block_alignment_size * cdiv(mamba_page_size,
+#   kernel_block_alignment_size * attn_page_size_1_token)` with `kernel_block_alignment_size =
+#   max(min(backend kernel block sizes), cache_config.block_size)` (16 and 16 for the CUDA backends at
+#   the default block size; a user --block-size becomes the grain); the block size only grows, and
+#   the Mamba page is padded to the attention page (`mamba_page_size_padded`).
+# * vllm/model_executor/layers/mamba/mamba_utils.py: a layer's state is the conv state
+#   (conv_kernel - 1 + num_spec columns of conv_dim / tp) and the SSM / recurrent state, in
+#   mamba_cache_dtype and mamba_ssm_cache_dtype ("auto": the model dtype) - sizer.calc.kv.
+# * vllm/v1/core/kv_cache_utils.py _get_kv_cache_groups_uniform_page_size: the layers of one spec
+#   (full attention, one window, Mamba) split into groups of `group_size` layers, the fewest layers
+#   of any spec (the most when max < 1.5 x min); layer i of a spec goes to its group i % groups.
+#   get_kv_cache_config_from_groups / get_num_blocks: `num_blocks = available_memory // page_size
+#   // group_size`, the group size of the layers on this worker; the workers take the smallest.
+# * vllm/v1/kv_cache_interface.py max_memory_usage_bytes: a request of max_model_len takes
+#   cdiv(max_model_len, block) pages of a full-attention group, cdiv(min(window - 1 +
+#   max_num_batched_tokens, max_model_len), block) + 1 of a sliding-window group, and of a Mamba
+#   group 1 + num_speculative_blocks pages (mamba_cache_mode "none", the default: vLLM's
+#   ModelConfig.is_prefix_caching_supported is False for hybrid models), 2 + num_speculative_blocks
+#   ("align").
+# * get_max_concurrency_for_kv_cache_config: num_blocks / (the sum over groups of those pages).
+#   _report_kv_cache_config: "GPU KV cache size" is int(max_concurrency * max_model_len) in the
+#   version modelled (0.32; since 0.2x, after vllm-project/vllm#40691); releases up to 0.19 logged
+#   num_blocks // len(groups) * min block size (`tokens_before_0_20`).
 VLLM_KERNEL_BLOCK_ALIGNMENT = 16
+VLLM_MAMBA_CACHE_MODES = {"none": 1, "align": 2}      # pages a Mamba group holds per request
+
+
+@dataclass(frozen=True)
+class VllmHybridPool:
+    """The KV pool of one GPU of a model with recurrent layers, as vLLM lays it out."""
+
+    block_size: int                 # tokens per attention block (raised until a page holds a state)
+    page_bytes: int                 # one layer's page; the Mamba page is padded to it
+    group_size: int                 # layers per KV cache group (padding layers included)
+    layers_per_tensor: int          # the most layers of one group on this GPU: pages per block here
+    n_groups: int                   # KV cache groups of the whole model (attention and Mamba)
+    state_groups: int               # the Mamba groups among them
+    num_blocks: int                 # blocks of the shared pool
+    blocks_per_request: int         # blocks one request of max_model_len takes, summed over groups
+    state_blocks_per_request: int   # the Mamba groups' share of them
+    max_model_len: int
+
+    @property
+    def block_bytes(self) -> int:
+        return self.page_bytes * self.layers_per_tensor
+
+    @property
+    def pool_bytes(self) -> int:
+        return self.num_blocks * self.block_bytes
+
+    @property
+    def max_concurrency(self) -> float:
+        """vLLM's "Maximum concurrency for max_model_len tokens per request" (printed with %.2f)."""
+        return self.num_blocks / self.blocks_per_request if self.blocks_per_request else 0.0
+
+    @property
+    def requests(self) -> int:
+        """Whole requests of max_model_len the pool holds at once."""
+        return self.num_blocks // self.blocks_per_request if self.blocks_per_request else 0
+
+    @property
+    def tokens(self) -> int:
+        """vLLM 0.32's "GPU KV cache size: N tokens": int(max_concurrency * max_model_len)."""
+        return int(self.max_concurrency * self.max_model_len)
+
+    @property
+    def tokens_before_0_20(self) -> int:
+        """The same line in vLLM 0.10-0.19: num_blocks // len(kv_cache_groups) * min(block_size)."""
+        return self.num_blocks // self.n_groups * self.block_size if self.n_groups else 0
+
+
+def _vllm_groups(spec: ModelSpec, state_layers: bool) -> list[tuple[int | None | str, list[int]]]:
+    """vLLM's KV cache groups of the whole model: (kind, layer indices); kind is a window (None: full
+    attention) or "mamba". A HYBRID layer (Falcon-H1) registers an attention and a Mamba layer."""
+    from sizer.calc.kv import window_of
+    from sizer.spec import KV_KINDS, STATE_KINDS
+
+    by_kind: dict[int | None | str, list[int]] = {}
+    for i, kind in enumerate(spec.layer_types):
+        if kind in KV_KINDS:
+            by_kind.setdefault(window_of(spec, kind), []).append(i)
+        if state_layers and kind in STATE_KINDS:
+            by_kind.setdefault("mamba", []).append(i)
+    if not by_kind:
+        return []
+    counts = [len(v) for v in by_kind.values()]
+    group_size = min(counts)
+    if max(counts) < 1.5 * group_size:
+        group_size = max(counts)
+    groups = []
+    for kind, layers in by_kind.items():
+        n = ceil(len(layers) / group_size)
+        groups.extend((kind, layers[i::n]) for i in range(n))
+    return groups
+
+
+def vllm_hybrid_layout(s: Stage, available: int, max_model_len: int, max_num_batched_tokens: int, *,
+                       mamba_cache_mode: str = "none", num_speculative_blocks: int = 0,
+                       block_size: int | None = None,
+                       kernel_alignment: int = VLLM_KERNEL_BLOCK_ALIGNMENT) -> VllmHybridPool:
+    """vLLM's KV pool on the GPU of stage `s` given `available` bytes ("Available KV cache memory").
+
+    mamba_cache_mode: "none" (the default: no prefix caching for hybrid models) or "align"
+    (--enable-prefix-caching --mamba-cache-mode align); block_size: a user --block-size."""
+    if mamba_cache_mode not in VLLM_MAMBA_CACHE_MODES:
+        raise ValueError(f"mamba_cache_mode {mamba_cache_mode!r} is not modelled (known: "
+                         f"{', '.join(VLLM_MAMBA_CACHE_MODES)}; 'all' sizes blocks to the Mamba chunk)")
+    attn_token, state_page = s.kv_layer_bytes_per_token, s.state_layer_bytes
+    groups = _vllm_groups(s.rank_spec, s.state_layers > 0)
+    if attn_token and any(kind != "mamba" for kind, _ in groups):
+        grain = max(kernel_alignment, block_size or VLLM_BLOCK_SIZE)
+        block = max(block_size or VLLM_BLOCK_SIZE, grain * ceil(state_page / (grain * attn_token)))
+        page = block * attn_token
+    else:                                   # attention-free: every layer a Mamba page
+        block, page = max_model_len, state_page
+    mamba_pages = VLLM_MAMBA_CACHE_MODES[mamba_cache_mode] + num_speculative_blocks
+    per_request = state_per_request = 0
+    for kind, _ in groups:
+        if kind == "mamba":
+            per_request += mamba_pages
+            state_per_request += mamba_pages
+        elif kind is None:
+            per_request += ceil(max_model_len / block)
+        else:                               # SlidingWindowSpec.max_memory_usage_bytes
+            per_request += ceil(min(kind - 1 + max_num_batched_tokens, max_model_len) / block) + 1
+    here = set(s.layers)
+    layers_here = max((sum(1 for i in layers if i in here) for _, layers in groups), default=0)
+    num_blocks = available // page // layers_here if layers_here and page else 0
+    group_size = max((len(layers) for _, layers in groups), default=0)
+    return VllmHybridPool(block, page, group_size, layers_here, len(groups),
+                          sum(1 for kind, _ in groups if kind == "mamba"), num_blocks, per_request,
+                          state_per_request, max_model_len)
 
 
 def vllm_hybrid_pool(s: Stage, available: int, context_length: int, tokens_per_step: int,
                      batch_size: int) -> tuple[int, int, int, int]:
-    """(pool bytes, state bytes among them for the sequences served, KV tokens, requests that fit)
-    of one GPU of a model with recurrent layers, as vLLM's hybrid allocator lays out its KV pool."""
-    attn_token = s.kv_layer_bytes_per_token
-    state_layer = s.state_layer_bytes
-    if attn_token and s.kv_layer_windows:
-        align = VLLM_KERNEL_BLOCK_ALIGNMENT
-        block = align * max(1, ceil(state_layer / (align * attn_token)))
-        page = block * attn_token
-    else:                                   # attention-free: one page per sequence state
-        block, page = VLLM_BLOCK_SIZE, state_layer
-    windows: dict[int | None, int] = {}
-    for w in s.kv_layer_windows:
-        windows[w] = windows.get(w, 0) + 1
-    counts = [*windows.values(), s.state_layers]
-    group_size = min(counts)
-    if max(counts) < 1.5 * group_size:
-        group_size = max(counts)
-    state_groups = ceil(s.state_layers / group_size)
-    per_request = state_groups
-    for w, n in windows.items():
-        tokens = context_length if w is None else min(context_length, w + tokens_per_step)
-        per_request += ceil(n / group_size) * ceil(tokens / block)
-    n_groups = state_groups + sum(ceil(n / group_size) for n in windows.values())
-    block_bytes = page * group_size
-    blocks = available // block_bytes if block_bytes else 0
-    fits = blocks // per_request if per_request else 0
-    state = min(batch_size, fits) * state_groups * block_bytes
-    return blocks * block_bytes, state, blocks // n_groups * block, fits
+    """(pool bytes, state bytes among them for the sequences served, KV tokens as vLLM logs them,
+    requests of `context_length` that fit) of one GPU of a model with recurrent layers."""
+    p = vllm_hybrid_layout(s, available, context_length, tokens_per_step)
+    state = min(batch_size, p.requests) * p.state_blocks_per_request * p.block_bytes
+    return p.pool_bytes, state, p.tokens, p.requests
 
 
 # ---------------------------------------------------------------------------------------------
