@@ -44,9 +44,14 @@ def transformers_count(config: dict) -> tuple[int, str]:
         import transformers
     except ImportError:
         raise ToolError("torch and transformers are needed to count parameters (pip install torch transformers)")
+    from sizer.families import TEXT_FAMILY
     from sizer.families.meta import meta_model, transformers_config
 
     transformers.utils.logging.set_verbosity_error()
+    if config.get("model_type") in TEXT_FAMILY and "text_config" not in config:
+        # a model_type transformers does not register, whose architecture is another's (Kimi K2 is
+        # DeepSeek V3): count the architecture transformers knows, as sizer sizes it
+        config = {**config, "model_type": TEXT_FAMILY[config["model_type"]]}
     try:
         model = meta_model(transformers_config(config, transformers), torch, transformers)
     except Exception as e:   # unknown model_type, no causal-LM class, a config the class refuses
