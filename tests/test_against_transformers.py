@@ -425,6 +425,19 @@ HAND_WRITTEN.update({
     "olmo3-no-sliding-window-key": {**_IDS, "model_type": "olmo3", "hidden_size": 256, "num_hidden_layers": 4,
                                     "num_attention_heads": 8, "num_key_value_heads": 2, "intermediate_size": 768,
                                     "vocab_size": 512},
+    # DeepSeek V3.2: MLA + the DSA indexer in every layer (first_k_dense_replace dense layers by default)
+    "deepseek_v32-dsa": {**_DSV3_SMALL, "model_type": "deepseek_v32", "num_hidden_layers": 4,
+                         "first_k_dense_replace": 1, "index_n_heads": 4, "index_head_dim": 128, "index_topk": 16},
+    "deepseek_v32-mlp-layer-types": {**_DSV3_SMALL, "model_type": "deepseek_v32", "num_hidden_layers": 4,
+                                     "mlp_layer_types": ["dense", "sparse", "dense", "sparse"], "index_n_heads": 2,
+                                     "index_head_dim": 64, "index_topk": 16},
+    # GLM-5: the same layer; index_topk_freq / index_skip_topk_offset make some layers reuse the top-k
+    "glm_moe_dsa-glm5-layout": {**_DSV3_SMALL, "model_type": "glm_moe_dsa", "num_hidden_layers": 4,
+                                "qk_nope_head_dim": 96, "v_head_dim": 128, "index_n_heads": 4,
+                                "index_head_dim": 128, "index_topk": 16},
+    "glm_moe_dsa-shared-indexers": {**_DSV3_SMALL, "model_type": "glm_moe_dsa", "num_hidden_layers": 6,
+                                    "index_n_heads": 2, "index_head_dim": 64, "index_topk": 16,
+                                    "index_topk_freq": 2, "index_skip_topk_offset": 1},
     # Phi-4-mini: phi3 with partial RoPE (0.75), tied embeddings
     "phi3-partial-rotary-tied": {**_IDS, "model_type": "phi3", "hidden_size": 256, "num_hidden_layers": 4,
                                  "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 768,
@@ -500,6 +513,8 @@ def hf_layer_types(config) -> tuple[tuple[str, ...], int | None]:
     # a chunked-attention layer's cache is a DynamicSlidingWindowLayer of attention_chunk_size tokens
     # (cache_utils DYNAMIC_LAYER_TYPE_MAPPING); sizer models it as a sliding layer of that window
     types = ["sliding_attention" if t == "chunked_attention" else t for t in types]
+    # DSA's DynamicIndexedLayer is a DynamicLayer (full attention) with the indexer's keys beside it
+    types = ["full_attention" if t == "indexed_attention" else t for t in types]
     if isinstance(kwargs, dict):                    # transformers 5.17-5.18: one dict for every layer
         kwargs = [kwargs]
     windows = {kw["sliding_window"] for kw in kwargs if "sliding_window" in kw}
@@ -637,6 +652,9 @@ KV_CASES = {
     "olmo2": HAND_WRITTEN["olmo2-gqa-bias"],
     "olmo3-mixed": HAND_WRITTEN["olmo3"],
     "phi3-partial-rotary": HAND_WRITTEN["phi3-partial-rotary-tied"],
+    "deepseek_v32-dsa": HAND_WRITTEN["deepseek_v32-dsa"],
+    "glm_moe_dsa-mla-dsa": HAND_WRITTEN["glm_moe_dsa-glm5-layout"],
+    "glm_moe_dsa-shared-indexers": HAND_WRITTEN["glm_moe_dsa-shared-indexers"],
 }
 KV_CASES = {k: v for k, v in KV_CASES.items() if v is not None}
 
@@ -649,7 +667,7 @@ def cache_tensors(cache) -> list:
     until the next update replaces them; the logical size is what the cache keeps from then on."""
     out = []
     for layer in cache.layers:
-        for attr in ("keys", "values"):
+        for attr in ("keys", "values", "indexer_keys"):     # indexer_keys: DSA's DynamicIndexedLayer
             t = getattr(layer, attr, None)
             if isinstance(t, torch.Tensor):
                 out.append(t)
@@ -674,7 +692,7 @@ def expected_kv_bytes(config, seq: int, batch: int) -> tuple[int, int]:
     """
     types, window = hf_layer_types(config)
     family = config.model_type
-    if family in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite"):
+    if family in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite", "deepseek_v32", "glm_moe_dsa"):
         engine = hf = config.kv_lora_rank + config.qk_rope_head_dim
     else:
         n_heads = config.num_attention_heads
@@ -696,6 +714,11 @@ def expected_kv_bytes(config, seq: int, batch: int) -> tuple[int, int]:
 
     engine_bytes = sum(batch * tokens(t, window or 0) * engine * BF16 for t in types)
     hf_bytes = sum(batch * tokens(t, (window or 0) - 1) * hf * BF16 for t in types)
+    # DSA: each layer with an indexer of its own also caches one index_head_dim key per token
+    indexers = sum(1 for kind in getattr(config, "indexer_types", None) or ["full"] * len(types) if kind == "full") \
+        if family in ("deepseek_v32", "glm_moe_dsa") else 0
+    engine_bytes += batch * seq * indexers * (config.index_head_dim if indexers else 0) * BF16
+    hf_bytes += batch * seq * indexers * (config.index_head_dim if indexers else 0) * BF16
     return engine_bytes, hf_bytes
 
 
@@ -727,7 +750,8 @@ def test_kv_cache_against_a_forward(case):
         out = model(input_ids, use_cache=True)
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
     tensors = cache_tensors(cache)
-    assert len(tensors) == 2 * spec.n_layers and all(t.dtype == torch.bfloat16 for t in tensors)
+    indexers = sum(1 for i in range(spec.n_layers) if spec.has_indexer(i))
+    assert len(tensors) == 2 * spec.n_layers + indexers and all(t.dtype == torch.bfloat16 for t in tensors)
     measured = sum(t.numel() * t.element_size() for t in tensors)
 
     engine, transformers_layout = expected_kv_bytes(hf, SEQ, BATCH)

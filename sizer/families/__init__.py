@@ -38,6 +38,8 @@ FAMILIES: dict[str, Callable[[ConfigView, str], ModelSpec]] = {
     "deepseek_v2": deepseek,
     "deepseek_v3": deepseek,
     "glm4_moe_lite": deepseek,
+    "deepseek_v32": deepseek,
+    "glm_moe_dsa": deepseek,
     "glm4_moe": glm4_moe,
     "ernie4_5": ernie4_5,
     "ernie4_5_moe": ernie4_5,
