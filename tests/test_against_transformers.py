@@ -438,6 +438,20 @@ HAND_WRITTEN.update({
     "glm_moe_dsa-shared-indexers": {**_DSV3_SMALL, "model_type": "glm_moe_dsa", "num_hidden_layers": 6,
                                     "index_n_heads": 2, "index_head_dim": 64, "index_topk": 16,
                                     "index_topk_freq": 2, "index_skip_topk_offset": 1},
+    # MiMo-V2-Flash: sliding layers with twice the KV heads (and sinks), K/V head sizes 192/128, layer 0 dense
+    "mimo_v2_flash-layout": {**_IDS, "model_type": "mimo_v2_flash", "hidden_size": 256, "num_hidden_layers": 7,
+                             "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 96, "v_head_dim": 64,
+                             "intermediate_size": 768, "moe_intermediate_size": 128, "n_routed_experts": 8,
+                             "num_experts_per_tok": 2, "sliding_window": WINDOW, "vocab_size": 512},
+    "mimo_v2_flash-layer-types-bias": {**_IDS, "model_type": "mimo_v2_flash", "hidden_size": 256,
+                                       "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 1,
+                                       "head_dim": 64, "v_head_dim": 32, "intermediate_size": 768,
+                                       "moe_intermediate_size": 128, "n_routed_experts": 4, "num_experts_per_tok": 2,
+                                       "sliding_window_size": WINDOW - 1, "attention_bias": True,
+                                       "layer_types": ["sliding_attention", "full_attention", "sliding_attention",
+                                                       "sliding_attention"],
+                                       "mlp_layer_types": ["dense", "sparse", "dense", "sparse"], "vocab_size": 512,
+                                       "tie_word_embeddings": True},
     # Phi-4-mini: phi3 with partial RoPE (0.75), tied embeddings
     "phi3-partial-rotary-tied": {**_IDS, "model_type": "phi3", "hidden_size": 256, "num_hidden_layers": 4,
                                  "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 768,
@@ -655,6 +669,8 @@ KV_CASES = {
     "deepseek_v32-dsa": HAND_WRITTEN["deepseek_v32-dsa"],
     "glm_moe_dsa-mla-dsa": HAND_WRITTEN["glm_moe_dsa-glm5-layout"],
     "glm_moe_dsa-shared-indexers": HAND_WRITTEN["glm_moe_dsa-shared-indexers"],
+    "mimo_v2_flash-kv-per-layer-kind": HAND_WRITTEN["mimo_v2_flash-layout"],
+    "mimo_v2_flash-layer-types": HAND_WRITTEN["mimo_v2_flash-layer-types-bias"],
 }
 KV_CASES = {k: v for k, v in KV_CASES.items() if v is not None}
 
@@ -712,8 +728,15 @@ def expected_kv_bytes(config, seq: int, batch: int) -> tuple[int, int]:
     def tokens(layer_type: str, cap: int) -> int:
         return min(seq, cap) if layer_type == "sliding_attention" else seq
 
-    engine_bytes = sum(batch * tokens(t, window or 0) * engine * BF16 for t in types)
-    hf_bytes = sum(batch * tokens(t, (window or 0) - 1) * hf * BF16 for t in types)
+    def values(layer_type: str, per_layer: int) -> int:
+        """MiMo-V2-Flash: keys of head_dim and values of v_head_dim, twice the KV heads in sliding layers."""
+        if family != "mimo_v2_flash":
+            return per_layer
+        heads = config.num_key_value_heads * (2 if layer_type == "sliding_attention" else 1)
+        return heads * (config.head_dim + config.v_head_dim)
+
+    engine_bytes = sum(batch * tokens(t, window or 0) * values(t, engine) * BF16 for t in types)
+    hf_bytes = sum(batch * tokens(t, (window or 0) - 1) * values(t, hf) * BF16 for t in types)
     # DSA: each layer with an indexer of its own also caches one index_head_dim key per token
     indexers = sum(1 for kind in getattr(config, "indexer_types", None) or ["full"] * len(types) if kind == "full") \
         if family in ("deepseek_v32", "glm_moe_dsa") else 0
@@ -734,6 +757,8 @@ KNOWN_DIFFERENCES = {
     "llama4-chunked-and-nope": "sliding window - 1 (chunked layers: a window of attention_chunk_size)",
     "smollm3-window": "sliding window - 1",
     "olmo3-mixed": "sliding window - 1",
+    "mimo_v2_flash-kv-per-layer-kind": "sliding window - 1",
+    "mimo_v2_flash-layer-types": "sliding window - 1",
 }
 
 

@@ -156,3 +156,32 @@ def test_sparse_attention_indexer_keys_per_engine():
     assert glm.indexer_layers == (0, 1, 2, 6)
     assert kv_cache_bytes_per_token(glm, "bf16") == 8 * latent * 2 + 4 * 128 * 2
     assert kv_cache_bytes(glm, "bf16", 100, 2) == 2 * 100 * kv_cache_bytes_per_token(glm, "bf16")
+
+
+# MiMo-V2-Flash's sizing keys (MiMoV2FlashConfig defaults: 48 layers, 4 KV heads, K/V head sizes 192/128)
+MIMO_V2_FLASH = {"model_type": "mimo_v2_flash", "hidden_size": 4096, "num_hidden_layers": 48, "num_attention_heads": 64,
+                 "num_key_value_heads": 4, "head_dim": 192, "v_head_dim": 128, "intermediate_size": 16384,
+                 "moe_intermediate_size": 2048, "n_routed_experts": 256, "num_experts_per_tok": 8,
+                 "sliding_window": 129, "vocab_size": 152576, "max_position_embeddings": 262144}
+
+
+def test_kv_geometry_per_layer_kind():
+    """MiMo-V2-Flash: 9 full-attention layers of 4 KV heads and 39 sliding layers of 8, keys of 192
+    and values of 128 values; the calculator, estimate's per-kind table and each TP rank's stages
+    use each kind's own geometry."""
+    from sizer.families import spec_from_config
+    from sizer.spec import SLIDING_ATTENTION
+
+    spec = spec_from_config(dict(MIMO_V2_FLASH), "mimo-v2-flash", "config.json")
+    assert spec.layer_kind_counts() == {FULL_ATTENTION: 9, SLIDING_ATTENTION: 39} and spec.sliding_window == 129
+    full, sliding = 4 * (192 + 128) * 2, 8 * (192 + 128) * 2          # bf16 bytes per token and layer
+    assert kv_cache_bytes_per_token(spec, "bf16") == 9 * full + 39 * sliding
+    assert kv_cache_bytes(spec, "bf16", 4096, 2) == 2 * (4096 * 9 * full + 129 * 39 * sliding)
+    e = estimate(spec, context_length=4096)
+    assert e.details["cache_by_layer_type"][SLIDING_ATTENTION]["kv_cache_bytes_per_token"] == 39 * sliding
+    assert e.details["cache_by_layer_type"][FULL_ATTENTION]["kv_cache_bytes_per_token"] == 9 * full
+    s = build_stages(spec, get_precision("bf16"), Placement(4, 1), "bf16")[0]
+    assert s.kv_full_bytes_per_token == 9 * full // 4 and s.kv_window_bytes_per_token == ((129, 39 * sliding // 4),)
+    assert s.kv_bytes(4096, 1) == 4096 * 9 * full // 4 + 129 * 39 * sliding // 4
+    s8 = build_stages(spec, get_precision("bf16"), Placement(8, 1), "bf16")[0]   # 4 KV heads replicated past TP 4
+    assert s8.kv_full_bytes_per_token == 9 * (192 + 128) * 2 and s8.kv_window_bytes_per_token == ((129, 39 * sliding // 8),)

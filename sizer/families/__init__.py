@@ -23,6 +23,7 @@ from sizer.families.glm import glm4_moe
 from sizer.families.hybrid import falcon_h1, jamba, qwen3_next
 from sizer.families.llama import llama_like
 from sizer.families.llama4 import llama4
+from sizer.families.mimo import mimo_v2_flash
 from sizer.families.olmo import olmo2
 from sizer.spec import ModelSpec
 
@@ -56,6 +57,7 @@ FAMILIES: dict[str, Callable[[ConfigView, str], ModelSpec]] = {
     "qwen3_next": qwen3_next,
     "jamba": jamba,
     "falcon_h1": falcon_h1,
+    "mimo_v2_flash": mimo_v2_flash,
 }
 
 
