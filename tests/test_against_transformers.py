@@ -36,7 +36,7 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "sizer" / "data" / "models"
 CATALOG = {p.stem: json.loads(p.read_text()) for p in sorted(MODELS_DIR.glob("*.json"))}
 
 # Multimodal wrappers whose language model is a text family of its own.
-TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "mistral3": "mistral", "llama4": "llama4_text", "kimi_k25": "deepseek_v3"}
+TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "gemma3n": "gemma3n_text", "mistral3": "mistral", "llama4": "llama4_text", "kimi_k25": "deepseek_v3"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,6 +452,20 @@ HAND_WRITTEN.update({
                                                        "sliding_attention"],
                                        "mlp_layer_types": ["dense", "sparse", "dense", "sparse"], "vocab_size": 512,
                                        "tie_word_embeddings": True},
+    # Gemma 3n: per-layer inputs, AltUp, LAuReL, the last num_kv_shared_layers layers without KV of their own
+    "gemma3n_text-e2b-layout": {**_IDS, "model_type": "gemma3n_text", "hidden_size": 256, "num_hidden_layers": 10,
+                                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+                                "intermediate_size": 512, "vocab_size": 512, "vocab_size_per_layer_input": 256,
+                                "hidden_size_per_layer_input": 32, "num_kv_shared_layers": 3,
+                                "sliding_window": WINDOW, "laurel_rank": 16},
+    "gemma3n-wrapper-per-layer-widths": {
+        "model_type": "gemma3n", "vision_config": {"model_type": "gemma3n_vision"},
+        "audio_config": {"model_type": "gemma3n_audio"},
+        "text_config": {**_IDS, "hidden_size": 128, "num_hidden_layers": 5, "num_attention_heads": 2,
+                        "num_key_value_heads": 1, "head_dim": 64, "intermediate_size": [256, 256, 384, 384, 256],
+                        "vocab_size": 512, "vocab_size_per_layer_input": 128, "hidden_size_per_layer_input": 16,
+                        "num_kv_shared_layers": 0, "altup_num_inputs": 2, "laurel_rank": 8,
+                        "sliding_window": WINDOW, "attention_bias": True, "tie_word_embeddings": True}},
     # Phi-4-mini: phi3 with partial RoPE (0.75), tied embeddings
     "phi3-partial-rotary-tied": {**_IDS, "model_type": "phi3", "hidden_size": 256, "num_hidden_layers": 4,
                                  "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 768,
@@ -671,6 +685,8 @@ KV_CASES = {
     "glm_moe_dsa-shared-indexers": HAND_WRITTEN["glm_moe_dsa-shared-indexers"],
     "mimo_v2_flash-kv-per-layer-kind": HAND_WRITTEN["mimo_v2_flash-layout"],
     "mimo_v2_flash-layer-types": HAND_WRITTEN["mimo_v2_flash-layer-types-bias"],
+    "gemma3n-kv-shared": HAND_WRITTEN["gemma3n_text-e2b-layout"],
+    "gemma3n-wrapper": HAND_WRITTEN["gemma3n-wrapper-per-layer-widths"],
 }
 KV_CASES = {k: v for k, v in KV_CASES.items() if v is not None}
 
@@ -735,6 +751,7 @@ def expected_kv_bytes(config, seq: int, batch: int) -> tuple[int, int]:
         heads = config.num_key_value_heads * (2 if layer_type == "sliding_attention" else 1)
         return heads * (config.head_dim + config.v_head_dim)
 
+    types = [t for t in types if t != "dummy"]          # KV-shared layers (Gemma 3n / 4): no cache of their own
     engine_bytes = sum(batch * tokens(t, window or 0) * values(t, engine) * BF16 for t in types)
     hf_bytes = sum(batch * tokens(t, (window or 0) - 1) * values(t, hf) * BF16 for t in types)
     # DSA: each layer with an indexer of its own also caches one index_head_dim key per token
@@ -759,6 +776,8 @@ KNOWN_DIFFERENCES = {
     "olmo3-mixed": "sliding window - 1",
     "mimo_v2_flash-kv-per-layer-kind": "sliding window - 1",
     "mimo_v2_flash-layer-types": "sliding window - 1",
+    "gemma3n-kv-shared": "sliding window - 1",
+    "gemma3n-wrapper": "sliding window - 1",
 }
 
 
@@ -776,7 +795,7 @@ def test_kv_cache_against_a_forward(case):
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
     tensors = cache_tensors(cache)
     indexers = sum(1 for i in range(spec.n_layers) if spec.has_indexer(i))
-    assert len(tensors) == 2 * spec.n_layers + indexers and all(t.dtype == torch.bfloat16 for t in tensors)
+    assert len(tensors) == 2 * spec.n_kv_layers + indexers and all(t.dtype == torch.bfloat16 for t in tensors)
     measured = sum(t.numel() * t.element_size() for t in tensors)
 
     engine, transformers_layout = expected_kv_bytes(hf, SEQ, BATCH)
