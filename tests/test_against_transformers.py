@@ -36,7 +36,7 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "sizer" / "data" / "models"
 CATALOG = {p.stem: json.loads(p.read_text()) for p in sorted(MODELS_DIR.glob("*.json"))}
 
 # Multimodal wrappers whose language model is a text family of its own.
-TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "gemma3n": "gemma3n_text", "mistral3": "mistral", "llama4": "llama4_text", "kimi_k25": "deepseek_v3"}
+TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "gemma3n": "gemma3n_text", "gemma4": "gemma4_text", "mistral3": "mistral", "llama4": "llama4_text", "kimi_k25": "deepseek_v3"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,6 +466,27 @@ HAND_WRITTEN.update({
                         "vocab_size": 512, "vocab_size_per_layer_input": 128, "hidden_size_per_layer_input": 16,
                         "num_kv_shared_layers": 0, "altup_num_inputs": 2, "laurel_rank": 8,
                         "sliding_window": WINDOW, "attention_bias": True, "tie_word_embeddings": True}},
+    # Gemma 4: full layers with their own head size; per-layer inputs and KV sharing (small models);
+    # attention_k_eq_v with global KV heads and the MoE block beside the MLP (large models)
+    "gemma4_text-kv-shared-per-layer-inputs": {**_IDS, "model_type": "gemma4_text", "hidden_size": 256,
+                                               "num_hidden_layers": 10, "num_attention_heads": 4,
+                                               "num_key_value_heads": 2, "head_dim": 32, "global_head_dim": 64,
+                                               "intermediate_size": 512, "vocab_size": 512,
+                                               "vocab_size_per_layer_input": 512, "hidden_size_per_layer_input": 16,
+                                               "num_kv_shared_layers": 3, "use_double_wide_mlp": True,
+                                               "sliding_window": WINDOW},
+    "gemma4_text-k-eq-v-moe": {**_IDS, "model_type": "gemma4_text", "hidden_size": 256, "num_hidden_layers": 6,
+                               "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+                               "global_head_dim": 64, "attention_k_eq_v": True, "num_global_key_value_heads": 1,
+                               "intermediate_size": 512, "vocab_size": 512, "hidden_size_per_layer_input": 0,
+                               "enable_moe_block": True, "num_experts": 4, "top_k_experts": 2,
+                               "moe_intermediate_size": 64, "sliding_window": WINDOW, "tie_word_embeddings": False},
+    "gemma4-wrapper": {"model_type": "gemma4", "vision_config": {"model_type": "gemma4_vision"},
+                       "text_config": {**_IDS, "hidden_size": 128, "num_hidden_layers": 6, "num_attention_heads": 2,
+                                       "num_key_value_heads": 1, "head_dim": 64, "global_head_dim": 128,
+                                       "intermediate_size": 256, "vocab_size": 512,
+                                       "vocab_size_per_layer_input": 512, "hidden_size_per_layer_input": 8,
+                                       "sliding_window": WINDOW}},
     # Phi-4-mini: phi3 with partial RoPE (0.75), tied embeddings
     "phi3-partial-rotary-tied": {**_IDS, "model_type": "phi3", "hidden_size": 256, "num_hidden_layers": 4,
                                  "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 768,
@@ -687,6 +708,8 @@ KV_CASES = {
     "mimo_v2_flash-layer-types": HAND_WRITTEN["mimo_v2_flash-layer-types-bias"],
     "gemma3n-kv-shared": HAND_WRITTEN["gemma3n_text-e2b-layout"],
     "gemma3n-wrapper": HAND_WRITTEN["gemma3n-wrapper-per-layer-widths"],
+    "gemma4-kv-shared": HAND_WRITTEN["gemma4_text-kv-shared-per-layer-inputs"],
+    "gemma4-k-eq-v-moe": HAND_WRITTEN["gemma4_text-k-eq-v-moe"],
 }
 KV_CASES = {k: v for k, v in KV_CASES.items() if v is not None}
 
@@ -726,6 +749,8 @@ def expected_kv_bytes(config, seq: int, batch: int) -> tuple[int, int]:
     family = config.model_type
     if family in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite", "deepseek_v32", "glm_moe_dsa"):
         engine = hf = config.kv_lora_rank + config.qk_rope_head_dim
+    elif family == "gemma4_text":          # per-layer head_dim / KV heads (per_layer_config), K and V cached apart
+        engine = hf = 0
     else:
         n_heads = config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
@@ -745,7 +770,11 @@ def expected_kv_bytes(config, seq: int, batch: int) -> tuple[int, int]:
         return min(seq, cap) if layer_type == "sliding_attention" else seq
 
     def values(layer_type: str, per_layer: int) -> int:
-        """MiMo-V2-Flash: keys of head_dim and values of v_head_dim, twice the KV heads in sliding layers."""
+        """MiMo-V2-Flash: keys of head_dim and values of v_head_dim, twice the KV heads in sliding layers;
+        Gemma 4: each layer type's own head_dim and KV heads (the first layer of the type)."""
+        if family == "gemma4_text":
+            layer = config.per_layer_config[list(config.layer_types).index(layer_type)]
+            return 2 * layer.num_key_value_heads * layer.head_dim
         if family != "mimo_v2_flash":
             return per_layer
         heads = config.num_key_value_heads * (2 if layer_type == "sliding_attention" else 1)
@@ -778,6 +807,8 @@ KNOWN_DIFFERENCES = {
     "mimo_v2_flash-layer-types": "sliding window - 1",
     "gemma3n-kv-shared": "sliding window - 1",
     "gemma3n-wrapper": "sliding window - 1",
+    "gemma4-kv-shared": "sliding window - 1",
+    "gemma4-k-eq-v-moe": "sliding window - 1",
 }
 
 
