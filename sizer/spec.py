@@ -66,6 +66,16 @@ class RecurrentState:
 
 
 @dataclass(frozen=True)
+class KVGeometry:
+    """The keys and values one attention layer caches per token: `n_kv_heads` heads of `head_dim` key
+    and `v_head_dim` value values (a model whose layer kinds differ here lists them per kind)."""
+
+    n_kv_heads: int
+    head_dim: int
+    v_head_dim: int
+
+
+@dataclass(frozen=True)
 class TensorSpec:
     """One parameter tensor, repeated over `layers` (None: a single global tensor) and experts.
 
@@ -156,6 +166,9 @@ class ModelSpec:
     recurrent: RecurrentState | None = None   # the state of the MAMBA / LINEAR_ATTENTION / HYBRID layers
     attention_chunk: int | None = None    # tokens per chunk of the CHUNKED_ATTENTION layers
     indexer_values_per_token: int = 0     # sparse-attention indexer keys cached per token and KV layer (DeepSeek V3.2)
+    indexer_layers: tuple[int, ...] | None = None   # the layers with an indexer of their own; None: every KV layer
+    kv_geometry_by_kind: tuple[tuple[str, KVGeometry], ...] = ()   # per layer kind, where it differs from
+    #                                          (n_kv_heads, head_dim, v_head_dim): MiMo-V2-Flash's sliding layers
 
     @cached_property
     def tensor_names(self) -> frozenset[str]:
@@ -193,6 +206,18 @@ class ModelSpec:
     def rope_dim(self) -> int:
         """Dimensions per head that RoPE rotates (0 without RoPE)."""
         return self.head_dim if self.rotary_dim is None else self.rotary_dim
+
+    def kv_geometry(self, layer_type: str) -> KVGeometry:
+        """K/V heads and head sizes cached by the layers of one kind (not MLA's latent)."""
+        for kind, geometry in self.kv_geometry_by_kind:
+            if kind == layer_type:
+                return geometry
+        return KVGeometry(self.n_kv_heads, self.head_dim, self.v_head_dim)
+
+    def has_indexer(self, layer: int) -> bool:
+        """Whether layer `layer` caches sparse-attention indexer keys of its own."""
+        return bool(self.indexer_values_per_token) and self.layer_types[layer] in KV_KINDS and (
+            self.indexer_layers is None or layer in self.indexer_layers)
 
     @property
     def n_sliding_layers(self) -> int:

@@ -36,7 +36,7 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "sizer" / "data" / "models"
 CATALOG = {p.stem: json.loads(p.read_text()) for p in sorted(MODELS_DIR.glob("*.json"))}
 
 # Multimodal wrappers whose language model is a text family of its own.
-TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "mistral3": "mistral", "llama4": "llama4_text", "kimi_k25": "deepseek_v3"}
+TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "gemma3n": "gemma3n_text", "gemma4": "gemma4_text", "mistral3": "mistral", "llama4": "llama4_text", "kimi_k25": "deepseek_v3"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,6 +425,68 @@ HAND_WRITTEN.update({
     "olmo3-no-sliding-window-key": {**_IDS, "model_type": "olmo3", "hidden_size": 256, "num_hidden_layers": 4,
                                     "num_attention_heads": 8, "num_key_value_heads": 2, "intermediate_size": 768,
                                     "vocab_size": 512},
+    # DeepSeek V3.2: MLA + the DSA indexer in every layer (first_k_dense_replace dense layers by default)
+    "deepseek_v32-dsa": {**_DSV3_SMALL, "model_type": "deepseek_v32", "num_hidden_layers": 4,
+                         "first_k_dense_replace": 1, "index_n_heads": 4, "index_head_dim": 128, "index_topk": 16},
+    "deepseek_v32-mlp-layer-types": {**_DSV3_SMALL, "model_type": "deepseek_v32", "num_hidden_layers": 4,
+                                     "mlp_layer_types": ["dense", "sparse", "dense", "sparse"], "index_n_heads": 2,
+                                     "index_head_dim": 64, "index_topk": 16},
+    # GLM-5: the same layer; index_topk_freq / index_skip_topk_offset make some layers reuse the top-k
+    "glm_moe_dsa-glm5-layout": {**_DSV3_SMALL, "model_type": "glm_moe_dsa", "num_hidden_layers": 4,
+                                "qk_nope_head_dim": 96, "v_head_dim": 128, "index_n_heads": 4,
+                                "index_head_dim": 128, "index_topk": 16},
+    "glm_moe_dsa-shared-indexers": {**_DSV3_SMALL, "model_type": "glm_moe_dsa", "num_hidden_layers": 6,
+                                    "index_n_heads": 2, "index_head_dim": 64, "index_topk": 16,
+                                    "index_topk_freq": 2, "index_skip_topk_offset": 1},
+    # MiMo-V2-Flash: sliding layers with twice the KV heads (and sinks), K/V head sizes 192/128, layer 0 dense
+    "mimo_v2_flash-layout": {**_IDS, "model_type": "mimo_v2_flash", "hidden_size": 256, "num_hidden_layers": 7,
+                             "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 96, "v_head_dim": 64,
+                             "intermediate_size": 768, "moe_intermediate_size": 128, "n_routed_experts": 8,
+                             "num_experts_per_tok": 2, "sliding_window": WINDOW, "vocab_size": 512},
+    "mimo_v2_flash-layer-types-bias": {**_IDS, "model_type": "mimo_v2_flash", "hidden_size": 256,
+                                       "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 1,
+                                       "head_dim": 64, "v_head_dim": 32, "intermediate_size": 768,
+                                       "moe_intermediate_size": 128, "n_routed_experts": 4, "num_experts_per_tok": 2,
+                                       "sliding_window_size": WINDOW - 1, "attention_bias": True,
+                                       "layer_types": ["sliding_attention", "full_attention", "sliding_attention",
+                                                       "sliding_attention"],
+                                       "mlp_layer_types": ["dense", "sparse", "dense", "sparse"], "vocab_size": 512,
+                                       "tie_word_embeddings": True},
+    # Gemma 3n: per-layer inputs, AltUp, LAuReL, the last num_kv_shared_layers layers without KV of their own
+    "gemma3n_text-e2b-layout": {**_IDS, "model_type": "gemma3n_text", "hidden_size": 256, "num_hidden_layers": 10,
+                                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+                                "intermediate_size": 512, "vocab_size": 512, "vocab_size_per_layer_input": 256,
+                                "hidden_size_per_layer_input": 32, "num_kv_shared_layers": 3,
+                                "sliding_window": WINDOW, "laurel_rank": 16},
+    "gemma3n-wrapper-per-layer-widths": {
+        "model_type": "gemma3n", "vision_config": {"model_type": "gemma3n_vision"},
+        "audio_config": {"model_type": "gemma3n_audio"},
+        "text_config": {**_IDS, "hidden_size": 128, "num_hidden_layers": 5, "num_attention_heads": 2,
+                        "num_key_value_heads": 1, "head_dim": 64, "intermediate_size": [256, 256, 384, 384, 256],
+                        "vocab_size": 512, "vocab_size_per_layer_input": 128, "hidden_size_per_layer_input": 16,
+                        "num_kv_shared_layers": 0, "altup_num_inputs": 2, "laurel_rank": 8,
+                        "sliding_window": WINDOW, "attention_bias": True, "tie_word_embeddings": True}},
+    # Gemma 4: full layers with their own head size; per-layer inputs and KV sharing (small models);
+    # attention_k_eq_v with global KV heads and the MoE block beside the MLP (large models)
+    "gemma4_text-kv-shared-per-layer-inputs": {**_IDS, "model_type": "gemma4_text", "hidden_size": 256,
+                                               "num_hidden_layers": 10, "num_attention_heads": 4,
+                                               "num_key_value_heads": 2, "head_dim": 32, "global_head_dim": 64,
+                                               "intermediate_size": 512, "vocab_size": 512,
+                                               "vocab_size_per_layer_input": 512, "hidden_size_per_layer_input": 16,
+                                               "num_kv_shared_layers": 3, "use_double_wide_mlp": True,
+                                               "sliding_window": WINDOW},
+    "gemma4_text-k-eq-v-moe": {**_IDS, "model_type": "gemma4_text", "hidden_size": 256, "num_hidden_layers": 6,
+                               "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+                               "global_head_dim": 64, "attention_k_eq_v": True, "num_global_key_value_heads": 1,
+                               "intermediate_size": 512, "vocab_size": 512, "hidden_size_per_layer_input": 0,
+                               "enable_moe_block": True, "num_experts": 4, "top_k_experts": 2,
+                               "moe_intermediate_size": 64, "sliding_window": WINDOW, "tie_word_embeddings": False},
+    "gemma4-wrapper": {"model_type": "gemma4", "vision_config": {"model_type": "gemma4_vision"},
+                       "text_config": {**_IDS, "hidden_size": 128, "num_hidden_layers": 6, "num_attention_heads": 2,
+                                       "num_key_value_heads": 1, "head_dim": 64, "global_head_dim": 128,
+                                       "intermediate_size": 256, "vocab_size": 512,
+                                       "vocab_size_per_layer_input": 512, "hidden_size_per_layer_input": 8,
+                                       "sliding_window": WINDOW}},
     # Phi-4-mini: phi3 with partial RoPE (0.75), tied embeddings
     "phi3-partial-rotary-tied": {**_IDS, "model_type": "phi3", "hidden_size": 256, "num_hidden_layers": 4,
                                  "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 768,
@@ -500,6 +562,8 @@ def hf_layer_types(config) -> tuple[tuple[str, ...], int | None]:
     # a chunked-attention layer's cache is a DynamicSlidingWindowLayer of attention_chunk_size tokens
     # (cache_utils DYNAMIC_LAYER_TYPE_MAPPING); sizer models it as a sliding layer of that window
     types = ["sliding_attention" if t == "chunked_attention" else t for t in types]
+    # DSA's DynamicIndexedLayer is a DynamicLayer (full attention) with the indexer's keys beside it
+    types = ["full_attention" if t == "indexed_attention" else t for t in types]
     if isinstance(kwargs, dict):                    # transformers 5.17-5.18: one dict for every layer
         kwargs = [kwargs]
     windows = {kw["sliding_window"] for kw in kwargs if "sliding_window" in kw}
@@ -637,6 +701,15 @@ KV_CASES = {
     "olmo2": HAND_WRITTEN["olmo2-gqa-bias"],
     "olmo3-mixed": HAND_WRITTEN["olmo3"],
     "phi3-partial-rotary": HAND_WRITTEN["phi3-partial-rotary-tied"],
+    "deepseek_v32-dsa": HAND_WRITTEN["deepseek_v32-dsa"],
+    "glm_moe_dsa-mla-dsa": HAND_WRITTEN["glm_moe_dsa-glm5-layout"],
+    "glm_moe_dsa-shared-indexers": HAND_WRITTEN["glm_moe_dsa-shared-indexers"],
+    "mimo_v2_flash-kv-per-layer-kind": HAND_WRITTEN["mimo_v2_flash-layout"],
+    "mimo_v2_flash-layer-types": HAND_WRITTEN["mimo_v2_flash-layer-types-bias"],
+    "gemma3n-kv-shared": HAND_WRITTEN["gemma3n_text-e2b-layout"],
+    "gemma3n-wrapper": HAND_WRITTEN["gemma3n-wrapper-per-layer-widths"],
+    "gemma4-kv-shared": HAND_WRITTEN["gemma4_text-kv-shared-per-layer-inputs"],
+    "gemma4-k-eq-v-moe": HAND_WRITTEN["gemma4_text-k-eq-v-moe"],
 }
 KV_CASES = {k: v for k, v in KV_CASES.items() if v is not None}
 
@@ -649,7 +722,7 @@ def cache_tensors(cache) -> list:
     until the next update replaces them; the logical size is what the cache keeps from then on."""
     out = []
     for layer in cache.layers:
-        for attr in ("keys", "values"):
+        for attr in ("keys", "values", "indexer_keys"):     # indexer_keys: DSA's DynamicIndexedLayer
             t = getattr(layer, attr, None)
             if isinstance(t, torch.Tensor):
                 out.append(t)
@@ -674,8 +747,10 @@ def expected_kv_bytes(config, seq: int, batch: int) -> tuple[int, int]:
     """
     types, window = hf_layer_types(config)
     family = config.model_type
-    if family in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite"):
+    if family in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite", "deepseek_v32", "glm_moe_dsa"):
         engine = hf = config.kv_lora_rank + config.qk_rope_head_dim
+    elif family == "gemma4_text":          # per-layer head_dim / KV heads (per_layer_config), K and V cached apart
+        engine = hf = 0
     else:
         n_heads = config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
@@ -694,8 +769,25 @@ def expected_kv_bytes(config, seq: int, batch: int) -> tuple[int, int]:
     def tokens(layer_type: str, cap: int) -> int:
         return min(seq, cap) if layer_type == "sliding_attention" else seq
 
-    engine_bytes = sum(batch * tokens(t, window or 0) * engine * BF16 for t in types)
-    hf_bytes = sum(batch * tokens(t, (window or 0) - 1) * hf * BF16 for t in types)
+    def values(layer_type: str, per_layer: int) -> int:
+        """MiMo-V2-Flash: keys of head_dim and values of v_head_dim, twice the KV heads in sliding layers;
+        Gemma 4: each layer type's own head_dim and KV heads (the first layer of the type)."""
+        if family == "gemma4_text":
+            layer = config.per_layer_config[list(config.layer_types).index(layer_type)]
+            return 2 * layer.num_key_value_heads * layer.head_dim
+        if family != "mimo_v2_flash":
+            return per_layer
+        heads = config.num_key_value_heads * (2 if layer_type == "sliding_attention" else 1)
+        return heads * (config.head_dim + config.v_head_dim)
+
+    types = [t for t in types if t != "dummy"]          # KV-shared layers (Gemma 3n / 4): no cache of their own
+    engine_bytes = sum(batch * tokens(t, window or 0) * values(t, engine) * BF16 for t in types)
+    hf_bytes = sum(batch * tokens(t, (window or 0) - 1) * values(t, hf) * BF16 for t in types)
+    # DSA: each layer with an indexer of its own also caches one index_head_dim key per token
+    indexers = sum(1 for kind in getattr(config, "indexer_types", None) or ["full"] * len(types) if kind == "full") \
+        if family in ("deepseek_v32", "glm_moe_dsa") else 0
+    engine_bytes += batch * seq * indexers * (config.index_head_dim if indexers else 0) * BF16
+    hf_bytes += batch * seq * indexers * (config.index_head_dim if indexers else 0) * BF16
     return engine_bytes, hf_bytes
 
 
@@ -711,6 +803,12 @@ KNOWN_DIFFERENCES = {
     "llama4-chunked-and-nope": "sliding window - 1 (chunked layers: a window of attention_chunk_size)",
     "smollm3-window": "sliding window - 1",
     "olmo3-mixed": "sliding window - 1",
+    "mimo_v2_flash-kv-per-layer-kind": "sliding window - 1",
+    "mimo_v2_flash-layer-types": "sliding window - 1",
+    "gemma3n-kv-shared": "sliding window - 1",
+    "gemma3n-wrapper": "sliding window - 1",
+    "gemma4-kv-shared": "sliding window - 1",
+    "gemma4-k-eq-v-moe": "sliding window - 1",
 }
 
 
@@ -727,7 +825,8 @@ def test_kv_cache_against_a_forward(case):
         out = model(input_ids, use_cache=True)
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
     tensors = cache_tensors(cache)
-    assert len(tensors) == 2 * spec.n_layers and all(t.dtype == torch.bfloat16 for t in tensors)
+    indexers = sum(1 for i in range(spec.n_layers) if spec.has_indexer(i))
+    assert len(tensors) == 2 * spec.n_kv_layers + indexers and all(t.dtype == torch.bfloat16 for t in tensors)
     measured = sum(t.numel() * t.element_size() for t in tensors)
 
     engine, transformers_layout = expected_kv_bytes(hf, SEQ, BATCH)

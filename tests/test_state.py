@@ -118,3 +118,72 @@ def test_engines_count_state_once_per_sequence():
     assert g.kv_cache == 4 * 8192 * stages[0].kv_full_bytes_per_token
     ev = VllmEngine().evaluate(stages, Placement(1, 1), 80 * GiB, w2, get_precision("bf16"))
     assert ev.max_concurrency >= 4 and ev.per_gpu[0].state > 0
+
+
+# DeepSeek-V3.2's config.json (deepseek-ai/DeepSeek-V3.2): the sizing keys
+DEEPSEEK_V32 = {"model_type": "deepseek_v32", "hidden_size": 7168, "num_hidden_layers": 61, "num_attention_heads": 128,
+                "num_key_value_heads": 128, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
+                "qk_nope_head_dim": 128, "v_head_dim": 128, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+                "n_routed_experts": 256, "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
+                "vocab_size": 129280, "index_n_heads": 64, "index_head_dim": 128, "index_topk": 2048,
+                "max_position_embeddings": 163840, "tie_word_embeddings": False}
+
+
+def test_sparse_attention_indexer_keys_per_engine():
+    """The DSA indexer's keys: index_head_dim values per token in each layer beside the MLA latent, in
+    the KV dtype for the calculator and transformers; vLLM stores them as fp8 plus a float32 scale per
+    128 values whatever --kv-cache-dtype (deepseek_v2.py Indexer: DeepseekV32IndexerCache of
+    index_head_dim + index_head_dim // 128 * 4 uint8), 132 bytes per token and layer."""
+    from sizer.calc.kv import INDEXER_VLLM_FP8
+    from sizer.families import spec_from_config
+
+    spec = spec_from_config(dict(DEEPSEEK_V32), "deepseek-v3.2", "config.json")
+    assert spec.indexer_values_per_token == 128 and spec.indexer_layers is None and spec.is_mla
+    latent = 512 + 64
+    assert kv_cache_bytes_per_token(spec, "bf16") == 61 * (latent + 128) * 2
+    assert kv_cache_bytes_per_token(spec, "fp8") == 61 * (latent + 128)
+    assert kv_cache_bytes_per_token(spec, "bf16", INDEXER_VLLM_FP8) == 61 * (latent * 2 + 132)
+    assert kv_cache_bytes_per_token(spec, "fp8", INDEXER_VLLM_FP8) == 61 * (latent + 132)
+    assert VllmEngine().indexer_cache == INDEXER_VLLM_FP8
+    # each engine's stages: vLLM's page of one token in one layer, split over pipeline stages
+    for indexer, per_layer in (("kv_dtype", (latent + 128) * 2), (INDEXER_VLLM_FP8, latent * 2 + 132)):
+        stages = build_stages(spec, get_precision("bf16"), Placement(8, 2), "bf16", indexer=indexer)
+        assert [s.kv_full_bytes_per_token for s in stages] == [31 * per_layer, 30 * per_layer]
+        assert stages[0].kv_layer_bytes_per_token == per_layer       # MLA: the latent is not split over TP
+    e = estimate(spec, context_length=4096)
+    assert e.memory["kv_cache"] == 4096 * 61 * (latent + 128) * 2
+    # GLM-5 with shared indexers: only the layers with an indexer of their own cache its keys
+    glm = spec_from_config({**DEEPSEEK_V32, "model_type": "glm_moe_dsa", "num_hidden_layers": 8, "index_topk_freq": 4,
+                            "index_skip_topk_offset": 3}, "glm-5-like", "config.json")
+    assert glm.indexer_layers == (0, 1, 2, 6)
+    assert kv_cache_bytes_per_token(glm, "bf16") == 8 * latent * 2 + 4 * 128 * 2
+    assert kv_cache_bytes(glm, "bf16", 100, 2) == 2 * 100 * kv_cache_bytes_per_token(glm, "bf16")
+
+
+# MiMo-V2-Flash's sizing keys (MiMoV2FlashConfig defaults: 48 layers, 4 KV heads, K/V head sizes 192/128)
+MIMO_V2_FLASH = {"model_type": "mimo_v2_flash", "hidden_size": 4096, "num_hidden_layers": 48, "num_attention_heads": 64,
+                 "num_key_value_heads": 4, "head_dim": 192, "v_head_dim": 128, "intermediate_size": 16384,
+                 "moe_intermediate_size": 2048, "n_routed_experts": 256, "num_experts_per_tok": 8,
+                 "sliding_window": 129, "vocab_size": 152576, "max_position_embeddings": 262144}
+
+
+def test_kv_geometry_per_layer_kind():
+    """MiMo-V2-Flash: 9 full-attention layers of 4 KV heads and 39 sliding layers of 8, keys of 192
+    and values of 128 values; the calculator, estimate's per-kind table and each TP rank's stages
+    use each kind's own geometry."""
+    from sizer.families import spec_from_config
+    from sizer.spec import SLIDING_ATTENTION
+
+    spec = spec_from_config(dict(MIMO_V2_FLASH), "mimo-v2-flash", "config.json")
+    assert spec.layer_kind_counts() == {FULL_ATTENTION: 9, SLIDING_ATTENTION: 39} and spec.sliding_window == 129
+    full, sliding = 4 * (192 + 128) * 2, 8 * (192 + 128) * 2          # bf16 bytes per token and layer
+    assert kv_cache_bytes_per_token(spec, "bf16") == 9 * full + 39 * sliding
+    assert kv_cache_bytes(spec, "bf16", 4096, 2) == 2 * (4096 * 9 * full + 129 * 39 * sliding)
+    e = estimate(spec, context_length=4096)
+    assert e.details["cache_by_layer_type"][SLIDING_ATTENTION]["kv_cache_bytes_per_token"] == 39 * sliding
+    assert e.details["cache_by_layer_type"][FULL_ATTENTION]["kv_cache_bytes_per_token"] == 9 * full
+    s = build_stages(spec, get_precision("bf16"), Placement(4, 1), "bf16")[0]
+    assert s.kv_full_bytes_per_token == 9 * full // 4 and s.kv_window_bytes_per_token == ((129, 39 * sliding // 4),)
+    assert s.kv_bytes(4096, 1) == 4096 * 9 * full // 4 + 129 * 39 * sliding // 4
+    s8 = build_stages(spec, get_precision("bf16"), Placement(8, 1), "bf16")[0]   # 4 KV heads replicated past TP 4
+    assert s8.kv_full_bytes_per_token == 9 * (192 + 128) * 2 and s8.kv_window_bytes_per_token == ((129, 39 * sliding // 8),)

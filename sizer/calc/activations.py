@@ -84,7 +84,7 @@ MATMUL_BROADCAST_KV_FAMILIES = frozenset({"gpt_oss"})
 # soft-capping, gpt-oss's sinks, Bloom's and MPT's own ALiBi attention): transformers runs them eager
 # whatever is asked (flash-attn, where installed and asked for, is not modelled), so the scores are
 # materialized. Checked against transformers' classes in tests/test_against_transformers.py.
-EAGER_ONLY_FAMILIES = frozenset({"bloom", "gemma2", "gpt_oss", "mpt"})
+EAGER_ONLY_FAMILIES = frozenset({"bloom", "gemma2", "gpt_oss", "mimo_v2_flash", "mpt"})
 # Bloom's BloomAttention (transformers 5; its own eager attention): q, k and v are views of the fused
 # QKV output, which stays alive, and the query's reshape to [b*h, q, d] copies it (at batch 1 it is a
 # view): 4 hidden-sized tensors where other eager attention holds q alone. baddbmm's scores stay

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sizer.calc.activations import activation_peaks, attention_notes, transformers_attention
-from sizer.calc.kv import (kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_bytes, kv_values_per_token_per_kv_layer,
+from sizer.calc.kv import (kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_bytes, kv_layer_bytes_per_token,
                            state_bytes_per_layer, state_bytes_per_sequence, window_of)
 from sizer.calc.transformers_releases import NEWEST, spec_for_release
 from sizer.calc.calibration import Calibration, resolve
@@ -51,12 +51,12 @@ class Estimate:
 def cache_by_layer_type(spec: ModelSpec, kv_dtype: str, state_dtype_bytes: int) -> dict[str, dict]:
     """Per layer kind: its layers, the bytes one token adds to their KV cache and the bytes of one
     sequence's recurrent state in them, and the window that caps their tokens (None: the context)."""
-    kv_layer = kv_values_per_token_per_kv_layer(spec) * kv_dtype_bytes(kv_dtype)
     state_layer = state_bytes_per_layer(spec, state_dtype_bytes)
     out = {}
     for kind, n in spec.layer_kind_counts().items():
+        kv = sum(kv_layer_bytes_per_token(spec, i, kv_dtype) for i, lt in enumerate(spec.layer_types) if lt == kind)
         out[kind] = {"layers": n,
-                     "kv_cache_bytes_per_token": int(n * kv_layer) if kind in KV_KINDS else 0,
+                     "kv_cache_bytes_per_token": int(kv) if kind in KV_KINDS else 0,
                      "state_bytes_per_sequence": n * state_layer if kind in STATE_KINDS else 0,
                      "window": window_of(spec, kind)}
     return out

@@ -18,7 +18,7 @@ from math import ceil
 
 from sizer.calc.transformers_releases import expands_cached_kv
 from sizer.errors import UsageError
-from sizer.spec import (CHUNKED_ATTENTION, KV_KINDS, MAMBA, NO_CACHE, SHARED_KV, SLIDING_ATTENTION,
+from sizer.spec import (CHUNKED_ATTENTION, FULL_ATTENTION, KV_KINDS, MAMBA, NO_CACHE, SHARED_KV, SLIDING_ATTENTION,
                          ModelSpec)
 
 # Bits per cached value. int8/fp8 per-tensor scales are a few bytes per layer and are left out;
@@ -35,21 +35,53 @@ def kv_dtype_bytes(kv_dtype: str) -> Fraction:
         raise UsageError(f"unknown KV cache dtype {kv_dtype!r} (known: {', '.join(KV_DTYPE_BITS)})") from None
 
 
-def kv_values_per_token_per_layer(spec: ModelSpec) -> int:
+def kv_values_per_token_per_layer(spec: ModelSpec, layer_type: str = FULL_ATTENTION) -> int:
+    """Key and value values one token adds to one layer of `layer_type` (MLA: its latent)."""
     if spec.is_mla:
         return spec.kv_lora_rank + spec.qk_rope_head_dim
-    return spec.n_kv_heads * (spec.head_dim + spec.v_head_dim)
+    g = spec.kv_geometry(layer_type)
+    return g.n_kv_heads * (g.head_dim + g.v_head_dim)
 
 
 def kv_values_per_token_per_kv_layer(spec: ModelSpec) -> int:
     """Values one token adds to each layer with its own KV: keys and values, and the sparse-attention
-    indexer's keys where the model has an indexer (DeepSeek V3.2)."""
+    indexer's keys where the model has an indexer (DeepSeek V3.2). Models whose KV layers differ
+    (per-kind geometry, indexer on some layers only) use `kv_layer_bytes_per_token` per layer."""
     return kv_values_per_token_per_layer(spec) + spec.indexer_values_per_token
 
 
-def kv_cache_bytes_per_token(spec: ModelSpec, kv_dtype: str = "bf16") -> int:
+# vLLM caches the sparse-attention indexer's keys as fp8 with a float32 scale per 128 values, whatever
+# --kv-cache-dtype says: vllm/model_executor/models/deepseek_v2.py Indexer.__init__ builds
+# DeepseekV32IndexerCache(head_dim=index_head_dim + index_head_dim // quant_block_size * 4,
+# dtype=torch.uint8) with quant_block_size = 128 ("fp8 naive cache ... value in fp8 and scale in fp32
+# per quant_block_size element"); its get_kv_cache_spec is an MLAAttentionSpec of one head that size.
+VLLM_INDEXER_QUANT_BLOCK = 128
+INDEXER_AT_KV_DTYPE, INDEXER_VLLM_FP8 = "kv_dtype", "vllm_fp8"
+
+
+def indexer_bytes_per_token(values: int, kv_dtype: str, layout: str = INDEXER_AT_KV_DTYPE) -> Fraction:
+    """Bytes of one token's indexer keys in one layer: in the KV dtype (transformers caches them in the
+    model dtype), or vLLM's fp8 values plus a float32 scale per 128."""
+    if layout == INDEXER_VLLM_FP8:
+        return Fraction(values + values // VLLM_INDEXER_QUANT_BLOCK * 4)
+    return values * kv_dtype_bytes(kv_dtype)
+
+
+def kv_layer_bytes_per_token(spec: ModelSpec, layer: int, kv_dtype: str,
+                             indexer: str = INDEXER_AT_KV_DTYPE) -> Fraction:
+    """Bytes one token adds to layer `layer`'s cache (0 for a layer without per-token KV)."""
+    kind = spec.layer_types[layer]
+    if kind not in KV_KINDS:
+        return Fraction(0)
+    size = kv_values_per_token_per_layer(spec, kind) * kv_dtype_bytes(kv_dtype)
+    if spec.has_indexer(layer):
+        size += indexer_bytes_per_token(spec.indexer_values_per_token, kv_dtype, indexer)
+    return size
+
+
+def kv_cache_bytes_per_token(spec: ModelSpec, kv_dtype: str = "bf16", indexer: str = INDEXER_AT_KV_DTYPE) -> int:
     """Bytes one token adds to the cache across the layers that keep KV (before any window caps it)."""
-    return ceil(spec.n_kv_layers * kv_values_per_token_per_kv_layer(spec) * kv_dtype_bytes(kv_dtype))
+    return ceil(sum(kv_layer_bytes_per_token(spec, i, kv_dtype, indexer) for i in range(len(spec.layer_types))))
 
 
 def window_of(spec: ModelSpec, layer_type: str) -> int | None:
@@ -69,11 +101,11 @@ def cached_tokens(spec: ModelSpec, layer_type: str, context_length: int) -> int:
     return min(context_length, window) if window else context_length
 
 
-def kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: int, batch_size: int) -> int:
+def kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: int, batch_size: int,
+                   indexer: str = INDEXER_AT_KV_DTYPE) -> int:
     """Per-token cache bytes for `batch_size` sequences of `context_length` tokens each (no state)."""
-    per_token_layer = kv_values_per_token_per_kv_layer(spec) * kv_dtype_bytes(kv_dtype)
-    tokens = sum(cached_tokens(spec, lt, context_length) for lt in spec.layer_types)
-    return ceil(batch_size * tokens * per_token_layer)
+    return ceil(batch_size * sum(cached_tokens(spec, lt, context_length) * kv_layer_bytes_per_token(spec, i, kv_dtype, indexer)
+                                 for i, lt in enumerate(spec.layer_types)))
 
 
 # Bytes per element of the recurrent state as each engine keeps it:
@@ -149,25 +181,31 @@ def transformers_kv_cache_bytes(spec: ModelSpec, kv_dtype: str, context_length: 
     storage=True: the memory behind those tensors right after the prefill, when a sliding layer's
     tensors are still views of the whole prompt's keys and values (freed at the next update).
     """
-    per_token_layer = sum(_transformers_kv_values(spec))
     tokens = 0
-    for lt in spec.layer_types:
+    for i, lt in enumerate(spec.layer_types):
         window = window_of(spec, lt)        # chunked layers are DynamicSlidingWindowLayer(chunk) too
         if lt not in KV_KINDS:
             continue
-        tokens += min(context_length, window - 1) if window and context_length >= window and not storage \
+        kept = min(context_length, window - 1) if window and context_length >= window and not storage \
             else context_length
-    return ceil(batch_size * tokens * per_token_layer * kv_dtype_bytes(kv_dtype))
+        # the indexer keys (DynamicIndexedLayer.indexer_keys) grow by concatenation, never windowed
+        tokens += kept * sum(_transformers_kv_values(spec, lt)) + context_length * _indexer_values(spec, i)
+    return ceil(batch_size * tokens * kv_dtype_bytes(kv_dtype))
 
 
-def _transformers_kv_values(spec: ModelSpec) -> tuple[int, int]:
+def _indexer_values(spec: ModelSpec, layer: int) -> int:
+    return spec.indexer_values_per_token if spec.has_indexer(layer) else 0
+
+
+def _transformers_kv_values(spec: ModelSpec, layer_type: str = FULL_ATTENTION) -> tuple[int, int]:
     """Values per token per layer of the keys and of the values transformers' cache holds: Falcon's
     new decoder expands its KV heads to every head (up to 5.24); MLA caches its compressed latent as
     the keys and the shared RoPE key as the values (DeepSeek's update(compressed_kv, k_pe), traced)."""
     if spec.is_mla:
         return spec.kv_lora_rank, spec.qk_rope_head_dim
-    heads = transformers_kv_heads(spec)
-    return heads * spec.head_dim, heads * spec.v_head_dim
+    g = spec.kv_geometry(layer_type)
+    heads = transformers_kv_heads(spec) if g.n_kv_heads == spec.n_kv_heads else g.n_kv_heads
+    return heads * g.head_dim, heads * g.v_head_dim
 
 
 def transformers_kv_heads(spec: ModelSpec) -> int:
@@ -194,22 +232,25 @@ def transformers_decode_cache(spec: ModelSpec, kv_dtype: str, context_length: in
     min(context, window - 1) + 1 tokens each, and keeps views of their last window - 1 (the
     prompt-long tensors behind its old views are freed). The peak is at one layer's update, the
     layers before it updated and the rest not."""
-    k_values, v_values = _transformers_kv_values(spec)
     old = context_length
-    live = peak = spec.n_kv_layers * old * (k_values + v_values)
+    live = peak = sum(old * (sum(_transformers_kv_values(spec, lt)) + _indexer_values(spec, i))
+                      for i, lt in enumerate(spec.layer_types) if lt in KV_KINDS)
     layers, attended = [], []
-    for lt in spec.layer_types:
+    for i, lt in enumerate(spec.layer_types):
         window = window_of(spec, lt)
         if lt not in KV_KINDS:                      # no per-token cache: the state is updated in place
             layers.append(live)
             attended.append(0)
             continue
+        k_values, v_values = _transformers_kv_values(spec, lt)
         if window:                                  # both concatenations, then both replacements
             new = min(context_length, window - 1) + 1
-            steps = ((new * (k_values + v_values), -old * (k_values + v_values)),)
+            steps = [(new * (k_values + v_values), -old * (k_values + v_values))]
         else:                                        # keys = cat(keys, k); values = cat(values, v)
             new = context_length + 1
-            steps = ((new * k_values, -old * k_values), (new * v_values, -old * v_values))
+            steps = [(new * k_values, -old * k_values), (new * v_values, -old * v_values)]
+        if idx := _indexer_values(spec, i):         # then the indexer: indexer_keys = cat(indexer_keys, k)
+            steps.append(((context_length + 1) * idx, -old * idx))
         for grow, release in steps:
             live += grow
             peak = max(peak, live)

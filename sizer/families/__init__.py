@@ -18,11 +18,13 @@ from sizer.families.classic import bloom, gpt_bigcode, gpt_neox, mpt, phi
 from sizer.families.deepseek import deepseek
 from sizer.families.ernie import ernie4_5
 from sizer.families.falcon import falcon
+from sizer.families.gemma3n import gemma3n_text, gemma4_text
 from sizer.families.generic import generic_spec_from_config
 from sizer.families.glm import glm4_moe
 from sizer.families.hybrid import falcon_h1, jamba, qwen3_next
 from sizer.families.llama import llama_like
 from sizer.families.llama4 import llama4
+from sizer.families.mimo import mimo_v2_flash
 from sizer.families.olmo import olmo2
 from sizer.spec import ModelSpec
 
@@ -38,6 +40,8 @@ FAMILIES: dict[str, Callable[[ConfigView, str], ModelSpec]] = {
     "deepseek_v2": deepseek,
     "deepseek_v3": deepseek,
     "glm4_moe_lite": deepseek,
+    "deepseek_v32": deepseek,
+    "glm_moe_dsa": deepseek,
     "glm4_moe": glm4_moe,
     "ernie4_5": ernie4_5,
     "ernie4_5_moe": ernie4_5,
@@ -54,6 +58,11 @@ FAMILIES: dict[str, Callable[[ConfigView, str], ModelSpec]] = {
     "qwen3_next": qwen3_next,
     "jamba": jamba,
     "falcon_h1": falcon_h1,
+    "mimo_v2_flash": mimo_v2_flash,
+    "gemma3n_text": gemma3n_text,
+    "gemma3n": gemma3n_text,
+    "gemma4_text": gemma4_text,
+    "gemma4": gemma4_text,
 }
 
 
@@ -82,7 +91,7 @@ CLASS_DEFAULTS: dict[str, dict] = {
 # model_type -> the family of its language model: Gemma3ForConditionalGeneration's text model is
 # gemma3_text; Kimi K2.5's text_config says kimi_k2 (or nothing), which Kimi_K25Config reads as deepseek_v3;
 # Mistral3's text model is a mistral (when its text_config leaves model_type out).
-TEXT_FAMILY = {"gemma3": "gemma3_text", "kimi_k2": "deepseek_v3", "kimi_k25": "deepseek_v3", "mistral3": "mistral"}
+TEXT_FAMILY = {"gemma3": "gemma3_text", "gemma3n": "gemma3n_text", "gemma4": "gemma4_text", "kimi_k2": "deepseek_v3", "kimi_k25": "deepseek_v3", "mistral3": "mistral"}
 
 
 def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> ModelSpec:

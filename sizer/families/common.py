@@ -100,6 +100,9 @@ KEEP_FP32 = {
     "deepseek_v3": lambda t: t.component == "router",
     "glm4_moe": lambda t: t.component == "router",                          # gate.weight
     "glm4_moe_lite": lambda t: t.component == "router",
+    "deepseek_v32": lambda t: t.component == "router",                      # gate.weight (indexer.weights_proj:
+    "glm_moe_dsa": lambda t: t.component == "router",                       # non-strict, float16 loads only)
+    "mimo_v2_flash": lambda t: t.component == "router",                     # mlp.gate.weight
     "ernie4_5_moe": lambda t: t.component == "router",                      # gate.weight, e_score_correction_bias
 }
 

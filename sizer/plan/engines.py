@@ -15,6 +15,7 @@ from math import ceil
 
 from sizer.calc.activations import FP32_BYTES, peak_of, step_peak, transformers_attention
 from sizer.calc.overhead import CUDA_CONTEXT_BYTES
+from sizer.calc.kv import INDEXER_VLLM_FP8
 from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
                                               spec_for_release)
 from sizer.calc.calibration import Calibration, default_calibration
@@ -166,6 +167,7 @@ class VllmEngine:
     prefers_tensor_parallel: bool = True
     embedding_on_host: bool = False
     tied_copy_on_last: bool = True
+    indexer_cache: str = INDEXER_VLLM_FP8     # sparse-attention indexer keys: fp8 + fp32 scale per 128 (sizer.calc.kv)
     gpu_memory_utilization: float = 0.9
     max_num_batched_tokens: int | None = None
     max_num_seqs: int | None = None

@@ -16,6 +16,7 @@ from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
 from sizer.plan.engines import (DOES_NOT_FIT, FITS, VERDICT_ORDER, EngineChoice, Evaluation, GpuUsage, HardwareRule,
                                 engine_spec, hardware_rule, make_engine, parse_engine)
 from sizer.plan.placement import Placement, choose_placement, valid_layouts
+from sizer.calc.kv import INDEXER_AT_KV_DTYPE
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_throughput
 from sizer.quant import precision_notes, resolve_precision
@@ -179,7 +180,8 @@ class Planner:
         if key not in self._stages:
             self._stages[key] = build_stages(self.spec, weights, placement, key[2],
                                              embedding_on_host=self.engine.embedding_on_host,
-                                             tied_copy_on_last=self.engine.tied_copy_on_last)
+                                             tied_copy_on_last=self.engine.tied_copy_on_last,
+                                             indexer=getattr(self.engine, "indexer_cache", INDEXER_AT_KV_DTYPE))
         return self._stages[key]
 
     def evaluate(self, precision, placement: Placement, workload: Workload, kv_dtype: str | None = None) -> Evaluation:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from math import ceil
 
-from sizer.calc.kv import (LLAMACPP_STATE_BYTES, kv_dtype_bytes, kv_values_per_token_per_kv_layer, state_bytes_per_layer,
+from sizer.calc.kv import (INDEXER_AT_KV_DTYPE, LLAMACPP_STATE_BYTES, kv_layer_bytes_per_token, state_bytes_per_layer,
                            transformers_state_bytes, window_of)
 from sizer.plan.placement import Placement, kv_heads_per_rank, stage_layers
-from sizer.spec import EMBEDDING, KV_KINDS, NORM, OTHER, STATE_KINDS, ModelSpec, RecurrentState, TensorSpec
+from sizer.spec import EMBEDDING, KV_KINDS, NORM, OTHER, STATE_KINDS, KVGeometry, ModelSpec, RecurrentState, TensorSpec
 
 # Components whose tensors tensor parallelism splits (column/row-parallel Linear, vocab-parallel
 # embedding and lm_head). Norms, routers and other small tensors are replicated.
@@ -112,22 +113,31 @@ def _rank_spec(spec: ModelSpec, tp: int) -> ModelSpec:
     # the recurrent mixers shard their heads / channels over the TP ranks (vLLM's
     # MambaStateShapeCalculator divides conv_dim and the heads by tp_world_size)
     shard = r and RecurrentState(r.kind, ceil(r.conv_channels / tp), r.conv_kernel, ceil(r.state_values / tp))
+    # layer kinds with KV heads of their own split them alike (at least one per GPU)
+    kinds = tuple((kind, KVGeometry(max(1, g.n_kv_heads // tp), g.head_dim, g.v_head_dim))
+                  for kind, g in spec.kv_geometry_by_kind)
     return replace(spec, n_heads=spec.n_heads // tp, n_kv_heads=kv_heads_per_rank(spec, tp),
-                   d_ff=ceil(spec.d_ff / tp), d_ff_expert=ceil(spec.d_ff_expert / tp), recurrent=shard or None)
+                   d_ff=ceil(spec.d_ff / tp), d_ff_expert=ceil(spec.d_ff_expert / tp), recurrent=shard or None,
+                   kv_geometry_by_kind=kinds)
 
 
 def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str, *,
-                 embedding_on_host: bool = False, tied_copy_on_last: bool = False) -> list[Stage]:
+                 embedding_on_host: bool = False, tied_copy_on_last: bool = False,
+                 indexer: str = INDEXER_AT_KV_DTYPE) -> list[Stage]:
     """The stages of `placement` with weights in `precision`, a format object of sizer.quant (its
     CheckpointFormat sizes the checkpoint's own stored bytes from its headers).
 
     embedding_on_host: the input embedding stays in host memory (llama.cpp).
     tied_copy_on_last: with several stages, a tied embedding is copied to the last stage as the
     output matrix (vLLM, llama.cpp).
+    indexer: how the engine stores sparse-attention indexer keys (sizer.calc.kv: in the KV dtype, or
+    vLLM's fp8 with per-128 scales).
     """
     tp, pp = placement.tensor_parallel, placement.pipeline_parallel
     rank = _rank_spec(spec, tp)
-    kv_layer_bytes = kv_values_per_token_per_kv_layer(rank) * kv_dtype_bytes(kv_dtype)
+    layer_kv = [kv_layer_bytes_per_token(rank, i, kv_dtype, indexer) for i in range(spec.n_layers)]
+    # one token in one KV layer, for vLLM's page sizing (the largest where the layers differ)
+    kv_layer_bytes = max(layer_kv, default=Fraction(0))
     compute_bytes = getattr(precision, "compute_bytes", 2)
     stages = []
     for index, layers in enumerate(stage_layers(spec.n_layers, pp)):
@@ -148,15 +158,16 @@ def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str
                         and t.component == "embeddings" and t.kind == EMBEDDING:
                     weights += ceil(precision.tensor_bytes(replace(t, component="lm_head"), spec) * num / den)
         kinds = [spec.layer_types[i] for i in layers]
-        layer_windows = tuple(window_of(spec, k) for k in kinds if k in KV_KINDS)
-        full = sum(1 for w in layer_windows if w is None)
-        by_window: dict[int, int] = {}
-        for w in layer_windows:
+        kv_layers = [i for i in layers if spec.layer_types[i] in KV_KINDS]
+        layer_windows = tuple(window_of(spec, spec.layer_types[i]) for i in kv_layers)
+        full = sum(layer_kv[i] for i in kv_layers if window_of(spec, spec.layer_types[i]) is None)
+        by_window: dict[int, Fraction] = {}
+        for i, w in zip(kv_layers, layer_windows):
             if w is not None:
-                by_window[w] = by_window.get(w, 0) + 1
-        windows = tuple((w, ceil(n * kv_layer_bytes)) for w, n in by_window.items())
+                by_window[w] = by_window.get(w, 0) + layer_kv[i]
+        windows = tuple((w, ceil(b)) for w, b in by_window.items())
         n_state = sum(1 for k in kinds if k in STATE_KINDS) if spec.recurrent else 0
-        stages.append(Stage(index, layers, first, last, weights, ceil(full * kv_layer_bytes), windows,
+        stages.append(Stage(index, layers, first, last, weights, ceil(full), windows,
                             rank, host, experts,
                             precision.int8_mlp(spec), n_state, ceil(kv_layer_bytes),
                             state_bytes_per_layer(rank, compute_bytes),
