@@ -573,6 +573,19 @@ def test_more_gpus_never_lose_the_fit_nor_max_context_with_the_chosen_layout(mod
     assert planner.max_context_length(precision, large, workload) >= planner.max_context_length(precision, small, workload)
 
 
+def test_a_gpu_count_vllm_cannot_split_runs_on_fewer_gpus():
+    """Found by the property above: Bloom (112 heads) on 9xL4 has only TP1xPP9 (max context 2,560 at
+    batch 6); 8 of the 9 GPUs in TP8 serve it: fit runs on 8, leaves one idle, and says so."""
+    nine = fit("bloom", "9xL4", "vllm", "gptq-4bit-g128", 2048, 6, suggestions=False).options[0]
+    eight = fit("bloom", "8xL4", "vllm", "gptq-4bit-g128", 2048, 6, suggestions=False).options[0]
+    assert (nine.gpu_count, nine.tensor_parallel, nine.pipeline_parallel) == (9, 8, 1)
+    assert (nine.verdict, nine.max_context_length) == (eight.verdict, eight.max_context_length)
+    assert nine.price_per_hour == pytest.approx(eight.price_per_hour * 9 / 8)      # the idle GPU is paid for
+    assert "runs on 8 of the 9 GPUs (TP8xPP1): no layout of all 9 serves the workload as well" in nine.reason
+    assert [c.layout for c in nine.layouts_compared] == ["TP8xPP1", "TP1xPP9"]
+    assert nine.layouts_compared[0].max_context_length > nine.layouts_compared[1].max_context_length
+
+
 # ---------------------------------------------------------------------------------------------
 # Engine hardware rules (issue 15): compute capability decides what an engine runs
 

@@ -166,12 +166,36 @@ class Planner:
         key = (precision, gpu_count, workload)
         if key not in self._best:
             layouts = self.layouts(gpu_count)
-            scored = [(p, self.score(precision, p, workload)) for p in layouts] if len(layouts) > 1 else \
-                [(layouts[0], None)]
+            fewer = self._best_of_fewer(precision, gpu_count - 1, workload) if self._may_idle_gpus() else None
+            if len(layouts) > 1 or fewer:
+                scored = [(p, self.score(precision, p, workload)) for p in layouts]
+            else:
+                scored = [(layouts[0], None)]
             ranked = sorted(scored, key=lambda ps: _layout_rank(ps[1], workload.batch_size)) if len(scored) > 1 \
                 else scored
-            self._best[key] = (ranked[0][0], tuple(s for _, s in ranked if s is not None))
+            rank = lambda ps: _layout_rank(ps[1], workload.batch_size)   # noqa: E731
+            if fewer and rank(fewer) < rank(ranked[0]):
+                # no layout of all the GPUs serves as well as fewer of them (vLLM cannot split the heads
+                # over this count): run on fewer, the others idle
+                ranked = [fewer, *ranked]
+            scores = tuple(s for _, s in ranked if s is not None)
+            self._best[key] = (ranked[0][0], scores if len(scores) > 1 else ())
         return self._best[key]
+
+    def _may_idle_gpus(self) -> bool:
+        """Whether fit may leave GPUs idle: for an engine that splits tensors (vLLM), when the user
+        forced no layout, a smaller count can serve better than any layout of all of them."""
+        return self.engine.prefers_tensor_parallel and not (self.tensor_parallel or self.pipeline_parallel)
+
+    def _best_of_fewer(self, precision, gpu_count: int, workload: Workload) -> tuple[Placement, LayoutScore] | None:
+        """The best layout of the largest count below the asked one that has a valid layout (with its score)."""
+        for count in range(gpu_count, 0, -1):
+            try:
+                placement, _ = self.best_layout(precision, count, workload)
+            except UsageError:
+                continue
+            return placement, self.score(precision, placement, workload)
+        return None
 
     def stages(self, precision, placement: Placement, kv_dtype: str | None = None) -> list[Stage]:
         """precision: a sizer.quant format object (resolve_precision), resolved once by the caller."""
@@ -268,8 +292,12 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
         tput = estimate_throughput(planner.spec, stages, placement, planner.gpu, planner.hardware(precision).weights,
                                    planner.engine, workload)
     price = planner.gpu.price_per_hour_usd * count if planner.gpu.price_per_hour_usd else None
+    reason = ev.reason
+    if placement.gpu_count < count:
+        reason += (f"; runs on {placement.gpu_count} of the {count} GPUs (TP{placement.tensor_parallel}x"
+                   f"PP{placement.pipeline_parallel}): no layout of all {count} serves the workload as well")
     return FitOption(
-        precision=name, verdict=ev.verdict, reason=ev.reason, gpu=planner.gpu.name, gpu_count=count,
+        precision=name, verdict=ev.verdict, reason=reason, gpu=planner.gpu.name, gpu_count=count,
         tensor_parallel=placement.tensor_parallel, pipeline_parallel=placement.pipeline_parallel,
         per_gpu=ev.per_gpu, max_context_length=planner.max_context_length(precision, placement, workload),
         max_concurrency=planner.max_concurrency(precision, placement, workload),
