@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from math import ceil
+from math import ceil, prod
 
 from sizer.errors import UsageError
 from sizer.ggml import ggml_type_by_name
@@ -305,6 +305,303 @@ class GroupQuantFormat(FormatTraits):
 
 
 # ---------------------------------------------------------------------------------------------
+# compressed-tensors checkpoints (llm-compressor, RedHatAI / neuralmagic, NVIDIA, Kimi K2.5)
+
+CT_SCALE_BYTES = BF16_BYTES    # scales and static input scales are stored in the model's dtype (16-bit)
+CT_SHAPE_BYTES = 2 * 8         # weight_shape: torch.tensor(weight.shape), int64 [2]
+CT_COMPONENTS = ("attention", "mlp", "experts", "shared_experts")   # the Linears a config group can target
+
+
+@dataclass(frozen=True)
+class CompressedTensorsFormat(FormatTraits):
+    """A compressed-tensors checkpoint (quant_method "compressed-tensors"): its Linear tensors exactly as
+    the library writes them, per Linear of shape [N, K] (out, in):
+
+    - "float-quantized" FP8: `weight` F8_E4M3 [N, K] and `weight_scale` in the model dtype, [1] ("tensor"),
+      [N, 1] ("channel"), [ceil(N/b0), ceil(K/b1)] ("block") or [N, ceil(K/g)] ("group");
+    - "pack-quantized" INT4/INT8: `weight_packed` int32 [N, ceil(K/(32/bits))], `weight_scale` as above,
+      `weight_shape` int64 [2], and when asymmetric (group/channel) `weight_zero_point` int32
+      [ceil(N/(32/bits)), groups] (packed along the output dimension);
+    - "naive-quantized" / "int-quantized" INT8: `weight` int8 [N, K], `weight_scale`, and when asymmetric an
+      int8 `weight_zero_point` of the scale's shape;
+    - `weight_g_idx` int32 [K] with actorder "group"; `input_scale` [1] in the model dtype with static
+      per-tensor input activations (dynamic activations store nothing).
+
+    Sources (compressed-tensors, vllm-project/compressed-tensors): quantization/lifecycle/initialize.py
+    `initialize_qparams` (scale shapes per strategy; scale dtype = the weight's dtype), compressors/
+    quantized_compressors/pack_quantized.py `pack_to_int32` and `PackedQuantizationCompressor`
+    (`compress_module`, `compression_param_info`), compressors/quantized_compressors/base.py
+    `BaseQuantizationCompressor.compress` (symmetric zero points and g_idx of -1 are not saved).
+
+    `keep` lists the components the config's `ignore` list (or narrower `targets`) leaves in 16-bit, with
+    the layers where only some are (None: every layer); embeddings, lm_head, routers, norms and biases
+    are always 16-bit. A fused MoE tensor `experts.gate_up_proj` is stored as two Linears (gate_proj and
+    up_proj per expert), as llm-compressor saves them.
+    """
+
+    scheme: str                # "fp8", "int4" or "int8"
+    strategy: str              # "tensor", "channel", "group" or "block"
+    group: int = 0             # group size (strategy "group")
+    block: tuple[int, int] = (0, 0)    # block_structure (strategy "block")
+    symmetric: bool = True
+    packed: bool = False       # pack-quantized int32 words (always for int4)
+    g_idx: bool = False        # actorder "group": weight_g_idx int32 [K]
+    static_input: bool = False  # a static per-tensor input_scale
+    keep: tuple[tuple[str, tuple[int, ...] | None], ...] = ()
+
+    compute_bytes = BF16_BYTES
+
+    @property
+    def kind(self) -> str:
+        return "fp8" if self.scheme == "fp8" else "group"
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.scheme == "fp8"
+
+    @property
+    def bits(self) -> int:
+        return 4 if self.scheme == "int4" else 8
+
+    @property
+    def name(self) -> str:
+        how = {"group": f"g{self.group}", "block": _block_text(self.block)}.get(self.strategy, self.strategy)
+        flags = "".join(f"-{f}" for f, on in (("asym", not self.symmetric), ("packed", self.packed and self.scheme == "int8"),
+                                              ("gidx", self.g_idx), ("static", self.static_input)) if on)
+        keep = "+".join(c if layers is None else f"{c}@{_ranges_text(layers)}" for c, layers in self.keep)
+        return f"ct-{self.scheme}-{how}{flags}" + (f"-keep-{keep}" if keep else "")
+
+    @property
+    def description(self) -> str:
+        kept = ", ".join(c if layers is None else f"{c} (layers {_ranges_text(layers)})" for c, layers in self.keep)
+        return (f"compressed-tensors {self.scheme.upper()} weights, {self.strategy} scales in 16-bit; "
+                f"{kept + ', ' if kept else ''}embeddings, lm_head, router, norms in 16-bit")
+
+    def keeps_16bit(self) -> str:
+        return ", ".join([*(c for c, _ in self.keep), "embeddings", "lm_head", "router", "norms", "biases"])
+
+    def scale_shape(self, n: int, k: int) -> tuple[int, int]:
+        """weight_scale's shape for a Linear [n, k] (initialize_qparams)."""
+        if self.strategy == "tensor":
+            return (1, 1)
+        if self.strategy == "channel":
+            return (n, 1)
+        if self.strategy == "group":
+            return (n, ceil(k / self.group))
+        return (ceil(n / self.block[0]), ceil(k / self.block[1]))
+
+    def linear_tensors(self, n: int, k: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The tensors one quantized Linear [n, k] is stored as: suffix -> (safetensors dtype, shape)."""
+        rows, cols = self.scale_shape(n, k)
+        scale_shape = (1,) if self.strategy == "tensor" else (rows, cols)
+        out: dict[str, tuple[str, tuple[int, ...]]] = {}
+        if self.scheme == "fp8":
+            out["weight"] = ("F8_E4M3", (n, k))
+        elif self.packed or self.scheme == "int4":
+            out["weight_packed"] = ("I32", (n, ceil(k / (32 // self.bits))))
+        else:
+            out["weight"] = ("I8", (n, k))
+        out["weight_scale"] = ("BF16", scale_shape)
+        if not self.symmetric:
+            if self.scheme != "fp8" and (self.packed or self.scheme == "int4") and self.strategy in ("group", "channel"):
+                out["weight_zero_point"] = ("I32", (ceil(rows / (32 // self.bits)), cols))
+            else:
+                out["weight_zero_point"] = ("I8", scale_shape)
+        if self.scheme != "fp8" and (self.packed or self.scheme == "int4"):
+            out["weight_shape"] = ("I64", (2,))
+        if self.g_idx:
+            out["weight_g_idx"] = ("I32", (k,))
+        if self.static_input:
+            out["input_scale"] = ("BF16", (1,))
+        return out
+
+    def linear_bytes(self, n: int, k: int) -> int:
+        """Bytes of one quantized Linear [n, k] (bias excluded)."""
+        size = {"F8_E4M3": 1, "I8": 1, "BF16": 2, "I32": 4, "I64": 8}
+        return sum(size[dtype] * prod(shape) for dtype, shape in self.linear_tensors(n, k).values())
+
+    def kept_layers(self, t: TensorSpec) -> int:
+        """How many of `t`'s layers the config leaves in 16-bit."""
+        for component, layers in self.keep:
+            if component == t.component:
+                if layers is None or t.layers is None:
+                    return len(t.layers) if t.layers is not None else 1
+                return len(set(layers) & set(t.layers))
+        return 0
+
+    def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
+        if t.kind != LINEAR or t.component not in CT_COMPONENTS:
+            return _kept_bytes(t)
+        n_layers = len(t.layers) if t.layers is not None else 1
+        kept = self.kept_layers(t)
+        n, k = t.out_features, t.in_features
+        fused = t.component == "experts" and "gate_up_proj" in t.name and n % 2 == 0
+        per_copy = 2 * self.linear_bytes(n // 2, k) if fused else self.linear_bytes(n, k)
+        return ((n_layers - kept) * per_copy + kept * t.n_elements * BF16_BYTES) * t.experts
+
+
+def _block_text(block: tuple[int, int]) -> str:
+    return f"block{block[0]}" if block[0] == block[1] else f"block{block[0]}x{block[1]}"
+
+
+def _ranges_text(layers: tuple[int, ...]) -> str:
+    """0-47 / 0-2.5: sorted layer indices as dot-separated ranges (names travel in comma lists)."""
+    parts, start = [], None
+    for i, x in enumerate(layers):
+        if start is None:
+            start = x
+        if i + 1 == len(layers) or layers[i + 1] != x + 1:
+            parts.append(str(start) if start == x else f"{start}-{x}")
+            start = None
+    return ".".join(parts)
+
+
+def _parse_ranges(text: str, name: str) -> tuple[int, ...]:
+    layers: set[int] = set()
+    for part in text.split("."):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise UsageError(f"precision {name!r}: bad layer list {text!r} (expected e.g. 0-47 or 0-2.5)")
+        layers.update(range(int(lo), int(hi or lo) + 1))
+    return tuple(sorted(layers))
+
+
+_CT_RE = re.compile(r"^ct-(fp8|int4|int8)-(tensor|channel|g\d+|block\d+(?:x\d+)?)((?:-(?:asym|packed|gidx|static))*)"
+                    r"(?:-keep-(.+))?$")
+
+
+def _ct_format(name: str, m: re.Match) -> CompressedTensorsFormat:
+    """A compressed-tensors format from its name: ct-<fp8|int4|int8>-<tensor|channel|g<G>|block<B>[x<C>]>
+    [-asym][-packed][-gidx][-static][-keep-<component>[@<layers>]+...]."""
+    scheme, how, flags, keep_text = m.group(1), m.group(2), m.group(3).split("-")[1:], m.group(4)
+    group, block, strategy = 0, (0, 0), how
+    if how.startswith("g"):
+        strategy, group = "group", int(how[1:])
+    elif how.startswith("block"):
+        rows, _, cols = how[5:].partition("x")
+        strategy, block = "block", (int(rows), int(cols or rows))
+    if group < 0 or (strategy == "group" and group == 0) or (strategy == "block" and 0 in block):
+        raise UsageError(f"precision {name!r}: group and block sizes must be positive")
+    if strategy == "block" and scheme != "fp8":
+        raise UsageError(f"precision {name!r}: block scales are an FP8 strategy (use g<G> for int4/int8)")
+    keep = []
+    for part in (keep_text.split("+") if keep_text else []):
+        component, _, layers = part.partition("@")
+        if component not in CT_COMPONENTS:
+            raise UsageError(f"precision {name!r}: cannot keep {component!r} in 16-bit (one of {', '.join(CT_COMPONENTS)})")
+        keep.append((component, _parse_ranges(layers, name) if layers else None))
+    return CompressedTensorsFormat(scheme, strategy, group, block, "asym" not in flags,
+                                   scheme == "int4" or "packed" in flags, "gidx" in flags, "static" in flags, tuple(keep))
+
+
+# compressed-tensors `ignore` / `targets` entries are matched against module names as the library does
+# (compressed_tensors.utils.match: a name equal to the entry, or `re.match` of an entry "re:<pattern>");
+# sizer checks them against these module names of each component, in every layer they mention.
+_CT_PROBES = {
+    "attention": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "self_attn.qkv_proj",
+                  "self_attn.q_a_proj", "self_attn.q_b_proj", "self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj"),
+    "mlp": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "feed_forward.gate_proj", "feed_forward.up_proj",
+            "feed_forward.down_proj"),
+    "experts": ("mlp.experts.0.gate_proj", "mlp.experts.0.up_proj", "mlp.experts.0.down_proj",
+                "feed_forward.experts.0.gate_proj", "feed_forward.experts.0.up_proj", "feed_forward.experts.0.down_proj"),
+    "shared_experts": ("mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj", "mlp.shared_experts.down_proj",
+                       "mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj", "mlp.shared_expert.down_proj",
+                       "feed_forward.shared_expert.gate_proj", "feed_forward.shared_expert.up_proj",
+                       "feed_forward.shared_expert.down_proj"),
+}
+_CT_PREFIXES = ("model.layers.", "language_model.model.layers.", "model.language_model.layers.", "layers.")
+_CT_ANY_LAYER = 1 << 20        # stands for every layer the entries do not name
+_CT_LAYER_RE = re.compile(r"layers\\?\.(\d+)\\?\.")
+
+
+class _CtUnsupported(Exception):
+    """A compressed-tensors config sizer cannot size: its message names the scheme."""
+
+
+def _ct_matcher(entries: list[str]):
+    exact = {e for e in entries if not e.startswith("re:")}
+    patterns = [re.compile(e[3:]) for e in entries if e.startswith("re:")]
+
+    def matches(module: str) -> bool:
+        names = [p + module for p in _CT_PREFIXES]
+        return any(n in exact for n in names) or any(p.match(n) for p in patterns for n in names)
+    return matches
+
+
+def _ct_keep(targets: list[str], ignore: list[str]) -> tuple:
+    """The components (and layers) a config group's targets and ignore list leave in 16-bit."""
+    entries = [str(e) for e in [*targets, *ignore]]
+    layers = {int(x) for e in entries for x in _CT_LAYER_RE.findall(e)} | {_CT_ANY_LAYER}
+    if any(e.startswith("re:") and "layers" in e for e in entries):
+        layers |= set(range(256))
+    all_linear = "Linear" in targets
+    targeted, ignored = _ct_matcher([t for t in targets if t != "Linear"]), _ct_matcher(ignore)
+    keep = []
+    for component, probes in _CT_PROBES.items():
+        def kept(i: int) -> bool:
+            modules = [f"{i}.{p}" for p in probes]
+            return (not all_linear and not any(map(targeted, modules))) or any(map(ignored, modules))
+        kept_layers = sorted(i for i in layers if kept(i))
+        if _CT_ANY_LAYER in kept_layers:
+            if len(kept_layers) != len(layers):
+                raise _CtUnsupported(f"quantizes {component} only in the layers its entries name")
+            keep.append((component, None))
+        elif kept_layers:
+            keep.append((component, tuple(kept_layers)))
+    return tuple(keep)
+
+
+def _ct_weights(w: dict, fmt: str, static_input: bool) -> CompressedTensorsFormat:
+    """A config group's "weights" arguments (QuantizationArgs) and storage format as a sizer format."""
+    kind, bits, strategy = str(w.get("type", "int")), w.get("num_bits", 8), str(w.get("strategy") or "tensor")
+    symmetric, group, block = w.get("symmetric", True) is not False, w.get("group_size") or 0, w.get("block_structure")
+    if kind == "float" and bits == 8 and fmt == "float-quantized":
+        scheme, packed = "fp8", False
+    elif kind == "int" and bits in (4, 8) and fmt == "pack-quantized":
+        scheme, packed = f"int{bits}", True
+    elif kind == "int" and bits == 8 and fmt in ("naive-quantized", "int-quantized"):
+        scheme, packed = "int8", False
+    else:
+        raise _CtUnsupported(f"{kind} {bits}-bit weights in format {fmt!r}")
+    if strategy == "block" and not (isinstance(block, list) and len(block) == 2):
+        raise _CtUnsupported("block strategy without a block_structure [rows, cols]")
+    if strategy not in ("tensor", "channel", "group", "block") or (strategy == "group" and not group):
+        raise _CtUnsupported(f"weight strategy {strategy!r}")
+    return CompressedTensorsFormat(scheme, strategy, int(group) if strategy == "group" else 0,
+                                   tuple(block) if strategy == "block" else (0, 0), symmetric, packed,
+                                   w.get("actorder") == "group", static_input)
+
+
+def _ct_group_format(group: dict, fmt: str) -> CompressedTensorsFormat:
+    w, a = group.get("weights"), group.get("input_activations")
+    if not isinstance(w, dict):
+        raise _CtUnsupported("a config group without weight quantization")
+    static_input = isinstance(a, dict) and not a.get("dynamic", False)
+    if static_input and (a.get("strategy") not in (None, "tensor") or a.get("symmetric", True) is False):
+        raise _CtUnsupported(f"static {a.get('strategy')} input activations")
+    return _ct_weights(w, str(group.get("format") or fmt), static_input)
+
+
+def compressed_tensors_label(q: dict) -> str:
+    """The sizer precision name of a compressed-tensors quantization_config, e.g. "ct-fp8-channel-keep-attention"
+    (RedHatAI Llama 4 Scout FP8-dynamic) or "ct-int4-g32" (Kimi K2.5). A scheme sizer cannot size comes back
+    as "compressed-tensors:<scheme>", which get_precision refuses in one line naming it."""
+    fmt = str(q.get("format") or "")
+    groups = q.get("config_groups") if isinstance(q.get("config_groups"), dict) else {}
+    try:
+        formats = {key: _ct_group_format(g, fmt) for key, g in groups.items() if isinstance(g, dict)}
+        if not formats:
+            raise _CtUnsupported("no config_groups")
+        if len(set(formats.values())) > 1:
+            raise _CtUnsupported("mixed config_groups (" + ", ".join(f"{k}: {f.name}" for k, f in formats.items()) + ")")
+        targets = [str(t) for g in groups.values() if isinstance(g, dict) for t in g.get("targets") or []]
+        keep = _ct_keep(targets, [str(e) for e in q.get("ignore") or []])
+    except (_CtUnsupported, re.error) as e:
+        return f"compressed-tensors:{fmt or 'unknown format'}: {e}"
+    return replace(next(iter(formats.values())), keep=keep).name
+
+
+# ---------------------------------------------------------------------------------------------
 # GGUF (llama.cpp)
 
 # K-quant fallback when a row is not a multiple of 256 values (llama-quant.cpp).
@@ -460,7 +757,8 @@ FLOATS = {
 _SYNONYMS = {"float32": "fp32", "f32": "fp32", "float16": "fp16", "half": "fp16", "f16": "fp16",
              "bfloat16": "bf16", "float8": "fp8", "fp8_e4m3": "fp8", "e4m3": "fp8", "llm.int8": "int8",
              "bnb-int8": "int8", "bnb-nf4": "nf4", "bnb-fp4": "fp4", "gptq": "gptq-4bit-g128",
-             "awq": "awq-4bit-g128", "int4": "gptq-4bit-g128"}
+             "awq": "awq-4bit-g128", "int4": "gptq-4bit-g128", "fp8-channel": "ct-fp8-channel",
+             "fp8-tensor": "ct-fp8-tensor", "w4a16": "ct-int4-g128", "w8a16": "ct-int8-channel-packed"}
 _GROUP_RE = re.compile(r"^(gptq|awq)-(\d+)bit(?:-g(-1|\d+))?$")
 
 # Precisions `fit` and `estimate --precision all` walk through, in display order.
@@ -470,12 +768,15 @@ COMMON_PRECISIONS = ("bf16", "fp8", "int8", "gptq-8bit-g128", "nf4", "gptq-4bit-
 def precision_names() -> list[str]:
     """Canonical names accepted by --precision (GPTQ/AWQ also take any bits/group in the grammar)."""
     group = [f"{m}-{b}bit-g{g}" for m in ("gptq", "awq") for b in (2, 3, 4, 8) for g in (32, 64, 128, -1)]
-    return [*FLOATS, "fp8", "fp8-block128", "mxfp4", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq", *group, *GGUF_MIXES]
+    ct = ["ct-fp8-tensor", "ct-fp8-channel", "ct-fp8-block128", "ct-int4-g32", "ct-int4-g128", "ct-int4-g128-asym",
+          "ct-int8-channel", "ct-int8-channel-packed"]
+    return [*FLOATS, "fp8", "fp8-block128", "mxfp4", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq", *group, *GGUF_MIXES, *ct]
 
 
 @lru_cache(maxsize=None)
 def get_precision(name: str):
-    """A precision by name: fp32 fp16 bf16 fp8 int8 nf4[-dq] fp4[-dq] gptq|awq-<b>bit[-g<G>] Q4_K_M ..."""
+    """A precision by name: fp32 fp16 bf16 fp8 int8 nf4[-dq] fp4[-dq] gptq|awq-<b>bit[-g<G>] Q4_K_M ...
+    ct-<fp8|int4|int8>-... (compressed-tensors, `CompressedTensorsFormat`)."""
     key = name.strip()
     low = _SYNONYMS.get(key.lower(), key.lower())
     if low in FLOATS:
@@ -495,10 +796,19 @@ def get_precision(name: str):
         return _group_format(name, m.group(1), int(m.group(2)), int(m.group(3) or 128))
     if key.upper() in GGUF_MIXES:
         return GgufMixFormat(key.upper(), GGUF_MIXES[key.upper()])
+    m = _CT_RE.match(low)
+    if m:
+        return _ct_format(name, m)
+    if low.startswith("compressed-tensors"):
+        scheme = key.partition(":")[2] or "no config_groups"
+        raise UsageError(f"compressed-tensors checkpoint not supported: {scheme}; sizer sizes float-quantized FP8 "
+                         "and pack/naive-quantized INT4/INT8 weights (pass -p to size it at another precision, or "
+                         "the checkpoint folder to size it from its tensor headers)")
     close = difflib.get_close_matches(low, [p.lower() for p in precision_names()], n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UsageError(f"unknown precision {name!r}{hint} (known: fp32, fp16, bf16, fp8, fp8-block128, mxfp4, int8, nf4, nf4-dq, fp4, "
-                     "fp4-dq, gptq-<2|3|4|8>bit-g<32|64|128|-1>, awq-4bit-g128, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K)")
+                     "fp4-dq, gptq-<2|3|4|8>bit-g<32|64|128|-1>, awq-4bit-g128, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K, "
+                     "ct-<fp8|int4|int8>-<tensor|channel|g<N>|block<N>>[-asym][-keep-attention...])")
 
 
 def _group_format(name: str, method: str, bits: int, group: int) -> GroupQuantFormat:

@@ -26,6 +26,7 @@ from sizer.families.llama import llama_like
 from sizer.families.llama4 import llama4
 from sizer.families.mimo import mimo_v2_flash
 from sizer.families.olmo import olmo2
+from sizer.quant import compressed_tensors_label
 from sizer.spec import ModelSpec
 
 # model_type -> the normalizer that lists its tensors (one module per family group in this package)
@@ -125,6 +126,8 @@ def quantization_label(q) -> str | None:
             return "int8"
         kind = str(q.get("bnb_4bit_quant_type", "fp4")).lower()
         return kind + ("-dq" if q.get("bnb_4bit_use_double_quant") else "")
+    if method == "compressed-tensors":
+        return compressed_tensors_label(q)
     if method == "fp8":
         block = q.get("weight_block_size")
         return f"fp8-block{block[0]}" if isinstance(block, list) and block and block[0] == block[-1] else "fp8"
