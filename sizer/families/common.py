@@ -28,6 +28,16 @@ class TensorList:
         if bias:
             self.items.append(TensorSpec(f"{name}.bias", component, (out_features,), BIAS, where, experts, active))
 
+    def attention(self, hidden: int, n_heads: int, n_kv_heads: int, head_dim: int, qkv_bias: bool = False,
+                  o_bias: bool | None = None, prefix: str = "layers.self_attn") -> None:
+        """q/k/v/o projections of standard multi-head attention (GQA/MQA by n_kv_heads): q_proj
+        hidden -> heads x head_dim, k_proj and v_proj hidden -> kv heads x head_dim, o_proj back;
+        o_proj's bias follows qkv_bias unless given."""
+        self.linear(f"{prefix}.q_proj", "attention", n_heads * head_dim, hidden, qkv_bias)
+        self.linear(f"{prefix}.k_proj", "attention", n_kv_heads * head_dim, hidden, qkv_bias)
+        self.linear(f"{prefix}.v_proj", "attention", n_kv_heads * head_dim, hidden, qkv_bias)
+        self.linear(f"{prefix}.o_proj", "attention", hidden, n_heads * head_dim, qkv_bias if o_bias is None else o_bias)
+
     def norm(self, name: str, size: int, bias: bool = False, layers: range | None | str = "all") -> None:
         where = self.all_layers if layers == "all" else layers
         self.items.append(TensorSpec(f"{name}.weight", "norms", (size,), NORM, where))

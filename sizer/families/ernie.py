@@ -28,10 +28,7 @@ def ernie4_5(c: ConfigView, name: str) -> ModelSpec:
 
     t = TensorList(n_layers)
     t.embedding("embed_tokens", "embeddings", vocab, hidden)
-    t.linear("layers.self_attn.q_proj", "attention", n_heads * head_dim, hidden, bias)
-    t.linear("layers.self_attn.k_proj", "attention", n_kv * head_dim, hidden, bias)
-    t.linear("layers.self_attn.v_proj", "attention", n_kv * head_dim, hidden, bias)
-    t.linear("layers.self_attn.o_proj", "attention", hidden, n_heads * head_dim, bias)
+    t.attention(hidden, n_heads, n_kv, head_dim, bias)
     t.norm("layers.input_layernorm", hidden)
     t.norm("layers.post_attention_layernorm", hidden)
 

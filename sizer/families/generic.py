@@ -85,10 +85,7 @@ def from_standard_keys(c: ConfigView, family: str, name: str, why_not: str) -> M
 
     t = TensorList(n_layers)
     t.embedding("embed_tokens", "embeddings", vocab, hidden)
-    t.linear("layers.self_attn.q_proj", "attention", n_heads * head_dim, hidden, attn_bias)
-    t.linear("layers.self_attn.k_proj", "attention", n_kv * head_dim, hidden, attn_bias)
-    t.linear("layers.self_attn.v_proj", "attention", n_kv * head_dim, hidden, attn_bias)
-    t.linear("layers.self_attn.o_proj", "attention", hidden, n_heads * head_dim, attn_bias)
+    t.attention(hidden, n_heads, n_kv, head_dim, attn_bias)
     t.norm("layers.input_layernorm", hidden)
     t.norm("layers.post_attention_layernorm", hidden)
     if n_experts:

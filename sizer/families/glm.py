@@ -24,10 +24,7 @@ def glm4_moe(c: ConfigView, name: str) -> ModelSpec:
 
     t = TensorList(n_layers)
     t.embedding("embed_tokens", "embeddings", vocab, hidden)
-    t.linear("layers.self_attn.q_proj", "attention", n_heads * head_dim, hidden, bias)
-    t.linear("layers.self_attn.k_proj", "attention", n_kv * head_dim, hidden, bias)
-    t.linear("layers.self_attn.v_proj", "attention", n_kv * head_dim, hidden, bias)
-    t.linear("layers.self_attn.o_proj", "attention", hidden, n_heads * head_dim)          # never a bias
+    t.attention(hidden, n_heads, n_kv, head_dim, bias, o_bias=False)          # o_proj: never a bias
     if c.bool("use_qk_norm", default=False):
         t.norm("layers.self_attn.q_norm", head_dim)
         t.norm("layers.self_attn.k_norm", head_dim)

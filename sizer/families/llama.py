@@ -73,11 +73,9 @@ def llama_like(c: ConfigView, name: str) -> ModelSpec:
     t.embedding("embed_tokens", "embeddings", vocab, hidden)
     if family == "phi3":      # Phi3Attention: one fused qkv_proj
         t.linear("layers.self_attn.qkv_proj", "attention", (n_heads + 2 * n_kv) * head_dim, hidden, qkv_bias)
+        t.linear("layers.self_attn.o_proj", "attention", hidden, n_heads * head_dim, o_bias)
     else:
-        t.linear("layers.self_attn.q_proj", "attention", n_heads * head_dim, hidden, qkv_bias)
-        t.linear("layers.self_attn.k_proj", "attention", n_kv * head_dim, hidden, qkv_bias)
-        t.linear("layers.self_attn.v_proj", "attention", n_kv * head_dim, hidden, qkv_bias)
-    t.linear("layers.self_attn.o_proj", "attention", hidden, n_heads * head_dim, o_bias)
+        t.attention(hidden, n_heads, n_kv, head_dim, qkv_bias, o_bias)
     if family == "gpt_oss":
         t.other("layers.self_attn.sinks", "attention", (n_heads,))        # one learned sink logit per head
     if family in ("qwen3", "qwen3_moe", "gemma3_text"):
