@@ -101,6 +101,7 @@ KEEP_FP32 = {
     "glm4_moe": lambda t: t.component == "router",                          # gate.weight
     "glm4_moe_lite": lambda t: t.component == "router",
     "ernie4_5_moe": lambda t: t.component == "router",                      # gate.weight, e_score_correction_bias
+    "nemotron_h": lambda t: t.component == "router",                        # mixer.gate.weight (created float32)
 }
 
 
