@@ -869,3 +869,41 @@ def test_state_against_a_forward(case):
     n, conv, recurrent = expected_state(hf)
     assert state_bytes_per_sequence(spec, BF16) == n * (conv + recurrent) * BF16
     assert spec.n_kv_layers == sum(1 for t in hf_layer_types(hf)[0] if t in ("full_attention", "hybrid"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurrent layers' working set: one mixer's prefill on CPU, read with sizer's allocation meter
+
+MIXER_CASES = {   # case -> the decoder layer's attribute holding its recurrent mixer
+    "qwen3_next": "linear_attn", "qwen3_next-dense-layer": "linear_attn", "qwen3_5-text-config": "linear_attn",
+    "qwen3_5_moe-text-config": "linear_attn", "jamba": "mamba", "granitemoehybrid-moe": "mamba",
+    "nemotron_h-latent-moe": "mixer", "falcon_h1": "mamba"}
+
+
+@pytest.mark.parametrize("case", sorted(MIXER_CASES))
+@pytest.mark.parametrize("batch, seq", [(1, 64), (2, 100)])
+def test_recurrent_working_set_against_the_meter(case, batch, seq):
+    """The peak bytes one recurrent mixer allocates over a bf16 prefill through transformers' torch path
+    (its input allocated before; its output, the cache's state and every temporary counted) equal
+    `recurrent_bytes` plus the block output it counts against the residual part, to the byte."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from sizer.calc.activations import recurrent_bytes
+    from sizer.measure.meter import profiler_peak
+
+    config = HAND_WRITTEN[case]
+    spec = spec_from_config(copy.deepcopy(config), case, case)
+    hf = hf_config(config)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(hf, dtype=torch.bfloat16).eval()
+    layer = next(x for x in model.model.layers if getattr(x, MIXER_CASES[case], None) is not None
+                 and getattr(x, "block_type", "linear_attention") == "linear_attention")
+    mixer = getattr(layer, MIXER_CASES[case])
+    x = torch.randn(batch, seq, hf.hidden_size, dtype=torch.bfloat16)
+    with torch.no_grad():
+        mixer(x, cache=transformers.DynamicCache(config=hf))            # lazy initializations out of the way
+        cache = transformers.DynamicCache(config=hf)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            mixer(x, cache=cache)
+    measured = profiler_peak(prof)
+    assert measured == recurrent_bytes(spec, batch, seq, BF16) + batch * seq * spec.hidden_size * BF16

@@ -116,7 +116,8 @@ def _gated_deltanet_model(c: ConfigView, name: str, family: str, fused_projectio
     tied = c.bool("tie_word_embeddings", default=False)
     t.lm_head(vocab, hidden, tied)
     # conv_states (batch, conv_dim, kernel); recurrent_states (batch, value heads, key dim, value dim)
-    state = RecurrentState("gated_deltanet", conv_dim, kernel, nv * dk * dv)
+    state = RecurrentState("gated_deltanet", conv_dim, kernel, nv * dk * dv, heads=nv, key_heads=nk, head_dim=dk,
+                           value_head_dim=dv)
     notes = ["Gated DeltaNet layers keep a fixed recurrent state per sequence instead of a KV cache"]
     if c.int("mtp_num_hidden_layers", "num_nextn_predict_layers", default=0, minimum=0):
         notes.append("the multi-token-prediction layer of the checkpoint is not counted (transformers does not load it)")
@@ -152,7 +153,7 @@ def _mamba1(t: TensorList, layers, c: ConfigView, hidden: int) -> RecurrentState
         t.norm("layers.mamba.b_layernorm", d_state, layers=run)
         t.norm("layers.mamba.c_layernorm", d_state, layers=run)
     # conv_states (batch, d_inner, kernel); recurrent_states (batch, d_inner, d_state)
-    return RecurrentState("mamba", d_inner, kernel, d_inner * d_state)
+    return RecurrentState("mamba", d_inner, kernel, d_inner * d_state, d_state=d_state, head_dim=dt_rank)
 
 
 def jamba(c: ConfigView, name: str) -> ModelSpec:
@@ -233,7 +234,8 @@ def falcon_h1(c: ConfigView, name: str) -> ModelSpec:
     tied = c.bool("tie_word_embeddings", default=False)
     t.lm_head(vocab, hidden, tied)
     # conv_states (batch, conv_dim, kernel); recurrent_states (batch, heads, head_dim, d_state)
-    state = RecurrentState("mamba2", conv_dim, kernel, d_ssm * d_state)
+    state = RecurrentState("mamba2", conv_dim, kernel, d_ssm * d_state, heads=m_heads, key_heads=groups,
+                           head_dim=d_ssm // m_heads, d_state=d_state, chunk_size=c.int("mamba_chunk_size", default=256))
     return make_spec(c, family, name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
                      head_dim=head_dim, vocab_size=vocab, d_ff=c.int("intermediate_size"), tied_embeddings=tied,
                      layer_types=(HYBRID,) * n_layers, recurrent=state,
@@ -241,7 +243,7 @@ def falcon_h1(c: ConfigView, name: str) -> ModelSpec:
 
 
 def _mamba2(t: TensorList, prefix: str, layers, hidden: int, d_inner: int, heads: int, d_state: int, groups: int,
-            kernel: int, proj_bias: bool, conv_bias: bool) -> RecurrentState:
+            kernel: int, proj_bias: bool, conv_bias: bool, chunk: int) -> RecurrentState:
     """A Mamba2 mixer as GraniteMoeHybridMambaLayer and NemotronHMamba2Mixer build it: in_proj ->
     [gate, conv (x, B, C), dt]; depthwise conv1d; dt_bias, A_log, D per head; a gated RMSNorm over
     the inner width; out_proj."""
@@ -256,7 +258,8 @@ def _mamba2(t: TensorList, prefix: str, layers, hidden: int, d_inner: int, heads
         t.norm(f"{prefix}.norm", d_inner, layers=run)
         t.linear(f"{prefix}.out_proj", "attention", hidden, d_inner, proj_bias, run)
     # conv_states (batch, conv_dim, kernel); recurrent_states (batch, heads, head_dim, d_state)
-    return RecurrentState("mamba2", conv_dim, kernel, d_inner * d_state)
+    return RecurrentState("mamba2", conv_dim, kernel, d_inner * d_state, heads=heads, key_heads=groups,
+                          head_dim=d_inner // heads, d_state=d_state, chunk_size=chunk)
 
 
 # Legacy layer names (transformers configuration_utils._LEGACY_LAYER_TYPE_REMAP) and Nemotron-H's
@@ -288,7 +291,8 @@ def granitemoehybrid(c: ConfigView, name: str) -> ModelSpec:
     state = _mamba2(t, "layers.mamba", [i for i, k in enumerate(kinds) if k == MAMBA], hidden, d_inner,
                     c.int("mamba_n_heads", default=128), c.int("mamba_d_state", default=256),
                     c.int("mamba_n_groups", default=1), c.int("mamba_d_conv", default=4),
-                    c.bool("mamba_proj_bias", default=False), c.bool("mamba_conv_bias", default=True))
+                    c.bool("mamba_proj_bias", default=False), c.bool("mamba_conv_bias", default=True),
+                    c.int("mamba_chunk_size", default=256))
     _attention(t, [i for i, k in enumerate(kinds) if k == FULL_ATTENTION], hidden, n_heads, n_kv, head_dim,
                c.bool("attention_bias", default=False))
     n_experts = c.int("num_local_experts", default=8, minimum=0)
@@ -339,11 +343,12 @@ def nemotron_h(c: ConfigView, name: str) -> ModelSpec:
     where = {k: [i for i, g in enumerate(given) if g == k] for k in ("linear_attention", "full_attention", "moe", "mlp")}
     t = TensorList(n_layers)
     t.embedding("embeddings", "embeddings", vocab, hidden)
+    # NemotronHConfig.__post_init__: the legacy mamba_* keys (mamba_n_groups, mamba_d_conv, ...) win where given
     heads, head = c.int("mamba_num_heads", default=128), c.int("mamba_head_dim", default=64)
     state = _mamba2(t, "layers.mixer", where["linear_attention"], hidden, heads * head, heads,
-                    c.int("ssm_state_size", default=128), c.int("n_groups", "mamba_n_groups", default=8),
-                    c.int("conv_kernel", "mamba_d_conv", default=4), c.bool("use_bias", default=False),
-                    c.bool("use_conv_bias", "mamba_conv_bias", default=True))
+                    c.int("ssm_state_size", default=128), c.int("mamba_n_groups", "n_groups", default=8),
+                    c.int("mamba_d_conv", "conv_kernel", default=4), c.bool("use_bias", default=False),
+                    c.bool("mamba_conv_bias", "use_conv_bias", default=True), c.int("mamba_chunk_size", "chunk_size", default=128))
     _attention(t, where["full_attention"], hidden, n_heads, n_kv, head_dim, prefix="layers.mixer")   # no biases
     mlp_bias = c.bool("mlp_bias", default=False)
     d_ff = c.int("intermediate_size", default=21504)

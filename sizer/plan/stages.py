@@ -111,7 +111,8 @@ def _rank_spec(spec: ModelSpec, tp: int) -> ModelSpec:
     r = spec.recurrent
     # the recurrent mixers shard their heads / channels over the TP ranks (vLLM's
     # MambaStateShapeCalculator divides conv_dim and the heads by tp_world_size)
-    shard = r and RecurrentState(r.kind, ceil(r.conv_channels / tp), r.conv_kernel, ceil(r.state_values / tp))
+    shard = r and replace(r, conv_channels=ceil(r.conv_channels / tp), state_values=ceil(r.state_values / tp),
+                          heads=ceil(r.heads / tp), key_heads=ceil(r.key_heads / tp))
     return replace(spec, n_heads=spec.n_heads // tp, n_kv_heads=kv_heads_per_rank(spec, tp),
                    d_ff=ceil(spec.d_ff / tp), d_ff_expert=ceil(spec.d_ff_expert / tp), recurrent=shard or None)
 
