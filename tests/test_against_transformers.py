@@ -373,7 +373,20 @@ HAND_WRITTEN.update({
                                                 "layer_types": ["linear_attention", "full_attention",
                                                                 "linear_attention", "full_attention"]},
                                 "vision_config": {"model_type": "qwen3_5_moe_vision"}},
+    # MiniMax-Text-01 layout: lightning attention on 3 of 4 layers (layer_types), softmax attention on the 4th
+    "minimax-layer-types": {"model_type": "minimax", "hidden_size": 256, "num_hidden_layers": 4,
+                            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+                            "intermediate_size": 128, "num_local_experts": 8, "num_experts_per_tok": 2,
+                            "block_size": 32, "vocab_size": 512,
+                            "layer_types": ["linear_attention", "linear_attention", "linear_attention",
+                                            "full_attention"]},
+    # the class default (alternating, softmax first), tied embeddings
+    "minimax-default-alternating": {"model_type": "minimax", "hidden_size": 256, "num_hidden_layers": 4,
+                                    "num_attention_heads": 8, "num_key_value_heads": 8, "intermediate_size": 128,
+                                    "num_local_experts": 4, "num_experts_per_tok": 1, "vocab_size": 512,
+                                    "tie_word_embeddings": True},
 })
+
 
 # 2025-2026 families (issue 16): small configs of each layout.
 _LLAMA4_TEXT = {"model_type": "llama4_text", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
@@ -809,7 +822,8 @@ def test_eager_only_families_are_those_without_an_sdpa_path():
 
 STATE_CASES = ("qwen3_next", "qwen3_next-dense-layer", "jamba", "falcon_h1", "granitemoehybrid-moe",
                "granitemoehybrid-dense-rope", "nemotron_h-dense-pattern", "nemotron_h-nemotron3-moe",
-               "nemotron_h-latent-moe", "qwen3_5-text-config", "qwen3_5_moe-text-config")
+               "nemotron_h-latent-moe", "qwen3_5-text-config", "qwen3_5_moe-text-config", "minimax-layer-types",
+               "minimax-default-alternating")
 
 
 def expected_state(config) -> tuple[int, int, int]:
@@ -834,6 +848,9 @@ def expected_state(config) -> tuple[int, int, int]:
         d_inner = config.mamba_num_heads * config.mamba_head_dim
         channels = d_inner + 2 * config.n_groups * config.ssm_state_size
         kernel, state = config.conv_kernel, d_inner * config.ssm_state_size
+    elif config.model_type == "minimax":     # lightning attention: no conv, [heads, head_dim, head_dim]
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        channels, kernel, state = 0, 1, config.num_attention_heads * head_dim * head_dim
     else:   # falcon_h1
         channels = config.mamba_d_ssm + 2 * config.mamba_n_groups * config.mamba_d_state
         kernel, state = config.mamba_d_conv, config.mamba_d_ssm * config.mamba_d_state
@@ -843,7 +860,8 @@ def expected_state(config) -> tuple[int, int, int]:
 @pytest.mark.parametrize("case", STATE_CASES)
 def test_state_against_a_forward(case):
     """KV and state bytes of a hybrid model's cache after one bf16 forward on CPU: keys/values only in
-    the attention layers; conv_states (batch, channels, kernel) in bf16 and recurrent_states in fp32
+    the attention layers; conv_states (batch, channels, kernel) in bf16 and recurrent_states in fp32 (MiniMax's
+    lightning states in bf16, in MiniMaxCache.linear_cache)
     in the recurrent layers, the same whatever the prompt length."""
     config = HAND_WRITTEN[case]
     spec = spec_from_config(copy.deepcopy(config), case, case)
@@ -862,6 +880,9 @@ def test_state_against_a_forward(case):
                 for t in (getattr(layer, attr, None) or {}).values():
                     if isinstance(t, torch.Tensor):
                         state += t.numel() * t.element_size()
+        for t in getattr(cache, "linear_cache", []):        # MiniMaxCache keeps the lightning states apart
+            if isinstance(t, torch.Tensor):
+                state += t.numel() * t.element_size()
         assert kv == transformers_kv_cache_bytes(spec, "bf16", seq, BATCH)
         assert kv == kv_cache_bytes(spec, "bf16", seq, BATCH)           # no windows: both layouts agree
         measured[seq] = state

@@ -20,7 +20,8 @@ from sizer.families.ernie import ernie4_5
 from sizer.families.falcon import falcon
 from sizer.families.generic import generic_spec_from_config
 from sizer.families.glm import glm4_moe
-from sizer.families.hybrid import falcon_h1, granitemoehybrid, jamba, nemotron_h, qwen3_5, qwen3_5_moe, qwen3_next
+from sizer.families.hybrid import (falcon_h1, granitemoehybrid, jamba, minimax, nemotron_h, qwen3_5, qwen3_5_moe,
+                                   qwen3_next)
 from sizer.families.llama import llama_like
 from sizer.families.llama4 import llama4
 from sizer.families.olmo import olmo2
@@ -56,6 +57,7 @@ FAMILIES: dict[str, Callable[[ConfigView, str], ModelSpec]] = {
     "falcon_h1": falcon_h1,
     "granitemoehybrid": granitemoehybrid,
     "nemotron_h": nemotron_h,
+    "minimax": minimax,
     "qwen3_5": qwen3_5,
     "qwen3_5_text": qwen3_5,
     "qwen3_5_moe": qwen3_5_moe,

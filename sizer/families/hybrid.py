@@ -383,3 +383,55 @@ def nemotron_h(c: ConfigView, name: str) -> ModelSpec:
                      layer_types=kinds, gated_mlp=False, n_experts=n_experts if moe else 0,
                      n_experts_active=top_k if moe else 0, d_ff_expert=d_ff_expert if moe else 0,
                      n_shared_experts=1 if moe else 0, rotary_dim=0, recurrent=state, notes=notes)
+
+
+def minimax(c: ConfigView, name: str) -> ModelSpec:
+    """MiniMax-Text-01 / MiniMax-M1 (modeling_minimax): lightning attention (linear attention without a
+    conv: qkv_proj, a gated output, an RMSNorm over all heads) on most layers, softmax attention on the
+    others (layer_types; the original configs' attn_type_list, 0 linear and 1 softmax); a Mixtral-like
+    MoE in every layer. The lightning layers keep a [heads, head_dim, head_dim] state per sequence."""
+    family = "minimax"
+    hidden = c.int("hidden_size")
+    n_layers = c.int("num_hidden_layers")
+    n_heads = c.int("num_attention_heads")
+    n_kv = c.int("num_key_value_heads", default=n_heads)
+    head_dim = c.int("head_dim", default=None) or hidden // n_heads
+    vocab = c.int("vocab_size")
+    given = c.str_list("layer_types", default=None)
+    if given is None:
+        codes = c.int_list("attn_type_list") if c.raw.get("attn_type_list") is not None else None
+        given = (["linear_attention" if k == 0 else "full_attention" for k in codes] if codes is not None
+                 else ["full_attention" if (i + 1) % 2 else "linear_attention" for i in range(n_layers)])
+    if len(given) != n_layers:
+        raise UnsupportedModelError(f"{c.origin}: layer_types has {len(given)} entries for {n_layers} layers")
+    kinds = tuple(LINEAR_ATTENTION if k == "linear_attention" else FULL_ATTENTION for k in given)
+    linear = [i for i, k in enumerate(kinds) if k == LINEAR_ATTENTION]
+    t = TensorList(n_layers)
+    t.embedding("embed_tokens", "embeddings", vocab, hidden)
+    inner = n_heads * head_dim
+    for run in as_ranges(linear):                       # MiniMaxLightningAttention
+        t.linear("layers.self_attn.qkv_proj", "attention", 3 * inner, hidden, False, run)
+        t.linear("layers.self_attn.output_gate", "attention", inner, hidden, False, run)
+        t.linear("layers.self_attn.out_proj", "attention", hidden, inner, False, run)
+        t.norm("layers.self_attn.norm", inner, layers=run)
+    _attention(t, [i for i, k in enumerate(kinds) if k == FULL_ATTENTION], hidden, n_heads, n_kv, head_dim)
+    n_experts = c.int("num_local_experts", default=8)
+    top_k = c.int("num_experts_per_tok", default=2)
+    d_ff = c.int("intermediate_size")
+    t.other("layers.mlp.gate.weight", "router", (n_experts, hidden))    # MiniMaxSparseMoeBlock
+    gated_mlp(t, "layers.mlp.experts", "experts", hidden, d_ff, False, "all", n_experts, top_k)
+    t.norm("layers.input_layernorm", hidden)
+    t.norm("layers.post_attention_layernorm", hidden)
+    t.norm("norm", hidden, layers=None)
+    tied = c.bool("tie_word_embeddings", default=False)
+    t.lm_head(vocab, hidden, tied)
+    rotary = c.int("rotary_dim", default=None)
+    # attn_weights_inter (batch, heads, head_dim, head_dim); no conv
+    state = RecurrentState("lightning", 0, 0, n_heads * head_dim * head_dim, heads=n_heads, head_dim=head_dim,
+                           value_head_dim=head_dim, chunk_size=c.int("block_size", default=256))
+    return make_spec(c, family, name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
+                     head_dim=head_dim, vocab_size=vocab, d_ff=0, tied_embeddings=tied, layer_types=kinds,
+                     n_experts=n_experts, n_experts_active=top_k, d_ff_expert=d_ff,
+                     rotary_dim=rotary if rotary and rotary < head_dim else rotary_dim_of(c, head_dim),
+                     recurrent=state,
+                     notes=["lightning-attention layers keep a fixed state per sequence instead of a KV cache"])
