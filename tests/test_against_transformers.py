@@ -372,7 +372,10 @@ HAND_WRITTEN.update({
                                                 "shared_expert_intermediate_size": 256, "linear_conv_kernel_dim": 3,
                                                 "layer_types": ["linear_attention", "full_attention",
                                                                 "linear_attention", "full_attention"]},
-                                "vision_config": {"model_type": "qwen3_5_moe_vision"}},
+                                "vision_config": {"model_type": "qwen3_5_moe_vision", "depth": 2, "hidden_size": 64,
+                                                  "intermediate_size": 160, "num_heads": 4, "patch_size": 8,
+                                                  "temporal_patch_size": 1, "spatial_merge_size": 2,
+                                                  "out_hidden_size": 256, "num_position_embeddings": 64}},
     # MiniMax-Text-01 layout: lightning attention on 3 of 4 layers (layer_types), softmax attention on the 4th
     "minimax-layer-types": {"model_type": "minimax", "hidden_size": 256, "num_hidden_layers": 4,
                             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
@@ -495,7 +498,8 @@ HAND_WRITTEN.update({
 # Multimodal configs whose vision tower sizer counts (sizer.families.vision): the named parts equal
 # the parameters under those module names of the transformers ...ForConditionalGeneration.
 VISION_CASES = sorted(k for k, v in HAND_WRITTEN.items() if isinstance(v.get("vision_config"), dict)
-                      and v["vision_config"].get("model_type") in ("llama4_vision_model", "pixtral"))
+                      and v["vision_config"].get("model_type") in ("llama4_vision_model", "pixtral", "qwen3_5_vision",
+                                                                   "qwen3_5_moe_vision"))
 
 # sizer and transformers disagree here; the lead decides which is right (see the reasons).
 LAYER_TYPE_DISAGREEMENTS: dict[str, str] = {}
