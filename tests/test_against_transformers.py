@@ -902,7 +902,7 @@ def test_state_against_a_forward(case):
 MIXER_CASES = {   # case -> the decoder layer's attribute holding its recurrent mixer
     "qwen3_next": "linear_attn", "qwen3_next-dense-layer": "linear_attn", "qwen3_5-text-config": "linear_attn",
     "qwen3_5_moe-text-config": "linear_attn", "jamba": "mamba", "granitemoehybrid-moe": "mamba",
-    "nemotron_h-latent-moe": "mixer", "falcon_h1": "mamba"}
+    "nemotron_h-latent-moe": "mixer", "falcon_h1": "mamba", "minimax-layer-types": "self_attn"}
 
 
 @pytest.mark.parametrize("case", sorted(MIXER_CASES))
@@ -925,10 +925,22 @@ def test_recurrent_working_set_against_the_meter(case, batch, seq):
                  and getattr(x, "block_type", "linear_attention") == "linear_attention")
     mixer = getattr(layer, MIXER_CASES[case])
     x = torch.randn(batch, seq, hf.hidden_size, dtype=torch.bfloat16)
-    with torch.no_grad():
-        mixer(x, cache=transformers.DynamicCache(config=hf))            # lazy initializations out of the way
-        cache = transformers.DynamicCache(config=hf)
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    if hf.model_type == "minimax":          # MiniMaxLightningAttention(hidden, position_embeddings, mask, cache)
+        from transformers.models.minimax.modeling_minimax import MiniMaxCache
+
+        def run(cache):
+            mixer(x, None, None, cache=cache)
+        new_cache = MiniMaxCache
+    else:
+        def run(cache):
             mixer(x, cache=cache)
+
+        def new_cache():
+            return transformers.DynamicCache(config=hf)
+    with torch.no_grad():
+        run(new_cache())                                                 # lazy initializations out of the way
+        cache = new_cache()
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            run(cache)
     measured = profiler_peak(prof)
     assert measured == recurrent_bytes(spec, batch, seq, BF16) + batch * seq * spec.hidden_size * BF16

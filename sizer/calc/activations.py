@@ -573,8 +573,57 @@ def _mamba2_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int) -> int:
     return caller + scan
 
 
+# Lightning attention (MiniMax; MiniMaxLightningAttention.forward, blocks of `block_size`): silu(qkv)
+# in the compute dtype for the whole prompt; per block, q.k^T and its decayed copy, the intra- and
+# inter-block reads (each block's output kept in a list), the keys decayed, the block's state
+# update beside the old state; the previous block's locals stay referenced until rebound. After the
+# loop the outputs concatenated and reshaped, then the RMSNorm over all heads in float32. Traced with
+# the allocation meter over 5 geometries (heads, head size, block size, batch, contexts within one
+# block and across several): exact to the byte.
+def _lightning_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int) -> int:
+    """One lightning-attention layer's prefill peak above its input (`recurrent_bytes`)."""
+    r = spec.recurrent
+    h, d, block = r.heads, r.head_dim, r.chunk_size
+    inner = h * d
+    state = batch * h * d * d * cb
+    qkv = 3 * batch * q_len * inner * cb
+    n_blocks = -(-q_len // block)
+    last = q_len - (n_blocks - 1) * block
+
+    def sizes(length: int) -> tuple[int, int]:
+        return batch * h * length * length * cb, batch * h * length * d * cb
+
+    def iteration(length: int, previous: int, done: int) -> int:
+        """The peak of one block's iteration after `done` tokens, the previous block `previous` long."""
+        square, rows = sizes(length)
+        old_square, old_rows = sizes(previous)
+        old_state = state if previous else 0
+        live = qkv + done * batch * inner * cb + state + h * cb + old_square + 2 * old_rows + old_state
+        # over more than one sequence, matmul copies its strided [b, h, L, d] operands (q, k, v and their decayed
+        # copies, views of the qkv projection) to fold batch and heads, for the duration of the product
+        copy = rows if batch > 1 else 0
+        top = 0
+        for grow, transient, release in (
+                (square, 2 * copy, old_square), (square, 0, 0), (rows, copy, square + old_rows),   # q.k^T, decayed, intra
+                (rows, 0, 0), (rows, copy, rows + old_rows), (rows, 0, 0),                         # q decayed, inter, output
+                (rows, 0, 0), (state, 2 * copy, rows + old_state), (state, 0, 0), (state, 0, 2 * state)):  # k decayed, update
+            top = max(top, live + grow + transient)
+            live += grow - release
+        return top
+
+    loops = [iteration(block if n_blocks > 1 else last, 0, 0)]
+    if n_blocks > 2:                                   # the last full block (every full block but the first alike)
+        loops.append(iteration(block, block, (n_blocks - 2) * block))
+    if n_blocks > 1:
+        loops.append(iteration(last, block, (n_blocks - 1) * block))
+    square, rows = sizes(last)
+    after = (qkv + batch * q_len * inner * cb + 3 * rows + 2 * state + square + h * cb       # the reshaped output
+             + 2 * batch * q_len * (inner + 1) * FP32_BYTES)                              # the norm in float32
+    return max(max(loops), after)
+
+
 def recurrent_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int, torch_kernels: bool = True) -> int:
-    """The working set of one recurrent layer (Gated DeltaNet, Mamba, Mamba2) above the residual part, as transformers'
+    """The working set of one recurrent layer (Gated DeltaNet, Mamba, Mamba2, lightning) above the residual part, as transformers'
     torch path computes a prefill of `q_len` tokens (0 for a model without one, a decode step, or a
     mixer whose working set is not modelled: those layers count as attention layers). The block
     output the residual part counts is not allocated yet. `torch_kernels=False` (vLLM's own kernels):
@@ -589,6 +638,8 @@ def recurrent_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int, torch_kern
         return _mamba_bytes(spec, batch, q_len, cb) - block_output
     if r.kind == "mamba2" and r.heads and r.chunk_size:
         return _mamba2_bytes(spec, batch, q_len, cb) - block_output
+    if r.kind == "lightning" and r.heads and r.chunk_size:
+        return _lightning_bytes(spec, batch, q_len, cb) - block_output
     return 0
 
 
@@ -598,6 +649,11 @@ RECURRENT_KERNELS = {"gated_deltanet": "flash-linear-attention", "mamba": "mamba
                      "mamba2": "mamba-ssm and causal-conv1d"}
 
 
+def _torch_only(kind: str) -> bool:
+    """MiniMax's lightning attention has no kernel path in transformers: its block loop always runs."""
+    return kind not in RECURRENT_KERNELS
+
+
 def recurrent_notes(spec: ModelSpec) -> list[str]:
     """What a report says about the recurrent layers' activations (`recurrent_bytes`)."""
     r = spec.recurrent
@@ -605,6 +661,8 @@ def recurrent_notes(spec: ModelSpec) -> list[str]:
         return []
     if not recurrent_bytes(spec, 1, 2, 2):
         return [f"the {r.kind} layers' working set is not modelled: counted as attention layers'"]
+    if _torch_only(r.kind):
+        return [f"activations of the {r.kind} layers as transformers computes the prefill (its block loop)"]
     return [f"activations of the {r.kind} layers as transformers' PyTorch path computes the prefill (a chunked "
             f"scan in float32); with {RECURRENT_KERNELS[r.kind]} installed transformers uses their kernels "
             "instead, and this is an upper bound"]
