@@ -330,7 +330,9 @@ def masks_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: boo
 # inverse permutation. Shared experts (DeepSeek) run after the combine, beside the routed output.
 MOE_ROW_FF_COPIES = 4
 MOE_ROW_FF_COPIES_BY_FAMILY = {"gpt_oss": 9}
-MOE_FP32_ROUTING_FAMILIES = frozenset({"deepseek_v2", "deepseek_v3"})
+# float32 routing weights: DeepSeek's and Nemotron-H's routers (float32 logits, NemotronHTopkRouter),
+# MiniMax's softmax in float32 (MiniMaxTopKRouter), none cast back to the compute dtype
+MOE_FP32_ROUTING_FAMILIES = frozenset({"deepseek_v2", "deepseek_v3", "minimax", "nemotron_h"})
 INDEX_BYTES = 8
 
 
