@@ -58,6 +58,13 @@ class RecurrentState:
     conv_channels: int
     conv_kernel: int
     state_values: int
+    # the mixer's geometry, for its working set (sizer.calc.activations.recurrent_bytes); 0: not given
+    heads: int = 0              # Gated DeltaNet value heads; Mamba2 heads
+    key_heads: int = 0          # Gated DeltaNet key heads; Mamba2 groups (of B and C)
+    head_dim: int = 0           # Gated DeltaNet key head size; Mamba2 head size
+    value_head_dim: int = 0     # Gated DeltaNet value head size
+    d_state: int = 0            # Mamba / Mamba2 SSM state size
+    chunk_size: int = 0         # the torch scan's chunk (Mamba2 chunk_size)
 
     @property
     def conv_values(self) -> int:

@@ -36,7 +36,9 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "sizer" / "data" / "models"
 CATALOG = {p.stem: json.loads(p.read_text()) for p in sorted(MODELS_DIR.glob("*.json"))}
 
 # Multimodal wrappers whose language model is a text family of its own.
-TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "gemma3n": "gemma3n_text", "gemma4": "gemma4_text", "mistral3": "mistral", "llama4": "llama4_text", "kimi_k25": "deepseek_v3"}
+TEXT_MODEL_TYPE = {"gemma3": "gemma3_text", "gemma3n": "gemma3n_text", "gemma4": "gemma4_text", "mistral3": "mistral",
+                   "llama4": "llama4_text", "kimi_k25": "deepseek_v3", "qwen3_5": "qwen3_5_text",
+                   "qwen3_5_moe": "qwen3_5_moe_text"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +330,68 @@ HAND_WRITTEN.update({
 })
 
 
+# More hybrids (issue 16): Granite 4, Nemotron-H / Nemotron 3, Qwen3.5 dense and MoE.
+_GRANITE4 = {"model_type": "granitemoehybrid", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "intermediate_size": 128, "shared_intermediate_size": 384,
+             "num_local_experts": 8, "num_experts_per_tok": 2, "mamba_n_heads": 8, "mamba_d_state": 16,
+             "mamba_n_groups": 1, "mamba_d_conv": 4, "mamba_expand": 2, "vocab_size": 512,
+             "layer_types": ["mamba", "mamba", "attention", "mamba"], "position_embedding_type": "nope",
+             "tie_word_embeddings": True}
+_NEMOTRON_H = {"model_type": "nemotron_h", "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2,
+               "head_dim": 64, "intermediate_size": 512, "mamba_num_heads": 8, "mamba_head_dim": 32,
+               "ssm_state_size": 16, "n_groups": 2, "conv_kernel": 4, "n_routed_experts": 8, "num_experts_per_tok": 2,
+               "moe_intermediate_size": 128, "moe_shared_expert_intermediate_size": 192, "vocab_size": 512}
+_QWEN3_5 = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 64, "intermediate_size": 512, "linear_key_head_dim": 32, "linear_value_head_dim": 32,
+            "linear_num_key_heads": 2, "linear_num_value_heads": 4, "vocab_size": 512}
+HAND_WRITTEN.update({
+    # Granite 4.0-H: Mamba2 and attention (NoPE), MoE + shared MLP in every layer, legacy layer names, tied
+    "granitemoehybrid-moe": _GRANITE4,
+    # Granite 4.0-H dense (num_local_experts 0: the shared MLP alone), RoPE, biases, layers_block_type
+    "granitemoehybrid-dense-rope": {**{k: v for k, v in _GRANITE4.items() if k != "layer_types"},
+                                    "num_local_experts": 0, "position_embedding_type": "rope",
+                                    "attention_bias": True, "mamba_proj_bias": True, "mamba_conv_bias": False,
+                                    "layers_block_type": ["attention", "mamba", "mamba", "mamba"],
+                                    "tie_word_embeddings": False},
+    # Nemotron-H (8B/47B): Mamba2 (M), squared-ReLU MLP (-), attention (*) from hybrid_override_pattern
+    "nemotron_h-dense-pattern": {**_NEMOTRON_H, "hybrid_override_pattern": "M-M*-", "num_hidden_layers": 5},
+    # NVIDIA Nemotron 3 (Nano 30B-A3B layout): MoE blocks (E) with a shared expert; explicit block types
+    "nemotron_h-nemotron3-moe": {**_NEMOTRON_H, "layers_block_type": ["linear_attention", "moe", "linear_attention",
+                                                                      "full_attention", "moe"]},
+    # Nemotron 3 Super layout: latent MoE projection (moe_latent_size), tied, conv bias off
+    "nemotron_h-latent-moe": {**_NEMOTRON_H, "hybrid_override_pattern": "ME*E", "num_hidden_layers": 4,
+                              "moe_latent_size": 64, "use_conv_bias": False, "mlp_bias": True,
+                              "tie_word_embeddings": True},
+    # Qwen3.5 (multimodal wrapper, text_config): Gated DeltaNet x 3 then gated attention, dense MLPs
+    "qwen3_5-text-config": {"model_type": "qwen3_5", "tie_word_embeddings": True,
+                            "text_config": {**_QWEN3_5, "model_type": "qwen3_5_text"},
+                            "vision_config": {"model_type": "qwen3_5_vision"}},
+    # Qwen3.5 MoE: every layer a sparse MoE block with a gated shared expert; explicit layer_types
+    "qwen3_5_moe-text-config": {"model_type": "qwen3_5_moe", "tie_word_embeddings": False,
+                                "text_config": {**_QWEN3_5, "model_type": "qwen3_5_moe_text", "num_experts": 8,
+                                                "num_experts_per_tok": 2, "moe_intermediate_size": 128,
+                                                "shared_expert_intermediate_size": 256, "linear_conv_kernel_dim": 3,
+                                                "layer_types": ["linear_attention", "full_attention",
+                                                                "linear_attention", "full_attention"]},
+                                "vision_config": {"model_type": "qwen3_5_moe_vision", "depth": 2, "hidden_size": 64,
+                                                  "intermediate_size": 160, "num_heads": 4, "patch_size": 8,
+                                                  "temporal_patch_size": 1, "spatial_merge_size": 2,
+                                                  "out_hidden_size": 256, "num_position_embeddings": 64}},
+    # MiniMax-Text-01 layout: lightning attention on 3 of 4 layers (layer_types), softmax attention on the 4th
+    "minimax-layer-types": {"model_type": "minimax", "hidden_size": 256, "num_hidden_layers": 4,
+                            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+                            "intermediate_size": 128, "num_local_experts": 8, "num_experts_per_tok": 2,
+                            "block_size": 32, "vocab_size": 512,
+                            "layer_types": ["linear_attention", "linear_attention", "linear_attention",
+                                            "full_attention"]},
+    # the class default (alternating, softmax first), tied embeddings
+    "minimax-default-alternating": {"model_type": "minimax", "hidden_size": 256, "num_hidden_layers": 4,
+                                    "num_attention_heads": 8, "num_key_value_heads": 8, "intermediate_size": 128,
+                                    "num_local_experts": 4, "num_experts_per_tok": 1, "vocab_size": 512,
+                                    "tie_word_embeddings": True},
+})
+
+
 # 2025-2026 families (issue 16): small configs of each layout.
 _LLAMA4_TEXT = {"model_type": "llama4_text", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
                 "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 128, "intermediate_size_mlp": 512,
@@ -497,7 +561,8 @@ HAND_WRITTEN.update({
 # Multimodal configs whose vision tower sizer counts (sizer.families.vision): the named parts equal
 # the parameters under those module names of the transformers ...ForConditionalGeneration.
 VISION_CASES = sorted(k for k, v in HAND_WRITTEN.items() if isinstance(v.get("vision_config"), dict)
-                      and v["vision_config"].get("model_type") in ("llama4_vision_model", "pixtral"))
+                      and v["vision_config"].get("model_type") in ("llama4_vision_model", "pixtral", "qwen3_5_vision",
+                                                                   "qwen3_5_moe_vision"))
 
 # sizer and transformers disagree here; the lead decides which is right (see the reasons).
 LAYER_TYPE_DISAGREEMENTS: dict[str, str] = {}
@@ -859,7 +924,10 @@ def test_eager_only_families_are_those_without_an_sdpa_path():
 # ---------------------------------------------------------------------------------------------
 # Recurrent state: what transformers' cache holds after a forward of the hybrid families
 
-STATE_CASES = ("qwen3_next", "qwen3_next-dense-layer", "jamba", "falcon_h1")
+STATE_CASES = ("qwen3_next", "qwen3_next-dense-layer", "jamba", "falcon_h1", "granitemoehybrid-moe",
+               "granitemoehybrid-dense-rope", "nemotron_h-dense-pattern", "nemotron_h-nemotron3-moe",
+               "nemotron_h-latent-moe", "qwen3_5-text-config", "qwen3_5_moe-text-config", "minimax-layer-types",
+               "minimax-default-alternating")
 
 
 def expected_state(config) -> tuple[int, int, int]:
@@ -868,7 +936,7 @@ def expected_state(config) -> tuple[int, int, int]:
     llama.cpp's n_embd_r) and the SSM / delta-rule state shape of each mixer."""
     types, _ = hf_layer_types(config)
     n = sum(1 for t in types if t in ("linear_attention", "hybrid"))
-    if config.model_type == "qwen3_next":
+    if config.model_type in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text"):
         key, value = config.linear_num_key_heads * config.linear_key_head_dim, \
             config.linear_num_value_heads * config.linear_value_head_dim
         channels, kernel = 2 * key + value, config.linear_conv_kernel_dim
@@ -876,6 +944,17 @@ def expected_state(config) -> tuple[int, int, int]:
     elif config.model_type == "jamba":
         d_inner = config.mamba_expand * config.hidden_size
         channels, kernel, state = d_inner, config.mamba_d_conv, d_inner * config.mamba_d_state
+    elif config.model_type == "granitemoehybrid":
+        d_inner = config.mamba_expand * config.hidden_size
+        channels = d_inner + 2 * config.mamba_n_groups * config.mamba_d_state
+        kernel, state = config.mamba_d_conv, config.mamba_n_heads * config.mamba_d_head * config.mamba_d_state
+    elif config.model_type == "nemotron_h":
+        d_inner = config.mamba_num_heads * config.mamba_head_dim
+        channels = d_inner + 2 * config.n_groups * config.ssm_state_size
+        kernel, state = config.conv_kernel, d_inner * config.ssm_state_size
+    elif config.model_type == "minimax":     # lightning attention: no conv, [heads, head_dim, head_dim]
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        channels, kernel, state = 0, 1, config.num_attention_heads * head_dim * head_dim
     else:   # falcon_h1
         channels = config.mamba_d_ssm + 2 * config.mamba_n_groups * config.mamba_d_state
         kernel, state = config.mamba_d_conv, config.mamba_d_ssm * config.mamba_d_state
@@ -885,7 +964,8 @@ def expected_state(config) -> tuple[int, int, int]:
 @pytest.mark.parametrize("case", STATE_CASES)
 def test_state_against_a_forward(case):
     """KV and state bytes of a hybrid model's cache after one bf16 forward on CPU: keys/values only in
-    the attention layers; conv_states (batch, channels, kernel) in bf16 and recurrent_states in fp32
+    the attention layers; conv_states (batch, channels, kernel) in bf16 and recurrent_states in fp32 (MiniMax's
+    lightning states in bf16, in MiniMaxCache.linear_cache)
     in the recurrent layers, the same whatever the prompt length."""
     config = HAND_WRITTEN[case]
     spec = spec_from_config(copy.deepcopy(config), case, case)
@@ -904,6 +984,9 @@ def test_state_against_a_forward(case):
                 for t in (getattr(layer, attr, None) or {}).values():
                     if isinstance(t, torch.Tensor):
                         state += t.numel() * t.element_size()
+        for t in getattr(cache, "linear_cache", []):        # MiniMaxCache keeps the lightning states apart
+            if isinstance(t, torch.Tensor):
+                state += t.numel() * t.element_size()
         assert kv == transformers_kv_cache_bytes(spec, "bf16", seq, BATCH)
         assert kv == kv_cache_bytes(spec, "bf16", seq, BATCH)           # no windows: both layouts agree
         measured[seq] = state
@@ -911,3 +994,53 @@ def test_state_against_a_forward(case):
     n, conv, recurrent = expected_state(hf)
     assert state_bytes_per_sequence(spec, BF16) == n * (conv + recurrent) * BF16
     assert spec.n_kv_layers == sum(1 for t in hf_layer_types(hf)[0] if t in ("full_attention", "hybrid"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurrent layers' working set: one mixer's prefill on CPU, read with sizer's allocation meter
+
+MIXER_CASES = {   # case -> the decoder layer's attribute holding its recurrent mixer
+    "qwen3_next": "linear_attn", "qwen3_next-dense-layer": "linear_attn", "qwen3_5-text-config": "linear_attn",
+    "qwen3_5_moe-text-config": "linear_attn", "jamba": "mamba", "granitemoehybrid-moe": "mamba",
+    "nemotron_h-latent-moe": "mixer", "falcon_h1": "mamba", "minimax-layer-types": "self_attn"}
+
+
+@pytest.mark.parametrize("case", sorted(MIXER_CASES))
+@pytest.mark.parametrize("batch, seq", [(1, 64), (2, 100)])
+def test_recurrent_working_set_against_the_meter(case, batch, seq):
+    """The peak bytes one recurrent mixer allocates over a bf16 prefill through transformers' torch path
+    (its input allocated before; its output, the cache's state and every temporary counted) equal
+    `recurrent_bytes` plus the block output it counts against the residual part, to the byte."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from sizer.calc.activations import recurrent_bytes
+    from sizer.measure.meter import profiler_peak
+
+    config = HAND_WRITTEN[case]
+    spec = spec_from_config(copy.deepcopy(config), case, case)
+    hf = hf_config(config)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(hf, dtype=torch.bfloat16).eval()
+    layer = next(x for x in model.model.layers if getattr(x, MIXER_CASES[case], None) is not None
+                 and getattr(x, "block_type", "linear_attention") == "linear_attention")
+    mixer = getattr(layer, MIXER_CASES[case])
+    x = torch.randn(batch, seq, hf.hidden_size, dtype=torch.bfloat16)
+    if hf.model_type == "minimax":          # MiniMaxLightningAttention(hidden, position_embeddings, mask, cache)
+        from transformers.models.minimax.modeling_minimax import MiniMaxCache
+
+        def run(cache):
+            mixer(x, None, None, cache=cache)
+        new_cache = MiniMaxCache
+    else:
+        def run(cache):
+            mixer(x, cache=cache)
+
+        def new_cache():
+            return transformers.DynamicCache(config=hf)
+    with torch.no_grad():
+        run(new_cache())                                                 # lazy initializations out of the way
+        cache = new_cache()
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            run(cache)
+    measured = profiler_peak(prof)
+    assert measured == recurrent_bytes(spec, batch, seq, BF16) + batch * seq * spec.hidden_size * BF16

@@ -187,3 +187,49 @@ def test_kv_geometry_per_layer_kind():
     assert s.kv_bytes(4096, 1) == 4096 * 9 * full // 4 + 129 * 39 * sliding // 4
     s8 = build_stages(spec, get_precision("bf16"), Placement(8, 1), "bf16")[0]   # 4 KV heads replicated past TP 4
     assert s8.kv_full_bytes_per_token == 9 * (192 + 128) * 2 and s8.kv_window_bytes_per_token == ((129, 39 * sliding // 8),)
+
+
+QWEN3_NEXT_SMALL = {
+    "model_type": "qwen3_next", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 512, "moe_intermediate_size": 128,
+    "shared_expert_intermediate_size": 256, "num_experts": 8, "num_experts_per_tok": 2, "linear_key_head_dim": 32,
+    "linear_value_head_dim": 32, "linear_num_key_heads": 2, "linear_num_value_heads": 4, "vocab_size": 512}
+
+
+def test_recurrent_layers_working_set_in_the_activations():
+    """A prefill's token-mixer moment is the larger of the attention layers' and the recurrent layers'
+    (transformers' torch scan, exact against the allocation meter in test_against_transformers.py);
+    a decode step and vLLM's own kernels keep the attention moment; a mixer without geometry counts
+    as attention and says so."""
+    from sizer.calc.activations import attention_bytes, recurrent_bytes, step_peak
+    from sizer.families import spec_from_config
+
+    spec = spec_from_config(dict(QWEN3_NEXT_SMALL), "q3n-small", "q3n-small")
+    assert spec.recurrent.heads == 4 and spec.recurrent.key_heads == 2 and spec.recurrent.value_head_dim == 32
+    prefill = step_peak(spec, 2, 4096, 4096, False, 1, 2)
+    scan = recurrent_bytes(spec, 2, 4096, 2)
+    assert prefill["attention"] == scan > attention_bytes(spec, 2, 4096, 4096, False, 2)
+    # within one chunk of 64 the float32 scan keeps its padded size: only the per-token projections grow
+    # (in_proj_qkvz 384, in_proj_ba 8, the re-ordered v, z, b, a 136, the conv output 256; beta and g; less the
+    # block output), two sequences of 63 tokens more
+    assert scan - recurrent_bytes(spec, 2, 4096 - 63, 2) == 2 * 63 * ((384 + 8 + 136 + 256) * 2 + 4 * (2 + 4) - 256 * 2)
+    decode = step_peak(spec, 2, 1, 4096, False, 1, 2)
+    assert decode["attention"] == attention_bytes(spec, 2, 1, 4096, False, 2)
+    vllm = step_peak(spec, 1, 8192, 8192, False, 1, 2, torch_sdpa=False)
+    assert vllm["attention"] == attention_bytes(spec, 1, 8192, 8192, False, 2, torch_sdpa=False)
+    notes = estimate(spec, context_length=4096, batch_size=2).details["notes"]
+    assert any("PyTorch path" in n and "flash-linear-attention" in n and "upper bound" in n for n in notes)
+    # a recurrent state without the mixer's geometry: its layers count as attention layers, said in a note
+    bare = hybrid_llama()
+    assert recurrent_bytes(bare, 1, 4096, 2) == 0
+    assert step_peak(bare, 1, 4096, 4096, False, 1, 2)["attention"] == attention_bytes(bare, 1, 4096, 4096, False, 2)
+    assert any("not modelled" in n for n in estimate(bare, context_length=4096).details["notes"])
+
+
+def test_tensor_parallel_ranks_split_the_mixer_heads():
+    from sizer.families import spec_from_config
+
+    spec = spec_from_config(dict(QWEN3_NEXT_SMALL), "q3n-small", "q3n-small")
+    r1, r2 = _stage(spec).rank_spec.recurrent, _stage(spec, 2).rank_spec.recurrent
+    assert (r2.heads, r2.key_heads, r2.head_dim, r2.value_head_dim) == (2, 1, 32, 32)
+    assert r2.conv_channels * 2 == r1.conv_channels and r2.state_values * 2 == r1.state_values

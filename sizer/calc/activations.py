@@ -330,7 +330,9 @@ def masks_bytes(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: boo
 # inverse permutation. Shared experts (DeepSeek) run after the combine, beside the routed output.
 MOE_ROW_FF_COPIES = 4
 MOE_ROW_FF_COPIES_BY_FAMILY = {"gpt_oss": 9}
-MOE_FP32_ROUTING_FAMILIES = frozenset({"deepseek_v2", "deepseek_v3"})
+# float32 routing weights: DeepSeek's and Nemotron-H's routers (float32 logits, NemotronHTopkRouter),
+# MiniMax's softmax in float32 (MiniMaxTopKRouter), none cast back to the compute dtype
+MOE_FP32_ROUTING_FAMILIES = frozenset({"deepseek_v2", "deepseek_v3", "minimax", "nemotron_h"})
 INDEX_BYTES = 8
 
 
@@ -487,6 +489,187 @@ def logits_bytes(spec: ModelSpec, batch: int, positions: int, cb: int) -> int:
     return batch * positions * spec.vocab_size * FP32_BYTES
 
 
+# Recurrent mixers at prefill, as transformers runs them without the optional kernels (flash-linear-
+# attention, causal-conv1d, mamba-ssm): the torch paths, the same composite code on every device.
+# Gated DeltaNet (modeling_qwen3_next / modeling_qwen3_5, Qwen3NextGatedDeltaNet.forward and
+# torch_chunk_gated_delta_rule, chunk_size 64): the projections and the conv output in the compute
+# dtype beside float32 copies of q, k (repeated to the value heads) and v padded to whole chunks, k and
+# v scaled by beta, the decayed keys, the triangular solves' two outputs and the output buffer (5 per
+# key and 4 per value dimension and padded token per value head), three [chunk x chunk] matrices per
+# chunk (the pairwise decays, the UT system, the intra-chunk attention), beta, the decay and its
+# cumulative sum in float32, the mask and the state; then the largest of the scan's moments (see
+# `_gated_deltanet_bytes`). Traced with the allocation meter on one mixer over 15 geometries (key /
+# value heads and sizes, kernel, batch, contexts on and off the chunk grid): exact to the byte.
+GDN_CHUNK = 64                        # torch_chunk_gated_delta_rule's chunk_size
+FUSED_QKVZ_FAMILIES = frozenset({"qwen3_next"})   # in_proj_qkvz / in_proj_ba, re-ordered by head group
+
+
+def _gated_deltanet_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int) -> int:
+    """One Gated DeltaNet layer's prefill peak above its input (`recurrent_bytes`)."""
+    r = spec.recurrent
+    nv, nk, dk, dv = r.heads, r.key_heads, r.head_dim, r.value_head_dim
+    key, value, tokens = nk * dk, nv * dv, batch * q_len
+    c = GDN_CHUNK
+    padded = -(-q_len // c) * c
+    chunks = padded // c
+    if spec.family in FUSED_QKVZ_FAMILIES:
+        # in_proj_qkvz and in_proj_ba stay referenced; the re-ordering copies v, z, b and a (when key and value
+        # heads differ) and q and k (freed after the conv), and concatenates q, k and v for the conv
+        projections = 2 * key + 2 * value + 2 * nv + ((value + 2 * nv) if nk != nv else 0)
+    else:
+        projections = value + 2 * nv          # Qwen3.5: z, b and a (in_proj_qkv's output is freed by the conv)
+    caller = (tokens * (projections + r.conv_channels) * cb          # ... and the conv's output (q, k, v views)
+              + tokens * nv * (cb + FP32_BYTES)                        # beta and the decay g
+              + batch * r.conv_channels * r.conv_kernel * cb)          # the conv state the cache takes
+    state = batch * nv * dk * dv * FP32_BYTES
+    per_padded = batch * nv * padded * FP32_BYTES
+    scan = per_padded * (5 * dk + 4 * dv + 3 * c + 3) + state + c * c + batch * nv * chunks * FP32_BYTES
+    piece = batch * nv * c * dv * FP32_BYTES                            # one chunk's [chunk, dv] product
+    moments = (4 * piece,                                                # v_new, the inter- and intra-chunk reads
+               2 * piece + 3 * state,                                    # the state update
+               2 * piece + per_padded * dv,                              # the output's reshape copy
+               per_padded * (dk + 1) - batch * nv * chunks * FP32_BYTES)  # q / k decayed, before chunk_decay
+    return caller + scan + max(moments)
+
+
+# Mamba (Jamba's JambaMambaMixer.forward, mamba_scan_forward and mamba_selective_scan, the sequential
+# loop): in_proj's output (x and the gate), the conv output and the conv state, B and C normed, dt
+# from dt_proj and softplus(dt + bias) in the compute dtype, A and the bias in float32; then the
+# discretized A, B and B x u materialized over [b, d_inner, T, d_state] in float32, the last state in
+# float32 and the per-step outputs (kept in a list, then stacked); at the peak the float32 skip term
+# hidden x D, the output's float32 copy and their sum. Traced with the allocation meter on one mixer
+# over 5 geometries (d_state, expand, kernel, dt_rank, batch, contexts): exact to the byte.
+def _mamba_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int) -> int:
+    """One Mamba layer's prefill peak above its input (`recurrent_bytes`)."""
+    r = spec.recurrent
+    d, n = r.conv_channels, r.d_state
+    per_channel = batch * d * q_len
+    caller = (5 * per_channel * cb + batch * d * r.conv_kernel * cb + 2 * batch * q_len * n * cb
+              + d * n * FP32_BYTES + 2 * d * FP32_BYTES)
+    return caller + 3 * per_channel * n * FP32_BYTES + batch * d * n * FP32_BYTES + per_channel * (2 * cb + 3 * FP32_BYTES)
+
+
+# Mamba2 (GraniteMoeHybridMambaLayer, NemotronHMamba2Mixer, FalconH1Mixer: forward, mamba2_scan_forward
+# and mamba2_chunk_scan, the same torch code): in_proj's output, the conv output and state and dt in
+# the compute dtype; then, over the sequence padded to whole chunks, x in float32 (scaled by dt), the
+# D skip term, B and C repeated to every head and B decayed, A and its cumulative sums, three
+# [chunk x chunk] matrices per chunk and head (the segment-sum decays L, C.B and their product), the
+# per-chunk states (with the initial one) and at the peak the diagonal and off-diagonal outputs, the
+# inter-chunk read, their sum and its contiguous copy. Traced with the allocation meter on Granite 4,
+# Nemotron-H and Falcon-H1 mixers over 9 geometries (heads, groups, state, chunk, batch, contexts on
+# and off the chunk grid): exact to the byte.
+def _mamba2_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int) -> int:
+    """One Mamba2 layer's prefill peak above its input (`recurrent_bytes`)."""
+    r = spec.recurrent
+    h, p, n, c = r.heads, r.head_dim, r.d_state, r.chunk_size
+    d, conv = h * p, r.conv_channels
+    padded = -(-q_len // c) * c
+    chunks = padded // c
+    caller = (batch * q_len * (d + 2 * conv + 2 * h) * cb          # in_proj's output, the conv's output, dt
+              + batch * conv * r.conv_kernel * cb + 2 * h * FP32_BYTES)   # the conv state; A (twice)
+    x = batch * padded * h * p * FP32_BYTES
+    bc = batch * padded * h * n * FP32_BYTES
+    square = batch * h * padded * c * FP32_BYTES
+    scan = (7 * x + 3 * bc + 3 * square + batch * (chunks + 2) * h * p * n * FP32_BYTES
+            + 4 * batch * h * padded * FP32_BYTES + batch * h * (chunks + 1) ** 2 * FP32_BYTES)
+    return caller + scan
+
+
+# Lightning attention (MiniMax; MiniMaxLightningAttention.forward, blocks of `block_size`): silu(qkv)
+# in the compute dtype for the whole prompt; per block, q.k^T and its decayed copy, the intra- and
+# inter-block reads (each block's output kept in a list), the keys decayed, the block's state
+# update beside the old state; the previous block's locals stay referenced until rebound. After the
+# loop the outputs concatenated and reshaped, then the RMSNorm over all heads in float32. Traced with
+# the allocation meter over 5 geometries (heads, head size, block size, batch, contexts within one
+# block and across several): exact to the byte.
+def _lightning_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int) -> int:
+    """One lightning-attention layer's prefill peak above its input (`recurrent_bytes`)."""
+    r = spec.recurrent
+    h, d, block = r.heads, r.head_dim, r.chunk_size
+    inner = h * d
+    state = batch * h * d * d * cb
+    qkv = 3 * batch * q_len * inner * cb
+    n_blocks = -(-q_len // block)
+    last = q_len - (n_blocks - 1) * block
+
+    def sizes(length: int) -> tuple[int, int]:
+        return batch * h * length * length * cb, batch * h * length * d * cb
+
+    def iteration(length: int, previous: int, done: int) -> int:
+        """The peak of one block's iteration after `done` tokens, the previous block `previous` long."""
+        square, rows = sizes(length)
+        old_square, old_rows = sizes(previous)
+        old_state = state if previous else 0
+        live = qkv + done * batch * inner * cb + state + h * cb + old_square + 2 * old_rows + old_state
+        # over more than one sequence, matmul copies its strided [b, h, L, d] operands (q, k, v and their decayed
+        # copies, views of the qkv projection) to fold batch and heads, for the duration of the product
+        copy = rows if batch > 1 else 0
+        top = 0
+        for grow, transient, release in (
+                (square, 2 * copy, old_square), (square, 0, 0), (rows, copy, square + old_rows),   # q.k^T, decayed, intra
+                (rows, 0, 0), (rows, copy, rows + old_rows), (rows, 0, 0),                         # q decayed, inter, output
+                (rows, 0, 0), (state, 2 * copy, rows + old_state), (state, 0, 0), (state, 0, 2 * state)):  # k decayed, update
+            top = max(top, live + grow + transient)
+            live += grow - release
+        return top
+
+    loops = [iteration(block if n_blocks > 1 else last, 0, 0)]
+    if n_blocks > 2:                                   # the last full block (every full block but the first alike)
+        loops.append(iteration(block, block, (n_blocks - 2) * block))
+    if n_blocks > 1:
+        loops.append(iteration(last, block, (n_blocks - 1) * block))
+    square, rows = sizes(last)
+    after = (qkv + batch * q_len * inner * cb + 3 * rows + 2 * state + square + h * cb       # the reshaped output
+             + 2 * batch * q_len * (inner + 1) * FP32_BYTES)                              # the norm in float32
+    return max(max(loops), after)
+
+
+def recurrent_bytes(spec: ModelSpec, batch: int, q_len: int, cb: int, torch_kernels: bool = True) -> int:
+    """The working set of one recurrent layer (Gated DeltaNet, Mamba, Mamba2, lightning) above the residual part, as transformers'
+    torch path computes a prefill of `q_len` tokens (0 for a model without one, a decode step, or a
+    mixer whose working set is not modelled: those layers count as attention layers). The block
+    output the residual part counts is not allocated yet. `torch_kernels=False` (vLLM's own kernels):
+    not modelled (0)."""
+    r = spec.recurrent
+    if r is None or not spec.n_state_layers or q_len <= 1 or not torch_kernels:
+        return 0
+    block_output = batch * q_len * spec.hidden_size * cb
+    if r.kind == "gated_deltanet" and r.heads:
+        return _gated_deltanet_bytes(spec, batch, q_len, cb) - block_output
+    if r.kind == "mamba" and r.d_state:
+        return _mamba_bytes(spec, batch, q_len, cb) - block_output
+    if r.kind == "mamba2" and r.heads and r.chunk_size:
+        return _mamba2_bytes(spec, batch, q_len, cb) - block_output
+    if r.kind == "lightning" and r.heads and r.chunk_size:
+        return _lightning_bytes(spec, batch, q_len, cb) - block_output
+    return 0
+
+
+# The optional kernels transformers uses instead of those torch paths when they are installed
+# ("falling back to its reference PyTorch implementation" otherwise), by mixer kind.
+RECURRENT_KERNELS = {"gated_deltanet": "flash-linear-attention", "mamba": "mamba-ssm and causal-conv1d",
+                     "mamba2": "mamba-ssm and causal-conv1d"}
+
+
+def _torch_only(kind: str) -> bool:
+    """MiniMax's lightning attention has no kernel path in transformers: its block loop always runs."""
+    return kind not in RECURRENT_KERNELS
+
+
+def recurrent_notes(spec: ModelSpec) -> list[str]:
+    """What a report says about the recurrent layers' activations (`recurrent_bytes`)."""
+    r = spec.recurrent
+    if r is None or not spec.n_state_layers:
+        return []
+    if not recurrent_bytes(spec, 1, 2, 2):
+        return [f"the {r.kind} layers' working set is not modelled: counted as attention layers'"]
+    if _torch_only(r.kind):
+        return [f"activations of the {r.kind} layers as transformers computes the prefill (its block loop)"]
+    return [f"activations of the {r.kind} layers as transformers' PyTorch path computes the prefill (a chunked "
+            f"scan in float32); with {RECURRENT_KERNELS[r.kind]} installed transformers uses their kernels "
+            "instead, and this is an upper bound"]
+
+
 def step_peak(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool, logit_positions: int,
               cb: int, residual_copies: int | None = None, int8_mlp: bool = False,
               torch_sdpa: bool = True, kernels: str = "cuda", bnb_dequantized: str | None = None) -> dict[str, int]:
@@ -501,6 +684,7 @@ def step_peak(spec: ModelSpec, batch: int, q_len: int, kv_len: int, eager: bool,
     attention = attention_bytes(spec, batch, q_len, kv_len, eager, cb, torch_sdpa, kernels)
     if bnb_dequantized:
         attention = max(attention, bnb_attention_projection_bytes(spec, tokens, cb, bnb_dequantized))
+    attention = max(attention, recurrent_bytes(spec, batch, q_len, cb, torch_sdpa))   # the token mixers' moment
     return {
         "residual": copies * tokens * spec.hidden_size * cb,
         "positions": positions_bytes(spec, batch, q_len, kv_len, cb),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sizer.calc.activations import activation_peaks, attention_notes, transformers_attention
+from sizer.calc.activations import activation_peaks, attention_notes, recurrent_notes, transformers_attention
 from sizer.calc.kv import (kv_cache_bytes, kv_cache_bytes_per_token, kv_dtype_bytes, kv_layer_bytes_per_token,
                            state_bytes_per_layer, state_bytes_per_sequence, window_of)
 from sizer.calc.transformers_releases import NEWEST, spec_for_release
@@ -130,7 +130,8 @@ def estimate(model: ModelSpec | str, precision: str | None = None, kv_dtype: str
         "sliding_window": spec.sliding_window,
         "sliding_layers": spec.n_sliding_layers,
         "model_max_context_length": spec.max_context_length,
-        "notes": list(spec.notes) + ([long_note] if long_note else []) + attention_notes(spec, attention) + precision_notes(spec, [label]),
+        "notes": (list(spec.notes) + ([long_note] if long_note else []) + attention_notes(spec, attention)
+                  + recurrent_notes(spec) + precision_notes(spec, [label])),
         "calibration": cal.source,
     }
     return Estimate(model=spec.name, family=spec.family, params=spec.params, active_params=spec.active_params,

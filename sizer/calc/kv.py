@@ -161,7 +161,10 @@ def transformers_state_bytes(spec: ModelSpec, compute_bytes: int, batch_size: in
     r = spec.recurrent
     if r is None:
         return 0
-    per_layer = r.conv_channels * r.conv_kernel * compute_bytes + r.state_values * TRANSFORMERS_RECURRENT_STATE_BYTES
+    # MiniMax's lightning attention keeps its [heads, head_dim, head_dim] state in the dtype of its values
+    # (MiniMaxLightningAttention.forward, MiniMaxCache.linear_cache)
+    recurrent = compute_bytes if r.kind == "lightning" else TRANSFORMERS_RECURRENT_STATE_BYTES
+    per_layer = r.conv_channels * r.conv_kernel * compute_bytes + r.state_values * recurrent
     return batch_size * spec.n_state_layers * per_layer
 
 

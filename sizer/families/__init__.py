@@ -21,7 +21,8 @@ from sizer.families.falcon import falcon
 from sizer.families.gemma3n import gemma3n_text, gemma4_text
 from sizer.families.generic import generic_spec_from_config
 from sizer.families.glm import glm4_moe
-from sizer.families.hybrid import falcon_h1, jamba, qwen3_next
+from sizer.families.hybrid import (falcon_h1, granitemoehybrid, jamba, minimax, nemotron_h, qwen3_5, qwen3_5_moe,
+                                   qwen3_next)
 from sizer.families.llama import llama_like
 from sizer.families.llama4 import llama4
 from sizer.families.mimo import mimo_v2_flash
@@ -64,6 +65,13 @@ FAMILIES: dict[str, Callable[[ConfigView, str], ModelSpec]] = {
     "gemma3n": gemma3n_text,
     "gemma4_text": gemma4_text,
     "gemma4": gemma4_text,
+    "granitemoehybrid": granitemoehybrid,
+    "nemotron_h": nemotron_h,
+    "minimax": minimax,
+    "qwen3_5": qwen3_5,
+    "qwen3_5_text": qwen3_5,
+    "qwen3_5_moe": qwen3_5_moe,
+    "qwen3_5_moe_text": qwen3_5_moe,
 }
 
 

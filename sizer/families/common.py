@@ -114,6 +114,7 @@ KEEP_FP32 = {
     "glm_moe_dsa": lambda t: t.component == "router",                       # non-strict, float16 loads only)
     "mimo_v2_flash": lambda t: t.component == "router",                     # mlp.gate.weight
     "ernie4_5_moe": lambda t: t.component == "router",                      # gate.weight, e_score_correction_bias
+    "nemotron_h": lambda t: t.component == "router",                        # mixer.gate.weight (created float32)
 }
 
 

@@ -62,10 +62,35 @@ def _pixtral(c: ConfigView, v: dict) -> dict[str, int]:
     return {"vision_tower": vision, "multi_modal_projector": projector}
 
 
+def _qwen3_5_vision(c: ConfigView, v: dict) -> dict[str, int]:
+    """Qwen3_5VisionModel / Qwen3_5MoeVisionModel (visual): a Conv3d patch embedding, learned positions,
+    `depth` ViT blocks (LayerNorms, fused qkv and proj with biases, a biased GELU MLP) and the patch
+    merger (a LayerNorm, then two biased Linears over spatial_merge_size^2 patches into the text model)."""
+    get = lambda key, default: v.get(key, default) if v.get(key) is not None else default   # noqa: E731
+    hidden = get("hidden_size", 1152)
+    depth = get("depth", get("num_hidden_layers", 27))
+    d_ff = get("intermediate_size", 4304)
+    channels = get("in_channels", 3)
+    patch, temporal = get("patch_size", 16), get("temporal_patch_size", 2)
+    merged = hidden * get("spatial_merge_size", 2) ** 2
+    out = get("out_hidden_size", 3584)
+    per_block = (2 * 2 * hidden                                   # norm1, norm2 (LayerNorm)
+                 + 3 * hidden * hidden + 3 * hidden               # attn.qkv with bias
+                 + hidden * hidden + hidden                       # attn.proj with bias
+                 + 2 * hidden * d_ff + d_ff + hidden)             # mlp.linear_fc1, linear_fc2 with biases
+    visual = (channels * temporal * patch * patch * hidden + hidden          # patch_embed.proj (Conv3d, bias)
+              + get("num_position_embeddings", 2304) * hidden                # pos_embed
+              + depth * per_block
+              + 2 * hidden + merged * merged + merged + out * merged + out)  # merger: norm, linear_fc1, linear_fc2
+    return {"visual": visual}
+
+
 # vision_config model_type (or the wrapper's) -> its counter
 TOWERS: dict[str, Callable[[ConfigView, dict], dict[str, int]]] = {
     "llama4_vision_model": _llama4_vision,
     "pixtral": _pixtral,
+    "qwen3_5_vision": _qwen3_5_vision,
+    "qwen3_5_moe_vision": _qwen3_5_vision,
 }
 
 

@@ -66,9 +66,14 @@ def _decode_bytes(spec: ModelSpec, precision: str, context_length: int, batch_si
     from sizer.calc.activations import decode_peak_bytes
     from sizer.calc.kv import transformers_decode_cache
 
+    from sizer.calc.kv import transformers_state_bytes
+
     fmt = get_precision(precision)
     decode = decode_peak_bytes(spec, batch_size, context_length, fmt.compute_bytes, _eager(spec, attention), kv_dtype,
                                device, bnb_int8_mlp(spec, fmt.name), bnb_dequantized(precision, kernel))
+    # the recurrent layers' state, every layer's, alive through the step (their own temporaries, a few copies
+    # of one layer's state, are not modelled)
+    decode += transformers_state_bytes(spec, fmt.compute_bytes, batch_size)
     if is_gptq(precision) and kernel != "int4":
         from sizer.quantize.plan import gptq_reference_workspace_bytes
 

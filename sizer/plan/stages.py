@@ -15,7 +15,7 @@ from math import ceil
 from sizer.calc.kv import (INDEXER_AT_KV_DTYPE, LLAMACPP_STATE_BYTES, kv_layer_bytes_per_token, state_bytes_per_layer,
                            transformers_state_bytes, window_of)
 from sizer.plan.placement import Placement, kv_heads_per_rank, stage_layers
-from sizer.spec import EMBEDDING, KV_KINDS, NORM, OTHER, STATE_KINDS, KVGeometry, ModelSpec, RecurrentState, TensorSpec
+from sizer.spec import EMBEDDING, KV_KINDS, NORM, OTHER, STATE_KINDS, KVGeometry, ModelSpec, TensorSpec
 
 # Components whose tensors tensor parallelism splits (column/row-parallel Linear, vocab-parallel
 # embedding and lm_head). Norms, routers and other small tensors are replicated.
@@ -112,7 +112,8 @@ def _rank_spec(spec: ModelSpec, tp: int) -> ModelSpec:
     r = spec.recurrent
     # the recurrent mixers shard their heads / channels over the TP ranks (vLLM's
     # MambaStateShapeCalculator divides conv_dim and the heads by tp_world_size)
-    shard = r and RecurrentState(r.kind, ceil(r.conv_channels / tp), r.conv_kernel, ceil(r.state_values / tp))
+    shard = r and replace(r, conv_channels=ceil(r.conv_channels / tp), state_values=ceil(r.state_values / tp),
+                          heads=ceil(r.heads / tp), key_heads=ceil(r.key_heads / tp))
     # layer kinds with KV heads of their own split them alike (at least one per GPU)
     kinds = tuple((kind, KVGeometry(max(1, g.n_kv_heads // tp), g.head_dim, g.v_head_dim))
                   for kind, g in spec.kv_geometry_by_kind)
