@@ -74,7 +74,8 @@ PRECISIONS = ["bf16", "fp32", "fp8", "int8", "nf4", "nf4-dq", "gptq-4bit-g128", 
 def test_components_sum_to_total(model, precision, kv, ctx, batch, attention, logits):
     e = estimate(model, precision, kv, ctx, batch, attention, logits, allow_long_context=True)
     assert sum(e.breakdown.values()) == e.total_bytes
-    assert sum(e.memory[k] for k in ("weights", "kv_cache", "activations", "overhead")) == e.memory["total"]
+    assert sum(e.memory[k] for k in ("weights", "kv_cache", "state", "activations", "overhead")) == e.memory["total"]
+    assert set(e.memory) == {"weights", "kv_cache", "state", "activations", "overhead", "total"}
     assert sum(v for k, v in e.breakdown.items() if k.startswith("weights/")) == e.weights_bytes
     assert all(isinstance(v, int) and v >= 0 for v in e.breakdown.values())
 
