@@ -132,20 +132,7 @@ def gemma4_text(c: ConfigView, name: str) -> ModelSpec:
     if n_shared >= n_layers:
         raise UnsupportedModelError(f"{c.origin}: every layer shares another's KV cache")
     types = shared_kv_layer_types(c, tuple(attention), n_shared)
-    # per-layer (head_dim, KV heads): the config's per_layer_config, else the full layers' defaults
-    overrides = c.raw.get("per_layer_config")
-    if not isinstance(overrides, dict):
-        global_kv = c.int("num_global_key_value_heads", default=None) if k_eq_v else None
-        full = {"head_dim": c.int("global_head_dim", default=512)} | ({"num_key_value_heads": global_kv} if global_kv else {})
-        overrides = {i: full for i, kind in enumerate(attention) if kind == FULL_ATTENTION}
-    overrides = {int(i): o or {} for i, o in overrides.items()}
-    geometry = [(overrides.get(i, {}).get("head_dim", head_dim), overrides.get(i, {}).get("num_key_value_heads", n_kv))
-                for i in range(n_layers)]
-    by_kind: dict[str, set] = {}
-    for kind, g in zip(attention, geometry):
-        by_kind.setdefault(kind, set()).add(g)
-    if any(len(gs) > 1 for gs in by_kind.values()):
-        raise UnsupportedModelError(f"{c.origin}: per_layer_config gives layers of one attention type different heads")
+    geometry, by_kind = _gemma4_geometry(c, attention, head_dim, n_kv, k_eq_v)
 
     t = TensorList(n_layers)
     t.embedding("embed_tokens", "embeddings", vocab, hidden)
@@ -154,18 +141,7 @@ def gemma4_text(c: ConfigView, name: str) -> ModelSpec:
         t.linear("per_layer_model_projection", "other", n_layers * per_layer, hidden, layers=None)
         t.norm("per_layer_projection_norm", per_layer, layers=None)
     own = n_layers - n_shared
-    for (dim, kv), layers in _runs(geometry):
-        t.linear("layers.self_attn.q_proj", "attention", n_heads * dim, hidden, bias, layers)
-        t.norm("layers.self_attn.q_norm", dim, layers=layers)
-        t.linear("layers.self_attn.o_proj", "attention", hidden, n_heads * dim, bias, layers)
-        for i in layers:
-            if i >= own:
-                continue
-            one = range(i, i + 1)
-            t.linear("layers.self_attn.k_proj", "attention", kv * dim, hidden, bias, one)
-            t.norm("layers.self_attn.k_norm", dim, layers=one)
-            if not (k_eq_v and attention[i] == FULL_ATTENTION):    # attention_k_eq_v: no v_proj on full layers
-                t.linear("layers.self_attn.v_proj", "attention", kv * dim, hidden, bias, one)
+    _gemma4_attention(t, geometry, attention, own, hidden, n_heads, bias, k_eq_v)
     double = c.bool("use_double_wide_mlp", default=False)
     for width, layers in _runs([d_ff * (2 if double and i >= own else 1) for i in range(n_layers)]):
         gated_mlp(t, "layers.mlp", "mlp", hidden, width, False, layers)
@@ -175,16 +151,7 @@ def gemma4_text(c: ConfigView, name: str) -> ModelSpec:
         t.linear("layers.per_layer_input_gate", "other", per_layer, hidden)
         t.linear("layers.per_layer_projection", "other", hidden, per_layer)
         t.norm("layers.post_per_layer_input_norm", hidden)
-    n_experts = top_k = d_ff_expert = 0
-    if c.bool("enable_moe_block", default=False):
-        n_experts, top_k = c.int("num_experts"), c.int("top_k_experts")
-        d_ff_expert = c.int("moe_intermediate_size")
-        t.linear("layers.router.proj", "router", n_experts, hidden)        # Gemma4TextRouter (its norm has no scale)
-        t.other("layers.router.scale", "router", (hidden,))
-        t.other("layers.router.per_expert_scale", "router", (n_experts,))
-        gated_mlp(t, "layers.experts", "experts", hidden, d_ff_expert, False, "all", n_experts, top_k)
-        for norm in ("post_feedforward_layernorm_1", "post_feedforward_layernorm_2", "pre_feedforward_layernorm_2"):
-            t.norm(f"layers.{norm}", hidden)
+    n_experts, top_k, d_ff_expert = _gemma4_moe_block(c, t, hidden)
     t.norm("norm", hidden, layers=None)
     t.lm_head(vocab, hidden, tied)
     notes = []
@@ -201,6 +168,61 @@ def gemma4_text(c: ConfigView, name: str) -> ModelSpec:
                      layer_types=types, kv_geometry_by_kind=kinds,
                      sliding_window=c.int("sliding_window", default=512) if SLIDING_ATTENTION in types else None,
                      n_experts=n_experts, n_experts_active=top_k, d_ff_expert=d_ff_expert, notes=notes)
+
+
+def _gemma4_geometry(c: ConfigView, attention: list[str], head_dim: int, n_kv: int,
+                     k_eq_v: bool) -> tuple[list[tuple[int, int]], dict[str, set]]:
+    """Per layer (head_dim, KV heads): the config's per_layer_config, else the full-attention layers'
+    defaults (global_head_dim; num_global_key_value_heads with attention_k_eq_v); and the geometries of
+    each attention type (one each, or the config is refused)."""
+    overrides = c.raw.get("per_layer_config")
+    if not isinstance(overrides, dict):
+        global_kv = c.int("num_global_key_value_heads", default=None) if k_eq_v else None
+        full = {"head_dim": c.int("global_head_dim", default=512)} | ({"num_key_value_heads": global_kv} if global_kv else {})
+        overrides = {i: full for i, kind in enumerate(attention) if kind == FULL_ATTENTION}
+    overrides = {int(i): o or {} for i, o in overrides.items()}
+    geometry = [(overrides.get(i, {}).get("head_dim", head_dim), overrides.get(i, {}).get("num_key_value_heads", n_kv))
+                for i in range(len(attention))]
+    by_kind: dict[str, set] = {}
+    for kind, g in zip(attention, geometry):
+        by_kind.setdefault(kind, set()).add(g)
+    if any(len(gs) > 1 for gs in by_kind.values()):
+        raise UnsupportedModelError(f"{c.origin}: per_layer_config gives layers of one attention type different heads")
+    return geometry, by_kind
+
+
+def _gemma4_attention(t: TensorList, geometry: list[tuple[int, int]], attention: list[str], own: int, hidden: int,
+                      n_heads: int, bias: bool, k_eq_v: bool) -> None:
+    """q/o projections and q_norm per run of one geometry; k/v projections and k_norm only on the first
+    `own` layers (the others share KV); attention_k_eq_v: no v_proj on full-attention layers."""
+    for (dim, kv), layers in _runs(geometry):
+        t.linear("layers.self_attn.q_proj", "attention", n_heads * dim, hidden, bias, layers)
+        t.norm("layers.self_attn.q_norm", dim, layers=layers)
+        t.linear("layers.self_attn.o_proj", "attention", hidden, n_heads * dim, bias, layers)
+        for i in layers:
+            if i >= own:
+                continue
+            one = range(i, i + 1)
+            t.linear("layers.self_attn.k_proj", "attention", kv * dim, hidden, bias, one)
+            t.norm("layers.self_attn.k_norm", dim, layers=one)
+            if not (k_eq_v and attention[i] == FULL_ATTENTION):
+                t.linear("layers.self_attn.v_proj", "attention", kv * dim, hidden, bias, one)
+
+
+def _gemma4_moe_block(c: ConfigView, t: TensorList, hidden: int) -> tuple[int, int, int]:
+    """The MoE block beside the MLP (enable_moe_block: Gemma4TextRouter, whose norm has no scale, and
+    Gemma4TextExperts); (experts, experts per token, expert width), zeros without one."""
+    if not c.bool("enable_moe_block", default=False):
+        return 0, 0, 0
+    n_experts, top_k = c.int("num_experts"), c.int("top_k_experts")
+    d_ff_expert = c.int("moe_intermediate_size")
+    t.linear("layers.router.proj", "router", n_experts, hidden)
+    t.other("layers.router.scale", "router", (hidden,))
+    t.other("layers.router.per_expert_scale", "router", (n_experts,))
+    gated_mlp(t, "layers.experts", "experts", hidden, d_ff_expert, False, "all", n_experts, top_k)
+    for norm in ("post_feedforward_layernorm_1", "post_feedforward_layernorm_2", "pre_feedforward_layernorm_2"):
+        t.norm(f"layers.{norm}", hidden)
+    return n_experts, top_k, d_ff_expert
 
 
 def _runs(values: list) -> list[tuple[object, range]]:

@@ -62,15 +62,43 @@ def _gated_deltanet_model(c: ConfigView, name: str, family: str, fused_projectio
 
     t = TensorList(n_layers)
     t.embedding("embed_tokens", "embeddings", vocab, hidden)
-    # Qwen3NextGatedDeltaNet / Qwen3_5GatedDeltaNet
+    state = _gated_deltanet(t, linear, c, hidden, fused_projections)
+    # gated attention: q_proj carries the output gate too (2 x heads x head_dim)
+    bias = c.bool("attention_bias", default=False)
+    _attention(t, full, hidden, n_heads, n_kv, head_dim, bias, q_factor=2)
+    for run in as_ranges(full):
+        t.norm("layers.self_attn.q_norm", head_dim, layers=run)
+        t.norm("layers.self_attn.k_norm", head_dim, layers=run)
+    t.norm("layers.input_layernorm", hidden)
+    t.norm("layers.post_attention_layernorm", hidden)
+    d_ff, moe_layers, (n_experts, top_k, d_ff_expert, d_shared) = _qwen_mlps(t, c, family, n_layers, hidden, moe)
+    t.norm("norm", hidden, layers=None)
+    tied = c.bool("tie_word_embeddings", default=False)
+    t.lm_head(vocab, hidden, tied)
+    notes = ["Gated DeltaNet layers keep a fixed recurrent state per sequence instead of a KV cache"]
+    if c.int("mtp_num_hidden_layers", "num_nextn_predict_layers", default=0, minimum=0):
+        notes.append("the multi-token-prediction layer of the checkpoint is not counted (transformers does not load it)")
+    return make_spec(c, family, name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
+                     head_dim=head_dim, vocab_size=vocab, d_ff=d_ff, tied_embeddings=tied,
+                     layer_types=kinds, n_experts=n_experts if moe_layers else 0,
+                     n_experts_active=top_k if moe_layers else 0,
+                     d_ff_expert=d_ff_expert if moe_layers else 0, n_shared_experts=1 if moe_layers and d_shared else 0,
+                     rotary_dim=rotary_dim_of(c, head_dim, default=0.25),   # the config classes' default
+                     recurrent=state, notes=notes)
+
+
+def _gated_deltanet(t: TensorList, layers: list[int], c: ConfigView, hidden: int, fused: bool) -> RecurrentState:
+    """Qwen3NextGatedDeltaNet / Qwen3_5GatedDeltaNet on `layers` (Qwen3-Next fuses in_proj_qkvz and
+    in_proj_ba; Qwen3.5 keeps qkv, z, b and a apart); the state it keeps per sequence: conv_states
+    (batch, conv_dim, kernel) and recurrent_states (batch, value heads, key dim, value dim)."""
     nk, nv = c.int("linear_num_key_heads", default=16), c.int("linear_num_value_heads", default=32)
     dk, dv = c.int("linear_key_head_dim", default=128), c.int("linear_value_head_dim", default=128)
     kernel = c.int("linear_conv_kernel_dim", default=4)
     key_dim, value_dim = nk * dk, nv * dv
     conv_dim = 2 * key_dim + value_dim
-    for run in as_ranges(linear):
+    for run in as_ranges(layers):
         t.other("layers.linear_attn.conv1d.weight", "attention", (conv_dim, 1, kernel), run)
-        if fused_projections:
+        if fused:
             t.linear("layers.linear_attn.in_proj_qkvz", "attention", 2 * key_dim + 2 * value_dim, hidden, False, run)
             t.linear("layers.linear_attn.in_proj_ba", "attention", 2 * nv, hidden, False, run)
         else:
@@ -82,16 +110,15 @@ def _gated_deltanet_model(c: ConfigView, name: str, family: str, fused_projectio
         t.other("layers.linear_attn.A_log", "attention", (nv,), run)
         t.norm("layers.linear_attn.norm", dv, layers=run)          # RMSNormGated over a value head
         t.linear("layers.linear_attn.out_proj", "attention", hidden, value_dim, False, run)
-    # gated attention: q_proj carries the output gate too (2 x heads x head_dim)
-    bias = c.bool("attention_bias", default=False)
-    _attention(t, full, hidden, n_heads, n_kv, head_dim, bias, q_factor=2)
-    for run in as_ranges(full):
-        t.norm("layers.self_attn.q_norm", head_dim, layers=run)
-        t.norm("layers.self_attn.k_norm", head_dim, layers=run)
-    t.norm("layers.input_layernorm", hidden)
-    t.norm("layers.post_attention_layernorm", hidden)
-    # Qwen3-Next: SparseMoeBlock on (i + 1) % decoder_sparse_step == 0 outside mlp_only_layers, else an MLP;
-    # Qwen3.5 MoE: a SparseMoeBlock in every layer; Qwen3.5: an MLP in every layer
+    return RecurrentState("gated_deltanet", conv_dim, kernel, nv * dk * dv, heads=nv, key_heads=nk, head_dim=dk,
+                          value_head_dim=dv)
+
+
+def _qwen_mlps(t: TensorList, c: ConfigView, family: str, n_layers: int, hidden: int,
+               moe: bool) -> tuple[int, list[int], tuple[int, int, int, int]]:
+    """Qwen3-Next: a SparseMoeBlock on (i + 1) % decoder_sparse_step == 0 outside mlp_only_layers, else
+    an MLP; Qwen3.5 MoE: a SparseMoeBlock in every layer; Qwen3.5: an MLP in every layer. Returns the
+    dense width, the MoE layers and (experts, experts per token, expert width, shared expert width)."""
     n_experts = c.int("num_experts", default=0, minimum=0) if moe else 0
     top_k = c.int("num_experts_per_tok", default=0, minimum=0) if moe else 0
     d_ff_expert = c.int("moe_intermediate_size", default=0, minimum=0) if moe else 0
@@ -112,22 +139,7 @@ def _gated_deltanet_model(c: ConfigView, name: str, family: str, fused_projectio
         if d_shared:
             gated_mlp(t, "layers.mlp.shared_expert", "shared_experts", hidden, d_shared, False, run)
             t.other("layers.mlp.shared_expert_gate.weight", "router", (1, hidden), run)
-    t.norm("norm", hidden, layers=None)
-    tied = c.bool("tie_word_embeddings", default=False)
-    t.lm_head(vocab, hidden, tied)
-    # conv_states (batch, conv_dim, kernel); recurrent_states (batch, value heads, key dim, value dim)
-    state = RecurrentState("gated_deltanet", conv_dim, kernel, nv * dk * dv, heads=nv, key_heads=nk, head_dim=dk,
-                           value_head_dim=dv)
-    notes = ["Gated DeltaNet layers keep a fixed recurrent state per sequence instead of a KV cache"]
-    if c.int("mtp_num_hidden_layers", "num_nextn_predict_layers", default=0, minimum=0):
-        notes.append("the multi-token-prediction layer of the checkpoint is not counted (transformers does not load it)")
-    return make_spec(c, family, name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
-                     head_dim=head_dim, vocab_size=vocab, d_ff=d_ff, tied_embeddings=tied,
-                     layer_types=kinds, n_experts=n_experts if moe_layers else 0,
-                     n_experts_active=top_k if moe_layers else 0,
-                     d_ff_expert=d_ff_expert if moe_layers else 0, n_shared_experts=1 if moe_layers and d_shared else 0,
-                     rotary_dim=rotary_dim_of(c, head_dim, default=0.25),   # the config classes' default
-                     recurrent=state, notes=notes)
+    return d_ff, moe_layers, (n_experts, top_k, d_ff_expert, d_shared)
 
 
 def _mamba1(t: TensorList, layers, c: ConfigView, hidden: int) -> RecurrentState:
