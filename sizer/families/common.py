@@ -59,6 +59,15 @@ class TensorList:
             self.items.append(TensorSpec("lm_head.bias", "lm_head", (vocab,), BIAS, None))
 
 
+def decoder_shape(c: ConfigView) -> tuple[int, int, int, int, int, int]:
+    """(hidden size, layers, attention heads, KV heads, head size, vocabulary) from the standard keys:
+    KV heads default to the attention heads (MHA), the head size to head_dim_of."""
+    hidden, n_layers = c.int("hidden_size"), c.int("num_hidden_layers")
+    n_heads = c.int("num_attention_heads")
+    n_kv = c.int("num_key_value_heads", default=n_heads)
+    return hidden, n_layers, n_heads, n_kv, head_dim_of(c, hidden, n_heads), c.int("vocab_size")
+
+
 def head_dim_of(c: ConfigView, hidden: int, n_heads: int) -> int:
     """Explicit `head_dim` when the config has one (Gemma, Qwen3, Mistral Nemo), else hidden / heads."""
     return c.int("head_dim", default=None) or hidden // n_heads

@@ -7,18 +7,13 @@ Glm4MoeDecoderLayer. GLM-4.7-Flash (glm4_moe_lite) uses MLA and is in sizer.fami
 from __future__ import annotations
 
 from sizer.config import ConfigView
-from sizer.families.common import TensorList, as_ranges, gated_mlp, head_dim_of, make_spec, rotary_dim_of
+from sizer.families.common import TensorList, as_ranges, decoder_shape, gated_mlp, make_spec, rotary_dim_of
 from sizer.spec import ModelSpec
 
 
 def glm4_moe(c: ConfigView, name: str) -> ModelSpec:
     family = "glm4_moe"
-    hidden = c.int("hidden_size")
-    n_layers = c.int("num_hidden_layers")
-    n_heads = c.int("num_attention_heads")
-    n_kv = c.int("num_key_value_heads", default=n_heads)
-    head_dim = head_dim_of(c, hidden, n_heads)
-    vocab = c.int("vocab_size")
+    hidden, n_layers, n_heads, n_kv, head_dim, vocab = decoder_shape(c)
     bias = c.bool("attention_bias", default=False)
     tied = c.bool("tie_word_embeddings", default=False)
 

@@ -11,7 +11,7 @@ from math import ceil
 
 from sizer.config import ConfigView
 from sizer.errors import UnsupportedModelError
-from sizer.families.common import TensorList, as_ranges, gated_mlp, make_spec, rotary_dim_of
+from sizer.families.common import TensorList, as_ranges, decoder_shape, gated_mlp, make_spec, rotary_dim_of
 from sizer.spec import FULL_ATTENTION, HYBRID, LINEAR_ATTENTION, MAMBA, NO_CACHE, ModelSpec, RecurrentState
 
 
@@ -211,12 +211,7 @@ def falcon_h1(c: ConfigView, name: str) -> ModelSpec:
     """Falcon-H1 (modeling_falcon_h1): every layer runs attention and a Mamba2 mixer side by side,
     then a gated MLP; each layer keeps KV and a state (transformers' "hybrid" cache layer)."""
     family = "falcon_h1"
-    hidden = c.int("hidden_size")
-    n_layers = c.int("num_hidden_layers")
-    n_heads = c.int("num_attention_heads")
-    n_kv = c.int("num_key_value_heads", default=n_heads)
-    head_dim = c.int("head_dim", default=None) or hidden // n_heads
-    vocab = c.int("vocab_size")
+    hidden, n_layers, n_heads, n_kv, head_dim, vocab = decoder_shape(c)
     t = TensorList(n_layers)
     t.embedding("embed_tokens", "embeddings", vocab, hidden)
     t.linear("layers.feed_forward.gate_proj", "mlp", c.int("intermediate_size"), hidden, c.bool("mlp_bias", default=False))
@@ -285,12 +280,7 @@ def granitemoehybrid(c: ConfigView, name: str) -> ModelSpec:
     (layer_types / layers_block_type, "mamba" / "attention" in hub configs), then a MoE block
     (when num_local_experts > 0) plus a shared gated MLP (shared_mlp) in every layer."""
     family = "granitemoehybrid"
-    hidden = c.int("hidden_size")
-    n_layers = c.int("num_hidden_layers")
-    n_heads = c.int("num_attention_heads")
-    n_kv = c.int("num_key_value_heads", default=n_heads)
-    head_dim = c.int("head_dim", default=None) or hidden // n_heads
-    vocab = c.int("vocab_size")
+    hidden, n_layers, n_heads, n_kv, head_dim, vocab = decoder_shape(c)
     given = (c.str_list("layer_types", default=None) or c.str_list("layers_block_type", default=None)
              or ["linear_attention"] * n_layers)
     given = [_LEGACY_LAYER_TYPES.get(k, k) for k in given]
@@ -403,12 +393,7 @@ def minimax(c: ConfigView, name: str) -> ModelSpec:
     others (layer_types; the original configs' attn_type_list, 0 linear and 1 softmax); a Mixtral-like
     MoE in every layer. The lightning layers keep a [heads, head_dim, head_dim] state per sequence."""
     family = "minimax"
-    hidden = c.int("hidden_size")
-    n_layers = c.int("num_hidden_layers")
-    n_heads = c.int("num_attention_heads")
-    n_kv = c.int("num_key_value_heads", default=n_heads)
-    head_dim = c.int("head_dim", default=None) or hidden // n_heads
-    vocab = c.int("vocab_size")
+    hidden, n_layers, n_heads, n_kv, head_dim, vocab = decoder_shape(c)
     given = c.str_list("layer_types", default=None)
     if given is None:
         codes = c.int_list("attn_type_list") if c.raw.get("attn_type_list") is not None else None

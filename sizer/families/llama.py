@@ -11,8 +11,8 @@ from sizer.config import ConfigView
 from sizer.families.common import (
     TensorList,
     as_ranges,
+    decoder_shape,
     gated_mlp,
-    head_dim_of,
     layer_types_of,
     make_spec,
     moe_layer_indices,
@@ -56,12 +56,7 @@ def _smollm3_uses_rope(c: ConfigView, i: int) -> bool:
 
 def llama_like(c: ConfigView, name: str) -> ModelSpec:
     family = c.str("model_type")
-    hidden = c.int("hidden_size")
-    n_layers = c.int("num_hidden_layers")
-    n_heads = c.int("num_attention_heads")
-    n_kv = c.int("num_key_value_heads", default=n_heads)
-    head_dim = head_dim_of(c, hidden, n_heads)
-    vocab = c.int("vocab_size")
+    hidden, n_layers, n_heads, n_kv, head_dim, vocab = decoder_shape(c)
     d_ff = c.int("intermediate_size", default=0, minimum=0)
     tied = c.bool("tie_word_embeddings", default=family.startswith("gemma") or family == "smollm3")
     layer_norm = family == "phimoe"                     # PhiMoE uses LayerNorm (weight and bias)

@@ -8,18 +8,13 @@ of Olmo2DecoderLayer / Olmo3DecoderLayer.
 from __future__ import annotations
 
 from sizer.config import ConfigView
-from sizer.families.common import TensorList, gated_mlp, head_dim_of, layer_types_of, make_spec
+from sizer.families.common import TensorList, decoder_shape, gated_mlp, layer_types_of, make_spec
 from sizer.spec import ModelSpec
 
 
 def olmo2(c: ConfigView, name: str) -> ModelSpec:
     family = c.str("model_type")
-    hidden = c.int("hidden_size")
-    n_layers = c.int("num_hidden_layers")
-    n_heads = c.int("num_attention_heads")
-    n_kv = c.int("num_key_value_heads", default=n_heads)
-    head_dim = head_dim_of(c, hidden, n_heads)
-    vocab = c.int("vocab_size")
+    hidden, n_layers, n_heads, n_kv, head_dim, vocab = decoder_shape(c)
     bias = c.bool("attention_bias", default=False)
     tied = c.bool("tie_word_embeddings", default=False)
     d_ff = c.int("intermediate_size")
