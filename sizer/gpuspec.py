@@ -70,9 +70,12 @@ def parse_gpus(text: str) -> GpuSelection:
         if not 0 < gib <= MAX_GPU_GIB:
             raise UsageError(f"--gpus {text!r}: a GPU's memory must be more than 0 and at most {MAX_GPU_GIB:,} GiB")
         return GpuSelection(generic_gpu(gib), count, text)
-    if re.match(r"^\d", what):
-        raise UsageError(f"--gpus {text!r}: cannot read {what!r} as a memory size; write sizes like 48GB or 80GiB "
-                         "(GiB of device memory, as GPUs are marketed)")
+    if re.match(r"^\d", what):       # a GPU people name by its number (4090, 3090), else a malformed size
+        try:
+            return GpuSelection(get_gpu(what), count, text)
+        except UsageError:
+            raise UsageError(f"--gpus {text!r}: cannot read {what!r} as a memory size; write sizes like 48GB or "
+                             "80GiB (GiB of device memory, as GPUs are marketed)") from None
     return GpuSelection(get_gpu(what), count, text)
 
 

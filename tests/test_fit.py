@@ -573,6 +573,16 @@ def test_more_gpus_never_lose_the_fit_nor_max_context_with_the_chosen_layout(mod
     assert planner.max_context_length(precision, large, workload) >= planner.max_context_length(precision, small, workload)
 
 
+@pytest.mark.parametrize("text, name, count", [("4090", "RTX-4090", None), ("2x3090", "RTX-3090", 2),
+                                               ("8x5090", "RTX-5090", 8), ("2x48GB", "48GB", 2)])
+def test_gpus_people_name_by_number(text, name, count):
+    """`--gpus 4090` is the GeForce card (a catalog alias), not a malformed size; sizes keep their unit."""
+    selection = parse_gpus(text)
+    assert (selection.gpu.name, selection.count) == (name, count)
+    with pytest.raises(UsageError, match="cannot read '4091' as a memory size"):
+        parse_gpus("2x4091")
+
+
 def test_a_gpu_count_vllm_cannot_split_runs_on_fewer_gpus():
     """Found by the property above: Bloom (112 heads) on 9xL4 has only TP1xPP9 (max context 2,560 at
     batch 6); 8 of the 9 GPUs in TP8 serve it: fit runs on 8, leaves one idle, and says so."""
