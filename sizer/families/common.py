@@ -68,6 +68,16 @@ def decoder_shape(c: ConfigView) -> tuple[int, int, int, int, int, int]:
     return hidden, n_layers, n_heads, n_kv, head_dim_of(c, hidden, n_heads), c.int("vocab_size")
 
 
+def mtp_notes(c: ConfigView) -> list[str]:
+    """The note for a checkpoint's multi-token-prediction layers (num_nextn_predict_layers,
+    mtp_num_hidden_layers), which transformers does not load and sizer therefore does not count."""
+    n = c.int("mtp_num_hidden_layers", "num_nextn_predict_layers", default=0, minimum=0)
+    if not n:
+        return []
+    return [f"the checkpoint's {n} multi-token-prediction layer{'s' if n > 1 else ''} "
+            "{} not counted (transformers does not load {})".format(*(("are", "them") if n > 1 else ("is", "it")))]
+
+
 def head_dim_of(c: ConfigView, hidden: int, n_heads: int) -> int:
     """Explicit `head_dim` when the config has one (Gemma, Qwen3, Mistral Nemo), else hidden / heads."""
     return c.int("head_dim", default=None) or hidden // n_heads

@@ -10,7 +10,7 @@ layer's top-k and have no indexer.
 from __future__ import annotations
 
 from sizer.config import ConfigView
-from sizer.families.common import TensorList, as_ranges, gated_mlp, make_spec, moe_numbers
+from sizer.families.common import TensorList, as_ranges, gated_mlp, make_spec, moe_numbers, mtp_notes
 from sizer.spec import ModelSpec
 
 
@@ -79,9 +79,7 @@ def deepseek(c: ConfigView, name: str) -> ModelSpec:
     t.norm("norm", hidden, layers=None)
     tied = c.bool("tie_word_embeddings", default=False)
     t.lm_head(vocab, hidden, tied)
-    notes = []
-    if c.int("num_nextn_predict_layers", default=0, minimum=0):
-        notes.append("the multi-token-prediction layer of the checkpoint is not counted (transformers does not load it)")
+    notes = mtp_notes(c)
     return make_spec(c, family, name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_heads,
                  head_dim=qk_dim, v_head_dim=v_dim, vocab_size=vocab, d_ff=d_ff if dense else 0,
                  tied_embeddings=tied,

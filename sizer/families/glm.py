@@ -7,7 +7,7 @@ Glm4MoeDecoderLayer. GLM-4.7-Flash (glm4_moe_lite) uses MLA and is in sizer.fami
 from __future__ import annotations
 
 from sizer.config import ConfigView
-from sizer.families.common import TensorList, as_ranges, decoder_shape, gated_mlp, make_spec, rotary_dim_of
+from sizer.families.common import TensorList, as_ranges, decoder_shape, gated_mlp, make_spec, mtp_notes, rotary_dim_of
 from sizer.spec import ModelSpec
 
 
@@ -42,9 +42,7 @@ def glm4_moe(c: ConfigView, name: str) -> ModelSpec:
         gated_mlp(t, "layers.mlp.shared_experts", "shared_experts", hidden, d_ff_expert * n_shared, False, run)
     t.norm("norm", hidden, layers=None)
     t.lm_head(vocab, hidden, tied)
-    notes = []
-    if c.int("num_nextn_predict_layers", default=0, minimum=0):
-        notes.append("the multi-token-prediction layer of the checkpoint is not counted (transformers does not load it)")
+    notes = mtp_notes(c)
     return make_spec(c, family, name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
                      head_dim=head_dim, vocab_size=vocab, d_ff=d_ff if dense else 0, tied_embeddings=tied,
                      n_experts=n_experts if moe else 0, n_experts_active=top_k if moe else 0,

@@ -11,7 +11,7 @@ from math import ceil
 
 from sizer.config import ConfigView
 from sizer.errors import UnsupportedModelError
-from sizer.families.common import TensorList, as_ranges, decoder_shape, gated_mlp, make_spec, rotary_dim_of
+from sizer.families.common import TensorList, as_ranges, decoder_shape, gated_mlp, make_spec, mtp_notes, rotary_dim_of
 from sizer.spec import FULL_ATTENTION, HYBRID, LINEAR_ATTENTION, MAMBA, NO_CACHE, ModelSpec, RecurrentState
 
 
@@ -76,8 +76,7 @@ def _gated_deltanet_model(c: ConfigView, name: str, family: str, fused_projectio
     tied = c.bool("tie_word_embeddings", default=False)
     t.lm_head(vocab, hidden, tied)
     notes = ["Gated DeltaNet layers keep a fixed recurrent state per sequence instead of a KV cache"]
-    if c.int("mtp_num_hidden_layers", "num_nextn_predict_layers", default=0, minimum=0):
-        notes.append("the multi-token-prediction layer of the checkpoint is not counted (transformers does not load it)")
+    notes += mtp_notes(c)
     return make_spec(c, family, name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
                      head_dim=head_dim, vocab_size=vocab, d_ff=d_ff, tied_embeddings=tied,
                      layer_types=kinds, n_experts=n_experts if moe_layers else 0,
@@ -378,8 +377,7 @@ def nemotron_h(c: ConfigView, name: str) -> ModelSpec:
     t.lm_head(vocab, hidden, tied)
     moe = bool(where["moe"])
     notes = ["Mamba2 layers keep a fixed state per sequence instead of a KV cache; the MLP and MoE blocks keep none"]
-    if c.int("num_nextn_predict_layers", default=0, minimum=0):
-        notes.append("the multi-token-prediction layers of the checkpoint are not counted (transformers does not load them)")
+    notes += mtp_notes(c)
     return make_spec(c, family, name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
                      head_dim=head_dim, vocab_size=vocab, d_ff=d_ff if where["mlp"] else 0, tied_embeddings=tied,
                      layer_types=kinds, gated_mlp=False, n_experts=n_experts if moe else 0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sizer.config import ConfigView
 from sizer.errors import UnsupportedModelError
-from sizer.families.common import TensorList, as_ranges, gated_mlp, make_spec, rotary_dim_of
+from sizer.families.common import TensorList, as_ranges, gated_mlp, make_spec, mtp_notes, rotary_dim_of
 from sizer.spec import FULL_ATTENTION, SLIDING_ATTENTION, KVGeometry, ModelSpec
 
 
@@ -63,9 +63,7 @@ def mimo_v2_flash(c: ConfigView, name: str) -> ModelSpec:
         gated_mlp(t, "layers.mlp.experts", "experts", hidden, d_ff_expert, False, run, n_experts, top_k)
     t.norm("norm", hidden, layers=None)
     t.lm_head(vocab, hidden, tied)
-    notes = []
-    if c.int("num_nextn_predict_layers", default=0, minimum=0):
-        notes.append("the multi-token-prediction layers of the checkpoint are not counted (transformers does not load them)")
+    notes = mtp_notes(c)
     return make_spec(c, family, name, t, hidden_size=hidden, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
                      head_dim=head_dim, v_head_dim=v_dim, vocab_size=vocab, d_ff=d_ff if dense else 0,
                      tied_embeddings=tied, layer_types=types, sliding_window=window if sliding else None,
