@@ -202,15 +202,17 @@ def estimated_seconds(spec, precision: str, points: list[tuple[int, int]], devic
     from sizer.plan.stages import build_stages
     from sizer.plan.throughput import estimate_throughput
     from sizer.quant import get_precision
+    from sizer.spec import Workload
 
     if device != "cuda":
         return float("nan")
     bf16_bytes = spec.params * 2
     seconds = 5 + bf16_bytes / 20e9 + (bf16_bytes / 3e9 if precision not in ("bf16", "fp16", "fp32") else 0)
     gpu, placement = get_gpu(GPU_FOR_ESTIMATES), Placement(1, 1)
-    stages = build_stages(spec, get_precision(precision), placement, "bf16")
+    fmt = get_precision(precision)
+    stages = build_stages(spec, fmt, placement, "bf16")
     for ctx, batch in points:
-        t = estimate_throughput(spec, stages, placement, gpu, precision, TransformersEngine(), ctx, batch)
+        t = estimate_throughput(spec, stages, placement, gpu, fmt, TransformersEngine(), Workload(ctx, batch))
         seconds += 1 + (t.time_to_first_token_s or 0) + NEW_TOKENS / max(t.decode_tokens_per_s or 1, 1e-9)
     return seconds
 

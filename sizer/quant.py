@@ -159,12 +159,6 @@ def precision_notes(spec: ModelSpec, precision_names) -> list[str]:
             f"only modules of type nn.Linear, and {spec.family} builds them from a subclass (sized so)"]
 
 
-def bnb_int8_mlp(spec: ModelSpec, precision_name: str) -> bool:
-    """Whether the model's dense MLP runs on bitsandbytes int8 Linears, by precision name (for
-    callers that hold a name; the planner asks the format object: `fmt.int8_mlp(spec)`)."""
-    return get_precision(precision_name).int8_mlp(spec) if precision_name else False
-
-
 @dataclass(frozen=True)
 class BnbInt8Format(FormatTraits):
     """bitsandbytes LLM.int8 (Linear8bitLt): int8 weight plus one float32 scale (SCB) per output row.

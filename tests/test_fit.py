@@ -451,8 +451,7 @@ def test_one_workload_object_through_the_planner():
     assert option.max_context_length == planner.max_context_length(bf16, Placement(1, 1), workload) == 8192
     stages = planner.stages(bf16, Placement(1, 1))
     engine = planner.engine
-    assert estimate_throughput(spec, stages, Placement(1, 1), gpu, bf16, engine, workload) == \
-        estimate_throughput(spec, stages, Placement(1, 1), gpu, "bf16", engine, 4096, 3) == option.throughput
+    assert estimate_throughput(spec, stages, Placement(1, 1), gpu, bf16, engine, workload) == option.throughput
     with pytest.raises(UsageError, match="batch size must be a positive"):
         planner.evaluate(bf16, Placement(1, 1), Workload(4096, 0))
 

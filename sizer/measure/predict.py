@@ -9,7 +9,7 @@ from sizer.calc.estimate import estimate
 from sizer.calc.kv import transformers_kv_cache_bytes
 from sizer.errors import UsageError
 from sizer.measure.load import BNB_DEQUANTIZE_KERNEL, is_gptq
-from sizer.quant import bnb_int8_mlp, get_precision
+from sizer.quant import get_precision
 from sizer.spec import ModelSpec
 from sizer.units import fmt_gib
 
@@ -43,7 +43,7 @@ def predict(spec: ModelSpec, precision: str, context_length: int, batch_size: in
         from sizer.calc.activations import peak_of, step_peak
 
         parts = step_peak(spec, batch_size, context_length, context_length, _eager(spec, attention), 1,
-                          get_precision(precision).compute_bytes, int8_mlp=bnb_int8_mlp(spec, precision),
+                          get_precision(precision).compute_bytes, int8_mlp=get_precision(precision).int8_mlp(spec),
                           kernels=device, bnb_dequantized=dequantized)
         activations = max(activations, peak_of(parts))
     peak = weights + kv_storage + activations
@@ -70,7 +70,7 @@ def _decode_bytes(spec: ModelSpec, precision: str, context_length: int, batch_si
 
     fmt = get_precision(precision)
     decode = decode_peak_bytes(spec, batch_size, context_length, fmt.compute_bytes, _eager(spec, attention), kv_dtype,
-                               device, bnb_int8_mlp(spec, fmt.name), bnb_dequantized(precision, kernel))
+                               device, fmt.int8_mlp(spec), bnb_dequantized(precision, kernel))
     # the recurrent layers' state, every layer's, alive through the step (their own temporaries, a few copies
     # of one layer's state, are not modelled)
     decode += transformers_state_bytes(spec, fmt.compute_bytes, batch_size)

@@ -50,14 +50,17 @@ def predicted_decode_tokens_per_s(spec, precision, ctx, batch, cal) -> float | N
     from sizer.plan.stages import build_stages
     from sizer.plan.throughput import estimate_throughput
     from sizer.quant import get_precision
+    from sizer.spec import Workload
 
     _, name, _ = nvml_process_memory(cuda_device_uuid())
     try:
         gpu = get_gpu(name)
     except UsageError:
         return None
-    stages = build_stages(spec, get_precision(precision), Placement(1, 1), "bf16")
-    tput = estimate_throughput(spec, stages, Placement(1, 1), gpu, precision, TransformersEngine(calibration=cal), ctx, batch)
+    fmt = get_precision(precision)
+    stages = build_stages(spec, fmt, Placement(1, 1), "bf16")
+    tput = estimate_throughput(spec, stages, Placement(1, 1), gpu, fmt, TransformersEngine(calibration=cal),
+                               Workload(ctx, batch))
     return tput.decode_tokens_per_s
 
 

@@ -64,16 +64,9 @@ def efficiency(engine) -> dict[str, float]:
 
 
 def estimate_throughput(spec: ModelSpec, stages: list[Stage], placement: Placement, gpu: GpuSpec,
-                        precision, engine, workload: Workload | int, batch_size: int | None = None) -> Throughput:
+                        precision, engine, workload: Workload) -> Throughput:
     """Rooflines for the workload's sequences on `placement` of `gpu` with `engine`.
-    precision: a sizer.quant format object. (A name, and a context length and batch size in place of
-    the Workload, are accepted for sizer.measure, which calls with them.)"""
-    if isinstance(precision, str):
-        from sizer.quant import get_precision
-
-        precision = get_precision(precision)
-    if not isinstance(workload, Workload):
-        workload = Workload(workload, batch_size or 1)
+    precision: a sizer.quant format object."""
     context_length, batch_size = workload.context_length, workload.batch_size
     eff = efficiency(engine)
     bandwidth = gpu.memory_bandwidth_gbps
