@@ -60,8 +60,17 @@ def _model_index() -> dict[str, str]:
 
 
 def did_you_mean(name: str, candidates: list[str], n: int = 3) -> str:
-    close = difflib.get_close_matches(_key(name), candidates, n=n, cutoff=0.5)
-    return f"; did you mean {', '.join(close)}?" if close else ""
+    """"; did you mean A, B?" for the candidates closest to `name` (compared in lower case), or ""."""
+    by_key = {}
+    for candidate in candidates:
+        by_key.setdefault(_key(candidate), candidate)
+    close = difflib.get_close_matches(_key(name), list(by_key), n=n, cutoff=0.5)
+    return f"; did you mean {', '.join(by_key[k] for k in close)}?" if close else ""
+
+
+def catalog_hub_ids() -> list[str]:
+    """The Hugging Face repository ids of the catalog's models."""
+    return sorted(entry.hf_id for entry in model_entries().values() if entry.hf_id)
 
 
 def find_model(name: str) -> CatalogModel | None:

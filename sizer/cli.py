@@ -75,6 +75,25 @@ def calibration_option(command):
                         help="Constants fitted by `sizer calibrate` (default: the shipped sizer/data/calibration.json).")(command)
 
 
+def refresh_option(command):
+    """--refresh: MODEL, when a Hub repository id, is read from the Hub again instead of the local caches."""
+    @click.option("--refresh", is_flag=True,
+                  help="MODEL is a Hugging Face repository id: read it from the Hub again, not from the local caches "
+                       "(a branch such as main may have moved); sizer's cache is updated.")
+    @functools.wraps(command)
+    def wrapper(*args, refresh=False, **kwargs):
+        if refresh:
+            from sizer.inputs.hub import is_repo_id
+            from sizer.inputs.resolve import get_model
+
+            if not is_repo_id(kwargs["model"]):
+                raise SizerUsage(f"--refresh applies to a Hugging Face repository id, not {kwargs['model']!r}")
+            kwargs["model"] = get_model(kwargs["model"], refresh=True)
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
 def engine_name(ctx, param, value):
     """--engine: a known engine, or transformers==<release> for a release sizer models."""
     from sizer.errors import UsageError
@@ -126,6 +145,7 @@ def cli():
               help="last: generate() computes the last position only; all: a plain forward, fp32 over every position.")
 @calibration_option
 @output_options
+@refresh_option
 def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_context, attention, logits, calibration,
              fmt):
     """Memory of MODEL: weights by component, KV cache, activations and runtime overhead.
@@ -181,6 +201,7 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
               help="Also draw each GPU's memory as stacked bars into FILE.png or FILE.svg (extra: plot).")
 @calibration_option
 @output_options
+@refresh_option
 def fit(model, gpus, engine, precision, context_length, batch_size, allow_long_context, kv_dtype, tensor_parallel,
         pipeline_parallel, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens, recommend, max_gpus, plot_path, calibration,
         fmt, force=False):

@@ -225,6 +225,49 @@ def test_unknown_repository(tmp_path, hub):
         "or folder (a private repository needs `hf auth login` or HF_TOKEN)"]
 
 
+def test_refresh_reads_the_hub_again(tmp_path, hub):
+    """A branch moves on the Hub: the cached copy answers until --refresh, which also updates the cache."""
+    first = estimate_json(sizer(tmp_path, "estimate", "acme/tiny-llama", "--format", "json", endpoint=hub.url))
+    config = hub.repos["acme/tiny-llama"] / "config.json"
+    config.write_text(json.dumps({**TINY, "max_position_embeddings": 512}))
+    cached = estimate_json(sizer(tmp_path, "estimate", "acme/tiny-llama", "--format", "json", endpoint=hub.url))
+    assert cached["context_length"] == first["context_length"] == 1024
+    fresh = estimate_json(sizer(tmp_path, "estimate", "acme/tiny-llama", "--refresh", "--format", "json",
+                                endpoint=hub.url))
+    assert fresh["context_length"] == 512 and "Hugging Face Hub" in fresh["details"]["weights_source"]
+    hub.stop()
+    again = estimate_json(sizer(tmp_path, "estimate", "acme/tiny-llama", "--format", "json", endpoint=hub.url))
+    assert again["context_length"] == 512 and "sizer cache" in again["details"]["weights_source"]
+
+
+def test_refresh_reads_a_catalog_repo_id_from_the_hub(tmp_path, hub):
+    """The catalog answers Qwen/Qwen3-8B offline; --refresh asks the Hub, which here does not have it."""
+    assert sizer(tmp_path, "estimate", "Qwen/Qwen3-8B", endpoint=hub.url).returncode == 0
+    result = sizer(tmp_path, "fit", "Qwen/Qwen3-8B", "--gpus", "H100", "--refresh", endpoint=hub.url)
+    assert result.returncode == 2 and "Qwen/Qwen3-8B: no such repository on the Hugging Face Hub" in result.stderr
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["acme/tiny-llama"], {"HF_HUB_OFFLINE": "1"},
+     "acme/tiny-llama: --refresh reads the Hugging Face Hub again, but HF_HUB_OFFLINE is set"),
+    (["llama3-8b"], {}, "--refresh applies to a Hugging Face repository id, not 'llama3-8b'"),
+])
+def test_refresh_refusals_are_one_line(tmp_path, args, env, message):
+    result = sizer(tmp_path, "estimate", *args, "--refresh", **env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"Error: {message}"]
+
+
+def test_a_typo_in_a_repo_id_suggests_known_ones(tmp_path, hub):
+    """Compared with the catalog's repository ids and those in the local Hugging Face cache."""
+    result = sizer(tmp_path, "estimate", "Qwen/Qwen3-23B", endpoint=hub.url)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.rstrip().endswith("; did you mean Qwen/Qwen3-32B, Qwen/Qwen3-8B, Qwen/Qwen3-4B?")
+    hf_download(tmp_path, hub, "config.json")
+    result = sizer(tmp_path, "estimate", "acme/tiny-lama", endpoint=hub.url)
+    assert result.returncode == 2 and result.stderr.rstrip().endswith("; did you mean acme/tiny-llama?")
+
+
 def test_unknown_revision(tmp_path, hub):
     result = sizer(tmp_path, "estimate", "acme/tiny-llama@v9", endpoint=hub.url)
     assert result.returncode == 2 and "no revision 'v9'" in result.stderr and len(result.stderr.splitlines()) == 1

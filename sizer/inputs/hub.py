@@ -11,6 +11,8 @@ Looked up in this order, each step only when the one before has nothing:
 4. a snapshot of the Hugging Face cache that holds config.json only: sized from the config.
 
 huggingface_hub (endpoint HF_ENDPOINT, token HF_TOKEN or `hf auth login`) is imported only for step 3.
+`--refresh` (estimate, fit) goes to step 3 first. An id the Hub does not know is compared with the
+catalog's repository ids and those in the Hugging Face cache ("did you mean").
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
 
+from sizer.catalog import catalog_hub_ids, did_you_mean
 from sizer.errors import InputFileError, SizerError, UsageError
 from sizer.inputs.safetensors import header_length, header_tensors, parse_header, read_header
 from sizer.io import MAX_TEXT_INPUT_BYTES, parse_json, read_json_input, write_atomic
@@ -68,18 +71,21 @@ def is_repo_id(text: str) -> bool:
     return parse_repo_id(text) is not None
 
 
-def hub_model(text: str) -> HubModel:
-    """The repository `text` names, from the local caches or the Hub (see the module's docstring)."""
+def hub_model(text: str, *, refresh: bool = False) -> HubModel:
+    """The repository `text` names, from the local caches or the Hub (see the module's docstring).
+    refresh: ask the Hub first (a branch such as main may have moved since the caches were written)."""
     parsed = parse_repo_id(text)
     if parsed is None:
         raise UsageError(f"{text}: not a Hugging Face repository id (ORG/NAME or ORG/NAME@REVISION)")
     repo_id, revision = parsed
     snapshot = hf_cache_snapshot(repo_id, revision)
-    if snapshot is not None and _complete(snapshot):
+    if snapshot is not None and _complete(snapshot) and not refresh:
         return _from_snapshot(repo_id, snapshot)
     cache_file = sizer_cache_dir() / repo_id / quote(revision or "main", safe="") / "hub.json"
-    if cache_file.is_file():
+    if cache_file.is_file() and not refresh:
         return _read_cache(cache_file)
+    if refresh and hub_offline():
+        raise UsageError(f"{repo_id}: --refresh reads the Hugging Face Hub again, but HF_HUB_OFFLINE is set")
     if hub_offline():
         reason = "HF_HUB_OFFLINE is set"
     else:
@@ -128,6 +134,20 @@ def hf_cache_snapshot(repo_id: str, revision: str | None) -> Path | None:
     if not _SHA.fullmatch(sha) or not snapshot.is_dir():
         return None
     return snapshot
+
+
+def cached_repo_ids() -> list[str]:
+    """The model repositories the local Hugging Face cache holds (`models--ORG--NAME` folders)."""
+    try:
+        folders = [p.name for p in hf_cache_dir().iterdir()]
+    except OSError:
+        return []
+    return sorted(name[len("models--"):].replace("--", "/", 1) for name in folders if name.startswith("models--"))
+
+
+def known_repo_ids() -> list[str]:
+    """Repository ids a typo is compared with: the catalog's and those in the local Hugging Face cache."""
+    return sorted({*catalog_hub_ids(), *cached_repo_ids()})
 
 
 def _shard_names(snapshot: Path) -> list[str] | None:
@@ -249,7 +269,8 @@ def _fetch(repo_id: str, revision: str | None) -> _FetchedModel:
         raise _gated(repo_id) from None
     except errors.RepositoryNotFoundError:
         raise UsageError(f"{repo_id}: no such repository on the Hugging Face Hub ({hf.constants.ENDPOINT}) and no "
-                         "such local file or folder (a private repository needs `hf auth login` or HF_TOKEN)") from None
+                         "such local file or folder (a private repository needs `hf auth login` or HF_TOKEN)"
+                         f"{did_you_mean(repo_id, known_repo_ids())}") from None
     except errors.RevisionNotFoundError:
         raise UsageError(f"{repo_id}: no revision {revision!r} in this repository on the Hugging Face Hub") from None
     except errors.HfHubHTTPError as e:

@@ -22,8 +22,9 @@ from sizer.io import read_json_input, regular_file_size
 from sizer.spec import FULL_ATTENTION, OTHER, Checkpoint, CheckpointTensor, ModelSpec, TensorSpec
 
 
-def get_model(ref: str | os.PathLike) -> ModelSpec:
-    """A ModelSpec from a catalog name, a config.json, a safetensors folder or a .gguf file."""
+def get_model(ref: str | os.PathLike, *, refresh: bool = False) -> ModelSpec:
+    """A ModelSpec from a catalog name, a config.json, a safetensors folder, a .gguf file or a Hub repository
+    id (refresh: read a repository id from the Hub again, not from the local caches)."""
     text = os.fspath(ref)
     path = _model_path(text)
     if _exists(path):
@@ -33,8 +34,8 @@ def get_model(ref: str | os.PathLike) -> ModelSpec:
             return _from_gguf(path)
         return spec_from_config(_read_config(path), _name_of(path), str(path), f"config file {path}")
     _refuse_missing_path(text)
-    if find_model(text) is None and is_repo_id(text):
-        return _from_hub(hub_model(text))
+    if (refresh or find_model(text) is None) and is_repo_id(text):
+        return _from_hub(hub_model(text, refresh=refresh))
     entry = get_catalog_model(text)
     return spec_from_config(entry.config, entry.name, f"catalog entry {entry.name}", entry.source)
 
@@ -185,6 +186,6 @@ def get_config(ref: str | os.PathLike) -> tuple[dict, Path | None]:
                              "safetensors folder (GGUF files run in llama.cpp)")
         return _read_config(path), None
     _refuse_missing_path(text)
-    if find_model(text) is None and is_repo_id(text):
+    if (refresh or find_model(text) is None) and is_repo_id(text):
         return dict(hub_model(text).config), None
     return dict(get_catalog_model(text).config), None
