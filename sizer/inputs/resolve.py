@@ -186,6 +186,6 @@ def get_config(ref: str | os.PathLike) -> tuple[dict, Path | None]:
                              "safetensors folder (GGUF files run in llama.cpp)")
         return _read_config(path), None
     _refuse_missing_path(text)
-    if (refresh or find_model(text) is None) and is_repo_id(text):
+    if find_model(text) is None and is_repo_id(text):
         return dict(hub_model(text).config), None
     return dict(get_catalog_model(text).config), None
