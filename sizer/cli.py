@@ -77,28 +77,30 @@ def calibration_option(command):
 
 def refresh_option(command):
     """--refresh: MODEL, when a Hub repository id, is read from the Hub again instead of the local caches."""
-    @click.option("--refresh", is_flag=True,
-                  help="MODEL is a Hugging Face repository id: read it from the Hub again, not from the local caches "
-                       "(a branch such as main may have moved); sizer's cache is updated.")
-    @functools.wraps(command)
-    def wrapper(*args, refresh=False, **kwargs):
-        if refresh:
-            from sizer.inputs.hub import is_repo_id
-            from sizer.inputs.resolve import get_model
+    return click.option("--refresh", is_flag=True,
+                        help="MODEL is a Hugging Face repository id: read it from the Hub again, not from the local "
+                             "caches (a branch such as main may have moved); sizer's cache is updated.")(command)
 
-            if not is_repo_id(kwargs["model"]):
-                raise SizerUsage(f"--refresh applies to a Hugging Face repository id, not {kwargs['model']!r}")
-            kwargs["model"] = get_model(kwargs["model"], refresh=True)
-        return command(*args, **kwargs)
 
-    return wrapper
+def _refreshed(model: str, refresh: bool):
+    """MODEL, or with --refresh the ModelSpec read from the Hub again."""
+    if not refresh:
+        return model
+    from sizer.inputs.hub import is_repo_id
+    from sizer.inputs.resolve import get_model
+
+    if not is_repo_id(model):
+        raise SizerUsage(f"--refresh applies to a Hugging Face repository id, not {model!r}")
+    return get_model(model, refresh=True)
 
 
 def engine_name(ctx, param, value):
-    """--engine: a known engine, or transformers==<release> for a release sizer models."""
+    """--engine: a known engine, or transformers==<release> for a release sizer models (None: not given)."""
     from sizer.errors import UsageError
     from sizer.plan.engines import parse_engine
 
+    if value is None:
+        return None
     try:
         return parse_engine(value)
     except UsageError as e:
@@ -144,10 +146,10 @@ def cli():
 @click.option("--logits", type=click.Choice(["last", "all"]), default="last", show_default=True,
               help="last: generate() computes the last position only; all: a plain forward, fp32 over every position.")
 @calibration_option
-@output_options
 @refresh_option
+@output_options
 def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_context, attention, logits, calibration,
-             fmt):
+             refresh, fmt):
     """Memory of MODEL: weights by component, KV cache, activations and runtime overhead.
 
     \b
@@ -160,21 +162,29 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
     from sizer.calc.estimate import estimate as run_estimate
     from sizer.calc.report import render_estimate
 
-    result = run_estimate(model, precision, kv_dtype, context_length, batch_size, attention, logits, calibration,
+    result = run_estimate(_refreshed(model, refresh), precision, kv_dtype, context_length, batch_size, attention, logits, calibration,
                           allow_long_context=allow_long_context)
     return render_estimate(result, fmt)
 
 
 @cli.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option("-g", "--gpus", default=None,
               help="GPUs to plan for: COUNTxGPU (2x48GB, 2xA100-80GB, 8xH100), a GPU without a count (H100: sizer "
                    "finds the minimum), or 'local' (the GPUs NVML sees; the default when there are any). A bare size "
                    "like 48GB means a GPU with 48 GiB of device memory, as marketed.")
-@click.option("-e", "--engine", default="transformers", show_default=True, callback=engine_name,
-              help="Whose memory budget rules to apply: transformers, vllm or llamacpp (engine profiles: "
-                   "docs/engines.md). transformers==5.24 models that release of transformers (default: the newest "
-                   "release sizer models).")
+@click.option("-e", "--engine", default=None, callback=engine_name,
+              help="Whose memory budget rules to apply: transformers (the default), vllm or llamacpp (engine "
+                   "profiles: docs/engines.md). transformers==5.24 models that release of transformers (default: "
+                   "the newest release sizer models).")
+@click.option("--engine-args", default=None,
+              help="The engine's own flags, as passed to it: \"--max-model-len 16000 --gpu-memory-utilization 0.95 "
+                   "-tp 2\" (vLLM), \"-c 8192 -fa on -ctk q8_0\" (llama.cpp). Flags that change no memory are "
+                   "accepted; unknown ones are named in a warning; a value sizer's own option contradicts is refused.")
+@click.option("--command", "launch_line", default=None,
+              help="A whole launch line, model included: \"vllm serve Qwen/Qwen2.5-7B-Instruct "
+                   "--tensor-parallel-size 2\", \"python -m vllm.entrypoints.openai.api_server --model M ...\", "
+                   "\"llama-server -m model.gguf -c 8192\"; the engine comes from the line.")
 @click.option("-p", "--precision", multiple=True,
               help="Precision(s) to evaluate (repeat or comma-separate). Default: the engine's sensible set.")
 @click.option("-c", "--context-length", type=int, default=None, callback=positive,
@@ -200,11 +210,11 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also draw each GPU's memory as stacked bars into FILE.png or FILE.svg (extra: plot).")
 @calibration_option
-@output_options
 @refresh_option
-def fit(model, gpus, engine, precision, context_length, batch_size, allow_long_context, kv_dtype, tensor_parallel,
-        pipeline_parallel, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens, recommend, max_gpus, plot_path, calibration,
-        fmt, force=False):
+@output_options
+def fit(model, gpus, engine, engine_args, launch_line, precision, context_length, batch_size, allow_long_context,
+        kv_dtype, tensor_parallel, pipeline_parallel, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens,
+        recommend, max_gpus, plot_path, calibration, refresh, fmt, force=False):
     """Will MODEL fit on these GPUs? Per precision: verdict, per-GPU memory, max context, max concurrency,
     throughput, price; or, with --recommend, the cheapest catalog hardware that serves the workload.
 
@@ -213,11 +223,34 @@ def fit(model, gpus, engine, precision, context_length, batch_size, allow_long_c
       sizer fit llama3-70b --gpus 2x48GB
       sizer fit llama3.1-8b --gpus H100 --engine vllm -c 32768 -b 16
       sizer fit mixtral --recommend --engine vllm --format csv -o options.csv
+      sizer fit --command "vllm serve Qwen/Qwen2.5-7B-Instruct --max-model-len 16000 -tp 2" --gpus 2xL40S
     """
+    from dataclasses import replace
+
+    from sizer.plan.engine_args import merge_fit_options
     from sizer.plan.fit import fit as run_fit
     from sizer.plan.report import plot_fit, render_fit
 
     precisions = [p.strip() for value in precision for p in value.split(",") if p.strip()] or None
+    model, engine, flags = _engine_flags(model, engine, engine_args, launch_line)
+    model = _refreshed(model, refresh)
+    settings = None
+    if flags is not None:
+        from sizer.inputs.resolve import get_model
+
+        model = get_model(model) if isinstance(model, str) else model
+        settings = flags.settings_for(model)
+        given = {"tensor_parallel": tensor_parallel, "pipeline_parallel": pipeline_parallel,
+                 "context_length": context_length, "gpu_memory_utilization": gpu_memory_utilization,
+                 "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
+                 "kv_dtype": kv_dtype, "precision": precisions}
+        merged = merge_fit_options(given, settings, flags.source)
+        tensor_parallel, pipeline_parallel = merged["tensor_parallel"], merged["pipeline_parallel"]
+        context_length, kv_dtype = merged["context_length"], merged["kv_dtype"]
+        gpu_memory_utilization, max_num_seqs = merged["gpu_memory_utilization"], merged["max_num_seqs"]
+        max_num_batched_tokens = merged["max_num_batched_tokens"]
+        precisions = merged["precision"] if isinstance(merged["precision"], list) or merged["precision"] is None \
+            else [merged["precision"]]
     name = engine.name                          # engine: an EngineChoice (the --engine callback parsed it)
     engine_options = _engine_options(name, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)
     if calibration:
@@ -235,9 +268,35 @@ def fit(model, gpus, engine, precision, context_length, batch_size, allow_long_c
         result = run_fit(model, gpus or "local", engine, precisions, context_length, batch_size, kv_dtype,
                          tensor_parallel, pipeline_parallel, max_gpus or 64, allow_long_context=allow_long_context,
                          **engine_options)
+    if flags is not None:
+        result = replace(result, notes=result.notes + tuple(flags.notes(settings)))
+        if flags.args.warning:
+            click.echo(f"warning: {flags.args.warning}", err=True)
     if plot_path:
         plot_fit(result, plot_path, force)
     return render_fit(result, fmt)
+
+
+def _engine_flags(model, engine, engine_args, launch_line):
+    """(MODEL, the engine, the engine's flags as sizer options or None) from the arguments and a launch line."""
+    from sizer.plan.engine_args import EngineFlags
+    from sizer.plan.engines import parse_engine
+
+    if engine_args and launch_line:
+        raise SizerUsage("--command already holds the engine's flags: give --engine-args or --command, not both")
+    if launch_line:
+        flags = EngineFlags.from_command(launch_line)
+        if engine is not None and engine.name != flags.args.engine:
+            raise SizerUsage(f"--engine {engine.name} contradicts --command, a {flags.args.engine} launch line")
+        if model is not None and model != flags.args.model:
+            raise SizerUsage(f"MODEL {model} contradicts --command, which launches {flags.args.model}")
+        return flags.args.model, engine or parse_engine(flags.args.engine), flags
+    engine = engine or parse_engine("transformers")
+    if model is None:
+        raise SizerUsage("MODEL is missing: name a model, or give a whole launch line with --command")
+    if engine_args:
+        return model, engine, EngineFlags.from_args(engine.name, engine_args)
+    return model, engine, None
 
 
 def _engine_options(engine, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens) -> dict:
