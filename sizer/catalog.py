@@ -114,6 +114,11 @@ class GpuSpec:
     cuda_memory_source: str = ""
     compute_capability: str | None = None   # NVIDIA's "major.minor" (CUDA GPUs page); None: not NVIDIA or unknown
     compute_capability_source: str = ""
+    node_gpus: int = 8                      # the most GPUs of this kind in one node (server)
+    node_link: str = ""                     # how GPUs talk inside a node: nvlink, pcie, infinity-fabric
+    node_link_gbps: float | None = None     # that link's bandwidth per GPU, GB/s each way
+    fabric_gbits: float | None = None       # the network between nodes, Gb/s per node (as NICs are sold)
+    node_source: str = ""
 
     @property
     def capability(self) -> tuple[int, int] | None:

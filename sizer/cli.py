@@ -204,6 +204,9 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
 @click.option("--max-num-seqs", type=int, default=None, callback=positive, help="vLLM: scheduler's sequence limit.")
 @click.option("--max-num-batched-tokens", type=int, default=None, callback=positive,
               help="vLLM: tokens per scheduler step (sizes the profiling run).")
+@click.option("--fabric-gbps", "fabric_gbits", type=float, default=None,
+              help="The network between nodes, in Gb/s per node as NICs are sold (8 x 400 Gb/s InfiniBand = 3200). "
+                   "Default: the GPU catalog's for the GPU's usual servers.")
 @click.option("--recommend", is_flag=True, help="Rank the catalog's GPU configurations by price for this workload.")
 @click.option("--max-gpus", type=int, default=None, callback=positive,
               help="Most GPUs per configuration to consider (default 8 with --recommend, 64 otherwise).")
@@ -214,7 +217,7 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
 @output_options
 def fit(model, gpus, engine, engine_args, launch_line, precision, context_length, batch_size, allow_long_context,
         kv_dtype, tensor_parallel, pipeline_parallel, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens,
-        recommend, max_gpus, plot_path, calibration, refresh, fmt, force=False):
+        fabric_gbits, recommend, max_gpus, plot_path, calibration, refresh, fmt, force=False):
     """Will MODEL fit on these GPUs? Per precision: verdict, per-GPU memory, max context, max concurrency,
     throughput, price; or, with --recommend, the cheapest catalog hardware that serves the workload.
 
@@ -223,6 +226,7 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
       sizer fit llama3-70b --gpus 2x48GB
       sizer fit llama3.1-8b --gpus H100 --engine vllm -c 32768 -b 16
       sizer fit mixtral --recommend --engine vllm --format csv -o options.csv
+      sizer fit llama-3.1-405b --gpus 2x8xH100 --engine vllm    (2 nodes of 8: TP8 x PP2, Ray)
       sizer fit --command "vllm serve Qwen/Qwen2.5-7B-Instruct --max-model-len 16000 -tp 2" --gpus 2xL40S
     """
     from dataclasses import replace
@@ -267,7 +271,7 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
     else:
         result = run_fit(model, gpus or "local", engine, precisions, context_length, batch_size, kv_dtype,
                          tensor_parallel, pipeline_parallel, max_gpus or 64, allow_long_context=allow_long_context,
-                         **engine_options)
+                         fabric_gbits=fabric_gbits, **engine_options)
     if flags is not None:
         result = replace(result, notes=result.notes + tuple(flags.notes(settings)))
         if flags.args.warning:

@@ -1,4 +1,7 @@
-"""`--gpus`: which GPUs, how many. `2x48GB`, `2xA100-80GB`, `8xH100`, `H100`, `48GB`, `local`.
+"""`--gpus`: which GPUs, how many. `2x48GB`, `2xA100-80GB`, `8xH100`, `2x8xH100`, `H100`, `48GB`, `local`.
+
+`NODESxGPUSxKIND` (`2x8xH100`) is NODES nodes of GPUS GPUs each; a plain count beyond what one node
+of that kind holds (the catalog's node_gpus, 8 for servers) spans ceil(count / node_gpus) nodes.
 
 A bare size like `48GB` (or `48GiB`, `48G`) means a GPU with 48 GiB of device memory, as GPUs are
 marketed; it has no bandwidth or throughput figures, so throughput and price are left empty. A GPU
@@ -14,7 +17,8 @@ from sizer.catalog import GpuSpec, get_gpu
 from sizer.errors import UsageError
 from sizer.units import GiB
 
-_SPEC_RE = re.compile(r"^\s*(?:(?P<count>[+-]?\d+)\s*[x×*]\s*)?(?P<what>.+?)\s*$", re.IGNORECASE)
+_SPEC_RE = re.compile(r"^\s*(?:(?P<nodes>[+-]?\d+)\s*[x×*]\s*(?=\d+\s*[x×*]))?(?:(?P<count>[+-]?\d+)\s*[x×*]\s*)?"
+                      r"(?P<what>.+?)\s*$", re.IGNORECASE)
 _SIZE_RE = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>gb|gib|g)$", re.IGNORECASE)
 
 # NVML's total includes memory the driver reserves; CUDA (cudaMemGetInfo, torch, vLLM) sees less.
@@ -32,9 +36,27 @@ class GpuSelection:
     gpu: GpuSpec
     count: int | None
     text: str                   # as the user wrote it
+    gpus_per_node: int | None = None    # NODESxGPUSxKIND: GPUS; else the catalog's node size
+    fabric_gbits: float | None = None   # --fabric-gbps: the network between nodes, Gb/s per node
+
+    @property
+    def node_size(self) -> int:
+        """GPUs per node: as written (2x8xH100), else the most one node of this kind holds."""
+        return self.gpus_per_node or self.gpu.node_gpus
+
+    @property
+    def nodes(self) -> int:
+        return -(-(self.count or 1) // self.node_size)
+
+    @property
+    def fabric(self) -> float | None:
+        """Gb/s between nodes, per node: --fabric-gbps, else the catalog's."""
+        return self.fabric_gbits or self.gpu.fabric_gbits
 
     @property
     def label(self) -> str:
+        if self.count and self.gpus_per_node and self.nodes > 1:
+            return f"{self.nodes}x{self.gpus_per_node}x{self.gpu.name}"
         return f"{self.count}x{self.gpu.name}" if self.count else self.gpu.name
 
 
@@ -59,6 +81,12 @@ def parse_gpus(text: str) -> GpuSelection:
     if not m or not m.group("what"):
         raise UsageError(f"--gpus {text!r}: expected COUNTxGPU (2x48GB, 8xH100), a GPU (H100, 48GB) or 'local'")
     count = int(m.group("count")) if m.group("count") is not None else None
+    nodes = int(m.group("nodes")) if m.group("nodes") is not None else None
+    if nodes is not None and count is not None:
+        if nodes < 1 or count < 1:
+            raise UsageError(f"--gpus {text!r}: NODESxGPUSxKIND takes positive counts, e.g. 2x8xH100")
+        selection = parse_gpus(f"{nodes * count}x{m.group('what')}")
+        return replace(selection, text=text, gpus_per_node=count)
     if count is not None and not 1 <= count <= MAX_GPUS:
         raise UsageError(f"--gpus {text!r}: the GPU count must be between 1 and {MAX_GPUS}, got {count}")
     what = m.group("what")

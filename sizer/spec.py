@@ -176,6 +176,7 @@ class ModelSpec:
     indexer_layers: tuple[int, ...] | None = None   # the layers with an indexer of their own; None: every KV layer
     kv_geometry_by_kind: tuple[tuple[str, KVGeometry], ...] = ()   # per layer kind, where it differs from
     #                                          (n_kv_heads, head_dim, v_head_dim): MiMo-V2-Flash's sliding layers
+    model_ref: str | None = None          # what an engine is told to load: Hub id (ORG/NAME[@REVISION]), folder, .gguf
 
     @cached_property
     def tensor_names(self) -> frozenset[str]:

@@ -82,6 +82,26 @@ def test_adds_an_entry_in_the_catalog_format(data, tmp_path, capsys):
     assert (MODELS / "tiny-llama-test.json").exists() is False
 
 
+def test_the_entry_keeps_the_config_file_verbatim(data, tmp_path):
+    """transformers standardizes rope_scaling in the dict it is given (adds rope_theta, rope_type): the
+    entry must hold the file as published, not what transformers made of it."""
+    config = {**TINY, "rope_theta": 500000.0, "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0,
+              "high_freq_factor": 4.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
+    path = write(tmp_path, config)
+    assert add(data, path) == 0
+    entry = json.loads((data / "tiny-llama-test.json").read_text())
+    assert entry["config"] == json.loads(path.read_text()) == config
+
+
+def test_shipped_entries_hold_no_rope_keys_transformers_added():
+    """No rope_scaling with a rope_theta copied in from the top level (what the tool once wrote)."""
+    for path in sorted(MODELS.glob("*.json")):
+        config = json.loads(path.read_text())["config"]
+        for part in (config, config.get("text_config") or {}):
+            scaling = part.get("rope_scaling")
+            assert not (isinstance(scaling, dict) and "rope_theta" in scaling and "rope_theta" in part), path.name
+
+
 def test_refresh_needs_force_and_updates_the_row(data, tmp_path, capsys):
     path = write(tmp_path, TINY)
     assert add(data, path) == 0

@@ -397,10 +397,11 @@ def test_json_and_csv_share_field_names():
             shared = set(option) & set(row)
             assert {"price_per_hour_usd", "cost_per_million_tokens_usd", "max_context_length", "min_gpus",
                     "layouts_compared"} <= shared
-            for key in shared - {"layouts_compared"}:
+            for key in shared - {"layouts_compared", "launch"}:
                 assert row[key] == ("" if option[key] is None else str(option[key])), key
-            # a list in JSON is one cell in CSV: the layouts' names, the chosen first
+            # a list in JSON is one cell in CSV: the layouts' names, the chosen first; the launch steps
             assert row["layouts_compared"] == ";".join(c["layout"] for c in option["layouts_compared"])
+            assert row["launch"] == " ; ".join(f"[{s['on']}] {s['command']}" for s in option["launch"])
             assert int(row["usable_memory_per_gpu_bytes"]) == option["per_gpu"]["usable_memory"]
             assert option["per_gpu"]["usable_memory"] < data["gpus"]["memory_bytes"]
         assert (engine == "vllm") == all(len(o["layouts_compared"]) == 2 for o in data["options"])

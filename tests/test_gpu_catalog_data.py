@@ -31,6 +31,11 @@ ENTRY_KEYS = [
     "price_source",
     "price_date",
     "source",
+    "node_gpus",
+    "node_link",
+    "node_link_gbps",
+    "fabric_gbits",
+    "node_source",
 ]
 
 TFLOPS_KEYS = {"fp32", "tf32", "bf16", "fp16", "fp8", "int8"}
@@ -129,6 +134,11 @@ def test_entry_keys_and_types(gpu):
     for fmt, value in tflops.items():
         assert value is None or (_is_number(value) and value > 0), (fmt, value)
 
+    assert type(gpu["node_gpus"]) is int and 1 <= gpu["node_gpus"] <= 72
+    assert gpu["node_link"] in {"nvlink", "pcie", "infinity-fabric"}
+    assert _is_number(gpu["node_link_gbps"]) and 1 <= gpu["node_link_gbps"] <= 2000
+    assert _is_number(gpu["fabric_gbits"]) and 1 <= gpu["fabric_gbits"] <= 10000
+    assert gpu["node_source"].strip()
     assert _is_number(gpu["tdp_watts"]) and gpu["tdp_watts"] > 0
     assert isinstance(gpu["interconnect"], str) and gpu["interconnect"].strip()
 

@@ -17,6 +17,7 @@ and sizer and exits 1 on any mismatch. Needs torch and transformers.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import sys
@@ -38,7 +39,10 @@ class ToolError(Exception):
 
 
 def transformers_count(config: dict) -> tuple[int, str]:
-    """(parameters of the model transformers builds from `config` on the meta device, its version)."""
+    """(parameters of the model transformers builds from `config` on the meta device, its version).
+    transformers edits the dicts it is given (it standardizes rope_scaling, rewrites a text_config's
+    model_type): it gets a copy, so the entry keeps the file verbatim."""
+    config = copy.deepcopy(config)
     try:
         import torch
         import transformers

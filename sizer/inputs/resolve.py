@@ -16,7 +16,7 @@ from sizer.catalog import find_model, get_catalog_model
 from sizer.config import ConfigView
 from sizer.errors import InputFileError, UnsupportedModelError, UsageError
 from sizer.families import FAMILIES, quantization_label, raise_unsupported, spec_from_config, supported_families
-from sizer.inputs.hub import HubModel, hub_model, is_repo_id
+from sizer.inputs.hub import HubModel, hub_model, is_repo_id, parse_repo_id
 from sizer.inputs.names import component_of
 from sizer.io import read_json_input, regular_file_size
 from sizer.spec import FULL_ATTENTION, OTHER, Checkpoint, CheckpointTensor, ModelSpec, TensorSpec
@@ -29,15 +29,17 @@ def get_model(ref: str | os.PathLike, *, refresh: bool = False) -> ModelSpec:
     path = _model_path(text)
     if _exists(path):
         if path.is_dir():
-            return _from_folder(path)
+            return replace(_from_folder(path), model_ref=str(path))
         if path.suffix.lower() == ".gguf":
-            return _from_gguf(path)
-        return spec_from_config(_read_config(path), _name_of(path), str(path), f"config file {path}")
+            return replace(_from_gguf(path), model_ref=str(path))
+        spec = spec_from_config(_read_config(path), _name_of(path), str(path), f"config file {path}")
+        return replace(spec, model_ref=str(path.parent))
     _refuse_missing_path(text)
     if (refresh or find_model(text) is None) and is_repo_id(text):
-        return _from_hub(hub_model(text, refresh=refresh))
+        return _from_hub(hub_model(text, refresh=refresh), parse_repo_id(text)[1])
     entry = get_catalog_model(text)
-    return spec_from_config(entry.config, entry.name, f"catalog entry {entry.name}", entry.source)
+    spec = spec_from_config(entry.config, entry.name, f"catalog entry {entry.name}", entry.source)
+    return replace(spec, model_ref=entry.hf_id or None)
 
 
 def _model_path(text: str) -> Path:
@@ -89,9 +91,10 @@ def _from_folder(folder: Path) -> ModelSpec:
                        f"config file {config_path}", str(folder))
 
 
-def _from_hub(model: HubModel) -> ModelSpec:
-    return _from_parts(model.config, list(model.tensors or ()), model.name, f"{model.repo_id}/config.json",
+def _from_hub(model: HubModel, revision: str | None = None) -> ModelSpec:
+    spec = _from_parts(model.config, list(model.tensors or ()), model.name, f"{model.repo_id}/config.json",
                        f"config.json of {model.label}", model.label)
+    return replace(spec, model_ref=model.repo_id + (f"@{revision}" if revision else ""))
 
 
 def _from_parts(raw: dict, tensors: list[CheckpointTensor], name: str, origin: str, source: str,

@@ -18,7 +18,8 @@ from sizer.plan.engines import (DOES_NOT_FIT, FITS, VERDICT_ORDER, EngineChoice,
 from sizer.plan.placement import Placement, choose_placement, valid_layouts
 from sizer.calc.kv import INDEXER_AT_KV_DTYPE
 from sizer.plan.stages import Stage, build_stages
-from sizer.plan.throughput import Throughput, cost_per_million_tokens, estimate_throughput
+from sizer.plan.launch import LaunchStep, launch_steps
+from sizer.plan.throughput import Links, Throughput, cost_per_million_tokens, estimate_throughput
 from sizer.quant import precision_notes, resolve_precision
 from sizer.spec import ModelSpec, Workload, check_context_length
 
@@ -88,6 +89,8 @@ class FitOption:
     suggestions: tuple[str, ...] = ()
     context_length: int = 0           # the workload's, for ratios
     layouts_compared: tuple[LayoutScore, ...] = ()   # the valid layouts of gpu_count, the chosen first
+    nodes: int = 1                    # nodes the layout spans
+    launch: tuple[LaunchStep, ...] = ()   # the commands that realise it (none when it does not fit)
 
     @property
     def fullest(self) -> GpuUsage:
@@ -111,6 +114,7 @@ class FitResult:
     gpu_count: int | None = None        # as asked; None when sizer chose the count per option
     engine_version: str = ""            # the transformers release modelled ("5.25"); "" for other engines
     model_max_context_length: int | None = None   # the model's maximum context (None: its config states none)
+    links: Links | None = None          # node size and the links inside and between nodes
 
 
 class Planner:
@@ -118,10 +122,12 @@ class Planner:
 
     def __init__(self, spec: ModelSpec, gpu: GpuSpec, engine, kv_dtype: str = "bf16",
                  tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
-                 stage_cache: dict | None = None) -> None:
+                 stage_cache: dict | None = None, links: Links | None = None) -> None:
         """stage_cache: shared by planners of one model and engine on other GPUs (layouts do not
-        depend on the GPU)."""
+        depend on the GPU). links: the node size and the links inside and between nodes (default:
+        the catalog's for this GPU)."""
         self.spec, self.gpu, self.engine, self.kv_dtype = spec, gpu, engine, kv_dtype
+        self.links = links or Links.of(gpu)
         self.tensor_parallel, self.pipeline_parallel = tensor_parallel, pipeline_parallel
         self.capacity = usable_memory_bytes(gpu)
         self._stages: dict[tuple, list[Stage]] = {} if stage_cache is None else stage_cache
@@ -137,7 +143,7 @@ class Planner:
     def placement(self, gpu_count: int) -> Placement:
         """The engine's default layout of `gpu_count` GPUs (or the one the user forced)."""
         return choose_placement(self.spec, gpu_count, self.tensor_parallel, self.pipeline_parallel,
-                                self.engine.prefers_tensor_parallel)
+                                self.engine.prefers_tensor_parallel, self.links.node_size)
 
     def layouts(self, gpu_count: int) -> list[Placement]:
         """The layouts `fit` compares for `gpu_count` GPUs: every valid TP x PP for an engine that
@@ -147,7 +153,7 @@ class Planner:
         default = self.placement(gpu_count)             # raises UsageError when none is valid
         if self.tensor_parallel or self.pipeline_parallel or not self.engine.prefers_tensor_parallel:
             return [default]
-        return [default] + [p for p in valid_layouts(self.spec, gpu_count) if p != default]
+        return [default] + [p for p in valid_layouts(self.spec, gpu_count, self.links.node_size) if p != default]
 
     def score(self, precision, placement: Placement, workload: Workload) -> LayoutScore:
         """How `placement` serves the workload, by the measures of LAYOUT_PREFERENCE."""
@@ -155,7 +161,8 @@ class Planner:
         speed = None
         if ev.verdict != DOES_NOT_FIT:
             speed = estimate_throughput(self.spec, self.stages(precision, placement), placement, self.gpu,
-                                        self.hardware(precision).weights, self.engine, workload).decode_tokens_per_s_total
+                                        self.hardware(precision).weights, self.engine, workload,
+                                        self.links).decode_tokens_per_s_total
         return LayoutScore(f"TP{placement.tensor_parallel}xPP{placement.pipeline_parallel}", ev.verdict,
                            self.max_concurrency(precision, placement, workload),
                            self.max_context_length(precision, placement, workload), speed)
@@ -290,12 +297,15 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
     tput = Throughput(None, None, None, None)
     if ev.verdict != DOES_NOT_FIT:
         tput = estimate_throughput(planner.spec, stages, placement, planner.gpu, planner.hardware(precision).weights,
-                                   planner.engine, workload)
+                                   planner.engine, workload, planner.links)
     price = planner.gpu.price_per_hour_usd * count if planner.gpu.price_per_hour_usd else None
     reason = ev.reason
     if placement.gpu_count < count:
         reason += (f"; runs on {placement.gpu_count} of the {count} GPUs (TP{placement.tensor_parallel}x"
                    f"PP{placement.pipeline_parallel}): no layout of all {count} serves the workload as well")
+    nodes = -(-placement.gpu_count // planner.links.node_size)
+    launch = () if ev.verdict == DOES_NOT_FIT else launch_steps(planner.engine, planner.spec, precision, placement,
+                                                                workload, planner.kv_dtype, nodes)
     return FitOption(
         precision=name, verdict=ev.verdict, reason=reason, gpu=planner.gpu.name, gpu_count=count,
         tensor_parallel=placement.tensor_parallel, pipeline_parallel=placement.pipeline_parallel,
@@ -304,7 +314,7 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
         kv_cache_tokens=ev.kv_cache_tokens, min_gpus=found[0] if found else None, throughput=tput,
         price_per_hour=price, cost_per_million_tokens=cost_per_million_tokens(price, tput.decode_tokens_per_s_total),
         host_bytes=sum(s.host_bytes for s in stages), context_length=workload.context_length,
-        layouts_compared=compared)
+        layouts_compared=compared, nodes=nodes, launch=launch)
 
 
 def _fallback_count(planner: Planner, max_gpus: int) -> int:
@@ -345,7 +355,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
         context_length: int | None = None, batch_size: int = 1, kv_dtype: str | None = None,
         tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
         max_gpus: int = DEFAULT_MAX_GPUS, suggestions: bool = True, allow_long_context: bool = False,
-        **engine_options) -> FitResult:
+        fabric_gbits: float | None = None, **engine_options) -> FitResult:
     """Plan `model` on `gpus` ("2x48GB", "8xH100", "H100" for the minimum count) with `engine`.
 
     precision: one name, a list, or None for the engine's sensible set (the checkpoint's own storage
@@ -353,6 +363,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     max_num_batched_tokens, max_num_seqs; transformers' attention, logits and calibration (a
     Calibration or a file); llama.cpp's flash_attention. A context beyond the model's maximum is
     refused (sizer.spec.check_context_length) unless allow_long_context, which plans it with a note.
+    fabric_gbits: the network between nodes in Gb/s per node (default: the GPU catalog's).
     """
     from sizer.calc.kv import kv_dtype_bytes
     from sizer.inputs.resolve import get_model
@@ -362,6 +373,10 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     kv_dtype = kv_dtype or DEFAULT_KV_DTYPE[engine]
     spec = engine_spec(get_model(model) if isinstance(model, str) else model, choice)
     selection = parse_gpus(gpus) if isinstance(gpus, str) else gpus
+    if fabric_gbits is not None:
+        if not 0 < fabric_gbits <= 1e6:
+            raise UsageError(f"--fabric-gbps must be a positive bandwidth in Gb/s per node, got {fabric_gbits:g}")
+        selection = replace(selection, fabric_gbits=fabric_gbits)
     kv_dtype_bytes(kv_dtype)
     if batch_size < 1:
         raise UsageError(f"batch size must be a positive number of sequences, got {batch_size}")
@@ -374,7 +389,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
             raise UsageError(f"--tensor-parallel {tp} x --pipeline-parallel {pp} = {tp * pp}, but --gpus {selection.text} "
                              f"names {selection.count}")
     planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options), kv_dtype, tensor_parallel,
-                      pipeline_parallel)
+                      pipeline_parallel, links=Links.of(selection.gpu, selection.node_size, selection.fabric))
     formats = resolve_precisions(spec, engine, precision)
     options = [plan_option(planner, p, selection.count, workload, max_gpus) for p in formats]
     if suggestions:
@@ -389,9 +404,23 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
         notes += vllm_precision_notes(formats)
     if engine == "transformers" and any(o.pipeline_parallel > 1 for o in options):
         notes.append("transformers splits layers over the GPUs (device_map='auto'); they run one after another")
+    notes += node_notes(planner.links, tensor_parallel, engine, options)
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu, engine,
                      ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version,
-                     spec.max_context_length)
+                     spec.max_context_length, planner.links)
+
+
+def node_notes(links: Links, tensor_parallel: int | None, engine: str, options) -> list[str]:
+    """What a plan over several nodes needs said: TP that crosses nodes, engines that do not span them."""
+    notes = []
+    if tensor_parallel and tensor_parallel > links.node_size:
+        notes.append(f"tensor parallel {tensor_parallel} crosses nodes of {links.node_size} GPUs: every all-reduce goes "
+                     "over the network between nodes; vLLM and SGLang recommend TP inside a node and pipeline "
+                     "stages across nodes")
+    if engine != "vllm" and any(o.nodes > 1 for o in options):
+        notes.append(f"the plan spans several nodes; sizer prints launch commands across nodes for vLLM only "
+                     f"({engine} is not planned across nodes)")
+    return notes
 
 
 def vllm_precision_notes(precisions: list) -> list[str]:

@@ -59,27 +59,33 @@ def tp_problem(spec: ModelSpec, tp: int) -> str | None:
     return None
 
 
-def valid_layouts(spec: ModelSpec, gpu_count: int) -> list[Placement]:
-    """Every TP x PP = gpu_count that splits the model, largest TP first."""
+def valid_layouts(spec: ModelSpec, gpu_count: int, node_size: int | None = None) -> list[Placement]:
+    """Every TP x PP = gpu_count that splits the model, largest TP first. Over several nodes (more
+    GPUs than `node_size`), tensor parallelism stays inside a node (TP divides the node size) and
+    pipeline stages span the nodes, as vLLM and SGLang recommend."""
     layouts = []
     for tp in range(gpu_count, 0, -1):
         pp = gpu_count // tp
+        if node_size and gpu_count > node_size and node_size % tp:
+            continue
         if tp * pp == gpu_count and tp_problem(spec, tp) is None and pp <= spec.n_layers:
             layouts.append(Placement(tp, pp))
     return layouts
 
 
 def choose_placement(spec: ModelSpec, gpu_count: int, tensor_parallel: int | None,
-                     pipeline_parallel: int | None, prefer_tensor_parallel: bool) -> Placement:
+                     pipeline_parallel: int | None, prefer_tensor_parallel: bool,
+                     node_size: int | None = None) -> Placement:
     """The layout for `gpu_count` GPUs: the one asked for (validated), else the engine's default:
-    the largest valid TP (vLLM) or one stage of layers per GPU (transformers device_map, llama.cpp)."""
+    the largest valid TP (vLLM; inside a node when there are several) or one stage of layers per GPU
+    (transformers device_map, llama.cpp)."""
     if tensor_parallel or pipeline_parallel:
         tp = tensor_parallel or gpu_count // (pipeline_parallel or 1)
         pp = pipeline_parallel or gpu_count // tp
         return validate(spec, Placement(tp, pp), gpu_count)
     if not prefer_tensor_parallel:
         return validate(spec, Placement(1, gpu_count), gpu_count)
-    layouts = valid_layouts(spec, gpu_count)
+    layouts = valid_layouts(spec, gpu_count, node_size)
     if not layouts:
         raise UsageError(f"{spec.name} cannot be split over {gpu_count} GPUs "
                          f"(at most {spec.n_layers} pipeline stages, and {tp_problem(spec, gpu_count)})")

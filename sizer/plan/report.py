@@ -21,6 +21,7 @@ FIT_CSV_COLUMNS = (
     "total_per_gpu_bytes", "free_per_gpu_bytes", "max_context_length", "max_concurrency", "kv_cache_tokens",
     "min_gpus", "decode_tokens_per_s", "decode_tokens_per_s_total", "prefill_tokens_per_s",
     "time_to_first_token_s", "price_per_hour_usd", "cost_per_million_tokens_usd", "reason", "layouts_compared",
+    "nodes", "launch",
 )
 
 
@@ -51,6 +52,7 @@ def option_to_dict(o: FitOption) -> dict:
                               "max_context_length": c.max_context_length,
                               "decode_tokens_per_s_total": _round(c.decode_tokens_per_s_total)}
                              for c in o.layouts_compared],
+        "nodes": o.nodes, "launch": [step.as_dict() for step in o.launch],
     }
 
 
@@ -58,6 +60,9 @@ def fit_to_dict(r: FitResult) -> dict:
     gpus = {"label": r.gpus}
     if r.gpus != "catalog":
         gpus.update(gpu=r.gpu.name, memory_bytes=r.gpu.memory_bytes, usable_memory_bytes=usable_memory_bytes(r.gpu))
+    if r.links is not None and r.gpus != "catalog":
+        gpus.update(node_size=r.links.node_size, node_link=r.links.node_link, node_link_gbps=r.links.node_link_gbps,
+                    fabric_gbits=r.links.fabric_gbits)
     return {
         "model": r.model, "family": r.family, "params": r.params, "active_params": r.active_params, "gpus": gpus,
         "engine": r.engine, "engine_version": r.engine_version,
@@ -86,6 +91,7 @@ def fit_csv_rows(r: FitResult) -> list[dict]:
             "price_per_hour_usd": "" if o.price_per_hour is None else o.price_per_hour,
             "cost_per_million_tokens_usd": "" if d["cost_per_million_tokens_usd"] is None else d["cost_per_million_tokens_usd"],
             "reason": o.reason, "layouts_compared": ";".join(c.layout for c in o.layouts_compared),
+            "nodes": o.nodes, "launch": " ; ".join(f"[{s.on}] {s.command}" for s in o.launch),
         })
     return rows
 
@@ -107,6 +113,11 @@ def _header(r: FitResult) -> list[str]:
         gpus = f"the fewest {r.gpu.name} that serve the workload ({_g(usable_memory_bytes(r.gpu))} GiB usable per GPU)"
     else:
         gpus = f"{r.gpus} ({_g(usable_memory_bytes(r.gpu))} GiB usable per GPU)"
+    if r.links is not None and any(o.nodes > 1 for o in r.options):
+        nodes = max(o.nodes for o in r.options)
+        link = f"{r.links.node_link} {r.links.node_link_gbps:g} GB/s per GPU" if r.links.node_link_gbps else r.links.node_link
+        fabric = f"{r.links.fabric_gbits:g} Gb/s per node" if r.links.fabric_gbits else "an unknown network"
+        gpus += f" · {nodes} nodes of {r.links.node_size}: {link} inside a node, {fabric} between nodes"
     return [f"{r.model} ({r.family}) · {params}",
             f"GPUs: {gpus} · engine {r.engine}" + (f" {r.engine_version}" if r.engine_version else ""),
             f"workload: {r.batch_size} x {r.context_length:,} tokens, KV cache {r.kv_dtype} · per-GPU figures of the "
@@ -153,9 +164,12 @@ def render_fit(r: FitResult, fmt: str) -> str:
         "decode tok/s (seq / all)", "$/hour", "$/M tokens"]
     table = tabulate([_row(o, with_gpu) for o in r.options], headers=headers, disable_numparse=True,
                      tablefmt="github" if fmt == "markdown" else "simple")
-    lines = [f"- {o.precision}" + (f" on {o.gpu_count}x{o.gpu}" if with_gpu else "") + f": {o.reason}"
-             + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else "") + _fewer_gpus(o) + _layouts(o)
-             for o in r.options]
+    lines = []
+    for o in r.options:
+        lines.append(f"- {o.precision}" + (f" on {o.gpu_count}x{o.gpu}" if with_gpu else "") + f": {o.reason}"
+                     + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else "") + _fewer_gpus(o)
+                     + _layouts(o))
+        lines += [f"  launch ({step.on}): {step.command}" for step in o.launch]
     if not r.options:
         lines = ["- no configuration serves this workload"]
     lines += [f"note: {n}" for n in r.notes]

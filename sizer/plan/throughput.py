@@ -5,6 +5,15 @@ the batch's tokens are routed to) and each sequence's KV cache, at `memory_bandw
 the step also cannot beat the compute roofline. Prefill is compute-bound: `2 x active parameters`
 FLOPs per token plus attention, at the GPU's dense tensor throughput for the precision x efficiency.
 Pipeline stages run one after another for a given token, so their step times add up.
+
+Communication: tensor parallelism all-reduces each layer's attention and MLP outputs (two per layer:
+`batch x hidden x 2 bytes` per decode step, `tokens x hidden x 2 bytes` per prefill), a ring taking
+`latency + 2 (TP - 1) / TP x bytes / bandwidth`; pipeline parallelism hands the hidden states to the
+next stage once per step. Both are charged to the link they cross: the node's (NVLink, PCIe, Infinity
+Fabric; the catalog's bandwidth per GPU) or, between nodes, the fabric (the catalog's or
+--fabric-gbps, per node, shared by its GPUs). Latencies and the share of link bandwidth collectives
+reach are assumptions in line with published NCCL measurements (small all-reduces take about 10 us on
+NVLink and tens of us over PCIe or a network; large ones reach 70-80 % of the link), to be calibrated.
 """
 
 from __future__ import annotations
@@ -25,6 +34,60 @@ EFFICIENCY = {
     "vllm": {"decode_bandwidth": 0.80, "prefill_compute": 0.60},
     "llamacpp": {"decode_bandwidth": 0.70, "prefill_compute": 0.35},
 }
+
+
+ALLREDUCE_LATENCY_S = {"nvlink": 10e-6, "infinity-fabric": 10e-6, "pcie": 25e-6, "fabric": 30e-6}
+LINK_EFFICIENCY = 0.75
+ACTIVATION_BYTES = 2         # hidden states cross the links in 16-bit
+
+
+@dataclass(frozen=True)
+class Links:
+    """The links a layout's collectives cross: inside a node and between nodes."""
+
+    node_size: int = 8
+    node_link: str = "pcie"
+    node_link_gbps: float | None = None      # GB/s per GPU, each way
+    fabric_gbits: float | None = None        # Gb/s per node
+
+    @classmethod
+    def of(cls, gpu: GpuSpec, node_size: int | None = None, fabric_gbits: float | None = None) -> "Links":
+        return cls(node_size or gpu.node_gpus, gpu.node_link or "pcie", gpu.node_link_gbps,
+                   fabric_gbits or gpu.fabric_gbits)
+
+    def _bytes_per_s(self, across_nodes: bool) -> float | None:
+        if not across_nodes:
+            return self.node_link_gbps * 1e9 * LINK_EFFICIENCY if self.node_link_gbps else None
+        return self.fabric_gbits / 8 * 1e9 / self.node_size * LINK_EFFICIENCY if self.fabric_gbits else None
+
+    def allreduce_s(self, tensor_parallel: int, nbytes: float) -> float:
+        """One ring all-reduce of `nbytes` over `tensor_parallel` GPUs (0 without TP)."""
+        if tensor_parallel <= 1:
+            return 0.0
+        across = tensor_parallel > self.node_size
+        rate = self._bytes_per_s(across)
+        latency = ALLREDUCE_LATENCY_S["fabric" if across else self.node_link]
+        return latency + (2 * (tensor_parallel - 1) / tensor_parallel * nbytes / rate if rate else 0.0)
+
+    def hop_s(self, across_nodes: bool, nbytes: float) -> float:
+        """Hidden states handed from one pipeline stage to the next."""
+        rate = self._bytes_per_s(across_nodes)
+        latency = ALLREDUCE_LATENCY_S["fabric" if across_nodes else self.node_link]
+        return latency + (nbytes / rate if rate else 0.0)
+
+    def hops_across_nodes(self, placement: Placement) -> list[bool]:
+        """For each stage boundary, whether it crosses nodes (stages fill nodes in order)."""
+        tp = placement.tensor_parallel
+        return [(i * tp) // self.node_size != ((i + 1) * tp) // self.node_size
+                for i in range(placement.pipeline_parallel - 1)]
+
+
+def communication_s(spec: ModelSpec, placement: Placement, links: Links, tokens: int) -> float:
+    """Time one forward over `tokens` tokens spends in TP all-reduces and PP hand-offs."""
+    nbytes = tokens * spec.hidden_size * ACTIVATION_BYTES
+    allreduces = 2 * spec.n_layers * links.allreduce_s(placement.tensor_parallel, nbytes)
+    hops = sum(links.hop_s(across, nbytes) for across in links.hops_across_nodes(placement))
+    return allreduces + hops
 
 
 @dataclass(frozen=True)
@@ -64,9 +127,11 @@ def efficiency(engine) -> dict[str, float]:
 
 
 def estimate_throughput(spec: ModelSpec, stages: list[Stage], placement: Placement, gpu: GpuSpec,
-                        precision, engine, workload: Workload) -> Throughput:
-    """Rooflines for the workload's sequences on `placement` of `gpu` with `engine`.
+                        precision, engine, workload: Workload, links: Links | None = None) -> Throughput:
+    """Rooflines for the workload's sequences on `placement` of `gpu` with `engine`, plus the time
+    tensor and pipeline parallelism spend on `links` (default: the GPU's own, one node of its size).
     precision: a sizer.quant format object."""
+    links = links or Links.of(gpu)
     context_length, batch_size = workload.context_length, workload.batch_size
     eff = efficiency(engine)
     bandwidth = gpu.memory_bandwidth_gbps
@@ -83,10 +148,12 @@ def estimate_throughput(spec: ModelSpec, stages: list[Stage], placement: Placeme
         share = len(stage.layers) / spec.n_layers / placement.tensor_parallel
         compute_s = batch_size * flops_per_token * share / (tflops * 1e12 * eff["prefill_compute"])
         step_s += max(memory_s, compute_s)
-    prefill_rate = placement.tensor_parallel * tflops * 1e12 * eff["prefill_compute"] / flops_per_token
+    step_s += communication_s(spec, placement, links, batch_size)
+    prompt_tokens = batch_size * context_length
+    compute_rate = placement.tensor_parallel * tflops * 1e12 * eff["prefill_compute"] / flops_per_token
+    prefill_s = prompt_tokens / compute_rate + communication_s(spec, placement, links, prompt_tokens)
     return Throughput(decode_tokens_per_s=1 / step_s, decode_tokens_per_s_total=batch_size / step_s,
-                      prefill_tokens_per_s=prefill_rate,
-                      time_to_first_token_s=batch_size * context_length / prefill_rate)
+                      prefill_tokens_per_s=prompt_tokens / prefill_s, time_to_first_token_s=prefill_s)
 
 
 def cost_per_million_tokens(price_per_hour: float | None, tokens_per_s: float | None) -> float | None:

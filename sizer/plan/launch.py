@@ -1,0 +1,114 @@
+"""The launch commands that realise a plan, in each engine's own flags.
+
+vLLM: `vllm serve MODEL --tensor-parallel-size TP --pipeline-parallel-size PP --max-model-len N ...`
+with only the flags that differ from vLLM's defaults; over several nodes vLLM runs on a Ray cluster
+(vLLM's docs, "Distributed inference and serving": `ray start --head` on one node, `ray start
+--address` on the others, then `vllm serve ... --distributed-executor-backend ray` on the head),
+tensor parallelism inside a node and pipeline stages across nodes. llama.cpp: `llama-server -m
+FILE.gguf -c N -ngl 999 ...`. transformers has no server command: none is printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sizer.plan.placement import Placement
+from sizer.spec import ModelSpec, Workload
+
+RAY_PORT = 6379
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+# sizer's KV dtype -> vLLM's --kv-cache-dtype
+VLLM_KV_CACHE_DTYPE = {"fp8": "fp8"}
+# a 16/32-bit precision other than the checkpoint's -> vLLM's --dtype
+VLLM_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+LLAMACPP_CACHE_TYPE = {"q8_0": "q8_0", "q4_0": "q4_0", "fp8": None, "bf16": "bf16", "fp32": "f32"}
+
+
+@dataclass(frozen=True)
+class LaunchStep:
+    """One command and where to run it ("head node", "each other node", "the server")."""
+
+    on: str
+    command: str
+
+    def as_dict(self) -> dict:
+        return {"on": self.on, "command": self.command}
+
+
+def model_argument(spec: ModelSpec, precision) -> tuple[str, list[str]]:
+    """What to pass as the model, and the flags it needs (a Hub revision). A precision the engine
+    cannot produce from this checkpoint (GPTQ, AWQ, GGUF types of a 16-bit model) needs that
+    checkpoint: a placeholder names it."""
+    ref = spec.model_ref or spec.name
+    repo, _, revision = ref.partition("@") if "/" in ref and not ref.startswith((".", "/", "~")) else (ref, "", "")
+    flags = ["--revision", revision] if revision else []
+    if getattr(precision, "kind", "") == "group" and not precision.stored:
+        return f"<{precision.name} checkpoint of {repo}>", []
+    return repo, flags
+
+
+def vllm_launch(spec: ModelSpec, engine, precision, placement: Placement, workload: Workload, kv_dtype: str,
+                nodes: int) -> tuple[LaunchStep, ...]:
+    model, flags = model_argument(spec, precision)
+    words = ["vllm", "serve", model, *flags]
+    if placement.tensor_parallel > 1:
+        words += ["--tensor-parallel-size", str(placement.tensor_parallel)]
+    if placement.pipeline_parallel > 1:
+        words += ["--pipeline-parallel-size", str(placement.pipeline_parallel)]
+    words += ["--max-model-len", str(workload.context_length)]
+    if abs(engine.gpu_memory_utilization - VLLM_DEFAULT_GPU_MEMORY_UTILIZATION) > 1e-9:
+        words += ["--gpu-memory-utilization", f"{engine.gpu_memory_utilization:g}"]
+    if engine.max_num_seqs:
+        words += ["--max-num-seqs", str(engine.max_num_seqs)]
+    if engine.max_num_batched_tokens:
+        words += ["--max-num-batched-tokens", str(engine.max_num_batched_tokens)]
+    if kv_dtype in VLLM_KV_CACHE_DTYPE:
+        words += ["--kv-cache-dtype", VLLM_KV_CACHE_DTYPE[kv_dtype]]
+    words += _vllm_precision_flags(spec, precision)
+    if nodes > 1:
+        words += ["--distributed-executor-backend", "ray"]
+        return (LaunchStep("head node", f"ray start --head --port {RAY_PORT}"),
+                LaunchStep(f"each of the other {nodes - 1} node(s)", f"ray start --address <head-node-ip>:{RAY_PORT}"),
+                LaunchStep("head node", " ".join(words)))
+    return (LaunchStep("the server", " ".join(words)),)
+
+
+def _vllm_precision_flags(spec: ModelSpec, precision) -> list[str]:
+    """vLLM quantizes a 16-bit checkpoint online to fp8 (--quantization fp8) and, in releases with it,
+    bitsandbytes; a quantized checkpoint names its method in its config (no flag)."""
+    if precision.stored or spec.checkpoint is not None:
+        return []
+    if precision.is_fp8:
+        return ["--quantization", "fp8"] if spec.native_precision in (None, "bf16", "fp16", "fp32") else []
+    if precision.is_bitsandbytes:
+        return ["--quantization", "bitsandbytes"]
+    dtype = VLLM_DTYPE.get(precision.name)
+    if dtype and precision.name != (spec.native_precision or "bf16"):
+        return ["--dtype", dtype]
+    return []
+
+
+def llamacpp_launch(spec: ModelSpec, precision, workload: Workload, kv_dtype: str,
+                    flash_attention: bool) -> tuple[LaunchStep, ...]:
+    ref = spec.model_ref or f"{spec.name}-{precision.name}.gguf"
+    if not ref.lower().endswith(".gguf"):
+        ref = f"<{precision.name} GGUF of {ref}>"
+    words = ["llama-server", "-m", ref, "-c", str(workload.context_length * workload.batch_size), "-ngl", "999"]
+    if workload.batch_size > 1:
+        words += ["-np", str(workload.batch_size)]
+    cache = LLAMACPP_CACHE_TYPE.get(kv_dtype)
+    if cache:
+        words += ["-ctk", cache, "-ctv", cache]
+    if not flash_attention:                   # -fa auto (the default) turns it on where the GPU has it
+        words += ["-fa", "off"]
+    return (LaunchStep("the server", " ".join(words)),)
+
+
+def launch_steps(engine, spec: ModelSpec, precision, placement: Placement, workload: Workload, kv_dtype: str,
+                 nodes: int) -> tuple[LaunchStep, ...]:
+    """The commands for `engine` (an engine profile object); none for transformers."""
+    if engine.name == "vllm":
+        return vllm_launch(spec, engine, precision, placement, workload, kv_dtype, nodes)
+    if engine.name == "llamacpp":
+        return llamacpp_launch(spec, precision, workload, kv_dtype, engine.flash_attention)
+    return ()
