@@ -257,6 +257,8 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
             else [merged["precision"]]
     name = engine.name                          # engine: an EngineChoice (the --engine callback parsed it)
     engine_options = _engine_options(name, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)
+    if settings is not None and name == "vllm" and settings.options.get("enforce_eager"):
+        engine_options["enforce_eager"] = True
     if calibration:
         if name != "transformers":
             raise SizerUsage(f"--calibration applies to the transformers profile, not --engine {name}")
@@ -294,7 +296,8 @@ def _engine_flags(model, engine, engine_args, launch_line):
             raise SizerUsage(f"--engine {engine.name} contradicts --command, a {flags.args.engine} launch line")
         if model is not None and model != flags.args.model:
             raise SizerUsage(f"MODEL {model} contradicts --command, which launches {flags.args.model}")
-        return flags.args.model, engine or parse_engine(flags.args.engine), flags
+        pinned = f"=={flags.args.version}" if flags.args.version and flags.args.engine == "vllm" else ""
+        return flags.args.model, engine or parse_engine(flags.args.engine + pinned), flags
     engine = engine or parse_engine("transformers")
     if model is None:
         raise SizerUsage("MODEL is missing: name a model, or give a whole launch line with --command")
@@ -311,7 +314,7 @@ def _engine_options(engine, gpu_memory_utilization, max_num_seqs, max_num_batche
         raise SizerUsage(f"{', '.join(given)} apply to --engine vllm, not {engine}")
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
         raise SizerUsage(f"--gpu-memory-utilization must be in (0, 1], got {gpu_memory_utilization}")
-    return {"gpu_memory_utilization": gpu_memory_utilization or 0.9, "max_num_seqs": max_num_seqs,
+    return {"gpu_memory_utilization": gpu_memory_utilization, "max_num_seqs": max_num_seqs,
             "max_num_batched_tokens": max_num_batched_tokens} if engine == "vllm" else {}
 
 

@@ -155,7 +155,19 @@ def test_fit_command_plans_the_launch_line():
     [option] = out["options"]                               # the launch line runs one precision: the checkpoint's
     assert (option["precision"], option["tensor_parallel"], option["pipeline_parallel"]) == ("bf16", 2, 1)
     assert "0.8 x" in option["reason"]
-    assert "--command: read but not yet in sizer's plan: --enforce-eager" in out["notes"]
+    assert option["launch"][0]["command"].endswith("--gpu-memory-utilization 0.8 --enforce-eager --max-num-seqs 64 "
+                                                   "--kv-cache-dtype fp8")
+    assert not any("not yet in sizer's plan" in n for n in out["notes"])
+    graphs = fit_json("--command", "vllm serve Qwen/Qwen3-8B --max-model-len 16k -tp 2 --gpu-memory-utilization 0.8 "
+                                   "--max-num-seqs 64 --kv-cache-dtype fp8", "--gpus", "2xL40S")["options"][0]
+    assert option["per_gpu"]["overhead"] < graphs["per_gpu"]["overhead"]      # no CUDA graphs when eager
+
+
+def test_a_docker_image_tag_pins_the_vllm_release():
+    out = fit_json("--command", "docker run --gpus all vllm/vllm-openai:v0.6.4 --model Qwen/Qwen3-8B -tp 2",
+                   "--gpus", "2xL40S")
+    assert out["engine_version"] == "0.6.4"
+    assert "--command: the image names vllm 0.6.4, the release planned" in out["notes"]
 
 
 def test_fit_command_default_context_is_the_models():
@@ -174,6 +186,8 @@ def test_fit_engine_args_agree_with_sizer_options_and_keep_the_precision_set():
 @pytest.mark.parametrize("args, message", [
     (["Qwen/Qwen3-8B", "--engine", "vllm", "-c", "8192", "--engine-args", "--max-model-len 16000"],
      "--context-length 8192 contradicts --engine-args (context length 16000): give it once"),
+    (["--command", "vllm serve Qwen/Qwen3-8B --enforce-eager", "--engine-args", "-tp 2"],
+     "--command already holds the engine's flags"),
     (["--command", "vllm serve Qwen/Qwen3-8B -tp 2", "--tensor-parallel", "4"],
      "--tensor-parallel 4 contradicts --command (tensor parallel 2): give it once"),
     (["--command", "vllm serve Qwen/Qwen3-8B", "--engine", "llamacpp"],

@@ -397,7 +397,8 @@ _DTYPES = {"auto": None, "half": "fp16", "float16": "fp16", "bfloat16": "bf16", 
 _FIT_OPTIONS = {
     "vllm": {"tensor_parallel_size": "tensor_parallel", "pipeline_parallel_size": "pipeline_parallel",
              "max_model_len": "context_length", "gpu_memory_utilization": "gpu_memory_utilization",
-             "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens"},
+             "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
+             "enforce_eager": "enforce_eager"},
     "sglang": {"tensor_parallel_size": "tensor_parallel", "pipeline_parallel_size": "pipeline_parallel",
                "max_model_len": "context_length"},
     "llamacpp": {"max_model_len": "context_length"},
@@ -406,7 +407,7 @@ _FIT_OPTIONS = {
 SIZER_FLAG = {"tensor_parallel": "--tensor-parallel", "pipeline_parallel": "--pipeline-parallel",
               "context_length": "--context-length", "gpu_memory_utilization": "--gpu-memory-utilization",
               "max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-num-batched-tokens",
-              "kv_dtype": "--kv-dtype", "precision": "--precision"}
+              "kv_dtype": "--kv-dtype", "precision": "--precision", "enforce_eager": "--enforce-eager"}
 
 
 @dataclass(frozen=True)
@@ -453,7 +454,7 @@ class EngineFlags:
     def notes(self, settings: FitSettings) -> list[str]:
         out = []
         if self.args.version:
-            out.append(f"{self.source}: the image names {self.args.engine} {self.args.version}")
+            out.append(f"{self.source}: the image names {self.args.engine} {self.args.version}, the release planned")
         if settings.not_modelled:
             out.append(f"{self.source}: read but not yet in sizer's plan: {', '.join(settings.not_modelled)}")
         if self.args.warning:

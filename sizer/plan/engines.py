@@ -21,6 +21,7 @@ from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelle
 from sizer.calc.calibration import Calibration, default_calibration
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
+from sizer.plan.vllm_releases import NEWEST as VLLM_NEWEST, VllmRelease, extensible_margin, release_for
 from sizer.spec import ModelSpec, Workload
 from sizer.units import GiB, MiB, fmt_gib
 
@@ -139,25 +140,32 @@ class TransformersEngine:
 # ---------------------------------------------------------------------------------------------
 # vLLM (V1 engine)
 
-# Defaults of `vllm serve` on GPUs with at least 70 GiB (smaller GPUs: 2048 tokens, 256 sequences).
-VLLM_MAX_NUM_BATCHED_TOKENS = 8192
-VLLM_MAX_NUM_SEQS = 1024
-VLLM_SMALL_GPU_BYTES = 70 * GiB
 VLLM_BLOCK_SIZE = 16
 # Non-torch memory (NCCL, cuBLAS, attention workspaces) seen by the profiler: about 0.1-0.15 GiB at
-# TP=1 and about 0.5 GiB at TP=2 in published H100 runs (engines.md).
+# TP=1 and about 0.5 GiB at TP=2 in published H100 runs (engines.md); the difference is NCCL's, which
+# the releases that take their baseline before NCCL starts charge to the budget (vllm_releases).
 VLLM_NON_TORCH_BYTES_TP1 = 150 * MiB
 VLLM_NON_TORCH_BYTES_TP = 512 * MiB
-# CUDA-graph memory recent versions subtract before sizing the KV cache ("Graph capturing finished
-# ... took 0.5 GiB" is typical of dense 8B-70B models). Placeholder until calibrated.
+# CUDA-graph memory ("Graph capturing finished ... took 0.5 GiB" is typical of dense 8B-70B models):
+# subtracted before sizing the KV cache from 0.20.2, captured in the headroom before. Placeholder
+# until calibrated.
 VLLM_CUDA_GRAPH_BYTES = 512 * MiB
-# The profiling run's dummy sampler over max_num_seqs requests: fp32 logits, probabilities,
-# log-probabilities and the top-k/top-p sort (values and int64 indices), about 32 bytes per logit.
-# With the forward pass this reproduces the published observation that the activation peak is
-# about 5 GiB for dense 8B-32B models on H100, nearly independent of max_model_len and of TP.
+# The profiling run's dummy sampler: fp32 logits, probabilities, log-probabilities and the
+# top-k/top-p sort (values and int64 indices), about 32 bytes per logit. With the forward pass this
+# reproduces the published observation that the activation peak is nearly constant per family.
 VLLM_SAMPLER_BYTES_PER_LOGIT = 32
 # vLLM's fused add+RMSNorm keeps the hidden state and the residual: two hidden-sized tensors.
 VLLM_RESIDUAL_COPIES = 2
+
+
+@dataclass(frozen=True)
+class VllmBudget:
+    """One GPU's budget as vLLM computes it: what is charged before the KV cache, and what is left."""
+
+    budget: int              # total x gpu_memory_utilization
+    charged: int             # weights, activation peak, non-torch and (where charged) CUDA graphs
+    available: int           # for the KV cache (and state)
+    outside: int             # CUDA graphs captured after the KV cache, in the headroom (older releases)
 
 
 @dataclass(frozen=True)
@@ -168,73 +176,119 @@ class VllmEngine:
     embedding_on_host: bool = False
     tied_copy_on_last: bool = True
     indexer_cache: str = INDEXER_VLLM_FP8     # sparse-attention indexer keys: fp8 + fp32 scale per 128 (sizer.calc.kv)
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float | None = None   # None: the release's default
     max_num_batched_tokens: int | None = None
     max_num_seqs: int | None = None
+    release: VllmRelease = VLLM_NEWEST
+    enforce_eager: bool = False
+    gpu_name: str = ""                        # the GPU's catalog name (0.9+ gives an A100 the small-GPU defaults)
 
-    def scheduler_limits(self, capacity: int) -> tuple[int, int]:
-        small = capacity < VLLM_SMALL_GPU_BYTES
-        tokens = self.max_num_batched_tokens or (2048 if small else VLLM_MAX_NUM_BATCHED_TOKENS)
-        seqs = self.max_num_seqs or (256 if small else VLLM_MAX_NUM_SEQS)
-        return tokens, seqs
+    @property
+    def utilization(self) -> float:
+        return self.gpu_memory_utilization or self.release.gpu_memory_utilization
 
-    def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int) -> int:
+    def scheduler_limits(self, capacity: int, max_model_len: int = 8192) -> tuple[int, int]:
+        tokens, seqs = self.release.scheduler_defaults(capacity, self.gpu_name, max_model_len)
+        return self.max_num_batched_tokens or tokens, self.max_num_seqs or seqs
+
+    def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192) -> int:
         """Torch peak of the profiling run: one forward over max_num_batched_tokens (this GPU's
-        shard of each layer) and, on the last stage, the dummy sampler over max_num_seqs."""
-        tokens, seqs = self.scheduler_limits(capacity)
+        shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows)."""
+        tokens, seqs = self.scheduler_limits(capacity, max_model_len)
         parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
                           torch_sdpa=False)
         # vLLM's kernels build neither transformers' 4-D masks nor its per-forward RoPE tables
         forward = peak_of({**parts, "positions": 0, "masks": 0}, stage.last)
-        sampler = seqs * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
+        rows = self.release.sampler_rows(seqs, tokens)
+        sampler = rows * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
         return forward + sampler
+
+    def non_torch_bytes(self, gpu_count: int) -> int:
+        """Non-torch memory the release charges to the budget (vllm_releases)."""
+        charged = VLLM_NON_TORCH_BYTES_TP1
+        if gpu_count > 1 and self.release.charges_nccl:
+            charged += VLLM_NON_TORCH_BYTES_TP - VLLM_NON_TORCH_BYTES_TP1
+        if self.release.charges_cuda_context:
+            charged += CUDA_CONTEXT_BYTES
+        return charged
+
+    def graph_bytes(self) -> int:
+        return 0 if self.enforce_eager else VLLM_CUDA_GRAPH_BYTES
+
+    def budget(self, weights: int, activations: int, capacity: int, gpu_count: int) -> VllmBudget:
+        """What vLLM leaves for the KV cache on one GPU (the release's arithmetic)."""
+        budget = int(self.utilization * capacity)
+        graphs = self.graph_bytes()
+        charged = weights + activations + self.non_torch_bytes(gpu_count)
+        if self.release.charges_cuda_graphs:
+            charged += graphs
+        available = budget - charged
+        if self.release.extensible_kv_cache:       # 0.34: within the free memory less a margin
+            free = capacity - CUDA_CONTEXT_BYTES - charged - extensible_margin(activations)
+            available = min(available, free)
+        return VllmBudget(budget, charged, max(0, available), 0 if self.release.charges_cuda_graphs else graphs)
+
+    def block_size(self, stage: Stage) -> int:
+        return self.release.mla_block_size if stage.rank_spec.is_mla else self.release.block_size
 
     def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
                  precision) -> Evaluation:
         context_length, batch_size = workload.context_length, workload.batch_size
         compute_bytes = precision.compute_bytes
-        budget = int(self.gpu_memory_utilization * capacity)
-        tokens_per_step, _ = self.scheduler_limits(capacity)
-        non_torch = VLLM_NON_TORCH_BYTES_TP1 if placement.gpu_count == 1 else VLLM_NON_TORCH_BYTES_TP
+        tokens_per_step, _ = self.scheduler_limits(capacity, context_length)
         per_gpu, kv_tokens, concurrency, short = [], None, None, None
         for s in stages:
-            act = self.profile_peak(s, capacity, compute_bytes)
-            reserved = s.weights_bytes + act + non_torch + VLLM_CUDA_GRAPH_BYTES
-            available = max(0, budget - reserved)
+            act = self.profile_peak(s, capacity, compute_bytes, context_length)
+            b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count)
             state = 0
             if s.state_layers:
-                kv, state, tokens, fits_requests = vllm_hybrid_pool(s, available, context_length, tokens_per_step,
+                kv, state, tokens, fits_requests = vllm_hybrid_pool(s, b.available, context_length, tokens_per_step,
                                                                     batch_size)
                 kv -= state
             else:
-                page = VLLM_BLOCK_SIZE * s.kv_bytes_per_token_all_layers
-                blocks = available // page if page else 0
-                kv = blocks * page
-                tokens = blocks * VLLM_BLOCK_SIZE
-                per_request = s.kv_bytes(context_length, 1, tokens_per_step)
-                fits_requests = kv // per_request if per_request else 0
+                kv, tokens, fits_requests = self._kv_pool(s, b.available, context_length, tokens_per_step)
             kv_tokens = tokens if kv_tokens is None else min(kv_tokens, tokens)
             concurrency = fits_requests if concurrency is None else min(concurrency, fits_requests)
-            if reserved > budget and short is None:
-                short = (s, reserved, budget)
-            overhead = non_torch + VLLM_CUDA_GRAPH_BYTES + CUDA_CONTEXT_BYTES
+            if short is None and (b.charged > b.budget or (b.outside and b.budget + b.outside > capacity - CUDA_CONTEXT_BYTES)):
+                short = (s, b)
+            overhead = self.non_torch_bytes(placement.gpu_count) + self.graph_bytes() + CUDA_CONTEXT_BYTES
+            if self.release.charges_cuda_context:
+                overhead -= CUDA_CONTEXT_BYTES          # counted once
             per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity, state))
-        per_gpu = tuple(per_gpu)
-        util = f"{self.gpu_memory_utilization:g} x {_gib(capacity)}"
+        verdict, reason = self._verdict(short, kv_tokens, concurrency, workload, capacity)
+        return Evaluation(verdict, reason, tuple(per_gpu), kv_tokens, concurrency)
+
+    def _kv_pool(self, s: Stage, available: int, context_length: int, tokens_per_step: int) -> tuple[int, int, int]:
+        """(KV bytes, the tokens vLLM logs as "GPU KV cache size", requests of context_length it holds)."""
+        block = self.block_size(s)
+        page = block * s.kv_bytes_per_token_all_layers
+        blocks = available // page if page else 0
+        per_request = s.kv_bytes(context_length, 1, tokens_per_step)
+        fits_requests = blocks * page // per_request if per_request else 0
+        tokens = blocks * block
+        if self.release.tokens_from_concurrency and per_request:
+            blocks_per_request = -(-context_length // block)
+            tokens = int(blocks / blocks_per_request * context_length)
+        return blocks * page, tokens, fits_requests
+
+    def _verdict(self, short, kv_tokens, concurrency, workload: Workload, capacity: int) -> tuple[str, str]:
+        context_length, batch_size = workload.context_length, workload.batch_size
+        util = f"{self.utilization:g} x {_gib(capacity)}"
         if short:
-            s, reserved, budget = short
-            verdict, reason = DOES_NOT_FIT, (f"weights {_gib(s.weights_bytes)} + profiling peak and runtime "
-                                             f"{_gib(reserved - s.weights_bytes)} exceed the budget {util} = {_gib(budget)}")
-        elif concurrency < 1:
-            verdict, reason = DOES_NOT_FIT, (f"the KV cache holds {kv_tokens:,} tokens, fewer than one sequence of "
-                                             f"{context_length:,} (vLLM refuses to start)")
-        elif concurrency < batch_size:
-            verdict, reason = MARGINAL, (f"the KV cache holds {kv_tokens:,} tokens: {concurrency} concurrent "
-                                         f"sequences of {context_length:,}, fewer than the {batch_size} asked")
-        else:
-            verdict, reason = FITS, (f"the KV cache holds {kv_tokens:,} tokens: {concurrency} concurrent sequences "
-                                     f"of {context_length:,} (budget {util})")
-        return Evaluation(verdict, reason, per_gpu, kv_tokens, concurrency)
+            s, b = short
+            if b.charged > b.budget:
+                return DOES_NOT_FIT, (f"weights {_gib(s.weights_bytes)} + profiling peak and runtime "
+                                      f"{_gib(b.charged - s.weights_bytes)} exceed the budget {util} = {_gib(b.budget)}")
+            return DOES_NOT_FIT, (f"CUDA graphs ({_gib(b.outside)}) are captured after the KV cache and do not fit "
+                                  f"beside the budget {util} (lower --gpu-memory-utilization or --enforce-eager)")
+        if concurrency < 1:
+            return DOES_NOT_FIT, (f"the KV cache holds {kv_tokens:,} tokens, fewer than one sequence of "
+                                  f"{context_length:,} (vLLM refuses to start)")
+        if concurrency < batch_size:
+            return MARGINAL, (f"the KV cache holds {kv_tokens:,} tokens: {concurrency} concurrent "
+                              f"sequences of {context_length:,}, fewer than the {batch_size} asked")
+        return FITS, (f"the KV cache holds {kv_tokens:,} tokens: {concurrency} concurrent sequences "
+                      f"of {context_length:,} (budget {util}, vLLM {self.release.name})")
 
 
 # vLLM's hybrid KV cache manager (models with Mamba / Gated DeltaNet layers beside attention), read from
@@ -521,11 +575,21 @@ class EngineChoice:
 
     name: str
     release: Release | None = None      # transformers: the release modelled
+    vllm: VllmRelease | None = None     # vLLM: the range of releases modelled
+    vllm_version: str | None = None     # vLLM: the release asked for (None: the newest modelled)
 
     @property
     def version(self) -> str:
-        """The modelled release of the transformers profile ("" for the other engines)."""
+        """The modelled release: transformers' ("5.25"), vLLM's (the one asked for, else the newest
+        modelled); "" for llama.cpp."""
+        if self.vllm is not None:
+            return self.vllm_version or self.vllm.last
         return release_text(self.release) if self.release else ""
+
+    @property
+    def engine_options(self) -> dict:
+        """What make_engine needs to model this choice."""
+        return {"release": self.vllm} if self.vllm is not None else {}
 
 
 def parse_engine(text: str | EngineChoice) -> EngineChoice:
@@ -540,11 +604,14 @@ def parse_engine(text: str | EngineChoice) -> EngineChoice:
     if name not in ENGINES:
         raise UsageError(f"unknown engine {text!r} (known: {', '.join(ENGINES)}; transformers==<release> "
                          f"for one of {modelled_text()})")
+    if name == "vllm":
+        return EngineChoice(name, vllm=release_for(version.strip() if pinned else None),
+                            vllm_version=version.strip() if pinned else None)
     if not pinned:
         return EngineChoice(name, NEWEST if name == "transformers" else None)
     if name != "transformers":
-        raise UsageError(f"--engine {text}: only the transformers profile is modelled per release "
-                         f"(transformers=={release_text(NEWEST)})")
+        raise UsageError(f"--engine {text}: transformers and vLLM are modelled per release "
+                         f"(transformers=={release_text(NEWEST)}, vllm=={VLLM_NEWEST.last}), {name} is not")
     try:
         release = parse_release(version)
     except ValueError:
@@ -569,7 +636,8 @@ def make_engine(name: str, **options):
         return TransformersEngine(**chosen, calibration=resolve(options.get("calibration")))
     if name == "vllm":
         return VllmEngine(**{k: v for k, v in options.items()
-                             if k in ("gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs")})
+                             if k in ("gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "release",
+                                      "enforce_eager")})
     if name == "llamacpp":
         return LlamaCppEngine(**{k: v for k, v in options.items() if k == "flash_attention"})
     raise UsageError(f"unknown engine {name!r} (known: {', '.join(ENGINES)})")

@@ -126,6 +126,8 @@ class Planner:
         """stage_cache: shared by planners of one model and engine on other GPUs (layouts do not
         depend on the GPU). links: the node size and the links inside and between nodes (default:
         the catalog's for this GPU)."""
+        if hasattr(engine, "gpu_name"):       # vLLM's defaults depend on the GPU's name (A100)
+            engine = replace(engine, gpu_name=gpu.name)
         self.spec, self.gpu, self.engine, self.kv_dtype = spec, gpu, engine, kv_dtype
         self.links = links or Links.of(gpu)
         self.tensor_parallel, self.pipeline_parallel = tensor_parallel, pipeline_parallel
@@ -388,7 +390,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
         if tp * pp != selection.count:
             raise UsageError(f"--tensor-parallel {tp} x --pipeline-parallel {pp} = {tp * pp}, but --gpus {selection.text} "
                              f"names {selection.count}")
-    planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options), kv_dtype, tensor_parallel,
+    planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options, **choice.engine_options), kv_dtype, tensor_parallel,
                       pipeline_parallel, links=Links.of(selection.gpu, selection.node_size, selection.fabric))
     formats = resolve_precisions(spec, engine, precision)
     options = [plan_option(planner, p, selection.count, workload, max_gpus) for p in formats]

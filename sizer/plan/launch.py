@@ -16,7 +16,6 @@ from sizer.plan.placement import Placement
 from sizer.spec import ModelSpec, Workload
 
 RAY_PORT = 6379
-VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 # sizer's KV dtype -> vLLM's --kv-cache-dtype
 VLLM_KV_CACHE_DTYPE = {"fp8": "fp8"}
 # a 16/32-bit precision other than the checkpoint's -> vLLM's --dtype
@@ -56,8 +55,11 @@ def vllm_launch(spec: ModelSpec, engine, precision, placement: Placement, worklo
     if placement.pipeline_parallel > 1:
         words += ["--pipeline-parallel-size", str(placement.pipeline_parallel)]
     words += ["--max-model-len", str(workload.context_length)]
-    if abs(engine.gpu_memory_utilization - VLLM_DEFAULT_GPU_MEMORY_UTILIZATION) > 1e-9:
+    if engine.gpu_memory_utilization and abs(engine.gpu_memory_utilization
+                                             - engine.release.gpu_memory_utilization) > 1e-9:
         words += ["--gpu-memory-utilization", f"{engine.gpu_memory_utilization:g}"]
+    if engine.enforce_eager:
+        words += ["--enforce-eager"]
     if engine.max_num_seqs:
         words += ["--max-num-seqs", str(engine.max_num_seqs)]
     if engine.max_num_batched_tokens:

@@ -38,7 +38,7 @@ def recommend(model, engine: str | EngineChoice = "transformers", precision: str
     workload = Workload(ctx, batch_size)
     long_note = check_context_length(spec, ctx, allow_long_context)
     formats = resolve_precisions(spec, engine, precision)
-    eng = make_engine(engine, **engine_options)
+    eng = make_engine(engine, **engine_options, **choice.engine_options)
     options, notes = [], []
     for gpu in gpu_entries().values():
         planner = Planner(spec, gpu, eng, kv_dtype)

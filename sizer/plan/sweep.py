@@ -41,7 +41,7 @@ def sweep(models=None, gpus=None, precisions=None, contexts=DEFAULT_CONTEXTS, en
     specs = [engine_spec(get_model(m), choice) for m in (models or model_entries())]
     gpu_specs = [g if not isinstance(g, str) else _gpu(g) for g in (gpus or gpu_entries().values())]
     formats = [get_precision(n) for n in (precisions or DEFAULT_PRECISIONS[engine])]     # resolved once
-    eng = make_engine(engine)
+    eng = make_engine(engine, **choice.engine_options)
     placement = Placement(1, 1)
     points = []
     for spec in specs:

@@ -1,0 +1,118 @@
+"""vLLM releases whose memory accounting differs, each read from that release's own source.
+
+The facts, with file paths and quoted lines per release, are in docs/reference/vllm-versions-v0.md
+(0.5.5, 0.6.3, 0.6.6.post1, 0.7.3; the V0 engine) and docs/reference/vllm-versions-v1.md (0.8.5,
+0.10.2, 0.11.2, 0.34.0; the V1 engine), read from the released wheels. `--engine vllm==0.6.4` picks
+the range holding that release; `--engine vllm` the newest modelled. What a range fixes:
+
+* the default `gpu_memory_utilization` (0.9; 0.92 from 0.20.2; 1.0 with 0.34's extensible KV cache);
+* the scheduler defaults that size the profiling run: V0 256 sequences and `max(max_model_len, 2048)`
+  tokens (chunked prefill, switched on by itself above 32,768 tokens of context: 512 tokens up to
+  0.6.4, 2048 from 0.6.5); V1's `vllm serve` defaults by GPU memory (>= 70 GiB, and from 0.9 not an
+  A100: 8192 tokens and 1024 sequences; else 2048 and 256; from 0.28 16384 tokens at >= 160 GiB);
+* the dummy sampler's rows: V0 `max_num_seqs`, V1 `min(max_num_seqs, max_num_batched_tokens)`;
+* what the budget charges besides weights and the activation peak: the whole device's non-torch memory
+  with the CUDA context (0.6.4, 0.8.x-0.9.0), NCCL's buffers at TP > 1 (V0; V1 up to 0.10, whose
+  baseline is taken before NCCL starts), CUDA-graph memory (estimated and subtracted from 0.20.2;
+  before that graphs are captured after the KV cache, in the 1 - utilization headroom);
+* how "GPU KV cache size" is logged: blocks x block size, or from 0.20.2 int(concurrency x max_model_len);
+* the KV block size: 16 (64 from 0.34; 64 for MLA on V1's FlashMLA).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sizer.errors import UsageError
+from sizer.units import GiB
+
+LARGE_GPU_BYTES = 70 * GiB        # vLLM's `device_memory >= 70 * GiB_bytes` in its batch defaults
+HUGE_GPU_BYTES = 160 * GiB        # 0.28+: a third tier
+V0_MIN_BATCHED_TOKENS = 2048      # `max(max_model_len, 2048)` without chunked prefill (SchedulerConfig)
+V0_AUTO_CHUNKED_PREFILL_LEN = 32768   # V0 switches chunked prefill on above this max_model_len (CUDA)
+EXTENSIBLE_MARGIN_FLOOR_BYTES = 1 * GiB   # 0.34 KV_CACHE_MARGIN_FLOOR_BYTES (CUDA)
+
+
+@dataclass(frozen=True)
+class VllmRelease:
+    """One range of vLLM releases with the same memory accounting (module docstring)."""
+
+    first: tuple[int, ...]            # the first release of the range
+    last: str                         # the last release read for it, as text
+    engine: str                       # "V0" or "V1"
+    gpu_memory_utilization: float
+    v0_chunked_tokens: int = 0        # V0: max_num_batched_tokens with chunked prefill
+    a100_is_small: bool = False       # 0.9+: an A100 takes the small-GPU defaults
+    huge_gpu_tokens: int | None = None    # 0.28+: max_num_batched_tokens at >= 160 GiB
+    charges_cuda_context: bool = False    # the whole device's non-torch memory is charged (CUDA context)
+    charges_nccl: bool = True         # NCCL's buffers (TP > 1) are charged to the budget
+    charges_cuda_graphs: bool = False     # CUDA-graph memory is estimated and subtracted
+    tokens_from_concurrency: bool = False  # "GPU KV cache size" = int(max concurrency x max_model_len)
+    block_size: int = 16
+    mla_block_size: int = 16
+    extensible_kv_cache: bool = False     # 0.34: KV measured after warm-up, within a margin
+
+    @property
+    def name(self) -> str:
+        first = ".".join(map(str, self.first))
+        return first if first == self.last else f"{first}-{self.last}"
+
+    def scheduler_defaults(self, capacity: int, gpu_name: str, max_model_len: int) -> tuple[int, int]:
+        """(max_num_batched_tokens, max_num_seqs) `vllm serve` uses when the user sets neither."""
+        if self.engine == "V0":
+            chunked = max_model_len > V0_AUTO_CHUNKED_PREFILL_LEN
+            return (self.v0_chunked_tokens if chunked else max(max_model_len, V0_MIN_BATCHED_TOKENS)), 256
+        if self.huge_gpu_tokens and capacity >= HUGE_GPU_BYTES:
+            return self.huge_gpu_tokens, 1024
+        large = capacity >= LARGE_GPU_BYTES and not (self.a100_is_small and "a100" in gpu_name.lower())
+        return (8192, 1024) if large else (2048, 256)
+
+    def sampler_rows(self, max_num_seqs: int, max_num_batched_tokens: int) -> int:
+        return max_num_seqs if self.engine == "V0" else min(max_num_seqs, max_num_batched_tokens)
+
+
+RELEASES = (
+    VllmRelease((0, 5, 0), "0.6.3.post1", "V0", 0.9, v0_chunked_tokens=512),
+    VllmRelease((0, 6, 4), "0.6.4.post1", "V0", 0.9, v0_chunked_tokens=512, charges_cuda_context=True),
+    VllmRelease((0, 6, 5), "0.7.3", "V0", 0.9, v0_chunked_tokens=2048),
+    VllmRelease((0, 8, 0), "0.9.0", "V1", 0.9, charges_cuda_context=True, mla_block_size=64),
+    VllmRelease((0, 9, 1), "0.10.2", "V1", 0.9, a100_is_small=True, mla_block_size=64),
+    VllmRelease((0, 11, 0), "0.20.1", "V1", 0.9, a100_is_small=True, charges_nccl=False, mla_block_size=64),
+    VllmRelease((0, 20, 2), "0.27.x", "V1", 0.92, a100_is_small=True, charges_nccl=False, charges_cuda_graphs=True,
+                tokens_from_concurrency=True, mla_block_size=64),
+    VllmRelease((0, 28, 0), "0.33.x", "V1", 0.92, a100_is_small=True, huge_gpu_tokens=16384, charges_nccl=False,
+                charges_cuda_graphs=True, tokens_from_concurrency=True, mla_block_size=64),
+    VllmRelease((0, 34, 0), "0.34.0", "V1", 1.0, a100_is_small=True, huge_gpu_tokens=16384, charges_nccl=False,
+                charges_cuda_graphs=True, tokens_from_concurrency=True, block_size=64, mla_block_size=64,
+                extensible_kv_cache=True),
+)
+NEWEST = RELEASES[-1]
+FIRST_MODELLED = RELEASES[0].first
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[.+-]?(?:post|rc|dev)?[\w.+-]*)?$")
+
+
+def parse_vllm_version(text: str) -> tuple[int, int, int]:
+    m = _VERSION.match(text.strip())
+    if not m:
+        raise UsageError(f"--engine vllm=={text}: not a vLLM version (like 0.6.4, 0.10.2 or 0.11.0)")
+    return int(m[1]), int(m[2]), int(m[3] or 0)
+
+
+def release_for(version: str | None) -> VllmRelease:
+    """The modelled range that holds `version` (None: the newest)."""
+    if version is None:
+        return NEWEST
+    wanted = parse_vllm_version(version)
+    if wanted < FIRST_MODELLED:
+        raise UsageError(f"--engine vllm=={version}: sizer models vLLM 0.5 onwards (the releases whose memory "
+                         "accounting was read from their source)")
+    if wanted > NEWEST.first and wanted[:2] != NEWEST.first[:2]:
+        raise UsageError(f"--engine vllm=={version}: newer than the newest release sizer models ({NEWEST.last})")
+    return [r for r in RELEASES if r.first <= wanted][-1]
+
+
+def extensible_margin(activation_peak: int) -> int:
+    """0.34's margin below the free memory: max(1 GiB, 0.75 x the warm-up's transient peak)."""
+    return max(EXTENSIBLE_MARGIN_FLOOR_BYTES, int(0.75 * activation_peak))
+
