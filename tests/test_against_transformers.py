@@ -103,9 +103,16 @@ def scale_down(config: dict) -> dict:
     layers_key = _first(cfg, LAYER_KEYS)
     old_layers = cfg[layers_key]
     n_layers = _n_layers(cfg, old_layers)
-    cfg[layers_key] = n_layers
+    shared = min(cfg.get("num_kv_shared_layers") or 0, 2)  # Gemma 3n/4: a KV-shared tail after the layers
+    if shared and n_layers + shared > old_layers:          # that cache (which keep every attention kind)
+        n_layers = old_layers - shared
     if cfg.get("layer_types"):
-        cfg["layer_types"] = cfg["layer_types"][:n_layers]
+        tail = cfg["layer_types"][-shared:] if shared else []
+        cfg["layer_types"] = cfg["layer_types"][:n_layers] + tail
+    if shared:
+        cfg["num_kv_shared_layers"] = shared
+    n_layers += shared
+    cfg[layers_key] = n_layers
     if cfg.get("max_window_layers") is not None:            # Qwen: layers from here on slide
         mwl = cfg["max_window_layers"]
         cfg["max_window_layers"] = n_layers if mwl >= old_layers else min(max(1, mwl * n_layers // old_layers), n_layers - 1)
