@@ -71,10 +71,11 @@ def _kv_heads(cfg: dict, n_heads: int) -> int:
 
 
 def _rotary_head_dim(fraction: float, preferred: int) -> int:
-    """A head size whose rotary part (fraction x head_dim) is a whole even number."""
-    for head_dim in (preferred, 64, 80, 96, 128, 160):
-        rotary = fraction * head_dim
-        if rotary == int(rotary) and int(rotary) % 2 == 0:
+    """A head size whose rotary part (fraction x head_dim, truncated as transformers does: MiMo-V2-Flash's
+    0.334 x 192 = 64) is a positive even number."""
+    for head_dim in (preferred, 64, 80, 96, 128, 160, 192):
+        rotary = int(fraction * head_dim)
+        if rotary > 0 and rotary % 2 == 0:
             return head_dim
     raise ValueError(f"no small head size for a rotary fraction of {fraction}")
 
