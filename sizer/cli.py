@@ -174,9 +174,9 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
                    "finds the minimum), or 'local' (the GPUs NVML sees; the default when there are any). A bare size "
                    "like 48GB means a GPU with 48 GiB of device memory, as marketed.")
 @click.option("-e", "--engine", default=None, callback=engine_name,
-              help="Whose memory budget rules to apply: transformers (the default), vllm or llamacpp (engine "
-                   "profiles: docs/engines.md). transformers==5.24 models that release of transformers (default: "
-                   "the newest release sizer models).")
+              help="Whose memory budget rules to apply: transformers (the default), vllm, sglang or llamacpp "
+                   "(engine profiles: docs/engines.md). NAME==VERSION models that release (transformers==5.24, "
+                   "vllm==0.6.4, sglang==0.4.6); without one, the newest release sizer models, named in the output.")
 @click.option("--engine-args", default=None,
               help="The engine's own flags, as passed to it: \"--max-model-len 16000 --gpu-memory-utilization 0.95 "
                    "-tp 2\" (vLLM), \"-c 8192 -fa on -ctk q8_0\" (llama.cpp). Flags that change no memory are "
@@ -259,6 +259,9 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
     engine_options = _engine_options(name, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)
     if settings is not None and name == "vllm" and settings.options.get("enforce_eager"):
         engine_options["enforce_eager"] = True
+    if settings is not None and name == "sglang":
+        engine_options.update({k: settings.options[k] for k in ("mem_fraction_static", "chunked_prefill_size",
+                                                                "page_size") if k in settings.options})
     if calibration:
         if name != "transformers":
             raise SizerUsage(f"--calibration applies to the transformers profile, not --engine {name}")

@@ -400,14 +400,17 @@ _FIT_OPTIONS = {
              "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
              "enforce_eager": "enforce_eager"},
     "sglang": {"tensor_parallel_size": "tensor_parallel", "pipeline_parallel_size": "pipeline_parallel",
-               "max_model_len": "context_length"},
+               "max_model_len": "context_length", "mem_fraction_static": "mem_fraction_static",
+               "chunked_prefill_size": "chunked_prefill_size", "page_size": "page_size"},
     "llamacpp": {"max_model_len": "context_length"},
 }
 # what each fit option is called on sizer's command line, for messages
 SIZER_FLAG = {"tensor_parallel": "--tensor-parallel", "pipeline_parallel": "--pipeline-parallel",
               "context_length": "--context-length", "gpu_memory_utilization": "--gpu-memory-utilization",
               "max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-num-batched-tokens",
-              "kv_dtype": "--kv-dtype", "precision": "--precision", "enforce_eager": "--enforce-eager"}
+              "kv_dtype": "--kv-dtype", "precision": "--precision", "enforce_eager": "--enforce-eager",
+              "mem_fraction_static": "--mem-fraction-static", "chunked_prefill_size": "--chunked-prefill-size",
+              "page_size": "--page-size"}
 
 
 @dataclass(frozen=True)

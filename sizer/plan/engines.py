@@ -21,6 +21,8 @@ from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelle
 from sizer.calc.calibration import Calibration, default_calibration
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
+from sizer.plan.sglang import (NCCL_BYTES as SGLANG_NCCL_BYTES, NEWEST as SGLANG_NEWEST, SglangRelease, graph_bytes,
+                               prefill_activation_bytes, sglang_pool, sglang_release)
 from sizer.plan.vllm_releases import NEWEST as VLLM_NEWEST, VllmRelease, extensible_margin, release_for
 from sizer.spec import ModelSpec, Workload
 from sizer.units import GiB, MiB, fmt_gib
@@ -291,6 +293,63 @@ class VllmEngine:
                       f"of {context_length:,} (budget {util}, vLLM {self.release.name})")
 
 
+@dataclass(frozen=True)
+class SglangEngine:
+    """SGLang's KV pool (sizer.plan.sglang): mem_fraction_static of the free memory before the weights
+    holds weights and pool; the rest is for one chunked-prefill step's activations and CUDA graphs."""
+
+    name: str = "sglang"
+    usage_depends_on_capacity = True
+    prefers_tensor_parallel: bool = True
+    embedding_on_host: bool = False
+    tied_copy_on_last: bool = True
+    indexer_cache: str = INDEXER_VLLM_FP8
+    release: SglangRelease = SGLANG_NEWEST
+    mem_fraction_static: float | None = None
+    chunked_prefill_size: int | None = None
+    page_size: int = 1
+    gpu_total_bytes: int = 0                  # the driver's total: SGLang's defaults read nvidia-smi's
+
+    def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
+                 precision) -> Evaluation:
+        tp, pp = placement.tensor_parallel, placement.pipeline_parallel
+        gpu_bytes = self.gpu_total_bytes or capacity
+        chunk = self.chunked_prefill_size or self.release.chunked_prefill_size(gpu_bytes / MiB)
+        per_gpu, tokens, running, problem = [], None, None, None
+        for s in stages:
+            cell = s.kv_bytes_per_token_all_layers
+            pool = sglang_pool(self.release, gpu_bytes, capacity, s.weights_bytes, cell, tp, pp,
+                               workload.context_length, self.mem_fraction_static, self.page_size)
+            act = prefill_activation_bytes(s, chunk, precision.compute_bytes)
+            graphs = graph_bytes(self.release, gpu_bytes, tp)
+            tokens = pool.tokens if tokens is None else min(tokens, pool.tokens)
+            running = pool.max_running_requests if running is None else min(running, pool.max_running_requests)
+            if problem is None and pool.rest == 0:
+                problem = (DOES_NOT_FIT, f"weights {_gib(s.weights_bytes)} exceed mem_fraction_static "
+                                         f"{pool.mem_fraction_static:.3f} x {_gib(pool.pre_load)} free")
+            elif problem is None and act + graphs > pool.slack:
+                problem = (MARGINAL, f"a {chunk:,}-token prefill step and CUDA graphs ({_gib(act + graphs)}) exceed "
+                                     f"the {_gib(pool.slack)} SGLang keeps outside the pool")
+            overhead = CUDA_CONTEXT_BYTES + graphs + (SGLANG_NCCL_BYTES if tp * pp > 1 else 0)
+            per_gpu.append(GpuUsage(s.index, s.weights_bytes, pool.tokens * cell, act, overhead, capacity, 0))
+        concurrency = min(tokens // workload.context_length, running)
+        verdict, reason = self._verdict(problem, tokens, concurrency, workload)
+        return Evaluation(verdict, reason, tuple(per_gpu), tokens, concurrency)
+
+    def _verdict(self, problem, tokens: int, concurrency: int, workload: Workload) -> tuple[str, str]:
+        context_length, batch_size = workload.context_length, workload.batch_size
+        pool = f"max_total_num_tokens={tokens:,} (SGLang {self.release.name})"
+        if problem and problem[0] == DOES_NOT_FIT:
+            return problem
+        if concurrency < 1:
+            return DOES_NOT_FIT, f"{pool}: fewer than one sequence of {context_length:,}"
+        if concurrency < batch_size:
+            return MARGINAL, f"{pool}: {concurrency} concurrent sequences of {context_length:,}, fewer than {batch_size}"
+        if problem:
+            return MARGINAL, f"{pool}; {problem[1]}"
+        return FITS, f"{pool}: {concurrency} concurrent sequences of {context_length:,}"
+
+
 # vLLM's hybrid KV cache manager (models with Mamba / Gated DeltaNet layers beside attention), read from
 # vLLM's source; docs/reference/vllm-hybrid.md quotes every line used here with its path and commit.
 # * vllm/platforms/interface.py Platform._align_hybrid_block_size (HybridAttentionMambaModelConfig.
@@ -550,7 +609,7 @@ def hardware_rule(engine: str, precision, gpu) -> HardwareRule:
         return HardwareRule(get_precision("bf16"), note=(
             f"{precision.name} on {gpu.name}: transformers dequantizes FP8 weights to bf16 below compute capability "
             f"8.9 ({_capability_text(gpu)}; FineGrainedFP8HfQuantizer.validate_environment): bf16 weight memory planned"))
-    if engine == "vllm" and precision.is_fp8 and cc < FP8_NATIVE_CAPABILITY:
+    if engine in ("vllm", "sglang") and precision.is_fp8 and cc < FP8_NATIVE_CAPABILITY:
         if cc < VLLM_FP8_MARLIN_CAPABILITY:
             return HardwareRule(precision, refusal=(
                 f"vLLM has no FP8 kernel below compute capability 8.0 ({_capability_text(gpu)}): FP8 runs natively "
@@ -559,14 +618,14 @@ def hardware_rule(engine: str, precision, gpu) -> HardwareRule:
             f"{precision.name} on {gpu.name}: vLLM runs FP8 weight-only through Marlin below compute capability 8.9 "
             f"({_capability_text(gpu)}): the weights stay FP8, the matmuls run in 16-bit"))
     marlin = tuple(int(x) for x in MARLIN_MIN_CAPABILITY.split("."))
-    if engine == "vllm" and precision.kind == "group" and cc < marlin:
+    if engine in ("vllm", "sglang") and precision.kind == "group" and cc < marlin:
         return HardwareRule(precision, refusal=(
             f"vLLM runs GPTQ/AWQ through Machete (compute capability 9.0) or Marlin (>= {MARLIN_MIN_CAPABILITY}); "
             f"{_capability_text(gpu)}"))
     return HardwareRule(precision)
 
 
-ENGINES = ("transformers", "vllm", "llamacpp")
+ENGINES = ("transformers", "vllm", "sglang", "llamacpp")
 
 
 @dataclass(frozen=True)
@@ -577,6 +636,8 @@ class EngineChoice:
     release: Release | None = None      # transformers: the release modelled
     vllm: VllmRelease | None = None     # vLLM: the range of releases modelled
     vllm_version: str | None = None     # vLLM: the release asked for (None: the newest modelled)
+    sglang: SglangRelease | None = None
+    sglang_version: str | None = None
 
     @property
     def version(self) -> str:
@@ -584,12 +645,15 @@ class EngineChoice:
         modelled); "" for llama.cpp."""
         if self.vllm is not None:
             return self.vllm_version or self.vllm.last
+        if self.sglang is not None:
+            return self.sglang_version or self.sglang.last
         return release_text(self.release) if self.release else ""
 
     @property
     def engine_options(self) -> dict:
         """What make_engine needs to model this choice."""
-        return {"release": self.vllm} if self.vllm is not None else {}
+        release = self.vllm or self.sglang
+        return {"release": release} if release is not None else {}
 
 
 def parse_engine(text: str | EngineChoice) -> EngineChoice:
@@ -607,6 +671,9 @@ def parse_engine(text: str | EngineChoice) -> EngineChoice:
     if name == "vllm":
         return EngineChoice(name, vllm=release_for(version.strip() if pinned else None),
                             vllm_version=version.strip() if pinned else None)
+    if name == "sglang":
+        return EngineChoice(name, sglang=sglang_release(version.strip() if pinned else None),
+                            sglang_version=version.strip() if pinned else None)
     if not pinned:
         return EngineChoice(name, NEWEST if name == "transformers" else None)
     if name != "transformers":
@@ -638,6 +705,9 @@ def make_engine(name: str, **options):
         return VllmEngine(**{k: v for k, v in options.items()
                              if k in ("gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "release",
                                       "enforce_eager")})
+    if name == "sglang":
+        return SglangEngine(**{k: v for k, v in options.items()
+                               if k in ("release", "mem_fraction_static", "chunked_prefill_size", "page_size")})
     if name == "llamacpp":
         return LlamaCppEngine(**{k: v for k, v in options.items() if k == "flash_attention"})
     raise UsageError(f"unknown engine {name!r} (known: {', '.join(ENGINES)})")

@@ -25,11 +25,12 @@ from sizer.spec import ModelSpec, Workload, check_context_length
 
 # Each engine's own KV cache type: transformers and vLLM ("auto") cache in the model's dtype (bf16 for
 # the catalog), llama.cpp in f16 (--cache-type-k/-v default).
-DEFAULT_KV_DTYPE = {"transformers": "bf16", "vllm": "bf16", "llamacpp": "fp16"}
+DEFAULT_KV_DTYPE = {"transformers": "bf16", "vllm": "bf16", "sglang": "bf16", "llamacpp": "fp16"}
 # Precisions each engine is asked about by default (the model's own format comes first if it has one).
 DEFAULT_PRECISIONS = {
     "transformers": ("bf16", "fp8", "int8", "nf4", "gptq-4bit-g128"),
     "vllm": ("bf16", "fp8", "gptq-8bit-g128", "awq-4bit-g128", "gptq-4bit-g128"),
+    "sglang": ("bf16", "fp8", "awq-4bit-g128", "gptq-4bit-g128"),
     "llamacpp": ("fp16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"),
 }
 DEFAULT_CONTEXT_CAP = 8192          # default --context-length: the model's maximum, at most this
@@ -128,6 +129,8 @@ class Planner:
         the catalog's for this GPU)."""
         if hasattr(engine, "gpu_name"):       # vLLM's defaults depend on the GPU's name (A100)
             engine = replace(engine, gpu_name=gpu.name)
+        if hasattr(engine, "gpu_total_bytes"):   # SGLang's on the driver's total memory
+            engine = replace(engine, gpu_total_bytes=gpu.memory_bytes)
         self.spec, self.gpu, self.engine, self.kv_dtype = spec, gpu, engine, kv_dtype
         self.links = links or Links.of(gpu)
         self.tensor_parallel, self.pipeline_parallel = tensor_parallel, pipeline_parallel
@@ -419,8 +422,8 @@ def node_notes(links: Links, tensor_parallel: int | None, engine: str, options) 
         notes.append(f"tensor parallel {tensor_parallel} crosses nodes of {links.node_size} GPUs: every all-reduce goes "
                      "over the network between nodes; vLLM and SGLang recommend TP inside a node and pipeline "
                      "stages across nodes")
-    if engine != "vllm" and any(o.nodes > 1 for o in options):
-        notes.append(f"the plan spans several nodes; sizer prints launch commands across nodes for vLLM only "
+    if engine not in ("vllm", "sglang") and any(o.nodes > 1 for o in options):
+        notes.append(f"the plan spans several nodes; sizer prints launch commands across nodes for vLLM and SGLang "
                      f"({engine} is not planned across nodes)")
     return notes
 

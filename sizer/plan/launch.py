@@ -90,6 +90,35 @@ def _vllm_precision_flags(spec: ModelSpec, precision) -> list[str]:
     return []
 
 
+SGLANG_DIST_PORT = 5000
+# sizer's KV dtype -> SGLang's --kv-cache-dtype
+SGLANG_KV_CACHE_DTYPE = {"fp8": "fp8_e4m3"}
+
+
+def sglang_launch(spec: ModelSpec, engine, precision, placement: Placement, workload: Workload, kv_dtype: str,
+                  nodes: int) -> tuple[LaunchStep, ...]:
+    """`python -m sglang.launch_server`; over several nodes the same line on each, with its --node-rank
+    (SGLang's multi-node guide: --nnodes, --node-rank, --dist-init-addr of node 0)."""
+    model, flags = model_argument(spec, precision)
+    words = ["python", "-m", "sglang.launch_server", "--model-path", model, *flags]
+    if placement.tensor_parallel > 1:
+        words += ["--tp-size", str(placement.tensor_parallel)]
+    if placement.pipeline_parallel > 1:
+        words += ["--pp-size", str(placement.pipeline_parallel)]
+    words += ["--context-length", str(workload.context_length)]
+    if engine.mem_fraction_static:
+        words += ["--mem-fraction-static", f"{engine.mem_fraction_static:g}"]
+    if kv_dtype in SGLANG_KV_CACHE_DTYPE:
+        words += ["--kv-cache-dtype", SGLANG_KV_CACHE_DTYPE[kv_dtype]]
+    if precision.is_fp8 and not precision.stored and spec.checkpoint is None and \
+            spec.native_precision in (None, "bf16", "fp16", "fp32"):
+        words += ["--quantization", "fp8"]
+    if nodes == 1:
+        return (LaunchStep("the server", " ".join(words)),)
+    words += ["--nnodes", str(nodes), "--dist-init-addr", f"<node-0-ip>:{SGLANG_DIST_PORT}"]
+    return tuple(LaunchStep(f"node {rank}", " ".join(words + ["--node-rank", str(rank)])) for rank in range(nodes))
+
+
 def llamacpp_launch(spec: ModelSpec, precision, workload: Workload, kv_dtype: str,
                     flash_attention: bool) -> tuple[LaunchStep, ...]:
     ref = spec.model_ref or f"{spec.name}-{precision.name}.gguf"
@@ -111,6 +140,8 @@ def launch_steps(engine, spec: ModelSpec, precision, placement: Placement, workl
     """The commands for `engine` (an engine profile object); none for transformers."""
     if engine.name == "vllm":
         return vllm_launch(spec, engine, precision, placement, workload, kv_dtype, nodes)
+    if engine.name == "sglang":
+        return sglang_launch(spec, engine, precision, placement, workload, kv_dtype, nodes)
     if engine.name == "llamacpp":
         return llamacpp_launch(spec, precision, workload, kv_dtype, engine.flash_attention)
     return ()

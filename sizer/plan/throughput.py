@@ -32,6 +32,7 @@ from sizer.spec import ModelSpec, Workload
 # The transformers profile's values live in sizer/data/calibration.json (sizer.calc.calibration).
 EFFICIENCY = {
     "vllm": {"decode_bandwidth": 0.80, "prefill_compute": 0.60},
+    "sglang": {"decode_bandwidth": 0.80, "prefill_compute": 0.60},     # kernels of the same families as vLLM's
     "llamacpp": {"decode_bandwidth": 0.70, "prefill_compute": 0.35},
 }
 
