@@ -116,3 +116,27 @@ def test_the_release_is_in_the_output():
     assert out["engine_version"] == "0.6.4" and "vLLM 0.6.4" in out["options"][0]["reason"]
     table = CliRunner().invoke(cli, ["fit", "llama3-8b", "--gpus", "1xH100", "--engine", "vllm", "-p", "bf16"]).stdout
     assert "engine vllm 0.34.0" in table
+
+
+def test_the_engines_own_lines_with_sizers_numbers():
+    """Each release's startup lines, so a user holds the plan beside the log line by line."""
+    new = fit_json("llama-3.1-8b", "--gpus", "1xH100", "--engine", "vllm", "-p", "bf16", "-c", "8192")["options"][0]
+    values, lines = new["engine_log"]["values"], new["engine_log"]["lines"]
+    assert values["gpu_kv_cache_tokens"] == new["kv_cache_tokens"] and values["max_model_len"] == 8192
+    assert values["weights"] == new["per_gpu"]["weights"]
+    assert lines == [f"Model loading took {values['weights'] / GiB:.4f} GiB",
+                     f"Available KV cache memory: {values['available_kv_cache'] / GiB:.2f} GiB",
+                     f"GPU KV cache size: {values['gpu_kv_cache_tokens']:,} tokens, Maximum concurrency for 8,192 "
+                     f"tokens per request: {values['max_concurrency']:.2f}x",
+                     f"Graph capturing finished, took {values['cuda_graphs'] / GiB:.2f} GiB"]
+    old = fit_json("llama-3.1-8b", "--gpus", "1xH100", "--engine", "vllm==0.6.6", "-p", "bf16", "-c", "8192")
+    v = old["options"][0]["engine_log"]["values"]
+    assert old["options"][0]["engine_log"]["lines"][1:] == [
+        f"model weights take {v['weights'] / GiB:.2f}GiB; non_torch_memory takes {v['non_torch'] / GiB:.2f}GiB; "
+        f"PyTorch activation peak memory takes {v['activation_peak'] / GiB:.2f}GiB; the rest of the memory reserved "
+        f"for KV Cache is {v['available_kv_cache'] / GiB:.2f}GiB.",
+        f"# GPU blocks: {v['num_gpu_blocks']}",
+        f"Maximum concurrency for 8,192 tokens per request: {v['num_gpu_blocks'] * 16 / 8192:.2f}x"]
+    table = CliRunner().invoke(cli, ["fit", "llama-3.1-8b", "--gpus", "1xH100", "--engine", "vllm==0.6.6", "-p",
+                                     "bf16", "-c", "8192"]).stdout
+    assert f"  vLLM 0.6.6 would log: # GPU blocks: {v['num_gpu_blocks']}" in table

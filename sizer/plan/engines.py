@@ -10,7 +10,7 @@ but barely; for vLLM: it starts, but serves fewer concurrent sequences than aske
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import ceil
 
 from sizer.calc.activations import FP32_BYTES, peak_of, step_peak, transformers_attention
@@ -23,7 +23,8 @@ from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
 from sizer.plan.sglang import (NCCL_BYTES as SGLANG_NCCL_BYTES, NEWEST as SGLANG_NEWEST, SglangRelease, graph_bytes,
                                prefill_activation_bytes, sglang_pool, sglang_release)
-from sizer.plan.vllm_releases import NEWEST as VLLM_NEWEST, VllmRelease, extensible_margin, release_for
+from sizer.plan.vllm_releases import (NEWEST as VLLM_NEWEST, VllmLogValues, VllmRelease, extensible_margin,
+                                     release_for, vllm_log_lines)
 from sizer.spec import ModelSpec, Workload
 from sizer.units import GiB, MiB, fmt_gib
 
@@ -62,6 +63,8 @@ class Evaluation:
     per_gpu: tuple[GpuUsage, ...]          # one entry per pipeline stage
     kv_cache_tokens: int | None = None     # vLLM: tokens its KV pool holds
     max_concurrency: int | None = None     # vLLM: sequences of the context length the pool holds
+    engine_log: tuple[str, ...] = ()       # what the engine will print at startup, with sizer's numbers
+    engine_values: dict = field(default_factory=dict)   # the same numbers, by name (bytes, tokens)
 
     @property
     def fullest(self) -> GpuUsage:
@@ -238,10 +241,11 @@ class VllmEngine:
         context_length, batch_size = workload.context_length, workload.batch_size
         compute_bytes = precision.compute_bytes
         tokens_per_step, _ = self.scheduler_limits(capacity, context_length)
-        per_gpu, kv_tokens, concurrency, short = [], None, None, None
+        per_gpu, kv_tokens, concurrency, short, first = [], None, None, None, None
         for s in stages:
             act = self.profile_peak(s, capacity, compute_bytes, context_length)
             b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count)
+            first = first or (s, act, b)
             state = 0
             if s.state_layers:
                 kv, state, tokens, fits_requests = vllm_hybrid_pool(s, b.available, context_length, tokens_per_step,
@@ -258,7 +262,22 @@ class VllmEngine:
                 overhead -= CUDA_CONTEXT_BYTES          # counted once
             per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity, state))
         verdict, reason = self._verdict(short, kv_tokens, concurrency, workload, capacity)
-        return Evaluation(verdict, reason, tuple(per_gpu), kv_tokens, concurrency)
+        values = self._log_values(first, kv_tokens, capacity, placement, context_length)
+        return Evaluation(verdict, reason, tuple(per_gpu), kv_tokens, concurrency,
+                          vllm_log_lines(self.release, values), values.as_dict())
+
+    def _log_values(self, first, kv_tokens: int, capacity: int, placement: Placement,
+                    context_length: int) -> VllmLogValues:
+        """What the first worker prints (its blocks; the token count and concurrency after the minimum)."""
+        s, act, b = first
+        block = self.block_size(s)
+        page = block * s.kv_bytes_per_token_all_layers
+        blocks = b.available // page if page else 0
+        blocks_per_request = -(-context_length // block)
+        return VllmLogValues(capacity, self.utilization, s.weights_bytes, self.non_torch_bytes(placement.gpu_count),
+                             act, self.graph_bytes(), b.available, blocks, kv_tokens, context_length,
+                             round(blocks * block / context_length if self.release.engine == "V0"
+                                   else blocks / blocks_per_request, 2))
 
     def _kv_pool(self, s: Stage, available: int, context_length: int, tokens_per_step: int) -> tuple[int, int, int]:
         """(KV bytes, the tokens vLLM logs as "GPU KV cache size", requests of context_length it holds)."""
@@ -334,7 +353,21 @@ class SglangEngine:
             per_gpu.append(GpuUsage(s.index, s.weights_bytes, pool.tokens * cell, act, overhead, capacity, 0))
         concurrency = min(tokens // workload.context_length, running)
         verdict, reason = self._verdict(problem, tokens, concurrency, workload)
-        return Evaluation(verdict, reason, tuple(per_gpu), tokens, concurrency)
+        lines, values = self._log(per_gpu[0], tokens, running, chunk, workload.context_length)
+        return Evaluation(verdict, reason, tuple(per_gpu), tokens, concurrency, lines, values)
+
+    @staticmethod
+    def _log(first: GpuUsage, tokens: int, running: int, chunk: int, context_length: int) -> tuple[tuple, dict]:
+        """The lines SGLang prints about its pool (0.4.3.post4+ format), with sizer's numbers."""
+        half = first.kv_cache / 2 / GiB
+        values = {"weights": first.weights, "kv_cache": first.kv_cache, "max_total_num_tokens": tokens,
+                  "chunked_prefill_size": chunk, "max_prefill_tokens": 16384, "max_running_requests": running,
+                  "context_len": context_length}
+        lines = (f"Load weight end. mem usage={first.weights / GiB:.2f} GB.",
+                 f"KV Cache is allocated. #tokens: {tokens}, K size: {half:.2f} GB, V size: {half:.2f} GB",
+                 f"max_total_num_tokens={tokens}, chunked_prefill_size={chunk}, max_prefill_tokens=16384, "
+                 f"max_running_requests={running}, context_len={context_length}")
+        return lines, values
 
     def _verdict(self, problem, tokens: int, concurrency: int, workload: Workload) -> tuple[str, str]:
         context_length, batch_size = workload.context_length, workload.batch_size

@@ -91,6 +91,8 @@ class FitOption:
     context_length: int = 0           # the workload's, for ratios
     layouts_compared: tuple[LayoutScore, ...] = ()   # the valid layouts of gpu_count, the chosen first
     nodes: int = 1                    # nodes the layout spans
+    engine_log: tuple[str, ...] = ()  # the engine's own startup lines, with sizer's numbers (vLLM, SGLang)
+    engine_values: dict = field(default_factory=dict)
     launch: tuple[LaunchStep, ...] = ()   # the commands that realise it (none when it does not fit)
 
     @property
@@ -319,7 +321,8 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
         kv_cache_tokens=ev.kv_cache_tokens, min_gpus=found[0] if found else None, throughput=tput,
         price_per_hour=price, cost_per_million_tokens=cost_per_million_tokens(price, tput.decode_tokens_per_s_total),
         host_bytes=sum(s.host_bytes for s in stages), context_length=workload.context_length,
-        layouts_compared=compared, nodes=nodes, launch=launch)
+        layouts_compared=compared, nodes=nodes, launch=launch, engine_log=ev.engine_log,
+        engine_values=ev.engine_values)
 
 
 def _fallback_count(planner: Planner, max_gpus: int) -> int:

@@ -25,6 +25,9 @@ FIT_CSV_COLUMNS = (
 )
 
 
+ENGINE_NAMES = {"vllm": "vLLM", "sglang": "SGLang", "llamacpp": "llama.cpp"}
+
+
 def _usage(g: GpuUsage) -> dict:
     return {"weights": g.weights, "kv_cache": g.kv_cache, "state": g.state, "activations": g.activations, "overhead": g.overhead,
             "total": g.total, "free": g.free, "usable_memory": g.capacity}
@@ -53,6 +56,7 @@ def option_to_dict(o: FitOption) -> dict:
                               "decode_tokens_per_s_total": _round(c.decode_tokens_per_s_total)}
                              for c in o.layouts_compared],
         "nodes": o.nodes, "launch": [step.as_dict() for step in o.launch],
+        "engine_log": {"lines": list(o.engine_log), "values": dict(o.engine_values)},
     }
 
 
@@ -169,6 +173,9 @@ def render_fit(r: FitResult, fmt: str) -> str:
         lines.append(f"- {o.precision}" + (f" on {o.gpu_count}x{o.gpu}" if with_gpu else "") + f": {o.reason}"
                      + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else "") + _fewer_gpus(o)
                      + _layouts(o))
+        if o.launch:
+            lines += [f"  {ENGINE_NAMES.get(r.engine, r.engine)} {r.engine_version} would log: {line}"
+                      for line in o.engine_log]
         lines += [f"  launch ({step.on}): {step.command}" for step in o.launch]
     if not r.options:
         lines = ["- no configuration serves this workload"]

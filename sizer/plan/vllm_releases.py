@@ -116,3 +116,54 @@ def extensible_margin(activation_peak: int) -> int:
     """0.34's margin below the free memory: max(1 GiB, 0.75 x the warm-up's transient peak)."""
     return max(EXTENSIBLE_MARGIN_FLOOR_BYTES, int(0.75 * activation_peak))
 
+
+
+@dataclass(frozen=True)
+class VllmLogValues:
+    """What one vLLM worker prints at startup, as sizer predicts it (bytes; tokens; concurrency)."""
+
+    total_gpu_memory: int
+    gpu_memory_utilization: float
+    weights: int
+    non_torch: int
+    activation_peak: int
+    cuda_graphs: int
+    available_kv_cache: int
+    num_gpu_blocks: int
+    gpu_kv_cache_tokens: int
+    max_model_len: int
+    max_concurrency: float
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _g(n: int, digits: int = 2) -> str:
+    return f"{n / GiB:.{digits}f}"
+
+
+def vllm_log_lines(release: VllmRelease, v: VllmLogValues) -> tuple[str, ...]:
+    """The startup lines this release prints about memory, with sizer's numbers, in its own format
+    (docs/reference/vllm-versions-v0.md and -v1.md, section "Log lines")."""
+    tokens, length = f"{v.gpu_kv_cache_tokens:,}", f"{v.max_model_len:,}"
+    concurrency = f"Maximum concurrency for {length} tokens per request: {v.max_concurrency:.2f}x"
+    if release.engine == "V0":
+        lines = [f"Loading model weights took {_g(v.weights, 4)} GB"]
+        if release.charges_cuda_context:
+            lines.append(f"Memory profiling results: total_gpu_memory={_g(v.total_gpu_memory)}GiB "
+                         f"peak_torch_memory={_g(v.weights + v.activation_peak)}GiB non_torch_memory="
+                         f"{_g(v.non_torch)}GiB kv_cache_size={_g(v.available_kv_cache)}GiB "
+                         f"gpu_memory_utilization={v.gpu_memory_utilization:.2f}")
+        elif release.first >= (0, 6, 5):
+            lines.append(f"model weights take {_g(v.weights)}GiB; non_torch_memory takes {_g(v.non_torch)}GiB; "
+                         f"PyTorch activation peak memory takes {_g(v.activation_peak)}GiB; the rest of the memory "
+                         f"reserved for KV Cache is {_g(v.available_kv_cache)}GiB.")
+        return (*lines, f"# GPU blocks: {v.num_gpu_blocks}", concurrency)      # 0.7.x spells it "# cuda blocks"
+    lines = [f"Model loading took {_g(v.weights, 4)} GiB", f"Available KV cache memory: {_g(v.available_kv_cache)} GiB"]
+    if release.huge_gpu_tokens:                  # 0.28+: one line
+        lines.append(f"GPU KV cache size: {tokens} tokens, {concurrency}")
+    else:
+        lines += [f"GPU KV cache size: {tokens} tokens", concurrency]
+    if v.cuda_graphs:
+        lines.append(f"Graph capturing finished, took {_g(v.cuda_graphs)} GiB")
+    return tuple(lines)
