@@ -397,6 +397,30 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
 
 
 @cli.command()
+@click.argument("logfile", type=click.Path(dir_okay=False))
+@click.option("-m", "--model", default=None,
+              help="The model the log ran, when the log's own name is not one sizer can read (a catalog name, a "
+                   "config.json, a folder or a Hub id). Default: the model the log names.")
+@click.option("-g", "--gpus", default=None,
+              help="The GPU kind (H100, A100-40GB, 4090), needed when the log does not print the GPU's memory.")
+@output_options
+def check(logfile, model, gpus, fmt):
+    """Read a vLLM or SGLang startup LOGFILE and print sizer's plan of the same launch beside it:
+    weights, activation peak, non-torch memory, CUDA graphs, KV cache memory and tokens, concurrency.
+
+    \b
+    Examples:
+      sizer check vllm-startup.log
+      sizer check server.log --model ./Qwen2.5-7B-Instruct/ --gpus L40S --format json
+    """
+    from sizer.check.compare import check_log
+    from sizer.check.logs import read_engine_log_file
+    from sizer.check.report import render_check
+
+    return render_check(check_log(read_engine_log_file(logfile), model, gpus), fmt)
+
+
+@cli.command()
 @click.argument("records", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the fitted calibration to FILE (use it with --calibration FILE).")

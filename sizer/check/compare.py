@@ -1,0 +1,151 @@
+"""`sizer check LOGFILE`: sizer's plan beside what a vLLM or SGLang startup log measured.
+
+The log gives the engine, its release, the model, the settings and the measured numbers
+(sizer.check.logs); sizer plans the same launch (the release's own accounting, the log's GPU memory
+where it prints it) and prints each component predicted vs measured. The KV arithmetic is also
+checked alone: the tokens sizer derives from the KV memory the log reports, against the log's tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from sizer.check.logs import EngineLog
+from sizer.errors import SizerError, UsageError
+from sizer.spec import Workload
+
+# (sizer's engine value, the log's measured quantity, unit) per engine
+VLLM_ROWS = (("weights", "weights_bytes", "bytes"), ("activation_peak", "activation_peak_bytes", "bytes"),
+             ("non_torch", "non_torch_bytes", "bytes"), ("cuda_graphs", "cuda_graph_bytes", "bytes"),
+             ("available_kv_cache", "kv_cache_bytes", "bytes"), ("num_gpu_blocks", "num_gpu_blocks", "blocks"),
+             ("gpu_kv_cache_tokens", "kv_tokens", "tokens"), ("max_concurrency", "max_concurrency", "x"))
+SGLANG_ROWS = (("weights", "weights_bytes", "bytes"), ("kv_cache", "kv_bytes", "bytes"),
+               ("max_total_num_tokens", "max_total_num_tokens", "tokens"),
+               ("max_running_requests", "max_running_requests", "requests"))
+_DTYPES = {"half": "fp16", "float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float": "fp32"}
+_KV_DTYPES = {"fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    component: str
+    predicted: float | None
+    measured: float | None
+    unit: str
+
+    @property
+    def error(self) -> float | None:
+        """(predicted - measured) / measured; None where either is missing or the measurement is 0."""
+        if self.predicted is None or not self.measured:
+            return None
+        return (self.predicted - self.measured) / self.measured
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    origin: str
+    engine: str
+    version: str               # the release the log names ("" if none)
+    modelled: str              # the release range sizer applied
+    model: str
+    gpu: str
+    tensor_parallel: int
+    pipeline_parallel: int
+    context_length: int
+    precision: str
+    rows: tuple[CheckRow, ...]
+    notes: tuple[str, ...] = ()
+
+
+def check_log(log: EngineLog, model=None, gpus: str | None = None) -> CheckResult:
+    """Plan the launch `log` describes and compare. model: a MODEL reference or a ModelSpec (default:
+    the log's model); gpus: the GPU kind when the log does not print its memory."""
+    from sizer.inputs.resolve import get_model
+
+    name = model if model is not None else log.model
+    if name is None:
+        raise UsageError(f"{log.origin}: the log names no model; pass it with --model")
+    spec = get_model(name) if isinstance(name, str) else name
+    choice, notes = _engine_choice(log)
+    gpu, gpu_note = _gpu(log, gpus)
+    notes += gpu_note
+    tp, pp = int(log.settings.get("tensor_parallel_size") or 1), int(log.settings.get("pipeline_parallel_size") or 1)
+    context = int(log.settings.get("max_model_len") or log.measured.get("max_concurrency_tokens")
+                  or log.measured.get("context_len") or spec.max_context_length or 8192)
+    precision = _precision(log, spec)
+    ev, modelled = _evaluate(log, choice, spec, gpu, tp, pp, context, precision)
+    rows = _rows(log, ev.engine_values)
+    return CheckResult(log.origin, log.engine, log.version or "", modelled, spec.name, gpu.name, tp, pp, context,
+                       precision, rows, tuple(notes) + log.notes)
+
+
+def _engine_choice(log: EngineLog):
+    from sizer.plan.engines import parse_engine
+
+    if log.version:
+        try:
+            return parse_engine(f"{log.engine}=={log.version}"), []
+        except UsageError as e:
+            return parse_engine(log.engine), [f"{e}; the newest modelled release is applied"]
+    return parse_engine(log.engine), ["the log does not say its release: the newest modelled is applied"]
+
+
+def _gpu(log: EngineLog, gpus: str | None):
+    """The GPU: a catalog kind (--gpus), with the total memory the log prints where it does."""
+    from sizer.gpuspec import generic_gpu, parse_gpus
+
+    total = log.measured.get("total_gpu_memory_bytes")
+    if gpus:
+        gpu = parse_gpus(gpus).gpu
+    elif total:
+        gpu = generic_gpu(total / 2**30)
+    else:
+        raise UsageError(f"{log.origin}: the log does not print the GPU's memory; name the GPU with --gpus "
+                         "(e.g. --gpus H100)")
+    if total:
+        return replace(gpu, cuda_memory_bytes=int(total), memory_bytes=max(gpu.memory_bytes, int(total))), []
+    return gpu, [f"GPU memory: the catalog's {gpu.name} (the log does not print it)"]
+
+
+def _precision(log: EngineLog, spec) -> str | None:
+    """The checkpoint as stored, or what --quantization fp8 / --dtype make of a 16-bit one."""
+    quantization = log.settings.get("quantization")
+    stored = spec.checkpoint is not None or (spec.native_precision not in (None, "bf16", "fp16", "fp32"))
+    if stored:
+        return spec.native_precision
+    if quantization == "fp8":
+        return "fp8"
+    return _DTYPES.get(str(log.settings.get("dtype") or "").lower()) or spec.native_precision or "bf16"
+
+
+def _evaluate(log: EngineLog, choice, spec, gpu, tp: int, pp: int, context: int, precision):
+    from sizer.plan.engines import engine_spec, make_engine
+    from sizer.plan.fit import Planner
+    from sizer.plan.placement import Placement
+    from sizer.quant import resolve_precision
+
+    s = log.settings
+    options = {"vllm": {"gpu_memory_utilization": s.get("gpu_memory_utilization"),
+                        "max_num_seqs": s.get("max_num_seqs"), "max_num_batched_tokens": s.get("max_num_batched_tokens"),
+                        "enforce_eager": bool(s.get("enforce_eager"))},
+               "sglang": {"mem_fraction_static": s.get("mem_fraction_static"),
+                          "chunked_prefill_size": s.get("chunked_prefill_size"),
+                          "page_size": s.get("page_size") or 1}}[log.engine]
+    engine = make_engine(log.engine, **{k: v for k, v in options.items() if v is not None}, **choice.engine_options)
+    kv_dtype = _KV_DTYPES.get(str(s.get("kv_cache_dtype") or "").lower(), "bf16")
+    spec = engine_spec(spec, choice)
+    planner = Planner(spec, gpu, engine, kv_dtype, tp, pp)
+    try:
+        ev = planner.evaluate(resolve_precision(spec, precision), Placement(tp, pp), Workload(context, 1))
+    except SizerError as e:
+        raise UsageError(f"{log.origin}: sizer cannot plan this launch ({e})") from None
+    return ev, engine.release.name
+
+
+def _rows(log: EngineLog, values: dict) -> tuple[CheckRow, ...]:
+    measured = dict(log.measured)
+    if "kv_k_bytes" in measured and "kv_v_bytes" in measured:
+        measured["kv_bytes"] = measured["kv_k_bytes"] + measured["kv_v_bytes"]
+    rows = VLLM_ROWS if log.engine == "vllm" else SGLANG_ROWS
+    return tuple(CheckRow(mine, values.get(mine), measured[theirs], unit) for mine, theirs, unit in rows
+                 if theirs in measured)
