@@ -403,8 +403,10 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
                    "config.json, a folder or a Hub id). Default: the model the log names.")
 @click.option("-g", "--gpus", default=None,
               help="The GPU kind (H100, A100-40GB, 4090), needed when the log does not print the GPU's memory.")
+@click.option("-e", "--engine", default=None,
+              help="NAME==VERSION (sglang==0.4.1) when the log does not say its release; SGLang never does.")
 @output_options
-def check(logfile, model, gpus, fmt):
+def check(logfile, model, gpus, engine, fmt):
     """Read a vLLM or SGLang startup LOGFILE and print sizer's plan of the same launch beside it:
     weights, activation peak, non-torch memory, CUDA graphs, KV cache memory and tokens, concurrency.
 
@@ -417,7 +419,7 @@ def check(logfile, model, gpus, fmt):
     from sizer.check.logs import read_engine_log_file
     from sizer.check.report import render_check
 
-    return render_check(check_log(read_engine_log_file(logfile), model, gpus), fmt)
+    return render_check(check_log(read_engine_log_file(logfile), model, gpus, engine), fmt)
 
 
 @cli.command()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from sizer.check.logs import EngineLog
 from sizer.errors import SizerError, UsageError
 from sizer.spec import Workload
+from sizer.units import fmt_gib
 
 # (sizer's engine value, the log's measured quantity, unit) per engine
 VLLM_ROWS = (("weights", "weights_bytes", "bytes"), ("activation_peak", "activation_peak_bytes", "bytes"),
@@ -57,16 +58,17 @@ class CheckResult:
     notes: tuple[str, ...] = ()
 
 
-def check_log(log: EngineLog, model=None, gpus: str | None = None) -> CheckResult:
+def check_log(log: EngineLog, model=None, gpus: str | None = None, engine: str | None = None) -> CheckResult:
     """Plan the launch `log` describes and compare. model: a MODEL reference or a ModelSpec (default:
-    the log's model); gpus: the GPU kind when the log does not print its memory."""
+    the log's model); gpus: the GPU kind when the log does not print its memory; engine: NAME==VERSION
+    when the log does not say its release (SGLang never does)."""
     from sizer.inputs.resolve import get_model
 
     name = model if model is not None else log.model
     if name is None:
         raise UsageError(f"{log.origin}: the log names no model; pass it with --model")
     spec = get_model(name) if isinstance(name, str) else name
-    choice, notes = _engine_choice(log)
+    choice, notes = _engine_choice(log, engine)
     gpu, gpu_note = _gpu(log, gpus)
     notes += gpu_note
     tp, pp = int(log.settings.get("tensor_parallel_size") or 1), int(log.settings.get("pipeline_parallel_size") or 1)
@@ -75,13 +77,18 @@ def check_log(log: EngineLog, model=None, gpus: str | None = None) -> CheckResul
     precision = _precision(log, spec)
     ev, modelled = _evaluate(log, choice, spec, gpu, tp, pp, context, precision)
     rows = _rows(log, ev.engine_values)
-    return CheckResult(log.origin, log.engine, log.version or "", modelled, spec.name, gpu.name, tp, pp, context,
+    return CheckResult(log.origin, log.engine, log.version or choice.version, modelled, spec.name, gpu.name, tp, pp, context,
                        precision, rows, tuple(notes) + log.notes)
 
 
-def _engine_choice(log: EngineLog):
+def _engine_choice(log: EngineLog, engine: str | None):
     from sizer.plan.engines import parse_engine
 
+    if engine:
+        choice = parse_engine(engine)
+        if choice.name != log.engine:
+            raise UsageError(f"--engine {engine}: the log is {log.engine}'s")
+        return choice, []
     if log.version:
         try:
             return parse_engine(f"{log.engine}=={log.version}"), []
@@ -94,17 +101,30 @@ def _gpu(log: EngineLog, gpus: str | None):
     """The GPU: a catalog kind (--gpus), with the total memory the log prints where it does."""
     from sizer.gpuspec import generic_gpu, parse_gpus
 
-    total = log.measured.get("total_gpu_memory_bytes")
+    total = log.measured.get("total_gpu_memory_bytes") or _sglang_total(log)
     if gpus:
         gpu = parse_gpus(gpus).gpu
     elif total:
-        gpu = generic_gpu(total / 2**30)
+        gpu = replace(generic_gpu(total / 2**30), name=f"GPU of {fmt_gib(int(total))} GiB (the log's)")
     else:
         raise UsageError(f"{log.origin}: the log does not print the GPU's memory; name the GPU with --gpus "
                          "(e.g. --gpus H100)")
     if total:
         return replace(gpu, cuda_memory_bytes=int(total), memory_bytes=max(gpu.memory_bytes, int(total))), []
     return gpu, [f"GPU memory: the catalog's {gpu.name} (the log does not print it)"]
+
+
+def _sglang_total(log: EngineLog) -> int | None:
+    """SGLang prints the free memory before the weights ("Load weight begin. avail mem"): the GPU whose
+    pool sizer computes from it is that plus what sizer sets aside before it (sizer.plan.sglang)."""
+    from sizer.calc.overhead import CUDA_CONTEXT_BYTES
+    from sizer.plan.sglang import NCCL_BYTES
+
+    free = log.measured.get("avail_before_load_bytes")
+    if log.engine != "sglang" or not free:
+        return None
+    ranks = int(log.settings.get("tensor_parallel_size") or 1) * int(log.settings.get("pipeline_parallel_size") or 1)
+    return free + CUDA_CONTEXT_BYTES + (NCCL_BYTES if ranks > 1 else 0)
 
 
 def _precision(log: EngineLog, spec) -> str | None:
@@ -144,6 +164,8 @@ def _evaluate(log: EngineLog, choice, spec, gpu, tp: int, pp: int, context: int,
 
 def _rows(log: EngineLog, values: dict) -> tuple[CheckRow, ...]:
     measured = dict(log.measured)
+    if "weights_bytes" not in measured and {"avail_before_load_bytes", "avail_after_load_bytes"} <= set(measured):
+        measured["weights_bytes"] = measured["avail_before_load_bytes"] - measured["avail_after_load_bytes"]
     if "kv_k_bytes" in measured and "kv_v_bytes" in measured:
         measured["kv_bytes"] = measured["kv_k_bytes"] + measured["kv_v_bytes"]
     rows = VLLM_ROWS if log.engine == "vllm" else SGLANG_ROWS

@@ -359,12 +359,12 @@ class SglangEngine:
     @staticmethod
     def _log(first: GpuUsage, tokens: int, running: int, chunk: int, context_length: int) -> tuple[tuple, dict]:
         """The lines SGLang prints about its pool (0.4.3.post4+ format), with sizer's numbers."""
-        half = first.kv_cache / 2 / GiB
+        half = fmt_gib(first.kv_cache // 2)
         values = {"weights": first.weights, "kv_cache": first.kv_cache, "max_total_num_tokens": tokens,
                   "chunked_prefill_size": chunk, "max_prefill_tokens": 16384, "max_running_requests": running,
                   "context_len": context_length}
-        lines = (f"Load weight end. mem usage={first.weights / GiB:.2f} GB.",
-                 f"KV Cache is allocated. #tokens: {tokens}, K size: {half:.2f} GB, V size: {half:.2f} GB",
+        lines = (f"Load weight end. mem usage={fmt_gib(first.weights)} GB.",
+                 f"KV Cache is allocated. #tokens: {tokens}, K size: {half} GB, V size: {half} GB",
                  f"max_total_num_tokens={tokens}, chunked_prefill_size={chunk}, max_prefill_tokens=16384, "
                  f"max_running_requests={running}, context_len={context_length}")
         return lines, values

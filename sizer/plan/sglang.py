@@ -136,6 +136,7 @@ def pool_from_free(release: SglangRelease, pre_load: int, weights: int, cell_byt
     if release.page_rounding and page_size > 1:
         tokens = tokens // page_size * page_size
     slots = min(max(int(tokens / max(1, context_length) * 512), 2048), 4096)
+    slots += 1 if release.first < (0, 4, 8) else 0          # `size=max_num_reqs + 1` until 0.4.8
     return SglangPool(mfs, pre_load, rest, tokens, min(tokens // 2, slots), slack)
 
 

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 
 from sizer.errors import UsageError
-from sizer.units import GiB
+from sizer.units import GiB, fmt_gib
 
 LARGE_GPU_BYTES = 70 * GiB        # vLLM's `device_memory >= 70 * GiB_bytes` in its batch defaults
 HUGE_GPU_BYTES = 160 * GiB        # 0.28+: a third tier
@@ -139,7 +139,7 @@ class VllmLogValues:
 
 
 def _g(n: int, digits: int = 2) -> str:
-    return f"{n / GiB:.{digits}f}"
+    return fmt_gib(n, digits)
 
 
 def vllm_log_lines(release: VllmRelease, v: VllmLogValues) -> tuple[str, ...]:

@@ -1,0 +1,90 @@
+"""`sizer check LOGFILE`: real published startup logs read back, sizer's plan of the same launch beside
+each measured number (the logs and their sources: tests/data/engine_logs)."""
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from sizer.check.compare import check_log
+from sizer.check.logs import read_engine_log_file
+from sizer.cli import cli
+
+from conftest import ROOT
+
+LOGS = ROOT / "tests" / "data" / "engine_logs"
+QWEN3_A100 = LOGS / "vllm" / "qwen3-8b-a100-40gb-tp1-v0.9.2.log"
+LLAMA_A100 = LOGS / "vllm" / "llama-3.1-8b-a100-40gb-tp1-v0.15.1-eager.log"
+SGLANG_H100 = LOGS / "sglang" / "llama-3.1-8b-instruct-h100-tp1-v0.4.1.post5.log"
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["check", *map(str, args)])
+
+
+def test_a_vllm_log_beside_sizers_plan():
+    result = run(QWEN3_A100, "--gpus", "A100-40GB", "--format", "json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert (out["engine"], out["version"], out["modelled"], out["model"]) == ("vllm", "0.9.2", "0.9.1-0.10.2",
+                                                                              "Qwen3-8B")
+    assert (out["context_length"], out["precision"], out["tensor_parallel"]) == (40960, "bf16", 1)
+    rows = {c["component"]: c for c in out["components"]}
+    case = json.loads(QWEN3_A100.with_suffix(".json").read_text())
+    assert rows["gpu_kv_cache_tokens"]["measured"] == case["measured"]["kv_tokens"]
+    assert abs(rows["weights"]["error"]) < 0.005                           # weights: exact up to the log's rounding
+    assert abs(rows["gpu_kv_cache_tokens"]["error"]) < 0.05
+    for row in rows.values():
+        assert row["error"] == pytest.approx((row["predicted"] - row["measured"]) / row["measured"], abs=1e-4)
+
+
+def test_the_table_names_units_and_the_release():
+    table = run(QWEN3_A100, "--gpus", "A100-40GB").stdout
+    assert "vllm 0.9.2 (sizer models 0.9.1-0.10.2) · Qwen3-8B · A100-40GB · TP1xPP1" in table
+    assert "sizes in GiB (1 GiB = 2^30 bytes)" in table
+    assert "note: GPU memory: the catalog's A100-40GB (the log does not print it)" in table
+
+
+def test_csv_has_one_row_per_component():
+    rows = list(csv.DictReader(io.StringIO(run(QWEN3_A100, "--gpus", "A100-40GB", "--format", "csv").stdout)))
+    assert [r["component"] for r in rows] == ["weights", "cuda_graphs", "available_kv_cache", "num_gpu_blocks",
+                                              "gpu_kv_cache_tokens", "max_concurrency"]
+    assert {r["log"] for r in rows} == {str(QWEN3_A100)}
+
+
+def test_a_model_path_from_another_machine_is_named_by_the_user():
+    """The 0.15.1 log loaded a local folder; --model names the same model (the catalog's Llama-3.1-8B)."""
+    failed = run(LLAMA_A100, "--gpus", "A100-40GB")
+    assert failed.exit_code == 2 and "Meta-Llama-3.1-8B-Instruct: no such file or folder" in failed.stderr
+    result = run(LLAMA_A100, "--gpus", "A100-40GB", "--model", "llama-3.1-8b", "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = {c["component"]: c for c in json.loads(result.stdout)["components"]}
+    assert abs(rows["weights"]["error"]) < 0.005
+
+
+def test_an_sglang_log():
+    log = read_engine_log_file(SGLANG_H100)
+    result = check_log(log, "llama-3.1-8b", "H100")
+    rows = {r.component: r for r in result.rows}
+    assert result.engine == "sglang" and rows["max_total_num_tokens"].measured == 444500
+    assert abs(rows["weights"].error) < 0.01
+
+
+@pytest.mark.parametrize("text, message", [
+    ("hello world\n", "not a vLLM or SGLang"),
+    ("", "empty"),
+])
+def test_logs_sizer_cannot_read_are_one_line(tmp_path, text, message):
+    path = tmp_path / "x.log"
+    path.write_text(text)
+    result = run(path)
+    assert result.exit_code != 0 and len(result.stderr.strip().splitlines()) == 1
+    assert message in result.stderr
+
+
+def test_a_log_without_gpu_memory_needs_the_gpu():
+    result = run(QWEN3_A100)
+    assert result.exit_code == 2
+    assert "the log does not print the GPU's memory; name the GPU with --gpus" in result.stderr
