@@ -89,12 +89,22 @@ def _engine_choice(log: EngineLog, engine: str | None):
         if choice.name != log.engine:
             raise UsageError(f"--engine {engine}: the log is {log.engine}'s")
         return choice, []
+    if log.version and log.engine == "vllm" and _v0_lines(log):
+        release = parse_engine(f"vllm=={log.version}")
+        if release.vllm.engine == "V1":         # 0.8-0.10 still had V0 (VLLM_USE_V1=0): the log's lines say which
+            return parse_engine("vllm==0.7.3"), [f"the log's lines are V0's (VLLM_USE_V1=0): vLLM {log.version}'s "
+                                                 "V0 engine, modelled as 0.6.5-0.7.3"]
     if log.version:
         try:
             return parse_engine(f"{log.engine}=={log.version}"), []
         except UsageError as e:
             return parse_engine(log.engine), [f"{e}; the newest modelled release is applied"]
     return parse_engine(log.engine), ["the log does not say its release: the newest modelled is applied"]
+
+
+def _v0_lines(log: EngineLog) -> bool:
+    """V0 prints "# GPU blocks: N, # CPU blocks: M" and its profiling summary; V1 neither."""
+    return "num_cpu_blocks" in log.measured or ("non_torch_bytes" in log.measured and "kv_tokens" not in log.measured)
 
 
 def _gpu(log: EngineLog, gpus: str | None):
@@ -135,6 +145,8 @@ def _precision(log: EngineLog, spec) -> str | None:
         return spec.native_precision
     if quantization == "fp8":
         return "fp8"
+    if quantization == "bitsandbytes":          # vLLM loads pre-quantized bitsandbytes checkpoints as nf4
+        return "nf4"
     return _DTYPES.get(str(log.settings.get("dtype") or "").lower()) or spec.native_precision or "bf16"
 
 

@@ -390,7 +390,7 @@ _KV_DTYPES = {"auto": None, "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8", 
               "f32": "fp32", "q8_0": "q8_0", "q4_0": "q4_0"}
 # --quantization -> the precision it loads an unquantized checkpoint at (vLLM quantizes online only
 # to fp8 and, in releases that had it, bitsandbytes; a quantized checkpoint names its own method)
-_ONLINE_QUANTIZATION = {"fp8": "fp8", "bitsandbytes": "nf4"}
+_ONLINE_QUANTIZATION = {"fp8": "fp8", "bitsandbytes": "nf4"}     # bitsandbytes: 4-bit nf4, as vLLM loads it
 _DTYPES = {"auto": None, "half": "fp16", "float16": "fp16", "bfloat16": "bf16", "float": "fp32",
            "float32": "fp32"}
 # settings sizer's plan takes today, per engine: setting -> fit option

@@ -151,6 +151,10 @@ VLLM_BLOCK_SIZE = 16
 # the releases that take their baseline before NCCL starts charge to the budget (vllm_releases).
 VLLM_NON_TORCH_BYTES_TP1 = 150 * MiB
 VLLM_NON_TORCH_BYTES_TP = 512 * MiB
+# Before Hopper the non-torch memory a worker adds is smaller: 0.03-0.09 GiB in the published T4, A100,
+# RTX 4090 and GTX 1080 logs (tests/data/engine_logs), against 0.14 on H100: cuBLAS takes 8 MiB of
+# workspace per handle there (":4096:2:16:8") and 32 MiB from Hopper on (":4096:8", sizer.calc.overhead).
+VLLM_NON_TORCH_BYTES_TP1_PRE_HOPPER = 64 * MiB
 # CUDA-graph memory ("Graph capturing finished ... took 0.5 GiB" is typical of dense 8B-70B models):
 # subtracted before sizing the KV cache from 0.20.2, captured in the headroom before. Placeholder
 # until calibrated.
@@ -187,6 +191,7 @@ class VllmEngine:
     release: VllmRelease = VLLM_NEWEST
     enforce_eager: bool = False
     gpu_name: str = ""                        # the GPU's catalog name (0.9+ gives an A100 the small-GPU defaults)
+    gpu_capability: tuple[int, int] | None = None   # compute capability (non-torch memory before Hopper)
 
     @property
     def utilization(self) -> float:
@@ -210,7 +215,8 @@ class VllmEngine:
 
     def non_torch_bytes(self, gpu_count: int) -> int:
         """Non-torch memory the release charges to the budget (vllm_releases)."""
-        charged = VLLM_NON_TORCH_BYTES_TP1
+        pre_hopper = self.gpu_capability is not None and self.gpu_capability < (9, 0)
+        charged = VLLM_NON_TORCH_BYTES_TP1_PRE_HOPPER if pre_hopper else VLLM_NON_TORCH_BYTES_TP1
         if gpu_count > 1 and self.release.charges_nccl:
             charged += VLLM_NON_TORCH_BYTES_TP - VLLM_NON_TORCH_BYTES_TP1
         if self.release.charges_cuda_context:

@@ -129,8 +129,8 @@ class Planner:
         """stage_cache: shared by planners of one model and engine on other GPUs (layouts do not
         depend on the GPU). links: the node size and the links inside and between nodes (default:
         the catalog's for this GPU)."""
-        if hasattr(engine, "gpu_name"):       # vLLM's defaults depend on the GPU's name (A100)
-            engine = replace(engine, gpu_name=gpu.name)
+        if hasattr(engine, "gpu_name"):       # vLLM's defaults depend on the GPU's name (A100), its non-torch
+            engine = replace(engine, gpu_name=gpu.name, gpu_capability=gpu.capability)   # memory on the architecture
         if hasattr(engine, "gpu_total_bytes"):   # SGLang's on the driver's total memory
             engine = replace(engine, gpu_total_bytes=gpu.memory_bytes)
         self.spec, self.gpu, self.engine, self.kv_dtype = spec, gpu, engine, kv_dtype
