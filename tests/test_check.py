@@ -88,3 +88,30 @@ def test_a_log_without_gpu_memory_needs_the_gpu():
     result = run(QWEN3_A100)
     assert result.exit_code == 2
     assert "the log does not print the GPU's memory; name the GPU with --gpus" in result.stderr
+
+
+def _cases():
+    index = json.loads((LOGS / "configs" / "INDEX.json").read_text())
+    for path in sorted(LOGS.glob("*/*.json")):
+        if path.parent.name != "configs":
+            yield pytest.param(path, index, id=path.stem)
+
+
+@pytest.mark.parametrize("case_path, index", list(_cases()))
+def test_every_published_log_is_planned_or_refused_in_one_line(case_path, index):
+    """benchmarks/engine_logs.py's cases: each log is planned (every row with a measurement) or sizer says
+    in one line why not (no config of the model, no GPU memory, a release it does not model)."""
+    from sizer.errors import SizerError
+
+    case = json.loads(case_path.read_text())
+    row = index.get(case.get("hf_id") or case.get("model")) or {}
+    model = row.get("catalog") or (str(LOGS / "configs" / row["config"]) if row.get("config") else None)
+    log = read_engine_log_file(case_path.with_suffix(".log"))
+    if model is None:
+        return
+    try:
+        result = check_log(log, model, None, None if log.version else f"{case['engine']}=={case['version'].split()[0]}")
+    except SizerError as e:
+        assert "\n" not in str(e)
+        return
+    assert result.rows and all(r.measured is not None for r in result.rows)
