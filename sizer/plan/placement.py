@@ -17,16 +17,51 @@ from sizer.spec import ModelSpec
 
 @dataclass(frozen=True)
 class Placement:
+    """TP x PP, and for MoE serving the data-parallel layouts the engines offer.
+
+    data_parallel (vLLM `--data-parallel-size`): replicas of the TP x PP layout, each with its own KV
+    pool; with expert_parallel (`--enable-expert-parallel`) the routed experts are spread over all
+    TP x DP GPUs instead of being split inside each replica. dp_attention (SGLang `--dp N
+    --enable-dp-attention`): the DP ranks sit inside the TP group, attention runs with TP / DP ranks
+    and the rest with all TP ranks, no GPU is added.
+    """
+
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
+    data_parallel: int = 1
+    expert_parallel: bool = False
+    dp_attention: bool = False
 
     @property
     def gpu_count(self) -> int:
-        return self.tensor_parallel * self.pipeline_parallel
+        replicas = 1 if self.dp_attention else self.data_parallel
+        return self.tensor_parallel * self.pipeline_parallel * replicas
+
+    @property
+    def attention_tp(self) -> int:
+        """The ranks one layer's attention is split over."""
+        return self.tensor_parallel // self.data_parallel if self.dp_attention else self.tensor_parallel
+
+    @property
+    def expert_ranks(self) -> int:
+        """The ranks one MoE layer's routed experts are spread over."""
+        if self.expert_parallel and not self.dp_attention:
+            return self.tensor_parallel * self.data_parallel
+        return self.tensor_parallel
 
     @property
     def label(self) -> str:
-        return f"TP{self.tensor_parallel} x PP{self.pipeline_parallel}"
+        extra = f" x DP{self.data_parallel}" if self.data_parallel > 1 else ""
+        extra += " (attention DP)" if self.dp_attention else " + EP" if self.expert_parallel else ""
+        return f"TP{self.tensor_parallel} x PP{self.pipeline_parallel}{extra}"
+
+    @property
+    def short(self) -> str:
+        """"TP4xPP2", "TP4xPP1xDP2+EP": the layout column of fit's table."""
+        text = f"TP{self.tensor_parallel}xPP{self.pipeline_parallel}"
+        if self.data_parallel > 1:
+            text += f"xDP{self.data_parallel}" + ("(attn)" if self.dp_attention else "+EP" if self.expert_parallel else "")
+        return text
 
 
 def stage_layers(n_layers: int, pipeline_parallel: int) -> list[range]:

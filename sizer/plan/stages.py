@@ -61,6 +61,14 @@ class Stage:
         return self.kv_full_bytes_per_token + sum(b for _, b in self.kv_window_bytes_per_token)
 
 
+def _share(t: TensorSpec, spec: ModelSpec, placement: Placement) -> tuple[int, int]:
+    """(numerator, denominator) of the tensor's bytes one GPU holds: routed experts over the expert
+    ranks, attention over the attention TP ranks, the rest over TP (Placement)."""
+    if t.component == "experts" and t.kind not in (NORM, OTHER):
+        return 1, placement.expert_ranks
+    return _tp_share(t, spec, placement.attention_tp if t.component == "attention" else placement.tensor_parallel)
+
+
 def _tp_share(t: TensorSpec, spec: ModelSpec, tp: int) -> tuple[int, int]:
     """(numerator, denominator) of the tensor's bytes one TP rank holds."""
     if tp == 1 or t.component not in SHARDED_COMPONENTS or t.kind in (NORM, OTHER):
@@ -89,7 +97,8 @@ def _tensor_stage_bytes(t: TensorSpec, spec: ModelSpec, precision, stage_range: 
     return precision.tensor_bytes(replace(t, layers=range(start, stop)), spec)
 
 
-def _checkpoint_stage_bytes(spec: ModelSpec, stage_range: range, first: bool, last: bool, tp: int) -> tuple[int, int]:
+def _checkpoint_stage_bytes(spec: ModelSpec, stage_range: range, first: bool, last: bool,
+                            placement: Placement) -> tuple[int, int]:
     """Exact stored bytes of the checkpoint tensors on one GPU of a stage (layer index from the name),
     and the routed experts' part of them."""
     total = experts = 0
@@ -100,7 +109,9 @@ def _checkpoint_stage_bytes(spec: ModelSpec, stage_range: range, first: bool, la
         else:
             on_stage = first if ct.component in ("embeddings", "position_embeddings") else last
         if on_stage:
-            size = ceil(ct.n_bytes / (tp if ct.component in SHARDED_COMPONENTS else 1))
+            ranks = (placement.expert_ranks if ct.component == "experts" else placement.attention_tp
+                     if ct.component == "attention" else placement.tensor_parallel)
+            size = ceil(ct.n_bytes / (ranks if ct.component in SHARDED_COMPONENTS else 1))
             total += size
             experts += size if ct.component == "experts" else 0
     return total, experts
@@ -135,7 +146,9 @@ def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str
     vLLM's fp8 with per-128 scales).
     """
     tp, pp = placement.tensor_parallel, placement.pipeline_parallel
-    rank = _rank_spec(spec, tp)
+    rank = _rank_spec(spec, placement.attention_tp)
+    if placement.attention_tp != tp:             # the MLP and experts still split over all TP ranks
+        rank = replace(rank, d_ff=ceil(spec.d_ff / tp), d_ff_expert=ceil(spec.d_ff_expert / tp))
     layer_kv = [kv_layer_bytes_per_token(rank, i, kv_dtype, indexer) for i in range(spec.n_layers)]
     # one token in one KV layer, for vLLM's page sizing (the largest where the layers differ)
     kv_layer_bytes = max(layer_kv, default=Fraction(0))
@@ -145,10 +158,10 @@ def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str
         first, last = index == 0, index == pp - 1
         weights = host = experts = 0
         if precision.stored:
-            weights, experts = _checkpoint_stage_bytes(spec, layers, first, last, tp)
+            weights, experts = _checkpoint_stage_bytes(spec, layers, first, last, placement)
         else:
             for t in spec.tensors:
-                num, den = _tp_share(t, spec, tp)
+                num, den = _share(t, spec, placement)
                 size = ceil(_tensor_stage_bytes(t, spec, precision, layers, first, last) * num / den)
                 if embedding_on_host and t.component == "embeddings" and t.kind == EMBEDDING:
                     host += size
