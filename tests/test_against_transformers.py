@@ -51,7 +51,7 @@ HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads")
 KV_HEAD_KEYS = ("num_key_value_heads", "num_kv_heads", "n_head_kv")
 D_FF_KEYS = ("intermediate_size", "ffn_hidden_size", "n_inner")
 EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
-TOP_K_KEYS = ("num_experts_per_tok", "experts_per_token", "num_experts_per_token")
+TOP_K_KEYS = ("num_experts_per_tok", "experts_per_token", "num_experts_per_token", "top_k_experts")
 WINDOW_KEYS = ("sliding_window", "sliding_window_size")
 VOCAB = 512
 WINDOW = 32
@@ -72,61 +72,141 @@ def _kv_heads(cfg: dict, n_heads: int) -> int:
 
 def _rotary_head_dim(fraction: float, preferred: int) -> int:
     """A head size whose rotary part (fraction x head_dim, truncated as transformers does: MiMo-V2-Flash's
-    0.334 x 192 = 64) is a positive even number."""
-    for head_dim in (preferred, 64, 80, 96, 128, 160, 192):
+    0.334 x 192 = 64) is an even number of at least 8 (4 frequencies, enough for Qwen3.5's 3 mrope
+    sections): the preferred size, the next multiples of 8 below 64, then the usual sizes (MiMo-V2-Flash
+    at 16: 24, whose rotary part is 8; Qwen3.5-397B at 16: 32)."""
+    for head_dim in (preferred, *range(preferred + 8, 64, 8), 64, 80, 96, 128, 160, 192):
         rotary = int(fraction * head_dim)
-        if rotary > 0 and rotary % 2 == 0:
+        if rotary >= 8 and rotary % 2 == 0:
             return head_dim
     raise ValueError(f"no small head size for a rotary fraction of {fraction}")
 
 
+# Keys that give one entry per decoder layer (a list, or a string of one character per layer): the scaled
+# config keeps the same layers of each. no_rope_layers (Llama 4, SmolLM3) may be longer than the model.
+PER_LAYER_KEYS = ("layer_types", "layers_block_type", "mlp_layer_types", "no_rope_layers", "attn_type_list",
+                  "hybrid_override_pattern",                       # Nemotron-H: M / E / * / - per layer
+                  "hybrid_layer_pattern", "moe_layer_freq",        # MiMo-V2-Flash's own lists (0 full, 1 sliding;
+                  "indexer_types", "index_topk_pattern")           # 0 dense, 1 MoE); GLM-5's indexer per layer
+# Keys listing the indices of the layers that have something (a dense MLP, a MoE block)
+LAYER_INDEX_KEYS = ("mlp_only_layers", "moe_layers")
+# Jamba: a layer has attention (a MoE block) when layer % period == offset
+PERIODS = (("attn_layer_period", "attn_layer_offset"), ("expert_layer_period", "expert_layer_offset"))
+
+
+def _per_layer(cfg: dict, old: int) -> dict[str, list | str]:
+    """The config's per-layer lists and strings (DeepSeek's integer moe_layer_freq is not one)."""
+    return {k: cfg[k] for k in PER_LAYER_KEYS if isinstance(cfg.get(k), (list, str)) and len(cfg[k]) >= old > 0}
+
+
+def _cover(values) -> int:
+    """Length of the shortest prefix that holds every distinct value."""
+    values = list(values)
+    return next(i for i in range(1, len(values) + 1) if set(values[:i]) == set(values))
+
+
+def _period_mix(cfg: dict, n: int) -> set[tuple[bool, ...]]:
+    """Jamba: the (attention?, MoE?) combinations the first n layers hold."""
+    rules = [(cfg[p], cfg.get(o, 0)) for p, o in PERIODS if cfg.get(p)]
+    return {tuple(i % period == offset for period, offset in rules) for i in range(n)}
+
+
 def _n_layers(cfg: dict, old: int) -> int:
-    """4 layers (3 for DeepSeek), more when needed to keep every attention kind of the original."""
+    """4 layers (3 for DeepSeek), more when needed: the shortest prefix of the original that holds every
+    value of each per-layer key (attention kind, block kind, MoE or dense, indexer), each layer-index key's
+    layers and the others, and Gemma 3's rule-made pattern."""
     n = 3 if cfg.get("first_k_dense_replace") else 4
-    types = cfg.get("layer_types")
-    if types:
-        n = max(n, next(i for i in range(1, len(types) + 1) if set(types[:i]) == set(types)))
-    elif cfg.get("model_type") in ("gemma3", "gemma3_text"):
+    for values in _per_layer(cfg, old).values():
+        n = max(n, _cover(values[:old]))
+    for key in LAYER_INDEX_KEYS:
+        if cfg.get(key):
+            n = max(n, _cover(i in set(cfg[key]) for i in range(old)))
+    if not cfg.get("layer_types") and cfg.get("model_type") in ("gemma3", "gemma3_text"):
         n = max(n, cfg.get("sliding_window_pattern", 6) + 1)       # 5 local : 1 global, then local again
     return min(n, old)
 
 
+def _shrink_layers(cfg: dict, layers_key: str) -> int:
+    """Keep the first layers (and a KV-shared tail) and every per-layer key's entries for them; returns
+    the new layer count."""
+    old = cfg[layers_key]
+    per_layer = _per_layer(cfg, old)
+    n = _n_layers(cfg, old)
+    shared = min(cfg.get("num_kv_shared_layers") or 0, 2)  # Gemma 3n/4: a KV-shared tail after the layers
+    if shared and n + shared > old:                        # that cache (which keep every attention kind)
+        n = old - shared
+    keep = [*range(n), *range(old - shared, old)]
+    for key, values in per_layer.items():
+        picked = [values[i] for i in keep]
+        cfg[key] = "".join(picked) if isinstance(values, str) else picked
+    for key in LAYER_INDEX_KEYS:
+        if cfg.get(key):
+            cfg[key] = [keep.index(i) for i in cfg[key] if i in keep]
+    if shared:
+        cfg["num_kv_shared_layers"] = shared
+    n += shared
+    cfg[layers_key] = n
+
+    if any(cfg.get(p) for p, _ in PERIODS):                 # Jamba: one attention period within the new count,
+        mix = _period_mix(cfg, old)                         # the offset where it falls in the shorter period
+        for period, offset in PERIODS:
+            if cfg.get(period) and cfg[period] > n:
+                cfg[offset] = cfg.get(offset, 0) * n // cfg[period]
+                cfg[period] = n
+        assert _period_mix(cfg, n) == mix, (mix, _period_mix(cfg, n))
+    if cfg.get("interleave_moe_layer_step") and cfg["interleave_moe_layer_step"] > n:   # Llama 4
+        cfg["interleave_moe_layer_step"] = n
+    for key in ("full_attention_interval", "no_rope_layer_interval"):     # Qwen3-Next / 3.5, Llama 4, SmolLM3
+        if cfg.get(key) and cfg[key] > n:
+            cfg[key] = n
+    if cfg.get("max_window_layers") is not None:            # Qwen: layers from here on slide
+        mwl = cfg["max_window_layers"]
+        cfg["max_window_layers"] = n if mwl >= old else min(max(1, mwl * n // old), n - 1)
+    if cfg.get("first_k_dense_replace"):                    # DeepSeek: dense layers first, then MoE
+        cfg["first_k_dense_replace"] = 1
+    return n
+
+
+def _rope_fraction(cfg: dict) -> float | None:
+    """The rotary fraction: partial_rotary_factor / rotary_pct at the top level or in rope_parameters,
+    MiniMax-M2's rotary_dim / head_dim."""
+    rope = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else {}
+    fraction = cfg.get("partial_rotary_factor") or cfg.get("rotary_pct") or rope.get("partial_rotary_factor")
+    if not fraction and cfg.get("rotary_dim") and cfg.get("head_dim"):
+        fraction = cfg["rotary_dim"] / cfg["head_dim"]
+    return fraction
+
+
+def _mrope_section(section: list[int], rotary_half: int) -> list[int]:
+    """Qwen3.5's multimodal RoPE sections (temporal, height, width), which add up to rotary_dim / 2,
+    rescaled to the new rotary half."""
+    total = sum(section)
+    new = [s * rotary_half // total for s in section]
+    for i in range(rotary_half - sum(new)):
+        new[i % len(new)] += 1
+    return new
+
+
 def scale_down(config: dict) -> dict:
     """A small config of the same structure: family, MoE, MLA, tying, biases, windows, GQA ratio,
-    explicit head_dim, fused-QKV and falcon/bigcode flags, partial rotary all kept; sizes shrunk.
-    Keys the config leaves out (sparse Gemma 3 text configs) stay out, so class defaults still apply."""
+    explicit head_dim, fused-QKV and falcon/bigcode flags, partial rotary, per-layer patterns all kept;
+    sizes shrunk. Keys the config leaves out (sparse Gemma 3 text configs) stay out, so class defaults
+    still apply."""
     cfg = copy.deepcopy(config)
     if isinstance(cfg.get("text_config"), dict):
         cfg["text_config"] = scale_down(cfg["text_config"])
         cfg.pop("vision_config", None)
         return cfg
 
-    layers_key = _first(cfg, LAYER_KEYS)
-    old_layers = cfg[layers_key]
-    n_layers = _n_layers(cfg, old_layers)
-    shared = min(cfg.get("num_kv_shared_layers") or 0, 2)  # Gemma 3n/4: a KV-shared tail after the layers
-    if shared and n_layers + shared > old_layers:          # that cache (which keep every attention kind)
-        n_layers = old_layers - shared
-    if cfg.get("layer_types"):
-        tail = cfg["layer_types"][-shared:] if shared else []
-        cfg["layer_types"] = cfg["layer_types"][:n_layers] + tail
-    if shared:
-        cfg["num_kv_shared_layers"] = shared
-    n_layers += shared
-    cfg[layers_key] = n_layers
-    if cfg.get("max_window_layers") is not None:            # Qwen: layers from here on slide
-        mwl = cfg["max_window_layers"]
-        cfg["max_window_layers"] = n_layers if mwl >= old_layers else min(max(1, mwl * n_layers // old_layers), n_layers - 1)
-    if cfg.get("first_k_dense_replace"):                    # DeepSeek: dense layers first, then MoE
-        cfg["first_k_dense_replace"] = 1
-    if cfg.get("mlp_only_layers"):
-        cfg["mlp_only_layers"] = [i for i in cfg["mlp_only_layers"] if i < n_layers]
+    _shrink_layers(cfg, _first(cfg, LAYER_KEYS))
 
     # Heads: keep MHA / MQA / the GQA ratio; head size 64 where the head count allows.
     heads_key = _first(cfg, HEAD_KEYS)
     hidden_key = _first(cfg, HIDDEN_KEYS)
     old_hidden = cfg.get(hidden_key) if hidden_key else None
+    old_head_dim = cfg.get("head_dim")
     head_dim = 64
+    fraction = _rope_fraction(cfg)
     if heads_key:
         n_heads = cfg[heads_key]
         n_kv = _kv_heads(cfg, n_heads)
@@ -139,7 +219,6 @@ def scale_down(config: dict) -> dict:
             new_kv = 2
             new_heads = 2 * (n_heads // n_kv)
         head_dim = 64 if new_heads <= 4 else 32 if new_heads <= 16 else 16
-        fraction = cfg.get("partial_rotary_factor") or cfg.get("rotary_pct")
         if fraction and fraction != 1:
             head_dim = _rotary_head_dim(fraction, head_dim)
         hidden = new_heads * head_dim
@@ -149,10 +228,19 @@ def scale_down(config: dict) -> dict:
         kv_key = _first(cfg, KV_HEAD_KEYS)
         if kv_key:
             cfg[kv_key] = new_kv
+        if cfg.get("num_global_key_value_heads"):           # Gemma 4 (attention_k_eq_v): the full layers' KV heads
+            cfg["num_global_key_value_heads"] = max(1, cfg["num_global_key_value_heads"] * new_heads // n_heads)
+        if cfg.get("swa_num_attention_heads"):              # MiMo-V2-Flash's sliding-layer heads (read by neither
+            cfg["swa_num_attention_heads"] = new_heads      # library: twice the KV heads is the rule), kept in step
+            cfg["swa_num_key_value_heads"] = new_kv * cfg["swa_num_key_value_heads"] // n_kv
     else:
         hidden = 256
     if cfg.get("head_dim") is not None:
         cfg["head_dim"] = head_dim
+    if cfg.get("global_head_dim") and old_head_dim:         # Gemma 4's full layers: the same multiple of head_dim
+        cfg["global_head_dim"] = head_dim * cfg["global_head_dim"] // old_head_dim
+    if cfg.get("rotary_dim") and old_head_dim:              # MiniMax-M2: the same rotary fraction
+        cfg["rotary_dim"] = int(fraction * head_dim)
     if cfg.get("query_pre_attn_scalar") is not None:
         cfg["query_pre_attn_scalar"] = head_dim
     if hidden_key:
@@ -163,10 +251,13 @@ def scale_down(config: dict) -> dict:
     for key in D_FF_KEYS:
         if cfg.get(key) is not None:
             cfg[key] = 3 * hidden
+    if cfg.get("intermediate_size_mlp") is not None:        # Llama 4's dense layers: twice the experts' width
+        cfg["intermediate_size_mlp"] = 6 * hidden
     if cfg.get("moe_intermediate_size") is not None:
         cfg["moe_intermediate_size"] = hidden // 2
-    if cfg.get("shared_expert_intermediate_size") is not None:
-        cfg["shared_expert_intermediate_size"] = hidden
+    for key in ("shared_expert_intermediate_size", "moe_shared_expert_intermediate_size", "shared_intermediate_size"):
+        if cfg.get(key):                                    # 0 (MiniMax-M2: no shared expert) stays 0
+            cfg[key] = hidden
     for key in EXPERT_KEYS:
         if cfg.get(key) is not None:
             cfg[key] = min(cfg[key], 8)
@@ -181,20 +272,53 @@ def scale_down(config: dict) -> dict:
                        ("qk_nope_head_dim", 64), ("v_head_dim", 64)):
         if cfg.get(key) is not None:
             cfg[key] = value
+    if cfg.get("qk_head_dim") is not None:                  # GLM-5 states it; the config class recomputes it
+        cfg["qk_head_dim"] = cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]
+    if cfg.get("swa_head_dim") is not None:                 # MiMo-V2-Flash (read by neither library)
+        cfg["swa_head_dim"], cfg["swa_v_head_dim"] = head_dim, cfg["v_head_dim"]
+    # DSA indexer (DeepSeek V3.2, GLM-5): a few heads, a key wider than the rotary part, a small top-k
+    for key, value in (("index_n_heads", 4), ("index_head_dim", 64), ("index_topk", 16)):
+        if cfg.get(key) is not None:
+            cfg[key] = min(cfg[key], value)
+
+    # Recurrent mixers: Gated DeltaNet (Qwen3-Next / 3.5) heads keep their key : value ratio; Mamba / Mamba2
+    # (Jamba, Nemotron-H) a few heads and groups, a small state, a short conv kernel.
+    if cfg.get("linear_num_key_heads"):
+        ratio = cfg.get("linear_num_value_heads", cfg["linear_num_key_heads"]) // cfg["linear_num_key_heads"]
+        cfg["linear_num_key_heads"], cfg["linear_num_value_heads"] = 2, 2 * ratio
+    for key, value in (("linear_key_head_dim", 32), ("linear_value_head_dim", 32), ("mamba_num_heads", 8),
+                       ("mamba_head_dim", 32), ("ssm_state_size", 16), ("mamba_d_state", 16), ("n_groups", 2),
+                       ("mamba_n_groups", 2), ("linear_conv_kernel_dim", 4), ("conv_kernel", 4),
+                       ("mamba_d_conv", 4), ("chunk_size", 32), ("mamba_chunk_size", 32)):
+        if isinstance(cfg.get(key), int):
+            cfg[key] = min(cfg[key], value)
+    if isinstance(cfg.get("mamba_dt_rank"), int):           # Jamba: an explicit rank; "auto" is hidden / 16
+        cfg["mamba_dt_rank"] = -(-hidden // 16)
+
+    # Gemma 3n / 4 per-layer inputs: a small per-layer width and the small vocabulary
+    if cfg.get("hidden_size_per_layer_input"):
+        cfg["hidden_size_per_layer_input"] = 16
+    if cfg.get("vocab_size_per_layer_input") is not None:
+        cfg["vocab_size_per_layer_input"] = VOCAB
 
     for key in WINDOW_KEYS:
         if cfg.get(key) is not None:
             cfg[key] = WINDOW
+    if cfg.get("attention_chunk_size") is not None:         # Llama 4: chunked attention, cached as a window
+        cfg["attention_chunk_size"] = WINDOW
     if cfg.get("n_positions") is not None:                  # gpt_bigcode's learned positions
         cfg["n_positions"] = 256
 
-    # longrope: one factor per rotary frequency
-    rope = cfg.get("rope_scaling")
-    if isinstance(rope, dict):
-        rotary_half = int(head_dim * (cfg.get("partial_rotary_factor") or 1.0)) // 2
+    # longrope: one factor per rotary frequency; Qwen3.5's mrope sections add up to the rotary half
+    rotary_half = int(head_dim * (fraction or 1.0)) // 2
+    for rope in (cfg.get("rope_scaling"), cfg.get("rope_parameters")):
+        if not isinstance(rope, dict):
+            continue
         for key in ("long_factor", "short_factor"):
             if isinstance(rope.get(key), list):
                 rope[key] = rope[key][:rotary_half]
+        if isinstance(rope.get("mrope_section"), list):
+            rope["mrope_section"] = _mrope_section(rope["mrope_section"], rotary_half)
 
     cfg["vocab_size"] = VOCAB                               # set even where a sparse config relies on the default
     for key, value in list(cfg.items()):                    # token ids must stay inside the vocabulary
