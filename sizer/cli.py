@@ -199,6 +199,11 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
                    "transformers and vLLM, fp16 for llama.cpp.")
 @click.option("--tensor-parallel", type=int, default=None, callback=positive, help="Tensor-parallel degree.")
 @click.option("--pipeline-parallel", type=int, default=None, callback=positive, help="Pipeline stages.")
+@click.option("--data-parallel", type=int, default=None, callback=positive,
+              help="vLLM/SGLang: data-parallel replicas of the layout, each with its own KV cache (vLLM "
+                   "--data-parallel-size; SGLang --dp-size). GPUs = TP x PP x DP.")
+@click.option("--expert-parallel", is_flag=True,
+              help="MoE: spread the routed experts over all TP x DP GPUs (vLLM --enable-expert-parallel).")
 @click.option("--gpu-memory-utilization", type=float, default=None,
               help="vLLM: fraction of each GPU's total memory vLLM may use (default 0.9, as in vLLM).")
 @click.option("--max-num-seqs", type=int, default=None, callback=positive, help="vLLM: scheduler's sequence limit.")
@@ -216,8 +221,9 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
 @refresh_option
 @output_options
 def fit(model, gpus, engine, engine_args, launch_line, precision, context_length, batch_size, allow_long_context,
-        kv_dtype, tensor_parallel, pipeline_parallel, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens,
-        fabric_gbits, recommend, max_gpus, plot_path, calibration, refresh, fmt, force=False):
+        kv_dtype, tensor_parallel, pipeline_parallel, data_parallel, expert_parallel, gpu_memory_utilization,
+        max_num_seqs, max_num_batched_tokens, fabric_gbits, recommend, max_gpus, plot_path, calibration, refresh, fmt,
+        force=False):
     """Will MODEL fit on these GPUs? Per precision: verdict, per-GPU memory, max context, max concurrency,
     throughput, price; or, with --recommend, the cheapest catalog hardware that serves the workload.
 
@@ -247,12 +253,14 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
         given = {"tensor_parallel": tensor_parallel, "pipeline_parallel": pipeline_parallel,
                  "context_length": context_length, "gpu_memory_utilization": gpu_memory_utilization,
                  "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
-                 "kv_dtype": kv_dtype, "precision": precisions}
+                 "kv_dtype": kv_dtype, "precision": precisions, "data_parallel": data_parallel,
+                 "expert_parallel": expert_parallel or None}
         merged = merge_fit_options(given, settings, flags.source)
         tensor_parallel, pipeline_parallel = merged["tensor_parallel"], merged["pipeline_parallel"]
         context_length, kv_dtype = merged["context_length"], merged["kv_dtype"]
         gpu_memory_utilization, max_num_seqs = merged["gpu_memory_utilization"], merged["max_num_seqs"]
         max_num_batched_tokens = merged["max_num_batched_tokens"]
+        data_parallel, expert_parallel = merged["data_parallel"], bool(merged["expert_parallel"])
         precisions = merged["precision"] if isinstance(merged["precision"], list) or merged["precision"] is None \
             else [merged["precision"]]
     name = engine.name                          # engine: an EngineChoice (the --engine callback parsed it)
@@ -276,7 +284,8 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
     else:
         result = run_fit(model, gpus or "local", engine, precisions, context_length, batch_size, kv_dtype,
                          tensor_parallel, pipeline_parallel, max_gpus or 64, allow_long_context=allow_long_context,
-                         fabric_gbits=fabric_gbits, **engine_options)
+                         fabric_gbits=fabric_gbits, data_parallel=data_parallel or 1, expert_parallel=expert_parallel,
+                         dp_attention=bool(settings and settings.options.get("dp_attention")), **engine_options)
     if flags is not None:
         result = replace(result, notes=result.notes + tuple(flags.notes(settings)))
         if flags.args.warning:

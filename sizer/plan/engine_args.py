@@ -398,10 +398,12 @@ _FIT_OPTIONS = {
     "vllm": {"tensor_parallel_size": "tensor_parallel", "pipeline_parallel_size": "pipeline_parallel",
              "max_model_len": "context_length", "gpu_memory_utilization": "gpu_memory_utilization",
              "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
-             "enforce_eager": "enforce_eager"},
+             "enforce_eager": "enforce_eager", "data_parallel_size": "data_parallel",
+             "enable_expert_parallel": "expert_parallel"},
     "sglang": {"tensor_parallel_size": "tensor_parallel", "pipeline_parallel_size": "pipeline_parallel",
                "max_model_len": "context_length", "mem_fraction_static": "mem_fraction_static",
-               "chunked_prefill_size": "chunked_prefill_size", "page_size": "page_size"},
+               "chunked_prefill_size": "chunked_prefill_size", "page_size": "page_size",
+               "data_parallel_size": "data_parallel", "enable_dp_attention": "dp_attention"},
     "llamacpp": {"max_model_len": "context_length"},
 }
 # what each fit option is called on sizer's command line, for messages
@@ -410,7 +412,7 @@ SIZER_FLAG = {"tensor_parallel": "--tensor-parallel", "pipeline_parallel": "--pi
               "max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-num-batched-tokens",
               "kv_dtype": "--kv-dtype", "precision": "--precision", "enforce_eager": "--enforce-eager",
               "mem_fraction_static": "--mem-fraction-static", "chunked_prefill_size": "--chunked-prefill-size",
-              "page_size": "--page-size"}
+              "page_size": "--page-size", "data_parallel": "--data-parallel", "expert_parallel": "--expert-parallel"}
 
 
 @dataclass(frozen=True)
@@ -419,6 +421,7 @@ class FitSettings:
 
     options: dict
     not_modelled: tuple[str, ...]
+    defaults: dict = field(default_factory=dict)     # what a launch line implies where it says nothing
 
 
 @dataclass(frozen=True)
@@ -450,8 +453,7 @@ class EngineFlags:
             # say) and, without --max-model-len, the model's whole context (vLLM's and SGLang's default)
             defaults = {"context_length": spec.max_context_length or None,
                         "precision": None if spec.checkpoint is not None else (spec.native_precision or "bf16")}
-            settings = FitSettings({**{k: v for k, v in defaults.items() if v}, **settings.options},
-                                   settings.not_modelled)
+            settings = FitSettings(settings.options, settings.not_modelled, {k: v for k, v in defaults.items() if v})
         return settings
 
     def notes(self, settings: FitSettings) -> list[str]:
@@ -488,6 +490,8 @@ def fit_settings(args: EngineArgs, stored_precision: str | None = None) -> FitSe
                 options["precision"] = _DTYPES[value]
         elif setting == "flash_attn":
             options["flash_attention"] = value
+        elif setting == "expert_parallel_size":              # SGLang --ep-size N: experts over N ranks
+            options["expert_parallel"] = int(value) > 1
         else:
             not_modelled.append(_spelling(args, setting))
     return FitSettings(options, tuple(not_modelled))
@@ -514,6 +518,9 @@ def _spelling(args: EngineArgs, setting: str) -> str:
 def merge_fit_options(explicit: dict, from_engine: FitSettings, source: str) -> dict:
     """sizer's own options beside the engine's flags: equal values agree, different ones are refused."""
     merged = dict(explicit)
+    for option, value in from_engine.defaults.items():
+        if merged.get(option) is None and from_engine.options.get(option) is None:
+            merged[option] = value
     for option, value in from_engine.options.items():
         if value is None:
             continue

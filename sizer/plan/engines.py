@@ -267,6 +267,7 @@ class VllmEngine:
             if self.release.charges_cuda_context:
                 overhead -= CUDA_CONTEXT_BYTES          # counted once
             per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity, state))
+        concurrency *= placement.data_parallel          # each replica (DP rank) has a KV pool of its own
         verdict, reason = self._verdict(short, kv_tokens, concurrency, workload, capacity)
         values = self._log_values(first, kv_tokens, capacity, placement, context_length)
         return Evaluation(verdict, reason, tuple(per_gpu), kv_tokens, concurrency,
@@ -357,7 +358,7 @@ class SglangEngine:
                                      f"the {_gib(pool.slack)} SGLang keeps outside the pool")
             overhead = CUDA_CONTEXT_BYTES + graphs + (SGLANG_NCCL_BYTES if tp * pp > 1 else 0)
             per_gpu.append(GpuUsage(s.index, s.weights_bytes, pool.tokens * cell, act, overhead, capacity, 0))
-        concurrency = min(tokens // workload.context_length, running)
+        concurrency = min(tokens // workload.context_length, running) * placement.data_parallel   # a pool per DP rank
         verdict, reason = self._verdict(problem, tokens, concurrency, workload)
         lines, values = self._log(per_gpu[0], tokens, running, chunk, workload.context_length)
         return Evaluation(verdict, reason, tuple(per_gpu), tokens, concurrency, lines, values)

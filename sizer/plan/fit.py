@@ -91,6 +91,9 @@ class FitOption:
     context_length: int = 0           # the workload's, for ratios
     layouts_compared: tuple[LayoutScore, ...] = ()   # the valid layouts of gpu_count, the chosen first
     nodes: int = 1                    # nodes the layout spans
+    data_parallel: int = 1            # replicas (vLLM) or attention DP ranks (SGLang), each with its KV pool
+    expert_parallel: bool = False
+    layout: str = ""                  # "TP4xPP2", "TP4xPP1xDP2+EP"
     engine_log: tuple[str, ...] = ()  # the engine's own startup lines, with sizer's numbers (vLLM, SGLang)
     engine_values: dict = field(default_factory=dict)
     launch: tuple[LaunchStep, ...] = ()   # the commands that realise it (none when it does not fit)
@@ -125,10 +128,12 @@ class Planner:
 
     def __init__(self, spec: ModelSpec, gpu: GpuSpec, engine, kv_dtype: str = "bf16",
                  tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
-                 stage_cache: dict | None = None, links: Links | None = None) -> None:
+                 stage_cache: dict | None = None, links: Links | None = None,
+                 parallel: Placement = Placement()) -> None:
         """stage_cache: shared by planners of one model and engine on other GPUs (layouts do not
         depend on the GPU). links: the node size and the links inside and between nodes (default:
-        the catalog's for this GPU)."""
+        the catalog's for this GPU). parallel: the data / expert / attention-DP settings every layout
+        takes (its TP and PP are ignored)."""
         if hasattr(engine, "gpu_name"):       # vLLM's defaults depend on the GPU's name (A100), its non-torch
             engine = replace(engine, gpu_name=gpu.name, gpu_capability=gpu.capability)   # memory on the architecture
         if hasattr(engine, "gpu_total_bytes"):   # SGLang's on the driver's total memory
@@ -136,6 +141,7 @@ class Planner:
         self.spec, self.gpu, self.engine, self.kv_dtype = spec, gpu, engine, kv_dtype
         self.links = links or Links.of(gpu)
         self.tensor_parallel, self.pipeline_parallel = tensor_parallel, pipeline_parallel
+        self.parallel = parallel
         self.capacity = usable_memory_bytes(gpu)
         self._stages: dict[tuple, list[Stage]] = {} if stage_cache is None else stage_cache
         self._best: dict[tuple, tuple[Placement, tuple[LayoutScore, ...]]] = {}
@@ -149,8 +155,28 @@ class Planner:
 
     def placement(self, gpu_count: int) -> Placement:
         """The engine's default layout of `gpu_count` GPUs (or the one the user forced)."""
-        return choose_placement(self.spec, gpu_count, self.tensor_parallel, self.pipeline_parallel,
-                                self.engine.prefers_tensor_parallel, self.links.node_size)
+        base = choose_placement(self.spec, self._replica_gpus(gpu_count), self.tensor_parallel,
+                                self.pipeline_parallel, self.engine.prefers_tensor_parallel, self.links.node_size)
+        return self._with_parallel(base)
+
+    def _replica_gpus(self, gpu_count: int) -> int:
+        """GPUs of one replica: data parallelism (vLLM) repeats the TP x PP layout."""
+        dp = self.parallel.data_parallel
+        if dp == 1 or self.parallel.dp_attention:
+            return gpu_count
+        if gpu_count % dp:
+            raise UsageError(f"{gpu_count} GPUs cannot hold {dp} data-parallel replicas of one layout")
+        return gpu_count // dp
+
+    def _with_parallel(self, base: Placement) -> Placement:
+        p = self.parallel
+        if p.data_parallel == 1 and not p.expert_parallel:
+            return base
+        if p.dp_attention and base.tensor_parallel % p.data_parallel:
+            raise UsageError(f"attention data parallelism {p.data_parallel} must divide tensor parallel "
+                             f"{base.tensor_parallel} (SGLang: tp % dp == 0)")
+        return replace(base, data_parallel=p.data_parallel, expert_parallel=p.expert_parallel,
+                       dp_attention=p.dp_attention)
 
     def layouts(self, gpu_count: int) -> list[Placement]:
         """The layouts `fit` compares for `gpu_count` GPUs: every valid TP x PP for an engine that
@@ -160,7 +186,13 @@ class Planner:
         default = self.placement(gpu_count)             # raises UsageError when none is valid
         if self.tensor_parallel or self.pipeline_parallel or not self.engine.prefers_tensor_parallel:
             return [default]
-        return [default] + [p for p in valid_layouts(self.spec, gpu_count, self.links.node_size) if p != default]
+        others = []
+        for p in valid_layouts(self.spec, self._replica_gpus(gpu_count), self.links.node_size):
+            try:
+                others.append(self._with_parallel(p))
+            except UsageError:
+                continue
+        return [default] + [p for p in others if p != default]
 
     def score(self, precision, placement: Placement, workload: Workload) -> LayoutScore:
         """How `placement` serves the workload, by the measures of LAYOUT_PREFERENCE."""
@@ -170,7 +202,7 @@ class Planner:
             speed = estimate_throughput(self.spec, self.stages(precision, placement), placement, self.gpu,
                                         self.hardware(precision).weights, self.engine, workload,
                                         self.links).decode_tokens_per_s_total
-        return LayoutScore(f"TP{placement.tensor_parallel}xPP{placement.pipeline_parallel}", ev.verdict,
+        return LayoutScore(placement.short, ev.verdict,
                            self.max_concurrency(precision, placement, workload),
                            self.max_context_length(precision, placement, workload), speed)
 
@@ -321,7 +353,8 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
         kv_cache_tokens=ev.kv_cache_tokens, min_gpus=found[0] if found else None, throughput=tput,
         price_per_hour=price, cost_per_million_tokens=cost_per_million_tokens(price, tput.decode_tokens_per_s_total),
         host_bytes=sum(s.host_bytes for s in stages), context_length=workload.context_length,
-        layouts_compared=compared, nodes=nodes, launch=launch, engine_log=ev.engine_log,
+        layouts_compared=compared, nodes=nodes, data_parallel=placement.data_parallel,
+        expert_parallel=placement.expert_parallel, layout=placement.short, launch=launch, engine_log=ev.engine_log,
         engine_values=ev.engine_values)
 
 
@@ -346,7 +379,7 @@ def _suggestions(option: FitOption, others: list[FitOption], planner: Planner, p
     if smaller:
         out.append(f"a lower precision: {smaller[0].precision} fits")
     if planner.kv_dtype in ("bf16", "fp16") and option.fullest.kv_cache:
-        placement = Placement(option.tensor_parallel, option.pipeline_parallel)
+        placement = planner._with_parallel(Placement(option.tensor_parallel, option.pipeline_parallel))
         if planner.serves(precision, placement, workload, kv_dtype="fp8"):
             out.append("an fp8 KV cache (--kv-dtype fp8) fits")
     if option.min_gpus and option.min_gpus != option.gpu_count:
@@ -363,7 +396,8 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
         context_length: int | None = None, batch_size: int = 1, kv_dtype: str | None = None,
         tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
         max_gpus: int = DEFAULT_MAX_GPUS, suggestions: bool = True, allow_long_context: bool = False,
-        fabric_gbits: float | None = None, **engine_options) -> FitResult:
+        fabric_gbits: float | None = None, data_parallel: int = 1, expert_parallel: bool = False,
+        dp_attention: bool = False, **engine_options) -> FitResult:
     """Plan `model` on `gpus` ("2x48GB", "8xH100", "H100" for the minimum count) with `engine`.
 
     precision: one name, a list, or None for the engine's sensible set (the checkpoint's own storage
@@ -372,6 +406,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     Calibration or a file); llama.cpp's flash_attention. A context beyond the model's maximum is
     refused (sizer.spec.check_context_length) unless allow_long_context, which plans it with a note.
     fabric_gbits: the network between nodes in Gb/s per node (default: the GPU catalog's).
+    data_parallel, expert_parallel, dp_attention: MoE serving layouts (sizer.plan.placement.Placement).
     """
     from sizer.calc.kv import kv_dtype_bytes
     from sizer.inputs.resolve import get_model
@@ -391,13 +426,18 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     ctx = context_length or min(spec.max_context_length or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
     workload = Workload(ctx, batch_size)
     long_note = check_context_length(spec, ctx, allow_long_context)
+    parallel = parallel_settings(spec, data_parallel, expert_parallel, dp_attention)
+    replicas = 1 if dp_attention else data_parallel
     if selection.count is not None and (tensor_parallel or pipeline_parallel):
-        tp, pp = tensor_parallel or selection.count // (pipeline_parallel or 1), pipeline_parallel or 1
-        if tp * pp != selection.count:
-            raise UsageError(f"--tensor-parallel {tp} x --pipeline-parallel {pp} = {tp * pp}, but --gpus {selection.text} "
-                             f"names {selection.count}")
+        tp = tensor_parallel or selection.count // replicas // (pipeline_parallel or 1)
+        pp = pipeline_parallel or 1
+        if tp * pp * replicas != selection.count:
+            dp_text = f" x --data-parallel {replicas}" if replicas > 1 else ""
+            raise UsageError(f"--tensor-parallel {tp} x --pipeline-parallel {pp}{dp_text} = {tp * pp * replicas}, but "
+                             f"--gpus {selection.text} names {selection.count}")
     planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options, **choice.engine_options), kv_dtype, tensor_parallel,
-                      pipeline_parallel, links=Links.of(selection.gpu, selection.node_size, selection.fabric))
+                      pipeline_parallel, links=Links.of(selection.gpu, selection.node_size, selection.fabric),
+                      parallel=parallel)
     formats = resolve_precisions(spec, engine, precision)
     options = [plan_option(planner, p, selection.count, workload, max_gpus) for p in formats]
     if suggestions:
@@ -416,6 +456,17 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu, engine,
                      ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version,
                      spec.max_context_length, planner.links)
+
+
+def parallel_settings(spec: ModelSpec, data_parallel: int, expert_parallel: bool, dp_attention: bool) -> Placement:
+    """The MoE serving layout the user asked for, checked."""
+    if data_parallel < 1:
+        raise UsageError(f"--data-parallel must be a positive number of replicas, got {data_parallel}")
+    if expert_parallel and not spec.is_moe:
+        raise UsageError(f"--expert-parallel applies to mixture-of-experts models; {spec.name} has no experts")
+    if dp_attention and data_parallel == 1:
+        raise UsageError("attention data parallelism needs a data-parallel size above 1 (SGLang: --dp N)")
+    return Placement(data_parallel=data_parallel, expert_parallel=expert_parallel, dp_attention=dp_attention)
 
 
 def node_notes(links: Links, tensor_parallel: int | None, engine: str, options) -> list[str]:

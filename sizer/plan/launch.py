@@ -54,6 +54,10 @@ def vllm_launch(spec: ModelSpec, engine, precision, placement: Placement, worklo
         words += ["--tensor-parallel-size", str(placement.tensor_parallel)]
     if placement.pipeline_parallel > 1:
         words += ["--pipeline-parallel-size", str(placement.pipeline_parallel)]
+    if placement.data_parallel > 1:
+        words += ["--data-parallel-size", str(placement.data_parallel)]
+    if placement.expert_parallel:
+        words += ["--enable-expert-parallel"]
     words += ["--max-model-len", str(workload.context_length)]
     if engine.gpu_memory_utilization and abs(engine.gpu_memory_utilization
                                              - engine.release.gpu_memory_utilization) > 1e-9:
@@ -67,12 +71,30 @@ def vllm_launch(spec: ModelSpec, engine, precision, placement: Placement, worklo
     if kv_dtype in VLLM_KV_CACHE_DTYPE:
         words += ["--kv-cache-dtype", VLLM_KV_CACHE_DTYPE[kv_dtype]]
     words += _vllm_precision_flags(spec, precision)
+    if nodes > 1 and placement.data_parallel > 1 and placement.data_parallel % nodes == 0:
+        return _vllm_dp_nodes(words, placement, nodes)
     if nodes > 1:
         words += ["--distributed-executor-backend", "ray"]
         return (LaunchStep("head node", f"ray start --head --port {RAY_PORT}"),
                 LaunchStep(f"each of the other {nodes - 1} node(s)", f"ray start --address <head-node-ip>:{RAY_PORT}"),
                 LaunchStep("head node", " ".join(words)))
     return (LaunchStep("the server", " ".join(words)),)
+
+
+VLLM_DP_RPC_PORT = 13345
+
+
+def _vllm_dp_nodes(words: list[str], placement: Placement, nodes: int) -> tuple[LaunchStep, ...]:
+    """Data-parallel replicas spread over nodes, as vLLM's data-parallel deployment guide runs them: the
+    same line on every node, the head with the API server, the others --headless from their first rank."""
+    local = placement.data_parallel // nodes
+    common = words + ["--data-parallel-size-local", str(local), "--data-parallel-address", "<head-node-ip>",
+                      "--data-parallel-rpc-port", str(VLLM_DP_RPC_PORT)]
+    steps = [LaunchStep("head node", " ".join(common))]
+    for rank in range(1, nodes):
+        steps.append(LaunchStep(f"node {rank}", " ".join(common + ["--headless", "--data-parallel-start-rank",
+                                                                    str(rank * local)])))
+    return tuple(steps)
 
 
 def _vllm_precision_flags(spec: ModelSpec, precision) -> list[str]:
@@ -105,6 +127,10 @@ def sglang_launch(spec: ModelSpec, engine, precision, placement: Placement, work
         words += ["--tp-size", str(placement.tensor_parallel)]
     if placement.pipeline_parallel > 1:
         words += ["--pp-size", str(placement.pipeline_parallel)]
+    if placement.data_parallel > 1:
+        words += ["--dp-size", str(placement.data_parallel)] + (["--enable-dp-attention"] if placement.dp_attention else [])
+    if placement.expert_parallel:
+        words += ["--ep-size", str(placement.expert_ranks)]
     words += ["--context-length", str(workload.context_length)]
     if engine.mem_fraction_static:
         words += ["--mem-fraction-static", f"{engine.mem_fraction_static:g}"]

@@ -21,7 +21,7 @@ FIT_CSV_COLUMNS = (
     "total_per_gpu_bytes", "free_per_gpu_bytes", "max_context_length", "max_concurrency", "kv_cache_tokens",
     "min_gpus", "decode_tokens_per_s", "decode_tokens_per_s_total", "prefill_tokens_per_s",
     "time_to_first_token_s", "price_per_hour_usd", "cost_per_million_tokens_usd", "reason", "layouts_compared",
-    "nodes", "launch",
+    "nodes", "launch", "data_parallel", "expert_parallel", "layout",
 )
 
 
@@ -42,6 +42,7 @@ def option_to_dict(o: FitOption) -> dict:
     return {
         "precision": o.precision, "verdict": o.verdict, "reason": o.reason, "gpu": o.gpu, "gpu_count": o.gpu_count,
         "tensor_parallel": o.tensor_parallel, "pipeline_parallel": o.pipeline_parallel,
+        "data_parallel": o.data_parallel, "expert_parallel": o.expert_parallel, "layout": o.layout,
         "per_gpu": _usage(o.fullest), "per_stage": [_usage(g) for g in o.per_gpu],
         "max_context_length": o.max_context_length, "max_concurrency": o.max_concurrency,
         "kv_cache_tokens": o.kv_cache_tokens,
@@ -96,6 +97,7 @@ def fit_csv_rows(r: FitResult) -> list[dict]:
             "cost_per_million_tokens_usd": "" if d["cost_per_million_tokens_usd"] is None else d["cost_per_million_tokens_usd"],
             "reason": o.reason, "layouts_compared": ";".join(c.layout for c in o.layouts_compared),
             "nodes": o.nodes, "launch": " ; ".join(f"[{s.on}] {s.command}" for s in o.launch),
+            "data_parallel": o.data_parallel, "expert_parallel": o.expert_parallel, "layout": o.layout,
         })
     return rows
 
@@ -133,7 +135,7 @@ def _row(o: FitOption, with_gpu: bool) -> list:
     row = [o.precision, o.verdict]
     if with_gpu:
         row.append(f"{o.gpu_count}x{o.gpu}")
-    row += [f"TP{o.tensor_parallel}xPP{o.pipeline_parallel}", _g(g.weights), _g(g.kv_cache + g.state), _g(g.activations),
+    row += [o.layout or f"TP{o.tensor_parallel}xPP{o.pipeline_parallel}", _g(g.weights), _g(g.kv_cache + g.state), _g(g.activations),
             _g(g.overhead), _g(g.total), _g(g.free), f"{o.max_context_length:,}", f"{o.max_concurrency:,}",
             f"{_num(t.decode_tokens_per_s)} / {_num(t.decode_tokens_per_s_total)}",
             _num(o.price_per_hour, "{:,.2f}"), _num(o.cost_per_million_tokens, "{:,.2f}")]
