@@ -215,7 +215,8 @@ def test_fit_models_the_transformers_release_asked_for():
     assert (new["engine"], new["engine_version"]) == ("transformers", "5.25")
     assert any(n.startswith("transformers 5.24's Falcon cache stores K/V expanded") for n in old["notes"])
     assert not any("Falcon cache" in n for n in new["notes"])
-    assert json.loads(run(*args[:-2], "--format", "json", "--engine", "vllm").output)["engine_version"] == ""
+    assert json.loads(run(*args[:-2], "--format", "json", "--engine", "vllm").output)["engine_version"] == "0.34.0"
+    assert json.loads(run(*args[:-2], "--format", "json", "--engine", "llamacpp").output)["engine_version"] == ""
     table = run(*args[:-2], "--engine", "transformers==5.24.0")
     assert table.exit_code == 0 and "· engine transformers 5.24\n" in table.output
 
@@ -223,8 +224,9 @@ def test_fit_models_the_transformers_release_asked_for():
 @pytest.mark.parametrize("engine, message", [
     ("transformers==5.23", "sizer models transformers 5.24, 5.25"),
     ("transformers==five", "'five' is not a transformers release"),
-    ("vllm==0.32", "only the transformers profile is modelled per release"),
-    ("tgi", "unknown engine 'tgi' (known: transformers, vllm, llamacpp"),
+    ("vllm==0.99", "newer than the newest release sizer models (0.34.0)"),
+    ("llamacpp==b4000", "transformers, vLLM and SGLang are modelled per release"),
+    ("tgi", "unknown engine 'tgi' (known: transformers, vllm, sglang, llamacpp"),
 ])
 def test_fit_bad_engine_is_one_line(engine, message):
     r = run("fit", "llama3-8b", "--gpus", "H100", "--engine", engine)

@@ -717,8 +717,9 @@ def parse_engine(text: str | EngineChoice) -> EngineChoice:
     if not pinned:
         return EngineChoice(name, NEWEST if name == "transformers" else None)
     if name != "transformers":
-        raise UsageError(f"--engine {text}: transformers and vLLM are modelled per release "
-                         f"(transformers=={release_text(NEWEST)}, vllm=={VLLM_NEWEST.last}), {name} is not")
+        raise UsageError(f"--engine {text}: transformers, vLLM and SGLang are modelled per release "
+                         f"(transformers=={release_text(NEWEST)}, vllm=={VLLM_NEWEST.last}, "
+                         f"sglang=={SGLANG_NEWEST.last}), {name} is not")
     try:
         release = parse_release(version)
     except ValueError:
