@@ -271,8 +271,8 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
         engine_options.update({k: settings.options[k] for k in ("mem_fraction_static", "chunked_prefill_size",
                                                                 "page_size") if k in settings.options})
     if calibration:
-        if name != "transformers":
-            raise SizerUsage(f"--calibration applies to the transformers profile, not --engine {name}")
+        if name not in ("transformers", "vllm"):
+            raise SizerUsage(f"--calibration applies to the transformers and vLLM profiles, not --engine {name}")
         engine_options["calibration"] = calibration
     if recommend:
         if gpus or tensor_parallel or pipeline_parallel:
@@ -414,8 +414,12 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
               help="The GPU kind (H100, A100-40GB, 4090), needed when the log does not print the GPU's memory.")
 @click.option("-e", "--engine", default=None,
               help="NAME==VERSION (sglang==0.4.1) when the log does not say its release; SGLang never does.")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False), default=None,
+              help="Append the components to FILE (CSV, the columns of --format csv): `sizer calibrate FILE` fits "
+                   "the vLLM constants to them.")
+@calibration_option
 @output_options
-def check(logfile, model, gpus, engine, fmt):
+def check(logfile, model, gpus, engine, record_path, calibration, fmt):
     """Read a vLLM or SGLang startup LOGFILE and print sizer's plan of the same launch beside it:
     weights, activation peak, non-torch memory, CUDA graphs, KV cache memory and tokens, concurrency.
 
@@ -428,7 +432,13 @@ def check(logfile, model, gpus, engine, fmt):
     from sizer.check.logs import read_engine_log_file
     from sizer.check.report import render_check
 
-    return render_check(check_log(read_engine_log_file(logfile), model, gpus, engine), fmt)
+    result = check_log(read_engine_log_file(logfile), model, gpus, engine, calibration)
+    if record_path:
+        from sizer.check.records import append_check_records
+
+        added = append_check_records(record_path, result)
+        click.echo(f"appended {added} component(s) to {record_path}", err=True)
+    return render_check(result, fmt)
 
 
 @cli.command()
@@ -440,18 +450,30 @@ def check(logfile, model, gpus, engine, fmt):
 def calibrate(records, output, force, calibration):
     """Fit the transformers profile's constants (CUDA context, activation coefficients, decode
     efficiency) to `sizer measure` records, and show the peak-memory error before and after on
-    held-out records. --calibration names the calibration the records were predicted with."""
+    held-out records; fit the vLLM profile's (profiling peak, non-torch memory, CUDA graphs) to
+    `sizer check --record` records of engine startup logs. --calibration names the calibration the
+    records were predicted with."""
     from sizer.calc.calibration import resolve
     from sizer.measure.calibrate import fit_calibration, render_report
     from sizer.measure.records import read_records
 
-    rows = [r for path in records for r in read_records(path)]
-    report = fit_calibration(rows, resolve(calibration))
-    click.echo(render_report(report), nl=False)
+    from sizer.check.records import fit_vllm, is_check_record_file, read_check_records, render_vllm_fit
+
+    checked = [path for path in records if is_check_record_file(path)]
+    measured = [path for path in records if path not in checked]
+    fitted = resolve(calibration)
+    if measured:
+        report = fit_calibration([r for path in measured for r in read_records(path)], fitted)
+        click.echo(render_report(report), nl=False)
+        fitted = report.calibration
+    if checked:
+        vllm = fit_vllm([r for path in checked for r in read_check_records(path)], fitted)
+        click.echo(render_vllm_fit(vllm), nl=False)
+        fitted = vllm.calibration
     if output:
         from sizer.io import write_atomic
 
-        write_atomic(output, report.calibration.to_json(), force)
+        write_atomic(output, fitted.to_json(), force)
         click.echo(f"wrote {output}", err=True)
 
 

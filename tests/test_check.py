@@ -115,3 +115,48 @@ def test_every_published_log_is_planned_or_refused_in_one_line(case_path, index)
         assert "\n" not in str(e)
         return
     assert result.rows and all(r.measured is not None for r in result.rows)
+
+
+def test_check_records_calibrate_the_vllm_constants(tmp_path):
+    """check --record keeps the components; calibrate fits the vLLM constants to them; check and fit
+    predict with the fitted file."""
+    import statistics
+
+    records = tmp_path / "checked.csv"
+    for log, model, gpu in ((LOGS / "vllm" / "llama-3.2-3b-instruct-t4-tp1-v0.8.2.log", "llama-3.2-3b", "T4"),
+                            (LOGS / "vllm" / "phi-4-bnb4bit-a100-80gb-tp1-v0.8.2-lora.log", "phi-4", "A100-80GB")):
+        r = run(log, "--model", model, "--gpus", gpu, "--record", records, "--format", "json")
+        assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(io.StringIO(records.read_text())))
+    assert {r["log"] for r in rows} == {str(LOGS / "vllm" / "llama-3.2-3b-instruct-t4-tp1-v0.8.2.log"),
+                                       str(LOGS / "vllm" / "phi-4-bnb4bit-a100-80gb-tp1-v0.8.2-lora.log")}
+    ratios = [float(r["measured"]) / float(r["predicted"]) for r in rows if r["component"] == "activation_peak"]
+    out = tmp_path / "cal.json"
+    result = CliRunner().invoke(cli, ["calibrate", str(records), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "vLLM constants from 2 startup log(s)" in result.stdout
+    fitted = json.loads(out.read_text())["vllm"]
+    assert fitted["activation_scale"] == pytest.approx(statistics.median(ratios))
+    assert fitted["records"] == 2
+    again = json.loads(run(LOGS / "vllm" / "llama-3.2-3b-instruct-t4-tp1-v0.8.2.log", "--model", "llama-3.2-3b",
+                           "--gpus", "T4", "--calibration", out, "--format", "json").stdout)
+    first = {r["component"]: float(r["predicted"]) for r in rows if "llama-3.2-3b" in r["log"]}
+    peak = {c["component"]: c["predicted"] for c in again["components"]}["activation_peak"]
+    assert peak == pytest.approx(first["activation_peak"] * fitted["activation_scale"], rel=1e-6)
+    planned = CliRunner().invoke(cli, ["fit", "llama3-8b", "--gpus", "1xH100", "--engine", "vllm", "-p", "bf16",
+                                       "--calibration", str(out), "--format", "json"])
+    assert planned.exit_code == 0, planned.output
+    refused = CliRunner().invoke(cli, ["fit", "llama3-8b", "--gpus", "1xH100", "--engine", "sglang",
+                                       "--calibration", str(out)])
+    assert refused.exit_code == 2 and "applies to the transformers and vLLM profiles" in refused.stderr
+
+
+def test_a_bad_vllm_calibration_section_is_one_line(tmp_path):
+    from sizer.catalog import data_dir
+
+    bad = json.loads((data_dir() / "calibration.json").read_text()) | {"vllm": {"activation_scale": "big"}}
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(bad))
+    result = CliRunner().invoke(cli, ["fit", "llama3-8b", "--gpus", "1xH100", "--engine", "vllm",
+                                      "--calibration", str(path)])
+    assert result.exit_code != 0 and len(result.stderr.strip().splitlines()) == 1 and "vllm.activation_scale" in result.stderr

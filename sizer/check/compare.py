@@ -58,10 +58,12 @@ class CheckResult:
     notes: tuple[str, ...] = ()
 
 
-def check_log(log: EngineLog, model=None, gpus: str | None = None, engine: str | None = None) -> CheckResult:
+def check_log(log: EngineLog, model=None, gpus: str | None = None, engine: str | None = None,
+              calibration=None) -> CheckResult:
     """Plan the launch `log` describes and compare. model: a MODEL reference or a ModelSpec (default:
     the log's model); gpus: the GPU kind when the log does not print its memory; engine: NAME==VERSION
-    when the log does not say its release (SGLang never does)."""
+    when the log does not say its release (SGLang never does); calibration: a file or Calibration whose
+    vLLM constants to predict with (sizer calibrate)."""
     from sizer.inputs.resolve import get_model
 
     name = model if model is not None else log.model
@@ -75,7 +77,7 @@ def check_log(log: EngineLog, model=None, gpus: str | None = None, engine: str |
     context = int(log.settings.get("max_model_len") or log.measured.get("max_concurrency_tokens")
                   or log.measured.get("context_len") or spec.max_context_length or 8192)
     precision = _precision(log, spec)
-    ev, modelled = _evaluate(log, choice, spec, gpu, tp, pp, context, precision)
+    ev, modelled = _evaluate(log, choice, spec, gpu, tp, pp, context, precision, calibration)
     rows = _rows(log, ev.engine_values)
     return CheckResult(log.origin, log.engine, log.version or choice.version, modelled, spec.name, gpu.name, tp, pp, context,
                        precision, rows, tuple(notes) + log.notes)
@@ -150,7 +152,7 @@ def _precision(log: EngineLog, spec) -> str | None:
     return _DTYPES.get(str(log.settings.get("dtype") or "").lower()) or spec.native_precision or "bf16"
 
 
-def _evaluate(log: EngineLog, choice, spec, gpu, tp: int, pp: int, context: int, precision):
+def _evaluate(log: EngineLog, choice, spec, gpu, tp: int, pp: int, context: int, precision, calibration):
     from sizer.plan.engines import engine_spec, make_engine
     from sizer.plan.fit import Planner
     from sizer.plan.placement import Placement
@@ -163,6 +165,8 @@ def _evaluate(log: EngineLog, choice, spec, gpu, tp: int, pp: int, context: int,
                "sglang": {"mem_fraction_static": s.get("mem_fraction_static"),
                           "chunked_prefill_size": s.get("chunked_prefill_size"),
                           "page_size": s.get("page_size") or 1}}[log.engine]
+    if calibration is not None and log.engine == "vllm":
+        options["calibration"] = calibration
     engine = make_engine(log.engine, **{k: v for k, v in options.items() if v is not None}, **choice.engine_options)
     kv_dtype = _KV_DTYPES.get(str(s.get("kv_cache_dtype") or "").lower(), "bf16")
     spec = engine_spec(spec, choice)

@@ -18,7 +18,7 @@ from sizer.calc.overhead import CUDA_CONTEXT_BYTES
 from sizer.calc.kv import INDEXER_VLLM_FP8
 from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
                                               spec_for_release)
-from sizer.calc.calibration import Calibration, default_calibration
+from sizer.calc.calibration import Calibration, VllmCalibration, default_calibration
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
 from sizer.plan.sglang import (NCCL_BYTES as SGLANG_NCCL_BYTES, NEWEST as SGLANG_NEWEST, SglangRelease, graph_bytes,
@@ -192,6 +192,7 @@ class VllmEngine:
     enforce_eager: bool = False
     gpu_name: str = ""                        # the GPU's catalog name (0.9+ gives an A100 the small-GPU defaults)
     gpu_capability: tuple[int, int] | None = None   # compute capability (non-torch memory before Hopper)
+    calibration: VllmCalibration | None = None  # fitted from startup logs (sizer calibrate); None: the constants
 
     @property
     def utilization(self) -> float:
@@ -211,7 +212,8 @@ class VllmEngine:
         forward = peak_of({**parts, "positions": 0, "masks": 0}, stage.last)
         rows = self.release.sampler_rows(seqs, tokens)
         sampler = rows * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
-        return forward + sampler
+        scale = self.calibration.activation_scale if self.calibration else 1.0
+        return int((forward + sampler) * scale)
 
     def non_torch_bytes(self, gpu_count: int) -> int:
         """Non-torch memory the release charges to the budget (vllm_releases)."""
@@ -221,10 +223,13 @@ class VllmEngine:
             charged += VLLM_NON_TORCH_BYTES_TP - VLLM_NON_TORCH_BYTES_TP1
         if self.release.charges_cuda_context:
             charged += CUDA_CONTEXT_BYTES
-        return charged
+        return int(charged * (self.calibration.non_torch_scale if self.calibration else 1.0))
 
     def graph_bytes(self) -> int:
-        return 0 if self.enforce_eager else VLLM_CUDA_GRAPH_BYTES
+        if self.enforce_eager:
+            return 0
+        fitted = self.calibration.cuda_graph_bytes if self.calibration else None
+        return VLLM_CUDA_GRAPH_BYTES if fitted is None else fitted
 
     def budget(self, weights: int, activations: int, capacity: int, gpu_count: int) -> VllmBudget:
         """What vLLM leaves for the KV cache on one GPU (the release's arithmetic)."""
@@ -743,9 +748,13 @@ def make_engine(name: str, **options):
         chosen = {k: v for k, v in options.items() if k in ("attention", "logits")}
         return TransformersEngine(**chosen, calibration=resolve(options.get("calibration")))
     if name == "vllm":
-        return VllmEngine(**{k: v for k, v in options.items()
-                             if k in ("gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "release",
-                                      "enforce_eager")})
+        chosen = {k: v for k, v in options.items()
+                  if k in ("gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "release", "enforce_eager")}
+        if options.get("calibration") is not None:
+            from sizer.calc.calibration import resolve
+
+            chosen["calibration"] = resolve(options["calibration"]).vllm
+        return VllmEngine(**chosen)
     if name == "sglang":
         return SglangEngine(**{k: v for k, v in options.items()
                                if k in ("release", "mem_fraction_static", "chunked_prefill_size", "page_size")})
