@@ -14,7 +14,7 @@ from sizer.check.logs import read_engine_log, read_engine_log_file
 from sizer.errors import InputFileError
 
 DATA = Path(__file__).parent / "data" / "engine_logs"
-CASES = sorted(DATA.glob("*/*.json"))
+CASES = sorted(p for p in DATA.glob("*/*.json") if p.parent.name != "configs")     # configs/: model configs, not logs
 GIB = 2**30
 
 # JSON measured names -> EngineLog.measured names, where they differ by more than `_gib` -> `_bytes`
