@@ -5,7 +5,8 @@ memory, no weights) and lists its parameters module by module (shared tensors on
 and experts folded into repeats), so the ModelSpec's params equal `sum(p.numel())` exactly. The list
 and the config numbers transformers resolved (class defaults included) are cached per config hash
 under the user cache folder ($XDG_CACHE_HOME/sizer/meta/<sha256>.json), so the next run needs no
-torch. torch and transformers are imported here only, inside the function.
+torch; catalog entries ship theirs (sizer/data/meta_counts). torch and transformers are imported
+here only, inside the function.
 """
 
 from __future__ import annotations
@@ -48,9 +49,22 @@ def cache_path(raw: dict) -> Path:
     return cache_dir() / f"{config_hash(raw)}.json"
 
 
+def shipped_path(raw: dict) -> Path:
+    """The record shipped with sizer for a catalog entry of a family it sizes this way
+    (sizer/data/meta_counts/<sha256>.json), so the catalog never needs torch."""
+    from sizer.catalog import data_dir
+
+    return data_dir() / "meta_counts" / f"{config_hash(raw)}.json"
+
+
 def load_cached(raw: dict) -> dict | None:
-    """The record counted for this config before, or None (absent, unreadable or malformed: recounted)."""
-    path = cache_path(raw)
+    """The record counted for this config before (shipped with sizer, else in the user cache), or None
+    (absent, unreadable or malformed: recounted)."""
+    shipped = shipped_path(raw)
+    return _load_record(shipped if shipped.is_file() else cache_path(raw))
+
+
+def _load_record(path: Path) -> dict | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         if record.get("format") != CACHE_FORMAT or record.get("sha256") != path.stem or not all(
