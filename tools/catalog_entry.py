@@ -137,9 +137,24 @@ def add_entry(args) -> int:
     entry.update(params=counted, config=config)
     check_spellings(entry, path, existing)
     write_atomic(path, json.dumps(entry, indent=1) + "\n", force=True)
+    ship_meta_count(config, args.data_dir.parent / "meta_counts")
     update_table(args.data_dir / "NEW_MODELS.md", table_row(entry, spec, args.source_kind))
     print(f"{path}: {args.name}, {counted:,} parameters (transformers {version} = sizer)")
     return 0
+
+
+def ship_meta_count(config: dict, folder: Path) -> None:
+    """A family sizer sizes through transformers' count: ship the count with the entry, so the catalog
+    needs no torch (sizer.families.meta.load_cached reads it)."""
+    from sizer.families import FAMILIES, TEXT_FAMILY
+    from sizer.families.meta import cache_path, config_hash
+
+    if config.get("model_type") in FAMILIES or config.get("model_type") in TEXT_FAMILY:
+        return
+    record = cache_path(config)
+    if record.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / f"{config_hash(config)}.json", record.read_text(), force=True)
 
 
 def type_name(config: dict) -> str:
