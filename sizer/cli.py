@@ -237,54 +237,29 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
     """
     from dataclasses import replace
 
-    from sizer.plan.engine_args import merge_fit_options
     from sizer.plan.fit import fit as run_fit
     from sizer.plan.report import plot_fit, render_fit
 
     precisions = [p.strip() for value in precision for p in value.split(",") if p.strip()] or None
     model, engine, flags = _engine_flags(model, engine, engine_args, launch_line)
-    model = _refreshed(model, refresh)
-    settings = None
-    if flags is not None:
-        from sizer.inputs.resolve import get_model
-
-        model = get_model(model) if isinstance(model, str) else model
-        settings = flags.settings_for(model)
-        given = {"tensor_parallel": tensor_parallel, "pipeline_parallel": pipeline_parallel,
-                 "context_length": context_length, "gpu_memory_utilization": gpu_memory_utilization,
-                 "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
-                 "kv_dtype": kv_dtype, "precision": precisions, "data_parallel": data_parallel,
-                 "expert_parallel": expert_parallel or None}
-        merged = merge_fit_options(given, settings, flags.source)
-        tensor_parallel, pipeline_parallel = merged["tensor_parallel"], merged["pipeline_parallel"]
-        context_length, kv_dtype = merged["context_length"], merged["kv_dtype"]
-        gpu_memory_utilization, max_num_seqs = merged["gpu_memory_utilization"], merged["max_num_seqs"]
-        max_num_batched_tokens = merged["max_num_batched_tokens"]
-        data_parallel, expert_parallel = merged["data_parallel"], bool(merged["expert_parallel"])
-        precisions = merged["precision"] if isinstance(merged["precision"], list) or merged["precision"] is None \
-            else [merged["precision"]]
-    name = engine.name                          # engine: an EngineChoice (the --engine callback parsed it)
-    engine_options = _engine_options(name, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)
-    if settings is not None and name == "vllm" and settings.options.get("enforce_eager"):
-        engine_options["enforce_eager"] = True
-    if settings is not None and name == "sglang":
-        engine_options.update({k: settings.options[k] for k in ("mem_fraction_static", "chunked_prefill_size",
-                                                                "page_size") if k in settings.options})
-    if calibration:
-        if name not in ("transformers", "vllm"):
-            raise SizerUsage(f"--calibration applies to the transformers and vLLM profiles, not --engine {name}")
-        engine_options["calibration"] = calibration
+    opts = {"tensor_parallel": tensor_parallel, "pipeline_parallel": pipeline_parallel,
+            "context_length": context_length, "gpu_memory_utilization": gpu_memory_utilization,
+            "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens, "kv_dtype": kv_dtype,
+            "precision": precisions, "data_parallel": data_parallel, "expert_parallel": expert_parallel or None}
+    model, opts, settings = _with_engine_flags(_refreshed(model, refresh), opts, flags)
+    engine_options = _fit_engine_options(engine.name, opts, settings, calibration)
     if recommend:
-        if gpus or tensor_parallel or pipeline_parallel:
+        if gpus or opts["tensor_parallel"] or opts["pipeline_parallel"]:
             raise SizerUsage("--recommend ranks the catalog's GPUs: leave out --gpus, --tensor-parallel and --pipeline-parallel")
         from sizer.plan.recommend import recommend as run_recommend
 
-        result = run_recommend(model, engine, precisions, context_length, batch_size, kv_dtype, max_gpus or 8,
-                               allow_long_context=allow_long_context, **engine_options)
+        result = run_recommend(model, engine, opts["precision"], opts["context_length"], batch_size, opts["kv_dtype"],
+                               max_gpus or 8, allow_long_context=allow_long_context, **engine_options)
     else:
-        result = run_fit(model, gpus or "local", engine, precisions, context_length, batch_size, kv_dtype,
-                         tensor_parallel, pipeline_parallel, max_gpus or 64, allow_long_context=allow_long_context,
-                         fabric_gbits=fabric_gbits, data_parallel=data_parallel or 1, expert_parallel=expert_parallel,
+        result = run_fit(model, gpus or "local", engine, opts["precision"], opts["context_length"], batch_size,
+                         opts["kv_dtype"], opts["tensor_parallel"], opts["pipeline_parallel"], max_gpus or 64,
+                         allow_long_context=allow_long_context, fabric_gbits=fabric_gbits,
+                         data_parallel=opts["data_parallel"] or 1, expert_parallel=bool(opts["expert_parallel"]),
                          dp_attention=bool(settings and settings.options.get("dp_attention")), **engine_options)
     if flags is not None:
         result = replace(result, notes=result.notes + tuple(flags.notes(settings)))
@@ -293,6 +268,36 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
     if plot_path:
         plot_fit(result, plot_path, force)
     return render_fit(result, fmt)
+
+
+def _with_engine_flags(model, opts: dict, flags):
+    """(MODEL, sizer's options merged with the engine's flags, the flags' FitSettings or None)."""
+    if flags is None:
+        return model, opts, None
+    from sizer.inputs.resolve import get_model
+    from sizer.plan.engine_args import merge_fit_options
+
+    model = get_model(model) if isinstance(model, str) else model
+    settings = flags.settings_for(model)
+    merged = merge_fit_options(opts, settings, flags.source)
+    if merged["precision"] is not None and not isinstance(merged["precision"], list):
+        merged["precision"] = [merged["precision"]]
+    return model, merged, settings
+
+
+def _fit_engine_options(name: str, opts: dict, settings, calibration) -> dict:
+    """The engine profile's own options: sizer's and those the engine's flags set."""
+    options = _engine_options(name, opts["gpu_memory_utilization"], opts["max_num_seqs"], opts["max_num_batched_tokens"])
+    if settings is not None and name == "vllm" and settings.options.get("enforce_eager"):
+        options["enforce_eager"] = True
+    if settings is not None and name == "sglang":
+        options.update({k: settings.options[k] for k in ("mem_fraction_static", "chunked_prefill_size", "page_size")
+                        if k in settings.options})
+    if calibration:
+        if name not in ("transformers", "vllm"):
+            raise SizerUsage(f"--calibration applies to the transformers and vLLM profiles, not --engine {name}")
+        options["calibration"] = calibration
+    return options
 
 
 def _engine_flags(model, engine, engine_args, launch_line):
