@@ -793,6 +793,11 @@ def get_precision(name: str):
     m = _CT_RE.match(low)
     if m:
         return _ct_format(name, m)
+    if low.startswith("modelopt"):
+        algo = key.partition(":")[2] or "unknown algorithm"
+        raise UsageError(f"NVIDIA ModelOpt {algo} checkpoint: sizer does not size ModelOpt's formats from the config yet "
+                         "(docs/reference/quantized-checkpoints.md); pass the checkpoint folder to size it exactly from "
+                         "its tensor headers, or -p to size it at another precision")
     if low.startswith("compressed-tensors"):
         scheme = key.partition(":")[2] or "no config_groups"
         raise UsageError(f"compressed-tensors checkpoint not supported: {scheme}; sizer sizes float-quantized FP8 "

@@ -136,6 +136,9 @@ def quantization_label(q) -> str | None:
         return kind + ("-dq" if q.get("bnb_4bit_use_double_quant") else "")
     if method == "compressed-tensors":
         return compressed_tensors_label(q)
+    if method == "modelopt":          # NVIDIA ModelOpt: the algorithm at the top or under "quantization"
+        algo = q.get("quant_algo") or (q.get("quantization") or {}).get("quant_algo") or "unknown algorithm"
+        return f"modelopt:{algo}"
     if method == "fp8":
         block = q.get("weight_block_size")
         return f"fp8-block{block[0]}" if isinstance(block, list) and block and block[0] == block[-1] else "fp8"

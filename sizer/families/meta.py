@@ -40,8 +40,10 @@ def cache_dir() -> Path:
 
 
 def config_hash(raw: dict) -> str:
-    """sha256 of the config as canonical JSON (sorted keys): the cache key."""
-    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    """sha256 of the config as canonical JSON (sorted keys), its quantization_config left out (the
+    count is of the model transformers builds without it, so a quantized checkpoint shares its base's)."""
+    shape = {k: v for k, v in raw.items() if k != "quantization_config"}
+    text = json.dumps(shape, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
