@@ -34,6 +34,7 @@ class CatalogModel:
     source: str
     config: dict
     params: int | None
+    quantized: tuple[dict, ...] = ()     # the official quantized checkpoints: {precision, as, hf_id, source}
 
 
 @lru_cache(maxsize=1)
@@ -43,7 +44,8 @@ def model_entries() -> dict[str, CatalogModel]:
     for path in sorted((data_dir() / "models").glob("*.json")):
         raw = json.loads(path.read_text())
         entries[raw["name"]] = CatalogModel(raw["name"], raw.get("hf_id", ""), tuple(raw.get("aliases", ())),
-                                            raw.get("source", ""), raw["config"], raw.get("params"))
+                                            raw.get("source", ""), raw["config"], raw.get("params"),
+                                            tuple(raw.get("quantized", ())))
     return dict(sorted(entries.items(), key=lambda kv: kv[0].lower()))
 
 

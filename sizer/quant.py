@@ -887,4 +887,13 @@ def resolve_precision(spec: ModelSpec, name: str | None, default: str = "bf16"):
         return checkpoint_format(spec)
     if not isinstance(name, (str, type(None))):
         return name                 # already a format object
-    return get_precision(name or spec.native_precision or default)
+    official = official_checkpoint(spec, name)
+    return get_precision(official[1] if official else name or spec.native_precision or default)
+
+
+def official_checkpoint(spec: ModelSpec, name: str | None) -> tuple[str, str, str] | None:
+    """(precision asked, as stored, hub id) of the model's official checkpoint in precision `name`
+    (Qwen/Qwen3-32B-FP8 for `-p fp8` of Qwen3-32B), or None."""
+    if not name:
+        return None
+    return next((o for o in spec.official_checkpoints if o[0] == name.strip().lower()), None)

@@ -41,3 +41,26 @@ def test_modelopt_checkpoints_are_refused_in_one_line_naming_the_algorithm(c, tm
     assert f"NVIDIA ModelOpt {c['quantization_config']['quant_algo']} checkpoint" in result.stderr
     sized = CliRunner().invoke(cli, ["estimate", str(path), "-p", "bf16", "--format", "json"])
     assert sized.exit_code == 0, sized.output
+
+
+def test_fp8_of_a_catalog_model_means_its_official_fp8_checkpoint():
+    """Qwen3-32B's `-p fp8` is Qwen/Qwen3-32B-FP8 as it is stored (fine-grained FP8 in blocks of 128),
+    launched from that checkpoint rather than quantized online."""
+    result = CliRunner().invoke(cli, ["fit", "qwen3-32b", "--gpus", "1xH100", "--engine", "vllm", "-p", "fp8",
+                                      "-c", "8192", "--format", "json"])
+    out = json.loads(result.stdout)
+    [option] = out["options"]
+    assert option["precision"] == "fp8-block128"
+    assert option["launch"] == [{"on": "the server", "command": "vllm serve Qwen/Qwen3-32B-FP8 --max-model-len 8192"}]
+    assert "fp8: as the official Qwen/Qwen3-32B-FP8 stores it (fp8-block128), launched from that checkpoint" in out["notes"]
+    estimate = json.loads(CliRunner().invoke(cli, ["estimate", "qwen3-32b", "-p", "fp8", "--format", "json"]).stdout)
+    assert estimate["precision"] == "fp8-block128"
+    other = json.loads(CliRunner().invoke(cli, ["fit", "llama3-8b", "--gpus", "1xH100", "--engine", "vllm", "-p", "fp8",
+                                                "--format", "json"]).stdout)["options"][0]
+    assert other["precision"] == "fp8" and other["launch"][0]["command"].endswith("--quantization fp8")
+
+
+@pytest.mark.parametrize("c", [c for c in CHECKPOINTS if c["precision_kind"] == "fp8-block128"], ids=lambda c: c["hf_id"])
+def test_catalog_entries_name_their_official_fp8_checkpoints(c):
+    entry = find_model(c["base_hf_id"])
+    assert [q["hf_id"] for q in entry.quantized if q["precision"] == "fp8"] == [c["hf_id"]]

@@ -39,7 +39,8 @@ def get_model(ref: str | os.PathLike, *, refresh: bool = False) -> ModelSpec:
         return _from_hub(hub_model(text, refresh=refresh), parse_repo_id(text)[1])
     entry = get_catalog_model(text)
     spec = spec_from_config(entry.config, entry.name, f"catalog entry {entry.name}", entry.source)
-    return replace(spec, model_ref=entry.hf_id or None)
+    official = tuple((q["precision"], q["as"], q["hf_id"]) for q in entry.quantized)
+    return replace(spec, model_ref=entry.hf_id or None, official_checkpoints=official)
 
 
 def _model_path(text: str) -> Path:

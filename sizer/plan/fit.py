@@ -442,7 +442,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     options = [plan_option(planner, p, selection.count, workload, max_gpus) for p in formats]
     if suggestions:
         options = [_with_suggestions(o, options, planner, p, workload) for o, p in zip(options, formats)]
-    notes = list(spec.notes) + ([long_note] if long_note else [])
+    notes = list(spec.notes) + ([long_note] if long_note else []) + official_notes(spec, precision, engine)
     notes += list(dict.fromkeys(planner.hardware(f).note for f in formats if planner.hardware(f).note))
     if engine == "transformers":
         notes += attention_notes(spec, planner.engine.attention)
@@ -456,6 +456,16 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu, engine,
                      ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version,
                      spec.max_context_length, planner.links)
+
+
+def official_notes(spec: ModelSpec, precision, engine: str) -> list[str]:
+    """Where a precision asked for is the model's official quantized checkpoint, say so."""
+    from sizer.quant import official_checkpoint
+
+    names = [precision] if isinstance(precision, str) else list(precision or default_precisions(spec, engine))
+    found = [official_checkpoint(spec, n) for n in names if isinstance(n, str)]
+    return [f"{asked}: as the official {hub_id} stores it ({stored}), launched from that checkpoint"
+            for asked, stored, hub_id in dict.fromkeys(o for o in found if o)]
 
 
 def parallel_settings(spec: ModelSpec, data_parallel: int, expert_parallel: bool, dp_attention: bool) -> Placement:

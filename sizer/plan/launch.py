@@ -38,12 +38,19 @@ def model_argument(spec: ModelSpec, precision) -> tuple[str, list[str]]:
     """What to pass as the model, and the flags it needs (a Hub revision). A precision the engine
     cannot produce from this checkpoint (GPTQ, AWQ, GGUF types of a 16-bit model) needs that
     checkpoint: a placeholder names it."""
+    official = next((o for o in spec.official_checkpoints if o[1] == getattr(precision, "name", "")), None)
+    if official:                       # the model's official checkpoint in this precision (Qwen3-32B-FP8)
+        return official[2], []
     ref = spec.model_ref or spec.name
     repo, _, revision = ref.partition("@") if "/" in ref and not ref.startswith((".", "/", "~")) else (ref, "", "")
     flags = ["--revision", revision] if revision else []
     if getattr(precision, "kind", "") == "group" and not precision.stored:
         return f"<{precision.name} checkpoint of {repo}>", []
     return repo, flags
+
+
+def _official(spec: ModelSpec, precision) -> bool:
+    return any(o[1] == getattr(precision, "name", "") for o in spec.official_checkpoints)
 
 
 def vllm_launch(spec: ModelSpec, engine, precision, placement: Placement, workload: Workload, kv_dtype: str,
@@ -100,7 +107,7 @@ def _vllm_dp_nodes(words: list[str], placement: Placement, nodes: int) -> tuple[
 def _vllm_precision_flags(spec: ModelSpec, precision) -> list[str]:
     """vLLM quantizes a 16-bit checkpoint online to fp8 (--quantization fp8) and, in releases with it,
     bitsandbytes; a quantized checkpoint names its method in its config (no flag)."""
-    if precision.stored or spec.checkpoint is not None:
+    if precision.stored or spec.checkpoint is not None or _official(spec, precision):
         return []
     if precision.is_fp8:
         return ["--quantization", "fp8"] if spec.native_precision in (None, "bf16", "fp16", "fp32") else []
@@ -136,7 +143,7 @@ def sglang_launch(spec: ModelSpec, engine, precision, placement: Placement, work
         words += ["--mem-fraction-static", f"{engine.mem_fraction_static:g}"]
     if kv_dtype in SGLANG_KV_CACHE_DTYPE:
         words += ["--kv-cache-dtype", SGLANG_KV_CACHE_DTYPE[kv_dtype]]
-    if precision.is_fp8 and not precision.stored and spec.checkpoint is None and \
+    if precision.is_fp8 and not precision.stored and spec.checkpoint is None and not _official(spec, precision) and \
             spec.native_precision in (None, "bf16", "fp16", "fp32"):
         words += ["--quantization", "fp8"]
     if nodes == 1:
