@@ -6,7 +6,8 @@
 
 The first form writes DIR/<slug>.json (DIR: sizer/data/models by default; slug: the name in lower
 case, or the file an entry of that name already has) in the catalog's entry format (name, hf_id,
-aliases, source, published_params, params, quantized (kept on refresh: the official quantized checkpoints, {precision, as, hf_id, source}), config: the config file verbatim), with `params` counted
+aliases, source, published_params, params, quantized (the official quantized checkpoints, named by
+hand and kept on refresh), config: the config file verbatim), with `params` counted
 by transformers on the meta device (`AutoModelForCausalLM.from_config`, shared tensors once) and
 checked equal to sizer's own count (`sizer.families.spec_from_config`); it refuses, naming both
 numbers, when they differ. It then adds or updates the entry's row in DIR/NEW_MODELS.md. An existing
