@@ -19,12 +19,11 @@ and the CUDA graphs; sizer says `marginal` when its estimate of those exceeds it
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sizer.calc.activations import peak_of, step_peak
 from sizer.calc.overhead import CUDA_CONTEXT_BYTES
-from sizer.errors import UsageError
+from sizer.plan.releases import range_for
 from sizer.plan.stages import Stage
 from sizer.units import MiB
 
@@ -88,21 +87,11 @@ RELEASES = (
     SglangRelease((0, 5, 0), "0.5.23", "reserve-0.5"),
 )
 NEWEST = RELEASES[-1]
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[.+-]?(?:post|rc|dev)?[\w.+-]*)?$")
 
 
 def sglang_release(version: str | None) -> SglangRelease:
-    if version is None:
-        return NEWEST
-    m = _VERSION.match(version.strip())
-    if not m:
-        raise UsageError(f"--engine sglang=={version}: not an SGLang version (like 0.4.6 or 0.5.2)")
-    wanted = (int(m[1]), int(m[2]), int(m[3] or 0))
-    if wanted < RELEASES[0].first:
-        raise UsageError(f"--engine sglang=={version}: sizer models SGLang 0.3 onwards")
-    if wanted[:2] > NEWEST.first[:2]:
-        raise UsageError(f"--engine sglang=={version}: newer than the newest release sizer models ({NEWEST.last})")
-    return [r for r in RELEASES if r.first <= wanted][-1]
+    """The modelled range that holds `version` (None: the newest)."""
+    return range_for("sglang", "SGLang", version, RELEASES, "0.4.6 or 0.5.2")
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,9 @@ the range holding that release; `--engine vllm` the newest modelled. What a rang
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from sizer.errors import UsageError
+from sizer.plan.releases import range_for
 from sizer.units import GiB, fmt_gib
 
 LARGE_GPU_BYTES = 70 * GiB        # vLLM's `device_memory >= 70 * GiB_bytes` in its batch defaults
@@ -88,28 +87,11 @@ RELEASES = (
                 extensible_kv_cache=True),
 )
 NEWEST = RELEASES[-1]
-FIRST_MODELLED = RELEASES[0].first
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[.+-]?(?:post|rc|dev)?[\w.+-]*)?$")
-
-
-def parse_vllm_version(text: str) -> tuple[int, int, int]:
-    m = _VERSION.match(text.strip())
-    if not m:
-        raise UsageError(f"--engine vllm=={text}: not a vLLM version (like 0.6.4, 0.10.2 or 0.11.0)")
-    return int(m[1]), int(m[2]), int(m[3] or 0)
 
 
 def release_for(version: str | None) -> VllmRelease:
     """The modelled range that holds `version` (None: the newest)."""
-    if version is None:
-        return NEWEST
-    wanted = parse_vllm_version(version)
-    if wanted < FIRST_MODELLED:
-        raise UsageError(f"--engine vllm=={version}: sizer models vLLM 0.5 onwards (the releases whose memory "
-                         "accounting was read from their source)")
-    if wanted > NEWEST.first and wanted[:2] != NEWEST.first[:2]:
-        raise UsageError(f"--engine vllm=={version}: newer than the newest release sizer models ({NEWEST.last})")
-    return [r for r in RELEASES if r.first <= wanted][-1]
+    return range_for("vllm", "vLLM", version, RELEASES, "0.6.4, 0.10.2 or 0.11.0")
 
 
 def extensible_margin(activation_peak: int) -> int:
