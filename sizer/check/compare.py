@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from sizer.check.logs import EngineLog
 from sizer.errors import SizerError, UsageError
+from sizer.plan.engine_args import DTYPES, KV_DTYPES
 from sizer.spec import Workload
 from sizer.units import fmt_gib
 
@@ -23,8 +24,6 @@ VLLM_ROWS = (("weights", "weights_bytes", "bytes"), ("activation_peak", "activat
 SGLANG_ROWS = (("weights", "weights_bytes", "bytes"), ("kv_cache", "kv_bytes", "bytes"),
                ("max_total_num_tokens", "max_total_num_tokens", "tokens"),
                ("max_running_requests", "max_running_requests", "requests"))
-_DTYPES = {"half": "fp16", "float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float": "fp32"}
-_KV_DTYPES = {"fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ def _precision(log: EngineLog, spec) -> str | None:
         return "fp8"
     if quantization == "bitsandbytes":          # vLLM loads pre-quantized bitsandbytes checkpoints as nf4
         return "nf4"
-    return _DTYPES.get(str(log.settings.get("dtype") or "").lower()) or spec.native_precision or "bf16"
+    return DTYPES.get(str(log.settings.get("dtype") or "").lower()) or spec.native_precision or "bf16"
 
 
 def _evaluate(log: EngineLog, choice, spec, gpu, tp: int, pp: int, context: int, precision, calibration):
@@ -168,7 +167,7 @@ def _evaluate(log: EngineLog, choice, spec, gpu, tp: int, pp: int, context: int,
     if calibration is not None and log.engine == "vllm":
         options["calibration"] = calibration
     engine = make_engine(log.engine, **{k: v for k, v in options.items() if v is not None}, **choice.engine_options)
-    kv_dtype = _KV_DTYPES.get(str(s.get("kv_cache_dtype") or "").lower(), "bf16")
+    kv_dtype = KV_DTYPES.get(str(s.get("kv_cache_dtype") or "").lower()) or "bf16"
     spec = engine_spec(spec, choice)
     planner = Planner(spec, gpu, engine, kv_dtype, tp, pp)
     try:

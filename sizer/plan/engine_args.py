@@ -384,14 +384,14 @@ def _after_image(words: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # The flags as sizer's `fit` options
 
-# vLLM --kv-cache-dtype / SGLang --kv-cache-dtype / llama.cpp -ctk,-ctv -> sizer's --kv-dtype
-_KV_DTYPES = {"auto": None, "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "fp8_inc": "fp8",
+# vLLM --kv-cache-dtype / SGLang --kv-cache-dtype / llama.cpp -ctk,-ctv -> sizer's --kv-dtype (None: the model's)
+KV_DTYPES = {"auto": None, "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "fp8_inc": "fp8",
               "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "f16": "fp16", "fp16": "fp16",
               "f32": "fp32", "q8_0": "q8_0", "q4_0": "q4_0"}
 # --quantization -> the precision it loads an unquantized checkpoint at (vLLM quantizes online only
 # to fp8 and, in releases that had it, bitsandbytes; a quantized checkpoint names its own method)
 _ONLINE_QUANTIZATION = {"fp8": "fp8", "bitsandbytes": "nf4"}     # bitsandbytes: 4-bit nf4, as vLLM loads it
-_DTYPES = {"auto": None, "half": "fp16", "float16": "fp16", "bfloat16": "bf16", "float": "fp32",
+DTYPES = {"auto": None, "half": "fp16", "float16": "fp16", "bfloat16": "bf16", "float": "fp32",
            "float32": "fp32"}
 # settings sizer's plan takes today, per engine: setting -> fit option
 _FIT_OPTIONS = {
@@ -484,10 +484,10 @@ def fit_settings(args: EngineArgs, stored_precision: str | None = None) -> FitSe
                 raise UsageError(f"{_spelling(args, setting)} {value}: vLLM loads a checkpoint quantized with "
                                  f"{value}; pass that checkpoint (a folder or Hub id) or a precision (-p)")
         elif setting == "dtype":
-            if value not in _DTYPES:
+            if value not in DTYPES:
                 raise UsageError(f"{_spelling(args, setting)} {value!r}: expected auto, half, float16, bfloat16 or float32")
-            if _DTYPES[value] and stored_precision is None and "quantization" not in args.settings:
-                options["precision"] = _DTYPES[value]
+            if DTYPES[value] and stored_precision is None and "quantization" not in args.settings:
+                options["precision"] = DTYPES[value]
         elif setting == "flash_attn":
             options["flash_attention"] = value
         elif setting == "expert_parallel_size":              # SGLang --ep-size N: experts over N ranks
@@ -499,10 +499,10 @@ def fit_settings(args: EngineArgs, stored_precision: str | None = None) -> FitSe
 
 def _kv_dtype(args: EngineArgs, setting: str, value: str, before: str | None) -> str | None:
     key = str(value).lower()
-    if key not in _KV_DTYPES:
+    if key not in KV_DTYPES:
         raise UsageError(f"{_spelling(args, setting)} {value!r}: a KV cache dtype sizer does not know "
-                         f"(known: {', '.join(_KV_DTYPES)})")
-    dtype = _KV_DTYPES[key]
+                         f"(known: {', '.join(KV_DTYPES)})")
+    dtype = KV_DTYPES[key]
     if before is not None and dtype != before:
         raise UsageError("-ctk and -ctv with different types: sizer sizes one KV cache type for K and V")
     return dtype

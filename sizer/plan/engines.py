@@ -150,7 +150,7 @@ VLLM_BLOCK_SIZE = 16
 # TP=1 and about 0.5 GiB at TP=2 in published H100 runs (engines.md); the difference is NCCL's, which
 # the releases that take their baseline before NCCL starts charge to the budget (vllm_releases).
 VLLM_NON_TORCH_BYTES_TP1 = 150 * MiB
-VLLM_NON_TORCH_BYTES_TP = 512 * MiB
+VLLM_NON_TORCH_BYTES_TP = VLLM_NON_TORCH_BYTES_TP1 + SGLANG_NCCL_BYTES    # 0.5 GiB: NCCL's buffers added
 # Before Hopper the non-torch memory a worker adds is smaller: 0.03-0.09 GiB in the published T4, A100,
 # RTX 4090 and GTX 1080 logs (tests/data/engine_logs), against 0.14 on H100: cuBLAS takes 8 MiB of
 # workspace per handle there (":4096:2:16:8") and 32 MiB from Hopper on (":4096:8", sizer.calc.overhead).

@@ -31,7 +31,10 @@ MAX_PREFILL_TOKENS = 16384
 # CUDA graphs SGLang captures: 0.11 GB for batch sizes up to 8 on a 24 GB card, about 0.9 GB for a
 # 160-entry capture at TP 4/8 (docs/reference/sglang-memory.md, from the published logs)
 GRAPH_BYTES_SMALL, GRAPH_BYTES = 120 * MiB, 900 * MiB
-NCCL_BYTES = 362 * MiB        # NCCL's buffers at TP > 1, taken before the pre-load reading
+# NCCL's buffers at TP > 1: about 0.5 GiB of non-torch memory at TP 2 against 0.15 at TP 1 in published
+# H100 runs (docs/reference/engines.md); SGLang takes them before its pre-load reading, vLLM's releases
+# charge them or not (sizer.plan.vllm_releases)
+NCCL_BYTES = 362 * MiB
 
 
 @dataclass(frozen=True)
