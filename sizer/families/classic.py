@@ -5,7 +5,7 @@ gpt_neox.
 from __future__ import annotations
 
 from sizer.config import ConfigView
-from sizer.families.common import TensorList, make_spec, rotary_dim_of
+from sizer.families.common import TensorList, decoder_shape, make_spec, rotary_dim_of
 from sizer.spec import ModelSpec
 
 
@@ -58,12 +58,7 @@ def mpt(c: ConfigView, name: str) -> ModelSpec:
 
 def phi(c: ConfigView, name: str) -> ModelSpec:
     """PhiModel (phi-1.5, phi-2): parallel attention and MLP behind one LayerNorm, biases, lm_head bias."""
-    hidden = c.int("hidden_size")
-    n_layers = c.int("num_hidden_layers")
-    n_heads = c.int("num_attention_heads")
-    n_kv = c.int("num_key_value_heads", default=n_heads)
-    head_dim = hidden // n_heads
-    vocab = c.int("vocab_size")
+    hidden, n_layers, n_heads, n_kv, head_dim, vocab = decoder_shape(c)
     d_ff = c.int("intermediate_size")
     t = TensorList(n_layers)
     t.embedding("embed_tokens", "embeddings", vocab, hidden)

@@ -171,12 +171,7 @@ def jamba(c: ConfigView, name: str) -> ModelSpec:
     """Jamba (modeling_jamba): attention on layer i % attn_layer_period == attn_layer_offset, Mamba
     elsewhere; MoE on i % expert_layer_period == expert_layer_offset."""
     family = "jamba"
-    hidden = c.int("hidden_size")
-    n_layers = c.int("num_hidden_layers")
-    n_heads = c.int("num_attention_heads")
-    n_kv = c.int("num_key_value_heads", default=n_heads)
-    head_dim = hidden // n_heads
-    vocab = c.int("vocab_size")
+    hidden, n_layers, n_heads, n_kv, head_dim, vocab = decoder_shape(c)
     period, offset = c.int("attn_layer_period", default=8), c.int("attn_layer_offset", default=4)
     kinds = tuple(FULL_ATTENTION if i % period == offset else MAMBA for i in range(n_layers))
     t = TensorList(n_layers)
