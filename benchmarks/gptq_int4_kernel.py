@@ -86,7 +86,7 @@ def measure_shape(k: int, n: int, rows: list[int], device: str) -> list[dict]:
     results = []
     xs = {m: torch.randn(m, k, generator=torch.Generator().manual_seed(m)).to(device, torch.bfloat16) for m in rows}
     reference = {m: (time_call(lambda x=xs[m]: layer(x), device), layer(xs[m])) for m in rows}
-    bf16 = {m: time_call(lambda x=xs[m]: x @ dense.t(), device) for m in rows}
+    bf16 = {m: time_call(lambda x=xs[m], w=dense: x @ w.t(), device) for m in rows}
     del dense
     layer.use_int4_kernel(torch.bfloat16)
     for m in rows:

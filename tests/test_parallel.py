@@ -96,3 +96,18 @@ def test_sglang_attention_dp_from_its_launch_line():
 def test_inconsistent_layouts_are_one_line(args, message):
     result = CliRunner().invoke(cli, ["fit", *args])
     assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pipeline_stages_log_the_smallest_workers_blocks():
+    """vLLM's engine takes the smallest worker's block count before it logs the pool: over PP2 the
+    concurrency line and the token line describe the same (last-stage) pool, and the first stage, which
+    has room for more blocks, does not leak its own count into the log."""
+    option = fit_json("llama-3.1-405b", "--gpus", "2x8xH100", "--engine", "vllm==0.34.0", "-p", "bf16",
+                      "-c", "8192")["options"][0]
+    assert option["layout"] == "TP8xPP2"
+    values = option["engine_log"]["values"]
+    block_size = 64                                   # vLLM 0.34's default block
+    assert values["gpu_kv_cache_tokens"] == values["num_gpu_blocks"] * block_size == option["kv_cache_tokens"]
+    assert values["max_concurrency"] == round(values["num_gpu_blocks"] / (8192 // block_size), 2)
+    first, last = option["per_stage"][0], option["per_stage"][-1]
+    assert first["kv_cache"] > last["kv_cache"]       # the first stage alone would report more

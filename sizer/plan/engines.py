@@ -252,11 +252,12 @@ class VllmEngine:
         context_length, batch_size = workload.context_length, workload.batch_size
         compute_bytes = precision.compute_bytes
         tokens_per_step, _ = self.scheduler_limits(capacity, context_length)
-        per_gpu, kv_tokens, concurrency, short, first = [], None, None, None, None
+        per_gpu, kv_tokens, concurrency, short, first, blocks = [], None, None, None, None, []
         for s in stages:
             act = self.profile_peak(s, capacity, compute_bytes, context_length)
             b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count)
             first = first or (s, act, b)
+            blocks.append(self._blocks(s, b.available))
             state = 0
             if s.state_layers:
                 kv, state, tokens, fits_requests = vllm_hybrid_pool(s, b.available, context_length, tokens_per_step,
@@ -274,17 +275,22 @@ class VllmEngine:
             per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity, state))
         concurrency *= placement.data_parallel          # each replica (DP rank) has a KV pool of its own
         verdict, reason = self._verdict(short, kv_tokens, concurrency, workload, capacity)
-        values = self._log_values(first, kv_tokens, capacity, placement, context_length)
+        values = self._log_values(first, min(blocks), kv_tokens, capacity, placement, context_length)
         return Evaluation(verdict, reason, tuple(per_gpu), kv_tokens, concurrency,
                           vllm_log_lines(self.release, values), values.as_dict())
 
-    def _log_values(self, first, kv_tokens: int, capacity: int, placement: Placement,
+    def _blocks(self, s: Stage, available: int) -> int:
+        """The KV blocks a worker of this stage finds room for."""
+        page = self.block_size(s) * s.kv_bytes_per_token_all_layers
+        return available // page if page else 0
+
+    def _log_values(self, first, blocks: int, kv_tokens: int, capacity: int, placement: Placement,
                     context_length: int) -> VllmLogValues:
-        """What the first worker prints (its blocks; the token count and concurrency after the minimum)."""
+        """What the first worker prints: its weights, activations and KV memory; the blocks, token count
+        and concurrency after the minimum over workers (V0's executor and V1's engine core both take
+        the smallest worker's block count before logging them)."""
         s, act, b = first
         block = self.block_size(s)
-        page = block * s.kv_bytes_per_token_all_layers
-        blocks = b.available // page if page else 0
         blocks_per_request = -(-context_length // block)
         return VllmLogValues(capacity, self.utilization, s.weights_bytes, self.non_torch_bytes(placement.gpu_count),
                              act, self.graph_bytes(), b.available, blocks, kv_tokens, context_length,
