@@ -4,7 +4,7 @@
 
 Every case in tests/data/engine_logs/{vllm,sglang}/ (the log as published, and a JSON naming its
 source, GPU and model) is read with `sizer check`'s reader (the settings the log does not print taken from
-the case's launch line, as `sizer check --command` does) and planned with the release's own
+the case's own record of its source, as `sizer check --command` takes them from a launch line) and planned with the release's own
 accounting; the model comes from the catalog (or a stand-in of the same shapes) or a config checked in
 under tests/data/engine_logs/configs/ (INDEX.json names each source). Writes one CSV row per case and
 component (predicted, measured, relative error) with the machine and versions, and prints the median
@@ -32,7 +32,6 @@ from sizer.catalog import find_model  # noqa: E402
 from sizer.check.compare import check_log  # noqa: E402
 from sizer.check.logs import read_engine_log_file, with_settings  # noqa: E402
 from sizer.errors import SizerError  # noqa: E402
-from sizer.plan.engine_args import parse_command  # noqa: E402
 from sizer.render import to_csv  # noqa: E402
 
 LOGS = ROOT / "tests" / "data" / "engine_logs"
@@ -71,24 +70,13 @@ def model_for(case: dict, index: dict):
     return entry.name if entry else None
 
 
-def with_command(log, command: str | None):
-    """The settings the log does not print, from the case's launch line where sizer reads it (as `sizer check
-    --command` takes them); a command recorded as prose (a notebook cell, a script name) adds nothing."""
-    try:
-        args = parse_command(command) if command else None
-    except SizerError:
-        return log
-    if args is None or args.engine != log.engine:
-        return log
-    return with_settings(log, args.settings, "the case's command")
-
-
 def run_case(json_path: Path, index: dict) -> tuple[list[dict], str | None]:
     case = json.loads(json_path.read_text())
     model = model_for(case, index)
     if model is None:
         return [], "no config for the model"
-    log = with_command(read_engine_log_file(json_path.with_suffix(".log")), case.get("command"))
+    log = with_settings(read_engine_log_file(json_path.with_suffix(".log")), case.get("settings") or {},
+                        "the case's settings (its source)")
     engine = None if log.version else f"{case['engine']}=={case['version'].split()[0]}"
     try:
         result = check_log(log, model, gpu_for(case.get("gpu")), engine)

@@ -70,7 +70,7 @@ MODEL_LINES = (
 NAMESPACE_ARGS = re.compile(r"\bargs: Namespace\((?P<body>.*)")
 NON_DEFAULT_ARGS = re.compile(r"non-default args: (?P<body>\{.*)")
 ENGINE_CONFIG = re.compile(r"LLM engine \(v[^)\s]*\) with config: (?P<body>.*)")
-SERVER_ARGS = re.compile(r"server_args=ServerArgs\((?P<body>.*)")
+SERVER_ARGS = re.compile(r"server_args(?:=ServerArgs\(| \.\.\. )(?P<body>.*)")      # also as quoted, elided with " ... "
 QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
 KEY_VALUE = re.compile(rf"(?<![\w.])(?P<key>[a-z_][a-z0-9_]*)=(?P<value>{QUOTED}|[^,\s)]+)")
 DICT_ITEM = re.compile(rf"'(?P<key>\w+)': (?P<value>{QUOTED}|[^,}}]+)")
@@ -134,8 +134,14 @@ MEASURED_LINES = {
                    rf"\([\d.]+, (?P<requested_memory_gib>{NUMBER}) GiB\)\. Actual usage is [\d.]+ GiB for weight, "
                    rf"(?P<activation_peak_gib>{NUMBER}) GiB for peak activation, "
                    rf"(?P<non_torch_gib>{NUMBER}) GiB for non-torch memory"),
-        re.compile(r"--kv-cache-memory=(?P<kv_cache_memory_fit_bytes>\d+)` to fit into requested memory, "
-                   r"or `--kv-cache-memory=(?P<kv_cache_memory_full_bytes>\d+)` to fully utilize"),
+        re.compile(rf"Free memory on device \((?P<free_gpu_memory_at_start_gib>{NUMBER})/"                # 0.2x
+                   rf"(?P<total_gpu_memory_gib>{NUMBER}) GiB\) on startup\. Desired GPU memory utilization is "
+                   rf"\([\d.]+, (?P<requested_memory_gib>{NUMBER}) GiB\)\. Actual usage is (?P<consumed_gib>{NUMBER}) GiB "
+                   rf"for consumed memory \(weights \+ non-torch\), (?P<activation_peak_gib>{NUMBER}) GiB for peak "
+                   rf"activation, and (?P<cuda_graph_profiled_gib>{NUMBER}) GiB for CUDAGraph memory"),
+        re.compile(rf"Current kv cache memory in use is (?P<kv_cache_in_use_gib>{NUMBER}) GiB"),
+        re.compile(r"--kv-cache-memory=(?P<kv_cache_memory_fit_bytes>\d+)`?(?: \([\d.]+ GiB\))? to fit into requested "
+                   r"memory, or `?--kv-cache-memory=(?P<kv_cache_memory_full_bytes>\d+)`?(?: \([\d.]+ GiB\))? to fully utilize"),
         re.compile(r"Current kv cache memory in use is (?P<kv_cache_in_use_bytes>\d+) bytes"),
         re.compile(rf"Estimated CUDA graph memory: (?P<cuda_graph_estimated_gib>{NUMBER}) GiB"),      # 0.19+
         re.compile(rf"increase --gpu-memory-utilization from [\d.]+ to "
