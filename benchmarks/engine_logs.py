@@ -44,7 +44,7 @@ GPU_PATTERNS = (
     (r"a100[- ]?(sxm4[- ])?40", "A100-40GB"), (r"a100", "A100-80GB"), (r"l40s", "L40S"), (r"\bl4\b", "L4"),
     (r"\bt4\b", "T4"), (r"v100.*32", "V100-32GB"), (r"v100", "V100-16GB"), (r"3090", "RTX-3090"),
     (r"4090", "RTX-4090"), (r"5080", "16GB"), (r"a5000", "24GB"), (r"gtx 1080", "8GB"), (r"mi300x", "MI300X"),
-    (r"gb10", "128GB"), (r"24 ?gb", "24GB"), (r"~?40 ?gb", "A100-40GB"), (r"80 ?gb", "A100-80GB"),
+    (r"gb10", "128GB"), (r"jetson thor", "128GB"), (r"24 ?gb", "24GB"), (r"~?40 ?gb", "A100-40GB"), (r"80 ?gb", "A100-80GB"),
 )
 TARGETS = {"gpu_kv_cache_tokens": (0.05, 0.15), "max_total_num_tokens": (0.05, 0.15),
            "activation_peak": (0.25, None), "non_torch": (0.25, None), "weights": (0.005, None)}
