@@ -3,7 +3,8 @@
     python benchmarks/engine_logs.py [--out benchmarks/results/engine_logs.csv]
 
 Every case in tests/data/engine_logs/{vllm,sglang}/ (the log as published, and a JSON naming its
-source, GPU and model) is read with `sizer check`'s reader and planned with the release's own
+source, GPU and model) is read with `sizer check`'s reader (the settings the log does not print taken from
+the case's own record of its source, as `sizer check --command` takes them from a launch line) and planned with the release's own
 accounting; the model comes from the catalog (or a stand-in of the same shapes) or a config checked in
 under tests/data/engine_logs/configs/ (INDEX.json names each source). Writes one CSV row per case and
 component (predicted, measured, relative error) with the machine and versions, and prints the median
@@ -29,7 +30,7 @@ if str(ROOT) not in sys.path:
 from sizer import __version__  # noqa: E402
 from sizer.catalog import find_model  # noqa: E402
 from sizer.check.compare import check_log  # noqa: E402
-from sizer.check.logs import read_engine_log_file  # noqa: E402
+from sizer.check.logs import read_engine_log_file, with_settings  # noqa: E402
 from sizer.errors import SizerError  # noqa: E402
 from sizer.render import to_csv  # noqa: E402
 
@@ -42,8 +43,8 @@ GPU_PATTERNS = (
     (r"gh200", "96GB"), (r"h200", "H200"), (r"h100", "H100"), (r"h20\b", "96GB"),
     (r"a100[- ]?(sxm4[- ])?40", "A100-40GB"), (r"a100", "A100-80GB"), (r"l40s", "L40S"), (r"\bl4\b", "L4"),
     (r"\bt4\b", "T4"), (r"v100.*32", "V100-32GB"), (r"v100", "V100-16GB"), (r"3090", "RTX-3090"),
-    (r"4090", "RTX-4090"), (r"5080", "16GB"), (r"a5000", "24GB"), (r"gtx 1080", "8GB"), (r"mi300x", "MI300X"),
-    (r"gb10", "128GB"), (r"24 ?gb", "24GB"), (r"~?40 ?gb", "A100-40GB"), (r"80 ?gb", "A100-80GB"),
+    (r"4090", "RTX-4090"), (r"3060", "12GB"), (r"5080", "16GB"), (r"a5000", "24GB"), (r"gtx 1080", "8GB"), (r"mi300x", "MI300X"),
+    (r"gb10", "128GB"), (r"jetson thor", "128GB"), (r"24 ?gb", "24GB"), (r"~?40 ?gb", "A100-40GB"), (r"80 ?gb", "A100-80GB"),
 )
 TARGETS = {"gpu_kv_cache_tokens": (0.05, 0.15), "max_total_num_tokens": (0.05, 0.15),
            "activation_peak": (0.25, None), "non_torch": (0.25, None), "weights": (0.005, None)}
@@ -74,7 +75,8 @@ def run_case(json_path: Path, index: dict) -> tuple[list[dict], str | None]:
     model = model_for(case, index)
     if model is None:
         return [], "no config for the model"
-    log = read_engine_log_file(json_path.with_suffix(".log"))
+    log = with_settings(read_engine_log_file(json_path.with_suffix(".log")), case.get("settings") or {},
+                        "the case's settings (its source)")
     engine = None if log.version else f"{case['engine']}=={case['version'].split()[0]}"
     try:
         result = check_log(log, model, gpu_for(case.get("gpu")), engine)

@@ -419,12 +419,15 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
               help="The GPU kind (H100, A100-40GB, 4090), needed when the log does not print the GPU's memory.")
 @click.option("-e", "--engine", default=None,
               help="NAME==VERSION (sglang==0.4.1) when the log does not say its release; SGLang never does.")
+@click.option("--command", "launch_line", default=None,
+              help="The launch line the log came from, for the settings the log does not print (a log cut before "
+                   "its args / server_args line); what the log prints wins.")
 @click.option("--record", "record_path", type=click.Path(dir_okay=False), default=None,
               help="Append the components to FILE (CSV, the columns of --format csv): `sizer calibrate FILE` fits "
                    "the vLLM constants to them.")
 @calibration_option
 @output_options
-def check(logfile, model, gpus, engine, record_path, calibration, fmt):
+def check(logfile, model, gpus, engine, launch_line, record_path, calibration, fmt):
     """Read a vLLM or SGLang startup LOGFILE and print sizer's plan of the same launch beside it:
     weights, activation peak, non-torch memory, CUDA graphs, KV cache memory and tokens, concurrency.
 
@@ -432,12 +435,22 @@ def check(logfile, model, gpus, engine, record_path, calibration, fmt):
     Examples:
       sizer check vllm-startup.log
       sizer check server.log --model ./Qwen2.5-7B-Instruct/ --gpus L40S --format json
+      sizer check tail.log --model DeepSeek-R1 --gpus 96GB --engine sglang==0.4.3 \\
+          --command "python3 -m sglang.launch_server --model-path /models --tp 16 --nnodes 2"
     """
     from sizer.check.compare import check_log
-    from sizer.check.logs import read_engine_log_file
+    from sizer.check.logs import read_engine_log_file, with_settings
     from sizer.check.report import render_check
 
-    result = check_log(read_engine_log_file(logfile), model, gpus, engine, calibration)
+    log = read_engine_log_file(logfile)
+    if launch_line:
+        from sizer.plan.engine_args import parse_command
+
+        args = parse_command(launch_line)
+        if args.engine != log.engine:
+            raise SizerUsage(f"--command launches {args.engine}, the log is {log.engine}'s")
+        log = with_settings(log, args.settings, "--command")
+    result = check_log(log, model, gpus, engine, calibration)
     if record_path:
         from sizer.check.records import append_check_records
 

@@ -160,3 +160,28 @@ def test_a_bad_vllm_calibration_section_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["fit", "llama3-8b", "--gpus", "1xH100", "--engine", "vllm",
                                       "--calibration", str(path)])
     assert result.exit_code != 0 and len(result.stderr.strip().splitlines()) == 1 and "vllm.activation_scale" in result.stderr
+
+
+DEEPSEEK_H20 = LOGS / "sglang" / "deepseek-r1-h20-tp16-2node-v0.4.3.log"
+H20_LEADER = ("python3 -m sglang.launch_server --model-path /work/models --mem-fraction-static 0.93 --tp 16 "
+              "--nnodes 2 --node-rank 0")
+
+
+def test_a_log_cut_before_its_settings_takes_them_from_the_launch_line():
+    """The H20 log is the tail of the leader's output (no server_args): without --command sizer plans TP 1, where
+    DeepSeek-R1 does not fit; with the launch line it plans TP 16 and mem_fraction_static 0.93."""
+    args = [DEEPSEEK_H20, "--model", "DeepSeek-V3", "--gpus", "96GB", "--engine", "sglang==0.4.3", "--format", "json"]
+    alone = json.loads(run(*args).stdout)
+    result = run(*args, "--command", H20_LEADER)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert alone["tensor_parallel"] == 1 and out["tensor_parallel"] == 16
+    tokens = {c["component"]: c for c in out["components"]}["max_total_num_tokens"]
+    assert tokens["measured"] == 712400 and tokens["predicted"] > 0
+    assert "settings the log does not print, from --command: mem_fraction_static=0.93, tensor_parallel_size=16, " \
+           "nnodes=2" in out["notes"]
+
+
+def test_a_launch_line_of_the_other_engine_is_refused():
+    result = run(DEEPSEEK_H20, "--model", "DeepSeek-V3", "--gpus", "96GB", "--command", "vllm serve m --tp 16")
+    assert result.exit_code == 2 and "--command launches vllm, the log is sglang's" in result.stderr

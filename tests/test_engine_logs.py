@@ -45,7 +45,10 @@ STATED_AS = {
     "tensor_parallel_size": [r"\btp_size="],
     "pipeline_parallel_size": [r"\bpp_size="],
     "block_size": [r"Setting attention block size to \d"],
-    "gpu_memory_utilization": [r"Desired GPU memory utilization is \(", r"--gpu-memory-utilization[= ]"],
+    "gpu_memory_utilization": [r"Desired GPU memory utilization is \(", r"--gpu-memory-utilization[= ]",
+                               r"with actual GPU utilization = \d"],
+    "max_num_seqs": [r"Num Sequences = \d"],                        # Unsloth's load_vllm
+    "max_num_batched_tokens": [r"Chunked prefill tokens = \d"],
 }
 
 
@@ -278,3 +281,23 @@ def test_module_loads_with_the_standard_library_only():
              "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_unsloth_prints_the_engine_args_it_passes():
+    """Unsloth's load_vllm prints gpu_memory_utilization (as a percentage), max_num_batched_tokens and max_num_seqs
+    before vLLM starts; vLLM 0.7's own line rounds the utilization to 0.70, so Unsloth's value is the one kept."""
+    log = read_engine_log_file(DATA / "vllm" / "phi-4-bnb4bit-t4-tp1-v0.7.1-lora.log")
+    assert "x gpu_memory_utilization (0.70)" in (DATA / "vllm" / "phi-4-bnb4bit-t4-tp1-v0.7.1-lora.log").read_text()
+    assert log.settings["gpu_memory_utilization"] == 0.6952
+    assert log.settings["max_num_seqs"] == 128 and log.settings["max_num_batched_tokens"] == 512
+
+
+def test_settings_from_a_launch_line_fill_only_what_the_log_does_not_print():
+    from sizer.check.logs import with_settings
+
+    log = read_engine_log_file(DATA / "sglang" / "deepseek-r1-h20-tp16-2node-v0.4.3.log")
+    assert "tensor_parallel_size" not in log.settings and log.settings["max_model_len"] == 163840
+    filled = with_settings(log, {"tensor_parallel_size": 16, "max_model_len": 4096, "page_size": None}, "--command")
+    assert filled.settings == {"max_model_len": 163840, "tensor_parallel_size": 16}
+    assert filled.notes[-1] == "settings the log does not print, from --command: tensor_parallel_size=16"
+    assert with_settings(log, {"max_model_len": 4096}, "--command") is log
