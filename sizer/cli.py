@@ -291,8 +291,8 @@ def _fit_engine_options(name: str, opts: dict, settings, calibration) -> dict:
     if settings is not None and name == "vllm" and settings.options.get("enforce_eager"):
         options["enforce_eager"] = True
     if settings is not None and name == "sglang":
-        options.update({k: settings.options[k] for k in ("mem_fraction_static", "chunked_prefill_size", "page_size")
-                        if k in settings.options})
+        options.update({k: settings.options[k] for k in ("mem_fraction_static", "chunked_prefill_size", "page_size",
+                                                         "max_running_requests") if k in settings.options})
     if calibration:
         if name not in ("transformers", "vllm"):
             raise SizerUsage(f"--calibration applies to the transformers and vLLM profiles, not --engine {name}")

@@ -118,3 +118,22 @@ def test_an_sglang_launch_line_is_read_back():
     assert out["engine"] == "sglang" and out["workload"]["context_length"] == 32768
     assert out["options"][0]["tensor_parallel"] == 2
 
+
+
+def test_max_running_requests_from_the_engine_args_caps_the_running_batch():
+    """--max-running-requests replaces tokens // 2 (tp_worker / the 0.5 configurator), still capped by
+    the pool; the plan's concurrency and the launch line follow it."""
+    base = fit_json("llama-3.1-8b", "--gpus", "1xH100", "--engine", "sglang", "-p", "bf16", "-c", "2048")
+    capped = fit_json("llama-3.1-8b", "--gpus", "1xH100", "--engine", "sglang", "-p", "bf16", "-c", "2048",
+                      "--engine-args", "--max-running-requests 64")
+    base_values, values = base["options"][0]["engine_log"]["values"], capped["options"][0]["engine_log"]["values"]
+    assert base_values["max_running_requests"] > 64 and values["max_running_requests"] == 64
+    assert values["max_total_num_tokens"] == base_values["max_total_num_tokens"]
+    assert capped["options"][0]["max_concurrency"] == 64 < base["options"][0]["max_concurrency"]
+    assert capped["options"][0]["launch"][0]["command"].endswith("--max-running-requests 64")
+
+
+def test_max_running_requests_never_exceeds_half_the_pool():
+    release = sglang_release("0.5.2")
+    pool = pool_from_free(release, 20 * GiB, 16 * GiB, 131072, 0.9, 4096, max_running_requests=1_000_000)
+    assert pool.max_running_requests == min(pool.tokens // 2, 2048)

@@ -6,7 +6,7 @@ from dataclasses import replace
 from sizer import estimate, get_model
 from sizer.calc.kv import kv_cache_bytes, kv_cache_bytes_per_token, state_bytes_per_sequence
 from sizer.calc.report import ESTIMATE_CSV_COLUMNS, render_estimate
-from sizer.plan.engines import LlamaCppEngine, TransformersEngine, VllmEngine, vllm_hybrid_layout, vllm_hybrid_pool
+from sizer.plan.engines import LlamaCppEngine, TransformersEngine, VllmEngine, vllm_hybrid_pool
 from sizer.plan.placement import Placement
 from sizer.plan.stages import build_stages
 from sizer.quant import get_precision
@@ -96,13 +96,14 @@ def test_vllm_hybrid_pool_pages_and_concurrency():
     assert page >= state_layer and (block - 16) * attn_token < state_layer
     # 8 attention vs 24 mamba layers: groups of 8 -> 1 attention group + 3 mamba groups
     available = 40 * GiB
-    pool, state, tokens, fits = vllm_hybrid_pool(s, available, 32768, 8192, 4)
+    pool, state, layout = vllm_hybrid_pool(s, available, 32768, 8192, 4)
+    tokens, fits = layout.tokens, layout.requests
     blocks = available // (8 * page)
     per_request = 3 + -(-32768 // block)
     assert pool == blocks * 8 * page and fits == blocks // per_request
     # vLLM 0.32 logs int(max_concurrency x max_model_len); 0.10-0.19 logged blocks // groups x block
     assert tokens == int(blocks / per_request * 32768) and state == 4 * 3 * 8 * page
-    assert vllm_hybrid_layout(s, available, 32768, 8192).tokens_before_0_20 == blocks // 4 * block
+    assert layout.tokens_before_0_20 == blocks // 4 * block and layout.num_blocks == blocks
 
 
 def test_engines_count_state_once_per_sequence():

@@ -163,7 +163,8 @@ def _evaluate(log: EngineLog, choice, spec, gpu, tp: int, pp: int, context: int,
                         "enforce_eager": bool(s.get("enforce_eager"))},
                "sglang": {"mem_fraction_static": s.get("mem_fraction_static"),
                           "chunked_prefill_size": s.get("chunked_prefill_size"),
-                          "page_size": s.get("page_size") or 1}}[log.engine]
+                          "page_size": s.get("page_size") or 1,
+                          "max_running_requests": s.get("max_running_requests")}}[log.engine]
     if calibration is not None and log.engine == "vllm":
         options["calibration"] = calibration
     engine = make_engine(log.engine, **{k: v for k, v in options.items() if v is not None}, **choice.engine_options)

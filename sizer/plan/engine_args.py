@@ -403,7 +403,8 @@ _FIT_OPTIONS = {
     "sglang": {"tensor_parallel_size": "tensor_parallel", "pipeline_parallel_size": "pipeline_parallel",
                "max_model_len": "context_length", "mem_fraction_static": "mem_fraction_static",
                "chunked_prefill_size": "chunked_prefill_size", "page_size": "page_size",
-               "data_parallel_size": "data_parallel", "enable_dp_attention": "dp_attention"},
+               "data_parallel_size": "data_parallel", "enable_dp_attention": "dp_attention",
+               "max_running_requests": "max_running_requests"},
     "llamacpp": {"max_model_len": "context_length"},
 }
 # what each fit option is called on sizer's command line, for messages

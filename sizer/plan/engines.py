@@ -257,14 +257,17 @@ class VllmEngine:
             act = self.profile_peak(s, capacity, compute_bytes, context_length)
             b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count)
             first = first or (s, act, b)
-            blocks.append(self._blocks(s, b.available))
             state = 0
             if s.state_layers:
-                kv, state, tokens, fits_requests = vllm_hybrid_pool(s, b.available, context_length, tokens_per_step,
-                                                                    batch_size)
+                kv, state, pool = vllm_hybrid_pool(s, b.available, context_length, tokens_per_step, batch_size)
                 kv -= state
+                tokens = pool.tokens if self.release.tokens_from_concurrency else pool.tokens_before_0_20
+                fits_requests = pool.requests
+                blocks.append((pool.num_blocks, pool.blocks_per_request, pool.block_size))
             else:
                 kv, tokens, fits_requests = self._kv_pool(s, b.available, context_length, tokens_per_step)
+                block = self.block_size(s)
+                blocks.append((self._blocks(s, b.available), -(-context_length // block), block))
             kv_tokens = tokens if kv_tokens is None else min(kv_tokens, tokens)
             concurrency = fits_requests if concurrency is None else min(concurrency, fits_requests)
             if short is None and (b.charged > b.budget or (b.outside and b.budget + b.outside > capacity - CUDA_CONTEXT_BYTES)):
@@ -284,14 +287,14 @@ class VllmEngine:
         page = self.block_size(s) * s.kv_bytes_per_token_all_layers
         return available // page if page else 0
 
-    def _log_values(self, first, blocks: int, kv_tokens: int, capacity: int, placement: Placement,
+    def _log_values(self, first, pool: tuple[int, int, int], kv_tokens: int, capacity: int, placement: Placement,
                     context_length: int) -> VllmLogValues:
         """What the first worker prints: its weights, activations and KV memory; the blocks, token count
         and concurrency after the minimum over workers (V0's executor and V1's engine core both take
-        the smallest worker's block count before logging them)."""
+        the smallest worker's block count before logging them). `pool`: (blocks, blocks one request of
+        context_length takes, tokens per block) of the worker with the fewest blocks."""
         s, act, b = first
-        block = self.block_size(s)
-        blocks_per_request = -(-context_length // block)
+        blocks, blocks_per_request, block = pool
         return VllmLogValues(capacity, self.utilization, s.weights_bytes, self.non_torch_bytes(placement.gpu_count),
                              act, self.graph_bytes(), b.available, blocks, kv_tokens, context_length,
                              round(blocks * block / context_length if self.release.engine == "V0"
@@ -345,6 +348,7 @@ class SglangEngine:
     mem_fraction_static: float | None = None
     chunked_prefill_size: int | None = None
     page_size: int = 1
+    max_running_requests: int | None = None   # --max-running-requests (over all DP workers)
     gpu_total_bytes: int = 0                  # the driver's total: SGLang's defaults read nvidia-smi's
 
     def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
@@ -353,10 +357,13 @@ class SglangEngine:
         gpu_bytes = self.gpu_total_bytes or capacity
         chunk = self.chunked_prefill_size or self.release.chunked_prefill_size(gpu_bytes / MiB)
         per_gpu, tokens, running, problem = [], None, None, None
+        user_running = self.max_running_requests
+        if user_running is not None and placement.dp_attention:
+            user_running //= placement.data_parallel          # tp_worker: "// dp_size if enable_dp_attention"
         for s in stages:
             cell = s.kv_bytes_per_token_all_layers
             pool = sglang_pool(self.release, gpu_bytes, capacity, s.weights_bytes, cell, tp, pp,
-                               workload.context_length, self.mem_fraction_static, self.page_size)
+                               workload.context_length, self.mem_fraction_static, self.page_size, user_running)
             act = prefill_activation_bytes(s, chunk, precision.compute_bytes)
             graphs = graph_bytes(self.release, gpu_bytes, tp)
             tokens = pool.tokens if tokens is None else min(tokens, pool.tokens)
@@ -540,12 +547,12 @@ def vllm_hybrid_layout(s: Stage, available: int, max_model_len: int, max_num_bat
 
 
 def vllm_hybrid_pool(s: Stage, available: int, context_length: int, tokens_per_step: int,
-                     batch_size: int) -> tuple[int, int, int, int]:
-    """(pool bytes, state bytes among them for the sequences served, KV tokens as vLLM logs them,
-    requests of `context_length` that fit) of one GPU of a model with recurrent layers."""
+                     batch_size: int) -> tuple[int, int, VllmHybridPool]:
+    """(pool bytes, state bytes among them for the sequences served, the layout) of one GPU of a model
+    with recurrent layers."""
     p = vllm_hybrid_layout(s, available, context_length, tokens_per_step)
     state = min(batch_size, p.requests) * p.state_blocks_per_request * p.block_bytes
-    return p.pool_bytes, state, p.tokens, p.requests
+    return p.pool_bytes, state, p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -763,7 +770,8 @@ def make_engine(name: str, **options):
         return VllmEngine(**chosen)
     if name == "sglang":
         return SglangEngine(**{k: v for k, v in options.items()
-                               if k in ("release", "mem_fraction_static", "chunked_prefill_size", "page_size")})
+                               if k in ("release", "mem_fraction_static", "chunked_prefill_size", "page_size",
+                                        "max_running_requests")})
     if name == "llamacpp":
         return LlamaCppEngine(**{k: v for k, v in options.items() if k == "flash_attention"})
     raise UsageError(f"unknown engine {name!r} (known: {', '.join(ENGINES)})")

@@ -141,6 +141,8 @@ def sglang_launch(spec: ModelSpec, engine, precision, placement: Placement, work
     words += ["--context-length", str(workload.context_length)]
     if engine.mem_fraction_static:
         words += ["--mem-fraction-static", f"{engine.mem_fraction_static:g}"]
+    if engine.max_running_requests is not None:
+        words += ["--max-running-requests", str(engine.max_running_requests)]
     if kv_dtype in SGLANG_KV_CACHE_DTYPE:
         words += ["--kv-cache-dtype", SGLANG_KV_CACHE_DTYPE[kv_dtype]]
     if precision.is_fp8 and not precision.stored and spec.checkpoint is None and not _official(spec, precision) and \

@@ -111,17 +111,19 @@ class SglangPool:
 
 def sglang_pool(release: SglangRelease, gpu_bytes: int, capacity: int, weights: int, cell_bytes: int, tp: int,
                 pp: int, context_length: int, mem_fraction_static: float | None = None,
-                page_size: int = 1) -> SglangPool:
+                page_size: int = 1, max_running_requests: int | None = None) -> SglangPool:
     """The pool of one GPU holding `weights`, KV `cell_bytes` per token (this GPU's share). gpu_bytes:
     the driver's total (SGLang reads nvidia-smi's for its defaults); capacity: what CUDA reports."""
     mfs = mem_fraction_static or release.mem_fraction_static(gpu_bytes / MiB, tp, pp)
     pre_load = capacity - CUDA_CONTEXT_BYTES - (NCCL_BYTES if tp * pp > 1 else 0)
-    return pool_from_free(release, pre_load, weights, cell_bytes, mfs, context_length, page_size)
+    return pool_from_free(release, pre_load, weights, cell_bytes, mfs, context_length, page_size, max_running_requests)
 
 
 def pool_from_free(release: SglangRelease, pre_load: int, weights: int, cell_bytes: int, mfs: float,
-                   context_length: int, page_size: int = 1) -> SglangPool:
-    """The pool from the free memory before the weights (a log's "Load weight begin. avail mem")."""
+                   context_length: int, page_size: int = 1, max_running_requests: int | None = None) -> SglangPool:
+    """The pool from the free memory before the weights (a log's "Load weight begin. avail mem").
+    max_running_requests: the user's --max-running-requests (per DP worker already), else tokens // 2;
+    either is capped by the request-slot pool (docs/reference/sglang-memory.md)."""
     slack = int(pre_load * (1 - mfs))
     rest = max(0, pre_load - weights - slack)
     tokens = rest // cell_bytes if cell_bytes else 0
@@ -129,7 +131,8 @@ def pool_from_free(release: SglangRelease, pre_load: int, weights: int, cell_byt
         tokens = tokens // page_size * page_size
     slots = min(max(int(tokens / max(1, context_length) * 512), 2048), 4096)
     slots += 1 if release.first < (0, 4, 8) else 0          # `size=max_num_reqs + 1` until 0.4.8
-    return SglangPool(mfs, pre_load, rest, tokens, min(tokens // 2, slots), slack)
+    running = tokens // 2 if max_running_requests is None else min(max_running_requests, tokens // 2)
+    return SglangPool(mfs, pre_load, rest, tokens, min(running, slots), slack)
 
 
 def prefill_activation_bytes(stage: Stage, chunk_tokens: int, compute_bytes: int) -> int:
