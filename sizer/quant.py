@@ -709,6 +709,8 @@ class FbgemmFp8Format(FormatTraits):
 
 
 NVFP4_GROUP = 16               # ModelOpt NVFP4: one FP8 E4M3 scale per 16 E2M1 values
+# The projection that makes an attention layer's keys (one per layer that has a KV cache).
+KEY_PROJECTIONS = frozenset({"k_proj", "kv_a_proj_with_mqa", "qkv_proj", "query_key_value", "c_attn", "Wqkv"})
 
 
 @dataclass(frozen=True)
@@ -721,11 +723,15 @@ class ModelOptFormat(FormatTraits):
       `weight_scale_2` and `input_scale` float32 scalars.
 
     MoE experts store the same tensors per expert. Linears matched by exclude_modules / ignore (`keep`),
-    embeddings, lm_head, routers and norms stay 16-bit."""
+    embeddings, lm_head, routers and norms stay 16-bit. A checkpoint declaring an FP8 KV cache
+    (kv_cache_quant_algo "FP8", or kv_cache_scheme) also stores `self_attn.k_proj.k_scale` and
+    `self_attn.v_proj.v_scale`, float32 scalars, in every attention layer (MLA ones too), counted with
+    the layer's key projection."""
 
     algo: str                  # "fp8" or "nvfp4"
     group: int = NVFP4_GROUP   # NVFP4 block size
     keep: tuple[KeepRule, ...] = ()
+    kv_scales: bool = False    # an FP8 KV cache's k_scale and v_scale, float32 scalars per attention layer
 
     compute_bytes = BF16_BYTES
     checkpoint_only = True
@@ -741,7 +747,7 @@ class ModelOptFormat(FormatTraits):
     @property
     def name(self) -> str:
         group = f"-g{self.group}" if self.algo == "nvfp4" and self.group != NVFP4_GROUP else ""
-        return f"modelopt-{self.algo}{group}" + _keep_text(self.keep)
+        return f"modelopt-{self.algo}{group}{'-kv8' if self.kv_scales else ''}" + _keep_text(self.keep)
 
     @property
     def description(self) -> str:
@@ -767,15 +773,18 @@ class ModelOptFormat(FormatTraits):
     def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
         if t.kind != LINEAR or t.component not in MODELOPT_COMPONENTS:
             return _kept_bytes(t)
-        return _linear_copies_bytes(t, self.keep, self.linear_bytes)
+        kv = 2 * FP32_BYTES * t.copies if self.kv_scales and t.component == "attention" and \
+            module_leaf(t) in KEY_PROJECTIONS else 0
+        return _linear_copies_bytes(t, self.keep, self.linear_bytes) + kv
 
 
 _FBGEMM_RE = re.compile(r"^fbgemm-fp8(?:-keep-(.+))?$")
-_MODELOPT_RE = re.compile(r"^modelopt-(fp8|nvfp4)(?:-g(\d+))?(?:-keep-(.+))?$")
+_MODELOPT_RE = re.compile(r"^modelopt-(fp8|nvfp4)(?:-g(\d+))?(-kv8)?(?:-keep-(.+))?$")
 
 
 def _scaled_format(name: str, low: str):
-    """fbgemm-fp8[-keep-...] or modelopt-<fp8|nvfp4>[-g<G>][-keep-...] (and nvfp4, the ModelOpt NVFP4 default)."""
+    """fbgemm-fp8[-keep-...] or modelopt-<fp8|nvfp4>[-g<G>][-kv8][-keep-...] (and nvfp4, the ModelOpt NVFP4
+    default)."""
     if low == "nvfp4":
         return ModelOptFormat("nvfp4")
     m = _FBGEMM_RE.match(low)
@@ -786,7 +795,7 @@ def _scaled_format(name: str, low: str):
         group = int(m.group(2) or NVFP4_GROUP)
         if group < 1 or (m.group(2) and m.group(1) == "fp8"):
             raise UsageError(f"precision {name!r}: a group size is an NVFP4 setting and must be positive")
-        return ModelOptFormat(m.group(1), group, _parse_keep(m.group(3), name, MODELOPT_COMPONENTS))
+        return ModelOptFormat(m.group(1), group, _parse_keep(m.group(4), name, MODELOPT_COMPONENTS), bool(m.group(3)))
     return None
 
 
@@ -849,8 +858,11 @@ def modelopt_settings(q: dict) -> dict:
     or config.json's quantization_config (quant_method "modelopt", `ignore` for exclude_modules)."""
     inner = q.get("quantization") if isinstance(q.get("quantization"), dict) else q
     excluded = inner.get("exclude_modules") or inner.get("ignore") or q.get("ignore") or []
+    scheme = inner.get("kv_cache_scheme") if isinstance(inner.get("kv_cache_scheme"), dict) else {}
+    kv_fp8 = str(inner.get("kv_cache_quant_algo") or "").upper() == "FP8" or \
+        (scheme.get("type") == "float" and scheme.get("num_bits") == 8)
     return {"quant_algo": str(inner.get("quant_algo") or ""), "group_size": inner.get("group_size"),
-            "exclude_modules": [str(e) for e in excluded]}
+            "exclude_modules": [str(e) for e in excluded], "kv_cache_fp8": kv_fp8}
 
 
 def modelopt_label(q: dict, spec: ModelSpec | None = None) -> str:
@@ -867,7 +879,7 @@ def modelopt_label(q: dict, spec: ModelSpec | None = None) -> str:
         return any(e == path or e in path or fnmatch.fnmatchcase(path, e) for e in entries)
     keep = keep_rules(spec, MODELOPT_COMPONENTS, excluded) if spec is not None else ()
     group = int(s["group_size"] or NVFP4_GROUP) if algo == "nvfp4" else NVFP4_GROUP
-    return ModelOptFormat(algo, group, keep).name
+    return ModelOptFormat(algo, group, keep, s["kv_cache_fp8"]).name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1089,7 +1101,7 @@ def get_precision(name: str):
     raise UsageError(f"unknown precision {name!r}{hint} (known: fp32, fp16, bf16, fp8, fp8-block128, mxfp4, int8, nf4, nf4-dq, fp4, "
                      "fp4-dq, gptq-<2|3|4|8>bit-g<32|64|128|-1>, awq-4bit-g128, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K, "
                      "ct-<fp8|int4|int8>-<tensor|channel|g<N>|block<N>>[-asym][-keep-attention...], fbgemm-fp8[-keep-...], "
-                     "modelopt-<fp8|nvfp4>[-keep-...], nvfp4)")
+                     "modelopt-<fp8|nvfp4>[-kv8][-keep-...], nvfp4)")
 
 
 def _group_format(name: str, method: str, bits: int, group: int) -> GroupQuantFormat:

@@ -26,21 +26,21 @@ MODELOPT = [c for c in CHECKPOINTS if c["precision_kind"].startswith("modelopt")
 # What each official ModelOpt checkpoint keeps in 16-bit, read off its exclude list by hand
 # (docs/reference/quantized-checkpoints.md, "What the official ModelOpt checkpoints keep 16-bit").
 EXPECTED_LABELS = {
-    "nvidia/Llama-3.1-70B-Instruct-FP8": "modelopt-fp8",                       # lm_head only
-    "nvidia/Qwen3-235B-A22B-NVFP4": "modelopt-nvfp4",                          # lm_head, routers (16-bit anyway)
-    "nvidia/DeepSeek-V3.1-NVFP4": "modelopt-nvfp4-keep-attention.kv_a_proj_with_mqa+attention.kv_b_proj+"
+    "nvidia/Llama-3.1-70B-Instruct-FP8": "modelopt-fp8-kv8",                       # lm_head only
+    "nvidia/Qwen3-235B-A22B-NVFP4": "modelopt-nvfp4-kv8",                          # lm_head, routers (16-bit anyway)
+    "nvidia/DeepSeek-V3.1-NVFP4": "modelopt-nvfp4-kv8-keep-attention.kv_a_proj_with_mqa+attention.kv_b_proj+"
                                   "attention.q_a_proj+attention.q_b_proj",     # MLA projections, not o_proj
-    "nvidia/DeepSeek-V3.2-NVFP4": "modelopt-nvfp4-keep-attention.kv_a_proj_with_mqa+attention.kv_b_proj+"
+    "nvidia/DeepSeek-V3.2-NVFP4": "modelopt-nvfp4-kv8-keep-attention.kv_a_proj_with_mqa+attention.kv_b_proj+"
                                   "attention.q_a_proj+attention.q_b_proj+attention.weights_proj+attention.wk+"
                                   "attention.wq_b",                            # ... and the indexer
-    "nvidia/GLM-5-NVFP4": "modelopt-nvfp4-keep-attention",                     # o_proj too, and the indexer
-    "nvidia/Qwen3.5-122B-A10B-NVFP4": "modelopt-nvfp4-keep-attention+shared_experts",
-    "nvidia/Qwen3.5-397B-A17B-NVFP4": "modelopt-nvfp4-keep-attention+shared_experts",
-    "nvidia/MiniMax-M2.5-NVFP4": "modelopt-nvfp4-keep-attention",
-    "nvidia/Gemma-4-26B-A4B-NVFP4": "modelopt-nvfp4-keep-attention+mlp",       # only the experts are NVFP4
-    "nvidia/Kimi-K2.5-NVFP4": "modelopt-nvfp4-keep-attention",
+    "nvidia/GLM-5-NVFP4": "modelopt-nvfp4-kv8-keep-attention",                     # o_proj too, and the indexer
+    "nvidia/Qwen3.5-122B-A10B-NVFP4": "modelopt-nvfp4-kv8-keep-attention+shared_experts",
+    "nvidia/Qwen3.5-397B-A17B-NVFP4": "modelopt-nvfp4-kv8-keep-attention+shared_experts",
+    "nvidia/MiniMax-M2.5-NVFP4": "modelopt-nvfp4-kv8-keep-attention",
+    "nvidia/Gemma-4-26B-A4B-NVFP4": "modelopt-nvfp4-kv8-keep-attention+mlp",       # only the experts are NVFP4
+    "nvidia/Kimi-K2.5-NVFP4": "modelopt-nvfp4-kv8-keep-attention",
     # the 6 attention layers (5, 12, 19, 26, 33, 42) and the Mamba layers before them (in_proj, out_proj)
-    "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-NVFP4": "modelopt-nvfp4-keep-attention@4-5.11-12.18-19.25-26.32-33.41-42",
+    "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-NVFP4": "modelopt-nvfp4-kv8-keep-attention@4-5.11-12.18-19.25-26.32-33.41-42",
 }
 
 
@@ -99,7 +99,9 @@ def test_modelopt_bytes_tensor_by_tensor(c):
         n, k = t.out_features, t.in_features
         fused = "gate_up_proj" in t.name and t.component == "experts"
         one = 2 * vllm_modelopt_linear_bytes(algo, n // 2, k) if fused else vllm_modelopt_linear_bytes(algo, n, k)
-        assert fmt.tensor_bytes(t, spec) == ((n_layers - kept) * one + kept * n * k * 2) * t.experts, t.name
+        key = t.name.endswith((".k_proj.weight", ".kv_a_proj_with_mqa.weight"))     # k_scale + v_scale
+        kv = 2 * 4 * n_layers if key and t.component == "attention" else 0
+        assert fmt.tensor_bytes(t, spec) == ((n_layers - kept) * one + kept * n * k * 2) * t.experts + kv, t.name
 
 
 def test_deepseek_nvfp4_keeps_the_mla_projections_but_not_o_proj():
@@ -107,15 +109,30 @@ def test_deepseek_nvfp4_keeps_the_mla_projections_but_not_o_proj():
     fmt = get_precision(EXPECTED_LABELS["nvidia/DeepSeek-V3.1-NVFP4"])
     by_name = {t.name: t for t in spec.tensors}
     q_a, o = by_name["layers.self_attn.q_a_proj.weight"], by_name["layers.self_attn.o_proj.weight"]
+    kv_a = by_name["layers.self_attn.kv_a_proj_with_mqa.weight"]
     assert fmt.tensor_bytes(q_a, spec) == q_a.params * 2
     assert fmt.tensor_bytes(o, spec) == 61 * vllm_modelopt_linear_bytes("nvfp4", 7168, 16384)
+    assert fmt.tensor_bytes(kv_a, spec) == kv_a.params * 2 + 61 * 2 * 4      # bf16, with k_scale and v_scale
+
+
+def test_nvfp4_layout_of_a_published_checkpoint_header():
+    """nvidia/DeepSeek-R1-0528-FP4's safetensors header as listed in a public plugin's notes (code-index id
+    31342819827): layer 0's dense down_proj [7168, 18432] is weight U8 [7168, 9216], weight_scale F8_E4M3
+    [7168, 1152], weight_scale_2 and input_scale F32 []; gate_proj [18432, 7168] weight U8 [18432, 3584],
+    weight_scale [18432, 448]; the attention projections are BF16 and the layer adds k_proj.k_scale and
+    v_proj.v_scale, F32 []."""
+    fmt = ModelOptFormat("nvfp4", kv_scales=True)
+    assert fmt.linear_tensors(7168, 18432) == {"weight": ("U8", (7168, 9216)), "weight_scale": ("F8_E4M3", (7168, 1152)),
+                                               "weight_scale_2": ("F32", ()), "input_scale": ("F32", ())}
+    assert fmt.linear_tensors(18432, 7168)["weight_scale"] == ("F8_E4M3", (18432, 448))
+    assert fmt.linear_bytes(18432, 7168) == 18432 * 3584 + 18432 * 448 + 4 + 4
 
 
 def test_nvfp4_is_4_5_bits_per_weight_plus_two_scalars():
     fmt = ModelOptFormat("nvfp4")
     assert fmt.linear_bytes(4096, 4096) == 4096 * 4096 * 9 // 16 + 8
     assert ModelOptFormat("fp8").linear_bytes(4096, 4096) == 4096 * 4096 + 8
-    assert get_precision("nvfp4") == fmt and get_precision("modelopt-nvfp4-g32").group == 32
+    assert get_precision("nvfp4") == fmt and get_precision("modelopt-nvfp4-g32-kv8").group == 32
     with pytest.raises(UsageError, match="one of attention"):
         get_precision("modelopt-nvfp4-keep-router")
 
@@ -221,7 +238,7 @@ def test_405b_fp8_is_metas_fbgemm_checkpoint_launched_by_name():
 def test_nvfp4_of_a_catalog_model_is_nvidias_checkpoint():
     out = fit_json("qwen3-235b-a22b", "--gpus", "8xH100", "--engine", "vllm", "-p", "nvfp4")
     [option] = out["options"]
-    assert option["precision"] == "modelopt-nvfp4"
+    assert option["precision"] == "modelopt-nvfp4-kv8"
     assert option["launch"][0]["command"].startswith("vllm serve nvidia/Qwen3-235B-A22B-NVFP4 ")
     assert any("through Marlin" in n for n in out["notes"])          # H100 has no FP4 tensor cores
 
@@ -242,3 +259,13 @@ def test_engines_that_cannot_load_modelopt_refuse_it():
     assert a100["reason"].startswith("vLLM runs ModelOpt FP8 checkpoints from compute capability 8.9")
     [fp8] = fit_json("llama-3.1-70b-instruct", "--gpus", "2xA100-80GB", "--engine", "vllm", "-p", "fp8")["options"]
     assert fp8["verdict"] != "does-not-fit" and fp8["launch"][0]["command"].endswith("--quantization fp8")
+
+
+def test_a_catalog_entry_that_is_a_modelopt_checkpoint_is_sized_as_it_stores_it():
+    """nvidia/DeepSeek-V3.1-NVFP4's config.json says nothing of its format (hf_quant_config.json does): its
+    catalog entry names it, so the default precision is what it stores, launched from itself."""
+    out = fit_json("deepseek-v3.1-nvfp4", "--gpus", "8xB200", "--engine", "vllm", "-c", "8192")
+    stored = out["options"][0]
+    assert stored["precision"] == EXPECTED_LABELS["nvidia/DeepSeek-V3.1-NVFP4"]
+    assert stored["launch"][0]["command"].startswith("vllm serve nvidia/DeepSeek-V3.1-NVFP4 --tensor-parallel-size")
+    assert not any("Marlin" in n for n in out["notes"])                 # Blackwell has FP4 tensor cores
