@@ -13,6 +13,7 @@ are float32), llama.cpp `ggml-common.h` (block structs) and `src/llama-quant.cpp
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -47,6 +48,7 @@ class FormatTraits:
     is_fp8 = False
     is_bitsandbytes = False
     stored = False
+    checkpoint_only = False    # only a checkpoint in this format holds it: engines cannot quantize to it at load
 
     def int8_mlp(self, spec: ModelSpec) -> bool:
         return False
@@ -596,6 +598,291 @@ def compressed_tensors_label(q: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# FBGEMM FP8 (Meta's Llama 3.1 405B FP8) and NVIDIA ModelOpt FP8 / NVFP4 checkpoints
+#
+# Both keep in 16-bit the Linear modules their config lists (`modules_to_not_convert`, `exclude_modules` /
+# `ignore`), often only some projections of some layers (DeepSeek NVFP4: the MLA projections but not
+# o_proj). A format holds what it keeps as `KeepRule`s, written in its name after "-keep-" as
+# `component[.module][@layers]` joined by "+": "attention+mlp@0.125", "attention.q_a_proj".
+
+@dataclass(frozen=True)
+class KeepRule:
+    """Linear weights a checkpoint leaves in 16-bit: those of `component`, only the modules named `module`
+    (the last part of the module path: q_a_proj) when set, in `layers` (None: every layer)."""
+
+    component: str
+    module: str | None = None
+    layers: tuple[int, ...] | None = None
+
+    @property
+    def text(self) -> str:
+        where = f"@{_ranges_text(self.layers)}" if self.layers is not None else ""
+        return f"{self.component}{'.' + self.module if self.module else ''}{where}"
+
+    def kept_layers(self, t: TensorSpec) -> int:
+        """How many of `t`'s layers this rule keeps in 16-bit."""
+        if t.component != self.component or (self.module and module_leaf(t) != self.module):
+            return 0
+        if t.layers is None:
+            return 1
+        return len(t.layers) if self.layers is None else len(set(self.layers) & set(t.layers))
+
+
+def module_leaf(t: TensorSpec) -> str:
+    """The last module name of a tensor: "q_a_proj" for layers.self_attn.q_a_proj.weight."""
+    parts = t.name.split(".")
+    return parts[-2] if len(parts) >= 2 else parts[0]
+
+
+def _keep_text(keep: tuple[KeepRule, ...]) -> str:
+    return "-keep-" + "+".join(rule.text for rule in keep) if keep else ""
+
+
+def _parse_keep(text: str | None, name: str, components: tuple[str, ...]) -> tuple[KeepRule, ...]:
+    rules = []
+    for part in (text.split("+") if text else []):
+        what, _, layers = part.partition("@")
+        component, _, module = what.partition(".")
+        if component not in components:
+            raise UsageError(f"precision {name!r}: cannot keep {component!r} in 16-bit (one of {', '.join(components)})")
+        rules.append(KeepRule(component, module or None, _parse_ranges(layers, name) if layers else None))
+    return tuple(rules)
+
+
+def _kept_count(keep: tuple[KeepRule, ...], t: TensorSpec) -> int:
+    """How many of `t`'s layers (or of its single copy) the rules keep in 16-bit."""
+    return max((rule.kept_layers(t) for rule in keep), default=0)
+
+
+def _linear_copies_bytes(t: TensorSpec, keep: tuple[KeepRule, ...], linear_bytes) -> int:
+    """All copies of a Linear tensor: quantized (linear_bytes(n, k) each) except those kept in 16-bit. A fused
+    expert `gate_up_proj` is two Linears per expert in these checkpoints (gate_proj and up_proj)."""
+    n_layers = len(t.layers) if t.layers is not None else 1
+    kept = _kept_count(keep, t)
+    n, k = t.out_features, t.in_features
+    fused = t.component == "experts" and "gate_up_proj" in t.name and n % 2 == 0
+    per_copy = 2 * linear_bytes(n // 2, k) if fused else linear_bytes(n, k)
+    return ((n_layers - kept) * per_copy + kept * t.n_elements * BF16_BYTES) * t.experts
+
+
+FBGEMM_COMPONENTS = ("attention", "mlp", "shared_experts")
+MODELOPT_COMPONENTS = ("attention", "mlp", "experts", "shared_experts")   # vLLM's FusedMoE experts get no fbgemm method: 16-bit
+
+
+@dataclass(frozen=True)
+class FbgemmFp8Format(FormatTraits):
+    """An FBGEMM FP8 checkpoint (quant_method "fbgemm_fp8", Meta's Llama 3.1 405B FP8): every Linear not in
+    modules_to_not_convert stores `weight` float8_e4m3fn [N, K] and `weight_scale` float32 [N, 1] (one scale
+    per output row); activations are quantized per row at run time (bound `activation_scale_ub`), so no
+    input scale is stored. transformers FbgemmFp8Linear and vLLM FBGEMMFp8LinearMethod.create_weights
+    (docs/reference/quantized-checkpoints.md)."""
+
+    keep: tuple[KeepRule, ...] = ()
+
+    kind = "fp8"
+    compute_bytes = BF16_BYTES
+    is_fp8 = True
+    checkpoint_only = True
+
+    @property
+    def name(self) -> str:
+        return "fbgemm-fp8" + _keep_text(self.keep)
+
+    @property
+    def description(self) -> str:
+        kept = "".join(f"{rule.text}, " for rule in self.keep)
+        return f"FBGEMM FP8 E4M3 weights, fp32 scale per output row; {kept}embeddings, lm_head, norms in 16-bit"
+
+    def keeps_16bit(self) -> str:
+        return ", ".join([*(rule.text for rule in self.keep), "embeddings", "lm_head", "router", "MoE experts",
+                          "norms", "biases"])
+
+    @staticmethod
+    def linear_bytes(n: int, k: int) -> int:
+        """weight F8_E4M3 [n, k] + weight_scale F32 [n, 1]."""
+        return n * k + n * FP32_BYTES
+
+    def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
+        if t.kind != LINEAR or t.component not in FBGEMM_COMPONENTS:
+            return _kept_bytes(t)
+        return _linear_copies_bytes(t, self.keep, self.linear_bytes)
+
+
+NVFP4_GROUP = 16               # ModelOpt NVFP4: one FP8 E4M3 scale per 16 E2M1 values
+# The projection that makes an attention layer's keys (one per layer that has a KV cache).
+KEY_PROJECTIONS = frozenset({"k_proj", "kv_a_proj_with_mqa", "qkv_proj", "query_key_value", "c_attn", "Wqkv"})
+
+
+@dataclass(frozen=True)
+class ModelOptFormat(FormatTraits):
+    """An NVIDIA ModelOpt checkpoint (quant_method "modelopt"), per quantized Linear [N, K] as vLLM's
+    modelopt.py creates it (ModelOptFp8LinearMethod / ModelOptNvFp4LinearMethod.create_weights):
+
+    - FP8: `weight` float8_e4m3fn [N, K], `weight_scale` and `input_scale` float32 scalars (per tensor, static);
+    - NVFP4: `weight` uint8 [N, K/2] (two E2M1 values a byte), `weight_scale` float8_e4m3fn [N, K/group],
+      `weight_scale_2` and `input_scale` float32 scalars.
+
+    MoE experts store the same tensors per expert. Linears matched by exclude_modules / ignore (`keep`),
+    embeddings, lm_head, routers and norms stay 16-bit. A checkpoint declaring an FP8 KV cache
+    (kv_cache_quant_algo "FP8", or kv_cache_scheme) also stores `self_attn.k_proj.k_scale` and
+    `self_attn.v_proj.v_scale`, float32 scalars, in every attention layer (MLA ones too), counted with
+    the layer's key projection."""
+
+    algo: str                  # "fp8" or "nvfp4"
+    group: int = NVFP4_GROUP   # NVFP4 block size
+    keep: tuple[KeepRule, ...] = ()
+    kv_scales: bool = False    # an FP8 KV cache's k_scale and v_scale, float32 scalars per attention layer
+
+    compute_bytes = BF16_BYTES
+    checkpoint_only = True
+
+    @property
+    def kind(self) -> str:
+        return "fp8" if self.algo == "fp8" else "nvfp4"
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.algo == "fp8"
+
+    @property
+    def name(self) -> str:
+        group = f"-g{self.group}" if self.algo == "nvfp4" and self.group != NVFP4_GROUP else ""
+        return f"modelopt-{self.algo}{group}{'-kv8' if self.kv_scales else ''}" + _keep_text(self.keep)
+
+    @property
+    def description(self) -> str:
+        kept = "".join(f"{rule.text}, " for rule in self.keep)
+        how = ("FP8 E4M3 weights, fp32 weight and input scale per tensor" if self.algo == "fp8" else
+               f"NVFP4 (E2M1) weights, FP8 scale per {self.group} + fp32 scales per tensor")
+        return f"NVIDIA ModelOpt {how}; {kept}embeddings, lm_head, router, norms in 16-bit"
+
+    def keeps_16bit(self) -> str:
+        return ", ".join([*(rule.text for rule in self.keep), "embeddings", "lm_head", "router", "norms", "biases"])
+
+    def linear_tensors(self, n: int, k: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """The tensors one quantized Linear [n, k] is stored as: suffix -> (safetensors dtype, shape)."""
+        if self.algo == "fp8":
+            return {"weight": ("F8_E4M3", (n, k)), "weight_scale": ("F32", ()), "input_scale": ("F32", ())}
+        return {"weight": ("U8", (n, ceil(k / 2))), "weight_scale": ("F8_E4M3", (n, ceil(k / self.group))),
+                "weight_scale_2": ("F32", ()), "input_scale": ("F32", ())}
+
+    def linear_bytes(self, n: int, k: int) -> int:
+        size = {"F8_E4M3": 1, "U8": 1, "F32": FP32_BYTES}
+        return sum(size[dtype] * prod(shape) for dtype, shape in self.linear_tensors(n, k).values())
+
+    def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
+        if t.kind != LINEAR or t.component not in MODELOPT_COMPONENTS:
+            return _kept_bytes(t)
+        kv = 2 * FP32_BYTES * t.copies if self.kv_scales and t.component == "attention" and \
+            module_leaf(t) in KEY_PROJECTIONS else 0
+        return _linear_copies_bytes(t, self.keep, self.linear_bytes) + kv
+
+
+_FBGEMM_RE = re.compile(r"^fbgemm-fp8(?:-keep-(.+))?$")
+_MODELOPT_RE = re.compile(r"^modelopt-(fp8|nvfp4)(?:-g(\d+))?(-kv8)?(?:-keep-(.+))?$")
+
+
+def _scaled_format(name: str, low: str):
+    """fbgemm-fp8[-keep-...] or modelopt-<fp8|nvfp4>[-g<G>][-kv8][-keep-...] (and nvfp4, the ModelOpt NVFP4
+    default)."""
+    if low == "nvfp4":
+        return ModelOptFormat("nvfp4")
+    m = _FBGEMM_RE.match(low)
+    if m:
+        return FbgemmFp8Format(_parse_keep(m.group(1), name, FBGEMM_COMPONENTS))
+    m = _MODELOPT_RE.match(low)
+    if m:
+        group = int(m.group(2) or NVFP4_GROUP)
+        if group < 1 or (m.group(2) and m.group(1) == "fp8"):
+            raise UsageError(f"precision {name!r}: a group size is an NVFP4 setting and must be positive")
+        return ModelOptFormat(m.group(1), group, _parse_keep(m.group(4), name, MODELOPT_COMPONENTS), bool(m.group(3)))
+    return None
+
+
+# Where a sizer tensor sits in a checkpoint: "layers.self_attn.q_proj.weight" of layer 3 is
+# model.layers.3.self_attn.q_proj (backbone.layers.3... in Nemotron-H, model.language_model.layers.3... in
+# multimodal wrappers); one expert stands for all (experts.0.gate_proj).
+CHECKPOINT_PREFIXES = ("model.", "backbone.", "model.language_model.", "language_model.model.", "")
+
+
+def _module_paths(t: TensorSpec, layer: int) -> list[str]:
+    rest = t.name.removeprefix("layers.").removesuffix(".weight")
+    if t.component == "experts":
+        rest = rest.replace("experts.", "experts.0.", 1)
+    return [f"{prefix}layers.{layer}.{rest}" for prefix in CHECKPOINT_PREFIXES]
+
+
+def keep_rules(spec: ModelSpec, components: tuple[str, ...], excluded) -> tuple[KeepRule, ...]:
+    """The KeepRules that leave in 16-bit exactly the Linear tensors of `components` whose checkpoint module
+    path `excluded(path)` says the config excludes: a whole component where every module of it is kept in
+    the same layers, else one rule per module name."""
+    kept: dict[str, dict[str, set[int]]] = {}        # component -> module -> kept layers
+    present: dict[str, dict[str, set[int]]] = {}
+    for t in spec.tensors:
+        if t.kind != LINEAR or t.component not in components or t.layers is None:
+            continue
+        leaf = module_leaf(t)
+        present.setdefault(t.component, {}).setdefault(leaf, set()).update(t.layers)
+        hits = {i for i in t.layers if any(map(excluded, _module_paths(t, i)))}
+        kept.setdefault(t.component, {}).setdefault(leaf, set()).update(hits)
+    rules: list[KeepRule] = []
+    for component, modules in present.items():
+        by_module = kept[component]
+        if not any(by_module.values()):
+            continue
+        all_layers = set().union(*modules.values())
+        kept_layers = set().union(*by_module.values())
+        whole = all(by_module[m] == modules[m] & kept_layers for m in modules)
+        if whole:
+            rules.append(KeepRule(component, None, None if kept_layers == all_layers else tuple(sorted(kept_layers))))
+            continue
+        for module in sorted(m for m in modules if by_module[m]):
+            layers = by_module[module]
+            rules.append(KeepRule(component, module, None if layers == modules[module] else tuple(sorted(layers))))
+    return tuple(rules)
+
+
+def fbgemm_label(q: dict, spec: ModelSpec | None = None) -> str:
+    """The sizer precision name of an fbgemm_fp8 quantization_config: modules_to_not_convert entries match a
+    module path exactly (vLLM is_layer_skipped) or as a prefix ending at a dot (transformers)."""
+    entries = {str(e) for e in q.get("modules_to_not_convert") or []}
+
+    def excluded(path: str) -> bool:
+        return path in entries or any(path.startswith(e + ".") for e in entries)
+    keep = keep_rules(spec, FBGEMM_COMPONENTS, excluded) if spec is not None else ()
+    return FbgemmFp8Format(keep).name
+
+
+def modelopt_settings(q: dict) -> dict:
+    """A ModelOpt config in either form as one dict: hf_quant_config.json's {"producer", "quantization": {...}}
+    or config.json's quantization_config (quant_method "modelopt", `ignore` for exclude_modules)."""
+    inner = q.get("quantization") if isinstance(q.get("quantization"), dict) else q
+    excluded = inner.get("exclude_modules") or inner.get("ignore") or q.get("ignore") or []
+    scheme = inner.get("kv_cache_scheme") if isinstance(inner.get("kv_cache_scheme"), dict) else {}
+    kv_fp8 = str(inner.get("kv_cache_quant_algo") or "").upper() == "FP8" or \
+        (scheme.get("type") == "float" and scheme.get("num_bits") == 8)
+    return {"quant_algo": str(inner.get("quant_algo") or ""), "group_size": inner.get("group_size"),
+            "exclude_modules": [str(e) for e in excluded], "kv_cache_fp8": kv_fp8}
+
+
+def modelopt_label(q: dict, spec: ModelSpec | None = None) -> str:
+    """The sizer precision name of a ModelOpt config ("modelopt-nvfp4-keep-attention"), or "modelopt:<algo>"
+    for an algorithm sizer does not size (refused by get_precision in one line). exclude_modules entries
+    match a module path exactly, as a substring or as an fnmatch wildcard (vLLM modelopt.py)."""
+    s = modelopt_settings(q)
+    algo = {"FP8": "fp8", "NVFP4": "nvfp4"}.get(s["quant_algo"].upper())
+    if algo is None:
+        return f"modelopt:{s['quant_algo'] or 'unknown algorithm'}"
+    entries = s["exclude_modules"]
+
+    def excluded(path: str) -> bool:
+        return any(e == path or e in path or fnmatch.fnmatchcase(path, e) for e in entries)
+    keep = keep_rules(spec, MODELOPT_COMPONENTS, excluded) if spec is not None else ()
+    group = int(s["group_size"] or NVFP4_GROUP) if algo == "nvfp4" else NVFP4_GROUP
+    return ModelOptFormat(algo, group, keep, s["kv_cache_fp8"]).name
+
+
+# ---------------------------------------------------------------------------------------------
 # GGUF (llama.cpp)
 
 # K-quant fallback when a row is not a multiple of 256 values (llama-quant.cpp).
@@ -764,13 +1051,16 @@ def precision_names() -> list[str]:
     group = [f"{m}-{b}bit-g{g}" for m in ("gptq", "awq") for b in (2, 3, 4, 8) for g in (32, 64, 128, -1)]
     ct = ["ct-fp8-tensor", "ct-fp8-channel", "ct-fp8-block128", "ct-int4-g32", "ct-int4-g128", "ct-int4-g128-asym",
           "ct-int8-channel", "ct-int8-channel-packed"]
-    return [*FLOATS, "fp8", "fp8-block128", "mxfp4", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq", *group, *GGUF_MIXES, *ct]
+    scaled = ["fbgemm-fp8", "modelopt-fp8", "nvfp4", "modelopt-nvfp4"]
+    return [*FLOATS, "fp8", "fp8-block128", "mxfp4", "int8", "nf4", "nf4-dq", "fp4", "fp4-dq", *group, *GGUF_MIXES, *ct,
+            *scaled]
 
 
 @lru_cache(maxsize=None)
 def get_precision(name: str):
     """A precision by name: fp32 fp16 bf16 fp8 int8 nf4[-dq] fp4[-dq] gptq|awq-<b>bit[-g<G>] Q4_K_M ...
-    ct-<fp8|int4|int8>-... (compressed-tensors, `CompressedTensorsFormat`)."""
+    ct-<fp8|int4|int8>-... (compressed-tensors, `CompressedTensorsFormat`), fbgemm-fp8[-keep-...]
+    (`FbgemmFp8Format`), modelopt-<fp8|nvfp4>[-keep-...] and nvfp4 (`ModelOptFormat`)."""
     key = name.strip()
     low = _SYNONYMS.get(key.lower(), key.lower())
     if low in FLOATS:
@@ -793,9 +1083,12 @@ def get_precision(name: str):
     m = _CT_RE.match(low)
     if m:
         return _ct_format(name, m)
+    scaled = _scaled_format(name, low)
+    if scaled is not None:
+        return scaled
     if low.startswith("modelopt"):
         algo = key.partition(":")[2] or "unknown algorithm"
-        raise UsageError(f"NVIDIA ModelOpt {algo} checkpoint: sizer does not size ModelOpt's formats from the config yet "
+        raise UsageError(f"NVIDIA ModelOpt {algo} checkpoint: sizer sizes ModelOpt FP8 and NVFP4 only "
                          "(docs/reference/quantized-checkpoints.md); pass the checkpoint folder to size it exactly from "
                          "its tensor headers, or -p to size it at another precision")
     if low.startswith("compressed-tensors"):
@@ -807,7 +1100,8 @@ def get_precision(name: str):
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UsageError(f"unknown precision {name!r}{hint} (known: fp32, fp16, bf16, fp8, fp8-block128, mxfp4, int8, nf4, nf4-dq, fp4, "
                      "fp4-dq, gptq-<2|3|4|8>bit-g<32|64|128|-1>, awq-4bit-g128, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K, "
-                     "ct-<fp8|int4|int8>-<tensor|channel|g<N>|block<N>>[-asym][-keep-attention...])")
+                     "ct-<fp8|int4|int8>-<tensor|channel|g<N>|block<N>>[-asym][-keep-attention...], fbgemm-fp8[-keep-...], "
+                     "modelopt-<fp8|nvfp4>[-kv8][-keep-...], nvfp4)")
 
 
 def _group_format(name: str, method: str, bits: int, group: int) -> GroupQuantFormat:

@@ -93,6 +93,23 @@ def test_405b_on_two_nodes_of_eight_is_tp8_pp2_with_its_ray_cluster():
     assert "  launch (head node): vllm serve meta-llama/Llama-3.1-405B --tensor-parallel-size 8" in table.stdout
 
 
+def test_the_issue_command_prints_the_two_node_plan_and_its_launch_lines():
+    """`sizer fit llama-3.1-405b --gpus 2x8xH100 --engine vllm` as typed (no -p): the bf16 row is TP8 x PP2
+    over both nodes with its ray cluster; fp8 is Meta's FBGEMM checkpoint, launched by its name."""
+    result = CliRunner().invoke(cli, ["fit", "llama-3.1-405b", "--gpus", "2x8xH100", "--engine", "vllm"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    [bf16_row] = [line for line in lines if line.startswith("bf16 ")]
+    assert bf16_row.split()[1:3] == ["fits", "TP8xPP2"]
+    launch = [line.strip() for line in lines if line.strip().startswith("launch")]
+    assert launch[:3] == [
+        "launch (head node): ray start --head --port 6379",
+        "launch (each of the other 1 node(s)): ray start --address <head-node-ip>:6379",
+        "launch (head node): vllm serve meta-llama/Llama-3.1-405B --tensor-parallel-size 8 --pipeline-parallel-size 2 "
+        "--max-model-len 8192 --distributed-executor-backend ray"]
+    assert any(line.startswith("launch (the server): vllm serve meta-llama/Llama-3.1-405B-FP8 ") for line in launch)
+
+
 def test_a_slower_network_is_charged_to_the_plan():
     fast = fit_json("llama-3.1-405b", "--gpus", "2x8xH100", "--engine", "vllm", "-p", "bf16", "-b", "16")
     slow = fit_json("llama-3.1-405b", "--gpus", "2x8xH100", "--engine", "vllm", "-p", "bf16", "-b", "16",

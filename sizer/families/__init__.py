@@ -27,7 +27,7 @@ from sizer.families.llama import llama_like
 from sizer.families.llama4 import llama4
 from sizer.families.mimo import mimo_v2_flash
 from sizer.families.olmo import olmo2
-from sizer.quant import compressed_tensors_label
+from sizer.quant import compressed_tensors_label, fbgemm_label, modelopt_label
 from sizer.spec import ModelSpec
 
 # model_type -> the normalizer that lists its tensors (one module per family group in this package)
@@ -116,17 +116,20 @@ def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> Mod
         spec = generic_spec_from_config(c, raw, name, family or "unknown", origin, unsupported_message(origin, shown))
     else:
         spec = build(c, name)
-    native = quantization_label(c.raw.get("quantization_config"))
+    native = quantization_label(c.raw.get("quantization_config"), spec)
     if native or source:
         spec = replace(spec, native_precision=native, source=source or spec.source)
     return spec
 
 
-def quantization_label(q) -> str | None:
-    """The sizer precision name of a config's quantization_config (None when there is none)."""
+def quantization_label(q, spec: ModelSpec | None = None) -> str | None:
+    """The sizer precision name of a config's quantization_config (None when there is none). FBGEMM and
+    ModelOpt configs name the modules they keep in 16-bit; with the model's `spec` the name says which."""
     if not isinstance(q, dict):
         return None
     method = str(q.get("quant_method", "")).lower()
+    if not method and (q.get("producer") or {}).get("name") == "modelopt":
+        method = "modelopt"          # a ModelOpt hf_quant_config.json: {"producer": ..., "quantization": ...}
     if method in ("gptq", "awq"):
         return f"{method}-{q.get('bits', q.get('w_bit', 4))}bit-g{q.get('group_size', q.get('q_group_size', 128))}"
     if method == "bitsandbytes":
@@ -137,8 +140,9 @@ def quantization_label(q) -> str | None:
     if method == "compressed-tensors":
         return compressed_tensors_label(q)
     if method == "modelopt":          # NVIDIA ModelOpt: the algorithm at the top or under "quantization"
-        algo = q.get("quant_algo") or (q.get("quantization") or {}).get("quant_algo") or "unknown algorithm"
-        return f"modelopt:{algo}"
+        return modelopt_label(q, spec)
+    if method == "fbgemm_fp8":
+        return fbgemm_label(q, spec)
     if method == "fp8":
         block = q.get("weight_block_size")
         return f"fp8-block{block[0]}" if isinstance(block, list) and block and block[0] == block[-1] else "fp8"

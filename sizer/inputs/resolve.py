@@ -40,7 +40,11 @@ def get_model(ref: str | os.PathLike, *, refresh: bool = False) -> ModelSpec:
     entry = get_catalog_model(text)
     spec = spec_from_config(entry.config, entry.name, f"catalog entry {entry.name}", entry.source)
     official = tuple((q["precision"], q["as"], q["hf_id"]) for q in entry.quantized)
-    return replace(spec, model_ref=entry.hf_id or None, official_checkpoints=official)
+    spec = replace(spec, model_ref=entry.hf_id or None, official_checkpoints=official)
+    stored = next((q["as"] for q in entry.quantized if q["hf_id"] == entry.hf_id), None)
+    # an entry that is itself a quantized checkpoint whose config.json does not say so (ModelOpt's
+    # hf_quant_config.json): its catalog `quantized` entry names the format it stores
+    return replace(spec, native_precision=stored) if stored and not spec.native_precision else spec
 
 
 def _model_path(text: str) -> Path:

@@ -614,6 +614,10 @@ def _pad(n: int) -> int:
 
 FP8_NATIVE_CAPABILITY = (8, 9)      # FP8 tensor cores (Ada, Hopper and later)
 VLLM_FP8_MARLIN_CAPABILITY = (8, 0)  # vLLM's weight-only FP8 Marlin path below 8.9
+MODELOPT_FP8_CAPABILITY = (8, 9)     # vLLM ModelOptFp8Config.get_min_capability: 89 (no Marlin path)
+NVFP4_MIN_CAPABILITY = (8, 0)        # vLLM ModelOptNvFp4Config.get_min_capability: 80 (Marlin FP4 below Blackwell)
+NVFP4_NATIVE_CAPABILITY = (10, 0)    # FP4 tensor cores (Blackwell): CUTLASS / FlashInfer FP4 GEMMs
+FBGEMM_TRANSFORMERS_CAPABILITY = (9, 0)  # transformers FbgemmFp8HfQuantizer: compute capability >= 9.0
 
 
 @dataclass(frozen=True)
@@ -661,8 +665,16 @@ def hardware_rule(engine: str, precision, gpu) -> HardwareRule:
     if precision.is_bitsandbytes and gpu.vendor == "amd":
         return HardwareRule(precision, note=f"{precision.name}: bitsandbytes is built for CUDA; on {gpu.name} (AMD) it "
                                             "needs bitsandbytes' ROCm build (sized as on CUDA)")
+    method = checkpoint_method(precision)
+    if engine in ("transformers", "llamacpp") and method == "modelopt":
+        return HardwareRule(precision, refusal=(
+            f"{engine} has no NVIDIA ModelOpt loader ({precision.name}): vLLM, SGLang and TensorRT-LLM run these "
+            "checkpoints"))
     if cc is None:
         return HardwareRule(precision)
+    scaled = _scaled_checkpoint_rule(engine, precision, method, gpu)
+    if scaled is not None:
+        return scaled
     if engine == "transformers" and precision.is_fp8 and cc < FP8_NATIVE_CAPABILITY:
         return HardwareRule(get_precision("bf16"), note=(
             f"{precision.name} on {gpu.name}: transformers dequantizes FP8 weights to bf16 below compute capability "
@@ -680,6 +692,41 @@ def hardware_rule(engine: str, precision, gpu) -> HardwareRule:
         return HardwareRule(precision, refusal=(
             f"vLLM runs GPTQ/AWQ through Machete (compute capability 9.0) or Marlin (>= {MARLIN_MIN_CAPABILITY}); "
             f"{_capability_text(gpu)}"))
+    return HardwareRule(precision)
+
+
+def checkpoint_method(precision) -> str:
+    """"modelopt", "fbgemm" or "" for a format (or a checkpoint as stored that is like one)."""
+    name = getattr(getattr(precision, "like", None) or precision, "name", "")
+    return "modelopt" if name.startswith(("modelopt-", "nvfp4")) else "fbgemm" if name.startswith("fbgemm-") else ""
+
+
+def _scaled_checkpoint_rule(engine: str, precision, method: str, gpu) -> HardwareRule | None:
+    """The compute-capability rules of FBGEMM FP8 and ModelOpt checkpoints (None: the common FP8 rules apply).
+
+    transformers FbgemmFp8HfQuantizer.validate_environment raises below compute capability 9.0 (it needs
+    fbgemm-gpu's FP8 kernels). vLLM 0.10.2 modelopt.py: ModelOptFp8Config.get_min_capability is 89
+    (per-tensor torch._scaled_mm, no Marlin path); ModelOptNvFp4Config.get_min_capability is 80 and
+    ModelOptNvFp4LinearMethod picks FlashInfer / CUTLASS FP4 GEMMs (Blackwell) or else Marlin
+    (apply_fp4_marlin_linear: the FP4 weights stay packed, the matmuls run in 16-bit)."""
+    cc, kind = gpu.capability, getattr(precision, "kind", "")
+    if engine == "transformers" and method == "fbgemm" and cc < FBGEMM_TRANSFORMERS_CAPABILITY:
+        return HardwareRule(precision, refusal=(
+            f"transformers runs FBGEMM FP8 only from compute capability 9.0 ({_capability_text(gpu)}; "
+            "FbgemmFp8HfQuantizer.validate_environment)"))
+    if engine not in ("vllm", "sglang") or method != "modelopt":
+        return None
+    if kind == "fp8" and cc < MODELOPT_FP8_CAPABILITY:
+        return HardwareRule(precision, refusal=(
+            f"vLLM runs ModelOpt FP8 checkpoints from compute capability 8.9 ({_capability_text(gpu)}; "
+            "ModelOptFp8Config.get_min_capability)"))
+    if kind == "nvfp4" and cc < NVFP4_MIN_CAPABILITY:
+        return HardwareRule(precision, refusal=(
+            f"vLLM runs NVFP4 from compute capability 8.0 ({_capability_text(gpu)}; ModelOptNvFp4Config)"))
+    if kind == "nvfp4" and cc < NVFP4_NATIVE_CAPABILITY:
+        return HardwareRule(precision, note=(
+            f"{precision.name} on {gpu.name}: without FP4 tensor cores (Blackwell) vLLM runs NVFP4 weight-only "
+            f"through Marlin ({_capability_text(gpu)}): the weights stay 4-bit, the matmuls run in 16-bit"))
     return HardwareRule(precision)
 
 

@@ -44,7 +44,8 @@ def model_argument(spec: ModelSpec, precision) -> tuple[str, list[str]]:
     ref = spec.model_ref or spec.name
     repo, _, revision = ref.partition("@") if "/" in ref and not ref.startswith((".", "/", "~")) else (ref, "", "")
     flags = ["--revision", revision] if revision else []
-    if getattr(precision, "kind", "") == "group" and not precision.stored:
+    needs_checkpoint = getattr(precision, "kind", "") == "group" or getattr(precision, "checkpoint_only", False)
+    if needs_checkpoint and not precision.stored and precision.name != spec.native_precision:
         return f"<{precision.name} checkpoint of {repo}>", []
     return repo, flags
 
@@ -107,7 +108,8 @@ def _vllm_dp_nodes(words: list[str], placement: Placement, nodes: int) -> tuple[
 def _vllm_precision_flags(spec: ModelSpec, precision) -> list[str]:
     """vLLM quantizes a 16-bit checkpoint online to fp8 (--quantization fp8) and, in releases with it,
     bitsandbytes; a quantized checkpoint names its method in its config (no flag)."""
-    if precision.stored or spec.checkpoint is not None or _official(spec, precision):
+    if precision.stored or spec.checkpoint is not None or _official(spec, precision) or \
+            getattr(precision, "checkpoint_only", False):
         return []
     if precision.is_fp8:
         return ["--quantization", "fp8"] if spec.native_precision in (None, "bf16", "fp16", "fp32") else []
@@ -146,7 +148,7 @@ def sglang_launch(spec: ModelSpec, engine, precision, placement: Placement, work
     if kv_dtype in SGLANG_KV_CACHE_DTYPE:
         words += ["--kv-cache-dtype", SGLANG_KV_CACHE_DTYPE[kv_dtype]]
     if precision.is_fp8 and not precision.stored and spec.checkpoint is None and not _official(spec, precision) and \
-            spec.native_precision in (None, "bf16", "fp16", "fp32"):
+            not getattr(precision, "checkpoint_only", False) and spec.native_precision in (None, "bf16", "fp16", "fp32"):
         words += ["--quantization", "fp8"]
     if nodes == 1:
         return (LaunchStep("the server", " ".join(words)),)
