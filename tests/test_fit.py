@@ -677,3 +677,15 @@ def test_llamacpp_output_says_the_kv_cache_is_f16():
     assert data["options"][0]["per_gpu"]["kv_cache"] == 4096 * 32 * 2 * 8 * 128 * 2       # 2 bytes per value
     row = next(csv.DictReader(io.StringIO(CliRunner().invoke(cli, [*args, "--format", "csv"]).output)))
     assert row["kv_dtype"] == "fp16"
+
+
+def test_a_checkpoints_long_keep_list_is_cut_in_the_table_only():
+    """nvidia/DeepSeek-V3.1-NVFP4 keeps four attention projections 16-bit: its precision name is over 100
+    characters; the table shows the format and "-keep-...", the notes and JSON the whole name."""
+    args = ["fit", "deepseek-v3.1", "--gpus", "8xB200", "--engine", "vllm", "-p", "nvfp4"]
+    table = CliRunner().invoke(cli, args).output
+    name = json.loads(CliRunner().invoke(cli, args + ["--format", "json"]).output)["options"][0]["precision"]
+    assert len(name) > 100 and name.startswith("modelopt-nvfp4")
+    row = next(line for line in table.splitlines() if line.startswith("modelopt-nvfp4"))
+    assert row.split()[0] == name.split("-keep-")[0] + "-keep-..."
+    assert f"- {name}: " in table

@@ -130,9 +130,21 @@ def _header(r: FitResult) -> list[str]:
             f"fullest GPU · {UNITS_NOTE}"]
 
 
+TABLE_PRECISION_CHARS = 40     # longer names (a checkpoint's list of 16-bit modules) are cut in the table
+
+
+def table_precision(name: str) -> str:
+    """The precision as the table shows it: a name whose "-keep-" list of 16-bit modules would widen
+    the table past TABLE_PRECISION_CHARS keeps its format and "-keep-..."; the notes under the
+    table, JSON and CSV give the whole name."""
+    if len(name) <= TABLE_PRECISION_CHARS or "-keep-" not in name:
+        return name
+    return name.split("-keep-", 1)[0] + "-keep-..."
+
+
 def _row(o: FitOption, with_gpu: bool) -> list:
     g, t = o.fullest, o.throughput
-    row = [o.precision, o.verdict]
+    row = [table_precision(o.precision), o.verdict]
     if with_gpu:
         row.append(f"{o.gpu_count}x{o.gpu}")
     row += [o.layout or f"TP{o.tensor_parallel}xPP{o.pipeline_parallel}", _g(g.weights), _g(g.kv_cache + g.state), _g(g.activations),
