@@ -61,20 +61,24 @@ class GpuSelection:
 
 
 # macOS lets the GPU wire (keep resident) only part of unified memory: Metal's
-# MTLDevice.recommendedMaxWorkingSetSize. Observed defaults: 2/3 of a 16 GiB Mac (llama.cpp CI logs
-# "recommendedMaxWorkingSetSize = 11453.25 MB"; exo-explore/exo PR #1672: 10.67 GB on a 16 GB M4) and 3/4
-# of larger ones (gpustack/gpustack issue #1375: "75% of total RAM"; 48 of 64 GiB), the rule llama.cpp, MLX
-# and Ollama users quote. Newer macOS releases grant somewhat more (e.g. 26.8 GB of a 32 GB M4, 107.52 GiB of
-# 128 GiB on macOS 26, antirez/ds4 PR #893), so the rule is the conservative default. `sudo sysctl
-# iogpu.wired_limit_mb=N` raises it until reboot; `--gpus local` reads that setting when it is set.
-APPLE_SMALL_MAC_BYTES = 16 * GiB
+# MTLDevice.recommendedMaxWorkingSetSize, which llama.cpp logs at start ("recommendedMaxWorkingSetSize =
+# N MB", N = bytes / 1e6). Public logs give exactly 2/3 of 16 GiB (11453.25 MB) and of 32 GiB (22906.50 MB),
+# and exactly 3/4 of 36 GiB (28991.03 MB) and of 64 GiB (51539.61 MB, an M2 Max); gpustack/gpustack issue
+# #1375 reads it as "75% of total RAM"; exo-explore/exo PR #1672: "~10.67 GB on 16GB M4". Newer macOS
+# releases grant more on some machines (13.32 GiB of 18 GiB on an M3 Pro, 24.96 of 32 on an M4, 51.84 of
+# 64 on an M3 Max, 107.52 of 128 GiB on macOS 26 per antirez/ds4 PR #893), so the rule is the conservative
+# default. `sudo sysctl iogpu.wired_limit_mb=N` raises it until reboot; `--gpus local` reads that setting.
+# The logged values are those fractions rounded up to whole 16 KiB pages (Apple Silicon's page size):
+# 2/3 of 32 GiB is 22,906,492,245 B, which would print 22906.49; the page-rounded 22,906,503,168 prints 22906.50.
+APPLE_SMALL_MAC_BYTES = 32 * GiB
+APPLE_PAGE_BYTES = 16 * 1024
 
 
 def apple_gpu_wired_limit_bytes(unified_memory_bytes: int) -> int:
-    """The unified memory macOS lets the GPU wire by default: 2/3 up to 16 GiB, 3/4 above."""
-    if unified_memory_bytes <= APPLE_SMALL_MAC_BYTES:
-        return unified_memory_bytes * 2 // 3
-    return unified_memory_bytes * 3 // 4
+    """The unified memory macOS lets the GPU wire by default: 2/3 up to 32 GiB, 3/4 above, in whole pages."""
+    num, den = (2, 3) if unified_memory_bytes <= APPLE_SMALL_MAC_BYTES else (3, 4)
+    pages = -(-unified_memory_bytes * num // (den * APPLE_PAGE_BYTES))
+    return pages * APPLE_PAGE_BYTES
 
 
 def usable_memory_bytes(gpu: GpuSpec) -> int:

@@ -299,11 +299,12 @@ def test_geforce_tensor_rates_are_fp32_accumulate(gpu):
 @pytest.mark.parametrize("gpu", APPLE, ids=lambda g: g["name"])
 def test_apple_entries(gpu):
     """One entry per chip and memory size: memory_bytes is hw.memsize (the marketed GB as GiB exactly), the GPU's
-    default wired share 2/3 up to 16 GiB and 3/4 above, FP16 at the FP32 rate, no FP8/INT8, name = chip + size."""
+    default wired share 2/3 up to 32 GiB and 3/4 above (in 16 KiB pages), FP16 at the FP32 rate, no FP8/INT8, name = chip + size."""
     gb = gpu["memory_gib_marketed"]
     assert gpu["memory_bytes"] == gb * GIB
-    share = (2, 3) if gb <= 16 else (3, 4)
-    assert gpu["gpu_memory_limit_bytes"] == gpu["memory_bytes"] * share[0] // share[1]
+    share = (2, 3) if gb <= 32 else (3, 4)
+    pages = -(-gpu["memory_bytes"] * share[0] // (share[1] * 16384))     # rounded up to 16 KiB pages
+    assert gpu["gpu_memory_limit_bytes"] == pages * 16384
     assert gpu["gpu_memory_limit_source"].strip()
     t = gpu["dense_tflops"]
     assert t["fp16"] == t["bf16"] == t["fp32"] and t["fp8"] is None and t["int8"] is None

@@ -107,10 +107,10 @@ def test_gpus_option_ambiguous_and_bad_counts():
 
 def test_apple_plans_with_the_gpu_wired_share():
     assert usable_memory_bytes(get_gpu("M3-Max-64GB")) == 48 * GIB
-    assert usable_memory_bytes(get_gpu("M1-16GB")) == 16 * GIB * 2 // 3
-    # the rule's cited observations: 11453.25 MB (llama.cpp CI, 16 GiB), 48 GiB of 64 GiB (gpustack #1375)
-    assert apple_gpu_wired_limit_bytes(16 * GIB) == pytest.approx(11453.25e6, abs=1e4)
-    assert apple_gpu_wired_limit_bytes(64 * GIB) == 48 * GIB
+    assert usable_memory_bytes(get_gpu("M1-16GB")) == 11453251584           # 2/3 of 16 GiB in 16 KiB pages
+    # the logged recommendedMaxWorkingSetSize the rule reproduces (llama.cpp prints bytes / 1e6 as "MB")
+    for gib, logged_mb in ((16, 11453.25), (32, 22906.50), (36, 28991.03), (64, 51539.61)):
+        assert round(apple_gpu_wired_limit_bytes(gib * GIB) / 1e6, 2) == logged_mb
 
 
 def test_recommend_ranks_only_rentable_gpus():
@@ -198,7 +198,7 @@ def test_local_amd_through_rocm_smi(monkeypatch):
 def test_local_mac_default_and_raised_wired_limit(monkeypatch):
     fake_machine(monkeypatch, "Darwin", {" ".join(hardware.APPLE_SYSCTL): "sysctl-apple-m2max-64gb.txt"})
     mac = parse_gpus("local").gpu
-    assert mac.name == "M2-Max-64GB" and usable_memory_bytes(mac) == 48 * GIB
+    assert mac.name == "M2-Max-64GB" and usable_memory_bytes(mac) == 48 * GIB     # 51539.61 MB as logged on an M2 Max
     assert "the macOS default; raise it with sudo sysctl iogpu.wired_limit_mb=N" in mac.full_name
     fake_machine(monkeypatch, "Darwin", {" ".join(hardware.APPLE_SYSCTL): "sysctl-apple-m2max-64gb.txt",
                                          " ".join(hardware.APPLE_WIRED_LIMIT): "sysctl-apple-m2max-64gb-wired.txt"})
@@ -231,4 +231,4 @@ def test_gpus_lists_what_it_found(monkeypatch):
     r = CliRunner().invoke(cli, ["gpus", "--format", "json"])
     [row] = json.loads(r.output)["local"]
     assert (row["name"], row["vendor"], row["catalog"], row["usable_memory_bytes"]) == (
-        "Apple M1 Pro", "apple", "M1-Pro-16GB", 16 * GIB * 2 // 3)
+        "Apple M1 Pro", "apple", "M1-Pro-16GB", 11453251584)
