@@ -278,7 +278,7 @@ def test_owned_entries_are_complete_and_sourced(gpu):
         assert gpu["launch_price_usd"] is None or 100 <= gpu["launch_price_usd"] <= 3000
         assert 6 <= gpu["memory_gib_marketed"] <= 32
         assert 200 <= gpu["memory_bandwidth_gbps"] <= 2000
-    assert re.search(r"https?://|whitepaper|datasheet", gpu["source"]), gpu["source"]
+    assert re.search(r"https?://|whitepaper|datasheet|data sheet|specifications|tech specs", gpu["source"]), gpu["source"]
 
 
 @pytest.mark.parametrize("gpu", [g for g in GPUS if g.get("market") == "consumer" and g["vendor"] == "nvidia"],
