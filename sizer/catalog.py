@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -121,6 +122,14 @@ class GpuSpec:
     node_link_gbps: float | None = None     # that link's bandwidth per GPU, GB/s each way
     fabric_gbits: float | None = None       # the network between nodes, Gb/s per node (as NICs are sold)
     node_source: str = ""
+    market: str = "datacenter"              # consumer, apple: cards and Macs people buy rather than rent
+    launch_price_usd: float | None = None   # the vendor's launch price (machines people own)
+    gpu_memory_limit_bytes: int | None = None   # unified memory (Apple): the share the GPU may wire by default
+
+    @property
+    def owned(self) -> bool:
+        """A card or Mac people buy (no hourly listing expected), as opposed to a datacenter GPU."""
+        return self.market != "datacenter"
 
     @property
     def capability(self) -> tuple[int, int] | None:
@@ -143,8 +152,30 @@ def gpu_entries() -> dict[str, GpuSpec]:
     return gpus
 
 
+# Loose GPU names: "RTX 4090", "rtx4090", "NVIDIA GeForce RTX 4090", "4090", "M3 Max 64GB", "7900xtx", "a770"
+# all reduce to one key: lower case, vendor and brand words dropped, then only letters and digits kept.
+_BRAND_WORDS = re.compile(r"\b(?:nvidia|geforce|tesla|amd|radeon|instinct|intel|apple|graphics|gpu)\b|\(r\)|\(tm\)")
+_SERIES_PREFIX = re.compile(r"\b(?:rtx|rx|arc)[\s_-]*(?=[a-z]?\d|pro)")
+_TRAILING_MEMORY = re.compile(r"[\s_-]+\d+\s*(?:gb|gib|g)\s*$", re.IGNORECASE)
+
+
+def loose_key(name: str) -> str:
+    """`name` reduced to what tells GPUs apart: "NVIDIA GeForce RTX 4090" -> "4090", "M3 Max 64 GB" -> "m3max64gb"."""
+    text = _BRAND_WORDS.sub(" ", name.strip().lower())
+    text = _SERIES_PREFIX.sub("", text)
+    text = re.sub(r"[^a-z0-9]+", "", text.replace("gib", "gb"))
+    return text
+
+
+def _family_key(spelling: str) -> str:
+    """The loose key of `spelling` without a memory size at its end ("M3-Max-64GB" -> "m3max", "M1 8GB" -> "m1"):
+    names one product sold in several sizes."""
+    return loose_key(_TRAILING_MEMORY.sub("", spelling))
+
+
 @lru_cache(maxsize=1)
 def _gpu_index() -> dict[str, str]:
+    """Every spelling of the catalog (lower case, as written) -> canonical name."""
     index: dict[str, str] = {}
     for name, gpu in gpu_entries().items():
         for spelling in (name, gpu.full_name, *gpu.aliases):
@@ -152,9 +183,63 @@ def _gpu_index() -> dict[str, str]:
     return index
 
 
-def get_gpu(name: str) -> GpuSpec:
-    """A GPU by catalog name or alias (case-insensitive), with "did you mean" when unknown."""
+@lru_cache(maxsize=1)
+def _gpu_loose_index() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """(loose key -> the entries spelled so, family key -> the entries of that product in every memory size)."""
+    loose: dict[str, list[str]] = {}
+    family: dict[str, list[str]] = {}
+    for spelling, name in _gpu_index().items():
+        key = loose_key(spelling)
+        if key and name not in loose.setdefault(key, []):
+            loose[key].append(name)
+        fam = _family_key(spelling)
+        if fam and fam != key and name not in family.setdefault(fam, []):
+            family[fam].append(name)
+    return ({k: tuple(v) for k, v in loose.items()}, {k: tuple(v) for k, v in family.items()})
+
+
+def gpu_candidates(name: str) -> tuple[str, ...]:
+    """The catalog entries `name` may mean: one for a name that resolves, several for a product sold in
+    several memory sizes ("m3 max", "4060 ti"), none for an unknown name."""
     canonical = _gpu_index().get(_key(name))
-    if canonical is None:
-        raise UsageError(f"unknown GPU {name!r}{did_you_mean(name, list(_gpu_index()))} (see `sizer gpus`)")
-    return gpu_entries()[canonical]
+    if canonical:
+        return (canonical,)
+    key = loose_key(name)
+    loose, family = _gpu_loose_index()
+    return loose.get(key) or family.get(key) or family.get(_family_key(name)) or ()
+
+
+def get_gpu(name: str) -> GpuSpec:
+    """A GPU by catalog name or alias, spelled loosely (case, spaces, hyphens and vendor words do not
+    matter), with "did you mean" when unknown and the choices when the name fits several entries."""
+    found = gpu_candidates(name)
+    if len(found) == 1:
+        return gpu_entries()[found[0]]
+    if found:
+        sizes = sorted(found, key=lambda n: (gpu_entries()[n].memory_bytes, n))
+        raise UsageError(f"GPU {name!r} fits several catalog entries, one per memory size: {', '.join(sizes)}; "
+                         f"name one, e.g. {sizes[-1]}")
+    raise UsageError(f"unknown GPU {name!r}{did_you_mean(name, list(_gpu_index()))} (see `sizer gpus`)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Host memory: CPU-only runs read weights from system RAM
+
+
+@dataclass(frozen=True)
+class HostMemory:
+    """Peak bandwidth of one DDR generation and channel count (gpus.json "host_memory")."""
+
+    name: str
+    memory_type: str
+    mt_per_s: int            # transfers per second, millions (DDR5-5600: 5600)
+    channels: int            # 64-bit channels (per socket)
+    bandwidth_gbps: float    # peak, GB/s (10^9 B/s)
+    examples: str
+    source: str
+
+
+@lru_cache(maxsize=1)
+def host_memory_entries() -> dict[str, HostMemory]:
+    raw = json.loads((data_dir() / "gpus.json").read_text())
+    return {row["name"]: HostMemory(**row) for row in raw.get("host_memory", ())}

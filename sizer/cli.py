@@ -172,8 +172,10 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
 @click.argument("model", required=False)
 @click.option("-g", "--gpus", default=None,
               help="GPUs to plan for: COUNTxGPU (2x48GB, 2xA100-80GB, 8xH100), a GPU without a count (H100: sizer "
-                   "finds the minimum), or 'local' (the GPUs NVML sees; the default when there are any). A bare size "
-                   "like 48GB means a GPU with 48 GiB of device memory, as marketed.")
+                   "finds the minimum), or 'local' (this machine's GPUs: NVIDIA through NVML or nvidia-smi, AMD through "
+                   "rocm-smi, an Apple Silicon Mac through sysctl; the default when there are any). Names are read "
+                   "loosely (rtx4090, 'RTX 4090', 7900xtx, m3-max-64gb). A bare size like 48GB means a GPU with 48 "
+                   "GiB of device memory, as marketed.")
 @click.option("-e", "--engine", default=None, callback=engine_name,
               help="Whose memory budget rules to apply: transformers (the default), vllm, sglang or llamacpp "
                    "(engine profiles: docs/engines.md). NAME==VERSION models that release (transformers==5.24, "
@@ -653,7 +655,8 @@ GPU_COLUMNS = ("name", "vendor", "memory_gib", "memory_bytes", "bandwidth_gb_s",
 @cli.command()
 @output_options
 def gpus(fmt):
-    """The GPU catalog, and the GPUs on this machine (through NVML, extra `gpu`)."""
+    """The GPU catalog, and what this machine has: its GPUs (NVML or nvidia-smi, rocm-smi, an Apple Silicon
+    Mac's sysctl) or, without one, a CPU-only line with its RAM."""
     from sizer.calc.report import render_rows
     from sizer.listing import gpu_rows, local_gpu_text
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from sizer.catalog import GpuSpec, get_gpu
+from sizer.catalog import GpuSpec, get_gpu, gpu_candidates, gpu_entries
 from sizer.errors import UsageError
 from sizer.units import GiB
 
@@ -60,8 +60,32 @@ class GpuSelection:
         return f"{self.count}x{self.gpu.name}" if self.count else self.gpu.name
 
 
+# macOS lets the GPU wire (keep resident) only part of unified memory: Metal's
+# MTLDevice.recommendedMaxWorkingSetSize, which llama.cpp logs at start ("recommendedMaxWorkingSetSize =
+# N MB", N = bytes / 1e6). Public logs give exactly 2/3 of 16 GiB (11453.25 MB) and of 32 GiB (22906.50 MB),
+# and exactly 3/4 of 36 GiB (28991.03 MB) and of 64 GiB (51539.61 MB, an M2 Max); gpustack/gpustack issue
+# #1375 reads it as "75% of total RAM"; exo-explore/exo PR #1672: "~10.67 GB on 16GB M4". Newer macOS
+# releases grant more on some machines (13.32 GiB of 18 GiB on an M3 Pro, 24.96 of 32 on an M4, 51.84 of
+# 64 on an M3 Max, 107.52 of 128 GiB on macOS 26 per antirez/ds4 PR #893), so the rule is the conservative
+# default. `sudo sysctl iogpu.wired_limit_mb=N` raises it until reboot; `--gpus local` reads that setting.
+# The logged values are those fractions rounded up to whole 16 KiB pages (Apple Silicon's page size):
+# 2/3 of 32 GiB is 22,906,492,245 B, which would print 22906.49; the page-rounded 22,906,503,168 prints 22906.50.
+APPLE_SMALL_MAC_BYTES = 32 * GiB
+APPLE_PAGE_BYTES = 16 * 1024
+
+
+def apple_gpu_wired_limit_bytes(unified_memory_bytes: int) -> int:
+    """The unified memory macOS lets the GPU wire by default: 2/3 up to 32 GiB, 3/4 above, in whole pages."""
+    num, den = (2, 3) if unified_memory_bytes <= APPLE_SMALL_MAC_BYTES else (3, 4)
+    pages = -(-unified_memory_bytes * num // (den * APPLE_PAGE_BYTES))
+    return pages * APPLE_PAGE_BYTES
+
+
 def usable_memory_bytes(gpu: GpuSpec) -> int:
-    """Device memory CUDA lets a process allocate from (torch.cuda.mem_get_info total)."""
+    """Device memory CUDA lets a process allocate from (torch.cuda.mem_get_info total); on a Mac, the
+    unified memory macOS lets the GPU wire."""
+    if gpu.gpu_memory_limit_bytes:
+        return gpu.gpu_memory_limit_bytes
     if gpu.cuda_memory_bytes:
         return gpu.cuda_memory_bytes
     return int(gpu.memory_bytes * (1 - DRIVER_RESERVED_FRACTION))
@@ -77,6 +101,9 @@ def generic_gpu(memory_gib: float) -> GpuSpec:
 
 def parse_gpus(text: str) -> GpuSelection:
     """Parse one `--gpus` value; raise UsageError with a one-line reason when it cannot."""
+    named = _named_gpu(text or "")
+    if named:
+        return named
     m = _SPEC_RE.match(text or "")
     if not m or not m.group("what"):
         raise UsageError(f"--gpus {text!r}: expected COUNTxGPU (2x48GB, 8xH100), a GPU (H100, 48GB) or 'local'")
@@ -98,13 +125,28 @@ def parse_gpus(text: str) -> GpuSelection:
         if not 0 < gib <= MAX_GPU_GIB:
             raise UsageError(f"--gpus {text!r}: a GPU's memory must be more than 0 and at most {MAX_GPU_GIB:,} GiB")
         return GpuSelection(generic_gpu(gib), count, text)
-    if re.match(r"^\d", what):       # a GPU people name by its number (4090, 3090), else a malformed size
+    if re.match(r"^\d", what) and not gpu_candidates(what):   # a malformed size, not a GPU's number (4090)
         try:
             return GpuSelection(get_gpu(what), count, text)
         except UsageError:
             raise UsageError(f"--gpus {text!r}: cannot read {what!r} as a memory size; write sizes like 48GB or "
                              "80GiB (GiB of device memory, as GPUs are marketed)") from None
     return GpuSelection(get_gpu(what), count, text)
+
+
+def _named_gpu(text: str) -> GpuSelection | None:
+    """`text` as a catalog GPU, or COUNT x a catalog GPU, when the name itself starts with digits and an
+    x ("7900xtx", "2x7900xtx") that the COUNTxKIND pattern would otherwise split; None when it is not."""
+    whole = text.strip()
+    if gpu_candidates(whole):
+        return GpuSelection(get_gpu(whole), None, text)
+    m = re.match(r"^([+-]?\d+)\s*[x×*]\s*(.+)$", whole, re.IGNORECASE)
+    if m and re.match(r"^\d", m.group(2)) and gpu_candidates(m.group(2)):
+        count = int(m.group(1))
+        if not 1 <= count <= MAX_GPUS:
+            raise UsageError(f"--gpus {text!r}: the GPU count must be between 1 and {MAX_GPUS}, got {count}")
+        return GpuSelection(get_gpu(m.group(2)), count, text)
+    return None
 
 
 def _local(text: str, count: int | None) -> GpuSelection:
@@ -118,19 +160,37 @@ def _local(text: str, count: int | None) -> GpuSelection:
     if len(names) > 1:
         raise UsageError(f"--gpus local: this machine mixes GPU models ({', '.join(sorted(names))}); "
                          "name the ones to plan for, e.g. --gpus 2xH100")
-    first = found[0]
-    gpu = _catalog_match(first.name) or generic_gpu(first.memory_bytes / GiB)
-    gpu = replace(gpu, memory_bytes=first.memory_bytes, cuda_memory_bytes=None,
-                  full_name=f"{first.name} (local, driver {first.driver})")
     if count is not None and count > len(found):
         raise UsageError(f"--gpus {text!r}: this machine has {len(found)} GPU(s)")
-    return GpuSelection(gpu, count or len(found), text)
+    return GpuSelection(local_spec(found[0]), count or len(found), text)
 
 
-def _catalog_match(nvml_name: str) -> GpuSpec | None:
-    """The catalog entry for an NVML device name ("NVIDIA H100 80GB HBM3"): the catalog lists those
-    names among its aliases."""
-    try:
-        return get_gpu(nvml_name)
-    except UsageError:
+def local_spec(local) -> GpuSpec:
+    """The catalog entry for a detected GPU (a sizer.env.hardware.LocalGpu), with the memory the machine
+    reports; a bare-memory GPU when the catalog does not know it."""
+    gpu = _catalog_match(local.name, local.memory_bytes) or generic_gpu(local.memory_bytes / GiB)
+    gpu = replace(gpu, memory_bytes=local.memory_bytes, cuda_memory_bytes=None)
+    if local.unified:
+        limit = local.gpu_limit_bytes or apple_gpu_wired_limit_bytes(local.memory_bytes)
+        how = "iogpu.wired_limit_mb" if local.gpu_limit_bytes else "the macOS default; raise it with sudo sysctl iogpu.wired_limit_mb=N"
+        return replace(gpu, vendor="apple", gpu_memory_limit_bytes=limit,
+                       full_name=f"{local.name} (local, {local.memory_bytes / GiB:g} GiB unified memory, "
+                                 f"{limit / GiB:.1f} GiB for the GPU: {how})")
+    return replace(gpu, full_name=f"{local.name} (local, driver {local.driver})")
+
+
+def _catalog_match(device_name: str, memory_bytes: int) -> GpuSpec | None:
+    """The catalog entry for a device name as drivers report it ("NVIDIA H100 80GB HBM3", "Radeon RX 7900
+    XTX", "Apple M3 Max"); where the name fits several memory sizes (a Mac, "RTX 4060 Ti", or rocm-smi's
+    "Navi 31 [Radeon RX 7900 XT/7900 XTX]"), the one whose memory is nearest the device's."""
+    spellings = [device_name, f"{device_name} {round(memory_bytes / GiB)}GB"]
+    bracket = re.search(r"\[(.+)\]", device_name)
+    if bracket:                         # the PCI ids name: every product it lists
+        first, *rest = bracket.group(1).split("/")
+        number = re.search(r"\S*\d", first)
+        prefix = first[:number.start()].strip() if number else ""
+        spellings += [first, *(f"{prefix} {r}" for r in rest)]
+    names = {n for spelling in spellings for n in gpu_candidates(spelling)}
+    if not names:
         return None
+    return gpu_entries()[min(names, key=lambda n: (abs(gpu_entries()[n].memory_bytes - memory_bytes), n))]

@@ -39,19 +39,30 @@ def gpu_rows() -> list[dict]:
             "memory_bytes": g.memory_bytes, "bandwidth_gb_s": g.memory_bandwidth_gbps,
             "bf16_tflops": g.dense_tflops.get("bf16"), "fp16_tflops": g.dense_tflops.get("fp16"), "fp8_tflops": g.dense_tflops.get("fp8"),
             "int8_tops": g.dense_tflops.get("int8"), "price_per_hour_usd": g.price_per_hour_usd,
-            "price_date": g.price_date, "full_name": g.full_name,
+            "price_date": g.price_date, "full_name": g.full_name, "market": g.market,
+            "launch_price_usd": g.launch_price_usd, "gpu_memory_limit_bytes": g.gpu_memory_limit_bytes,
         })
     return rows
 
 
 def local_gpu_text() -> tuple[str, list[dict]]:
+    """What this machine has, one line a GPU (or one CPU-only line), and the rows for JSON."""
     from sizer.env.hardware import local_gpus
+    from sizer.gpuspec import local_spec, usable_memory_bytes
 
     found, reason = local_gpus()
     if not found:
         return reason, []
-    rows = [{"index": g.index, "name": g.name, "memory_gib": round(g.memory_bytes / GiB, 2),
-             "memory_bytes": g.memory_bytes, "free_bytes": g.memory_free_bytes, "driver": g.driver} for g in found]
-    lines = [f"local GPU {r['index']}: {r['name']}, {r['memory_gib']} GiB ({r['memory_bytes']:,} bytes), driver {r['driver']}"
-             for r in rows]
+    rows, lines = [], []
+    for g in found:
+        spec = local_spec(g)
+        row = {"index": g.index, "name": g.name, "vendor": g.vendor, "memory_gib": round(g.memory_bytes / GiB, 2),
+               "memory_bytes": g.memory_bytes, "free_bytes": g.memory_free_bytes, "driver": g.driver,
+               "catalog": spec.name, "usable_memory_bytes": usable_memory_bytes(spec)}
+        rows.append(row)
+        if g.unified:
+            lines.append(f"local GPU {g.index}: {spec.full_name}; catalog {spec.name}")
+        else:
+            lines.append(f"local GPU {g.index}: {g.name}, {row['memory_gib']} GiB ({g.memory_bytes:,} bytes), "
+                         f"driver {g.driver}; catalog {spec.name}")
     return "\n".join(lines), rows

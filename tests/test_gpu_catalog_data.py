@@ -13,7 +13,8 @@ CATALOG_PATH = Path(__file__).resolve().parents[1] / "sizer" / "data" / "gpus.js
 MIB = 1024 ** 2
 GIB = 1024 ** 3
 
-OPTIONAL_KEYS = ("cuda_memory_bytes", "cuda_memory_source", "compute_capability", "compute_capability_source")
+OPTIONAL_KEYS = ("cuda_memory_bytes", "cuda_memory_source", "compute_capability", "compute_capability_source",
+                 "market", "launch_price_usd", "launch_price_source", "gpu_memory_limit_bytes", "gpu_memory_limit_source")
 ENTRY_KEYS = [
     "name",
     "full_name",
@@ -62,7 +63,28 @@ REQUIRED_GPUS = [
     "B200",
     "MI300X",
     "MI250X",
+    # data-centre cards added with the machines people own (issue 18)
+    "A40",
+    "RTX-PRO-6000",
+    "GH200-96GB",
+    "GH200-144GB",
+    "MI325X",
 ]
+
+# The machines people own (issue 18, item 4): consumer cards 6-32 GB, AMD/Intel desktop cards, every Apple M1-M4
+# chip in every memory size Apple sold
+REQUIRED_OWNED = [
+    "RTX-2080-Ti", "RTX-3060-12GB", "RTX-3070", "RTX-3080-10GB", "RTX-3080-12GB", "RTX-4060", "RTX-4060-Ti-8GB",
+    "RTX-4060-Ti-16GB", "RTX-4070", "RTX-4070-Ti-Super", "RTX-4080", "RTX-5060-Ti-16GB", "RTX-5070", "RTX-5080",
+    "RX-7900-XTX", "RX-7900-XT", "RX-6800-XT", "Arc-A770-16GB", "Arc-B580",
+]
+APPLE_SIZES_GB = {
+    "M1": [8, 16], "M1-Pro": [16, 32], "M1-Max": [32, 64], "M1-Ultra": [64, 128],
+    "M2": [8, 16, 24], "M2-Pro": [16, 32], "M2-Max": [32, 64, 96], "M2-Ultra": [64, 128, 192],
+    "M3": [8, 16, 24], "M3-Pro": [18, 36], "M3-Max": [36, 48, 64, 96, 128], "M3-Ultra": [96, 256, 512],
+    "M4": [16, 24, 32], "M4-Pro": [24, 48, 64], "M4-Max": [36, 48, 64, 128],
+}
+REQUIRED_APPLE = [f"{chip}-{gb}GB" for chip, sizes in APPLE_SIZES_GB.items() for gb in sizes]
 
 
 def _load():
@@ -102,7 +124,7 @@ def test_top_level_shape():
     assert isinstance(GPUS, list) and len(GPUS) >= len(REQUIRED_GPUS)
 
 
-@pytest.mark.parametrize("name", REQUIRED_GPUS)
+@pytest.mark.parametrize("name", REQUIRED_GPUS + REQUIRED_OWNED + REQUIRED_APPLE)
 def test_required_gpu_present(name):
     assert name in BY_NAME, f"missing required GPU {name}"
 
@@ -120,7 +142,7 @@ def test_entry_keys_and_types(gpu):
     for alias in gpu["aliases"]:
         assert isinstance(alias, str) and alias.strip()
         assert alias == alias.lower(), f"alias not lower-case: {alias!r}"
-    assert gpu["vendor"] in {"nvidia", "amd"}
+    assert gpu["vendor"] in {"nvidia", "amd", "intel", "apple"}
     assert isinstance(gpu["architecture"], str) and gpu["architecture"].strip()
 
     assert _is_number(gpu["memory_gib_marketed"]) and gpu["memory_gib_marketed"] > 0
@@ -135,11 +157,17 @@ def test_entry_keys_and_types(gpu):
         assert value is None or (_is_number(value) and value > 0), (fmt, value)
 
     assert type(gpu["node_gpus"]) is int and 1 <= gpu["node_gpus"] <= 72
-    assert gpu["node_link"] in {"nvlink", "pcie", "infinity-fabric"}
-    assert _is_number(gpu["node_link_gbps"]) and 1 <= gpu["node_link_gbps"] <= 2000
+    if gpu["node_gpus"] == 1:       # one GPU per machine (a Mac): no link inside it
+        assert gpu["node_link"] == "none" and gpu["node_link_gbps"] is None
+    else:
+        assert gpu["node_link"] in {"nvlink", "pcie", "infinity-fabric"}
+        assert _is_number(gpu["node_link_gbps"]) and 1 <= gpu["node_link_gbps"] <= 2000
     assert _is_number(gpu["fabric_gbits"]) and 1 <= gpu["fabric_gbits"] <= 10000
     assert gpu["node_source"].strip()
-    assert _is_number(gpu["tdp_watts"]) and gpu["tdp_watts"] > 0
+    if gpu["vendor"] == "apple":    # Apple publishes no power per chip
+        assert gpu["tdp_watts"] is None
+    else:
+        assert _is_number(gpu["tdp_watts"]) and gpu["tdp_watts"] > 0
     assert isinstance(gpu["interconnect"], str) and gpu["interconnect"].strip()
 
     price = gpu["price_per_hour_usd"]
@@ -230,3 +258,93 @@ def test_key_compute_capabilities():
         if gpu["vendor"] == "nvidia":
             has_fp8 = tuple(map(int, gpu["compute_capability"].split("."))) >= (8, 9)
             assert (gpu["dense_tflops"]["fp8"] is not None) == has_fp8, gpu["name"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The machines people own (issue 18, item 4)
+
+OWNED = [g for g in GPUS if g.get("market") in {"consumer", "apple"}]
+APPLE = [g for g in GPUS if g["vendor"] == "apple"]
+
+
+@pytest.mark.parametrize("gpu", OWNED, ids=lambda g: g["name"])
+def test_owned_entries_are_complete_and_sourced(gpu):
+    """Cards and Macs people buy: a market, a launch price with its source (null only where the vendor published
+    none), a spec source naming a vendor page or whitepaper, memory and bandwidth in range for the class."""
+    assert gpu["market"] in {"consumer", "apple"}
+    assert gpu["market"] == ("apple" if gpu["vendor"] == "apple" else "consumer")
+    if gpu["vendor"] != "apple":
+        assert gpu["launch_price_source"].strip()
+        assert gpu["launch_price_usd"] is None or 100 <= gpu["launch_price_usd"] <= 3000
+        assert 6 <= gpu["memory_gib_marketed"] <= 32
+        assert 200 <= gpu["memory_bandwidth_gbps"] <= 2000
+    assert re.search(r"https?://|whitepaper|datasheet|data sheet|specifications|tech specs", gpu["source"]), gpu["source"]
+
+
+@pytest.mark.parametrize("gpu", [g for g in GPUS if g.get("market") == "consumer" and g["vendor"] == "nvidia"],
+                         ids=lambda g: g["name"])
+def test_geforce_tensor_rates_are_fp32_accumulate(gpu):
+    """GeForce tensor rates with FP32 accumulate, as multiples of the shader FP32 rate (NVIDIA's whitepaper
+    appendices; rounding of the published figures aside): Ampere GA10x, Ada, Blackwell: bf16/fp16 2x, fp8 4x
+    (Ada on), int8 8x; Turing (TU102, 64 FP32 lanes per SM): fp16 4x, int8 16x, no bf16."""
+    t = gpu["dense_tflops"]
+    turing = gpu["architecture"] == "turing"
+    assert t["fp16"] == pytest.approx((4 if turing else 2) * t["fp32"], rel=0.01)
+    assert t["bf16"] is None if turing else t["bf16"] == t["fp16"]
+    if t["fp8"] is not None:
+        assert t["fp8"] == pytest.approx(4 * t["fp32"], rel=0.01)
+    assert t["int8"] == pytest.approx((16 if turing else 8) * t["fp32"], rel=0.02)
+
+
+@pytest.mark.parametrize("gpu", APPLE, ids=lambda g: g["name"])
+def test_apple_entries(gpu):
+    """One entry per chip and memory size: memory_bytes is hw.memsize (the marketed GB as GiB exactly), the GPU's
+    default wired share 2/3 up to 32 GiB and 3/4 above (in 16 KiB pages), FP16 at the FP32 rate, no FP8/INT8, name = chip + size."""
+    gb = gpu["memory_gib_marketed"]
+    assert gpu["memory_bytes"] == gb * GIB
+    share = (2, 3) if gb <= 32 else (3, 4)
+    pages = -(-gpu["memory_bytes"] * share[0] // (share[1] * 16384))     # rounded up to 16 KiB pages
+    assert gpu["gpu_memory_limit_bytes"] == pages * 16384
+    assert gpu["gpu_memory_limit_source"].strip()
+    t = gpu["dense_tflops"]
+    assert t["fp16"] == t["bf16"] == t["fp32"] and t["fp8"] is None and t["int8"] is None
+    assert gpu["name"].endswith(f"-{gb}GB") and gpu["architecture"] == "apple-" + gpu["name"].split("-")[0].lower()
+    assert gpu["node_gpus"] == 1 and gpu["fabric_gbits"] in {40, 80}
+
+
+def test_apple_bandwidth_by_chip_variant():
+    """Memory bandwidth follows the chip and, for M3 Max and M4 Max, the GPU bin each memory size is sold with
+    (Apple tech specs: M3 Max 30-core 300 GB/s with 36/96 GB, 40-core 400 GB/s with 48/64/128 GB; M4 Max 410 / 546)."""
+    bw = {g["name"]: g["memory_bandwidth_gbps"] for g in APPLE}
+    assert [bw[f"M3-Max-{gb}GB"] for gb in (36, 48, 64, 96, 128)] == [300, 400, 400, 300, 400]
+    assert [bw[f"M4-Max-{gb}GB"] for gb in (36, 48, 64, 128)] == [410, 546, 546, 546]
+    assert (bw["M1-8GB"], bw["M2-16GB"], bw["M3-Pro-18GB"], bw["M4-Pro-48GB"], bw["M3-Ultra-512GB"]) == (68.25, 100, 150, 273, 819)
+    assert bw["M1-Ultra-128GB"] == bw["M2-Ultra-192GB"] == 800
+
+
+def test_data_centre_additions():
+    assert BY_NAME["A40"]["memory_bytes"] == 46068 * MIB            # nvidia-smi, ECC on
+    assert BY_NAME["GH200-144GB"]["memory_bytes"] == 146831 * MIB   # nvidia-smi, driver 580
+    assert BY_NAME["RTX-PRO-6000"]["memory_bytes"] == 97887 * MIB
+    assert (BY_NAME["GH200-96GB"]["memory_bandwidth_gbps"], BY_NAME["GH200-144GB"]["memory_bandwidth_gbps"]) == (4000, 4900)
+    assert BY_NAME["MI325X"]["dense_tflops"] == BY_NAME["MI300X"]["dense_tflops"]     # same CDNA3 compute
+    assert BY_NAME["GH200-96GB"]["dense_tflops"] == BY_NAME["H100-SXM"]["dense_tflops"]
+    assert BY_NAME["RX-7900-XTX"]["memory_bytes"] == 25753026560                  # rocm-smi
+
+
+HOST = CATALOG["host_memory"]
+
+
+@pytest.mark.parametrize("row", HOST, ids=lambda r: r["name"])
+def test_host_memory_rows(row):
+    """Peak bandwidth = MT/s x 8 bytes per 64-bit channel x channels, in GB/s; every row sourced."""
+    assert set(row) == {"name", "memory_type", "mt_per_s", "channels", "bandwidth_gbps", "examples", "source"}
+    assert row["bandwidth_gbps"] == round(row["mt_per_s"] * 8 * row["channels"] / 1000, 1)
+    assert row["memory_type"] in {"ddr4", "ddr5", "lpddr5x"} and row["source"].strip() and row["examples"].strip()
+    assert row["name"].upper().startswith(row["memory_type"].upper() + "-" + str(row["mt_per_s"]))
+
+
+def test_host_memory_known_figures():
+    by = {r["name"]: r["bandwidth_gbps"] for r in HOST}
+    assert by["DDR4-3200-2ch"] == 51.2 and by["DDR5-5600-2ch"] == 89.6
+    assert by["DDR5-4800-12ch"] == 460.8 and by["DDR4-3200-8ch"] == 204.8

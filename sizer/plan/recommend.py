@@ -20,6 +20,12 @@ def _rank_key(option: FitOption):
     return (price, -speed, option.gpu_count)
 
 
+def rentable_gpus() -> list:
+    """The catalog GPUs --recommend ranks: datacenter GPUs, and cards people own only where a cloud lists
+    them by the hour (RTX 3090/4090/5090); a Mac or a desktop card nobody rents has no price to rank by."""
+    return [gpu for gpu in gpu_entries().values() if not gpu.owned or gpu.price_per_hour_usd is not None]
+
+
 def recommend(model, engine: str | EngineChoice = "transformers", precision: str | list | None = None,
               context_length: int | None = None, batch_size: int = 1, kv_dtype: str | None = None,
               max_gpus: int = DEFAULT_RECOMMEND_MAX_GPUS, allow_long_context: bool = False,
@@ -40,7 +46,7 @@ def recommend(model, engine: str | EngineChoice = "transformers", precision: str
     formats = resolve_precisions(spec, engine, precision)
     eng = make_engine(engine, **engine_options, **choice.engine_options)
     options, notes = [], []
-    for gpu in gpu_entries().values():
+    for gpu in rentable_gpus():
         planner = Planner(spec, gpu, eng, kv_dtype)
         for fmt in formats:
             if planner.min_gpus(fmt, workload, max_gpus) is None:
