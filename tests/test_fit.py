@@ -689,3 +689,23 @@ def test_a_checkpoints_long_keep_list_is_cut_in_the_table_only():
     row = next(line for line in table.splitlines() if line.startswith("modelopt-nvfp4"))
     assert row.split()[0] == name.split("-keep-")[0] + "-keep-..."
     assert f"- {name}: " in table
+
+
+@pytest.mark.parametrize("engine, precision, words", [
+    ("vllm", "bf16", "vLLM has no Apple GPU (Metal) backend"),
+    ("sglang", "bf16", "SGLang has no Apple GPU (Metal) backend"),
+    ("transformers", "nf4", "bitsandbytes (nf4) has no Apple GPU (MPS) kernels"),
+])
+def test_apple_gpus_refuse_what_cannot_run_on_metal_on_one_mac(engine, precision, words):
+    out = json.loads(CliRunner().invoke(cli, ["fit", "llama-3.1-8b", "--gpus", "m3-max-64gb", "--engine", engine,
+                                              "-p", precision, "--format", "json"]).output)
+    [option] = out["options"]
+    assert option["verdict"] == "does-not-fit" and words in option["reason"]
+    assert option["gpu_count"] == 1 and option["min_gpus"] is None       # no search over 32 Macs
+
+
+def test_apple_gpus_run_llamacpp_and_transformers_bf16():
+    for engine, precision in (("llamacpp", "Q4_K_M"), ("transformers", "bf16")):
+        out = json.loads(CliRunner().invoke(cli, ["fit", "llama-3.1-8b", "--gpus", "m3-max-64gb", "--engine", engine,
+                                                  "-p", precision, "--format", "json"]).output)
+        assert out["options"][0]["verdict"] == "fits", (engine, out["options"][0]["reason"])

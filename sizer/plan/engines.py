@@ -662,6 +662,14 @@ def hardware_rule(engine: str, precision, gpu) -> HardwareRule:
         return HardwareRule(precision, refusal=(
             f"llama.cpp loads GGUF files and cannot load bitsandbytes ({precision.name}) weights: plan a GGUF type "
             "(Q8_0, Q6_K, Q5_K_M, Q4_K_M, ...) instead"))
+    if gpu.vendor == "apple" and engine in ("vllm", "sglang"):
+        return HardwareRule(precision, refusal=(
+            f"{ENGINE_TITLES[engine]} has no Apple GPU (Metal) backend, so it cannot use {gpu.name}'s GPU: plan "
+            "--engine llamacpp (llama.cpp, Ollama, LM Studio) or transformers on MPS"))
+    if gpu.vendor == "apple" and precision.is_bitsandbytes:
+        return HardwareRule(precision, refusal=(
+            f"bitsandbytes ({precision.name}) has no Apple GPU (MPS) kernels: plan a GGUF type with --engine llamacpp, "
+            "or bf16 / fp16"))
     if precision.is_bitsandbytes and gpu.vendor == "amd":
         return HardwareRule(precision, note=f"{precision.name}: bitsandbytes is built for CUDA; on {gpu.name} (AMD) it "
                                             "needs bitsandbytes' ROCm build (sized as on CUDA)")
@@ -731,6 +739,7 @@ def _scaled_checkpoint_rule(engine: str, precision, method: str, gpu) -> Hardwar
 
 
 ENGINES = ("transformers", "vllm", "sglang", "llamacpp")
+ENGINE_TITLES = {"transformers": "transformers", "vllm": "vLLM", "sglang": "SGLang", "llamacpp": "llama.cpp"}
 
 
 @dataclass(frozen=True)

@@ -327,8 +327,9 @@ def resolve_precisions(spec: ModelSpec, engine: str, precision: str | list | Non
 
 def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Workload, max_gpus: int) -> FitOption:
     """Everything `fit` reports for one precision (a sizer.quant format object)."""
-    found = planner.min_gpus(precision, workload, max_gpus)
-    count = gpu_count or (found[0] if found else _fallback_count(planner, max_gpus))
+    refused = bool(planner.hardware(precision).refusal)     # more GPUs of the kind never lift a refusal
+    found = None if refused else planner.min_gpus(precision, workload, max_gpus)
+    count = gpu_count or (found[0] if found else 1 if refused else _fallback_count(planner, max_gpus))
     placement, compared = planner.best_layout(precision, count, workload)
     ev = planner.evaluate(precision, placement, workload)
     stages = planner.stages(precision, placement)
