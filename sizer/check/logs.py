@@ -94,6 +94,17 @@ SETTING_LINES = {
     ),
 }
 
+# --- what Unsloth's load_vllm prints before it starts vLLM and passes to it as engine arguments
+# (unsloth_zoo/vllm_utils.py@2025.2.4 and @2025.6.8: `gpu_memory_utilization = actual_gpu_memory_utilization`,
+# `max_num_batched_tokens = chunked_prefill_tokens`, `max_num_seqs = approx_max_num_seqs`); the percentage
+# is printed to two decimals, finer than vLLM's own "gpu_memory_utilization (0.70)"
+UNSLOTH_ARGS = (
+    re.compile(r"Unsloth: vLLM loading \S+ with actual GPU utilization = (?P<gpu_memory_utilization_percent>[\d.]+)%"),
+    re.compile(r"Unsloth: Using conservativeness = [\d.]+\. Chunked prefill tokens = (?P<max_num_batched_tokens>\d+)\. "
+               r"Num Sequences = (?P<max_num_seqs>\d+)\."),
+    re.compile(r"Unsloth: Retrying vLLM to process (?P<max_num_seqs>\d+) sequences"),   # after an out-of-memory start
+)
+
 # --- measured quantities: each named group is one; a `_gib` group becomes `_bytes` (x 2**30)
 NUMBER = r"-?\d+(?:\.\d+)?"
 MEASURED_LINES = {
@@ -314,8 +325,21 @@ def _read_record(reader: _Reader, record: _Record) -> None:
         if m := pattern.search(text):
             for name, value in m.groupdict().items():
                 reader.put(name, _literal(value), FILL)
+    if reader.engine == VLLM:
+        _read_unsloth_args(reader, text)
     _read_version_and_model(reader, record)
     _read_settings(reader, text)
+
+
+def _read_unsloth_args(reader: _Reader, text: str) -> None:
+    """The engine arguments Unsloth passes to vLLM, trusted as arguments (UNSLOTH_ARGS)."""
+    for pattern in UNSLOTH_ARGS:
+        if m := pattern.search(text):
+            for name, value in m.groupdict().items():
+                if name == "gpu_memory_utilization_percent":
+                    reader.put("gpu_memory_utilization", round(float(value) / 100, 4), ARGS)
+                else:
+                    reader.put(name, int(value), ARGS)
 
 
 def _read_version_and_model(reader: _Reader, record: _Record) -> None:

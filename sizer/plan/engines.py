@@ -151,10 +151,15 @@ VLLM_BLOCK_SIZE = 16
 # the releases that take their baseline before NCCL starts charge to the budget (vllm_releases).
 VLLM_NON_TORCH_BYTES_TP1 = 150 * MiB
 VLLM_NON_TORCH_BYTES_TP = VLLM_NON_TORCH_BYTES_TP1 + SGLANG_NCCL_BYTES    # 0.5 GiB: NCCL's buffers added
-# Before Hopper the non-torch memory a worker adds is smaller: 0.03-0.09 GiB in the published T4, A100,
-# RTX 4090 and GTX 1080 logs (tests/data/engine_logs), against 0.14 on H100: cuBLAS takes 8 MiB of
-# workspace per handle there (":4096:2:16:8") and 32 MiB from Hopper on (":4096:8", sizer.calc.overhead).
-VLLM_NON_TORCH_BYTES_TP1_PRE_HOPPER = 64 * MiB
+# Before Hopper the non-torch memory a worker adds is smaller than the 0.14 GiB of H100 runs: cuBLAS takes
+# 8 MiB of workspace per handle there (":4096:2:16:8") and 32 MiB from Hopper on (":4096:8",
+# sizer.calc.overhead). What remains is what the CUDA driver loads for the kernels the profiling run
+# first calls (lazy module loading), which no source sizes: the figures are the published logs', per
+# architecture where several logs of it agree (docs/reference/vllm-versions-v0.md, "Non-torch memory
+# by architecture"): Turing (T4) 0.05 GiB in three of four V0 logs (0.03 in the fourth); Ampere and
+# Ada (A100 x 2, RTX 4090) 0.08-0.09 GiB.
+VLLM_NON_TORCH_BYTES_TP1_TURING = 51 * MiB          # 0.05 GiB: compute capability below 8.0
+VLLM_NON_TORCH_BYTES_TP1_AMPERE = 88 * MiB          # 0.086 GiB: 8.0 up to Hopper
 # CUDA-graph memory ("Graph capturing finished ... took 0.5 GiB" is typical of dense 8B-70B models):
 # subtracted before sizing the KV cache from 0.20.2, captured in the headroom before. Placeholder
 # until calibrated.
@@ -163,8 +168,47 @@ VLLM_CUDA_GRAPH_BYTES = 512 * MiB
 # top-k/top-p sort (values and int64 indices), about 32 bytes per logit. With the forward pass this
 # reproduces the published observation that the activation peak is nearly constant per family.
 VLLM_SAMPLER_BYTES_PER_LOGIT = 32
+# V0's dummy sampler (docs/reference/vllm-versions-v0.md, "The profile sampler's peak"): its peak is
+# the sort of _apply_top_k_top_p (model_executor/layers/sampler.py@v0.7.1), while the runner still holds
+# the model-dtype logits and Sampler.forward their float32 copy. torch's stable sort of a
+# [rows, vocab] float32 tensor (aten/src/ATen/native/cuda/SortStable.cu) allocates its outputs (float32
+# values, int64 indices) and, by the number of rows:
+V0_SORT_FULL_SORT_MAX_ROWS = 127         # 2-127 rows: segmented_sort_pairs_by_full_sort
+V0_SORT_LARGE_SEGMENT = 1_000_000        # a row this long (or a single row) sorts alone
+INT64_BYTES = 8
+# >= 128 rows (segmented_sort_pairs): int64 reverse indices, and cub's DeviceSegmentedRadixSort::SortPairs
+# (keys and values not overwritable) alternate buffers for the float32 keys and int64 values
+V0_SORT_SEGMENTED_TEMP_BYTES_PER_LOGIT = INT64_BYTES + FP32_BYTES + INT64_BYTES
+# 2-127 rows: two int2 (index, segment) arrays, the float32 keys radix_sort_pairs allocates (keys_out
+# nullptr), and cub DeviceRadixSort::SortPairs' alternate float32 keys and int2 values
+V0_SORT_FULL_SORT_TEMP_BYTES_PER_LOGIT = 2 * INT64_BYTES + FP32_BYTES + FP32_BYTES + INT64_BYTES
 # vLLM's fused add+RMSNorm keeps the hidden state and the residual: two hidden-sized tensors.
 VLLM_RESIDUAL_COPIES = 2
+
+
+def vllm_non_torch_tp1_bytes(capability: tuple[int, int] | None) -> int:
+    """Non-torch memory one worker adds by its profiling run, by the GPU's compute capability (Hopper's
+    where it is not known)."""
+    if capability is None or capability >= (9, 0):
+        return VLLM_NON_TORCH_BYTES_TP1
+    return VLLM_NON_TORCH_BYTES_TP1_TURING if capability < (8, 0) else VLLM_NON_TORCH_BYTES_TP1_AMPERE
+
+
+def v0_sort_temp_bytes(rows: int, vocab: int) -> int:
+    """What torch's CUDA sort of a [rows, vocab] float32 tensor allocates besides its outputs."""
+    if rows == 1 or vocab >= V0_SORT_LARGE_SEGMENT:       # segmented_sort_large_segments: a row at a time
+        return vocab * (INT64_BYTES + FP32_BYTES + INT64_BYTES)
+    per_logit = (V0_SORT_FULL_SORT_TEMP_BYTES_PER_LOGIT if rows <= V0_SORT_FULL_SORT_MAX_ROWS
+                 else V0_SORT_SEGMENTED_TEMP_BYTES_PER_LOGIT)
+    return rows * vocab * per_logit
+
+
+def v0_sampler_peak_bytes(rows: int, vocab: int, logits_bytes: int) -> int:
+    """Peak bytes of V0's dummy sampler over `rows` prompts: the runner's model-dtype logits
+    (`logits_bytes` each), their float32 copy, the sort's float32 values and int64 indices, and the
+    sort's own buffers (v0_sort_temp_bytes)."""
+    held = rows * vocab * (logits_bytes + FP32_BYTES)
+    return held + rows * vocab * (FP32_BYTES + INT64_BYTES) + v0_sort_temp_bytes(rows, vocab)
 
 
 @dataclass(frozen=True)
@@ -211,14 +255,24 @@ class VllmEngine:
         # vLLM's kernels build neither transformers' 4-D masks nor its per-forward RoPE tables
         forward = peak_of({**parts, "positions": 0, "masks": 0}, stage.last)
         rows = self.release.sampler_rows(seqs, tokens)
-        sampler = rows * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
         scale = self.calibration.activation_scale if self.calibration else 1.0
+        if self.release.v0_allocated_peak:
+            return int(max(forward, self._v0_sampler_step_bytes(stage, tokens, rows, compute_bytes)) * scale)
+        sampler = rows * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
         return int((forward + sampler) * scale)
+
+    @staticmethod
+    def _v0_sampler_step_bytes(stage: Stage, tokens: int, rows: int, compute_bytes: int) -> int:
+        """V0's forward has ended when its sampler runs (model_runner.py@v0.7.1 execute_model): the
+        runner holds the hidden states of the `tokens` and the logits; the sampler's peak adds to them."""
+        if not stage.last:
+            return 0
+        spec = stage.rank_spec
+        return tokens * spec.hidden_size * compute_bytes + v0_sampler_peak_bytes(rows, spec.vocab_size, compute_bytes)
 
     def non_torch_bytes(self, gpu_count: int) -> int:
         """Non-torch memory the release charges to the budget (vllm_releases)."""
-        pre_hopper = self.gpu_capability is not None and self.gpu_capability < (9, 0)
-        charged = VLLM_NON_TORCH_BYTES_TP1_PRE_HOPPER if pre_hopper else VLLM_NON_TORCH_BYTES_TP1
+        charged = vllm_non_torch_tp1_bytes(self.gpu_capability)
         if gpu_count > 1 and self.release.charges_nccl:
             charged += VLLM_NON_TORCH_BYTES_TP - VLLM_NON_TORCH_BYTES_TP1
         if self.release.charges_cuda_context:

@@ -67,6 +67,12 @@ class VllmRelease:
         large = capacity >= LARGE_GPU_BYTES and not (self.a100_is_small and "a100" in gpu_name.lower())
         return (8192, 1024) if large else (2048, 256)
 
+    @property
+    def v0_allocated_peak(self) -> bool:
+        """A V0 release whose activation figure is torch's allocated peak (0.6.4 on), not the free-memory
+        drop across the profiling run, which holds what the caching allocator keeps reserved (to 0.6.3)."""
+        return self.engine == "V0" and self.first >= (0, 6, 4)
+
     def sampler_rows(self, max_num_seqs: int, max_num_batched_tokens: int) -> int:
         return max_num_seqs if self.engine == "V0" else min(max_num_seqs, max_num_batched_tokens)
 

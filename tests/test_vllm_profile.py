@@ -1,0 +1,117 @@
+"""vLLM's profiling run and non-torch memory as sizer models them per release (docs/reference/
+vllm-versions-v0.md, "The profile sampler's peak" and "Non-torch memory by architecture"), the
+engine arguments Unsloth passes to vLLM read from its log lines, and the check on the published logs."""
+
+import json
+
+import pytest
+
+from sizer.inputs.resolve import get_model
+from sizer.check.compare import check_log
+from sizer.check.logs import read_engine_log, read_engine_log_file
+from sizer.plan.engines import (VLLM_NON_TORCH_BYTES_TP1, VllmEngine, v0_sampler_peak_bytes, v0_sort_temp_bytes,
+                                vllm_non_torch_tp1_bytes)
+from sizer.plan.placement import Placement
+from sizer.plan.stages import build_stages
+from sizer.plan.vllm_releases import release_for
+from sizer.quant import get_precision
+from sizer.units import GiB, MiB
+
+from conftest import ROOT
+
+LOGS = ROOT / "tests" / "data" / "engine_logs" / "vllm"
+
+
+@pytest.mark.parametrize("rows, vocab, expected", [
+    (256, 32000, 256 * 32000 * (8 + 4 + 8)),        # segmented sort: reverse indices, cub's alternate keys/values
+    (128, 100352, 128 * 100352 * 20),
+    (127, 100352, 127 * 100352 * (8 + 8 + 4 + 4 + 8)),  # full sort: two int2 arrays, keys out, alternates
+    (2, 1000, 2 * 1000 * 32),
+    (1, 151936, 151936 * 20),                        # one row sorts alone
+    (4, 1_000_000, 1_000_000 * 20),                  # so does a row of a million
+])
+def test_torch_sort_buffers_by_path(rows, vocab, expected):
+    assert v0_sort_temp_bytes(rows, vocab) == expected
+
+
+def test_v0_sampler_peak_is_the_sort_over_the_held_logits():
+    # fp16 logits held by the runner (2) + float32 copy (4) + sorted values (4) + int64 indices (8) + 20
+    assert v0_sampler_peak_bytes(128, 100352, 2) == 128 * 100352 * 38
+    assert v0_sampler_peak_bytes(128, 100352, 4) == 128 * 100352 * 40        # a float32 model's logits
+
+
+def _phi4_stage():
+    spec = get_model("phi-4")
+    return build_stages(spec, get_precision("bf16"), Placement(1, 1), "bf16")[0]
+
+
+@pytest.mark.parametrize("seqs", [128, 320])
+def test_v0_profile_peak_is_the_sampler_step(seqs):
+    """Phi-4 (hidden 5120, vocab 100352) with Unsloth's 512 tokens: the forward has ended when the sampler
+    runs; its hidden states stay with the runner."""
+    stage = _phi4_stage()
+    assert (stage.rank_spec.hidden_size, stage.rank_spec.vocab_size) == (5120, 100352)
+    engine = VllmEngine(release=release_for("0.7.3"), max_num_batched_tokens=512, max_num_seqs=seqs)
+    assert engine.profile_peak(stage, 80 * GiB, 2, 512) == 512 * 5120 * 2 + seqs * 100352 * 38
+
+
+def test_the_sampler_step_grows_with_max_num_seqs_not_with_the_gpu():
+    stage = _phi4_stage()
+    t4 = VllmEngine(release=release_for("0.7.1"), max_num_batched_tokens=512, max_num_seqs=128)
+    # 0.8.2 fell back to its V0 engine for bitsandbytes: modelled as 0.6.5-0.7.3 (sizer.check.compare)
+    a100 = VllmEngine(release=release_for("0.7.3"), max_num_batched_tokens=512, max_num_seqs=320)
+    assert a100.profile_peak(stage, 80 * GiB, 2, 512) - t4.profile_peak(stage, 15 * GiB, 2, 512) == \
+        (320 - 128) * 100352 * 38
+
+
+def test_which_releases_measure_the_allocated_peak():
+    assert [release_for(v).v0_allocated_peak for v in ("0.5.5", "0.6.3.post1", "0.6.4", "0.7.3", "0.8.5")] == \
+        [False, False, True, True, False]
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ((7, 5), 51 * MiB), ((6, 1), 51 * MiB), ((8, 0), 88 * MiB), ((8, 9), 88 * MiB), ((9, 0), VLLM_NON_TORCH_BYTES_TP1),
+    ((10, 0), VLLM_NON_TORCH_BYTES_TP1), (None, VLLM_NON_TORCH_BYTES_TP1),
+])
+def test_non_torch_by_architecture(capability, expected):
+    assert vllm_non_torch_tp1_bytes(capability) == expected
+    engine = VllmEngine(release=release_for("0.7.3"), gpu_capability=capability)
+    assert engine.non_torch_bytes(1) == expected
+
+
+UNSLOTH = """\
+Unsloth: vLLM loading unsloth/phi-4-bnb-4bit with actual GPU utilization = 69.52%
+Unsloth: Your GPU has CUDA compute capability 7.5 with VRAM = 14.74 GB.
+Unsloth: Using conservativeness = 1.0. Chunked prefill tokens = 512. Num Sequences = 128.
+INFO 02-06 14:09:35 llm_engine.py:232] Initializing a V0 LLM engine (v0.7.1) with config: model='unsloth/phi-4-bnb-4bit', max_seq_len=512, tensor_parallel_size=1
+INFO 02-06 14:11:19 model_runner.py:1116] Loading model weights took 8.4920 GB
+INFO 02-06 14:11:24 worker.py:266] the current vLLM instance can use total_gpu_memory (14.74GiB) x gpu_memory_utilization (0.70) = 10.25GiB
+INFO 02-06 14:11:25 executor_base.py:108] # CUDA blocks: 406, # CPU blocks: 655
+"""
+
+
+def test_unsloth_engine_arguments_are_read():
+    log = read_engine_log(UNSLOTH, "unsloth.log")
+    assert (log.settings["max_num_batched_tokens"], log.settings["max_num_seqs"]) == (512, 128)
+    assert log.settings["gpu_memory_utilization"] == 0.6952       # Unsloth's percentage beats vLLM's "(0.70)"
+
+
+def test_unsloth_retry_lowers_max_num_seqs():
+    retried = UNSLOTH + "Unsloth: Retrying vLLM to process 96 sequences and 512 tokens in tandem.\n"
+    assert read_engine_log(retried, "unsloth.log").settings["max_num_seqs"] == 96
+
+
+V0_CASES = [("phi-4-bnb4bit-t4-tp1-v0.7.1-lora", "phi-4", "T4"),
+            ("phi-4-bnb4bit-a100-80gb-tp1-v0.8.2-lora", "phi-4", "A100-80GB"),
+            ("llama-3.2-3b-instruct-t4-tp1-v0.8.2", "llama-3.2-3b", "T4")]
+
+
+@pytest.mark.parametrize("case, model, gpu", V0_CASES)
+def test_published_v0_profiles_within_five_percent(case, model, gpu):
+    """Unsloth-wrapped V0 runs: the activation peak within 5 % of the log's (printed to 0.01 GiB), the
+    non-torch memory within the log's rounding plus 10 %."""
+    result = check_log(read_engine_log_file(LOGS / f"{case}.log"), model, gpu)
+    rows = {r.component: r for r in result.rows}
+    assert abs(rows["activation_peak"].error) < 0.05
+    measured = json.loads((LOGS / f"{case}.json").read_text())["measured"]
+    assert abs(rows["non_torch"].predicted / GiB - measured["non_torch_gib"]) < 0.005 + 0.1 * measured["non_torch_gib"]
