@@ -151,20 +151,20 @@ VLLM_BLOCK_SIZE = 16
 # the releases that take their baseline before NCCL starts charge to the budget (vllm_releases).
 VLLM_NON_TORCH_BYTES_TP1 = 150 * MiB
 VLLM_NON_TORCH_BYTES_TP = VLLM_NON_TORCH_BYTES_TP1 + SGLANG_NCCL_BYTES    # 0.5 GiB: NCCL's buffers added
-# Before Hopper the non-torch memory a worker adds is smaller than the 0.14 GiB of H100 runs: cuBLAS takes
-# 8 MiB of workspace per handle there (":4096:2:16:8") and 32 MiB from Hopper on (":4096:8",
-# sizer.calc.overhead). What remains is what the CUDA driver loads for the kernels the profiling run
-# first calls (lazy module loading), which no source sizes: the figures are the published logs', per
-# architecture where several logs of it agree (docs/reference/vllm-versions-v0.md, "Non-torch memory
-# by architecture"): Turing (T4) 0.05 GiB in three of four V0 logs (0.03 in the fourth); Ampere and
-# Ada (A100 x 2, RTX 4090) 0.08-0.09 GiB.
+# Before Hopper the non-torch memory a worker adds is smaller than the 0.14 GiB of H100 runs. It is what
+# the CUDA driver and the libraries allocate outside torch's allocator while loading and profiling
+# (kernel modules loaded on first use, library handles and workspaces), which no vLLM source sizes: the
+# figures are the published logs', per architecture where several logs of it agree
+# (docs/reference/vllm-versions-v0.md, "Non-torch memory by architecture"): Turing (T4) 0.05 GiB in
+# three of four V0 logs (0.03 in the fourth); Ampere (A100, two logs) 0.09 and Ada (RTX 4090, one) 0.08.
 VLLM_NON_TORCH_BYTES_TP1_TURING = 51 * MiB          # 0.05 GiB: compute capability below 8.0
 VLLM_NON_TORCH_BYTES_TP1_AMPERE = 88 * MiB          # 0.086 GiB: 8.0 up to Hopper
 # CUDA-graph memory ("Graph capturing finished ... took 0.5 GiB" is typical of dense 8B-70B models):
 # subtracted before sizing the KV cache from 0.20.2, captured in the headroom before. Placeholder
 # until calibrated.
 VLLM_CUDA_GRAPH_BYTES = 512 * MiB
-# The profiling run's dummy sampler: fp32 logits, probabilities, log-probabilities and the
+# The profiling run's dummy sampler where it is added to the forward (V1; V0 up to 0.6.3, whose figure
+# is the memory the allocator keeps reserved): fp32 logits, probabilities, log-probabilities and the
 # top-k/top-p sort (values and int64 indices), about 32 bytes per logit. With the forward pass this
 # reproduces the published observation that the activation peak is nearly constant per family.
 VLLM_SAMPLER_BYTES_PER_LOGIT = 32
@@ -248,7 +248,8 @@ class VllmEngine:
 
     def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192) -> int:
         """Torch peak of the profiling run: one forward over max_num_batched_tokens (this GPU's
-        shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows)."""
+        shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows), after
+        the forward where the release measures the allocated peak (V0 from 0.6.4), else added to it."""
         tokens, seqs = self.scheduler_limits(capacity, max_model_len)
         parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
                           torch_sdpa=False)
