@@ -9,7 +9,7 @@ import pytest
 from sizer.inputs.resolve import get_model
 from sizer.check.compare import check_log
 from sizer.check.logs import read_engine_log, read_engine_log_file
-from sizer.plan.engines import (VLLM_NON_TORCH_BYTES_TP1, VllmEngine, v0_sampler_peak_bytes, v0_sort_temp_bytes,
+from sizer.plan.engines import (VLLM_NON_TORCH_BYTES_TP1, VllmEngine, sampler_sort_peak_bytes, torch_sort_temp_bytes,
                                 vllm_non_torch_tp1_bytes)
 from sizer.plan.placement import Placement
 from sizer.plan.stages import build_stages
@@ -31,13 +31,13 @@ LOGS = ROOT / "tests" / "data" / "engine_logs" / "vllm"
     (4, 1_000_000, 1_000_000 * 20),                  # so does a row of a million
 ])
 def test_torch_sort_buffers_by_path(rows, vocab, expected):
-    assert v0_sort_temp_bytes(rows, vocab) == expected
+    assert torch_sort_temp_bytes(rows, vocab) == expected
 
 
 def test_v0_sampler_peak_is_the_sort_over_the_held_logits():
     # fp16 logits held by the runner (2) + float32 copy (4) + sorted values (4) + int64 indices (8) + 20
-    assert v0_sampler_peak_bytes(128, 100352, 2) == 128 * 100352 * 38
-    assert v0_sampler_peak_bytes(128, 100352, 4) == 128 * 100352 * 40        # a float32 model's logits
+    assert sampler_sort_peak_bytes(128, 100352, 2) == 128 * 100352 * 38
+    assert sampler_sort_peak_bytes(128, 100352, 4) == 128 * 100352 * 40        # a float32 model's logits
 
 
 def _phi4_stage():
@@ -64,9 +64,28 @@ def test_the_sampler_step_grows_with_max_num_seqs_not_with_the_gpu():
         (320 - 128) * 100352 * 38
 
 
-def test_which_releases_measure_the_allocated_peak():
-    assert [release_for(v).v0_allocated_peak for v in ("0.5.5", "0.6.3.post1", "0.6.4", "0.7.3", "0.8.5")] == \
-        [False, False, True, True, False]
+def test_which_releases_run_the_sampler_after_the_forward():
+    assert [release_for(v).sampler_after_forward for v in ("0.5.5", "0.6.3.post1", "0.6.4", "0.7.3", "0.8.5",
+                                                           "0.10.2", "0.33.0", "0.34.0")] == \
+        [False, False, True, True, True, True, True, False]
+
+
+def test_v1_profile_peak_keeps_the_sampled_rows_too():
+    """V1 0.10.2 on Phi-4, 2048 tokens, 256 sequences: the sampler has min(256, 2048) rows; profile_run
+    holds the 2048 hidden states and the 256 indexed out of them."""
+    stage = _phi4_stage()
+    engine = VllmEngine(release=release_for("0.10.2"), max_num_batched_tokens=2048, max_num_seqs=256)
+    assert engine.profile_peak(stage, 48 * GiB, 2, 4096) == (2048 + 256) * 5120 * 2 + 256 * 100352 * 38
+
+
+def test_up_to_0_6_3_the_sampler_adds_to_the_forward():
+    """0.6.3 charges the forward plus 32 bytes per logit; 0.7.3 with one sequence is the forward alone
+    (its one-row sampler step is smaller than the forward over 512 tokens)."""
+    stage = _phi4_stage()
+    forward = VllmEngine(release=release_for("0.7.3"), max_num_batched_tokens=512, max_num_seqs=1)
+    assert forward.profile_peak(stage, 15 * GiB, 2, 512) > 512 * 5120 * 2 + sampler_sort_peak_bytes(1, 100352, 2)
+    old = VllmEngine(release=release_for("0.6.3"), max_num_batched_tokens=512, max_num_seqs=128)
+    assert old.profile_peak(stage, 15 * GiB, 2, 512) == forward.profile_peak(stage, 15 * GiB, 2, 512) + 128 * 100352 * 32
 
 
 @pytest.mark.parametrize("capability, expected", [

@@ -173,15 +173,15 @@ VLLM_SAMPLER_BYTES_PER_LOGIT = 32
 # the model-dtype logits and Sampler.forward their float32 copy. torch's stable sort of a
 # [rows, vocab] float32 tensor (aten/src/ATen/native/cuda/SortStable.cu) allocates its outputs (float32
 # values, int64 indices) and, by the number of rows:
-V0_SORT_FULL_SORT_MAX_ROWS = 127         # 2-127 rows: segmented_sort_pairs_by_full_sort
-V0_SORT_LARGE_SEGMENT = 1_000_000        # a row this long (or a single row) sorts alone
+TORCH_SORT_FULL_SORT_MAX_ROWS = 127         # 2-127 rows: segmented_sort_pairs_by_full_sort
+TORCH_SORT_LARGE_SEGMENT = 1_000_000        # a row this long (or a single row) sorts alone
 INT64_BYTES = 8
 # >= 128 rows (segmented_sort_pairs): int64 reverse indices, and cub's DeviceSegmentedRadixSort::SortPairs
 # (keys and values not overwritable) alternate buffers for the float32 keys and int64 values
-V0_SORT_SEGMENTED_TEMP_BYTES_PER_LOGIT = INT64_BYTES + FP32_BYTES + INT64_BYTES
+TORCH_SORT_SEGMENTED_TEMP_BYTES_PER_LOGIT = INT64_BYTES + FP32_BYTES + INT64_BYTES
 # 2-127 rows: two int2 (index, segment) arrays, the float32 keys radix_sort_pairs allocates (keys_out
 # nullptr), and cub DeviceRadixSort::SortPairs' alternate float32 keys and int2 values
-V0_SORT_FULL_SORT_TEMP_BYTES_PER_LOGIT = 2 * INT64_BYTES + FP32_BYTES + FP32_BYTES + INT64_BYTES
+TORCH_SORT_FULL_SORT_TEMP_BYTES_PER_LOGIT = 2 * INT64_BYTES + FP32_BYTES + FP32_BYTES + INT64_BYTES
 # vLLM's fused add+RMSNorm keeps the hidden state and the residual: two hidden-sized tensors.
 VLLM_RESIDUAL_COPIES = 2
 
@@ -194,21 +194,21 @@ def vllm_non_torch_tp1_bytes(capability: tuple[int, int] | None) -> int:
     return VLLM_NON_TORCH_BYTES_TP1_TURING if capability < (8, 0) else VLLM_NON_TORCH_BYTES_TP1_AMPERE
 
 
-def v0_sort_temp_bytes(rows: int, vocab: int) -> int:
+def torch_sort_temp_bytes(rows: int, vocab: int) -> int:
     """What torch's CUDA sort of a [rows, vocab] float32 tensor allocates besides its outputs."""
-    if rows == 1 or vocab >= V0_SORT_LARGE_SEGMENT:       # segmented_sort_large_segments: a row at a time
+    if rows == 1 or vocab >= TORCH_SORT_LARGE_SEGMENT:       # segmented_sort_large_segments: a row at a time
         return vocab * (INT64_BYTES + FP32_BYTES + INT64_BYTES)
-    per_logit = (V0_SORT_FULL_SORT_TEMP_BYTES_PER_LOGIT if rows <= V0_SORT_FULL_SORT_MAX_ROWS
-                 else V0_SORT_SEGMENTED_TEMP_BYTES_PER_LOGIT)
+    per_logit = (TORCH_SORT_FULL_SORT_TEMP_BYTES_PER_LOGIT if rows <= TORCH_SORT_FULL_SORT_MAX_ROWS
+                 else TORCH_SORT_SEGMENTED_TEMP_BYTES_PER_LOGIT)
     return rows * vocab * per_logit
 
 
-def v0_sampler_peak_bytes(rows: int, vocab: int, logits_bytes: int) -> int:
+def sampler_sort_peak_bytes(rows: int, vocab: int, logits_bytes: int) -> int:
     """Peak bytes of V0's dummy sampler over `rows` prompts: the runner's model-dtype logits
     (`logits_bytes` each), their float32 copy, the sort's float32 values and int64 indices, and the
-    sort's own buffers (v0_sort_temp_bytes)."""
+    sort's own buffers (torch_sort_temp_bytes)."""
     held = rows * vocab * (logits_bytes + FP32_BYTES)
-    return held + rows * vocab * (FP32_BYTES + INT64_BYTES) + v0_sort_temp_bytes(rows, vocab)
+    return held + rows * vocab * (FP32_BYTES + INT64_BYTES) + torch_sort_temp_bytes(rows, vocab)
 
 
 @dataclass(frozen=True)
@@ -257,19 +257,21 @@ class VllmEngine:
         forward = peak_of({**parts, "positions": 0, "masks": 0}, stage.last)
         rows = self.release.sampler_rows(seqs, tokens)
         scale = self.calibration.activation_scale if self.calibration else 1.0
-        if self.release.v0_allocated_peak:
-            return int(max(forward, self._v0_sampler_step_bytes(stage, tokens, rows, compute_bytes)) * scale)
+        if self.release.sampler_after_forward:
+            return int(max(forward, self._sampler_step_bytes(stage, tokens, rows, compute_bytes)) * scale)
         sampler = rows * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
         return int((forward + sampler) * scale)
 
-    @staticmethod
-    def _v0_sampler_step_bytes(stage: Stage, tokens: int, rows: int, compute_bytes: int) -> int:
-        """V0's forward has ended when its sampler runs (model_runner.py@v0.7.1 execute_model): the
-        runner holds the hidden states of the `tokens` and the logits; the sampler's peak adds to them."""
+    def _sampler_step_bytes(self, stage: Stage, tokens: int, rows: int, compute_bytes: int) -> int:
+        """The forward has ended when the dummy sampler runs: the runner holds the hidden states of the
+        `tokens` (V0 model_runner.py@v0.7.1 execute_model; V1 profile_run, which also keeps the `rows`
+        it indexes out of them for the sampler, gpu_model_runner.py@0.10.2) and the logits; the sampler's
+        peak, its sort, adds to them."""
         if not stage.last:
             return 0
         spec = stage.rank_spec
-        return tokens * spec.hidden_size * compute_bytes + v0_sampler_peak_bytes(rows, spec.vocab_size, compute_bytes)
+        held = tokens + (rows if self.release.engine == "V1" else 0)
+        return held * spec.hidden_size * compute_bytes + sampler_sort_peak_bytes(rows, spec.vocab_size, compute_bytes)
 
     def non_torch_bytes(self, gpu_count: int) -> int:
         """Non-torch memory the release charges to the budget (vllm_releases)."""
