@@ -9,7 +9,8 @@ import pytest
 from sizer.inputs.resolve import get_model
 from sizer.check.compare import check_log
 from sizer.check.logs import read_engine_log, read_engine_log_file
-from sizer.plan.engines import (VLLM_NON_TORCH_BYTES_TP1, VllmEngine, sampler_sort_peak_bytes, torch_sort_temp_bytes,
+from sizer.plan.engines import (VLLM_NON_TORCH_BYTES_TP1, VllmEngine, bnb4_double_quant, sampler_sort_peak_bytes,
+                                torch_sort_temp_bytes, vllm_bnb4_linear_bytes, vllm_bnb4_mlp_bytes,
                                 vllm_non_torch_tp1_bytes)
 from sizer.plan.placement import Placement
 from sizer.plan.stages import build_stages
@@ -86,6 +87,33 @@ def test_up_to_0_6_3_the_sampler_adds_to_the_forward():
     assert forward.profile_peak(stage, 15 * GiB, 2, 512) > 512 * 5120 * 2 + sampler_sort_peak_bytes(1, 100352, 2)
     old = VllmEngine(release=release_for("0.6.3"), max_num_batched_tokens=512, max_num_seqs=128)
     assert old.profile_peak(stage, 15 * GiB, 2, 512) == forward.profile_peak(stage, 15 * GiB, 2, 512) + 128 * 100352 * 32
+
+
+def test_bnb4_linear_dequantizes_one_shard_at_a_time():
+    # 10 rows, 128 inputs, shards of 64 and 32: bf16 input (10 x 128) and output (10 x 96), then the
+    # 64-row shard: its weight (64 x 128 x 2), float32 absmax per 64 weights (128 x 4), its product (10 x 64)
+    assert vllm_bnb4_linear_bytes(10, 128, (64, 32), True) == 10 * 224 * 2 + 64 * 128 * 2 + 128 * 4 + 10 * 64 * 2
+    assert vllm_bnb4_linear_bytes(10, 128, (64, 32), False) == 10 * 224 * 2 + 64 * 128 * 2 + 10 * 64 * 2
+
+
+def test_bnb4_precisions():
+    assert (bnb4_double_quant(get_precision("nf4")), bnb4_double_quant(get_precision("nf4-dq"))) == (False, True)
+    assert bnb4_double_quant(get_precision("bf16")) is None and bnb4_double_quant(get_precision("int8")) is None
+
+
+def test_bnb4_forward_can_be_the_profile_peak():
+    """Phi-4 in nf4 (double-quantized) over 512 tokens with one sequence: the down projection's moment
+    (the gate/up output and its activation held, the 5120 x 17920 weight dequantized) is the peak."""
+    stage = _phi4_stage()
+    spec = stage.rank_spec
+    assert (spec.hidden_size, spec.d_ff) == (5120, 17920)
+    down = (512 * (2 * 17920 + 17920) * 2 + 512 * (17920 + 5120) * 2 + 5120 * 17920 * 2 + 5120 * 17920 // 64 * 4
+            + 512 * 5120 * 2)
+    assert vllm_bnb4_mlp_bytes(spec, 512, 2, True) == down
+    engine = VllmEngine(release=release_for("0.7.3"), max_num_batched_tokens=512, max_num_seqs=1)
+    residual = 2 * 512 * 5120 * 2
+    assert engine.profile_peak(stage, 15 * GiB, 2, 512, bnb4_double_quant=True) == residual + down
+    assert engine.profile_peak(stage, 15 * GiB, 2, 512) < residual + down        # 16-bit weights: no dequantization
 
 
 @pytest.mark.parametrize("capability, expected", [

@@ -182,8 +182,47 @@ TORCH_SORT_SEGMENTED_TEMP_BYTES_PER_LOGIT = INT64_BYTES + FP32_BYTES + INT64_BYT
 # 2-127 rows: two int2 (index, segment) arrays, the float32 keys radix_sort_pairs allocates (keys_out
 # nullptr), and cub DeviceRadixSort::SortPairs' alternate float32 keys and int2 values
 TORCH_SORT_FULL_SORT_TEMP_BYTES_PER_LOGIT = 2 * INT64_BYTES + FP32_BYTES + FP32_BYTES + INT64_BYTES
+# bitsandbytes 4-bit Linears in vLLM (0.6.4-0.10.2, model_executor/layers/quantization/bitsandbytes.py,
+# _apply_4bit_weight / _apply_bnb_4bit): the input is copied to bfloat16, a bfloat16 output of all the
+# shards is allocated, and each shard's matmul_4bit over more than one row goes through MatMul4Bit
+# (bitsandbytes/autograd/_functions.py@0.45.3: `F.dequantize_4bit(B, quant_state)` then `linear`): the
+# shard's weight dequantized to 16 bits, with double quantization its absmax as float32 (one per block
+# of 64), and the shard's product.
+BNB_LINEAR_BYTES = 2                    # vLLM computes bitsandbytes Linears in bfloat16
+BNB_ABSMAX_BLOCK = 64
 # vLLM's fused add+RMSNorm keeps the hidden state and the residual: two hidden-sized tensors.
 VLLM_RESIDUAL_COPIES = 2
+
+
+def vllm_bnb4_linear_bytes(tokens: int, in_features: int, shards: tuple[int, ...], double_quant: bool) -> int:
+    """Peak bytes of one vLLM bitsandbytes 4-bit Linear over `tokens` rows whose fused weight has
+    output `shards` (gate and up; q, k and v): the bfloat16 input and output, and the largest shard's
+    dequantized weight, float32 absmax and product (BNB_LINEAR_BYTES)."""
+    def shard_bytes(out: int) -> int:
+        absmax = -(-out * in_features // BNB_ABSMAX_BLOCK) * FP32_BYTES if double_quant else 0
+        return out * in_features * BNB_LINEAR_BYTES + absmax + tokens * out * BNB_LINEAR_BYTES
+    return tokens * (in_features + sum(shards)) * BNB_LINEAR_BYTES + max(shard_bytes(o) for o in shards)
+
+
+def vllm_bnb4_mlp_bytes(spec, tokens: int, cb: int, double_quant: bool) -> int:
+    """The dense MLP's moment with bitsandbytes 4-bit Linears: the gate/up product over the layer's
+    input, or the down product beside the gate/up output and its activation."""
+    if spec.is_moe or not spec.d_ff:
+        return 0
+    up = (spec.d_ff, spec.d_ff) if spec.gated_mlp else (spec.d_ff,)
+    gate_up = tokens * spec.hidden_size * cb + vllm_bnb4_linear_bytes(tokens, spec.hidden_size, up, double_quant)
+    down = (tokens * (sum(up) + spec.d_ff) * cb
+            + vllm_bnb4_linear_bytes(tokens, spec.d_ff, (spec.hidden_size,), double_quant))
+    return max(gate_up, down)
+
+
+def bnb4_double_quant(precision) -> bool | None:
+    """For bitsandbytes 4-bit weights (a sizer.quant format, or a checkpoint labelled as one) whether
+    they are double-quantized; None for any other format."""
+    fmt = getattr(precision, "like", None) or precision
+    if not getattr(fmt, "is_bitsandbytes", False) or not hasattr(fmt, "double_quant"):
+        return None
+    return fmt.double_quant
 
 
 def vllm_non_torch_tp1_bytes(capability: tuple[int, int] | None) -> int:
@@ -246,7 +285,8 @@ class VllmEngine:
         tokens, seqs = self.release.scheduler_defaults(capacity, self.gpu_name, max_model_len)
         return self.max_num_batched_tokens or tokens, self.max_num_seqs or seqs
 
-    def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192) -> int:
+    def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192,
+                     bnb4_double_quant: bool | None = None) -> int:
         """Torch peak of the profiling run: one forward over max_num_batched_tokens (this GPU's
         shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows), after
         the forward where the release measures the allocated peak (V0 from 0.6.4), else added to it."""
@@ -254,6 +294,9 @@ class VllmEngine:
         parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
                           torch_sdpa=False)
         # vLLM's kernels build neither transformers' 4-D masks nor its per-forward RoPE tables
+        if bnb4_double_quant is not None:       # bitsandbytes 4-bit weights: bnb4_double_quant says how stored
+            parts["mlp"] = max(parts["mlp"], vllm_bnb4_mlp_bytes(stage.rank_spec, tokens, compute_bytes,
+                                                                 bnb4_double_quant))
         forward = peak_of({**parts, "positions": 0, "masks": 0}, stage.last)
         rows = self.release.sampler_rows(seqs, tokens)
         scale = self.calibration.activation_scale if self.calibration else 1.0
@@ -311,7 +354,7 @@ class VllmEngine:
         tokens_per_step, _ = self.scheduler_limits(capacity, context_length)
         per_gpu, kv_tokens, concurrency, short, first = [], None, None, None, None
         for s in stages:
-            act = self.profile_peak(s, capacity, compute_bytes, context_length)
+            act = self.profile_peak(s, capacity, compute_bytes, context_length, bnb4_double_quant(precision))
             b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count)
             first = first or (s, act, b)
             state = 0
