@@ -162,3 +162,16 @@ def test_published_v0_profiles_within_five_percent(case, model, gpu):
     assert abs(rows["activation_peak"].error) < 0.05
     measured = json.loads((LOGS / f"{case}.json").read_text())["measured"]
     assert abs(rows["non_torch"].predicted / GiB - measured["non_torch_gib"]) < 0.005 + 0.1 * measured["non_torch_gib"]
+
+
+@pytest.mark.parametrize("case, model", [
+    ("llama-3.2-1b-gtx1080-tp1-v0.6.4.post1-chunked", "meta-llama/Llama-3.2-1B"),
+    ("phi-1_5-gtx1080-tp1-v0.6.4.post1", str(ROOT / "tests" / "data" / "engine_logs" / "configs" / "microsoft--phi-1_5.json")),
+])
+def test_0_6_4_activation_is_the_torch_peak_less_the_weights(case, model):
+    """0.6.4 prints torch's allocated peak with the weights ("peak_torch_memory"): check compares the
+    rest with sizer's activation peak (256 sequences: the sampler's sort)."""
+    log = read_engine_log_file(LOGS / f"{case}.log")
+    rows = {r.component: r for r in check_log(log, model, "8GB").rows}
+    assert rows["activation_peak"].measured == log.measured["peak_torch_memory_bytes"] - log.measured["weights_bytes"]
+    assert abs(rows["activation_peak"].error) < 0.03
