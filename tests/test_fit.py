@@ -542,7 +542,8 @@ def test_more_gpus_switch_layout_rather_than_offer_less():
     assert eight.layouts_compared[0].max_concurrency == eight.max_concurrency
     # the user's layout still wins, and then nothing else is compared
     forced = option("8xH100", tensor_parallel=8)
-    assert (forced.tensor_parallel, forced.max_context_length, len(forced.layouts_compared)) == (8, tp8.max_context_length, 0)
+    assert (forced.tensor_parallel, forced.max_context_length, len(forced.layouts_compared)) == \
+        (8, tp8.max_context_length, 0)
     # JSON, CSV and the table say which layouts were compared
     args = ["fit", "qwen3-235b-a22b", "-p", "gptq-4bit-g128", "--gpus", "8xH100", "-c", "32768", "-b", "32",
             "--engine", "vllm==0.20.2", "--gpu-memory-utilization", "0.9"]

@@ -86,7 +86,8 @@ def test_up_to_0_6_3_the_sampler_adds_to_the_forward():
     forward = VllmEngine(release=release_for("0.7.3"), max_num_batched_tokens=512, max_num_seqs=1)
     assert forward.profile_peak(stage, 15 * GiB, 2, 512) > 512 * 5120 * 2 + sampler_sort_peak_bytes(1, 100352, 2)
     old = VllmEngine(release=release_for("0.6.3"), max_num_batched_tokens=512, max_num_seqs=128)
-    assert old.profile_peak(stage, 15 * GiB, 2, 512) == forward.profile_peak(stage, 15 * GiB, 2, 512) + 128 * 100352 * 32
+    assert old.profile_peak(stage, 15 * GiB, 2, 512) == \
+        forward.profile_peak(stage, 15 * GiB, 2, 512) + 128 * 100352 * 32
 
 
 def test_bnb4_linear_dequantizes_one_shard_at_a_time():
@@ -112,7 +113,7 @@ def test_bnb4_forward_can_be_the_profile_peak():
     assert vllm_bnb4_mlp_bytes(spec, 512, 2, True) == down
     engine = VllmEngine(release=release_for("0.7.3"), max_num_batched_tokens=512, max_num_seqs=1)
     residual = 2 * 512 * 5120 * 2
-    assert engine.profile_peak(stage, 15 * GiB, 2, 512, bnb4_double_quant=True) == residual + down
+    assert engine.profile_peak(stage, 15 * GiB, 2, 512, bnb4_nested=True) == residual + down
     assert engine.profile_peak(stage, 15 * GiB, 2, 512) < residual + down        # 16-bit weights: no dequantization
 
 
@@ -130,9 +131,11 @@ UNSLOTH = """\
 Unsloth: vLLM loading unsloth/phi-4-bnb-4bit with actual GPU utilization = 69.52%
 Unsloth: Your GPU has CUDA compute capability 7.5 with VRAM = 14.74 GB.
 Unsloth: Using conservativeness = 1.0. Chunked prefill tokens = 512. Num Sequences = 128.
-INFO 02-06 14:09:35 llm_engine.py:232] Initializing a V0 LLM engine (v0.7.1) with config: model='unsloth/phi-4-bnb-4bit', max_seq_len=512, tensor_parallel_size=1
+INFO 02-06 14:09:35 llm_engine.py:232] Initializing a V0 LLM engine (v0.7.1) with config: \
+model='unsloth/phi-4-bnb-4bit', max_seq_len=512, tensor_parallel_size=1
 INFO 02-06 14:11:19 model_runner.py:1116] Loading model weights took 8.4920 GB
-INFO 02-06 14:11:24 worker.py:266] the current vLLM instance can use total_gpu_memory (14.74GiB) x gpu_memory_utilization (0.70) = 10.25GiB
+INFO 02-06 14:11:24 worker.py:266] the current vLLM instance can use total_gpu_memory (14.74GiB) x \
+gpu_memory_utilization (0.70) = 10.25GiB
 INFO 02-06 14:11:25 executor_base.py:108] # CUDA blocks: 406, # CPU blocks: 655
 """
 
@@ -166,7 +169,7 @@ def test_published_v0_profiles_within_five_percent(case, model, gpu):
 
 @pytest.mark.parametrize("case, model", [
     ("llama-3.2-1b-gtx1080-tp1-v0.6.4.post1-chunked", "meta-llama/Llama-3.2-1B"),
-    ("phi-1_5-gtx1080-tp1-v0.6.4.post1", str(ROOT / "tests" / "data" / "engine_logs" / "configs" / "microsoft--phi-1_5.json")),
+    ("phi-1_5-gtx1080-tp1-v0.6.4.post1", str(LOGS.parent / "configs" / "microsoft--phi-1_5.json")),
 ])
 def test_0_6_4_activation_is_the_torch_peak_less_the_weights(case, model):
     """0.6.4 prints torch's allocated peak with the weights ("peak_torch_memory"): check compares the

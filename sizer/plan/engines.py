@@ -163,13 +163,15 @@ VLLM_NON_TORCH_BYTES_TP1_AMPERE = 88 * MiB          # 0.086 GiB: 8.0 up to Hoppe
 # subtracted before sizing the KV cache from 0.20.2, captured in the headroom before. Placeholder
 # until calibrated.
 VLLM_CUDA_GRAPH_BYTES = 512 * MiB
-# The profiling run's dummy sampler where it is added to the forward (V1; V0 up to 0.6.3, whose figure
-# is the memory the allocator keeps reserved): fp32 logits, probabilities, log-probabilities and the
-# top-k/top-p sort (values and int64 indices), about 32 bytes per logit. With the forward pass this
+# The profiling run's dummy sampler where it is added to the forward (V0 up to 0.6.3, whose figure is
+# the memory the allocator keeps reserved; 0.34, whose second sampler pass is not modelled): fp32
+# logits, probabilities, log-probabilities and the top-k/top-p sort (values and int64 indices), about
+# 32 bytes per logit. With the forward pass this
 # reproduces the published observation that the activation peak is nearly constant per family.
 VLLM_SAMPLER_BYTES_PER_LOGIT = 32
-# V0's dummy sampler (docs/reference/vllm-versions-v0.md, "The profile sampler's peak"): its peak is
-# the sort of _apply_top_k_top_p (model_executor/layers/sampler.py@v0.7.1), while the runner still holds
+# The dummy sampler after the forward (V0 from 0.6.4, V1 up to 0.33; docs/reference/vllm-versions-v0.md,
+# "The profile sampler's peak", and -v1.md section 2): its peak is the sort of _apply_top_k_top_p
+# (model_executor/layers/sampler.py@v0.7.1, v1/sample/ops/topk_topp_sampler.py@0.10.2), while the runner holds
 # the model-dtype logits and Sampler.forward their float32 copy. torch's stable sort of a
 # [rows, vocab] float32 tensor (aten/src/ATen/native/cuda/SortStable.cu) allocates its outputs (float32
 # values, int64 indices) and, by the number of rows:
@@ -204,7 +206,7 @@ def vllm_bnb4_linear_bytes(tokens: int, in_features: int, shards: tuple[int, ...
     return tokens * (in_features + sum(shards)) * BNB_LINEAR_BYTES + max(shard_bytes(o) for o in shards)
 
 
-def vllm_bnb4_mlp_bytes(spec, tokens: int, cb: int, double_quant: bool) -> int:
+def vllm_bnb4_mlp_bytes(spec: ModelSpec, tokens: int, cb: int, double_quant: bool) -> int:
     """The dense MLP's moment with bitsandbytes 4-bit Linears: the gate/up product over the layer's
     input, or the down product beside the gate/up output and its activation."""
     if spec.is_moe or not spec.d_ff:
@@ -243,7 +245,7 @@ def torch_sort_temp_bytes(rows: int, vocab: int) -> int:
 
 
 def sampler_sort_peak_bytes(rows: int, vocab: int, logits_bytes: int) -> int:
-    """Peak bytes of V0's dummy sampler over `rows` prompts: the runner's model-dtype logits
+    """Peak bytes of vLLM's dummy sampler over `rows` requests at its sort: the runner's model-dtype logits
     (`logits_bytes` each), their float32 copy, the sort's float32 values and int64 indices, and the
     sort's own buffers (torch_sort_temp_bytes)."""
     held = rows * vocab * (logits_bytes + FP32_BYTES)
@@ -286,17 +288,18 @@ class VllmEngine:
         return self.max_num_batched_tokens or tokens, self.max_num_seqs or seqs
 
     def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192,
-                     bnb4_double_quant: bool | None = None) -> int:
+                     bnb4_nested: bool | None = None) -> int:
         """Torch peak of the profiling run: one forward over max_num_batched_tokens (this GPU's
         shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows), after
-        the forward where the release measures the allocated peak (V0 from 0.6.4), else added to it."""
+        the forward where the release measures the allocated peak (V0 from 0.6.4, V1 up to 0.33), else
+        added to it. bnb4_nested: the weights are bitsandbytes 4-bit (double-quantized or not; None: not
+        bitsandbytes 4-bit), whose Linears dequantize in the forward."""
         tokens, seqs = self.scheduler_limits(capacity, max_model_len)
         parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
                           torch_sdpa=False)
+        if bnb4_nested is not None:             # bitsandbytes 4-bit weights, double-quantized or not
+            parts["mlp"] = max(parts["mlp"], vllm_bnb4_mlp_bytes(stage.rank_spec, tokens, compute_bytes, bnb4_nested))
         # vLLM's kernels build neither transformers' 4-D masks nor its per-forward RoPE tables
-        if bnb4_double_quant is not None:       # bitsandbytes 4-bit weights: bnb4_double_quant says how stored
-            parts["mlp"] = max(parts["mlp"], vllm_bnb4_mlp_bytes(stage.rank_spec, tokens, compute_bytes,
-                                                                 bnb4_double_quant))
         forward = peak_of({**parts, "positions": 0, "masks": 0}, stage.last)
         rows = self.release.sampler_rows(seqs, tokens)
         scale = self.calibration.activation_scale if self.calibration else 1.0
