@@ -182,6 +182,10 @@ def _rows(log: EngineLog, values: dict) -> tuple[CheckRow, ...]:
     measured = dict(log.measured)
     if "weights_bytes" not in measured and {"avail_before_load_bytes", "avail_after_load_bytes"} <= set(measured):
         measured["weights_bytes"] = measured["avail_before_load_bytes"] - measured["avail_after_load_bytes"]
+    if "activation_peak_bytes" not in measured and {"peak_torch_memory_bytes", "weights_bytes"} <= set(measured):
+        # 0.6.4 prints torch's allocated peak since the weights loaded, the weights included
+        # (docs/reference/vllm-versions-v0.md, section 1 B): the activation peak is the rest
+        measured["activation_peak_bytes"] = measured["peak_torch_memory_bytes"] - measured["weights_bytes"]
     if "kv_k_bytes" in measured and "kv_v_bytes" in measured:
         measured["kv_bytes"] = measured["kv_k_bytes"] + measured["kv_v_bytes"]
     rows = VLLM_ROWS if log.engine == "vllm" else SGLANG_ROWS

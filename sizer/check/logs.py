@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from sizer.errors import InputFileError
 from sizer.io import read_text_input
@@ -70,7 +70,7 @@ MODEL_LINES = (
 NAMESPACE_ARGS = re.compile(r"\bargs: Namespace\((?P<body>.*)")
 NON_DEFAULT_ARGS = re.compile(r"non-default args: (?P<body>\{.*)")
 ENGINE_CONFIG = re.compile(r"LLM engine \(v[^)\s]*\) with config: (?P<body>.*)")
-SERVER_ARGS = re.compile(r"server_args(?:=ServerArgs\(| \.\.\. )(?P<body>.*)")      # also as quoted, elided with " ... "
+SERVER_ARGS = re.compile(r"server_args=ServerArgs\((?P<body>.*)")
 QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
 KEY_VALUE = re.compile(rf"(?<![\w.])(?P<key>[a-z_][a-z0-9_]*)=(?P<value>{QUOTED}|[^,\s)]+)")
 DICT_ITEM = re.compile(rf"'(?P<key>\w+)': (?P<value>{QUOTED}|[^,}}]+)")
@@ -94,13 +94,15 @@ SETTING_LINES = {
     ),
 }
 
-# --- Unsloth's load_vllm prints the EngineArgs it passes before vLLM starts (unsloth_zoo vllm_utils.py: the
-# same variables go to gpu_memory_utilization, max_num_batched_tokens, max_num_seqs); vLLM's own lines round
-# the utilization to 2 digits, so these are read as arguments
-UNSLOTH_LINES = (
-    re.compile(r"Unsloth: vLLM loading .* with actual GPU utilization = (?P<gpu_memory_utilization_percent>[\d.]+)%"),
-    re.compile(r"Unsloth: Using conservativeness = [\d.]+\. Chunked prefill tokens = (?P<max_num_batched_tokens>\d+)\."
-               r" Num Sequences = (?P<max_num_seqs>\d+)\."),
+# --- what Unsloth's load_vllm prints before it starts vLLM and passes to it as engine arguments
+# (unsloth_zoo/vllm_utils.py@2025.2.4 and @2025.6.8: `gpu_memory_utilization = actual_gpu_memory_utilization`,
+# `max_num_batched_tokens = chunked_prefill_tokens`, `max_num_seqs = approx_max_num_seqs`); the percentage
+# is printed to two decimals, finer than vLLM's own "gpu_memory_utilization (0.70)"
+UNSLOTH_ARGS = (
+    re.compile(r"Unsloth: vLLM loading \S+ with actual GPU utilization = (?P<gpu_memory_utilization_percent>[\d.]+)%"),
+    re.compile(r"Unsloth: Using conservativeness = [\d.]+\. Chunked prefill tokens = (?P<max_num_batched_tokens>\d+)\. "
+               r"Num Sequences = (?P<max_num_seqs>\d+)\."),
+    re.compile(r"Unsloth: Retrying vLLM to process (?P<max_num_seqs>\d+) sequences"),   # after an out-of-memory start
 )
 
 # --- measured quantities: each named group is one; a `_gib` group becomes `_bytes` (x 2**30)
@@ -134,14 +136,8 @@ MEASURED_LINES = {
                    rf"\([\d.]+, (?P<requested_memory_gib>{NUMBER}) GiB\)\. Actual usage is [\d.]+ GiB for weight, "
                    rf"(?P<activation_peak_gib>{NUMBER}) GiB for peak activation, "
                    rf"(?P<non_torch_gib>{NUMBER}) GiB for non-torch memory"),
-        re.compile(rf"Free memory on device \((?P<free_gpu_memory_at_start_gib>{NUMBER})/"                # 0.2x
-                   rf"(?P<total_gpu_memory_gib>{NUMBER}) GiB\) on startup\. Desired GPU memory utilization is "
-                   rf"\([\d.]+, (?P<requested_memory_gib>{NUMBER}) GiB\)\. Actual usage is (?P<consumed_gib>{NUMBER}) GiB "
-                   rf"for consumed memory \(weights \+ non-torch\), (?P<activation_peak_gib>{NUMBER}) GiB for peak "
-                   rf"activation, and (?P<cuda_graph_profiled_gib>{NUMBER}) GiB for CUDAGraph memory"),
-        re.compile(rf"Current kv cache memory in use is (?P<kv_cache_in_use_gib>{NUMBER}) GiB"),
-        re.compile(r"--kv-cache-memory=(?P<kv_cache_memory_fit_bytes>\d+)`?(?: \([\d.]+ GiB\))? to fit into requested "
-                   r"memory, or `?--kv-cache-memory=(?P<kv_cache_memory_full_bytes>\d+)`?(?: \([\d.]+ GiB\))? to fully utilize"),
+        re.compile(r"--kv-cache-memory=(?P<kv_cache_memory_fit_bytes>\d+)` to fit into requested memory, "
+                   r"or `--kv-cache-memory=(?P<kv_cache_memory_full_bytes>\d+)` to fully utilize"),
         re.compile(r"Current kv cache memory in use is (?P<kv_cache_in_use_bytes>\d+) bytes"),
         re.compile(rf"Estimated CUDA graph memory: (?P<cuda_graph_estimated_gib>{NUMBER}) GiB"),      # 0.19+
         re.compile(rf"increase --gpu-memory-utilization from [\d.]+ to "
@@ -263,17 +259,6 @@ class _Reader:
             self.settings[name], self.trust[name] = value, trust
 
 
-def with_settings(log: EngineLog, settings: dict, origin: str) -> EngineLog:
-    """The log with the settings it does not print taken from `settings` (a launch line's, under the same
-    names); what the log prints wins. A log cut to its last lines (no `server_args=` / `args:` line) says
-    nothing of TP or the memory fraction; origin names where the rest came from, in the notes."""
-    added = {k: v for k, v in settings.items() if log.settings.get(k) is None and v is not None}
-    if not added:
-        return log
-    note = f"settings the log does not print, from {origin}: " + ", ".join(f"{k}={v}" for k, v in added.items())
-    return replace(log, settings={**log.settings, **added}, notes=log.notes + (note,))
-
-
 def read_engine_log_file(path: str | os.PathLike) -> EngineLog:
     return read_engine_log(read_text_input(path, "engine log"), str(path))
 
@@ -341,17 +326,18 @@ def _read_record(reader: _Reader, record: _Record) -> None:
             for name, value in m.groupdict().items():
                 reader.put(name, _literal(value), FILL)
     if reader.engine == VLLM:
-        _read_unsloth(reader, text)
+        _read_unsloth_args(reader, text)
     _read_version_and_model(reader, record)
     _read_settings(reader, text)
 
 
-def _read_unsloth(reader: _Reader, text: str) -> None:
-    for pattern in UNSLOTH_LINES:
+def _read_unsloth_args(reader: _Reader, text: str) -> None:
+    """The engine arguments Unsloth passes to vLLM, trusted as arguments (UNSLOTH_ARGS)."""
+    for pattern in UNSLOTH_ARGS:
         if m := pattern.search(text):
             for name, value in m.groupdict().items():
-                if name.endswith("_percent"):
-                    reader.put(name[:-len("_percent")], round(float(value) / 100, 6), ARGS)
+                if name == "gpu_memory_utilization_percent":
+                    reader.put("gpu_memory_utilization", round(float(value) / 100, 4), ARGS)
                 else:
                     reader.put(name, int(value), ARGS)
 

@@ -151,20 +151,105 @@ VLLM_BLOCK_SIZE = 16
 # the releases that take their baseline before NCCL starts charge to the budget (vllm_releases).
 VLLM_NON_TORCH_BYTES_TP1 = 150 * MiB
 VLLM_NON_TORCH_BYTES_TP = VLLM_NON_TORCH_BYTES_TP1 + SGLANG_NCCL_BYTES    # 0.5 GiB: NCCL's buffers added
-# Before Hopper the non-torch memory a worker adds is smaller: 0.03-0.09 GiB in the published T4, A100,
-# RTX 4090 and GTX 1080 logs (tests/data/engine_logs), against 0.14 on H100: cuBLAS takes 8 MiB of
-# workspace per handle there (":4096:2:16:8") and 32 MiB from Hopper on (":4096:8", sizer.calc.overhead).
-VLLM_NON_TORCH_BYTES_TP1_PRE_HOPPER = 64 * MiB
+# Before Hopper the non-torch memory a worker adds is smaller than the 0.14 GiB of H100 runs. It is what
+# the CUDA driver and the libraries allocate outside torch's allocator while loading and profiling
+# (kernel modules loaded on first use, library handles and workspaces), which no vLLM source sizes: the
+# figures are the published logs', per architecture where several logs of it agree
+# (docs/reference/vllm-versions-v0.md, "Non-torch memory by architecture"): Turing (T4) 0.05 GiB in
+# three of four V0 logs (0.03 in the fourth); Ampere (A100, two logs) 0.09 and Ada (RTX 4090, one) 0.08.
+VLLM_NON_TORCH_BYTES_TP1_TURING = 51 * MiB          # 0.05 GiB: compute capability below 8.0
+VLLM_NON_TORCH_BYTES_TP1_AMPERE = 88 * MiB          # 0.086 GiB: 8.0 up to Hopper
 # CUDA-graph memory ("Graph capturing finished ... took 0.5 GiB" is typical of dense 8B-70B models):
 # subtracted before sizing the KV cache from 0.20.2, captured in the headroom before. Placeholder
 # until calibrated.
 VLLM_CUDA_GRAPH_BYTES = 512 * MiB
-# The profiling run's dummy sampler: fp32 logits, probabilities, log-probabilities and the
-# top-k/top-p sort (values and int64 indices), about 32 bytes per logit. With the forward pass this
+# The profiling run's dummy sampler where it is added to the forward (V0 up to 0.6.3, whose figure is
+# the memory the allocator keeps reserved; 0.34, whose second sampler pass is not modelled): fp32
+# logits, probabilities, log-probabilities and the top-k/top-p sort (values and int64 indices), about
+# 32 bytes per logit. With the forward pass this
 # reproduces the published observation that the activation peak is nearly constant per family.
 VLLM_SAMPLER_BYTES_PER_LOGIT = 32
+# The dummy sampler after the forward (V0 from 0.6.4, V1 up to 0.33; docs/reference/vllm-versions-v0.md,
+# "The profile sampler's peak", and -v1.md section 2): its peak is the sort of _apply_top_k_top_p
+# (model_executor/layers/sampler.py@v0.7.1, v1/sample/ops/topk_topp_sampler.py@0.10.2), while the runner holds
+# the model-dtype logits and Sampler.forward their float32 copy. torch's stable sort of a
+# [rows, vocab] float32 tensor (aten/src/ATen/native/cuda/SortStable.cu) allocates its outputs (float32
+# values, int64 indices) and, by the number of rows:
+TORCH_SORT_FULL_SORT_MAX_ROWS = 127         # 2-127 rows: segmented_sort_pairs_by_full_sort
+TORCH_SORT_LARGE_SEGMENT = 1_000_000        # a row this long (or a single row) sorts alone
+INT64_BYTES = 8
+# >= 128 rows (segmented_sort_pairs): int64 reverse indices, and cub's DeviceSegmentedRadixSort::SortPairs
+# (keys and values not overwritable) alternate buffers for the float32 keys and int64 values
+TORCH_SORT_SEGMENTED_TEMP_BYTES_PER_LOGIT = INT64_BYTES + FP32_BYTES + INT64_BYTES
+# 2-127 rows: two int2 (index, segment) arrays, the float32 keys radix_sort_pairs allocates (keys_out
+# nullptr), and cub DeviceRadixSort::SortPairs' alternate float32 keys and int2 values
+TORCH_SORT_FULL_SORT_TEMP_BYTES_PER_LOGIT = 2 * INT64_BYTES + FP32_BYTES + FP32_BYTES + INT64_BYTES
+# bitsandbytes 4-bit Linears in vLLM (0.6.4-0.10.2, model_executor/layers/quantization/bitsandbytes.py,
+# _apply_4bit_weight / _apply_bnb_4bit): the input is copied to bfloat16, a bfloat16 output of all the
+# shards is allocated, and each shard's matmul_4bit over more than one row goes through MatMul4Bit
+# (bitsandbytes/autograd/_functions.py@0.45.3: `F.dequantize_4bit(B, quant_state)` then `linear`): the
+# shard's weight dequantized to 16 bits, with double quantization its absmax as float32 (one per block
+# of 64), and the shard's product.
+BNB_LINEAR_BYTES = 2                    # vLLM computes bitsandbytes Linears in bfloat16
+BNB_ABSMAX_BLOCK = 64
 # vLLM's fused add+RMSNorm keeps the hidden state and the residual: two hidden-sized tensors.
 VLLM_RESIDUAL_COPIES = 2
+
+
+def vllm_bnb4_linear_bytes(tokens: int, in_features: int, shards: tuple[int, ...], double_quant: bool) -> int:
+    """Peak bytes of one vLLM bitsandbytes 4-bit Linear over `tokens` rows whose fused weight has
+    output `shards` (gate and up; q, k and v): the bfloat16 input and output, and the largest shard's
+    dequantized weight, float32 absmax and product (BNB_LINEAR_BYTES)."""
+    def shard_bytes(out: int) -> int:
+        absmax = -(-out * in_features // BNB_ABSMAX_BLOCK) * FP32_BYTES if double_quant else 0
+        return out * in_features * BNB_LINEAR_BYTES + absmax + tokens * out * BNB_LINEAR_BYTES
+    return tokens * (in_features + sum(shards)) * BNB_LINEAR_BYTES + max(shard_bytes(o) for o in shards)
+
+
+def vllm_bnb4_mlp_bytes(spec: ModelSpec, tokens: int, cb: int, double_quant: bool) -> int:
+    """The dense MLP's moment with bitsandbytes 4-bit Linears: the gate/up product over the layer's
+    input, or the down product beside the gate/up output and its activation."""
+    if spec.is_moe or not spec.d_ff:
+        return 0
+    up = (spec.d_ff, spec.d_ff) if spec.gated_mlp else (spec.d_ff,)
+    gate_up = tokens * spec.hidden_size * cb + vllm_bnb4_linear_bytes(tokens, spec.hidden_size, up, double_quant)
+    down = (tokens * (sum(up) + spec.d_ff) * cb
+            + vllm_bnb4_linear_bytes(tokens, spec.d_ff, (spec.hidden_size,), double_quant))
+    return max(gate_up, down)
+
+
+def bnb4_double_quant(precision) -> bool | None:
+    """For bitsandbytes 4-bit weights (a sizer.quant format, or a checkpoint labelled as one) whether
+    they are double-quantized; None for any other format."""
+    fmt = getattr(precision, "like", None) or precision
+    if not getattr(fmt, "is_bitsandbytes", False) or not hasattr(fmt, "double_quant"):
+        return None
+    return fmt.double_quant
+
+
+def vllm_non_torch_tp1_bytes(capability: tuple[int, int] | None) -> int:
+    """Non-torch memory one worker adds by its profiling run, by the GPU's compute capability (Hopper's
+    where it is not known)."""
+    if capability is None or capability >= (9, 0):
+        return VLLM_NON_TORCH_BYTES_TP1
+    return VLLM_NON_TORCH_BYTES_TP1_TURING if capability < (8, 0) else VLLM_NON_TORCH_BYTES_TP1_AMPERE
+
+
+def torch_sort_temp_bytes(rows: int, vocab: int) -> int:
+    """What torch's CUDA sort of a [rows, vocab] float32 tensor allocates besides its outputs."""
+    if rows == 1 or vocab >= TORCH_SORT_LARGE_SEGMENT:       # segmented_sort_large_segments: a row at a time
+        return vocab * (INT64_BYTES + FP32_BYTES + INT64_BYTES)
+    per_logit = (TORCH_SORT_FULL_SORT_TEMP_BYTES_PER_LOGIT if rows <= TORCH_SORT_FULL_SORT_MAX_ROWS
+                 else TORCH_SORT_SEGMENTED_TEMP_BYTES_PER_LOGIT)
+    return rows * vocab * per_logit
+
+
+def sampler_sort_peak_bytes(rows: int, vocab: int, logits_bytes: int) -> int:
+    """Peak bytes of vLLM's dummy sampler over `rows` requests at its sort: the runner's model-dtype logits
+    (`logits_bytes` each), their float32 copy, the sort's float32 values and int64 indices, and the
+    sort's own buffers (torch_sort_temp_bytes)."""
+    held = rows * vocab * (logits_bytes + FP32_BYTES)
+    return held + rows * vocab * (FP32_BYTES + INT64_BYTES) + torch_sort_temp_bytes(rows, vocab)
 
 
 @dataclass(frozen=True)
@@ -202,23 +287,41 @@ class VllmEngine:
         tokens, seqs = self.release.scheduler_defaults(capacity, self.gpu_name, max_model_len)
         return self.max_num_batched_tokens or tokens, self.max_num_seqs or seqs
 
-    def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192) -> int:
+    def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192,
+                     bnb4_nested: bool | None = None) -> int:
         """Torch peak of the profiling run: one forward over max_num_batched_tokens (this GPU's
-        shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows)."""
+        shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows), after
+        the forward where the release measures the allocated peak (V0 from 0.6.4, V1 up to 0.33), else
+        added to it. bnb4_nested: the weights are bitsandbytes 4-bit (double-quantized or not; None: not
+        bitsandbytes 4-bit), whose Linears dequantize in the forward."""
         tokens, seqs = self.scheduler_limits(capacity, max_model_len)
         parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
                           torch_sdpa=False)
+        if bnb4_nested is not None:             # bitsandbytes 4-bit weights, double-quantized or not
+            parts["mlp"] = max(parts["mlp"], vllm_bnb4_mlp_bytes(stage.rank_spec, tokens, compute_bytes, bnb4_nested))
         # vLLM's kernels build neither transformers' 4-D masks nor its per-forward RoPE tables
         forward = peak_of({**parts, "positions": 0, "masks": 0}, stage.last)
         rows = self.release.sampler_rows(seqs, tokens)
-        sampler = rows * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
         scale = self.calibration.activation_scale if self.calibration else 1.0
+        if self.release.sampler_after_forward:
+            return int(max(forward, self._sampler_step_bytes(stage, tokens, rows, compute_bytes)) * scale)
+        sampler = rows * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
         return int((forward + sampler) * scale)
+
+    def _sampler_step_bytes(self, stage: Stage, tokens: int, rows: int, compute_bytes: int) -> int:
+        """The forward has ended when the dummy sampler runs: the runner holds the hidden states of the
+        `tokens` (V0 model_runner.py@v0.7.1 execute_model; V1 profile_run, which also keeps the `rows`
+        it indexes out of them for the sampler, gpu_model_runner.py@0.10.2) and the logits; the sampler's
+        peak, its sort, adds to them."""
+        if not stage.last:
+            return 0
+        spec = stage.rank_spec
+        held = tokens + (rows if self.release.engine == "V1" else 0)
+        return held * spec.hidden_size * compute_bytes + sampler_sort_peak_bytes(rows, spec.vocab_size, compute_bytes)
 
     def non_torch_bytes(self, gpu_count: int) -> int:
         """Non-torch memory the release charges to the budget (vllm_releases)."""
-        pre_hopper = self.gpu_capability is not None and self.gpu_capability < (9, 0)
-        charged = VLLM_NON_TORCH_BYTES_TP1_PRE_HOPPER if pre_hopper else VLLM_NON_TORCH_BYTES_TP1
+        charged = vllm_non_torch_tp1_bytes(self.gpu_capability)
         if gpu_count > 1 and self.release.charges_nccl:
             charged += VLLM_NON_TORCH_BYTES_TP - VLLM_NON_TORCH_BYTES_TP1
         if self.release.charges_cuda_context:
@@ -254,7 +357,7 @@ class VllmEngine:
         tokens_per_step, _ = self.scheduler_limits(capacity, context_length)
         per_gpu, kv_tokens, concurrency, short, first, blocks = [], None, None, None, None, []
         for s in stages:
-            act = self.profile_peak(s, capacity, compute_bytes, context_length)
+            act = self.profile_peak(s, capacity, compute_bytes, context_length, bnb4_double_quant(precision))
             b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count)
             first = first or (s, act, b)
             state = 0

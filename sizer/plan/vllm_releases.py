@@ -67,6 +67,16 @@ class VllmRelease:
         large = capacity >= LARGE_GPU_BYTES and not (self.a100_is_small and "a100" in gpu_name.lower())
         return (8192, 1024) if large else (2048, 256)
 
+    @property
+    def sampler_after_forward(self) -> bool:
+        """The activation figure is torch's allocated peak and the dummy sampler runs once, after the
+        forward (V0 from 0.6.4, V1 up to 0.33): the peak is the larger of the two, not their sum. Up to
+        0.6.3 the figure is the free-memory drop (what the caching allocator keeps reserved); 0.34 runs a
+        second sampler pass with the float32 logprobs pipeline (vllm-versions-v1.md, section 2)."""
+        if self.engine == "V0":
+            return self.first >= (0, 6, 4)
+        return not self.extensible_kv_cache
+
     def sampler_rows(self, max_num_seqs: int, max_num_batched_tokens: int) -> int:
         return max_num_seqs if self.engine == "V0" else min(max_num_seqs, max_num_batched_tokens)
 
