@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sizer.errors import InputFileError
 from sizer.io import read_text_input
@@ -70,7 +70,7 @@ MODEL_LINES = (
 NAMESPACE_ARGS = re.compile(r"\bargs: Namespace\((?P<body>.*)")
 NON_DEFAULT_ARGS = re.compile(r"non-default args: (?P<body>\{.*)")
 ENGINE_CONFIG = re.compile(r"LLM engine \(v[^)\s]*\) with config: (?P<body>.*)")
-SERVER_ARGS = re.compile(r"server_args=ServerArgs\((?P<body>.*)")
+SERVER_ARGS = re.compile(r"server_args(?:=ServerArgs\(| \.\.\. )(?P<body>.*)")      # also as quoted, elided with " ... "
 QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
 KEY_VALUE = re.compile(rf"(?<![\w.])(?P<key>[a-z_][a-z0-9_]*)=(?P<value>{QUOTED}|[^,\s)]+)")
 DICT_ITEM = re.compile(rf"'(?P<key>\w+)': (?P<value>{QUOTED}|[^,}}]+)")
@@ -136,8 +136,14 @@ MEASURED_LINES = {
                    rf"\([\d.]+, (?P<requested_memory_gib>{NUMBER}) GiB\)\. Actual usage is [\d.]+ GiB for weight, "
                    rf"(?P<activation_peak_gib>{NUMBER}) GiB for peak activation, "
                    rf"(?P<non_torch_gib>{NUMBER}) GiB for non-torch memory"),
-        re.compile(r"--kv-cache-memory=(?P<kv_cache_memory_fit_bytes>\d+)` to fit into requested memory, "
-                   r"or `--kv-cache-memory=(?P<kv_cache_memory_full_bytes>\d+)` to fully utilize"),
+        re.compile(rf"Free memory on device \((?P<free_gpu_memory_at_start_gib>{NUMBER})/"                # 0.2x
+                   rf"(?P<total_gpu_memory_gib>{NUMBER}) GiB\) on startup\. Desired GPU memory utilization is "
+                   rf"\([\d.]+, (?P<requested_memory_gib>{NUMBER}) GiB\)\. Actual usage is (?P<consumed_gib>{NUMBER}) GiB "
+                   rf"for consumed memory \(weights \+ non-torch\), (?P<activation_peak_gib>{NUMBER}) GiB for peak "
+                   rf"activation, and (?P<cuda_graph_profiled_gib>{NUMBER}) GiB for CUDAGraph memory"),
+        re.compile(rf"Current kv cache memory in use is (?P<kv_cache_in_use_gib>{NUMBER}) GiB"),
+        re.compile(r"--kv-cache-memory=(?P<kv_cache_memory_fit_bytes>\d+)`?(?: \([\d.]+ GiB\))? to fit into requested "
+                   r"memory, or `?--kv-cache-memory=(?P<kv_cache_memory_full_bytes>\d+)`?(?: \([\d.]+ GiB\))? to fully utilize"),
         re.compile(r"Current kv cache memory in use is (?P<kv_cache_in_use_bytes>\d+) bytes"),
         re.compile(rf"Estimated CUDA graph memory: (?P<cuda_graph_estimated_gib>{NUMBER}) GiB"),      # 0.19+
         re.compile(rf"increase --gpu-memory-utilization from [\d.]+ to "
@@ -257,6 +263,17 @@ class _Reader:
         if name not in self.settings or (value is not None and (self.settings[name] is None or
                                                                  trust >= self.trust[name])):
             self.settings[name], self.trust[name] = value, trust
+
+
+def with_settings(log: EngineLog, settings: dict, origin: str) -> EngineLog:
+    """The log with the settings it does not print taken from `settings` (a launch line's, under the same
+    names); what the log prints wins. A log cut to its last lines (no `server_args=` / `args:` line) says
+    nothing of TP or the memory fraction; origin names where the rest came from, in the notes."""
+    added = {k: v for k, v in settings.items() if log.settings.get(k) is None and v is not None}
+    if not added:
+        return log
+    note = f"settings the log does not print, from {origin}: " + ", ".join(f"{k}={v}" for k, v in added.items())
+    return replace(log, settings={**log.settings, **added}, notes=log.notes + (note,))
 
 
 def read_engine_log_file(path: str | os.PathLike) -> EngineLog:
