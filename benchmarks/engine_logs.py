@@ -69,6 +69,14 @@ def model_for(case: dict, index: dict):
     return entry.name if entry else None
 
 
+# launch settings a case's JSON states (from the notebook or command) that the log does not print
+LAUNCH_SETTINGS = ("max_lora_rank", "max_loras")
+
+
+def launch_settings(case: dict) -> dict:
+    return {k: v for k, v in (case.get("settings") or {}).items() if k in LAUNCH_SETTINGS and v is not None}
+
+
 def run_case(json_path: Path, index: dict) -> tuple[list[dict], str | None]:
     case = json.loads(json_path.read_text())
     model = model_for(case, index)
@@ -77,7 +85,7 @@ def run_case(json_path: Path, index: dict) -> tuple[list[dict], str | None]:
     log = read_engine_log_file(json_path.with_suffix(".log"))
     engine = None if log.version else f"{case['engine']}=={case['version'].split()[0]}"
     try:
-        result = check_log(log, model, gpu_for(case.get("gpu")), engine)
+        result = check_log(log, model, gpu_for(case.get("gpu")), engine, settings=launch_settings(case))
     except SizerError as e:
         return [], str(e)
     head = {"case": case["id"], "engine": result.engine, "version": result.version, "modelled": result.modelled,

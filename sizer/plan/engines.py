@@ -19,12 +19,13 @@ from sizer.calc.kv import INDEXER_VLLM_FP8
 from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
                                               spec_for_release)
 from sizer.calc.calibration import Calibration, VllmCalibration, default_calibration
+from sizer.plan.load_buffers import LoraSlots, lora_slot_bytes, rope_cache_bytes
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
 from sizer.plan.sglang import (NCCL_BYTES as SGLANG_NCCL_BYTES, NEWEST as SGLANG_NEWEST, SglangRelease, graph_bytes,
                                prefill_activation_bytes, sglang_pool, sglang_release)
 from sizer.plan.vllm_releases import (NEWEST as VLLM_NEWEST, VllmLogValues, VllmRelease, extensible_margin,
-                                     release_for, vllm_log_lines)
+                                     load_buffers_note, release_for, vllm_log_lines)
 from sizer.spec import ModelSpec, Workload
 from sizer.units import GiB, MiB, fmt_gib
 
@@ -193,10 +194,21 @@ class VllmEngine:
     gpu_name: str = ""                        # the GPU's catalog name (0.9+ gives an A100 the small-GPU defaults)
     gpu_capability: tuple[int, int] | None = None   # compute capability (non-torch memory before Hopper)
     calibration: VllmCalibration | None = None  # fitted from startup logs (sizer calibrate); None: the constants
+    lora: LoraSlots | None = None             # --enable-lora (--max-lora-rank, --max-loras); None: off
 
     @property
     def utilization(self) -> float:
         return self.gpu_memory_utilization or self.release.gpu_memory_utilization
+
+    def load_buffers_bytes(self, stage: Stage, compute_bytes: int, tensor_parallel: int = 1) -> int:
+        """What vLLM allocates while loading besides the weights, inside the profiler that measures
+        them (sizer.plan.load_buffers): the RoPE cos/sin table in the model dtype, and with LoRA on
+        the releases that create the LoRA manager there, its slot buffers."""
+        rope = rope_cache_bytes(stage.rank_spec, compute_bytes)
+        if self.lora is None or not self.release.lora_in_weights:
+            return rope
+        return rope + lora_slot_bytes(stage.rank_spec, len(stage.layers), stage.first, stage.last, self.lora,
+                                      compute_bytes, tensor_parallel)
 
     def scheduler_limits(self, capacity: int, max_model_len: int = 8192) -> tuple[int, int]:
         tokens, seqs = self.release.scheduler_defaults(capacity, self.gpu_name, max_model_len)
@@ -255,8 +267,9 @@ class VllmEngine:
         per_gpu, kv_tokens, concurrency, short, first = [], None, None, None, None
         for s in stages:
             act = self.profile_peak(s, capacity, compute_bytes, context_length)
-            b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count)
-            first = first or (s, act, b)
+            weights = s.weights_bytes + self.load_buffers_bytes(s, compute_bytes, placement.tensor_parallel)
+            b = self.budget(weights, act, capacity, placement.gpu_count)
+            first = first or (s, act, b, weights)
             state = 0
             if s.state_layers:
                 kv, state, tokens, fits_requests = vllm_hybrid_pool(s, b.available, context_length, tokens_per_step,
@@ -271,7 +284,7 @@ class VllmEngine:
             overhead = self.non_torch_bytes(placement.gpu_count) + self.graph_bytes() + CUDA_CONTEXT_BYTES
             if self.release.charges_cuda_context:
                 overhead -= CUDA_CONTEXT_BYTES          # counted once
-            per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity, state))
+            per_gpu.append(GpuUsage(s.index, weights, kv, act, overhead, capacity, state))
         concurrency *= placement.data_parallel          # each replica (DP rank) has a KV pool of its own
         verdict, reason = self._verdict(short, kv_tokens, concurrency, workload, capacity)
         values = self._log_values(first, kv_tokens, capacity, placement, context_length)
@@ -281,15 +294,15 @@ class VllmEngine:
     def _log_values(self, first, kv_tokens: int, capacity: int, placement: Placement,
                     context_length: int) -> VllmLogValues:
         """What the first worker prints (its blocks; the token count and concurrency after the minimum)."""
-        s, act, b = first
+        s, act, b, weights = first
         block = self.block_size(s)
         page = block * s.kv_bytes_per_token_all_layers
         blocks = b.available // page if page else 0
         blocks_per_request = -(-context_length // block)
-        return VllmLogValues(capacity, self.utilization, s.weights_bytes, self.non_torch_bytes(placement.gpu_count),
+        return VllmLogValues(capacity, self.utilization, weights, self.non_torch_bytes(placement.gpu_count),
                              act, self.graph_bytes(), b.available, blocks, kv_tokens, context_length,
                              round(blocks * block / context_length if self.release.engine == "V0"
-                                   else blocks / blocks_per_request, 2))
+                                   else blocks / blocks_per_request, 2), weights - s.weights_bytes)
 
     def _kv_pool(self, s: Stage, available: int, context_length: int, tokens_per_step: int) -> tuple[int, int, int]:
         """(KV bytes, the tokens vLLM logs as "GPU KV cache size", requests of context_length it holds)."""
@@ -349,33 +362,41 @@ class SglangEngine:
         per_gpu, tokens, running, problem = [], None, None, None
         for s in stages:
             cell = s.kv_bytes_per_token_all_layers
-            pool = sglang_pool(self.release, gpu_bytes, capacity, s.weights_bytes, cell, tp, pp,
+            weights = s.weights_bytes + self.load_buffers_bytes(s, precision.compute_bytes)
+            pool = sglang_pool(self.release, gpu_bytes, capacity, weights, cell, tp, pp,
                                workload.context_length, self.mem_fraction_static, self.page_size)
             act = prefill_activation_bytes(s, chunk, precision.compute_bytes)
             graphs = graph_bytes(self.release, gpu_bytes, tp)
             tokens = pool.tokens if tokens is None else min(tokens, pool.tokens)
             running = pool.max_running_requests if running is None else min(running, pool.max_running_requests)
             if problem is None and pool.rest == 0:
-                problem = (DOES_NOT_FIT, f"weights {_gib(s.weights_bytes)} exceed mem_fraction_static "
+                problem = (DOES_NOT_FIT, f"weights {_gib(weights)} exceed mem_fraction_static "
                                          f"{pool.mem_fraction_static:.3f} x {_gib(pool.pre_load)} free")
             elif problem is None and act + graphs > pool.slack:
                 problem = (MARGINAL, f"a {chunk:,}-token prefill step and CUDA graphs ({_gib(act + graphs)}) exceed "
                                      f"the {_gib(pool.slack)} SGLang keeps outside the pool")
             overhead = CUDA_CONTEXT_BYTES + graphs + (SGLANG_NCCL_BYTES if tp * pp > 1 else 0)
-            per_gpu.append(GpuUsage(s.index, s.weights_bytes, pool.tokens * cell, act, overhead, capacity, 0))
+            per_gpu.append(GpuUsage(s.index, weights, pool.tokens * cell, act, overhead, capacity, 0))
         concurrency = min(tokens // workload.context_length, running) * placement.data_parallel   # a pool per DP rank
         verdict, reason = self._verdict(problem, tokens, concurrency, workload)
-        lines, values = self._log(per_gpu[0], tokens, running, chunk, workload.context_length)
+        buffers = self.load_buffers_bytes(stages[0], precision.compute_bytes)
+        lines, values = self._log(per_gpu[0], buffers, tokens, running, chunk, workload.context_length)
         return Evaluation(verdict, reason, tuple(per_gpu), tokens, concurrency, lines, values)
 
+    def load_buffers_bytes(self, stage: Stage, compute_bytes: int) -> int:
+        """What SGLang allocates while loading besides the weights, inside its "mem usage" (free memory
+        before minus after): the RoPE cos/sin table, float32 from 0.4.2 (sizer.plan.load_buffers)."""
+        return rope_cache_bytes(stage.rank_spec, FP32_BYTES if self.release.rope_cache_fp32 else compute_bytes)
+
     @staticmethod
-    def _log(first: GpuUsage, tokens: int, running: int, chunk: int, context_length: int) -> tuple[tuple, dict]:
+    def _log(first: GpuUsage, load_buffers: int, tokens: int, running: int, chunk: int,
+             context_length: int) -> tuple[tuple, dict]:
         """The lines SGLang prints about its pool (0.4.3.post4+ format), with sizer's numbers."""
         half = fmt_gib(first.kv_cache // 2)
-        values = {"weights": first.weights, "kv_cache": first.kv_cache, "max_total_num_tokens": tokens,
-                  "chunked_prefill_size": chunk, "max_prefill_tokens": 16384, "max_running_requests": running,
-                  "context_len": context_length}
-        lines = (f"Load weight end. mem usage={fmt_gib(first.weights)} GB.",
+        values = {"weights": first.weights, "load_buffers": load_buffers, "kv_cache": first.kv_cache,
+                  "max_total_num_tokens": tokens, "chunked_prefill_size": chunk, "max_prefill_tokens": 16384,
+                  "max_running_requests": running, "context_len": context_length}
+        lines = (f"Load weight end. mem usage={fmt_gib(first.weights)} GB.{load_buffers_note(first.weights, load_buffers)}",
                  f"KV Cache is allocated. #tokens: {tokens}, K size: {half} GB, V size: {half} GB",
                  f"max_total_num_tokens={tokens}, chunked_prefill_size={chunk}, max_prefill_tokens=16384, "
                  f"max_running_requests={running}, context_len={context_length}")
@@ -749,7 +770,8 @@ def make_engine(name: str, **options):
         return TransformersEngine(**chosen, calibration=resolve(options.get("calibration")))
     if name == "vllm":
         chosen = {k: v for k, v in options.items()
-                  if k in ("gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "release", "enforce_eager")}
+                  if k in ("gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "release", "enforce_eager",
+                           "lora")}
         if options.get("calibration") is not None:
             from sizer.calc.calibration import resolve
 
