@@ -290,6 +290,10 @@ def _fit_engine_options(name: str, opts: dict, settings, calibration) -> dict:
     options = _engine_options(name, opts["gpu_memory_utilization"], opts["max_num_seqs"], opts["max_num_batched_tokens"])
     if settings is not None and name == "vllm" and settings.options.get("enforce_eager"):
         options["enforce_eager"] = True
+    if settings is not None and name == "vllm" and settings.options.get("enable_lora"):
+        from sizer.plan.load_buffers import lora_slots
+
+        options["lora"] = lora_slots(settings.options)     # its slot buffers count among vLLM's weights
     if settings is not None and name == "sglang":
         options.update({k: settings.options[k] for k in ("mem_fraction_static", "chunked_prefill_size", "page_size")
                         if k in settings.options})

@@ -197,3 +197,22 @@ def test_weights_as_sglang_logs_them():
     """SGLang 0.4.9: mem usage = free before - free after the load, the float32 RoPE table in it."""
     error = _weights_error("sglang/llama-3.1-8b-instruct-24gb-tp1-v0.4.9-approx", "llama-3.1-8b", "24GB")
     assert abs(error) <= 0.001
+
+
+def test_fit_counts_the_lora_slots_vllm_would():
+    """`sizer fit --engine-args "--enable-lora --max-lora-rank 64"`: the plan's weights are what vLLM 0.10.2
+    would log, the checkpoint plus the RoPE table and the LoRA slots."""
+    from click.testing import CliRunner
+
+    from sizer.cli import cli
+
+    def weights(*extra):
+        result = CliRunner().invoke(cli, ["fit", "Llama-3.2-3B", "--gpus", "1xH100", "--engine", "vllm==0.10.2", "-p",
+                                          "bf16", "-c", "8192", *extra, "--format", "json"])
+        assert result.exit_code == 0, result.output
+        values = json.loads(result.stdout)["options"][0]["engine_log"]["values"]
+        return values["weights"], values["load_buffers"]
+
+    (plain, rope), (with_lora, buffers) = weights(), weights("--engine-args", "--enable-lora --max-lora-rank 64")
+    slots = lora_slot_bytes(stage("Llama-3.2-3B").rank_spec, 28, True, True, LoraSlots(64), 2)
+    assert rope == 131072 * 128 * 2 and buffers == rope + slots and with_lora - plain == slots
