@@ -216,3 +216,22 @@ def test_fit_counts_the_lora_slots_vllm_would():
     (plain, rope), (with_lora, buffers) = weights(), weights("--engine-args", "--enable-lora --max-lora-rank 64")
     slots = lora_slot_bytes(stage("Llama-3.2-3B").rank_spec, 28, True, True, LoraSlots(64), 2)
     assert rope == 131072 * 128 * 2 and buffers == rope + slots and with_lora - plain == slots
+
+
+def test_vocab_on_every_stage():
+    """vLLM's Qwen3-MoE builds embed_tokens and lm_head with no pipeline-rank guard: at TP4 x PP2 each
+    stage holds a quarter of both (151,936 x 2,048 in bf16 each)."""
+    spec = get_model(str(CONFIGS / "Qwen--Qwen3-30B-A3B-Instruct-2507.json"))
+    bf16 = get_precision("bf16")
+    quarter = 151936 * 2048 * 2 // 4
+    apart = build_stages(spec, bf16, Placement(4, 2), "bf16")
+    everywhere = build_stages(spec, bf16, Placement(4, 2), "bf16", vocab_everywhere=True)
+    assert [e.weights_bytes - a.weights_bytes for a, e in zip(apart, everywhere)] == [quarter, quarter]
+    assert "qwen3_moe" in VllmEngine().vocab_on_every_stage and "llama" not in VllmEngine().vocab_on_every_stage
+
+
+def test_weights_pipeline_stages_as_vllm_logs_them():
+    """The GH200 TP4 x PP2 log: 7.3272 GiB on every worker, both stages holding embedding and lm_head."""
+    error = _weights_error("vllm/qwen3-30b-a3b-gh200-tp4-pp2-v0.10.1.2",
+                           str(CONFIGS / "Qwen--Qwen3-30B-A3B-Instruct-2507.json"), "96GB")
+    assert abs(error) <= 0.001

@@ -166,6 +166,10 @@ VLLM_CUDA_GRAPH_BYTES = 512 * MiB
 VLLM_SAMPLER_BYTES_PER_LOGIT = 32
 # vLLM's fused add+RMSNorm keeps the hidden state and the residual: two hidden-sized tensors.
 VLLM_RESIDUAL_COPIES = 2
+# Families whose vLLM model builds embed_tokens and lm_head with no is_first_rank / is_last_rank guard,
+# so every pipeline stage holds both (models/qwen3_moe.py, qwen2_moe.py, mixtral.py, olmoe.py, gpt_oss.py,
+# minicpm.py @ 0.8.5, 0.10.1.1, 0.18.1; gemma2.py's embedding, its lm_head tied; docs/reference/vllm-versions-v1.md)
+VLLM_VOCAB_ON_EVERY_STAGE = frozenset({"qwen2_moe", "qwen3_moe", "mixtral", "olmoe", "gpt_oss", "minicpm", "gemma2"})
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,7 @@ class VllmEngine:
     gpu_capability: tuple[int, int] | None = None   # compute capability (non-torch memory before Hopper)
     calibration: VllmCalibration | None = None  # fitted from startup logs (sizer calibrate); None: the constants
     lora: LoraSlots | None = None             # --enable-lora (--max-lora-rank, --max-loras); None: off
+    vocab_on_every_stage: frozenset = VLLM_VOCAB_ON_EVERY_STAGE
 
     @property
     def utilization(self) -> float:
