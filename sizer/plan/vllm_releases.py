@@ -16,7 +16,11 @@ the range holding that release; `--engine vllm` the newest modelled. What a rang
   baseline is taken before NCCL starts), CUDA-graph memory (estimated and subtracted from 0.20.2;
   before that graphs are captured after the KV cache, in the 1 - utilization headroom);
 * how "GPU KV cache size" is logged: blocks x block size, or from 0.20.2 int(concurrency x max_model_len);
-* the KV block size: 16 (64 from 0.34; 64 for MLA on V1's FlashMLA).
+* the KV block size: 16 (64 from 0.34; 64 for MLA on V1's FlashMLA);
+* whether the LoRA slot buffers are among the logged weights (0.8-0.10: the model runner creates the
+  LoRA manager inside the weights' profiler, also in the V0 engine 0.8-0.10 still ship), and which
+  bitsandbytes format the loader leaves on the GPU (`bitsandbytes_format`); sizer.plan.load_buffers
+  sizes those buffers and the RoPE table.
 """
 
 from __future__ import annotations
