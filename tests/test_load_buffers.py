@@ -235,3 +235,12 @@ def test_weights_pipeline_stages_as_vllm_logs_them():
     error = _weights_error("vllm/qwen3-30b-a3b-gh200-tp4-pp2-v0.10.1.2",
                            str(CONFIGS / "Qwen--Qwen3-30B-A3B-Instruct-2507.json"), "96GB")
     assert abs(error) <= 0.001
+
+
+def test_lora_layer_moe_router_but_no_experts():
+    """Qwen3-30B-A3B: the router (ReplicatedLinear, 128 outputs) is a LinearBase and gets slots; FusedMoE does not."""
+    r = 16
+    spec = get_model(str(CONFIGS / "Qwen--Qwen3-30B-A3B-Instruct-2507.json"))
+    a = 3 * r * 2048 + r * 4096 + r * 2048                        # qkv, o_proj, gate (router)
+    b = (4096 + 512 + 512) * r + 2048 * r + 128 * r
+    assert lora_layer_elements(spec, r) == a + b

@@ -9,12 +9,16 @@ sglang-memory.md, section "Load-time buffers", quote the lines):
   dtype (`cache = cache.to(dtype)`); SGLang from 0.4.2 keeps it in float32 on CUDA ("cache needs to
   be in FP32 for numerical stability"), and before that its models used vLLM's `get_rope`.
 * LoRA slot buffers (vLLM 0.8+, whose V0 and V1 model runners create the LoRA manager inside the
-  `DeviceMemoryProfiler` block around the model load; 0.7 creates it after): every LoRA-capable layer
-  preallocates `max_loras` stacked A and B matrices of `max_lora_rank` in the model dtype
+  `DeviceMemoryProfiler` block around the model load; 0.7 creates it after): every LinearBase layer
+  (a MoE router included; FusedMoE experts are none) preallocates `max_loras` stacked A and B matrices of `max_lora_rank` in the model dtype
   (`lora_dtype` "auto"), the vocabulary-parallel embedding and the logits processor of the families
   that list `embedding_modules` (Llama and its subclasses) an A/B pair over the vocabulary and
   `lora_extra_vocab_size` extra embedding rows, and the model's own embedding and lm_head grow by
   those extra rows.
+
+Not modelled: models with two RoPE tables (Gemma 3's local and global bases, LongRoPE's short and
+long factors, multimodal M-RoPE), models that mix dense and MoE layers (every layer is given the
+dense MLP's slots when the config has a dense width), and the LoRA shapes after 0.10.2.
 """
 
 from __future__ import annotations
@@ -69,12 +73,13 @@ def lora_layer_elements(rank_spec: ModelSpec, rank: int) -> int:
     unsplit = rank_spec.family in LORA_UNSPLIT_FAMILIES
     qkv = (1 if unsplit else 3) * rank * hidden + rank * (q + 2 * kv)
     out = rank * q + hidden * rank
-    if not rank_spec.d_ff:
-        return qkv + out
+    router = rank * hidden + rank_spec.n_experts * rank if rank_spec.n_experts else 0   # ReplicatedLinear gate
+    if not rank_spec.d_ff:            # routed experts (FusedMoE) are no LinearBase: no slots
+        return qkv + out + router
     up_slices = 2 if rank_spec.gated_mlp else 1
     up = (1 if unsplit else up_slices) * rank * hidden + up_slices * rank_spec.d_ff * rank
     down = rank * rank_spec.d_ff + hidden * rank
-    return qkv + out + up + down
+    return qkv + out + router + up + down
 
 
 def lora_vocab_elements(rank_spec: ModelSpec, lora: LoraSlots, first: bool, last: bool, tp: int = 1) -> int:
