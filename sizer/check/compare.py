@@ -16,6 +16,7 @@ from sizer.plan.engine_args import DTYPES, KV_DTYPES
 from sizer.plan.load_buffers import lora_slots
 from sizer.plan.releases import version_tuple
 from sizer.plan.vllm_releases import V0_ENGINE_OF_V1_RELEASES, bitsandbytes_format
+from sizer.quant import get_precision
 from sizer.spec import Workload
 from sizer.units import fmt_gib
 
@@ -150,6 +151,9 @@ def _precision(log: EngineLog, spec, choice):
     (a precision name, or a format object where the log says more than a name holds)."""
     quantization = log.settings.get("quantization")
     stored = spec.checkpoint is not None or (spec.native_precision not in (None, "bf16", "fp16", "fp32"))
+    native = str(spec.native_precision or "")
+    if spec.checkpoint is None and native in BNB_4BIT_NAMES and log.engine == "vllm":     # quantized ahead
+        return get_precision(bitsandbytes_format(version_tuple(choice.version), (native[:3], native.endswith("-dq"))))
     if stored:
         return spec.native_precision
     if quantization == "fp8":
@@ -162,6 +166,7 @@ def _precision(log: EngineLog, spec, choice):
 # vLLM's BitsAndBytesConfig.from_config defaults, what it is made with when the checkpoint has no
 # quantization_config (layers/quantization/bitsandbytes.py@v0.8.2: quant type "fp4", no double quant)
 BNB_CONFIG_DEFAULTS = ("fp4", False, ())
+BNB_4BIT_NAMES = ("nf4", "nf4-dq", "fp4", "fp4-dq")
 
 
 def _bitsandbytes_format(log: EngineLog, choice):
@@ -169,8 +174,6 @@ def _bitsandbytes_format(log: EngineLog, choice):
     as the checkpoint's quantization_config says where the log prints it (Unsloth's "Bitsandbytes config
     using kwargs" line, with the decoder modules the checkpoint keeps 16-bit, which Unsloth's
     is_layer_skipped_bnb honours by prefix), else quantized while loading."""
-    from sizer.quant import get_precision
-
     s = log.settings
     kept = tuple(m for m in s.get("llm_int8_skip_modules") or () if "layers." in str(m))
     printed = (s.get("bnb_4bit_quant_type"), bool(s.get("bnb_4bit_use_double_quant")), kept)
