@@ -423,12 +423,15 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
               help="The GPU kind (H100, A100-40GB, 4090), needed when the log does not print the GPU's memory.")
 @click.option("-e", "--engine", default=None,
               help="NAME==VERSION (sglang==0.4.1) when the log does not say its release; SGLang never does.")
+@click.option("--engine-args", default=None,
+              help="Launch flags the log does not print, in the engine's spelling (\"--max-lora-rank 64\": vLLM's "
+                   "LoRA slots count among its weights, and the log shows only that LoRA is on).")
 @click.option("--record", "record_path", type=click.Path(dir_okay=False), default=None,
               help="Append the components to FILE (CSV, the columns of --format csv): `sizer calibrate FILE` fits "
                    "the vLLM constants to them.")
 @calibration_option
 @output_options
-def check(logfile, model, gpus, engine, record_path, calibration, fmt):
+def check(logfile, model, gpus, engine, engine_args, record_path, calibration, fmt):
     """Read a vLLM or SGLang startup LOGFILE and print sizer's plan of the same launch beside it:
     weights, activation peak, non-torch memory, CUDA graphs, KV cache memory and tokens, concurrency.
 
@@ -441,7 +444,11 @@ def check(logfile, model, gpus, engine, record_path, calibration, fmt):
     from sizer.check.logs import read_engine_log_file
     from sizer.check.report import render_check
 
-    result = check_log(read_engine_log_file(logfile), model, gpus, engine, calibration)
+    from sizer.plan.engine_args import EngineFlags
+
+    log = read_engine_log_file(logfile)
+    settings = EngineFlags.from_args(log.engine, engine_args).args.settings if engine_args else None
+    result = check_log(log, model, gpus, engine, calibration, settings)
     if record_path:
         from sizer.check.records import append_check_records
 

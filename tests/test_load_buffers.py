@@ -244,3 +244,21 @@ def test_lora_layer_moe_router_but_no_experts():
     a = 3 * r * 2048 + r * 4096 + r * 2048                        # qkv, o_proj, gate (router)
     b = (4096 + 512 + 512) * r + 2048 * r + 128 * r
     assert lora_layer_elements(spec, r) == a + b
+
+
+def test_check_cli_takes_the_lora_rank_the_log_does_not_print():
+    from click.testing import CliRunner
+
+    from sizer.cli import cli
+
+    log = str(LOGS / "vllm" / "llama-3.2-3b-instruct-a100-40gb-tp1-v0.8.1-lora.log")
+
+    def weights(*extra):
+        result = CliRunner().invoke(cli, ["check", log, "--model", "Llama-3.2-3B", *extra, "--format", "json"])
+        assert result.exit_code == 0, result.output
+        return next(r["predicted"] for r in json.loads(result.stdout)["components"] if r["component"] == "weights")
+
+    s = stage("Llama-3.2-3B")
+    rank_16 = lora_slot_bytes(s.rank_spec, 28, True, True, LoraSlots(16), 2)       # vLLM's default rank
+    rank_64 = lora_slot_bytes(s.rank_spec, 28, True, True, LoraSlots(64), 2)
+    assert weights("--engine-args", "--max-lora-rank 64") - weights() == rank_64 - rank_16
