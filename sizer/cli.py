@@ -293,6 +293,10 @@ def _fit_engine_options(name: str, opts: dict, settings, calibration) -> dict:
     options = _engine_options(name, opts["gpu_memory_utilization"], opts["max_num_seqs"], opts["max_num_batched_tokens"])
     if settings is not None and name == "vllm" and settings.options.get("enforce_eager"):
         options["enforce_eager"] = True
+    if settings is not None and name == "vllm" and settings.options.get("enable_lora"):
+        from sizer.plan.load_buffers import lora_slots
+
+        options["lora"] = lora_slots(settings.options)     # its slot buffers count among vLLM's weights
     if settings is not None and name == "sglang":
         options.update({k: settings.options[k] for k in ("mem_fraction_static", "chunked_prefill_size", "page_size",
                                                          "max_running_requests") if k in settings.options})
@@ -425,12 +429,15 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
 @click.option("--command", "launch_line", default=None,
               help="The launch line the log came from, for the settings the log does not print (a log cut before "
                    "its args / server_args line); what the log prints wins.")
+@click.option("--engine-args", default=None,
+              help="Launch flags the log does not print, in the engine's spelling (\"--max-lora-rank 64\": vLLM's "
+                   "LoRA slots count among its weights, and the log shows only that LoRA is on).")
 @click.option("--record", "record_path", type=click.Path(dir_okay=False), default=None,
               help="Append the components to FILE (CSV, the columns of --format csv): `sizer calibrate FILE` fits "
                    "the vLLM constants to them.")
 @calibration_option
 @output_options
-def check(logfile, model, gpus, engine, launch_line, record_path, calibration, fmt):
+def check(logfile, model, gpus, engine, launch_line, engine_args, record_path, calibration, fmt):
     """Read a vLLM or SGLang startup LOGFILE and print sizer's plan of the same launch beside it:
     weights, activation peak, non-torch memory, CUDA graphs, KV cache memory and tokens, concurrency.
 
@@ -445,14 +452,16 @@ def check(logfile, model, gpus, engine, launch_line, record_path, calibration, f
     from sizer.check.logs import read_engine_log_file, with_settings
     from sizer.check.report import render_check
 
+    from sizer.plan.engine_args import EngineFlags, parse_command
+
     log = read_engine_log_file(logfile)
     if launch_line:
-        from sizer.plan.engine_args import parse_command
-
         args = parse_command(launch_line)
         if args.engine != log.engine:
             raise SizerUsage(f"--command launches {args.engine}, the log is {log.engine}'s")
         log = with_settings(log, args.settings, "--command")
+    if engine_args:
+        log = with_settings(log, EngineFlags.from_args(log.engine, engine_args).args.settings, "--engine-args")
     result = check_log(log, model, gpus, engine, calibration)
     if record_path:
         from sizer.check.records import append_check_records

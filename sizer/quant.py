@@ -203,6 +203,7 @@ class Bnb4bitFormat(FormatTraits):
     name: str
     quant_type: str            # "nf4" or "fp4"
     double_quant: bool
+    kept_modules: tuple[str, ...] = ()   # decoder-layer modules the checkpoint keeps 16-bit ("model.layers.2.mlp")
 
     kind = "bnb"
     compute_bytes = BF16_BYTES
@@ -225,8 +226,18 @@ class Bnb4bitFormat(FormatTraits):
 
     def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
         if _bnb_quantizes(t, spec):
-            return self.quantized_bytes(t.n_elements) * t.copies
+            kept = self.kept_copies(t)
+            return self.quantized_bytes(t.n_elements) * (t.copies - kept) + kept * t.n_elements * BF16_BYTES
         return _kept_bytes(t)
+
+    def kept_copies(self, t: TensorSpec) -> int:
+        """Copies of `t` inside a module of kept_modules (llm_int8_skip_modules naming one layer's
+        module, as Unsloth's dynamic checkpoints do): those stay 16-bit."""
+        if not self.kept_modules or t.layers is None or not t.name.startswith("layers."):
+            return 0
+        prefixes = tuple(m[m.index("layers."):] + "." for m in self.kept_modules if "layers." in m)
+        rest = t.name[len("layers."):]
+        return t.experts * sum(1 for i in t.layers if f"layers.{i}.{rest}".startswith(prefixes))
 
     def keeps_16bit(self) -> str:
         return "embeddings, lm_head, norms, biases, MoE routers and fused experts"

@@ -32,7 +32,7 @@ def test_mem_fraction_static_defaults(version, gpu_mib, tp, expected):
     assert sglang_release(version).mem_fraction_static(gpu_mib, tp) == pytest.approx(expected, abs=5e-4)
 
 
-@pytest.mark.parametrize("version, expected", [("0.3.5", "0.4.3.post4"), ("0.4.4", "0.4.5"), ("0.4.6", "0.4.7"),
+@pytest.mark.parametrize("version, expected", [("0.3.5", "0.4.1.post5"), ("0.4.2.post1", "0.4.3.post4"), ("0.4.4", "0.4.5"), ("0.4.6", "0.4.7"),
                                                ("0.4.9", "0.4.10"), ("0.5.2rc2", "0.5.23")])
 def test_release_ranges(version, expected):
     assert sglang_release(version).last == expected

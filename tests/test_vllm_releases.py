@@ -124,7 +124,11 @@ def test_the_engines_own_lines_with_sizers_numbers():
     values, lines = new["engine_log"]["values"], new["engine_log"]["lines"]
     assert values["gpu_kv_cache_tokens"] == new["kv_cache_tokens"] and values["max_model_len"] == 8192
     assert values["weights"] == new["per_gpu"]["weights"]
-    assert lines == [f"Model loading took {values['weights'] / GiB:.4f} GiB",
+    # the weights vLLM logs hold the RoPE cos/sin table: 131,072 positions x 128 dims in bf16
+    assert values["load_buffers"] == 131072 * 128 * 2
+    assert lines == [f"Model loading took {values['weights'] / GiB:.4f} GiB  [sizer: "
+                     f"{(values['weights'] - values['load_buffers']) / GiB:.4f} GiB of weights + 0.0312 GiB made while "
+                     "loading: the RoPE table, LoRA slots if enabled]",
                      f"Available KV cache memory: {values['available_kv_cache'] / GiB:.2f} GiB",
                      f"GPU KV cache size: {values['gpu_kv_cache_tokens']:,} tokens, Maximum concurrency for 8,192 "
                      f"tokens per request: {values['max_concurrency']:.2f}x",

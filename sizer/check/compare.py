@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sizer.check.logs import EngineLog
+from sizer.check.logs import EngineLog, with_settings
 from sizer.errors import SizerError, UsageError
 from sizer.plan.engine_args import DTYPES, KV_DTYPES
+from sizer.plan.load_buffers import lora_slots
+from sizer.plan.releases import version_tuple
+from sizer.plan.vllm_releases import V0_ENGINE_OF_V1_RELEASES, bitsandbytes_format
+from sizer.quant import get_precision
 from sizer.spec import Workload
 from sizer.units import fmt_gib
 
@@ -58,13 +62,16 @@ class CheckResult:
 
 
 def check_log(log: EngineLog, model=None, gpus: str | None = None, engine: str | None = None,
-              calibration=None) -> CheckResult:
+              calibration=None, settings: dict | None = None) -> CheckResult:
     """Plan the launch `log` describes and compare. model: a MODEL reference or a ModelSpec (default:
     the log's model); gpus: the GPU kind when the log does not print its memory; engine: NAME==VERSION
     when the log does not say its release (SGLang never does); calibration: a file or Calibration whose
-    vLLM constants to predict with (sizer calibrate)."""
+    vLLM constants to predict with (sizer calibrate); settings: launch settings the log does not print
+    (vLLM's names, e.g. max_lora_rank from the launch command), below what the log says."""
     from sizer.inputs.resolve import get_model
 
+    if settings:
+        log = with_settings(log, settings, "the launch settings")
     name = model if model is not None else log.model
     if name is None:
         raise UsageError(f"{log.origin}: the log names no model; pass it with --model")
@@ -75,11 +82,11 @@ def check_log(log: EngineLog, model=None, gpus: str | None = None, engine: str |
     tp, pp = int(log.settings.get("tensor_parallel_size") or 1), int(log.settings.get("pipeline_parallel_size") or 1)
     context = int(log.settings.get("max_model_len") or log.measured.get("max_concurrency_tokens")
                   or log.measured.get("context_len") or spec.max_context_length or 8192)
-    precision = _precision(log, spec)
+    precision = _precision(log, spec, choice)
     ev, modelled = _evaluate(log, choice, spec, gpu, tp, pp, context, precision, calibration)
     rows = _rows(log, ev.engine_values)
     return CheckResult(log.origin, log.engine, log.version or choice.version, modelled, spec.name, gpu.name, tp, pp, context,
-                       precision, rows, tuple(notes) + log.notes)
+                       getattr(precision, "name", precision), rows, tuple(notes) + log.notes)
 
 
 def _engine_choice(log: EngineLog, engine: str | None):
@@ -93,8 +100,9 @@ def _engine_choice(log: EngineLog, engine: str | None):
     if log.version and log.engine == "vllm" and _v0_lines(log):
         release = parse_engine(f"vllm=={log.version}")
         if release.vllm.engine == "V1":         # 0.8-0.10 still had V0 (VLLM_USE_V1=0): the log's lines say which
-            return parse_engine("vllm==0.7.3"), [f"the log's lines are V0's (VLLM_USE_V1=0): vLLM {log.version}'s "
-                                                 "V0 engine, modelled as 0.6.5-0.7.3"]
+            choice = replace(release, vllm=V0_ENGINE_OF_V1_RELEASES)
+            return choice, [f"the log's lines are V0's (VLLM_USE_V1=0): vLLM {log.version}'s V0 engine, modelled as "
+                            "0.6.5-0.7.3 with the LoRA slots among the weights"]
     if log.version:
         try:
             return parse_engine(f"{log.engine}=={log.version}"), []
@@ -138,17 +146,40 @@ def _sglang_total(log: EngineLog) -> int | None:
     return free + CUDA_CONTEXT_BYTES + (NCCL_BYTES if ranks > 1 else 0)
 
 
-def _precision(log: EngineLog, spec) -> str | None:
-    """The checkpoint as stored, or what --quantization fp8 / --dtype make of a 16-bit one."""
+def _precision(log: EngineLog, spec, choice):
+    """The checkpoint as stored, or what --quantization fp8 / bitsandbytes / --dtype make of a 16-bit one
+    (a precision name, or a format object where the log says more than a name holds)."""
     quantization = log.settings.get("quantization")
     stored = spec.checkpoint is not None or (spec.native_precision not in (None, "bf16", "fp16", "fp32"))
+    native = str(spec.native_precision or "")
+    if spec.checkpoint is None and native in BNB_4BIT_NAMES and log.engine == "vllm":     # quantized ahead
+        return get_precision(bitsandbytes_format(version_tuple(choice.version), (native[:3], native.endswith("-dq"))))
     if stored:
         return spec.native_precision
     if quantization == "fp8":
         return "fp8"
-    if quantization == "bitsandbytes":          # vLLM loads pre-quantized bitsandbytes checkpoints as nf4
-        return "nf4"
+    if quantization == "bitsandbytes":
+        return _bitsandbytes_format(log, choice)
     return DTYPES.get(str(log.settings.get("dtype") or "").lower()) or spec.native_precision or "bf16"
+
+
+# vLLM's BitsAndBytesConfig.from_config defaults, what it is made with when the checkpoint has no
+# quantization_config (layers/quantization/bitsandbytes.py@v0.8.2: quant type "fp4", no double quant)
+BNB_CONFIG_DEFAULTS = ("fp4", False, ())
+BNB_4BIT_NAMES = ("nf4", "nf4-dq", "fp4", "fp4-dq")
+
+
+def _bitsandbytes_format(log: EngineLog, choice):
+    """The 4-bit format vLLM's loader leaves on the GPU (sizer.plan.vllm_releases.bitsandbytes_format):
+    as the checkpoint's quantization_config says where the log prints it (Unsloth's "Bitsandbytes config
+    using kwargs" line, with the decoder modules the checkpoint keeps 16-bit, which Unsloth's
+    is_layer_skipped_bnb honours by prefix), else quantized while loading."""
+    s = log.settings
+    kept = tuple(m for m in s.get("llm_int8_skip_modules") or () if "layers." in str(m))
+    printed = (s.get("bnb_4bit_quant_type"), bool(s.get("bnb_4bit_use_double_quant")), kept)
+    stored = None if printed[0] is None or printed == BNB_CONFIG_DEFAULTS else printed[:2]
+    fmt = get_precision(bitsandbytes_format(version_tuple(choice.version), stored))
+    return replace(fmt, kept_modules=kept) if kept else fmt
 
 
 def _evaluate(log: EngineLog, choice, spec, gpu, tp: int, pp: int, context: int, precision, calibration):
@@ -167,6 +198,8 @@ def _evaluate(log: EngineLog, choice, spec, gpu, tp: int, pp: int, context: int,
                           "max_running_requests": s.get("max_running_requests")}}[log.engine]
     if calibration is not None and log.engine == "vllm":
         options["calibration"] = calibration
+    if log.engine == "vllm" and s.get("enable_lora"):
+        options["lora"] = lora_slots(s)
     engine = make_engine(log.engine, **{k: v for k, v in options.items() if v is not None}, **choice.engine_options)
     kv_dtype = KV_DTYPES.get(str(s.get("kv_cache_dtype") or "").lower()) or "bf16"
     spec = engine_spec(spec, choice)

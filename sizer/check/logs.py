@@ -104,6 +104,16 @@ UNSLOTH_ARGS = (
                r"Num Sequences = (?P<max_num_seqs>\d+)\."),
     re.compile(r"Unsloth: Retrying vLLM to process (?P<max_num_seqs>\d+) sequences"),   # after an out-of-memory start
 )
+# --- lines that show a setting without printing it: (pattern, setting, value)
+FLAG_LINES = {
+    # vLLM's LoRA manager picks its Punica wrapper only with --enable-lora (lora/punica_wrapper/punica_selector.py)
+    VLLM: ((re.compile(r"\] Using Punica\w+\."), "enable_lora", True),),
+    SGLANG: (),
+}
+# Unsloth's BitsAndBytesConfig wrapper prints the arguments vLLM's config was made with (unsloth_zoo
+# vllm_utils.py patch_vllm_compute_dtype): the checkpoint's quantization_config, or vLLM's defaults
+BNB_CONFIG_LINE = re.compile(r"Bitsandbytes config using kwargs = (?P<body>\{.*\})")
+BNB_SETTINGS = ("bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "llm_int8_skip_modules")
 
 # --- measured quantities: each named group is one; a `_gib` group becomes `_bytes` (x 2**30)
 NUMBER = r"-?\d+(?:\.\d+)?"
@@ -344,6 +354,14 @@ def _read_record(reader: _Reader, record: _Record) -> None:
                 reader.put(name, _literal(value), FILL)
     if reader.engine == VLLM:
         _read_unsloth_args(reader, text)
+    for pattern, name, value in FLAG_LINES[reader.engine]:
+        if pattern.search(text):
+            reader.put(name, value, FILL)
+    if m := BNB_CONFIG_LINE.search(text):
+        kwargs = _dict_literal(m["body"])
+        for name in BNB_SETTINGS:
+            if name in kwargs:
+                reader.put(name, kwargs[name], ARGS)
     _read_version_and_model(reader, record)
     _read_settings(reader, text)
 

@@ -19,12 +19,13 @@ from sizer.calc.kv import INDEXER_VLLM_FP8
 from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
                                               spec_for_release)
 from sizer.calc.calibration import Calibration, VllmCalibration, default_calibration
+from sizer.plan.load_buffers import LoraSlots, lora_slot_bytes, rope_cache_bytes
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
 from sizer.plan.sglang import (NCCL_BYTES as SGLANG_NCCL_BYTES, NEWEST as SGLANG_NEWEST, SglangRelease, graph_bytes,
                                prefill_activation_bytes, sglang_pool, sglang_release)
 from sizer.plan.vllm_releases import (NEWEST as VLLM_NEWEST, VllmLogValues, VllmRelease, extensible_margin,
-                                     release_for, vllm_log_lines)
+                                     load_buffers_note, release_for, vllm_log_lines)
 from sizer.spec import ModelSpec, Workload
 from sizer.units import GiB, MiB, fmt_gib
 
@@ -194,6 +195,10 @@ BNB_LINEAR_BYTES = 2                    # vLLM computes bitsandbytes Linears in 
 BNB_ABSMAX_BLOCK = 64
 # vLLM's fused add+RMSNorm keeps the hidden state and the residual: two hidden-sized tensors.
 VLLM_RESIDUAL_COPIES = 2
+# Families whose vLLM model builds embed_tokens and lm_head with no is_first_rank / is_last_rank guard,
+# so every pipeline stage holds both (models/qwen3_moe.py, qwen2_moe.py, mixtral.py, olmoe.py, gpt_oss.py,
+# minicpm.py @ 0.8.5, 0.10.1.1, 0.18.1; gemma2.py's embedding, its lm_head tied; docs/reference/vllm-versions-v1.md)
+VLLM_VOCAB_ON_EVERY_STAGE = frozenset({"qwen2_moe", "qwen3_moe", "mixtral", "olmoe", "gpt_oss", "minicpm", "gemma2"})
 
 
 def vllm_bnb4_linear_bytes(tokens: int, in_features: int, shards: tuple[int, ...], double_quant: bool) -> int:
@@ -278,10 +283,22 @@ class VllmEngine:
     gpu_name: str = ""                        # the GPU's catalog name (0.9+ gives an A100 the small-GPU defaults)
     gpu_capability: tuple[int, int] | None = None   # compute capability (non-torch memory before Hopper)
     calibration: VllmCalibration | None = None  # fitted from startup logs (sizer calibrate); None: the constants
+    lora: LoraSlots | None = None             # --enable-lora (--max-lora-rank, --max-loras); None: off
+    vocab_on_every_stage: frozenset = VLLM_VOCAB_ON_EVERY_STAGE
 
     @property
     def utilization(self) -> float:
         return self.gpu_memory_utilization or self.release.gpu_memory_utilization
+
+    def load_buffers_bytes(self, stage: Stage, compute_bytes: int, tensor_parallel: int = 1) -> int:
+        """What vLLM allocates while loading besides the weights, inside the profiler that measures
+        them (sizer.plan.load_buffers): the RoPE cos/sin table in the model dtype, and with LoRA on
+        the releases that create the LoRA manager there, its slot buffers."""
+        rope = rope_cache_bytes(stage.rank_spec, compute_bytes)
+        if self.lora is None or not self.release.lora_in_weights:
+            return rope
+        return rope + lora_slot_bytes(stage.rank_spec, len(stage.layers), stage.first, stage.last, self.lora,
+                                      compute_bytes, tensor_parallel)
 
     def scheduler_limits(self, capacity: int, max_model_len: int = 8192) -> tuple[int, int]:
         tokens, seqs = self.release.scheduler_defaults(capacity, self.gpu_name, max_model_len)
@@ -358,8 +375,9 @@ class VllmEngine:
         per_gpu, kv_tokens, concurrency, short, first, blocks = [], None, None, None, None, []
         for s in stages:
             act = self.profile_peak(s, capacity, compute_bytes, context_length, bnb4_double_quant(precision))
-            b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count)
-            first = first or (s, act, b)
+            weights = s.weights_bytes + self.load_buffers_bytes(s, compute_bytes, placement.tensor_parallel)
+            b = self.budget(weights, act, capacity, placement.gpu_count)
+            first = first or (s, act, b, weights)
             state = 0
             if s.state_layers:
                 kv, state, pool = vllm_hybrid_pool(s, b.available, context_length, tokens_per_step, batch_size)
@@ -378,7 +396,7 @@ class VllmEngine:
             overhead = self.non_torch_bytes(placement.gpu_count) + self.graph_bytes() + CUDA_CONTEXT_BYTES
             if self.release.charges_cuda_context:
                 overhead -= CUDA_CONTEXT_BYTES          # counted once
-            per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity, state))
+            per_gpu.append(GpuUsage(s.index, weights, kv, act, overhead, capacity, state))
         concurrency *= placement.data_parallel          # each replica (DP rank) has a KV pool of its own
         verdict, reason = self._verdict(short, kv_tokens, concurrency, workload, capacity)
         values = self._log_values(first, min(blocks), kv_tokens, capacity, placement, context_length)
@@ -392,16 +410,17 @@ class VllmEngine:
 
     def _log_values(self, first, pool: tuple[int, int, int], kv_tokens: int, capacity: int, placement: Placement,
                     context_length: int) -> VllmLogValues:
-        """What the first worker prints: its weights, activations and KV memory; the blocks, token count
-        and concurrency after the minimum over workers (V0's executor and V1's engine core both take
-        the smallest worker's block count before logging them). `pool`: (blocks, blocks one request of
-        context_length takes, tokens per block) of the worker with the fewest blocks."""
-        s, act, b = first
+        """What the first worker prints: its weights (with what loading makes beside them), activations
+        and KV memory; the blocks, token count and concurrency after the minimum over workers (V0's
+        executor and V1's engine core both take the smallest worker's block count before logging them).
+        `pool`: (blocks, blocks one request of context_length takes, tokens per block) of the worker
+        with the fewest blocks."""
+        s, act, b, weights = first
         blocks, blocks_per_request, block = pool
-        return VllmLogValues(capacity, self.utilization, s.weights_bytes, self.non_torch_bytes(placement.gpu_count),
+        return VllmLogValues(capacity, self.utilization, weights, self.non_torch_bytes(placement.gpu_count),
                              act, self.graph_bytes(), b.available, blocks, kv_tokens, context_length,
                              round(blocks * block / context_length if self.release.engine == "V0"
-                                   else blocks / blocks_per_request, 2))
+                                   else blocks / blocks_per_request, 2), weights - s.weights_bytes)
 
     def _kv_pool(self, s: Stage, available: int, context_length: int, tokens_per_step: int) -> tuple[int, int, int]:
         """(KV bytes, the tokens vLLM logs as "GPU KV cache size", requests of context_length it holds)."""
@@ -465,33 +484,41 @@ class SglangEngine:
             user_running //= placement.data_parallel          # tp_worker: "// dp_size if enable_dp_attention"
         for s in stages:
             cell = s.kv_bytes_per_token_all_layers
-            pool = sglang_pool(self.release, gpu_bytes, capacity, s.weights_bytes, cell, tp, pp,
+            weights = s.weights_bytes + self.load_buffers_bytes(s, precision.compute_bytes)
+            pool = sglang_pool(self.release, gpu_bytes, capacity, weights, cell, tp, pp,
                                workload.context_length, self.mem_fraction_static, self.page_size, user_running)
             act = prefill_activation_bytes(s, chunk, precision.compute_bytes)
             graphs = graph_bytes(self.release, gpu_bytes, tp)
             tokens = pool.tokens if tokens is None else min(tokens, pool.tokens)
             running = pool.max_running_requests if running is None else min(running, pool.max_running_requests)
             if problem is None and pool.rest == 0:
-                problem = (DOES_NOT_FIT, f"weights {_gib(s.weights_bytes)} exceed mem_fraction_static "
+                problem = (DOES_NOT_FIT, f"weights {_gib(weights)} exceed mem_fraction_static "
                                          f"{pool.mem_fraction_static:.3f} x {_gib(pool.pre_load)} free")
             elif problem is None and act + graphs > pool.slack:
                 problem = (MARGINAL, f"a {chunk:,}-token prefill step and CUDA graphs ({_gib(act + graphs)}) exceed "
                                      f"the {_gib(pool.slack)} SGLang keeps outside the pool")
             overhead = CUDA_CONTEXT_BYTES + graphs + (SGLANG_NCCL_BYTES if tp * pp > 1 else 0)
-            per_gpu.append(GpuUsage(s.index, s.weights_bytes, pool.tokens * cell, act, overhead, capacity, 0))
+            per_gpu.append(GpuUsage(s.index, weights, pool.tokens * cell, act, overhead, capacity, 0))
         concurrency = min(tokens // workload.context_length, running) * placement.data_parallel   # a pool per DP rank
         verdict, reason = self._verdict(problem, tokens, concurrency, workload)
-        lines, values = self._log(per_gpu[0], tokens, running, chunk, workload.context_length)
+        buffers = self.load_buffers_bytes(stages[0], precision.compute_bytes)
+        lines, values = self._log(per_gpu[0], buffers, tokens, running, chunk, workload.context_length)
         return Evaluation(verdict, reason, tuple(per_gpu), tokens, concurrency, lines, values)
 
+    def load_buffers_bytes(self, stage: Stage, compute_bytes: int) -> int:
+        """What SGLang allocates while loading besides the weights, inside its "mem usage" (free memory
+        before minus after): the RoPE cos/sin table, float32 from 0.4.2 (sizer.plan.load_buffers)."""
+        return rope_cache_bytes(stage.rank_spec, FP32_BYTES if self.release.rope_cache_fp32 else compute_bytes)
+
     @staticmethod
-    def _log(first: GpuUsage, tokens: int, running: int, chunk: int, context_length: int) -> tuple[tuple, dict]:
+    def _log(first: GpuUsage, load_buffers: int, tokens: int, running: int, chunk: int,
+             context_length: int) -> tuple[tuple, dict]:
         """The lines SGLang prints about its pool (0.4.3.post4+ format), with sizer's numbers."""
         half = fmt_gib(first.kv_cache // 2)
-        values = {"weights": first.weights, "kv_cache": first.kv_cache, "max_total_num_tokens": tokens,
-                  "chunked_prefill_size": chunk, "max_prefill_tokens": 16384, "max_running_requests": running,
-                  "context_len": context_length}
-        lines = (f"Load weight end. mem usage={fmt_gib(first.weights)} GB.",
+        values = {"weights": first.weights, "load_buffers": load_buffers, "kv_cache": first.kv_cache,
+                  "max_total_num_tokens": tokens, "chunked_prefill_size": chunk, "max_prefill_tokens": 16384,
+                  "max_running_requests": running, "context_len": context_length}
+        lines = (f"Load weight end. mem usage={fmt_gib(first.weights)} GB.{load_buffers_note(first.weights, load_buffers)}",
                  f"KV Cache is allocated. #tokens: {tokens}, K size: {half} GB, V size: {half} GB",
                  f"max_total_num_tokens={tokens}, chunked_prefill_size={chunk}, max_prefill_tokens=16384, "
                  f"max_running_requests={running}, context_len={context_length}")
@@ -921,7 +948,8 @@ def make_engine(name: str, **options):
         return TransformersEngine(**chosen, calibration=resolve(options.get("calibration")))
     if name == "vllm":
         chosen = {k: v for k, v in options.items()
-                  if k in ("gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "release", "enforce_eager")}
+                  if k in ("gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "release", "enforce_eager",
+                           "lora")}
         if options.get("calibration") is not None:
             from sizer.calc.calibration import resolve
 

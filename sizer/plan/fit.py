@@ -251,7 +251,9 @@ class Planner:
             self._stages[key] = build_stages(self.spec, weights, placement, key[2],
                                              embedding_on_host=self.engine.embedding_on_host,
                                              tied_copy_on_last=self.engine.tied_copy_on_last,
-                                             indexer=getattr(self.engine, "indexer_cache", INDEXER_AT_KV_DTYPE))
+                                             indexer=getattr(self.engine, "indexer_cache", INDEXER_AT_KV_DTYPE),
+                                             vocab_everywhere=self.spec.family in getattr(
+                                                 self.engine, "vocab_on_every_stage", ()))
         return self._stages[key]
 
     def evaluate(self, precision, placement: Placement, workload: Workload, kv_dtype: str | None = None) -> Evaluation:

@@ -11,6 +11,12 @@ from sizer.errors import UsageError
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[.+-]?(?:post|rc|dev)?[\w.+-]*)?$")
 
 
+def version_tuple(version: str | None) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a release as users write it; None where it is not one."""
+    m = _VERSION.match(version.strip()) if version else None
+    return (int(m[1]), int(m[2]), int(m[3] or 0)) if m else None
+
+
 def range_for(engine: str, label: str, version: str | None, ranges: Sequence, example: str):
     """The range of `ranges` (objects with `first`, a version tuple, and `last`, its text; oldest first)
     that holds `version`; None means the newest. One-line UsageErrors name the modelled span."""

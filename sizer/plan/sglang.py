@@ -43,6 +43,7 @@ class SglangRelease:
     last: str
     rule: str                 # how mem_fraction_static is chosen: "tp", "tp-13g", "reserve-0.4.8", "reserve-0.5"
     page_rounding: bool = True
+    rope_cache_fp32: bool = True    # SGLang's own get_rope keeps the cos/sin table in float32 on CUDA (0.4.2+)
 
     @property
     def name(self) -> str:
@@ -83,7 +84,8 @@ class SglangRelease:
 
 
 RELEASES = (
-    SglangRelease((0, 3, 0), "0.4.3.post4", "tp", page_rounding=False),
+    SglangRelease((0, 3, 0), "0.4.1.post5", "tp", page_rounding=False, rope_cache_fp32=False),   # vLLM's get_rope
+    SglangRelease((0, 4, 2), "0.4.3.post4", "tp", page_rounding=False),
     SglangRelease((0, 4, 4), "0.4.5", "tp"),
     SglangRelease((0, 4, 6), "0.4.7", "tp-13g"),
     SglangRelease((0, 4, 8), "0.4.10", "reserve-0.4.8"),

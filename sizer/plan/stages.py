@@ -87,9 +87,11 @@ def _global_stage_is_first(t: TensorSpec) -> bool:
 
 
 def _tensor_stage_bytes(t: TensorSpec, spec: ModelSpec, precision, stage_range: range, first: bool,
-                        last: bool) -> int:
+                        last: bool, vocab_everywhere: bool = False) -> int:
     if t.layers is None:
         on_stage = first if _global_stage_is_first(t) else last
+        if vocab_everywhere and t.kind == EMBEDDING or vocab_everywhere and t.component == "lm_head":
+            on_stage = True
         return precision.tensor_bytes(t, spec) if on_stage else 0
     start, stop = max(t.layers.start, stage_range.start), min(t.layers.stop, stage_range.stop)
     if start >= stop:
@@ -135,7 +137,7 @@ def _rank_spec(spec: ModelSpec, tp: int) -> ModelSpec:
 
 def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str, *,
                  embedding_on_host: bool = False, tied_copy_on_last: bool = False,
-                 indexer: str = INDEXER_AT_KV_DTYPE) -> list[Stage]:
+                 indexer: str = INDEXER_AT_KV_DTYPE, vocab_everywhere: bool = False) -> list[Stage]:
     """The stages of `placement` with weights in `precision`, a format object of sizer.quant (its
     CheckpointFormat sizes the checkpoint's own stored bytes from its headers).
 
@@ -144,6 +146,8 @@ def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str
     output matrix (vLLM, llama.cpp).
     indexer: how the engine stores sparse-attention indexer keys (sizer.calc.kv: in the KV dtype, or
     vLLM's fp8 with per-128 scales).
+    vocab_everywhere: every stage builds the input embedding and the lm_head (vLLM's models of some
+    families create both with no pipeline-rank guard), a tied one once.
     """
     tp, pp = placement.tensor_parallel, placement.pipeline_parallel
     rank = _rank_spec(spec, placement.attention_tp)
@@ -162,14 +166,15 @@ def build_stages(spec: ModelSpec, precision, placement: Placement, kv_dtype: str
         else:
             for t in spec.tensors:
                 num, den = _share(t, spec, placement)
-                size = ceil(_tensor_stage_bytes(t, spec, precision, layers, first, last) * num / den)
+                size = ceil(_tensor_stage_bytes(t, spec, precision, layers, first, last, vocab_everywhere)
+                            * num / den)
                 if embedding_on_host and t.component == "embeddings" and t.kind == EMBEDDING:
                     host += size
                     size = 0
                 weights += size
                 experts += size if t.component == "experts" else 0
                 if tied_copy_on_last and last and (pp > 1 or embedding_on_host) and spec.tied_embeddings \
-                        and t.component == "embeddings" and t.kind == EMBEDDING:
+                        and t.component == "embeddings" and t.kind == EMBEDDING and not vocab_everywhere:
                     weights += ceil(precision.tensor_bytes(replace(t, component="lm_head"), spec) * num / den)
         kinds = [spec.layer_types[i] for i in layers]
         kv_layers = [i for i in layers if spec.layer_types[i] in KV_KINDS]

@@ -16,12 +16,16 @@ the range holding that release; `--engine vllm` the newest modelled. What a rang
   baseline is taken before NCCL starts), CUDA-graph memory (estimated and subtracted from 0.20.2;
   before that graphs are captured after the KV cache, in the 1 - utilization headroom);
 * how "GPU KV cache size" is logged: blocks x block size, or from 0.20.2 int(concurrency x max_model_len);
-* the KV block size: 16 (64 from 0.34; 64 for MLA on V1's FlashMLA).
+* the KV block size: 16 (64 from 0.34; 64 for MLA on V1's FlashMLA);
+* whether the LoRA slot buffers are among the logged weights (0.8-0.10: the model runner creates the
+  LoRA manager inside the weights' profiler, also in the V0 engine 0.8-0.10 still ship), and which
+  bitsandbytes format the loader leaves on the GPU (`bitsandbytes_format`); sizer.plan.load_buffers
+  sizes those buffers and the RoPE table.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sizer.plan.releases import range_for
 from sizer.units import GiB, fmt_gib
@@ -51,6 +55,7 @@ class VllmRelease:
     block_size: int = 16
     mla_block_size: int = 16
     extensible_kv_cache: bool = False     # 0.34: KV measured after warm-up, within a margin
+    lora_in_weights: bool = False     # the LoRA slot buffers are made inside the weights' profiler (0.8-0.10 read)
 
     @property
     def name(self) -> str:
@@ -85,8 +90,8 @@ RELEASES = (
     VllmRelease((0, 5, 0), "0.6.3.post1", "V0", 0.9, v0_chunked_tokens=512),
     VllmRelease((0, 6, 4), "0.6.4.post1", "V0", 0.9, v0_chunked_tokens=512, charges_cuda_context=True),
     VllmRelease((0, 6, 5), "0.7.3", "V0", 0.9, v0_chunked_tokens=2048),
-    VllmRelease((0, 8, 0), "0.9.0", "V1", 0.9, charges_cuda_context=True, mla_block_size=64),
-    VllmRelease((0, 9, 1), "0.10.2", "V1", 0.9, a100_is_small=True, mla_block_size=64),
+    VllmRelease((0, 8, 0), "0.9.0", "V1", 0.9, charges_cuda_context=True, mla_block_size=64, lora_in_weights=True),
+    VllmRelease((0, 9, 1), "0.10.2", "V1", 0.9, a100_is_small=True, mla_block_size=64, lora_in_weights=True),
     VllmRelease((0, 11, 0), "0.20.1", "V1", 0.9, a100_is_small=True, charges_nccl=False, mla_block_size=64),
     VllmRelease((0, 20, 2), "0.27.x", "V1", 0.92, a100_is_small=True, charges_nccl=False, charges_cuda_graphs=True,
                 tokens_from_concurrency=True, mla_block_size=64),
@@ -97,11 +102,35 @@ RELEASES = (
                 extensible_kv_cache=True),
 )
 NEWEST = RELEASES[-1]
+# 0.8-0.10 still ship the V0 engine (VLLM_USE_V1=0; the fallback for LoRA, bitsandbytes or GPUs below
+# compute capability 8.0): 0.7.3's accounting, except that its model runner now creates the LoRA
+# manager inside the weights' DeviceMemoryProfiler (worker/model_runner.py@v0.8.2 load_model)
+V0_ENGINE_OF_V1_RELEASES = replace(RELEASES[2], first=(0, 8, 0), last="0.10.x V0 engine", lora_in_weights=True)
 
 
 def release_for(version: str | None) -> VllmRelease:
     """The modelled range that holds `version` (None: the newest)."""
     return range_for("vllm", "vLLM", version, RELEASES, "0.6.4, 0.10.2 or 0.11.0")
+
+
+# vLLM's bitsandbytes loader (model_loader/loader.py@v0.8.2, bitsandbytes_loader.py@v0.10.0):
+# a checkpoint without a quantization_config is quantized while loading with
+# `quantize_4bit(loaded_weight, compress_statistics=True, quant_type="nf4")`, whatever the
+# BitsAndBytesConfig says; from 0.10.0 `_dequantize_dq` turns every nested absmax back into float32
+# at load ("This comes at the cost of increased memory usage"); 0.28 no longer has the loader.
+BNB_LOAD_TIME_FORMAT = ("nf4", True)
+BNB_DEQUANTIZES_NESTED = ((0, 10, 0), (0, 28, 0))
+
+
+def bitsandbytes_format(version: tuple[int, int, int] | None, stored: tuple[str, bool] | None) -> str:
+    """The 4-bit format vLLM's bitsandbytes loader leaves on the GPU: a checkpoint quantized ahead
+    (stored: its quant type and double quantization) as stored, else NF4 with double quantization
+    (quantized while loading); from 0.10 to 0.27 the absmax of either in float32."""
+    quant_type, double_quant = stored or BNB_LOAD_TIME_FORMAT
+    first, past = BNB_DEQUANTIZES_NESTED
+    if version is not None and first <= version < past:
+        double_quant = False
+    return quant_type + ("-dq" if double_quant else "")
 
 
 def extensible_margin(activation_peak: int) -> int:
@@ -125,6 +154,7 @@ class VllmLogValues:
     gpu_kv_cache_tokens: int
     max_model_len: int
     max_concurrency: float
+    load_buffers: int = 0        # of `weights`: made while loading (RoPE table, LoRA slots; sizer.plan.load_buffers)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -134,13 +164,22 @@ def _g(n: int, digits: int = 2) -> str:
     return fmt_gib(n, digits)
 
 
+def load_buffers_note(weights: int, load_buffers: int) -> str:
+    """What sizer adds to an engine's weights line: the tensors and the buffers made while loading."""
+    if not load_buffers:
+        return ""
+    return (f"  [sizer: {_g(weights - load_buffers, 4)} GiB of weights + {_g(load_buffers, 4)} GiB made while "
+            "loading: the RoPE table, LoRA slots if enabled]")
+
+
 def vllm_log_lines(release: VllmRelease, v: VllmLogValues) -> tuple[str, ...]:
     """The startup lines this release prints about memory, with sizer's numbers, in its own format
     (docs/reference/vllm-versions-v0.md and -v1.md, section "Log lines")."""
     tokens, length = f"{v.gpu_kv_cache_tokens:,}", f"{v.max_model_len:,}"
     concurrency = f"Maximum concurrency for {length} tokens per request: {v.max_concurrency:.2f}x"
+    note = load_buffers_note(v.weights, v.load_buffers)
     if release.engine == "V0":
-        lines = [f"Loading model weights took {_g(v.weights, 4)} GB"]
+        lines = [f"Loading model weights took {_g(v.weights, 4)} GB{note}"]
         if release.charges_cuda_context:
             lines.append(f"Memory profiling results: total_gpu_memory={_g(v.total_gpu_memory)}GiB "
                          f"peak_torch_memory={_g(v.weights + v.activation_peak)}GiB non_torch_memory="
@@ -151,7 +190,7 @@ def vllm_log_lines(release: VllmRelease, v: VllmLogValues) -> tuple[str, ...]:
                          f"PyTorch activation peak memory takes {_g(v.activation_peak)}GiB; the rest of the memory "
                          f"reserved for KV Cache is {_g(v.available_kv_cache)}GiB.")
         return (*lines, f"# GPU blocks: {v.num_gpu_blocks}", concurrency)      # 0.7.x spells it "# cuda blocks"
-    lines = [f"Model loading took {_g(v.weights, 4)} GiB", f"Available KV cache memory: {_g(v.available_kv_cache)} GiB"]
+    lines = [f"Model loading took {_g(v.weights, 4)} GiB{note}", f"Available KV cache memory: {_g(v.available_kv_cache)} GiB"]
     if release.huge_gpu_tokens:                  # 0.28+: one line
         lines.append(f"GPU KV cache size: {tokens} tokens, {concurrency}")
     else:
