@@ -4,6 +4,7 @@ each measured number (the logs and their sources: tests/data/engine_logs)."""
 import csv
 import io
 import json
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -185,3 +186,21 @@ def test_a_log_cut_before_its_settings_takes_them_from_the_launch_line():
 def test_a_launch_line_of_the_other_engine_is_refused():
     result = run(DEEPSEEK_H20, "--model", "DeepSeek-V3", "--gpus", "96GB", "--command", "vllm serve m --tp 16")
     assert result.exit_code == 2 and "--command launches vllm, the log is sglang's" in result.stderr
+
+
+def test_an_sglang_log_cut_after_its_load_line_plans_from_the_free_memory_it_implies():
+    """The published 24 GB log starts at "Load weight end. avail mem=7.37 GB, mem usage=15.02 GB": the
+    free memory before the weights was 22.39 GB (a Windows desktop GPU; a bare 24 GB card would give a
+    pool 20 % larger), and sizer sizes the pool from it."""
+    log = read_engine_log_file(LOGS / "sglang" / "llama-3.1-8b-instruct-24gb-tp1-v0.4.9-approx.log")
+    assert "avail_before_load_bytes" not in log.measured
+    result = check_log(log, "llama-3.1-8b", "24GB", "sglang==0.4.9")     # SGLang's defaults follow the card's size
+    free = round(7.37 * 2**30) + round(15.02 * 2**30)
+    tokens = next(r for r in result.rows if r.component == "max_total_num_tokens")
+    assert tokens.measured == 38141 and abs(tokens.error) < 0.01
+    # the pool follows the implied free memory: 0.01 GB less free memory, fewer tokens
+    less = replace(log, measured={**log.measured,
+                                  "avail_after_load_bytes": log.measured["avail_after_load_bytes"] - 2**30 // 100})
+    fewer = next(r for r in check_log(less, "llama-3.1-8b", "24GB", "sglang==0.4.9").rows
+                 if r.component == "max_total_num_tokens")
+    assert fewer.predicted < tokens.predicted and free > 22 * 2**30

@@ -134,12 +134,17 @@ def _gpu(log: EngineLog, gpus: str | None):
 
 
 def _sglang_total(log: EngineLog) -> int | None:
-    """SGLang prints the free memory before the weights ("Load weight begin. avail mem"): the GPU whose
-    pool sizer computes from it is that plus what sizer sets aside before it (sizer.plan.sglang)."""
+    """SGLang prints the free memory before the weights ("Load weight begin. avail mem"; a log cut after
+    it still says "Load weight end. avail mem=A GB, mem usage=W GB", W being that free memory less A,
+    each to 0.01 GB): the GPU whose pool sizer computes from it is that plus what sizer sets aside
+    before it (sizer.plan.sglang). A desktop GPU's display or another process shows here."""
     from sizer.calc.overhead import CUDA_CONTEXT_BYTES
     from sizer.plan.sglang import NCCL_BYTES
 
-    free = log.measured.get("avail_before_load_bytes")
+    m = log.measured
+    free = m.get("avail_before_load_bytes")
+    if not free and m.get("avail_after_load_bytes") and m.get("weights_bytes"):
+        free = m["avail_after_load_bytes"] + m["weights_bytes"]
     if log.engine != "sglang" or not free:
         return None
     ranks = int(log.settings.get("tensor_parallel_size") or 1) * int(log.settings.get("pipeline_parallel_size") or 1)
