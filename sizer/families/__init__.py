@@ -19,6 +19,7 @@ from sizer.families.deepseek import deepseek
 from sizer.families.ernie import ernie4_5
 from sizer.families.falcon import falcon
 from sizer.families.gemma3n import gemma3n_text, gemma4_text
+from sizer.families.vision import vision_tower
 from sizer.families.generic import generic_spec_from_config
 from sizer.families.glm import glm4_moe
 from sizer.families.hybrid import (falcon_h1, granitemoehybrid, jamba, minimax, nemotron_h, qwen3_5, qwen3_5_moe,
@@ -100,7 +101,10 @@ CLASS_DEFAULTS: dict[str, dict] = {
 # model_type -> the family of its language model: Gemma3ForConditionalGeneration's text model is
 # gemma3_text; Kimi K2.5's text_config says kimi_k2 (or nothing), which Kimi_K25Config reads as deepseek_v3;
 # Mistral3's text model is a mistral (when its text_config leaves model_type out).
-TEXT_FAMILY = {"gemma3": "gemma3_text", "gemma3n": "gemma3n_text", "gemma4": "gemma4_text", "kimi_k2": "deepseek_v3", "kimi_k25": "deepseek_v3", "mistral3": "mistral"}
+TEXT_FAMILY = {"gemma3": "gemma3_text", "gemma3n": "gemma3n_text", "gemma4": "gemma4_text", "kimi_k2": "deepseek_v3", "kimi_k25": "deepseek_v3", "mistral3": "mistral",
+                # Qwen-VL language models: Qwen2 (Qwen2.5-VL, biased q/k/v), Qwen3 and Qwen3-MoE (q/k norms)
+                "qwen2_5_vl": "qwen2", "qwen2_5_vl_text": "qwen2", "qwen3_vl_text": "qwen3",
+                "qwen3_vl_moe_text": "qwen3_moe"}
 
 
 def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> ModelSpec:
@@ -116,6 +120,9 @@ def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> Mod
         spec = generic_spec_from_config(c, raw, name, family or "unknown", origin, unsupported_message(origin, shown))
     else:
         spec = build(c, name)
+    tower = vision_tower(raw)
+    if tower is not None:
+        spec = replace(spec, vision=tower)
     native = quantization_label(c.raw.get("quantization_config"))
     if native or source:
         spec = replace(spec, native_precision=native, source=source or spec.source)

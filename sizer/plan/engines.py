@@ -10,7 +10,7 @@ but barely; for vLLM: it starts, but serves fewer concurrent sequences than aske
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import ceil
 
 from sizer.calc.activations import FP32_BYTES, peak_of, step_peak, transformers_attention
@@ -19,6 +19,7 @@ from sizer.calc.kv import INDEXER_VLLM_FP8
 from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
                                               spec_for_release)
 from sizer.calc.calibration import Calibration, VllmCalibration, default_calibration
+from sizer.plan.multimodal import vllm_encoder_weight_bytes, vllm_profile_peak_bytes
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
 from sizer.plan.sglang import (NCCL_BYTES as SGLANG_NCCL_BYTES, NEWEST as SGLANG_NEWEST, SglangRelease, graph_bytes,
@@ -202,9 +203,11 @@ class VllmEngine:
         tokens, seqs = self.release.scheduler_defaults(capacity, self.gpu_name, max_model_len)
         return self.max_num_batched_tokens or tokens, self.max_num_seqs or seqs
 
-    def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192) -> int:
+    def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192,
+                     tensor_parallel: int = 1) -> int:
         """Torch peak of the profiling run: one forward over max_num_batched_tokens (this GPU's
-        shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows)."""
+        shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows);
+        a vision-language model's encoder is profiled first (sizer.plan.multimodal)."""
         tokens, seqs = self.scheduler_limits(capacity, max_model_len)
         parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
                           torch_sdpa=False)
@@ -213,7 +216,19 @@ class VllmEngine:
         rows = self.release.sampler_rows(seqs, tokens)
         sampler = rows * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
         scale = self.calibration.activation_scale if self.calibration else 1.0
-        return int((forward + sampler) * scale)
+        return vllm_profile_peak_bytes(int((forward + sampler) * scale), stage.rank_spec.vision,
+                                       tensor_parallel=tensor_parallel, dtype_bytes=compute_bytes,
+                                       max_num_batched_tokens=tokens, max_num_seqs=seqs, max_model_len=max_model_len,
+                                       release_first=self.release.first, first_stage=stage.first)
+
+    def with_encoder_weights(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int,
+                             tensor_parallel: int) -> Stage:
+        """The stage with a vision-language model's vision tower loaded beside its layers (sizer.plan.multimodal)."""
+        tokens, _ = self.scheduler_limits(capacity, max_model_len)
+        extra = vllm_encoder_weight_bytes(stage.rank_spec.vision, tensor_parallel=tensor_parallel,
+                                          dtype_bytes=compute_bytes, max_num_batched_tokens=tokens,
+                                          first_stage=stage.first)
+        return replace(stage, weights_bytes=stage.weights_bytes + extra) if extra else stage
 
     def non_torch_bytes(self, gpu_count: int) -> int:
         """Non-torch memory the release charges to the budget (vllm_releases)."""
@@ -254,7 +269,8 @@ class VllmEngine:
         tokens_per_step, _ = self.scheduler_limits(capacity, context_length)
         per_gpu, kv_tokens, concurrency, short, first = [], None, None, None, None
         for s in stages:
-            act = self.profile_peak(s, capacity, compute_bytes, context_length)
+            s = self.with_encoder_weights(s, capacity, compute_bytes, context_length, placement.tensor_parallel)
+            act = self.profile_peak(s, capacity, compute_bytes, context_length, placement.tensor_parallel)
             b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count)
             first = first or (s, act, b)
             state = 0
