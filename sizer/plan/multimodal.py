@@ -103,14 +103,18 @@ def encoder_forward_bytes(t: VisionTower, patches: int, tensor_parallel: int, dt
     """Peak bytes of one encoder forward over `patches` patches on one GPU: the pixel input, the fp32
     rotary table and the collected deepstack features stay alive while each block holds the residual
     and its normed copy beside either the attention's tensors (qkv, contiguous q/k/v, fp32 rotary
-    copies of q, or of q and k concatenated from 0.11) or the MLP's (gate-activated, up and their
+    copies of q, or of q and k concatenated from 0.11; with TP > 1 the all-gathered qkv) or the MLP's (gate-activated, up and their
     product for Qwen2.5-VL's gated MLP; fc1 and its activation for Qwen3-VL)."""
     h, tp = t.hidden, tensor_parallel
     shard = -(-h // tp)
     d = -(-t.d_ff // tp)
     rotated = 2 * shard if rotary_qk_together else shard
-    attention = (2 * h + 3 * shard + 3 * shard) * dtype_bytes + (rotated * dtype_bytes * rotary_qk_together
-                                                                  + 2 * rotated * FP32_BYTES)
+    rotary = (2 * h + 3 * shard + 3 * shard) * dtype_bytes + (rotated * dtype_bytes * rotary_qk_together
+                                                               + 2 * rotated * FP32_BYTES)
+    # TP > 1: split_qkv all-gathers qkv (all_gather_interleave: the tp gathered pieces and their
+    # concatenation, 3h each) beside the local shard
+    gather = (2 * h + 3 * shard + 6 * h) * dtype_bytes if tp > 1 else 0
+    attention = max(rotary, gather)
     mlp = (2 * h + (3 * d if t.gated else 2 * d)) * dtype_bytes
     held = (t.patch_values * dtype_bytes + (t.head_dim // 2) * FP32_BYTES) * patches
     deepstack = t.deepstack * (patches // (t.merge * t.merge)) * t.out_hidden * dtype_bytes
