@@ -84,7 +84,10 @@ def supported_families() -> list[str]:
 # Gemma 3's text_config lists only what differs from Gemma3TextConfig (transformers 5.24).
 CLASS_DEFAULTS: dict[str, dict] = {
     # sliding_window defaults of the config classes; an explicit null in a config still means none.
-    "mistral": {"sliding_window": 4096},
+    # MistralConfig's shape defaults too: LLaVA-NeXT's text_config (llava-v1.6-mistral-7b-hf) lists only what differs
+    "mistral": {"sliding_window": 4096, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 4096 * 32,
+                "tie_word_embeddings": False},
     "gemma2": {"sliding_window": 4096},
     "gpt_oss": {"sliding_window": 128},
     "qwen2": {"sliding_window": 4096},

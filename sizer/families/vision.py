@@ -176,11 +176,83 @@ def qwen_vision_modules(t: VisionTower) -> list[tuple[str, int, int]]:
     return mods
 
 
-def vision_tower(raw: dict) -> VisionTower | None:
-    """The Qwen-VL tower of a config.json (the file as read, with its own model_type), or None."""
+@dataclass(frozen=True)
+class LlavaNextTower:
+    """LLaVA-NeXT's CLIP vision tower and projector (llava_next with a clip_vision_model), the shapes
+    of config.json (CLIPVisionConfig / LlavaNextConfig defaults where a key is left out)."""
+
+    hidden: int
+    layers: int                  # the CLIP layers in the checkpoint
+    feature_layer: int           # vision_feature_layer (negative: from the end)
+    heads: int
+    d_ff: int
+    patch: int
+    image_size: int              # one tile's side
+    in_channels: int
+    text_hidden: int
+    pinpoints: tuple[tuple[int, int], ...]    # image_grid_pinpoints (height, width)
+    projector_bias: bool = True
+    keep_cls: bool = False       # vision_feature_select_strategy "full" keeps the CLS token
+
+    kind = "llava_next"
+    gated = False
+    deepstack = 0
+
+    @property
+    def loaded_layers(self) -> int:
+        """vLLM builds the encoder up to the feature layer (llava.py _get_layer_index)."""
+        return self.layers + self.feature_layer + 1 if self.feature_layer < 0 else self.feature_layer
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+    @property
+    def output_width(self) -> int:
+        return self.text_hidden
+
+    @classmethod
+    def of(cls, raw: dict, v: dict) -> "LlavaNextTower":
+        get = lambda d, key, default: d.get(key) if d.get(key) is not None else default   # noqa: E731
+        text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else {}
+        layer = get(raw, "vision_feature_layer", -2)
+        return cls(get(v, "hidden_size", 768), get(v, "num_hidden_layers", 12),
+                   max(layer) if isinstance(layer, list) else layer, get(v, "num_attention_heads", 12),
+                   get(v, "intermediate_size", 3072), get(v, "patch_size", 32), get(v, "image_size", 224),
+                   get(v, "num_channels", 3), get(text, "hidden_size", 4096),
+                   tuple(tuple(p) for p in get(raw, "image_grid_pinpoints", [[336, 672], [672, 336], [672, 672],
+                                                                              [1008, 336], [336, 1008]])),
+                   get(raw, "multimodal_projector_bias", True),
+                   get(raw, "vision_feature_select_strategy", "default") == "full")
+
+
+def llava_next_modules(t: LlavaNextTower) -> list[tuple[str, int, int]]:
+    """(module, parameters, TP-sharded parameters) of what vLLM loads for LLaVA-NeXT (clip.py,
+    llava.py, llava_next.py): the CLIP layers up to the feature layer, no post_layernorm, the
+    projector (column- then row-parallel) and image_newline."""
+    h, d, n, T = t.hidden, t.d_ff, t.loaded_layers, t.text_hidden
+    layer = [("layer_norm1, layer_norm2", 4 * h, 0),
+             ("self_attn.qkv_proj", 3 * h * h + 3 * h, 3 * h * h + 3 * h),
+             ("self_attn.out_proj", h * h + h, h * h),
+             ("mlp.fc1", h * d + d, h * d + d),
+             ("mlp.fc2", d * h + h, d * h)]
+    bias = 1 if t.projector_bias else 0
+    return ([("embeddings", t.in_channels * t.patch * t.patch * h + h + (t.grid * t.grid + 1) * h, 0),
+             ("pre_layrnorm", 2 * h, 0)]
+            + [(f"encoder.layers.{name}", n * p, n * s) for name, p, s in layer]
+            + [("multi_modal_projector.linear_1", h * T + bias * T, h * T + bias * T),
+               ("multi_modal_projector.linear_2", T * T + bias * T, T * T),
+               ("image_newline", T, 0)])
+
+
+def vision_tower(raw: dict) -> VisionTower | LlavaNextTower | None:
+    """The vision tower sizer models for vLLM (Qwen-VL, LLaVA-NeXT with CLIP) of a config.json (the
+    file as read, with its own model_type), or None."""
     v = raw.get("vision_config")
     if not isinstance(v, dict):
         return None
+    if raw.get("model_type") == "llava_next" and v.get("model_type") == "clip_vision_model":
+        return LlavaNextTower.of(raw, v)
     kind = QWEN_TOWERS.get(v.get("model_type") or raw.get("model_type"))
     return VisionTower.of(kind, v) if kind else None
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import isqrt
 
-from sizer.families.vision import VisionTower, qwen_vision_modules
+from sizer.families.vision import LlavaNextTower, VisionTower, llava_next_modules, qwen_vision_modules
 
 FP32_BYTES = 4
 # The processors' largest inputs (preprocessor_config.json / video_preprocessor_config.json of the
@@ -44,17 +44,36 @@ class EncoderProfile:
     item_outputs: int            # encoder output rows per item (patches / merge^2)
 
 
-def encoder_weight_bytes(t: VisionTower, tensor_parallel: int, dtype_bytes: int) -> int:
+Tower = VisionTower | LlavaNextTower
+
+
+def encoder_weight_bytes(t: Tower, tensor_parallel: int, dtype_bytes: int) -> int:
     """Bytes of the vision tower on one GPU: TP-sharded Linears split, the rest replicated (vLLM's
     mm_encoder_tp_mode "weights", the default)."""
-    params = sum(-(-sharded // tensor_parallel) + (n - sharded) for _, n, sharded in qwen_vision_modules(t))
+    modules = llava_next_modules(t) if isinstance(t, LlavaNextTower) else qwen_vision_modules(t)
+    params = sum(-(-sharded // tensor_parallel) + (n - sharded) for _, n, sharded in modules)
     return params * dtype_bytes
 
 
-def deepstack_buffer_bytes(t: VisionTower, max_num_batched_tokens: int, dtype_bytes: int) -> int:
+def deepstack_buffer_bytes(t: Tower, max_num_batched_tokens: int, dtype_bytes: int) -> int:
     """Qwen3-VL's deepstack input buffers, allocated with the model (counted in "Model loading took"):
     one (max_num_batched_tokens x text hidden) tensor per deepstack level."""
-    return t.deepstack * max_num_batched_tokens * t.out_hidden * dtype_bytes
+    return t.deepstack * max_num_batched_tokens * t.out_hidden * dtype_bytes if t.deepstack else 0
+
+
+def llava_next_image_tokens(t: LlavaNextTower, height: int, width: int) -> tuple[int, int]:
+    """(tokens, tiles) of an image of a pinpoint's size (llava_next.py get_num_image_tokens): the base
+    tile's features, the anyres grid's unpadded features and one newline per row."""
+    base = t.grid * t.grid + (1 if t.keep_cls else 0)
+    rows, cols = height // t.image_size, width // t.image_size
+    current_h, current_w = t.grid * rows, t.grid * cols
+    if width / height > current_w / current_h:
+        new_h = int(round(height * (current_w / width), 7))
+        current_h -= 2 * ((current_h - new_h) // 2)
+    else:
+        new_w = int(round(width * (current_h / height), 7))
+        current_w -= 2 * ((current_w - new_w) // 2)
+    return current_h * current_w + current_h + base, 1 + rows * cols
 
 
 def _image_tokens(t: VisionTower) -> int:
@@ -76,26 +95,47 @@ def _qwen2_video_tokens(t: VisionTower, seq_len: int, release_first: tuple[int, 
     return tokens(frames)
 
 
-def encoder_profile(t: VisionTower, max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int,
-                    release_first: tuple[int, ...]) -> EncoderProfile:
-    """The modality, budget and dummy items vLLM profiles the encoder with."""
+def _items_by_modality(t: Tower, max_model_len: int, release_first: tuple[int, ...]) -> dict[str, tuple[int, int, int]]:
+    """Per modality: (tokens an item counts in the budget, its encoder output rows, its encoder positions)."""
+    if isinstance(t, LlavaNextTower):        # the pinpoint with the most features (the first on ties)
+        tokens, tiles = max((llava_next_image_tokens(t, h, w) for h, w in t.pinpoints), key=lambda x: x[0])
+        return {"image": (tokens, tokens, tiles * (t.grid * t.grid + 1))}   # CLIP: class token + patches per tile
+    unit = t.merge * t.merge
     image = _image_tokens(t)
     if t.kind == "qwen3_vl":
-        video_outputs = MAX_VIDEO_PIXELS[t.kind] // (t.temporal_patch * (t.patch * t.merge) ** 2)
-        by_modality = {"image": (image, image), "video": (int(video_outputs * QWEN3_VIDEO_TOKEN_FACTOR),
-                                                          video_outputs)}
-    else:
-        video = _qwen2_video_tokens(t, max_model_len, release_first)
-        by_modality = {"image": (image, image), "video": (video, video)}
+        video = MAX_VIDEO_PIXELS[t.kind] // (t.temporal_patch * (t.patch * t.merge) ** 2)
+        return {"image": (image, image, image * unit),
+                "video": (int(video * QWEN3_VIDEO_TOKEN_FACTOR), video, video * unit)}
+    video = _qwen2_video_tokens(t, max_model_len, release_first)
+    return {"image": (image, image, image * unit), "video": (video, video, video * unit)}
+
+
+def encoder_profile(t: Tower, max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int,
+                    release_first: tuple[int, ...]) -> EncoderProfile:
+    """The modality, budget and dummy items vLLM profiles the encoder with."""
+    by_modality = _items_by_modality(t, max_model_len, release_first)
     modality = max(by_modality, key=lambda m: by_modality[m][0])     # the first on ties (image)
-    item_tokens, outputs = by_modality[modality]
+    item_tokens, outputs, patches = by_modality[modality]
     budget = max(max_num_batched_tokens, item_tokens)
     if tuple(release_first) < (0, 10):       # 0.9: cdiv(budget, item) items, one per request
         items = min(-(-budget // item_tokens), max_num_seqs)
     else:                                    # 0.10+: MultiModalBudget.get_max_items
         per_prompt = max(1, max_model_len // item_tokens)
         items = max(1, min(budget // item_tokens, max_num_seqs * per_prompt))
-    return EncoderProfile(modality, budget, items, item_tokens, outputs * t.merge * t.merge, outputs)
+    return EncoderProfile(modality, budget, items, item_tokens, patches, outputs)
+
+
+def clip_forward_bytes(t: LlavaNextTower, positions: int, tensor_parallel: int, dtype_bytes: int) -> int:
+    """Peak bytes of LLaVA-NeXT's CLIP forward and projector over `positions` (tiles x (patches + 1)):
+    the pixels stay alive; a layer holds the residual and its normed copy beside qkv and the attention
+    output, or fc1 and its activation; the projector holds the features, linear_1 and its activation
+    (column-parallel) and linear_2's output."""
+    h, tp = t.hidden, tensor_parallel
+    shard, d, T = -(-h // tp), -(-t.d_ff // tp), t.text_hidden
+    pixels = positions * t.in_channels * t.patch * t.patch * dtype_bytes
+    layer = max(2 * h + 3 * shard + shard, 2 * h + 2 * d) * dtype_bytes
+    projector = (h + 2 * -(-T // tp) + T) * dtype_bytes
+    return pixels + positions * max(layer, projector)
 
 
 def encoder_forward_bytes(t: VisionTower, patches: int, tensor_parallel: int, dtype_bytes: int,
@@ -121,23 +161,26 @@ def encoder_forward_bytes(t: VisionTower, patches: int, tensor_parallel: int, dt
     return held + deepstack + patches * max(attention, mlp)
 
 
-def encoder_cache_bytes(t: VisionTower, p: EncoderProfile, dtype_bytes: int, expanded: bool) -> int:
+def encoder_cache_bytes(t: Tower, p: EncoderProfile, dtype_bytes: int, expanded: bool) -> int:
     """The encoder outputs kept through the language model's dummy batch; from 0.11 each item's output
     is copied into a (budget x width) tensor when it has fewer rows than the budget."""
     rows = max(p.budget_tokens, p.item_outputs) if expanded else p.item_outputs
     return p.items * rows * t.output_width * dtype_bytes
 
 
-def encoder_profile_bytes(t: VisionTower, p: EncoderProfile, tensor_parallel: int, dtype_bytes: int,
+def encoder_profile_bytes(t: Tower, p: EncoderProfile, tensor_parallel: int, dtype_bytes: int,
                           release_first: tuple[int, ...]) -> tuple[int, int]:
     """(the encoder forward's peak, the encoder cache held during the language-model step), bytes on
     one GPU."""
     since_0_11 = tuple(release_first) >= (0, 11)
+    if isinstance(t, LlavaNextTower):
+        forward = clip_forward_bytes(t, p.items * p.item_patches, tensor_parallel, dtype_bytes)
+        return forward, encoder_cache_bytes(t, p, dtype_bytes, since_0_11)
     forward = encoder_forward_bytes(t, p.items * p.item_patches, tensor_parallel, dtype_bytes, since_0_11)
     return forward, encoder_cache_bytes(t, p, dtype_bytes, since_0_11)
 
 
-def vllm_profile_peak_bytes(language_peak: int, t: VisionTower | None, *, tensor_parallel: int, dtype_bytes: int,
+def vllm_profile_peak_bytes(language_peak: int, t: Tower | None, *, tensor_parallel: int, dtype_bytes: int,
                             max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int,
                             release_first: tuple[int, ...], first_stage: bool = True) -> int:
     """vLLM's torch peak of profile_run with the encoder profiled first (the encoder runs on the first
@@ -149,7 +192,7 @@ def vllm_profile_peak_bytes(language_peak: int, t: VisionTower | None, *, tensor
     return max(forward, cache + language_peak)
 
 
-def vllm_encoder_weight_bytes(t: VisionTower | None, *, tensor_parallel: int, dtype_bytes: int,
+def vllm_encoder_weight_bytes(t: Tower | None, *, tensor_parallel: int, dtype_bytes: int,
                               max_num_batched_tokens: int, first_stage: bool = True) -> int:
     """What the tower adds to "Model loading took" on one GPU of the first stage."""
     if t is None or not first_stage:
