@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sizer.families import spec_from_config
-from sizer.families.vision import VisionTower, qwen_vision_modules, vision_parts, vision_tower
+from sizer.families.vision import VisionTower, llava_next_modules, qwen_vision_modules, vision_parts, vision_tower
 from sizer.plan.multimodal import encoder_profile, encoder_weight_bytes
 
 LOGS = Path(__file__).parent / "data" / "engine_logs"
@@ -36,6 +36,11 @@ SMALL = {
                                        "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
                                        "num_position_embeddings": 16, "deepstack_visual_indexes": [1, 2]}},
 }
+LLAVA_NEXT = {"model_type": "llava_next", "image_grid_pinpoints": [[32, 64], [64, 64]], "vision_feature_layer": -2,
+              "text_config": {**_TEXT, "model_type": "mistral", "head_dim": 16},
+              "vision_config": {"model_type": "clip_vision_model", "hidden_size": 48, "intermediate_size": 88,
+                                "num_attention_heads": 4, "num_hidden_layers": 3, "image_size": 32, "patch_size": 8,
+                                "projection_dim": 32}}
 # vLLM's Linears of these towers (qwen2_5_vl.py / qwen3_vl.py at 0.9.0.1-0.11.0)
 COLUMN = ("attn.qkv", "gate_proj", "up_proj", "linear_fc1", "mlp.0")
 ROW = ("attn.proj", "down_proj", "linear_fc2", "mlp.2")
@@ -85,12 +90,32 @@ def test_tp_share_follows_vllms_parallel_linears(case, tp):
     assert encoder_weight_bytes(vision_tower(SMALL[case]), tp, 2) == 2 * per_rank
 
 
+def test_llava_next_loads_clip_up_to_the_feature_layer():
+    """vLLM builds CLIP up to vision_feature_layer (-2: all but the last layer) without post_layernorm,
+    plus the projector and image_newline: transformers' count less those modules."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    with torch.device("meta"):
+        model = transformers.AutoModelForImageTextToText.from_config(
+            transformers.AutoConfig.for_model(**copy.deepcopy(LLAVA_NEXT)))
+    last = LLAVA_NEXT["vision_config"]["num_hidden_layers"] - 1
+    loaded = sum(p.numel() for name, p in model.named_parameters()
+                 if any(part in name for part in ("vision_tower", "multi_modal_projector", "image_newline"))
+                 and f"encoder.layers.{last}." not in name and "post_layernorm" not in name)
+    tower = vision_tower(LLAVA_NEXT)
+    assert sum(n for _, n, _ in llava_next_modules(tower)) == loaded
+    assert spec_from_config(copy.deepcopy(LLAVA_NEXT), "llava", "llava").vision == tower
+
+
 ENCODER_LINE = re.compile(r"budget of (\d+) tokens, and profiled with (\d+) (\w+) items")
 
 
 @pytest.mark.parametrize("slug, tower", [
     ("qwen3-vl-30b-a3b-rtx3090-tp4-v0.11.0", None),
     # the Qwen2.5-VL processor's sizes: patch 14, merge 2, temporal 2 (Qwen2_5_VLVisionConfig defaults)
+    ("qwen2.5-vl-7b-l4-tp1-v0.9.0.1", None),
+    ("llava-v1.6-mistral-7b-80gb-tp1-v0.10.2", None),
+    # the processor's sizes only (patch 14, merge 2, temporal 2: Qwen2_5_VLVisionConfig defaults)
     ("qwen2.5-vl-7b-l4-tp1-v0.9.0.1", VisionTower.of("qwen2_5_vl", {})),
 ])
 def test_encoder_budget_matches_the_logs(slug, tower):
@@ -104,3 +129,30 @@ def test_encoder_budget_matches_the_logs(slug, tower):
     s = case["settings"]
     p = encoder_profile(tower, s["max_num_batched_tokens"], 256, s["max_model_len"], version)
     assert (p.budget_tokens, p.items, p.modality) == (int(budget), int(items), modality)
+
+
+@pytest.mark.parametrize("slug", ["llava-v1.6-mistral-7b-80gb-tp1-v0.10.2", "qwen2.5-vl-7b-l4-tp2-v0.9.0.1",
+                                  "qwen2.5-vl-7b-l4-tp1-v0.9.0.1", "qwen3-vl-30b-a3b-rtx3090-tp4-v0.11.0"])
+def test_vl_logs_are_planned_with_the_tower(slug):
+    """`sizer check` on the published vision-language logs: the tower is in the planned weights (the
+    language model alone is short of the logged weights by more than the tower's share) and the
+    encoder's profiling peak is charged, so the KV cache is no larger than without it."""
+    from dataclasses import replace
+
+    from sizer.check.compare import check_log
+    from sizer.check.logs import read_engine_log_file
+    from sizer.inputs.resolve import get_model
+
+    case = json.loads((LOGS / "vllm" / f"{slug}.json").read_text())
+    index = json.loads((LOGS / "configs" / "INDEX.json").read_text())
+    spec = get_model(str(LOGS / "configs" / index[case["hf_id"]]["config"]))
+    log = read_engine_log_file(LOGS / "vllm" / f"{slug}.log")
+    # the GPU kinds benchmarks/engine_logs.py maps these cases to (an unnamed 80 GB card: A100-80GB)
+    gpus = "L4" if "L4" in case["gpu"] else "RTX-3090" if "3090" in case["gpu"] else "A100-80GB"
+    engine = None if log.version else f"vllm=={case['version']}"
+    rows = {r.component: r for r in check_log(log, spec, gpus, engine).rows}
+    bare = {r.component: r for r in check_log(log, replace(spec, vision=None), gpus, engine).rows}
+    assert rows["gpu_kv_cache_tokens"].predicted < bare["gpu_kv_cache_tokens"].predicted
+    assert abs(rows["gpu_kv_cache_tokens"].error) < abs(bare["gpu_kv_cache_tokens"].error)
+    if "weights" in rows:
+        assert abs(rows["weights"].error) < 0.02 < abs(bare["weights"].error)
