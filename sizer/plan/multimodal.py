@@ -28,6 +28,8 @@ MAX_VIDEO_PIXELS = {"qwen3_vl": 25165824}
 # qwen2_vl.py: _MAX_FRAMES_PER_VIDEO (0.9.0.1-0.10.2: 16; 0.11.0: 14)
 QWEN2_MAX_FRAMES = {(0, 9): 16, (0, 10): 16}
 QWEN2_MAX_FRAMES_SINCE_0_11 = 14
+# MultiModalConfig.get_limit_per_prompt: V1's default items of a modality per prompt (no --limit-mm-per-prompt)
+V1_LIMIT_PER_PROMPT = 999
 # qwen3_vl.py get_max_video_tokens: each video token counts 12.5 prompt tokens (its timestamp text)
 QWEN3_VIDEO_TOKEN_FACTOR = 12.5
 
@@ -117,10 +119,10 @@ def encoder_profile(t: Tower, max_num_batched_tokens: int, max_num_seqs: int, ma
     modality = max(by_modality, key=lambda m: by_modality[m][0])     # the first on ties (image)
     item_tokens, outputs, patches = by_modality[modality]
     budget = max(max_num_batched_tokens, item_tokens)
-    if tuple(release_first) < (0, 10):       # 0.9: cdiv(budget, item) items, one per request
-        items = min(-(-budget // item_tokens), max_num_seqs)
+    if tuple(release_first) < (0, 10):       # 0.9: cdiv(budget, item) items, up to the limit per request
+        items = min(-(-budget // item_tokens), max_num_seqs * V1_LIMIT_PER_PROMPT)
     else:                                    # 0.10+: MultiModalBudget.get_max_items
-        per_prompt = max(1, max_model_len // item_tokens)
+        per_prompt = max(1, min(V1_LIMIT_PER_PROMPT, max_model_len // item_tokens))
         items = max(1, min(budget // item_tokens, max_num_seqs * per_prompt))
     return EncoderProfile(modality, budget, items, item_tokens, patches, outputs)
 
