@@ -125,7 +125,9 @@ def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> Mod
         spec = build(c, name)
     tower = vision_tower(raw)
     if tower is not None:
-        spec = replace(spec, vision=tower)
+        spec = replace(spec, vision=tower, notes=spec.notes + (
+            "vLLM plans add the vision tower as vLLM loads it (TP-sharded) and its encoder profiling "
+            "(sizer.plan.multimodal)",))
     native = quantization_label(c.raw.get("quantization_config"))
     if native or source:
         spec = replace(spec, native_precision=native, source=source or spec.source)
