@@ -19,6 +19,7 @@ from sizer.families.deepseek import deepseek
 from sizer.families.ernie import ernie4_5
 from sizer.families.falcon import falcon
 from sizer.families.gemma3n import gemma3n_text, gemma4_text
+from sizer.families.vision import vision_tower
 from sizer.families.generic import generic_spec_from_config
 from sizer.families.glm import glm4_moe
 from sizer.families.hybrid import (falcon_h1, granitemoehybrid, jamba, minimax, nemotron_h, qwen3_5, qwen3_5_moe,
@@ -83,7 +84,10 @@ def supported_families() -> list[str]:
 # Gemma 3's text_config lists only what differs from Gemma3TextConfig (transformers 5.24).
 CLASS_DEFAULTS: dict[str, dict] = {
     # sliding_window defaults of the config classes; an explicit null in a config still means none.
-    "mistral": {"sliding_window": 4096},
+    # MistralConfig's shape defaults too: LLaVA-NeXT's text_config (llava-v1.6-mistral-7b-hf) lists only what differs
+    "mistral": {"sliding_window": 4096, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 4096 * 32,
+                "tie_word_embeddings": False},
     "gemma2": {"sliding_window": 4096},
     "gpt_oss": {"sliding_window": 128},
     "qwen2": {"sliding_window": 4096},
@@ -100,7 +104,10 @@ CLASS_DEFAULTS: dict[str, dict] = {
 # model_type -> the family of its language model: Gemma3ForConditionalGeneration's text model is
 # gemma3_text; Kimi K2.5's text_config says kimi_k2 (or nothing), which Kimi_K25Config reads as deepseek_v3;
 # Mistral3's text model is a mistral (when its text_config leaves model_type out).
-TEXT_FAMILY = {"gemma3": "gemma3_text", "gemma3n": "gemma3n_text", "gemma4": "gemma4_text", "kimi_k2": "deepseek_v3", "kimi_k25": "deepseek_v3", "mistral3": "mistral"}
+TEXT_FAMILY = {"gemma3": "gemma3_text", "gemma3n": "gemma3n_text", "gemma4": "gemma4_text", "kimi_k2": "deepseek_v3", "kimi_k25": "deepseek_v3", "mistral3": "mistral",
+                # Qwen-VL language models: Qwen2 (Qwen2.5-VL, biased q/k/v), Qwen3 and Qwen3-MoE (q/k norms)
+                "qwen2_5_vl": "qwen2", "qwen2_5_vl_text": "qwen2", "qwen3_vl_text": "qwen3",
+                "qwen3_vl_moe_text": "qwen3_moe"}
 
 
 def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> ModelSpec:
@@ -116,6 +123,11 @@ def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> Mod
         spec = generic_spec_from_config(c, raw, name, family or "unknown", origin, unsupported_message(origin, shown))
     else:
         spec = build(c, name)
+    tower = vision_tower(raw)
+    if tower is not None:
+        spec = replace(spec, vision=tower, notes=spec.notes + (
+            "vLLM plans add the vision tower as vLLM loads it (TP-sharded) and its encoder profiling "
+            "(sizer.plan.multimodal)",))
     native = quantization_label(c.raw.get("quantization_config"), spec)
     if native or source:
         spec = replace(spec, native_precision=native, source=source or spec.source)

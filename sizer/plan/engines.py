@@ -10,7 +10,7 @@ but barely; for vLLM: it starts, but serves fewer concurrent sequences than aske
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import ceil
 
 from sizer.calc.activations import FP32_BYTES, peak_of, step_peak, transformers_attention
@@ -20,6 +20,7 @@ from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelle
                                               spec_for_release)
 from sizer.calc.calibration import Calibration, VllmCalibration, default_calibration
 from sizer.plan.load_buffers import LoraSlots, lora_slot_bytes, rope_cache_bytes
+from sizer.plan.multimodal import vllm_encoder_weight_bytes, vllm_profile_peak_bytes
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
 from sizer.plan.sglang import (NCCL_BYTES as SGLANG_NCCL_BYTES, NEWEST as SGLANG_NEWEST, SglangRelease, graph_bytes,
@@ -305,11 +306,12 @@ class VllmEngine:
         return self.max_num_batched_tokens or tokens, self.max_num_seqs or seqs
 
     def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192,
-                     bnb4_nested: bool | None = None) -> int:
+                     bnb4_nested: bool | None = None, tensor_parallel: int = 1) -> int:
         """Torch peak of the profiling run: one forward over max_num_batched_tokens (this GPU's
         shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows), after
         the forward where the release measures the allocated peak (V0 from 0.6.4, V1 up to 0.33), else
-        added to it. bnb4_nested: the weights are bitsandbytes 4-bit (double-quantized or not; None: not
+        added to it; a vision-language model's encoder is profiled first (sizer.plan.multimodal).
+        bnb4_nested: the weights are bitsandbytes 4-bit (double-quantized or not; None: not
         bitsandbytes 4-bit), whose Linears dequantize in the forward."""
         tokens, seqs = self.scheduler_limits(capacity, max_model_len)
         parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
@@ -321,9 +323,22 @@ class VllmEngine:
         rows = self.release.sampler_rows(seqs, tokens)
         scale = self.calibration.activation_scale if self.calibration else 1.0
         if self.release.sampler_after_forward:
-            return int(max(forward, self._sampler_step_bytes(stage, tokens, rows, compute_bytes)) * scale)
-        sampler = rows * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
-        return int((forward + sampler) * scale)
+            language = max(forward, self._sampler_step_bytes(stage, tokens, rows, compute_bytes))
+        else:
+            language = forward + (rows * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0)
+        return vllm_profile_peak_bytes(int(language * scale), stage.rank_spec.vision,
+                                       tensor_parallel=tensor_parallel, dtype_bytes=compute_bytes,
+                                       max_num_batched_tokens=tokens, max_num_seqs=seqs, max_model_len=max_model_len,
+                                       release_first=self.release.first, first_stage=stage.first)
+
+    def with_encoder_weights(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int,
+                             tensor_parallel: int) -> Stage:
+        """The stage with a vision-language model's vision tower loaded beside its layers (sizer.plan.multimodal)."""
+        tokens, _ = self.scheduler_limits(capacity, max_model_len)
+        extra = vllm_encoder_weight_bytes(stage.rank_spec.vision, tensor_parallel=tensor_parallel,
+                                          dtype_bytes=compute_bytes, max_num_batched_tokens=tokens,
+                                          first_stage=stage.first)
+        return replace(stage, weights_bytes=stage.weights_bytes + extra) if extra else stage
 
     def _sampler_step_bytes(self, stage: Stage, tokens: int, rows: int, compute_bytes: int) -> int:
         """The forward has ended when the dummy sampler runs: the runner holds the hidden states of the
@@ -374,7 +389,9 @@ class VllmEngine:
         tokens_per_step, _ = self.scheduler_limits(capacity, context_length)
         per_gpu, kv_tokens, concurrency, short, first, blocks = [], None, None, None, None, []
         for s in stages:
-            act = self.profile_peak(s, capacity, compute_bytes, context_length, bnb4_double_quant(precision))
+            s = self.with_encoder_weights(s, capacity, compute_bytes, context_length, placement.tensor_parallel)
+            act = self.profile_peak(s, capacity, compute_bytes, context_length, bnb4_double_quant(precision),
+                                    placement.tensor_parallel)
             weights = s.weights_bytes + self.load_buffers_bytes(s, compute_bytes, placement.tensor_parallel)
             b = self.budget(weights, act, capacity, placement.gpu_count)
             first = first or (s, act, b, weights)
