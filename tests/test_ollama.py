@@ -236,3 +236,27 @@ def test_cli_lmstudio():
     out = CliRunner().invoke(cli, ["fit", "qwen3:8b", "--engine", "lmstudio", "--gpus", "RTX-4060"])
     assert out.exit_code == 0, out.output
     assert "lms load" in out.output and "--context-length 4096" in out.output
+
+
+def _listed_tags():
+    from importlib import resources
+
+    table = json.loads(resources.files("sizer.data").joinpath("ollama_tags.json").read_text())
+    return [(tag, e) for tag, e in table["tags"].items() if "listed_bytes" in e or "listed_size" in e]
+
+
+@pytest.mark.parametrize("tag,entry", _listed_tags(), ids=[t for t, _ in _listed_tags()])
+def test_tag_quant_matches_the_listed_blob_size(tag, entry):
+    """The tag's model at its quantization weighs what Ollama lists (exact /api/tags bytes within 0.5 %: the
+    GGUF header and tokenizer; a rounded size within half its last digit and 0.5 %)."""
+    from sizer.calc.weights import weight_bytes
+    from sizer.quant import get_precision
+
+    t = resolve_tag(tag)
+    sized = weight_bytes(get_model(t.model), get_precision(t.quant))
+    if "listed_bytes" in entry:
+        assert sized == pytest.approx(entry["listed_bytes"], rel=0.005)
+    else:
+        text = entry["listed_size"].removesuffix("GB")
+        half_digit = 0.5 * 10 ** -(len(text.split(".")[1]) if "." in text else 0)
+        assert abs(sized / 1e9 - float(text)) <= half_digit + 0.005 * float(text)
