@@ -260,3 +260,12 @@ def test_tag_quant_matches_the_listed_blob_size(tag, entry):
         text = entry["listed_size"].removesuffix("GB")
         half_digit = 0.5 * 10 ** -(len(text.split(".")[1]) if "." in text else 0)
         assert abs(sized / 1e9 - float(text)) <= half_digit + 0.005 * float(text)
+
+
+@pytest.mark.parametrize("version,family,parallel", [
+    ("0.15.4", "qwen3_next", 4), ("0.15.5", "qwen3_next", 1), ("0.17.0", "qwen3_5", 4), ("0.17.1", "qwen3_5", 1),
+    ("0.33.0", "nemotron_h", 1), ("0.33.0", "llama", 4)])
+def test_single_slot_architectures(version, family, parallel):
+    # server/sched.go: architectures "not safe with num_parallel > 1" get 1 (the list grows: v0.15.5, v0.17.1)
+    s = ollama_settings(ollama_release(version), OllamaKnobs(parallel=4), family, 131072, 8 * GiB)
+    assert s.parallel == parallel

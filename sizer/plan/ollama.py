@@ -44,6 +44,7 @@ class OllamaRelease:
     fa_forced: bool = False          # 0.11.8 .. 0.12.3: those architectures get it even if OLLAMA_FLASH_ATTENTION=0
     fa_auto: bool = False            # 0.30+: llama-server --flash-attn auto (on where the GPU supports it)
     caps_to_train_ctx: bool = False  # num_ctx above the model's trained context is cut to it
+    single_slot: tuple[str, ...] = ()   # architectures Ollama loads with 1 slot whatever OLLAMA_NUM_PARALLEL says
 
     @property
     def first_text(self) -> str:
@@ -53,6 +54,8 @@ class OllamaRelease:
 _FA_0_12_4 = ("gptoss", "gpt-oss", "qwen3", "qwen3moe")
 _FA_0_15_5 = ("bert", "gemma3", "glm4moelite", "glmocr", "gptoss", "gpt-oss", "lfm2", "mistral3", "olmo3", "qwen3",
               "qwen3moe", "qwen3next", "qwen3vl", "qwen3vlmoe")
+_ONE_SLOT_0_15_5 = ("mllama", "qwen3vl", "qwen3vlmoe", "qwen3next", "lfm2", "lfm2moe")
+_ONE_SLOT_0_17_1 = _ONE_SLOT_0_15_5 + ("qwen35", "qwen35moe", "nemotron_h", "nemotron_h_moe", "nemotron_h_omni")
 RELEASES = (
     OllamaRelease((0, 1, 39), "0.1.48", 2048, 1),
     OllamaRelease((0, 2, 0), "0.4.7", 2048, 0, 4),
@@ -65,12 +68,14 @@ RELEASES = (
                   fa_architectures=("gptoss", "gpt-oss"), fa_forced=True, caps_to_train_ctx=True),
     OllamaRelease((0, 12, 4), "0.15.4", 4096, 1, kv_cache_type_env=True, context_length_env=True, gpt_oss_8k=True,
                   fa_architectures=_FA_0_12_4, caps_to_train_ctx=True),
-    OllamaRelease((0, 15, 5), "0.29.x", None, 1, kv_cache_type_env=True, context_length_env=True,
-                  fa_architectures=_FA_0_15_5, caps_to_train_ctx=True),
+    OllamaRelease((0, 15, 5), "0.17.0", None, 1, kv_cache_type_env=True, context_length_env=True,
+                  fa_architectures=_FA_0_15_5, caps_to_train_ctx=True, single_slot=_ONE_SLOT_0_15_5),
+    OllamaRelease((0, 17, 1), "0.29.x", None, 1, kv_cache_type_env=True, context_length_env=True,
+                  fa_architectures=_FA_0_15_5, caps_to_train_ctx=True, single_slot=_ONE_SLOT_0_17_1),
     OllamaRelease((0, 30, 0), "0.32.x", None, 1, kv_cache_type_env=True, context_length_env=True, fa_auto=True,
-                  caps_to_train_ctx=True),
+                  caps_to_train_ctx=True, single_slot=_ONE_SLOT_0_17_1),
     OllamaRelease((0, 33, 0), "0.33.0", None, 1, kv_cache_type_env=True, context_length_env=True, fa_auto=True,
-                  caps_to_train_ctx=True),
+                  caps_to_train_ctx=True, single_slot=_ONE_SLOT_0_17_1),
 )
 NEWEST = RELEASES[-1]
 
@@ -81,9 +86,13 @@ def ollama_release(version: str | None) -> OllamaRelease:
 
 
 def gguf_architecture(family: str) -> str:
-    """GGUF general.architecture of a Hugging Face model_type, as Ollama's lists name them: gpt_oss ->
-    gptoss, qwen3_moe -> qwen3moe, gemma3_text -> gemma3."""
+    """GGUF general.architecture of a Hugging Face model_type as Ollama's lists name them, compared without
+    underscores: gpt_oss -> gptoss, qwen3_moe -> qwen3moe, gemma3_text -> gemma3, nemotron_h -> nemotronh."""
     return family.lower().removesuffix("_text").replace("_", "")
+
+
+def _listed(arch: str, names: tuple[str, ...]) -> bool:
+    return arch in {n.replace("_", "") for n in names}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,13 +221,16 @@ def ollama_settings(release: OllamaRelease, knobs: OllamaKnobs, family: str, tra
         num_ctx = knobs.context_length
     if num_ctx is None:
         num_ctx = default_num_ctx(release, max(0, total_vram_bytes - overhead))
-        if release.gpt_oss_8k and arch in ("gptoss", "gpt-oss") and total_vram_bytes - overhead >= LOW_VRAM_BYTES:
+        if release.gpt_oss_8k and _listed(arch, ("gptoss", "gpt-oss")) and total_vram_bytes - overhead >= LOW_VRAM_BYTES:
             num_ctx = max(num_ctx, GPT_OSS_MIN_CTX)
         notes.append(f"Ollama's default num_ctx: {num_ctx:,}")
     if release.caps_to_train_ctx and train_ctx and num_ctx > train_ctx:
         notes.append(f"num_ctx {num_ctx:,} is cut to the model's trained context {train_ctx:,}, as Ollama does")
         num_ctx = train_ctx
     parallel = knobs.parallel or release.parallel
+    if parallel != 1 and _listed(arch, release.single_slot):
+        notes.append(f"Ollama loads {arch} with one slot (server/sched.go: parallel requests not supported)")
+        parallel = 1
     if parallel == 0:
         parallel = release.fallback_parallel
         notes.append(f"OLLAMA_NUM_PARALLEL unset: Ollama {release.first_text}-{release.last} tries {parallel} slots "
@@ -241,7 +253,7 @@ def _flash_attention(release: OllamaRelease, asked: bool | None, arch: str, gpu_
     """Ollama's flash-attention decision (llm/server.go; llm/llama_server.go from 0.30)."""
     if release.fa_auto:
         return asked if asked is not None else gpu_supports      # --flash-attn on|off|auto
-    wanted = arch in release.fa_architectures
+    wanted = _listed(arch, release.fa_architectures)
     fa = (asked or wanted) if release.fa_forced else (asked if asked is not None else wanted)
     return fa and gpu_supports
 
