@@ -325,6 +325,10 @@ def _engine_flags(model, engine, engine_args, launch_line):
             raise SizerUsage(f"MODEL {model} contradicts --command, which launches {flags.args.model}")
         pinned = f"=={flags.args.version}" if flags.args.version and flags.args.engine == "vllm" else ""
         return flags.args.model, engine or parse_engine(flags.args.engine + pinned), flags
+    if engine is None and isinstance(model, str) and not engine_args:
+        from sizer.inputs.ollama_tags import is_ollama_name
+
+        engine = parse_engine("ollama") if is_ollama_name(model) else None   # an Ollama tag: Ollama's defaults
     engine = engine or parse_engine("transformers")
     if model is None:
         raise SizerUsage("MODEL is missing: name a model, or give a whole launch line with --command")

@@ -269,3 +269,13 @@ def test_single_slot_architectures(version, family, parallel):
     # server/sched.go: architectures "not safe with num_parallel > 1" get 1 (the list grows: v0.15.5, v0.17.1)
     s = ollama_settings(ollama_release(version), OllamaKnobs(parallel=4), family, 131072, 8 * GiB)
     assert s.parallel == parallel
+
+
+def test_a_tag_without_engine_plans_ollama():
+    out = CliRunner().invoke(cli, ["fit", "llama3.1:8b", "--gpus", "RTX-4090", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    r = json.loads(out.output)
+    # a 24 GB card is in Ollama's 23-47 GiB tier: num_ctx 32768 (server/routes.go@v0.15.5)
+    assert (r["engine"], r["workload"]["context_length"]) == ("ollama", 32768)
+    plain = CliRunner().invoke(cli, ["fit", "llama-3.1-8b", "--gpus", "RTX-4090", "--format", "json"])
+    assert json.loads(plain.output)["engine"] == "transformers"

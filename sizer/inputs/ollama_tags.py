@@ -55,6 +55,13 @@ def known_name(text: str) -> bool:
     return f"{text.lower()}:latest" in _table()["aliases"]
 
 
+def is_ollama_name(text: str) -> bool:
+    """Whether MODEL names an Ollama tag: NAME:TAG, or a bare library name the catalog does not hold."""
+    from sizer.catalog import find_model
+
+    return looks_like_tag(text) or (known_name(text) and find_model(text) is None)
+
+
 def resolve_tag(text: str) -> OllamaTag:
     """The catalog model and quantization of an Ollama tag; a UsageError names close tags otherwise."""
     m = _TAG.match(text.strip())

@@ -18,7 +18,7 @@ from sizer.errors import InputFileError, UnsupportedModelError, UsageError
 from sizer.families import FAMILIES, quantization_label, raise_unsupported, spec_from_config, supported_families
 from sizer.inputs.hub import HubModel, hub_model, is_repo_id, parse_repo_id
 from sizer.inputs.names import component_of
-from sizer.inputs.ollama_tags import OllamaTag, known_name, looks_like_tag, resolve_tag
+from sizer.inputs.ollama_tags import OllamaTag, is_ollama_name, resolve_tag
 from sizer.io import read_json_input, regular_file_size
 from sizer.spec import FULL_ATTENTION, OTHER, Checkpoint, CheckpointTensor, ModelSpec, TensorSpec
 
@@ -36,7 +36,7 @@ def get_model(ref: str | os.PathLike, *, refresh: bool = False) -> ModelSpec:
         spec = spec_from_config(_read_config(path), _name_of(path), str(path), f"config file {path}")
         return replace(spec, model_ref=str(path.parent))
     _refuse_missing_path(text)
-    if looks_like_tag(text) or (known_name(text) and find_model(text) is None):
+    if is_ollama_name(text):
         return _from_ollama_tag(resolve_tag(text))
     if (refresh or find_model(text) is None) and is_repo_id(text):
         return _from_hub(hub_model(text, refresh=refresh), parse_repo_id(text)[1])
