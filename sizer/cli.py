@@ -177,12 +177,15 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
                    "loosely (rtx4090, 'RTX 4090', 7900xtx, m3-max-64gb). A bare size like 48GB means a GPU with 48 "
                    "GiB of device memory, as marketed.")
 @click.option("-e", "--engine", default=None, callback=engine_name,
-              help="Whose memory budget rules to apply: transformers (the default), vllm, sglang or llamacpp "
-                   "(engine profiles: docs/engines.md). NAME==VERSION models that release (transformers==5.24, "
-                   "vllm==0.6.4, sglang==0.4.6); without one, the newest release sizer models, named in the output.")
+              help="Whose memory budget rules to apply: transformers (the default), vllm, sglang or llamacpp, or "
+                   "ollama / lmstudio (llama.cpp with their defaults; engine profiles: docs/engines.md). NAME==VERSION "
+                   "models that release (transformers==5.24, vllm==0.6.4, sglang==0.4.6, ollama==0.6.8); without one, "
+                   "the newest release sizer models, named in the output.")
 @click.option("--engine-args", default=None,
               help="The engine's own flags, as passed to it: \"--max-model-len 16000 --gpu-memory-utilization 0.95 "
-                   "-tp 2\" (vLLM), \"-c 8192 -fa on -ctk q8_0\" (llama.cpp). Flags that change no memory are "
+                   "-tp 2\" (vLLM), \"-c 8192 -fa on -ctk q8_0\" (llama.cpp), \"num_ctx=8192 num_gpu=20 "
+                   "OLLAMA_NUM_PARALLEL=2 OLLAMA_KV_CACHE_TYPE=q8_0\" (Ollama), \"context_length=8192 "
+                   "flash_attention=on kv_cache_type=q8_0\" (LM Studio). Flags that change no memory are "
                    "accepted; unknown ones are named in a warning; a value sizer's own option contradicts is refused.")
 @click.option("--command", "launch_line", default=None,
               help="A whole launch line, model included: \"vllm serve Qwen/Qwen2.5-7B-Instruct "
@@ -244,6 +247,9 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
     from sizer.plan.report import plot_fit, render_fit
 
     precisions = [p.strip() for value in precision for p in value.split(",") if p.strip()] or None
+    profile_args = None
+    if engine is not None and engine.profile and engine_args:     # Ollama's / LM Studio's own settings
+        profile_args, engine_args = engine_args, None
     model, engine, flags = _engine_flags(model, engine, engine_args, launch_line)
     opts = {"tensor_parallel": tensor_parallel, "pipeline_parallel": pipeline_parallel,
             "context_length": context_length, "gpu_memory_utilization": gpu_memory_utilization,
@@ -263,7 +269,8 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
                          opts["kv_dtype"], opts["tensor_parallel"], opts["pipeline_parallel"], max_gpus or 64,
                          allow_long_context=allow_long_context, fabric_gbits=fabric_gbits,
                          data_parallel=opts["data_parallel"] or 1, expert_parallel=bool(opts["expert_parallel"]),
-                         dp_attention=bool(settings and settings.options.get("dp_attention")), **engine_options)
+                         dp_attention=bool(settings and settings.options.get("dp_attention")),
+                         profile_args=profile_args, **engine_options)
     if flags is not None:
         result = replace(result, notes=result.notes + tuple(flags.notes(settings)))
         if flags.args.warning:
@@ -322,6 +329,10 @@ def _engine_flags(model, engine, engine_args, launch_line):
             raise SizerUsage(f"MODEL {model} contradicts --command, which launches {flags.args.model}")
         pinned = f"=={flags.args.version}" if flags.args.version and flags.args.engine == "vllm" else ""
         return flags.args.model, engine or parse_engine(flags.args.engine + pinned), flags
+    if engine is None and isinstance(model, str) and not engine_args:
+        from sizer.inputs.ollama_tags import is_ollama_name
+
+        engine = parse_engine("ollama") if is_ollama_name(model) else None   # an Ollama tag: Ollama's defaults
     engine = engine or parse_engine("transformers")
     if model is None:
         raise SizerUsage("MODEL is missing: name a model, or give a whole launch line with --command")

@@ -179,6 +179,7 @@ class ModelSpec:
     model_ref: str | None = None          # what an engine is told to load: Hub id (ORG/NAME[@REVISION]), folder, .gguf
     vision: object = field(default=None, compare=False)   # a Qwen-VL tower (sizer.families.vision.VisionTower):
     #                                          what vLLM loads and profiles beside the language model
+    ollama_tag: str | None = None         # the Ollama library tag the user named (llama3.1:8b); native_precision its quant
     official_checkpoints: tuple[tuple[str, str, str], ...] = ()   # (precision asked, as stored, hub id): `-p fp8`
     #                                          means what the model's official FP8 checkpoint stores
 

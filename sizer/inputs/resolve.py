@@ -18,6 +18,7 @@ from sizer.errors import InputFileError, UnsupportedModelError, UsageError
 from sizer.families import FAMILIES, quantization_label, raise_unsupported, spec_from_config, supported_families
 from sizer.inputs.hub import HubModel, hub_model, is_repo_id, parse_repo_id
 from sizer.inputs.names import component_of
+from sizer.inputs.ollama_tags import OllamaTag, is_ollama_name, resolve_tag
 from sizer.io import read_json_input, regular_file_size
 from sizer.spec import FULL_ATTENTION, OTHER, Checkpoint, CheckpointTensor, ModelSpec, TensorSpec
 
@@ -35,6 +36,8 @@ def get_model(ref: str | os.PathLike, *, refresh: bool = False) -> ModelSpec:
         spec = spec_from_config(_read_config(path), _name_of(path), str(path), f"config file {path}")
         return replace(spec, model_ref=str(path.parent))
     _refuse_missing_path(text)
+    if is_ollama_name(text):
+        return _from_ollama_tag(resolve_tag(text))
     if (refresh or find_model(text) is None) and is_repo_id(text):
         return _from_hub(hub_model(text, refresh=refresh), parse_repo_id(text)[1])
     entry = get_catalog_model(text)
@@ -45,6 +48,12 @@ def get_model(ref: str | os.PathLike, *, refresh: bool = False) -> ModelSpec:
     # an entry that is itself a quantized checkpoint whose config.json does not say so (ModelOpt's
     # hf_quant_config.json): its catalog `quantized` entry names the format it stores
     return replace(spec, native_precision=stored) if stored and not spec.native_precision else spec
+
+
+def _from_ollama_tag(tag: OllamaTag) -> ModelSpec:
+    """The catalog model an Ollama tag stands for, at the tag's GGUF quantization."""
+    spec = get_model(tag.model)
+    return replace(spec, native_precision=tag.quant, ollama_tag=tag.asked, notes=spec.notes + (tag.note,))
 
 
 def _model_path(text: str) -> Path:

@@ -899,6 +899,13 @@ class EngineChoice:
     vllm_version: str | None = None     # vLLM: the release asked for (None: the newest modelled)
     sglang: SglangRelease | None = None
     sglang_version: str | None = None
+    profile: str = ""                   # "ollama" or "lmstudio": llama.cpp as that application configures it
+    profile_version: str | None = None  # Ollama: the release asked for (None: the newest modelled)
+
+    @property
+    def label(self) -> str:
+        """The engine as the user named it (ollama, lmstudio) or its name."""
+        return self.profile or self.name
 
     @property
     def version(self) -> str:
@@ -908,6 +915,10 @@ class EngineChoice:
             return self.vllm_version or self.vllm.last
         if self.sglang is not None:
             return self.sglang_version or self.sglang.last
+        if self.profile == "ollama":
+            from sizer.plan.ollama import ollama_release
+
+            return self.profile_version or ollama_release(None).last
         return release_text(self.release) if self.release else ""
 
     @property
@@ -926,8 +937,10 @@ def parse_engine(text: str | EngineChoice) -> EngineChoice:
         return text
     name, pinned, version = text.strip().partition("==")
     name = name.strip().lower()
+    if name in PROFILES:
+        return _profile_choice(text, name, version.strip() if pinned else None)
     if name not in ENGINES:
-        raise UsageError(f"unknown engine {text!r} (known: {', '.join(ENGINES)}; transformers==<release> "
+        raise UsageError(f"unknown engine {text!r} (known: {', '.join(ENGINES + PROFILES)}; transformers==<release> "
                          f"for one of {modelled_text()})")
     if name == "vllm":
         return EngineChoice(name, vllm=release_for(version.strip() if pinned else None),
@@ -948,6 +961,22 @@ def parse_engine(text: str | EngineChoice) -> EngineChoice:
     if release not in MODELLED:
         raise UsageError(f"--engine {text}: sizer models transformers {modelled_text()}")
     return EngineChoice(name, release)
+
+
+PROFILES = ("ollama", "lmstudio")     # llama.cpp as Ollama / LM Studio configure it (sizer.plan.ollama, lmstudio)
+
+
+def _profile_choice(text: str, name: str, version: str | None) -> EngineChoice:
+    from sizer.errors import UsageError
+
+    if name == "ollama":
+        from sizer.plan.ollama import ollama_release
+
+        ollama_release(version)                      # refuses a release outside the modelled ranges
+        return EngineChoice("llamacpp", profile=name, profile_version=version)
+    if version:
+        raise UsageError(f"--engine {text}: LM Studio is modelled by its load settings, not per release")
+    return EngineChoice("llamacpp", profile=name)
 
 
 def engine_spec(spec: ModelSpec, choice: EngineChoice) -> ModelSpec:

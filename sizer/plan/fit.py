@@ -314,6 +314,8 @@ def _largest(ok, limit: int) -> int:
 def default_precisions(spec: ModelSpec, engine: str) -> list[str | None]:
     if spec.checkpoint is not None:
         return [None]                                # the checkpoint as stored
+    if spec.ollama_tag:
+        return [spec.native_precision]               # the quantization the Ollama tag names
     names = list(DEFAULT_PRECISIONS[engine])
     if spec.native_precision and spec.native_precision not in names:
         names.insert(0, spec.native_precision)
@@ -400,7 +402,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
         tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
         max_gpus: int = DEFAULT_MAX_GPUS, suggestions: bool = True, allow_long_context: bool = False,
         fabric_gbits: float | None = None, data_parallel: int = 1, expert_parallel: bool = False,
-        dp_attention: bool = False, **engine_options) -> FitResult:
+        dp_attention: bool = False, profile_args: str | None = None, **engine_options) -> FitResult:
     """Plan `model` on `gpus` ("2x48GB", "8xH100", "H100" for the minimum count) with `engine`.
 
     precision: one name, a list, or None for the engine's sensible set (the checkpoint's own storage
@@ -410,15 +412,26 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     refused (sizer.spec.check_context_length) unless allow_long_context, which plans it with a note.
     fabric_gbits: the network between nodes in Gb/s per node (default: the GPU catalog's).
     data_parallel, expert_parallel, dp_attention: MoE serving layouts (sizer.plan.placement.Placement).
+    profile_args: Ollama's / LM Studio's own settings for --engine ollama / lmstudio (sizer.plan.profiles).
     """
     from sizer.calc.kv import kv_dtype_bytes
     from sizer.inputs.resolve import get_model
 
     choice = parse_engine(engine)
     engine = choice.name
-    kv_dtype = kv_dtype or DEFAULT_KV_DTYPE[engine]
     spec = engine_spec(get_model(model) if isinstance(model, str) else model, choice)
     selection = parse_gpus(gpus) if isinstance(gpus, str) else gpus
+    profile = None
+    if choice.profile:
+        from sizer.plan.profiles import profile_plan
+
+        profile = profile_plan(choice, spec, selection.gpu, selection.count, profile_args, context_length, batch_size,
+                               kv_dtype)
+        context_length, batch_size, kv_dtype = profile.context_length, profile.batch_size, profile.kv_dtype
+        engine_options["flash_attention"] = profile.flash_attention
+    elif profile_args:
+        raise UsageError("Ollama / LM Studio settings apply to --engine ollama or lmstudio")
+    kv_dtype = kv_dtype or DEFAULT_KV_DTYPE[engine]
     if fabric_gbits is not None:
         if not 0 < fabric_gbits <= 1e6:
             raise UsageError(f"--fabric-gbps must be a positive bandwidth in Gb/s per node, got {fabric_gbits:g}")
@@ -456,7 +469,11 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     if engine == "transformers" and any(o.pipeline_parallel > 1 for o in options):
         notes.append("transformers splits layers over the GPUs (device_map='auto'); they run one after another")
     notes += node_notes(planner.links, tensor_parallel, engine, options)
-    return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu, engine,
+    if profile is not None:
+        notes += list(profile.notes)
+        options = [replace(o, launch=profile.launch(spec, f.name)) if o.launch else o for o, f in zip(options, formats)]
+    return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu,
+                     choice.label,
                      ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version,
                      spec.max_context_length, planner.links)
 

@@ -35,6 +35,9 @@ def recommend(model, engine: str | EngineChoice = "transformers", precision: str
     from sizer.inputs.resolve import get_model
 
     choice = parse_engine(engine)
+    if choice.profile:
+        raise UsageError(f"--recommend with --engine {choice.profile}: its defaults (num_ctx, flash attention) depend "
+                         "on the GPU; rank with --engine llamacpp, or plan one machine with --gpus")
     engine = choice.name
     kv_dtype = kv_dtype or DEFAULT_KV_DTYPE[engine]
     spec = engine_spec(get_model(model) if isinstance(model, str) else model, choice)

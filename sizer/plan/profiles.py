@@ -1,0 +1,112 @@
+"""Ollama and LM Studio as profiles of the llama.cpp engine: what `fit` plans for them.
+
+A profile turns the application's defaults and knobs (sizer.plan.ollama, sizer.plan.lmstudio) into the
+llama.cpp settings `fit` plans with (context per sequence, parallel sequences, KV cache type, flash
+attention) and writes the application's commands in place of llama-server's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sizer.errors import UsageError
+from sizer.plan.launch import LaunchStep
+
+# ggml-cuda's flash-attention kernels need Volta (7.0) or newer; Ollama's GpuInfoList.FlashAttentionSupported
+# asks the same of CUDA devices (docs/reference/ollama.md)
+FLASH_ATTENTION_MIN_CAPABILITY = (7, 0)
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """The llama.cpp settings a profile plans, its notes, and how to write its commands."""
+
+    profile: str
+    context_length: int
+    batch_size: int
+    kv_dtype: str
+    flash_attention: bool
+    notes: tuple[str, ...]
+    release: object = None
+    knobs: object = None
+    settings: object = None
+
+    def launch(self, spec, precision_name: str) -> tuple[LaunchStep, ...]:
+        if self.profile == "ollama":
+            from sizer.plan.ollama import ollama_launch
+
+            steps = ollama_launch(self.release, self.settings, self.knobs, _ollama_tag(spec, precision_name),
+                                  spec.name, precision_name, spec.n_layers)
+        else:
+            from sizer.plan.lmstudio import lmstudio_launch
+
+            steps = lmstudio_launch(self.settings, f"<{precision_name} GGUF of {spec.name}>")
+        return tuple(LaunchStep(on, command) for on, command in steps)
+
+
+def _ollama_tag(spec, precision_name: str) -> str | None:
+    from sizer.inputs.ollama_tags import tag_for
+
+    if spec.ollama_tag and precision_name == spec.native_precision:
+        return spec.ollama_tag
+    return tag_for(spec.name, precision_name) if spec.name else None
+
+
+def gpu_flash_attention(gpu) -> bool:
+    cc = gpu.capability
+    return cc is None or cc >= FLASH_ATTENTION_MIN_CAPABILITY
+
+
+def profile_plan(choice, spec, gpu, gpu_count: int | None, args: str | None, context_length: int | None,
+                 batch_size: int, kv_dtype: str | None) -> ProfilePlan:
+    """The settings `choice` (an EngineChoice with a profile) plans for `spec` on `gpu_count` x `gpu`.
+    sizer's own -c / -b / --kv-dtype win where given; a different value in `args` is refused."""
+    if choice.profile == "ollama":
+        from sizer.plan.ollama import ollama_release, ollama_settings, parse_knobs
+
+        release, knobs = ollama_release(choice.profile_version), parse_knobs(args)
+        _agree("--context-length", context_length, knobs.num_ctx, "num_ctx")
+        if context_length and knobs.num_ctx is None:
+            from dataclasses import replace
+
+            knobs = replace(knobs, num_ctx=context_length)
+        _agree("--batch-size", batch_size if batch_size > 1 else None, knobs.parallel, "OLLAMA_NUM_PARALLEL")
+        if batch_size > 1 and knobs.parallel is None:
+            from dataclasses import replace
+
+            knobs = replace(knobs, parallel=batch_size)
+        total = gpu.memory_bytes * (gpu_count or 1)
+        s = ollama_settings(release, knobs, spec.family, spec.max_context_length, total, gpu_flash_attention(gpu))
+        notes = (f"Ollama {choice.version}: llama.cpp with n_ctx {s.n_ctx:,} ({s.parallel} x num_ctx {s.num_ctx:,}), "
+                 f"flash attention {'on' if s.flash_attention else 'off'}, KV cache {s.kv_dtype}, num_batch "
+                 f"{s.num_batch}",) + s.notes
+        if s.num_gpu is not None and s.num_gpu <= spec.n_layers:
+            notes += (f"num_gpu={s.num_gpu}: layers kept in system RAM are not in this plan yet (every layer is "
+                      "planned on the GPUs); the launch keeps your num_gpu",)
+        if kv_dtype and kv_dtype != s.kv_dtype:
+            raise UsageError(f"--kv-dtype {kv_dtype}: Ollama's KV cache is {s.kv_dtype} here (set "
+                             "OLLAMA_KV_CACHE_TYPE in --engine-args)")
+        return ProfilePlan("ollama", s.num_ctx, s.parallel, s.kv_dtype, s.flash_attention, notes, release, knobs, s)
+    from dataclasses import replace
+
+    from sizer.plan.lmstudio import parse_settings
+
+    s = parse_settings(args)
+    _agree("--context-length", context_length, s.context_length if "context_length" in s.given else None,
+           "context_length")
+    if context_length:
+        s = replace(s, context_length=context_length)
+    if s.gpu != "max":
+        raise UsageError(f"LM Studio gpu={s.gpu}: partial offload is not planned by sizer's llama.cpp engine yet")
+    fa = s.flash_attention and gpu_flash_attention(gpu)
+    kv = s.kv_dtype if (fa or s.kv_dtype == "fp16") else "fp16"
+    notes = (f"LM Studio (llama.cpp runtime): context {s.context_length:,}, GPU offload {s.gpu}, flash attention "
+             f"{'on' if fa else 'off'}, KV cache {kv}",)
+    if kv != s.kv_dtype:
+        notes += ("a quantized KV cache needs flash attention, which is off: f16 planned",)
+    return ProfilePlan("lmstudio", s.context_length, max(batch_size, s.parallel), kv, fa, notes, settings=s)
+
+
+def _agree(flag: str, mine, theirs, name: str) -> None:
+    if mine is not None and theirs is not None and mine != theirs:
+        raise UsageError(f"{flag} {mine} contradicts --engine-args ({name}={theirs}): give it once")
