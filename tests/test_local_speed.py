@@ -190,3 +190,11 @@ def test_fit_table_uses_the_llama_cpp_model_and_a_host_part_slows_decode_by_its_
     assert 1 / split.decode_tokens_per_s - 1 / alone.decode_tokens_per_s == pytest.approx(
         1e9 / (89.6e9 * cpu.decode_bandwidth_efficiency) + 8 * cpu.decode_overhead_s, rel=1e-9)
     assert split.prefill_tokens_per_s is None      # the host's int8 rate is not given
+
+
+def test_vulkan_on_gpus_without_matrix_units_runs_at_the_fp32_rate():
+    rdna2 = ls.DeviceRates.of_gpu(get_gpu("RX-6800-XT"))
+    assert not rdna2.matrix_cores and ls.kernel_tflops(rdna2, "Vulkan", "Q6_K") == 20.7
+    assert ls.kernel_tflops(rdna2, "ROCm", "Q6_K") == 82.9              # MMQ: dp4a int8
+    rdna3 = ls.DeviceRates.of_gpu(get_gpu("RX-7900-XT"))
+    assert rdna3.matrix_cores and ls.kernel_tflops(rdna3, "Vulkan", "Q4_K") == 103.2

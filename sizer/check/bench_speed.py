@@ -96,7 +96,7 @@ def device_rates(record: dict, devices: dict) -> DeviceRates:
     if "catalog" in entry:
         return DeviceRates.of_gpu(get_gpu(entry["catalog"]))
     return DeviceRates(entry["memory_bandwidth_gbps"], entry.get("fp32"), entry.get("fp16"),
-                       entry.get("fp16_acc16") or entry.get("fp16"), entry.get("int8"))
+                       entry.get("fp16_acc16") or entry.get("fp16"), entry.get("int8"), entry.get("matrix_cores", True))
 
 
 def excluded_reason(record: dict, excluded: list[dict]) -> str | None:

@@ -17,7 +17,8 @@ Kernel rates (llama.cpp's own dispatch, docs/reference/llamacpp-speed.md): on CU
 quantized types run as MMQ (activations quantized to q8_1, int8 dot products: the int8 rate), F16 and
 BF16 through cuBLAS/hipBLAS with FP16 accumulation (CUBLAS_COMPUTE_16F: the FP16-accumulate tensor
 rate, twice the FP32-accumulate rate the catalog lists for GeForce cards); Vulkan and Metal run FP16
-shaders (Apple GPUs: FP16 = FP32 rate); the CPU runs int8 dot products (q8_0/q8_K activations).
+shaders (Apple GPUs: FP16 = FP32 rate), on GPUs without matrix units (GCN, RDNA1/2) at the FP32
+vector rate; the CPU runs int8 dot products (q8_0/q8_K activations).
 
 The efficiencies are fitted on published llama-bench rows (tests/data/llamacpp/llama_bench.json,
 `python benchmarks/llama_bench.py --fit`) and stored with their provenance in
@@ -34,6 +35,8 @@ from sizer.catalog import GpuSpec, data_dir
 
 BACKENDS = ("CUDA", "ROCm", "Vulkan", "Metal", "SYCL", "CPU")
 FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
+# GPUs without matrix units: Vulkan's matmul shaders run on their FP32 vector ALUs
+VECTOR_ONLY_ARCHITECTURES = frozenset({"gcn", "rdna1", "rdna2"})
 KERNEL_MMQ, KERNEL_BLAS, KERNEL_SHADER, KERNEL_CPU = "mmq", "blas", "shader", "cpu"
 
 
@@ -71,6 +74,7 @@ class DeviceRates:
     fp16_tflops: float | None = None              # FP16 with FP32 accumulation (GeForce: half the FP16-accumulate rate)
     fp16_accumulate_tflops: float | None = None   # FP16 with FP16 accumulation
     int8_tops: float | None = None
+    matrix_cores: bool = True                     # tensor/matrix units Vulkan's cooperative-matrix shaders use
 
     @classmethod
     def of_gpu(cls, gpu: GpuSpec) -> "DeviceRates":
@@ -79,7 +83,8 @@ class DeviceRates:
         # gpus.json note (2): GeForce fp16 figures are the FP32-accumulate tensor rates, half the FP16-accumulate ones
         geforce = gpu.vendor == "nvidia" and gpu.market == "consumer"
         acc16 = 2 * fp16 if fp16 and geforce else fp16
-        return cls(gpu.memory_bandwidth_gbps, rates.get("fp32"), fp16, acc16, rates.get("int8"))
+        return cls(gpu.memory_bandwidth_gbps, rates.get("fp32"), fp16, acc16, rates.get("int8"),
+                   gpu.architecture not in VECTOR_ONLY_ARCHITECTURES)
 
 
 def kernel_for(backend: str, weight_type: str) -> str:
@@ -98,6 +103,8 @@ def kernel_tflops(rates: DeviceRates, backend: str, weight_type: str) -> float |
         return rates.int8_tops or rates.fp16_tflops or rates.fp32_tflops
     if kernel == KERNEL_BLAS:
         return rates.fp16_accumulate_tflops or rates.fp16_tflops or rates.fp32_tflops
+    if backend == "Vulkan" and not rates.matrix_cores:
+        return rates.fp32_tflops or rates.fp16_tflops
     return rates.fp16_tflops or rates.fp32_tflops
 
 
