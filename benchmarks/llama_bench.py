@@ -1,6 +1,6 @@
 """sizer's llama.cpp speed model against published llama-bench rows (issue 18 item 5).
 
-    python benchmarks/llama_bench.py [--out benchmarks/results/llama_bench.csv] [--fit]
+    python benchmarks/llama_bench.py [--out benchmarks/results/llama_bench.csv] [--fit [--write]] [--markdown]
 
 Every row of tests/data/llamacpp/llama_bench.json is predicted with the backend's constants of
 sizer/data/llamacpp_speed.json (sizer.plan.local_speed) and, held out, with the constants fitted on
@@ -135,11 +135,28 @@ def print_fit(records: list[dict], table: dict) -> None:
               f"overhead {1e6 * speed.decode_overhead_s:.1f} us/layer; prefill {prefill}")
 
 
+def markdown(table_rows: list[dict]) -> str:
+    """The per-row table and the summary, as docs/performance.md quotes them."""
+    lines = ["| device | backend | model | test | published t/s | sizer t/s | error | held out |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    for r in table_rows:
+        if not r["excluded"]:
+            lines.append(f"| {r['device']} | {r['backend']} | {r['model']} | {r['test']} | {r['published_tokens_per_s']:g} "
+                         f"| {r['predicted_tokens_per_s']:.1f} | {percent(r['error'])} | {percent(r['held_out_error'])} |")
+    lines += ["", "| test | backend | rows | median error | worst | held-out median | held-out worst |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for kind, backend, n, median, worst, h_median, h_worst in summaries(table_rows):
+        held = (f"{100 * h_median:.1f} % | {100 * h_worst:.0f} %" if h_median is not None else "n/a | n/a")
+        lines.append(f"| {kind} | {backend} | {n} | {100 * median:.1f} % | {100 * worst:.0f} % | {held} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "llama_bench.csv"))
     parser.add_argument("--fit", action="store_true", help="print the constants fitted on all usable rows")
     parser.add_argument("--write", action="store_true", help="with --fit: write them into sizer/data/llamacpp_speed.json")
+    parser.add_argument("--markdown", action="store_true", help="print the tables docs/performance.md quotes")
     args = parser.parse_args()
     records, table = load()
     if args.fit:
@@ -152,6 +169,9 @@ def main() -> None:
             print(f"wrote {path}")
         return
     table_rows = rows(records, table)
+    if args.markdown:
+        print(markdown(table_rows))
+        return
     print_rows(table_rows)
     print_summaries(table_rows)
     with open(args.out, "w", newline="") as f:
