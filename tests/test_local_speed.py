@@ -147,11 +147,11 @@ def errors(kind: str) -> tuple[list[float], list[float]]:
 
 
 def test_published_rows_reproduce_within_the_issue_targets():
-    """Issue 18: decode within 15 % median, prompt processing within 25 % median (data check)."""
+    """Issue 18: decode within 15 % median and 40 % worst, prompt processing within 25 % median (data check)."""
     tg, tg_held = errors("tg")
     pp, pp_held = errors("pp")
     assert len(tg) >= 15 and len(pp) >= 30
-    assert bs.summary(tg)[0] <= 0.15
+    assert bs.summary(tg)[0] <= 0.15 and bs.summary(tg)[1] <= 0.40
     assert bs.summary(pp)[0] <= 0.25
     assert bs.summary(pp_held)[0] <= 0.25        # held out: each source predicted from the others
 
