@@ -14,6 +14,12 @@ Fabric; the catalog's bandwidth per GPU) or, between nodes, the fabric (the cata
 --fabric-gbps, per node, shared by its GPUs). Latencies and the share of link bandwidth collectives
 reach are assumptions in line with published NCCL measurements (small all-reduces take about 10 us on
 NVLink and tens of us over PCIe or a network; large ones reach 70-80 % of the link), to be calibrated.
+
+llama.cpp runs on the machines people own with a model of its own (sizer.plan.local_speed): per
+backend (CUDA, ROCm, Metal, Vulkan, SYCL, CPU) a bandwidth efficiency and a per-layer overhead for
+decode and the rate of the kernel its weights' type runs for prompt processing, fitted on published
+llama-bench rows; the layers split over devices (GPUs in a row, the host's layers in a partial
+offload) add their times.
 """
 
 from __future__ import annotations
@@ -21,19 +27,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sizer.catalog import GpuSpec
+from sizer.plan import local_speed
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
 from sizer.spec import ModelSpec, Workload
 
 # Fraction of peak memory bandwidth reached by decode, and of peak dense tensor throughput reached
 # by prefill, per engine. Assumptions in line with published measurements (vLLM decode kernels
-# reach 70-85 % of HBM bandwidth; transformers' eager generate loop much less; llama.cpp CUDA
-# around 70 %); to be calibrated by `sizer measure` and `sizer calibrate`.
-# The transformers profile's values live in sizer/data/calibration.json (sizer.calc.calibration).
+# reach 70-85 % of HBM bandwidth; transformers' eager generate loop much less); to be calibrated by
+# `sizer measure` and `sizer calibrate`. The transformers profile's values live in
+# sizer/data/calibration.json (sizer.calc.calibration); llama.cpp's, per backend, in
+# sizer/data/llamacpp_speed.json (sizer.plan.local_speed).
 EFFICIENCY = {
     "vllm": {"decode_bandwidth": 0.80, "prefill_compute": 0.60},
     "sglang": {"decode_bandwidth": 0.80, "prefill_compute": 0.60},     # kernels of the same families as vLLM's
-    "llamacpp": {"decode_bandwidth": 0.70, "prefill_compute": 0.35},
 }
 
 
@@ -127,11 +134,78 @@ def efficiency(engine) -> dict[str, float]:
     return EFFICIENCY[engine.name]
 
 
+@dataclass(frozen=True)
+class HostPart:
+    """The layers a partial offload keeps in host memory (llama.cpp -ngl below the layer count): they
+    run on the CPU backend at the host's memory bandwidth."""
+
+    n_layers: int
+    weights_bytes: int                # active weights of those layers read per token
+    kv_bytes_per_token: int           # per cached token of one sequence, those layers (0 with the KV on the GPU)
+    bandwidth_gbps: float             # the host memory's peak (gpus.json host_memory)
+    int8_tops: float | None = None    # the CPU's int8 dot-product rate, where known (prompt processing)
+
+
+def gguf_weight_type(precision) -> str:
+    """The GGUF type most weights of a precision are stored in: a llama.cpp ftype's base block type
+    (Q4_K_M -> Q4_K), else F16 (float checkpoints run through cuBLAS/hipBLAS)."""
+    return getattr(precision, "base", None) or "F16"
+
+
+def llamacpp_shares(spec: ModelSpec, stages: list[Stage], gpu: GpuSpec, batch_size: int, context_length: int,
+                    host: HostPart | None = None) -> list[local_speed.DeviceShare]:
+    """One DeviceShare per GPU stage (its layers, weights and KV at the context) and one for the
+    host's layers of a partial offload."""
+    touched = expert_fraction_read(spec, batch_size)
+    rates, backend = local_speed.DeviceRates.of_gpu(gpu), local_speed.backend_of(gpu)
+    attention_per_layer = 4 * spec.n_heads * spec.head_dim
+    shares = []
+    for stage in stages:
+        layers = len(stage.layers)
+        weights = stage.weights_bytes - stage.expert_bytes + stage.expert_bytes * touched
+        kv_per_token = stage.kv_bytes(context_length, batch_size) / max(1, context_length)
+        shares.append(local_speed.DeviceShare(rates, backend, weights, kv_per_token,
+                                              spec.active_params * layers / spec.n_layers, layers,
+                                              attention_per_layer * layers))
+    if host and host.n_layers:
+        shares.append(local_speed.DeviceShare(
+            local_speed.DeviceRates(host.bandwidth_gbps, int8_tops=host.int8_tops), "CPU", host.weights_bytes,
+            host.kv_bytes_per_token * batch_size, spec.active_params * host.n_layers / spec.n_layers,
+            host.n_layers, attention_per_layer * host.n_layers))
+    return shares
+
+
+def llamacpp_throughput(spec: ModelSpec, stages: list[Stage], gpu: GpuSpec, precision, workload: Workload,
+                        host: HostPart | None = None) -> Throughput:
+    """llama.cpp's speeds (sizer.plan.local_speed) with the layers split over the GPU stages and,
+    in a partial offload, the host. A decode step carries one token of each sequence: the weights are
+    read once, each sequence's KV cache at the full context (the step's time is the slowest of that
+    and the batch's compute)."""
+    context_length, batch_size = workload.context_length, workload.batch_size
+    speeds = local_speed.backend_speeds()
+    shares = llamacpp_shares(spec, stages, gpu, batch_size, context_length, host)
+    weight_type = gguf_weight_type(precision)
+    memory_s = 1 / local_speed.decode_tokens_per_s(shares, context_length, speeds)
+    prefill_rate = local_speed.prefill_tokens_per_s(shares, weight_type, context_length, 0, speeds)
+    if prefill_rate is None:
+        return Throughput(1 / memory_s, batch_size / memory_s, None, None)
+    # the batch's decode compute at a depth of the full context, against the prompt-processing rate
+    compute_s = batch_size / local_speed.prefill_tokens_per_s(shares, weight_type, 1, context_length, speeds)
+    step_s = max(memory_s, compute_s)
+    prefill_s = batch_size * context_length / prefill_rate
+    return Throughput(decode_tokens_per_s=1 / step_s, decode_tokens_per_s_total=batch_size / step_s,
+                      prefill_tokens_per_s=prefill_rate, time_to_first_token_s=prefill_s)
+
+
 def estimate_throughput(spec: ModelSpec, stages: list[Stage], placement: Placement, gpu: GpuSpec,
                         precision, engine, workload: Workload, links: Links | None = None) -> Throughput:
     """Rooflines for the workload's sequences on `placement` of `gpu` with `engine`, plus the time
     tensor and pipeline parallelism spend on `links` (default: the GPU's own, one node of its size).
-    precision: a sizer.quant format object."""
+    precision: a sizer.quant format object. llama.cpp: llamacpp_throughput."""
+    if engine.name == "llamacpp":
+        if not gpu.memory_bandwidth_gbps:
+            return Throughput(None, None, None, None)
+        return llamacpp_throughput(spec, stages, gpu, precision, workload)
     links = links or Links.of(gpu)
     context_length, batch_size = workload.context_length, workload.batch_size
     eff = efficiency(engine)
