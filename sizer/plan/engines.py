@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from math import ceil
 
-from sizer.calc.activations import FP32_BYTES, peak_of, step_peak, transformers_attention
+from sizer.calc.activations import (FP32_BYTES, dense_mlp_bytes, peak_of, step_peak, transformers_attention,
+                                    vllm_fused_moe_bytes)
 from sizer.calc.overhead import CUDA_CONTEXT_BYTES
 from sizer.calc.kv import INDEXER_VLLM_FP8
 from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
@@ -227,6 +228,22 @@ def bnb4_double_quant(precision) -> bool | None:
     return fmt.double_quant
 
 
+FP8_W8A8_CAPABILITY = (8, 9)    # below it vLLM's fp8 MoE runs Marlin, weights only (fp8.py use_marlin)
+
+
+def fp8_activation_group(precision, capability: tuple[int, int] | None = None) -> int | None:
+    """How vLLM's fp8 w8a8 fused MoE quantizes its activations for these weights: per token group
+    of the weights' block width (block-quantized checkpoints: per_token_group_quant_fp8 with
+    block_k), 0 for one dynamic per-tensor scale; None where the activations stay 16-bit (not fp8
+    weights, or a GPU below compute capability 8.9, where the fp8 MoE runs Marlin)."""
+    fmt = getattr(precision, "like", None) or precision
+    if not str(getattr(fmt, "name", "")).startswith("fp8"):
+        return None
+    if capability is not None and capability < FP8_W8A8_CAPABILITY:
+        return None
+    return getattr(fmt, "block", 0) or 0
+
+
 def vllm_non_torch_tp1_bytes(capability: tuple[int, int] | None) -> int:
     """Non-torch memory one worker adds by its profiling run, by the GPU's compute capability (Hopper's
     where it is not known)."""
@@ -288,15 +305,22 @@ class VllmEngine:
         return self.max_num_batched_tokens or tokens, self.max_num_seqs or seqs
 
     def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192,
-                     bnb4_nested: bool | None = None) -> int:
+                     bnb4_nested: bool | None = None, fp8_group: int | None = None) -> int:
         """Torch peak of the profiling run: one forward over max_num_batched_tokens (this GPU's
         shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows), after
         the forward where the release measures the allocated peak (V0 from 0.6.4, V1 up to 0.33), else
         added to it. bnb4_nested: the weights are bitsandbytes 4-bit (double-quantized or not; None: not
-        bitsandbytes 4-bit), whose Linears dequantize in the forward."""
+        bitsandbytes 4-bit), whose Linears dequantize in the forward. An MoE layer's moment is vLLM's
+        fused MoE (vllm_fused_moe_bytes, the release's cache layout; fp8_group: fp8_activation_group),
+        not transformers' experts."""
         tokens, seqs = self.scheduler_limits(capacity, max_model_len)
-        parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
+        spec = stage.rank_spec
+        parts = step_peak(spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
                           torch_sdpa=False)
+        if spec.is_moe:
+            parts["mlp"] = max(dense_mlp_bytes(spec, tokens, compute_bytes),
+                               vllm_fused_moe_bytes(spec, tokens, compute_bytes, self.release.moe_layout,
+                                                    self.release.moe_chunk_tokens, fp8_group))
         if bnb4_nested is not None:             # bitsandbytes 4-bit weights, double-quantized or not
             parts["mlp"] = max(parts["mlp"], vllm_bnb4_mlp_bytes(stage.rank_spec, tokens, compute_bytes, bnb4_nested))
         # vLLM's kernels build neither transformers' 4-D masks nor its per-forward RoPE tables
@@ -357,7 +381,8 @@ class VllmEngine:
         tokens_per_step, _ = self.scheduler_limits(capacity, context_length)
         per_gpu, kv_tokens, concurrency, short, first, blocks = [], None, None, None, None, []
         for s in stages:
-            act = self.profile_peak(s, capacity, compute_bytes, context_length, bnb4_double_quant(precision))
+            act = self.profile_peak(s, capacity, compute_bytes, context_length, bnb4_double_quant(precision),
+                                    fp8_activation_group(precision, self.gpu_capability))
             b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count)
             first = first or (s, act, b)
             state = 0

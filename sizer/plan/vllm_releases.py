@@ -16,7 +16,10 @@ the range holding that release; `--engine vllm` the newest modelled. What a rang
   baseline is taken before NCCL starts), CUDA-graph memory (estimated and subtracted from 0.20.2;
   before that graphs are captured after the KV cache, in the 1 - utilization headroom);
 * how "GPU KV cache size" is logged: blocks x block size, or from 0.20.2 int(concurrency x max_model_len);
-* the KV block size: 16 (64 from 0.34; 64 for MLA on V1's FlashMLA).
+* the KV block size: 16 (64 from 0.34; 64 for MLA on V1's FlashMLA);
+* the fused MoE's caches in the profiling run (sizer.calc.activations.vllm_fused_moe_bytes): three
+  separate caches (V0), cache1/cache3 shared (0.8-0.10), the modular kernel's two workspaces (0.11+),
+  chunked at VLLM_FUSED_MOE_CHUNK_SIZE tokens (32768 up to 0.10, 16384 in 0.11-0.20.1, none after).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ HUGE_GPU_BYTES = 160 * GiB        # 0.28+: a third tier
 V0_MIN_BATCHED_TOKENS = 2048      # `max(max_model_len, 2048)` without chunked prefill (SchedulerConfig)
 V0_AUTO_CHUNKED_PREFILL_LEN = 32768   # V0 switches chunked prefill on above this max_model_len (CUDA)
 EXTENSIBLE_MARGIN_FLOOR_BYTES = 1 * GiB   # 0.34 KV_CACHE_MARGIN_FLOOR_BYTES (CUDA)
+FUSED_MOE_CHUNK_TOKENS_V0 = 32768  # envs.py VLLM_FUSED_MOE_CHUNK_SIZE default "32768" (0.6.3.post1 - 0.10.2)
+FUSED_MOE_CHUNK_TOKENS_0_11 = 16 * 1024   # envs.py@0.15.1 str(16 * 1024); 0.20.2's modular kernel no longer chunks
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class VllmRelease:
     block_size: int = 16
     mla_block_size: int = 16
     extensible_kv_cache: bool = False     # 0.34: KV measured after warm-up, within a margin
+    moe_layout: str = "workspaces"        # the fused MoE's caches (sizer.calc.activations.VLLM_MOE_LAYOUTS)
+    moe_chunk_tokens: int | None = None   # VLLM_FUSED_MOE_CHUNK_SIZE where the experts chunk the tokens
 
     @property
     def name(self) -> str:
@@ -82,12 +89,17 @@ class VllmRelease:
 
 
 RELEASES = (
-    VllmRelease((0, 5, 0), "0.6.3.post1", "V0", 0.9, v0_chunked_tokens=512),
-    VllmRelease((0, 6, 4), "0.6.4.post1", "V0", 0.9, v0_chunked_tokens=512, charges_cuda_context=True),
-    VllmRelease((0, 6, 5), "0.7.3", "V0", 0.9, v0_chunked_tokens=2048),
-    VllmRelease((0, 8, 0), "0.9.0", "V1", 0.9, charges_cuda_context=True, mla_block_size=64),
-    VllmRelease((0, 9, 1), "0.10.2", "V1", 0.9, a100_is_small=True, mla_block_size=64),
-    VllmRelease((0, 11, 0), "0.20.1", "V1", 0.9, a100_is_small=True, charges_nccl=False, mla_block_size=64),
+    VllmRelease((0, 5, 0), "0.6.3.post1", "V0", 0.9, v0_chunked_tokens=512,
+                moe_layout="separate", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
+    VllmRelease((0, 6, 4), "0.6.4.post1", "V0", 0.9, v0_chunked_tokens=512, charges_cuda_context=True,
+                moe_layout="separate", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
+    VllmRelease((0, 6, 5), "0.7.3", "V0", 0.9, v0_chunked_tokens=2048, moe_layout="separate", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
+    VllmRelease((0, 8, 0), "0.9.0", "V1", 0.9, charges_cuda_context=True, mla_block_size=64,
+                moe_layout="shared13", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
+    VllmRelease((0, 9, 1), "0.10.2", "V1", 0.9, a100_is_small=True, mla_block_size=64,
+                moe_layout="shared13", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
+    VllmRelease((0, 11, 0), "0.20.1", "V1", 0.9, a100_is_small=True, charges_nccl=False, mla_block_size=64,
+                moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_0_11),
     VllmRelease((0, 20, 2), "0.27.x", "V1", 0.92, a100_is_small=True, charges_nccl=False, charges_cuda_graphs=True,
                 tokens_from_concurrency=True, mla_block_size=64),
     VllmRelease((0, 28, 0), "0.33.x", "V1", 0.92, a100_is_small=True, huge_gpu_tokens=16384, charges_nccl=False,
