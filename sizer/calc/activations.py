@@ -513,7 +513,7 @@ def fp8_quantized_bytes(rows: int, width: int, group: int) -> int:
 
 
 def vllm_fused_moe_bytes(spec: ModelSpec, tokens: int, cb: int, layout: str, chunk_tokens: int | None,
-                         fp8_group: int | None = None) -> int:
+                         fp8_group: int | None = None, with_workspace: bool = True) -> int:
     """Bytes above the layer's input while vLLM's fused MoE runs one layer over `tokens`: the
     router's logits (tokens x experts, the gate's output in the compute dtype), the top-k weights
     (float32) and ids (int32), moe_align_block_size's sorted row ids (int32; its per-expert padding,
@@ -521,7 +521,8 @@ def vllm_fused_moe_bytes(spec: ModelSpec, tokens: int, cb: int, layout: str, chu
     for fp8 w8a8 experts (`fp8_group`: activation scale group, 0 per tensor; None: 16-bit
     activations), the quantized input and the quantized activation of the second GEMM (both alive
     at the second GEMM). Shared experts (run before the routed ones) keep their output beside them,
-    or are the moment themselves (their fused gate/up and activation outputs)."""
+    or are the moment themselves (their fused gate/up and activation outputs). `with_workspace`
+    False: the caches left out (held throughout, as the workspace manager's buffer, and counted apart)."""
     m = min(tokens, chunk_tokens) if chunk_tokens else tokens
     k, hidden, half = spec.n_experts_active, spec.hidden_size, spec.d_ff_expert
     routing = tokens * spec.n_experts * cb + tokens * k * (FP32_BYTES + INT32_BYTES) + m * k * INT32_BYTES
@@ -530,7 +531,8 @@ def vllm_fused_moe_bytes(spec: ModelSpec, tokens: int, cb: int, layout: str, chu
         a1_rows = tokens if layout == "workspaces" else m     # the modular kernel quantizes in prepare()
         quantized = fp8_quantized_bytes(a1_rows, hidden, fp8_group) + fp8_quantized_bytes(m * k, half, fp8_group)
     output = tokens * hidden * cb if layout == "workspaces" else 0
-    routed = routing + vllm_moe_workspace_bytes(spec, tokens, cb, layout, chunk_tokens) + quantized + output
+    caches = vllm_moe_workspace_bytes(spec, tokens, cb, layout, chunk_tokens) if with_workspace else 0
+    routed = routing + caches + quantized + output
     if not spec.n_shared_experts:
         return routed
     shared_ff = spec.d_ff_expert * spec.n_shared_experts

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from math import ceil
 
 from sizer.calc.activations import (FP32_BYTES, dense_mlp_bytes, peak_of, step_peak, transformers_attention,
-                                    vllm_fused_moe_bytes)
+                                    vllm_fused_moe_bytes, vllm_moe_workspace_bytes)
 from sizer.calc.overhead import CUDA_CONTEXT_BYTES
 from sizer.calc.kv import INDEXER_VLLM_FP8
 from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
@@ -320,7 +320,8 @@ class VllmEngine:
         if spec.is_moe:
             parts["mlp"] = max(dense_mlp_bytes(spec, tokens, compute_bytes),
                                vllm_fused_moe_bytes(spec, tokens, compute_bytes, self.release.moe_layout,
-                                                    self.release.moe_chunk_tokens, fp8_group))
+                                                    self.release.moe_chunk_tokens, fp8_group,
+                                                    with_workspace=not self.release.persistent_workspace))
         if bnb4_nested is not None:             # bitsandbytes 4-bit weights, double-quantized or not
             parts["mlp"] = max(parts["mlp"], vllm_bnb4_mlp_bytes(stage.rank_spec, tokens, compute_bytes, bnb4_nested))
         # vLLM's kernels build neither transformers' 4-D masks nor its per-forward RoPE tables
@@ -331,6 +332,16 @@ class VllmEngine:
             return int(max(forward, self._sampler_step_bytes(stage, tokens, rows, compute_bytes)) * scale)
         sampler = rows * stage.rank_spec.vocab_size * VLLM_SAMPLER_BYTES_PER_LOGIT if stage.last else 0
         return int((forward + sampler) * scale)
+
+    def persistent_bytes(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192) -> int:
+        """What the profiling run leaves allocated besides the weights where the release takes only
+        its transient headroom as the activation figure (VllmRelease.persistent_workspace): the
+        workspace manager's buffer, the largest fused-MoE caches of the run (one buffer for all layers)."""
+        if not (self.release.persistent_workspace and stage.rank_spec.is_moe):
+            return 0
+        tokens, _ = self.scheduler_limits(capacity, max_model_len)
+        return vllm_moe_workspace_bytes(stage.rank_spec, tokens, compute_bytes, self.release.moe_layout,
+                                        self.release.moe_chunk_tokens)
 
     def _sampler_step_bytes(self, stage: Stage, tokens: int, rows: int, compute_bytes: int) -> int:
         """The forward has ended when the dummy sampler runs: the runner holds the hidden states of the
@@ -358,11 +369,12 @@ class VllmEngine:
         fitted = self.calibration.cuda_graph_bytes if self.calibration else None
         return VLLM_CUDA_GRAPH_BYTES if fitted is None else fitted
 
-    def budget(self, weights: int, activations: int, capacity: int, gpu_count: int) -> VllmBudget:
-        """What vLLM leaves for the KV cache on one GPU (the release's arithmetic)."""
+    def budget(self, weights: int, activations: int, capacity: int, gpu_count: int, persistent: int = 0) -> VllmBudget:
+        """What vLLM leaves for the KV cache on one GPU (the release's arithmetic); `persistent`: what
+        the profiling run leaves allocated outside the activation figure (persistent_bytes)."""
         budget = int(self.utilization * capacity)
         graphs = self.graph_bytes()
-        charged = weights + activations + self.non_torch_bytes(gpu_count)
+        charged = weights + activations + self.non_torch_bytes(gpu_count) + persistent
         if self.release.charges_cuda_graphs:
             charged += graphs
         available = budget - charged
@@ -383,8 +395,9 @@ class VllmEngine:
         for s in stages:
             act = self.profile_peak(s, capacity, compute_bytes, context_length, bnb4_double_quant(precision),
                                     fp8_activation_group(precision, self.gpu_capability))
-            b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count)
-            first = first or (s, act, b)
+            kept = self.persistent_bytes(s, capacity, compute_bytes, context_length)
+            b = self.budget(s.weights_bytes, act, capacity, placement.gpu_count, kept)
+            first = first or (s, act, b, kept)
             state = 0
             if s.state_layers:
                 kv, state, pool = vllm_hybrid_pool(s, b.available, context_length, tokens_per_step, batch_size)
@@ -403,7 +416,7 @@ class VllmEngine:
             overhead = self.non_torch_bytes(placement.gpu_count) + self.graph_bytes() + CUDA_CONTEXT_BYTES
             if self.release.charges_cuda_context:
                 overhead -= CUDA_CONTEXT_BYTES          # counted once
-            per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity, state))
+            per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act + kept, overhead, capacity, state))
         concurrency *= placement.data_parallel          # each replica (DP rank) has a KV pool of its own
         verdict, reason = self._verdict(short, kv_tokens, concurrency, workload, capacity)
         values = self._log_values(first, min(blocks), kv_tokens, capacity, placement, context_length)
@@ -421,10 +434,12 @@ class VllmEngine:
         and concurrency after the minimum over workers (V0's executor and V1's engine core both take
         the smallest worker's block count before logging them). `pool`: (blocks, blocks one request of
         context_length takes, tokens per block) of the worker with the fewest blocks."""
-        s, act, b = first
+        s, act, b, kept = first
         blocks, blocks_per_request, block = pool
-        return VllmLogValues(capacity, self.utilization, s.weights_bytes, self.non_torch_bytes(placement.gpu_count),
-                             act, self.graph_bytes(), b.available, blocks, kv_tokens, context_length,
+        logged_act = act + (self.graph_bytes() if self.release.persistent_workspace else 0)
+        return VllmLogValues(capacity, self.utilization, s.weights_bytes,
+                             self.non_torch_bytes(placement.gpu_count) + kept,
+                             logged_act, self.graph_bytes(), b.available, blocks, kv_tokens, context_length,
                              round(blocks * block / context_length if self.release.engine == "V0"
                                    else blocks / blocks_per_request, 2))
 

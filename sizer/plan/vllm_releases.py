@@ -58,6 +58,7 @@ class VllmRelease:
     extensible_kv_cache: bool = False     # 0.34: KV measured after warm-up, within a margin
     moe_layout: str = "workspaces"        # the fused MoE's caches (sizer.calc.activations.VLLM_MOE_LAYOUTS)
     moe_chunk_tokens: int | None = None   # VLLM_FUSED_MOE_CHUNK_SIZE where the experts chunk the tokens
+    transient_activation: bool = False    # 0.27+: the activation figure is the transient headroom (below)
 
     @property
     def name(self) -> str:
@@ -84,6 +85,16 @@ class VllmRelease:
             return self.first >= (0, 6, 4)
         return not self.extensible_kv_cache
 
+    @property
+    def persistent_workspace(self) -> bool:
+        """From 0.27 the profile's activation figure is its transient headroom, torch's peak less what
+        is still allocated after the run (mem_utils.py@0.27.0 transient_peak_headroom): the workspace
+        manager's buffer (the fused MoE's caches), kept for later steps, counts in total_consumed
+        ("consumed memory (weights + non-torch)") instead, and the logged "peak activation" adds the
+        CUDA-graph estimate (gpu_worker.py@0.27.0). Before, the figure was the peak increase over the
+        run (torch_peak_increase), the workspace in it."""
+        return self.transient_activation
+
     def sampler_rows(self, max_num_seqs: int, max_num_batched_tokens: int) -> int:
         return max_num_seqs if self.engine == "V0" else min(max_num_seqs, max_num_batched_tokens)
 
@@ -93,20 +104,23 @@ RELEASES = (
                 moe_layout="separate", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
     VllmRelease((0, 6, 4), "0.6.4.post1", "V0", 0.9, v0_chunked_tokens=512, charges_cuda_context=True,
                 moe_layout="separate", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
-    VllmRelease((0, 6, 5), "0.7.3", "V0", 0.9, v0_chunked_tokens=2048, moe_layout="separate", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
+    VllmRelease((0, 6, 5), "0.7.3", "V0", 0.9, v0_chunked_tokens=2048,
+                moe_layout="separate", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
     VllmRelease((0, 8, 0), "0.9.0", "V1", 0.9, charges_cuda_context=True, mla_block_size=64,
                 moe_layout="shared13", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
     VllmRelease((0, 9, 1), "0.10.2", "V1", 0.9, a100_is_small=True, mla_block_size=64,
                 moe_layout="shared13", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
     VllmRelease((0, 11, 0), "0.20.1", "V1", 0.9, a100_is_small=True, charges_nccl=False, mla_block_size=64,
                 moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_0_11),
-    VllmRelease((0, 20, 2), "0.27.x", "V1", 0.92, a100_is_small=True, charges_nccl=False, charges_cuda_graphs=True,
+    VllmRelease((0, 20, 2), "0.26.0", "V1", 0.92, a100_is_small=True, charges_nccl=False, charges_cuda_graphs=True,
                 tokens_from_concurrency=True, mla_block_size=64),
+    VllmRelease((0, 27, 0), "0.27.x", "V1", 0.92, a100_is_small=True, charges_nccl=False, charges_cuda_graphs=True,
+                tokens_from_concurrency=True, mla_block_size=64, transient_activation=True),
     VllmRelease((0, 28, 0), "0.33.x", "V1", 0.92, a100_is_small=True, huge_gpu_tokens=16384, charges_nccl=False,
-                charges_cuda_graphs=True, tokens_from_concurrency=True, mla_block_size=64),
+                charges_cuda_graphs=True, tokens_from_concurrency=True, mla_block_size=64, transient_activation=True),
     VllmRelease((0, 34, 0), "0.34.0", "V1", 1.0, a100_is_small=True, huge_gpu_tokens=16384, charges_nccl=False,
                 charges_cuda_graphs=True, tokens_from_concurrency=True, block_size=64, mla_block_size=64,
-                extensible_kv_cache=True),
+                extensible_kv_cache=True, transient_activation=True),
 )
 NEWEST = RELEASES[-1]
 
