@@ -94,8 +94,9 @@ def test_published_fp8_moe_log():
 
 
 def _moe_stage():
+    """A first pipeline stage (no dummy sampler: the forward is the peak)."""
     from sizer.plan.stages import Stage
-    return Stage(index=0, layers=range(94), first=True, last=True, weights_bytes=0, kv_full_bytes_per_token=0,
+    return Stage(index=0, layers=range(94), first=True, last=False, weights_bytes=0, kv_full_bytes_per_token=0,
                  kv_window_bytes_per_token=(), rank_spec=RANK)
 
 
