@@ -82,13 +82,16 @@ def test_published_fp8_moe_log():
     """Qwen3-235B-A22B FP8 on TP4 under 0.27.1 (tests/data/engine_logs): transformers' routed rows
     predicted 2.29 GiB for the log's 0.76 GiB (+180 %). With the fused MoE, its workspace (1 GiB at 8192
     tokens) persisting outside the transient headroom and the logged figure adding the CUDA-graph
-    estimate, the activation peak is within 25 % and the KV tokens within 5 %."""
+    estimate, the activation peak is within 25 % and the KV tokens within 5 %. (Of the logged 0.76 GiB,
+    0.32 GiB is the graph estimate, for which sizer has its 0.5 GiB constant: the transient part
+    predicted, 0.29 GiB, is under the log's 0.44.)"""
     logs = ROOT / "tests" / "data" / "engine_logs"
     case = "qwen3-235b-a22b-fp8-rtxpro6000-tp4-v0.27.1"
     settings = json.loads((logs / "vllm" / f"{case}.json").read_text())["settings"]
     log = with_settings(read_engine_log_file(logs / "vllm" / f"{case}.log"), settings, "the case's settings")
     config = logs / "configs" / "Qwen--Qwen3-235B-A22B-Instruct-2507.json"
-    rows = {r.component: r for r in check_log(log, str(config), None, None).rows}
+    assert log.version is None                    # the post gives the release in its prose
+    rows = {r.component: r for r in check_log(log, str(config), None, "vllm==0.27.1").rows}
     assert abs(rows["activation_peak"].error) < 0.25
     assert abs(rows["gpu_kv_cache_tokens"].error) < 0.05
 
