@@ -457,16 +457,96 @@ def bnb_attention_projection_bytes(spec: ModelSpec, tokens: int, cb: int, dequan
     return max(bnb_q_projection_bytes(spec, tokens, cb, dequantized), o)
 
 
+def _mlp_copies(spec: ModelSpec) -> int:
+    if spec.family in FUSED_GATE_UP_FAMILIES:
+        return FUSED_GATE_UP_MLP_COPIES
+    return GATED_MLP_COPIES if spec.gated_mlp else TANH_GELU_MLP_COPIES.get(spec.family, PLAIN_MLP_COPIES)
+
+
+def dense_mlp_bytes(spec: ModelSpec, tokens: int, cb: int) -> int:
+    """A dense MLP's intermediates over `tokens` (0 where the model has no dense MLP)."""
+    return _mlp_copies(spec) * tokens * spec.d_ff * cb
+
+
+# vLLM's fused MoE (its Triton experts; docs/reference/vllm-versions-v1.md "Fused MoE"). With N the
+# rank's fused gate/up width (2 x d_ff_expert / TP), K the hidden size, k the experts per token and M
+# the tokens of one chunk (VLLM_FUSED_MOE_CHUNK_SIZE, or all of them where the release does not chunk):
+# - "separate" (V0, fused_moe.py@0.6.3.post1 / 0.7.3): three caches (M, k, N), (M k, N/2), (M, k, K);
+# - "shared13" (fused_experts_impl@0.8.5 / 0.10.2): cache1 and cache3 share one (M k max(N, K))
+#   buffer, cache2 (M k, N/2) beside it; both layouts write the sum in place (inplace=True);
+# - "workspaces" (the modular kernel's TritonExperts, 0.11+): workspace1 (M, k, max(N/2, K)), which
+#   also holds the (M, K) output when there is one chunk, and workspace2 (M, k, max(N, K)), each
+#   rounded to 256 bytes by the workspace manager; the layer's own output (tokens, K) beside them.
+VLLM_MOE_LAYOUTS = ("separate", "shared13", "workspaces")
+VLLM_WORKSPACE_ALIGN_BYTES = 256
+FP8_BYTES = 1
+INT32_BYTES = 4
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def vllm_moe_workspace_bytes(spec: ModelSpec, tokens: int, cb: int, layout: str, chunk_tokens: int | None) -> int:
+    """Bytes of the fused experts' intermediate caches (workspaces) for one MoE layer over `tokens`
+    (this rank's experts: spec.d_ff_expert already divided by TP), as vLLM allocates them."""
+    m = min(tokens, chunk_tokens) if chunk_tokens else tokens
+    rows, n, hidden = m * spec.n_experts_active, 2 * spec.d_ff_expert, spec.hidden_size
+    if layout == "separate":
+        return rows * (n + n // 2 + hidden) * cb
+    if layout == "shared13":
+        return rows * (max(n, hidden) + n // 2) * cb
+    if layout != "workspaces":
+        raise ValueError(f"unknown vLLM MoE layout {layout!r}")
+    first = rows * max(n // 2, hidden) * cb
+    second = rows * max(n, hidden) * cb
+    output = tokens * hidden * cb
+    pieces = (max(first, output), second) if m == tokens else (first, second, output)
+    return sum(_round_up(p, VLLM_WORKSPACE_ALIGN_BYTES) for p in pieces)
+
+
+def fp8_quantized_bytes(rows: int, width: int, group: int) -> int:
+    """An fp8 copy of `rows` x `width` activations and its float32 scales: one per `group` columns
+    of a row (per-token-group, block-quantized weights), or one for the tensor (group 0)."""
+    scales = rows * -(-width // group) if group else 1
+    return rows * width * FP8_BYTES + scales * FP32_BYTES
+
+
+def vllm_fused_moe_bytes(spec: ModelSpec, tokens: int, cb: int, layout: str, chunk_tokens: int | None,
+                         fp8_group: int | None = None, with_workspace: bool = True) -> int:
+    """Bytes above the layer's input while vLLM's fused MoE runs one layer over `tokens`: the
+    router's logits (tokens x experts, the gate's output in the compute dtype), the top-k weights
+    (float32) and ids (int32), moe_align_block_size's sorted row ids (int32; its per-expert padding,
+    under experts x (BLOCK_SIZE_M - 1) ids, left out), the caches (vllm_moe_workspace_bytes) and,
+    for fp8 w8a8 experts (`fp8_group`: activation scale group, 0 per tensor; None: 16-bit
+    activations), the quantized input and the quantized activation of the second GEMM (both alive
+    at the second GEMM). Shared experts (run before the routed ones) keep their output beside them,
+    or are the moment themselves (their fused gate/up and activation outputs). `with_workspace`
+    False: the caches left out (held throughout, as the workspace manager's buffer, and counted apart)."""
+    m = min(tokens, chunk_tokens) if chunk_tokens else tokens
+    k, hidden, half = spec.n_experts_active, spec.hidden_size, spec.d_ff_expert
+    routing = tokens * spec.n_experts * cb + tokens * k * (FP32_BYTES + INT32_BYTES) + m * k * INT32_BYTES
+    quantized = 0
+    if fp8_group is not None:
+        a1_rows = tokens if layout == "workspaces" else m     # the modular kernel quantizes in prepare()
+        quantized = fp8_quantized_bytes(a1_rows, hidden, fp8_group) + fp8_quantized_bytes(m * k, half, fp8_group)
+    output = tokens * hidden * cb if layout == "workspaces" else 0
+    caches = vllm_moe_workspace_bytes(spec, tokens, cb, layout, chunk_tokens) if with_workspace else 0
+    routed = routing + caches + quantized + output
+    if not spec.n_shared_experts:
+        return routed
+    shared_ff = spec.d_ff_expert * spec.n_shared_experts
+    return max(routed + tokens * hidden * cb, tokens * 3 * shared_ff * cb)
+
+
 def mlp_bytes(spec: ModelSpec, tokens: int, cb: int, int8_kernels: str | None = None,
               bnb_dequantized: str | None = None) -> int:
     """Dense MLP intermediates (with bitsandbytes int8 Linears on `int8_kernels`, their moments too;
     with `bnb_dequantized`, bitsandbytes' CPU fallback, each Linear's dequantized weight), or for MoE
     the larger of its moments (the gate or the combine of the routed rows in transformers' grouped_mm
     layout, with the router's tensors; the shared experts)."""
-    copies = GATED_MLP_COPIES if spec.gated_mlp else TANH_GELU_MLP_COPIES.get(spec.family, PLAIN_MLP_COPIES)
-    if spec.family in FUSED_GATE_UP_FAMILIES:
-        copies = FUSED_GATE_UP_MLP_COPIES
-    dense = copies * tokens * spec.d_ff * cb
+    copies = _mlp_copies(spec)
+    dense = dense_mlp_bytes(spec, tokens, cb)
     if not spec.is_moe:
         int8 = _int8_mlp_bytes(spec, tokens, cb, int8_kernels) if int8_kernels else 0
         fallback = _bnb_mlp_bytes(spec, tokens, cb, int8_kernels or "cpu", bnb_dequantized) if bnb_dequantized else 0

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from math import ceil
 
-from sizer.calc.activations import FP32_BYTES, peak_of, step_peak, transformers_attention
+from sizer.calc.activations import (FP32_BYTES, dense_mlp_bytes, peak_of, step_peak, transformers_attention,
+                                    vllm_fused_moe_bytes, vllm_moe_workspace_bytes)
 from sizer.calc.overhead import CUDA_CONTEXT_BYTES
 from sizer.calc.kv import INDEXER_VLLM_FP8
 from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
@@ -233,6 +234,22 @@ def bnb4_double_quant(precision) -> bool | None:
     return fmt.double_quant
 
 
+FP8_W8A8_CAPABILITY = (8, 9)    # below it vLLM's fp8 MoE runs Marlin, weights only (fp8.py use_marlin)
+
+
+def fp8_activation_group(precision, capability: tuple[int, int] | None = None) -> int | None:
+    """How vLLM's fp8 w8a8 fused MoE quantizes its activations for these weights: per token group
+    of the weights' block width (block-quantized checkpoints: per_token_group_quant_fp8 with
+    block_k), 0 for one dynamic per-tensor scale; None where the activations stay 16-bit (not fp8
+    weights, or a GPU below compute capability 8.9, where the fp8 MoE runs Marlin)."""
+    fmt = getattr(precision, "like", None) or precision
+    if not str(getattr(fmt, "name", "")).startswith("fp8"):
+        return None
+    if capability is not None and capability < FP8_W8A8_CAPABILITY:
+        return None
+    return getattr(fmt, "block", 0) or 0
+
+
 def vllm_non_torch_tp1_bytes(capability: tuple[int, int] | None) -> int:
     """Non-torch memory one worker adds by its profiling run, by the GPU's compute capability (Hopper's
     where it is not known)."""
@@ -306,16 +323,25 @@ class VllmEngine:
         return self.max_num_batched_tokens or tokens, self.max_num_seqs or seqs
 
     def profile_peak(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192,
-                     bnb4_nested: bool | None = None, tensor_parallel: int = 1) -> int:
+                     bnb4_nested: bool | None = None, tensor_parallel: int = 1,
+                     fp8_group: int | None = None) -> int:
         """Torch peak of the profiling run: one forward over max_num_batched_tokens (this GPU's
         shard of each layer) and, on the last stage, the dummy sampler (vllm_releases: its rows), after
         the forward where the release measures the allocated peak (V0 from 0.6.4, V1 up to 0.33), else
         added to it; a vision-language model's encoder is profiled first (sizer.plan.multimodal).
         bnb4_nested: the weights are bitsandbytes 4-bit (double-quantized or not; None: not
-        bitsandbytes 4-bit), whose Linears dequantize in the forward."""
+        bitsandbytes 4-bit), whose Linears dequantize in the forward. An MoE layer's moment is vLLM's
+        fused MoE (vllm_fused_moe_bytes, the release's cache layout; fp8_group: fp8_activation_group),
+        not transformers' experts."""
         tokens, seqs = self.scheduler_limits(capacity, max_model_len)
-        parts = step_peak(stage.rank_spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
+        spec = stage.rank_spec
+        parts = step_peak(spec, 1, tokens, tokens, False, 1, compute_bytes, VLLM_RESIDUAL_COPIES,
                           torch_sdpa=False)
+        if spec.is_moe:
+            parts["mlp"] = max(dense_mlp_bytes(spec, tokens, compute_bytes),
+                               vllm_fused_moe_bytes(spec, tokens, compute_bytes, self.release.moe_layout,
+                                                    self.release.moe_chunk_tokens, fp8_group,
+                                                    with_workspace=not self.release.persistent_workspace))
         if bnb4_nested is not None:             # bitsandbytes 4-bit weights, double-quantized or not
             parts["mlp"] = max(parts["mlp"], vllm_bnb4_mlp_bytes(stage.rank_spec, tokens, compute_bytes, bnb4_nested))
         # vLLM's kernels build neither transformers' 4-D masks nor its per-forward RoPE tables
@@ -339,6 +365,16 @@ class VllmEngine:
                                           dtype_bytes=compute_bytes, max_num_batched_tokens=tokens,
                                           first_stage=stage.first)
         return replace(stage, weights_bytes=stage.weights_bytes + extra) if extra else stage
+
+    def persistent_bytes(self, stage: Stage, capacity: int, compute_bytes: int, max_model_len: int = 8192) -> int:
+        """What the profiling run leaves allocated besides the weights where the release takes only
+        its transient headroom as the activation figure (VllmRelease.persistent_workspace): the
+        workspace manager's buffer, the largest fused-MoE caches of the run (one buffer for all layers)."""
+        if not (self.release.persistent_workspace and stage.rank_spec.is_moe):
+            return 0
+        tokens, _ = self.scheduler_limits(capacity, max_model_len)
+        return vllm_moe_workspace_bytes(stage.rank_spec, tokens, compute_bytes, self.release.moe_layout,
+                                        self.release.moe_chunk_tokens)
 
     def _sampler_step_bytes(self, stage: Stage, tokens: int, rows: int, compute_bytes: int) -> int:
         """The forward has ended when the dummy sampler runs: the runner holds the hidden states of the
@@ -366,11 +402,12 @@ class VllmEngine:
         fitted = self.calibration.cuda_graph_bytes if self.calibration else None
         return VLLM_CUDA_GRAPH_BYTES if fitted is None else fitted
 
-    def budget(self, weights: int, activations: int, capacity: int, gpu_count: int) -> VllmBudget:
-        """What vLLM leaves for the KV cache on one GPU (the release's arithmetic)."""
+    def budget(self, weights: int, activations: int, capacity: int, gpu_count: int, persistent: int = 0) -> VllmBudget:
+        """What vLLM leaves for the KV cache on one GPU (the release's arithmetic); `persistent`: what
+        the profiling run leaves allocated outside the activation figure (persistent_bytes)."""
         budget = int(self.utilization * capacity)
         graphs = self.graph_bytes()
-        charged = weights + activations + self.non_torch_bytes(gpu_count)
+        charged = weights + activations + self.non_torch_bytes(gpu_count) + persistent
         if self.release.charges_cuda_graphs:
             charged += graphs
         available = budget - charged
@@ -391,10 +428,12 @@ class VllmEngine:
         for s in stages:
             s = self.with_encoder_weights(s, capacity, compute_bytes, context_length, placement.tensor_parallel)
             act = self.profile_peak(s, capacity, compute_bytes, context_length, bnb4_double_quant(precision),
-                                    placement.tensor_parallel)
+                                    tensor_parallel=placement.tensor_parallel,
+                                    fp8_group=fp8_activation_group(precision, self.gpu_capability))
+            kept = self.persistent_bytes(s, capacity, compute_bytes, context_length)
             weights = s.weights_bytes + self.load_buffers_bytes(s, compute_bytes, placement.tensor_parallel)
-            b = self.budget(weights, act, capacity, placement.gpu_count)
-            first = first or (s, act, b, weights)
+            b = self.budget(weights, act, capacity, placement.gpu_count, kept)
+            first = first or (s, act, b, weights, kept)
             state = 0
             if s.state_layers:
                 kv, state, pool = vllm_hybrid_pool(s, b.available, context_length, tokens_per_step, batch_size)
@@ -413,7 +452,7 @@ class VllmEngine:
             overhead = self.non_torch_bytes(placement.gpu_count) + self.graph_bytes() + CUDA_CONTEXT_BYTES
             if self.release.charges_cuda_context:
                 overhead -= CUDA_CONTEXT_BYTES          # counted once
-            per_gpu.append(GpuUsage(s.index, weights, kv, act, overhead, capacity, state))
+            per_gpu.append(GpuUsage(s.index, weights, kv, act + kept, overhead, capacity, state))
         concurrency *= placement.data_parallel          # each replica (DP rank) has a KV pool of its own
         verdict, reason = self._verdict(short, kv_tokens, concurrency, workload, capacity)
         values = self._log_values(first, min(blocks), kv_tokens, capacity, placement, context_length)
@@ -432,10 +471,11 @@ class VllmEngine:
         executor and V1's engine core both take the smallest worker's block count before logging them).
         `pool`: (blocks, blocks one request of context_length takes, tokens per block) of the worker
         with the fewest blocks."""
-        s, act, b, weights = first
+        s, act, b, weights, kept = first
         blocks, blocks_per_request, block = pool
-        return VllmLogValues(capacity, self.utilization, weights, self.non_torch_bytes(placement.gpu_count),
-                             act, self.graph_bytes(), b.available, blocks, kv_tokens, context_length,
+        logged_act = act + (self.graph_bytes() if self.release.persistent_workspace else 0)
+        return VllmLogValues(capacity, self.utilization, weights, self.non_torch_bytes(placement.gpu_count) + kept,
+                             logged_act, self.graph_bytes(), b.available, blocks, kv_tokens, context_length,
                              round(blocks * block / context_length if self.release.engine == "V0"
                                    else blocks / blocks_per_request, 2), weights - s.weights_bytes)
 

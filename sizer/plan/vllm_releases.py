@@ -21,6 +21,9 @@ the range holding that release; `--engine vllm` the newest modelled. What a rang
   LoRA manager inside the weights' profiler, also in the V0 engine 0.8-0.10 still ship), and which
   bitsandbytes format the loader leaves on the GPU (`bitsandbytes_format`); sizer.plan.load_buffers
   sizes those buffers and the RoPE table.
+* the fused MoE's caches in the profiling run (sizer.calc.activations.vllm_fused_moe_bytes): three
+  separate caches (V0), cache1/cache3 shared (0.8-0.10), the modular kernel's two workspaces (0.11+),
+  chunked at VLLM_FUSED_MOE_CHUNK_SIZE tokens (32768 up to 0.10, 16384 in 0.11-0.20.1, none after).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ HUGE_GPU_BYTES = 160 * GiB        # 0.28+: a third tier
 V0_MIN_BATCHED_TOKENS = 2048      # `max(max_model_len, 2048)` without chunked prefill (SchedulerConfig)
 V0_AUTO_CHUNKED_PREFILL_LEN = 32768   # V0 switches chunked prefill on above this max_model_len (CUDA)
 EXTENSIBLE_MARGIN_FLOOR_BYTES = 1 * GiB   # 0.34 KV_CACHE_MARGIN_FLOOR_BYTES (CUDA)
+FUSED_MOE_CHUNK_TOKENS_V0 = 32768  # envs.py VLLM_FUSED_MOE_CHUNK_SIZE default "32768" (0.6.3.post1 - 0.10.2)
+FUSED_MOE_CHUNK_TOKENS_0_11 = 16 * 1024   # envs.py@0.15.1 str(16 * 1024); 0.20.2's modular kernel no longer chunks
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class VllmRelease:
     mla_block_size: int = 16
     extensible_kv_cache: bool = False     # 0.34: KV measured after warm-up, within a margin
     lora_in_weights: bool = False     # the LoRA slot buffers are made inside the weights' profiler (0.8-0.10 read)
+    moe_layout: str = "workspaces"        # the fused MoE's caches (sizer.calc.activations.VLLM_MOE_LAYOUTS)
+    moe_chunk_tokens: int | None = None   # VLLM_FUSED_MOE_CHUNK_SIZE where the experts chunk the tokens
+    transient_activation: bool = False    # 0.27+: the activation figure is the transient headroom (below)
 
     @property
     def name(self) -> str:
@@ -82,24 +90,42 @@ class VllmRelease:
             return self.first >= (0, 6, 4)
         return not self.extensible_kv_cache
 
+    @property
+    def persistent_workspace(self) -> bool:
+        """From 0.27 the profile's activation figure is its transient headroom, torch's peak less what
+        is still allocated after the run (mem_utils.py@0.27.0 transient_peak_headroom): the workspace
+        manager's buffer (the fused MoE's caches), kept for later steps, counts in total_consumed
+        ("consumed memory (weights + non-torch)") instead, and the logged "peak activation" adds the
+        CUDA-graph estimate (gpu_worker.py@0.27.0). Before, the figure was the peak increase over the
+        run (torch_peak_increase), the workspace in it."""
+        return self.transient_activation
+
     def sampler_rows(self, max_num_seqs: int, max_num_batched_tokens: int) -> int:
         return max_num_seqs if self.engine == "V0" else min(max_num_seqs, max_num_batched_tokens)
 
 
 RELEASES = (
-    VllmRelease((0, 5, 0), "0.6.3.post1", "V0", 0.9, v0_chunked_tokens=512),
-    VllmRelease((0, 6, 4), "0.6.4.post1", "V0", 0.9, v0_chunked_tokens=512, charges_cuda_context=True),
-    VllmRelease((0, 6, 5), "0.7.3", "V0", 0.9, v0_chunked_tokens=2048),
-    VllmRelease((0, 8, 0), "0.9.0", "V1", 0.9, charges_cuda_context=True, mla_block_size=64, lora_in_weights=True),
-    VllmRelease((0, 9, 1), "0.10.2", "V1", 0.9, a100_is_small=True, mla_block_size=64, lora_in_weights=True),
-    VllmRelease((0, 11, 0), "0.20.1", "V1", 0.9, a100_is_small=True, charges_nccl=False, mla_block_size=64),
-    VllmRelease((0, 20, 2), "0.27.x", "V1", 0.92, a100_is_small=True, charges_nccl=False, charges_cuda_graphs=True,
+    VllmRelease((0, 5, 0), "0.6.3.post1", "V0", 0.9, v0_chunked_tokens=512,
+                moe_layout="separate", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
+    VllmRelease((0, 6, 4), "0.6.4.post1", "V0", 0.9, v0_chunked_tokens=512, charges_cuda_context=True,
+                moe_layout="separate", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
+    VllmRelease((0, 6, 5), "0.7.3", "V0", 0.9, v0_chunked_tokens=2048,
+                moe_layout="separate", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
+    VllmRelease((0, 8, 0), "0.9.0", "V1", 0.9, charges_cuda_context=True, mla_block_size=64, lora_in_weights=True,
+                moe_layout="shared13", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
+    VllmRelease((0, 9, 1), "0.10.2", "V1", 0.9, a100_is_small=True, mla_block_size=64, lora_in_weights=True,
+                moe_layout="shared13", moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_V0),
+    VllmRelease((0, 11, 0), "0.20.1", "V1", 0.9, a100_is_small=True, charges_nccl=False, mla_block_size=64,
+                moe_chunk_tokens=FUSED_MOE_CHUNK_TOKENS_0_11),
+    VllmRelease((0, 20, 2), "0.26.0", "V1", 0.92, a100_is_small=True, charges_nccl=False, charges_cuda_graphs=True,
                 tokens_from_concurrency=True, mla_block_size=64),
+    VllmRelease((0, 27, 0), "0.27.x", "V1", 0.92, a100_is_small=True, charges_nccl=False, charges_cuda_graphs=True,
+                tokens_from_concurrency=True, mla_block_size=64, transient_activation=True),
     VllmRelease((0, 28, 0), "0.33.x", "V1", 0.92, a100_is_small=True, huge_gpu_tokens=16384, charges_nccl=False,
-                charges_cuda_graphs=True, tokens_from_concurrency=True, mla_block_size=64),
+                charges_cuda_graphs=True, tokens_from_concurrency=True, mla_block_size=64, transient_activation=True),
     VllmRelease((0, 34, 0), "0.34.0", "V1", 1.0, a100_is_small=True, huge_gpu_tokens=16384, charges_nccl=False,
                 charges_cuda_graphs=True, tokens_from_concurrency=True, block_size=64, mla_block_size=64,
-                extensible_kv_cache=True),
+                extensible_kv_cache=True, transient_activation=True),
 )
 NEWEST = RELEASES[-1]
 # 0.8-0.10 still ship the V0 engine (VLLM_USE_V1=0; the fallback for LoRA, bitsandbytes or GPUs below
