@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from sizer.catalog import GpuSpec, get_gpu, gpu_candidates, gpu_entries
 from sizer.errors import UsageError
-from sizer.units import GiB
+from sizer.units import GiB, fmt_gib
 
 _SPEC_RE = re.compile(r"^\s*(?:(?P<nodes>[+-]?\d+)\s*[x×*]\s*(?=\d+\s*[x×*]))?(?:(?P<count>[+-]?\d+)\s*[x×*]\s*)?"
                       r"(?P<what>.+?)\s*$", re.IGNORECASE)
@@ -174,8 +174,8 @@ def local_spec(local) -> GpuSpec:
         limit = local.gpu_limit_bytes or apple_gpu_wired_limit_bytes(local.memory_bytes)
         how = "iogpu.wired_limit_mb" if local.gpu_limit_bytes else "the macOS default; raise it with sudo sysctl iogpu.wired_limit_mb=N"
         return replace(gpu, vendor="apple", gpu_memory_limit_bytes=limit,
-                       full_name=f"{local.name} (local, {local.memory_bytes / GiB:g} GiB unified memory, "
-                                 f"{limit / GiB:.1f} GiB for the GPU: {how})")
+                       full_name=f"{local.name} (local, {fmt_gib(local.memory_bytes, 0, unit=True)} unified memory, "
+                                 f"{fmt_gib(limit, 1, unit=True)} for the GPU: {how})")
     return replace(gpu, full_name=f"{local.name} (local, driver {local.driver})")
 
 
