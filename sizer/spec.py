@@ -177,6 +177,7 @@ class ModelSpec:
     kv_geometry_by_kind: tuple[tuple[str, KVGeometry], ...] = ()   # per layer kind, where it differs from
     #                                          (n_kv_heads, head_dim, v_head_dim): MiMo-V2-Flash's sliding layers
     model_ref: str | None = None          # what an engine is told to load: Hub id (ORG/NAME[@REVISION]), folder, .gguf
+    mrope: bool = False                   # multimodal RoPE (rope_scaling names mrope_section: Qwen2-VL and later)
     vision: object = field(default=None, compare=False)   # a Qwen-VL tower (sizer.families.vision.VisionTower):
     #                                          what vLLM loads and profiles beside the language model
     ollama_tag: str | None = None         # the Ollama library tag the user named (llama3.1:8b); native_precision its quant

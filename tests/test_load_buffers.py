@@ -11,7 +11,7 @@ from sizer.check.logs import read_engine_log, read_engine_log_file
 from sizer.inputs.resolve import get_model
 from sizer.plan.engines import VllmEngine, SglangEngine
 from sizer.plan.load_buffers import (LoraSlots, lora_layer_elements, lora_slot_bytes, lora_slots, lora_vocab_elements,
-                                     rope_cache_bytes)
+                                     rope_cache_bytes, vllm_rope_cache_bytes)
 from sizer.plan.placement import Placement
 from sizer.plan.sglang import sglang_release
 from sizer.plan.stages import build_stages
@@ -34,6 +34,20 @@ def test_rope_table_llama_3_1_8b():
     spec = get_model("llama-3.1-8b")
     assert rope_cache_bytes(spec, 2) == 131072 * 128 * 2 == 32 * 2**20
     assert rope_cache_bytes(spec, 4) == 131072 * 128 * 4
+
+
+def test_vllm_mrope_table_has_four_times_the_positions():
+    """vLLM's MRotaryEmbedding builds its table over 4 x max_position_embeddings (mrope.py@0.11.0:241):
+    Qwen3-VL-30B-A3B's 262,144 positions x 128 rotary dims in bf16 are 256 MiB, not 64 MiB; a text model
+    (no mrope_section) keeps its one table."""
+    spec = get_model(str(CONFIGS / "Qwen--Qwen3-VL-30B-A3B-Instruct.json"))
+    assert spec.mrope
+    assert vllm_rope_cache_bytes(spec, 2) == 4 * 262144 * 128 * 2 == 256 * 2**20
+    assert rope_cache_bytes(spec, 2) == 64 * 2**20
+    qwen25 = get_model(str(CONFIGS / "Qwen--Qwen2.5-VL-7B-Instruct.json"))
+    assert vllm_rope_cache_bytes(qwen25, 2) == 4 * 128000 * 128 * 2
+    text = get_model("llama-3.1-8b")
+    assert not text.mrope and vllm_rope_cache_bytes(text, 2) == rope_cache_bytes(text, 2)
 
 
 def test_rope_table_partial_rotary():

@@ -123,6 +123,8 @@ def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> Mod
         spec = generic_spec_from_config(c, raw, name, family or "unknown", origin, unsupported_message(origin, shown))
     else:
         spec = build(c, name)
+    if uses_mrope(raw):
+        spec = replace(spec, mrope=True)
     tower = vision_tower(raw)
     if tower is not None:
         spec = replace(spec, vision=tower, notes=spec.notes + (
@@ -132,6 +134,17 @@ def spec_from_config(raw: dict, name: str, origin: str, source: str = "") -> Mod
     if native or source:
         spec = replace(spec, native_precision=native, source=source or spec.source)
     return spec
+
+
+def uses_mrope(raw: dict) -> bool:
+    """Whether a config.json's rope_scaling (top level or text_config's; rope_parameters in transformers 5)
+    names an mrope_section: the multimodal RoPE that vLLM's get_rope builds as MRotaryEmbedding."""
+    text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else {}
+    for holder in (raw, text):
+        for key in ("rope_scaling", "rope_parameters"):
+            if isinstance(holder.get(key), dict) and "mrope_section" in holder[key]:
+                return True
+    return False
 
 
 def quantization_label(q, spec: ModelSpec | None = None) -> str | None:

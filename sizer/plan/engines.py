@@ -20,7 +20,7 @@ from sizer.calc.kv import INDEXER_VLLM_FP8
 from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
                                               spec_for_release)
 from sizer.calc.calibration import Calibration, VllmCalibration, default_calibration
-from sizer.plan.load_buffers import LoraSlots, lora_slot_bytes, rope_cache_bytes
+from sizer.plan.load_buffers import LoraSlots, lora_slot_bytes, rope_cache_bytes, vllm_rope_cache_bytes
 from sizer.plan.multimodal import vllm_encoder_weight_bytes, vllm_profile_peak_bytes
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
@@ -310,9 +310,9 @@ class VllmEngine:
 
     def load_buffers_bytes(self, stage: Stage, compute_bytes: int, tensor_parallel: int = 1) -> int:
         """What vLLM allocates while loading besides the weights, inside the profiler that measures
-        them (sizer.plan.load_buffers): the RoPE cos/sin table in the model dtype, and with LoRA on
+        them (sizer.plan.load_buffers): the RoPE cos/sin table in the model dtype (M-RoPE: 4x the positions), and with LoRA on
         the releases that create the LoRA manager there, its slot buffers."""
-        rope = rope_cache_bytes(stage.rank_spec, compute_bytes)
+        rope = vllm_rope_cache_bytes(stage.rank_spec, compute_bytes)
         if self.lora is None or not self.release.lora_in_weights:
             return rope
         return rope + lora_slot_bytes(stage.rank_spec, len(stage.layers), stage.first, stage.last, self.lora,

@@ -16,8 +16,14 @@ sglang-memory.md, section "Load-time buffers", quote the lines):
   `lora_extra_vocab_size` extra embedding rows, and the model's own embedding and lm_head grow by
   those extra rows.
 
+vLLM's multimodal RoPE (`MRotaryEmbedding`, chosen by `get_rope` when rope_scaling names an
+mrope_section) builds its table over four times max_position_embeddings ("We enlarge
+max_position_embeddings to 4 times", `model_executor/layers/rotary_embedding.py@0.9.0.1:1000`,
+`rotary_embedding/mrope.py@0.11.0:241` `self.cache_max_position_num = max_position_embeddings * 4`):
+`vllm_rope_cache_bytes`.
+
 Not modelled: models with two RoPE tables (Gemma 3's local and global bases, LongRoPE's short and
-long factors, multimodal M-RoPE), models that mix dense and MoE layers (every layer is given the
+long factors), SGLang's M-RoPE table, models that mix dense and MoE layers (every layer is given the
 dense MLP's slots when the config has a dense width), and the LoRA shapes after 0.10.2.
 """
 
@@ -40,6 +46,8 @@ LORA_EMBEDDING_FAMILIES = frozenset({"llama", "mistral", "phi3"})
 # Families whose fused projections are single modules on disk (vLLM Phi3ForCausalLM's
 # packed_modules_mapping {"qkv_proj": ["qkv_proj"], "gate_up_proj": ["gate_up_proj"]}): one A matrix each.
 LORA_UNSPLIT_FAMILIES = frozenset({"phi3"})
+# vLLM's MRotaryEmbedding: table rows per max_position_embeddings (mrope.py@0.11.0:241)
+VLLM_MROPE_POSITIONS_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -57,11 +65,16 @@ def lora_slots(settings: dict) -> LoraSlots:
                      int(settings.get("max_loras") or LORA_DEFAULT_MAX_LORAS))
 
 
-def rope_cache_bytes(spec: ModelSpec, element_bytes: int) -> int:
-    """The one cos/sin table of a model: max_position_embeddings rows x the rotary dimensions
-    (MLA: the decoupled qk_rope_head_dim), at `element_bytes` per value; 0 without RoPE."""
+def rope_cache_bytes(spec: ModelSpec, element_bytes: int, positions_factor: int = 1) -> int:
+    """The one cos/sin table of a model: max_position_embeddings (x positions_factor) rows x the rotary
+    dimensions (MLA: the decoupled qk_rope_head_dim), at `element_bytes` per value; 0 without RoPE."""
     rotary = spec.qk_rope_head_dim if spec.is_mla else spec.rope_dim
-    return (spec.max_context_length or 0) * rotary * element_bytes
+    return (spec.max_context_length or 0) * positions_factor * rotary * element_bytes
+
+
+def vllm_rope_cache_bytes(spec: ModelSpec, element_bytes: int) -> int:
+    """vLLM's table: four times the positions for M-RoPE models (MRotaryEmbedding), else rope_cache_bytes."""
+    return rope_cache_bytes(spec, element_bytes, VLLM_MROPE_POSITIONS_FACTOR if spec.mrope else 1)
 
 
 def lora_layer_elements(rank_spec: ModelSpec, rank: int) -> int:

@@ -163,6 +163,13 @@ def encoder_forward_bytes(t: VisionTower, patches: int, tensor_parallel: int, dt
     return held + deepstack + patches * max(attention, mlp)
 
 
+def dummy_pixel_bytes(t: VisionTower, patches: int, dtype_bytes: int, since_0_11: bool) -> int:
+    """The dummy batch's pixel input on the GPU, held by profile_run (a local) until it returns, so
+    through the language model's dummy step too: cast to the model dtype before the copy up to 0.10
+    (`MultiModalKwargs.as_kwargs(..., dtype=...)`), moved as the processor made it (float32) from 0.11."""
+    return patches * t.patch_values * (FP32_BYTES if since_0_11 else dtype_bytes)
+
+
 def encoder_cache_bytes(t: Tower, p: EncoderProfile, dtype_bytes: int, expanded: bool) -> int:
     """The encoder outputs kept through the language model's dummy batch; from 0.11 each item's output
     is copied into a (budget x width) tensor when it has fewer rows than the budget."""
@@ -172,14 +179,17 @@ def encoder_cache_bytes(t: Tower, p: EncoderProfile, dtype_bytes: int, expanded:
 
 def encoder_profile_bytes(t: Tower, p: EncoderProfile, tensor_parallel: int, dtype_bytes: int,
                           release_first: tuple[int, ...]) -> tuple[int, int]:
-    """(the encoder forward's peak, the encoder cache held during the language-model step), bytes on
-    one GPU."""
+    """(the encoder forward's peak, the encoder cache and the dummy pixels held during the language-model
+    step), bytes on one GPU."""
     since_0_11 = tuple(release_first) >= (0, 11)
     if isinstance(t, LlavaNextTower):
         forward = clip_forward_bytes(t, p.items * p.item_patches, tensor_parallel, dtype_bytes)
         return forward, encoder_cache_bytes(t, p, dtype_bytes, since_0_11)
-    forward = encoder_forward_bytes(t, p.items * p.item_patches, tensor_parallel, dtype_bytes, since_0_11)
-    return forward, encoder_cache_bytes(t, p, dtype_bytes, since_0_11)
+    patches = p.items * p.item_patches
+    forward = encoder_forward_bytes(t, patches, tensor_parallel, dtype_bytes, since_0_11)
+    dummy = dummy_pixel_bytes(t, patches, dtype_bytes, since_0_11)
+    # from 0.11 the float32 input stays beside the model-dtype copy the encoder runs on (counted in forward)
+    return forward + (dummy if since_0_11 else 0), encoder_cache_bytes(t, p, dtype_bytes, since_0_11) + dummy
 
 
 def vllm_profile_peak_bytes(language_peak: int, t: Tower | None, *, tensor_parallel: int, dtype_bytes: int,
