@@ -155,6 +155,7 @@ def test_vl_logs_are_planned_with_the_tower(slug):
     bare = {r.component: r for r in check_log(log, replace(spec, vision=None), gpus, engine).rows}
     assert rows["gpu_kv_cache_tokens"].predicted < bare["gpu_kv_cache_tokens"].predicted
     assert abs(rows["gpu_kv_cache_tokens"].error) < abs(bare["gpu_kv_cache_tokens"].error)
+    assert abs(rows["gpu_kv_cache_tokens"].error) < 0.15     # the validation's worst-case target
     if "weights" in rows:
         assert abs(rows["weights"].error) < 0.005 < abs(bare["weights"].error)
 
