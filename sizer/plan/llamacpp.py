@@ -1,0 +1,325 @@
+"""llama.cpp as configured: where its layers, KV cache and compute buffers go, per device.
+
+What llama.cpp allocates at startup (docs/reference/llamacpp-memory.md has the source lines):
+- weights: the token embedding always in host memory; with `-ngl N` the last layers go to the GPUs
+  and the output head counts as one more layer (builds after ~b4600 give it to the GPU first);
+  `--split-mode layer` cuts the offloaded layers over the GPUs by cumulative fractions of
+  `--tensor-split` (default: each device's free memory); `--n-cpu-moe N` / `-cmoe` / `-ot exps=CPU`
+  keep routed experts in host memory;
+- KV cache: per layer, with its layer's device (host memory with `--no-kv-offload`), n_ctx cells
+  (padded to 256), sliding-window layers min(n_ctx, n_swa x n_seq + n_ubatch) padded;
+- compute buffers: the worst-case graph at n_ubatch tokens, allocated by ggml-alloc per device
+  (sizer.plan.llamacpp_graph); the host's buffer holds the graph's inputs; with pipeline
+  parallelism (several GPUs, all layers offloaded) the inputs of each device are kept n_copies times;
+- output buffer: n_seq_max x n_vocab x 4 bytes of logits (+ n_embd x 4 for embeddings), in host memory.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field, replace
+from math import ceil
+
+from sizer.plan.llamacpp_graph import (F32, GraphSettings, GraphShape, compute_buffer_bytes, host_compute_bytes,
+                                       KQ_MASK_PAD, I32)
+
+KV_PAD_FLASH, KV_PAD = 256, 32      # llama_kv_cache get_padding: n_ctx rounded up to 256 with flash attention, else 32
+DEFAULT_N_CTX = 4096                # llama-server / llama-cli -c default (0 = the model's trained context)
+DEFAULT_N_BATCH = 2048
+DEFAULT_N_UBATCH = 512
+PIPELINE_COPIES = 4                 # LLAMA_SCHED_MAX_COPIES: input copies kept with pipeline parallelism
+FIT_MARGIN_BYTES = 1024 * 2**20     # --fit: 1024 MiB kept free per device
+ALL_LAYERS = 999                    # -ngl 999 / all / -1: every layer and the output head
+# bytes per value of llama.cpp's KV cache types (-ctk / -ctv): ggml block size and bytes per block
+KV_TYPE_BYTES = {"f32": (1, 4), "f16": (1, 2), "bf16": (1, 2), "q8_0": (32, 34), "q4_0": (32, 18),
+                 "q4_1": (32, 20), "iq4_nl": (32, 18), "q5_0": (32, 22), "q5_1": (32, 24)}
+HOST = "host"
+
+
+@dataclass(frozen=True)
+class LlamaCppSettings:
+    """llama-server's memory settings (its flag names in comments)."""
+
+    n_ctx: int | None = None            # -c: total cells (None: the plan's context x parallel)
+    n_batch: int = DEFAULT_N_BATCH      # -b
+    n_ubatch: int = DEFAULT_N_UBATCH    # -ub
+    n_gpu_layers: int = ALL_LAYERS      # -ngl (999 / all: everything)
+    flash_attn: str = "auto"            # -fa on|off|auto (auto: on where the backend supports it)
+    n_seq_max: int = 1                  # -np / --parallel
+    kv_unified: bool = False            # -kvu
+    type_k: str = "f16"                 # -ctk
+    type_v: str = "f16"                 # -ctv
+    n_cpu_moe: int = 0                  # --n-cpu-moe: the first N layers' experts in host memory
+    cpu_moe: bool = False               # -cmoe: every layer's experts in host memory
+    override_tensor: tuple[str, ...] = ()   # -ot pattern=buffer
+    split_mode: str = "layer"           # -sm none|layer|row
+    tensor_split: tuple[float, ...] = ()    # -ts 3,1
+    main_gpu: int = 0                   # -mg
+    kv_offload: bool = True             # -nkvo turns it off
+    mmap: bool = True
+    mlock: bool = False
+    fit: bool = False                   # --fit: keep FIT_MARGIN_BYTES free per device
+    output_first: bool = True           # -ngl counts the output head first (builds after ~b4600)
+    pipeline_copies: int | None = None  # None: as llama.cpp decides
+
+    def __post_init__(self):
+        for t in (self.type_k, self.type_v):
+            if t not in KV_TYPE_BYTES:
+                raise ValueError(f"KV cache type {t!r}: llama.cpp takes {', '.join(KV_TYPE_BYTES)}")
+
+    @property
+    def flash_attention(self) -> bool:
+        return self.flash_attn != "off"
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """A model's weights as llama.cpp places them: per layer, the output head and the input embedding."""
+
+    layers: tuple[int, ...]             # bytes per repeating layer
+    experts: tuple[int, ...]            # of which routed experts
+    output: int                         # final norm and lm_head (a tied embedding's copy)
+    input: int                          # the token embedding (always host memory)
+
+
+def layer_weights(spec, precision) -> LayerWeights:
+    """Per-layer bytes of `spec` in `precision` (sizer.quant format; GGUF mixes at their per-tensor types)."""
+    n = spec.n_layers
+    layers, experts = [0] * n, [0] * n
+    output = inp = 0
+    for t in spec.tensors:
+        if t.layers is None:
+            size = precision.tensor_bytes(t, spec)
+            if t.component in ("embeddings", "position_embeddings") and t.kind == "embedding":
+                inp += size
+                if spec.tied_embeddings and t.component == "embeddings":
+                    output += precision.tensor_bytes(replace(t, component="lm_head"), spec)
+            else:
+                output += size
+            continue
+        for il in t.layers:
+            size = precision.tensor_bytes(replace(t, layers=range(il, il + 1)), spec)
+            layers[il] += size
+            if t.component == "experts":
+                experts[il] += size
+    return LayerWeights(tuple(layers), tuple(experts), output, inp)
+
+
+# ---------------------------------------------------------------------------------------------
+# where each layer goes
+
+
+def split_points(n_devices: int, tensor_split: tuple[float, ...] = (), free_bytes: tuple[int, ...] = ()) -> list[float]:
+    """llama_model::load_tensors: cumulative fractions of --tensor-split (all zero: each device's free memory)."""
+    weights = list(tensor_split[:n_devices]) + [0.0] * (n_devices - len(tensor_split[:n_devices]))
+    if not any(weights):
+        weights = list(free_bytes) if free_bytes else [1.0] * n_devices
+    total, points = 0.0, []
+    for w in weights:
+        total += w
+        points.append(total)
+    return [p / total for p in points]
+
+
+def layer_devices(n_layer: int, n_gpu_layers: int, n_devices: int, tensor_split: tuple[float, ...] = (),
+                  free_bytes: tuple[int, ...] = (), output_first: bool = True, split_mode: str = "layer",
+                  main_gpu: int = 0) -> list[int | str]:
+    """Device index (or HOST) of layers 0..n_layer-1 and, last, of the output head (index n_layer).
+
+    The last n_gpu_layers "layers" go to the GPUs, the output head counting as one; newer builds count
+    it first (i_gpu_start = n_layer + 1 - ngl), older ones last (i_gpu_start = n_layer - ngl)."""
+    if n_devices == 0:
+        return [HOST] * (n_layer + 1)
+    start = max(n_layer + 1 - n_gpu_layers, 0) if output_first else max(n_layer - n_gpu_layers, 0)
+    active = min(n_gpu_layers, n_layer + 1)
+    if split_mode == "none":
+        n_devices, points = 1, [1.0]
+    else:
+        points = split_points(n_devices, tensor_split, free_bytes)
+    out: list[int | str] = []
+    for il in range(n_layer + 1):
+        if il < start or il - start >= active:
+            out.append(HOST)
+        else:
+            device = min(bisect_right(points, (il - start) / active), n_devices - 1)
+            out.append(main_gpu if split_mode == "none" else device)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# KV cache
+
+
+def kv_type_bytes(n_values: int, kv_type: str) -> int:
+    block, size = KV_TYPE_BYTES[kv_type]
+    return ceil(n_values / block) * size
+
+
+def padded_cells(n: int, pad: int = KV_PAD_FLASH) -> int:
+    return ceil(n / pad) * pad
+
+
+def kv_cells(n_ctx: int, window: int | None, n_seq: int, n_ubatch: int, pad: int = KV_PAD_FLASH) -> int:
+    """Cells of one layer's cache: n_ctx (padded); a sliding-window layer keeps n_swa per sequence plus a
+    micro-batch (llama_kv_cache_iswa), never more than n_ctx."""
+    full = padded_cells(n_ctx, pad)
+    if window is None:
+        return full
+    return min(full, padded_cells(window * n_seq + n_ubatch, pad))
+
+
+def kv_layer_bytes(cells: int, n_embd_k: int, n_embd_v: int, type_k: str, type_v: str) -> int:
+    return cells * (kv_type_bytes(n_embd_k, type_k) + kv_type_bytes(n_embd_v, type_v))
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+
+
+@dataclass
+class DeviceMemory:
+    """What llama.cpp allocates on one device (or, for HOST, in system memory)."""
+
+    device: int | str
+    weights: int = 0
+    kv_cache: int = 0
+    compute: int = 0
+    output: int = 0
+    layers: list[int] = field(default_factory=list)
+    output_head: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.compute + self.output
+
+
+@dataclass(frozen=True)
+class LlamaCppPlan:
+    devices: tuple[DeviceMemory, ...]       # the GPUs, in order
+    host: DeviceMemory
+    n_gpu_layers: int                       # layers offloaded, the output head counted (as llama.cpp prints)
+    n_ctx: int
+    flash_attn: bool
+    pipeline_copies: int
+
+
+def graph_shape(spec) -> GraphShape:
+    """The graph dimensions of a sizer ModelSpec."""
+    family = (spec.family or "").lower()
+    arch = "gptneox" if family in ("gpt_neox", "gptneox") else "bert" if family in ("bert", "nomic_bert") else "llama"
+    swa = tuple(i for i, k in enumerate(spec.layer_types) if k == "sliding_attention")
+    return GraphShape(arch, spec.n_layers, spec.hidden_size, spec.n_heads, spec.n_kv_heads, spec.head_dim,
+                      spec.v_head_dim or spec.head_dim, spec.vocab_size, spec.d_ff or spec.d_ff_expert,
+                      spec.n_experts, spec.n_experts_active, spec.d_ff_expert, arch != "bert", arch != "bert", swa)
+
+
+@dataclass(frozen=True)
+class LlamaModel:
+    """What the plan needs of a model: its graph shape, each layer's K and V values per cell (0, 0 for a
+    layer without a cache) and window (None: full attention), and its weights when known."""
+
+    shape: GraphShape
+    kv_values: tuple[tuple[int, int], ...]
+    windows: tuple[int | None, ...]
+    weights: LayerWeights | None = None
+    largest_matrix_fraction: float = 0.0     # the largest weight matrix's share of a layer's bytes
+
+
+def model_from_spec(spec, precision) -> LlamaModel:
+    from sizer.calc.kv import kv_layer_bytes_per_token, window_of
+
+    shape = graph_shape(spec)
+    kv = []
+    for i, kind in enumerate(spec.layer_types):
+        values = int(kv_layer_bytes_per_token(spec, i, "fp16")) // 2
+        k = values * spec.head_dim // (spec.head_dim + (spec.v_head_dim or spec.head_dim))
+        kv.append((k, values - k))
+    linear = [t.n_elements // max(1, len(t.layers)) for t in spec.tensors if t.layers is not None and t.kind == "linear"]
+    fraction = max(linear) / sum(linear) if linear else 0.0
+    return LlamaModel(shape, tuple(kv), tuple(window_of(spec, k) for k in spec.layer_types),
+                      layer_weights(spec, precision) if precision is not None else None, fraction)
+
+
+def plan_llamacpp(model: LlamaModel, settings: LlamaCppSettings, n_devices: int, context_length: int,
+                  free_bytes: tuple[int, ...] = ()) -> LlamaCppPlan:
+    """Memory per device as llama.cpp allocates it for `model` with `settings` on `n_devices` GPUs
+    (0: CPU only). context_length: tokens per sequence when settings.n_ctx is None."""
+    s, shape, w = settings, model.shape, model.weights
+    n_layer = shape.n_layer
+    n_ctx = s.n_ctx if s.n_ctx else context_length * s.n_seq_max
+    flash = s.flash_attention and n_devices > 0
+    pad = KV_PAD_FLASH if flash else KV_PAD
+    where = layer_devices(n_layer, s.n_gpu_layers, n_devices, s.tensor_split, free_bytes, s.output_first,
+                          s.split_mode, s.main_gpu)
+    gpus = tuple(DeviceMemory(d) for d in range(n_devices))
+    host = DeviceMemory(HOST, weights=w.input if w else 0)
+
+    def dev(d) -> DeviceMemory:
+        return host if d == HOST else gpus[d]
+
+    for il, d in enumerate(where[:-1]):
+        dev(d).layers.append(il)
+        if w:
+            on_host = s.cpu_moe or il < s.n_cpu_moe or any(_overrides_experts(p) for p in s.override_tensor)
+            moved = w.experts[il] if on_host and d != HOST else 0
+            dev(d).weights += w.layers[il] - moved
+            host.weights += moved
+    dev(where[-1]).output_head = True
+    if w:
+        dev(where[-1]).weights += w.output
+    # KV cache, with its layer unless --no-kv-offload
+    for il, d in enumerate(where[:-1]):
+        k_values, v_values = model.kv_values[il]
+        if k_values or v_values:
+            cells = kv_cells(n_ctx, model.windows[il], s.n_seq_max, s.n_ubatch, pad)
+            dev(d if s.kv_offload else HOST).kv_cache += kv_layer_bytes(cells, k_values, v_values, s.type_k, s.type_v)
+    # compute buffers
+    n_tokens = min(n_ctx, s.n_ubatch)
+    all_offloaded = all(d != HOST for d in where)
+    copies = s.pipeline_copies or (PIPELINE_COPIES if n_devices > 1 and all_offloaded and s.split_mode == "layer"
+                                   and s.kv_offload else 1)
+    n_kv = padded_cells(n_ctx, pad)
+    widest = max((x for x in model.windows if x), default=0)
+    n_kv_swa = min(n_kv, padded_cells(widest * s.n_seq_max + s.n_ubatch, pad)) if widest else None
+    graph = GraphSettings(n_tokens, n_kv, n_kv_swa, n_tokens, flash)
+    inputs_per_copy = _graph_input_bytes(shape, graph)
+    for g in gpus:
+        if g.layers or g.output_head:
+            layers = range(g.layers[0], g.layers[-1] + 1) if g.layers else range(0)
+            g.compute = compute_buffer_bytes(shape, graph, layers, output=g.output_head) + (copies - 1) * inputs_per_copy
+    host_layers = host.layers
+    if n_devices == 0 or len(host_layers) == n_layer:
+        host.compute = compute_buffer_bytes(shape, graph) + (host_compute_bytes(shape, graph) if n_devices else 0)
+    else:
+        host.compute = host_compute_bytes(shape, graph) + (copies - 1) * inputs_per_copy
+        if host_layers:
+            # the CPU layers' matrix products run on the GPU (ggml_backend_sched offloads ops whose weights sit
+            # in host memory when the batch is large): it copies in one weight matrix and the K and V views
+            k_values, v_values = model.kv_values[host_layers[0]]
+            views = kv_layer_bytes(n_kv, k_values, v_values, s.type_k, s.type_v)
+            matrix = int(w.layers[host_layers[0]] * model.largest_matrix_fraction) if w else 0
+            first = next(g for g in gpus if g.layers or g.output_head)
+            first.compute += views + matrix
+    host.output = output_buffer_bytes(shape, s.n_seq_max)
+    offloaded = sum(1 for d in where if d != HOST)
+    return LlamaCppPlan(gpus, host, offloaded, n_ctx, flash, copies)
+
+
+def _overrides_experts(pattern: str) -> bool:
+    """-ot 'exps=CPU' style overrides: routed experts kept in host memory."""
+    regex, _, buffer = pattern.partition("=")
+    return buffer.upper().startswith("CPU") and "exps" in regex
+
+
+def _graph_input_bytes(shape: GraphShape, g: GraphSettings) -> int:
+    """A device split's inputs: the residual stream from the previous device, positions and the mask."""
+    rows = -(-g.n_tokens // KQ_MASK_PAD) * KQ_MASK_PAD
+    return g.n_tokens * shape.n_embd * F32 + g.n_tokens * I32 + g.n_kv * rows * F32
+
+
+def output_buffer_bytes(shape: GraphShape, n_outputs_max: int, embeddings: bool = False) -> int:
+    """llama_context's output buffer at startup: output_reserve(n_seq_max) rows of n_vocab float logits
+    (and n_embd floats each when embeddings are asked for; an embedding model keeps only those).
+    It grows later if a batch asks for more outputs (llama-perplexity); llama-server asks for one per sequence."""
+    per_row = (shape.n_vocab if shape.has_output else 0) + (shape.n_embd if embeddings or not shape.has_output else 0)
+    return n_outputs_max * per_row * F32
