@@ -293,6 +293,8 @@ def _fit_engine_options(name: str, opts: dict, settings, calibration) -> dict:
     options = _engine_options(name, opts["gpu_memory_utilization"], opts["max_num_seqs"], opts["max_num_batched_tokens"])
     if settings is not None and name == "vllm" and settings.options.get("enforce_eager"):
         options["enforce_eager"] = True
+    if settings is not None and name == "llamacpp":
+        options.update({k: settings.options[k] for k in ("llamacpp_settings", "flash_attention") if k in settings.options})
     if settings is not None and name == "sglang":
         options.update({k: settings.options[k] for k in ("mem_fraction_static", "chunked_prefill_size", "page_size",
                                                          "max_running_requests") if k in settings.options})
@@ -445,6 +447,14 @@ def check(logfile, model, gpus, engine, launch_line, record_path, calibration, f
     from sizer.check.logs import read_engine_log_file, with_settings
     from sizer.check.report import render_check
 
+    llamacpp = _llamacpp_check(logfile, model, launch_line)
+    if llamacpp is not None:
+        if record_path:
+            from sizer.check.records import append_check_records
+
+            added = append_check_records(record_path, llamacpp)
+            click.echo(f"appended {added} component(s) to {record_path}", err=True)
+        return render_check(llamacpp, fmt)
     log = read_engine_log_file(logfile)
     if launch_line:
         from sizer.plan.engine_args import parse_command
@@ -460,6 +470,27 @@ def check(logfile, model, gpus, engine, launch_line, record_path, calibration, f
         added = append_check_records(record_path, result)
         click.echo(f"appended {added} component(s) to {record_path}", err=True)
     return render_check(result, fmt)
+
+
+def _llamacpp_check(logfile, model, launch_line):
+    """The check of a llama.cpp startup log (llama-server, llama-cli, Ollama's runner), or None for other logs."""
+    from sizer.check.llamacpp_check import check_llamacpp_log, is_llamacpp_log
+    from sizer.check.llamacpp_log import read_llamacpp_log_file
+
+    log = read_llamacpp_log_file(logfile)
+    if not is_llamacpp_log(log):
+        return None
+    overrides = {}
+    if launch_line:
+        from sizer.plan.engine_args import parse_command
+
+        args = parse_command(launch_line)
+        if args.engine != "llamacpp":
+            raise SizerUsage(f"--command launches {args.engine}, the log is llama.cpp's")
+        names = {"max_model_len": "n_ctx", "batch_size": "n_batch", "ubatch_size": "n_ubatch", "parallel": "n_seq_max",
+                 "n_gpu_layers": "n_gpu_layers", "tensor_split": "tensor_split"}
+        overrides = {names[k]: v for k, v in args.settings.items() if k in names}
+    return check_llamacpp_log(log, str(logfile), model, overrides=overrides)
 
 
 @cli.command()

@@ -12,9 +12,11 @@ CHECK_CSV_COLUMNS = ("log", "engine", "version", "modelled", "model", "gpu", "te
                      "context_length", "precision", "component", "unit", "predicted", "measured", "error")
 
 
-def _value(row: CheckRow, x) -> str:
+def _value(row: CheckRow, x, mib: bool = False) -> str:
     if x is None:
         return "-"
+    if row.unit == "bytes" and mib:                # llama.cpp prints its buffers in MiB
+        return f"{x / 2**20:,.2f}"
     if row.unit == "bytes":
         return fmt_gib(x, 2)
     if row.unit == "x":
@@ -44,13 +46,14 @@ def render_check(r: CheckResult, fmt: str) -> str:
         return to_csv(check_csv_rows(r), CHECK_CSV_COLUMNS)
     from tabulate import tabulate
 
-    rows = [[row.component, _value(row, row.predicted), _value(row, row.measured),
+    mib = r.engine == "llamacpp"
+    rows = [[row.component, _value(row, row.predicted, mib), _value(row, row.measured, mib),
              "-" if row.error is None else f"{row.error:+.1%}"] for row in r.rows]
     table = tabulate(rows, headers=["component", "sizer", "log", "error"], disable_numparse=True,
                      tablefmt="github" if fmt == "markdown" else "simple")
     release = f"{r.engine} {r.version}" if r.version else r.engine
     head = [f"{r.origin}: {release} (sizer models {r.modelled}) · {r.model} · {r.gpu} · TP{r.tensor_parallel}"
-            f"xPP{r.pipeline_parallel} · max_model_len {r.context_length:,} · {r.precision}",
+            f"xPP{r.pipeline_parallel} · {"n_ctx" if mib else "max_model_len"} {r.context_length:,} · {r.precision}",
             f"memory in GiB · {UNITS_NOTE}"]
     if not r.rows:
         table = "the log prints none of the quantities sizer predicts"

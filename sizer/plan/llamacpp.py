@@ -45,7 +45,7 @@ class LlamaCppSettings:
     n_ubatch: int = DEFAULT_N_UBATCH    # -ub
     n_gpu_layers: int = ALL_LAYERS      # -ngl (999 / all: everything)
     flash_attn: str = "auto"            # -fa on|off|auto (auto: on where the backend supports it)
-    n_seq_max: int = 1                  # -np / --parallel
+    n_seq_max: int | None = None        # -np / --parallel (None: the plan's batch size)
     kv_unified: bool = False            # -kvu
     type_k: str = "f16"                 # -ctk
     type_v: str = "f16"                 # -ctv
@@ -70,6 +70,73 @@ class LlamaCppSettings:
     @property
     def flash_attention(self) -> bool:
         return self.flash_attn != "off"
+
+
+def parse_n_gpu_layers(value) -> int:
+    """-ngl N, 999, -1, all or auto (auto and all: every layer; --fit then lowers it where memory is short)."""
+    text = str(value).strip().lower()
+    if text in ("all", "auto", "-1"):
+        return ALL_LAYERS
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"-ngl {value!r}: expected a number of layers, all or auto") from None
+    if n < 0:
+        raise ValueError(f"-ngl {value!r}: expected a number of layers, all or auto")
+    return n
+
+
+def parse_tensor_split(value) -> tuple[float, ...]:
+    """--tensor-split 3,1 (llama.cpp also takes 3/1): proportions per device."""
+    parts = [p for p in str(value).replace("/", ",").split(",") if p.strip()]
+    try:
+        split = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--tensor-split {value!r}: expected proportions such as 3,1") from None
+    if not split or any(x < 0 for x in split):
+        raise ValueError(f"--tensor-split {value!r}: expected proportions such as 3,1")
+    return split
+
+
+SPLIT_MODES = ("none", "layer", "row")
+
+
+def settings_from_flags(flags: dict) -> LlamaCppSettings:
+    """LlamaCppSettings from llama-server's flags as sizer.plan.engine_args reads them (setting -> value)."""
+    out: dict = {}
+    simple = {"batch_size": "n_batch", "ubatch_size": "n_ubatch", "parallel": "n_seq_max", "n_cpu_moe": "n_cpu_moe",
+              "main_gpu": "main_gpu", "max_model_len": "n_ctx"}
+    for flag, name in simple.items():
+        if flags.get(flag) is not None:
+            out[name] = int(flags[flag])
+    for flag, name in (("cache_type_k", "type_k"), ("cache_type_v", "type_v")):
+        if flags.get(flag) is not None:
+            out[name] = str(flags[flag]).lower()
+    if flags.get("n_gpu_layers") is not None:
+        out["n_gpu_layers"] = parse_n_gpu_layers(flags["n_gpu_layers"])
+    if flags.get("flash_attn") is not None:
+        out["flash_attn"] = str(flags["flash_attn"])
+    if flags.get("split_mode") is not None:
+        mode = str(flags["split_mode"]).lower()
+        if mode not in SPLIT_MODES:
+            raise ValueError(f"--split-mode {flags['split_mode']!r}: expected none, layer or row")
+        out["split_mode"] = mode
+    if flags.get("tensor_split") is not None:
+        out["tensor_split"] = parse_tensor_split(flags["tensor_split"])
+    if flags.get("override_tensor"):
+        out["override_tensor"] = tuple(p for p in str(flags["override_tensor"]).split(",") if p)
+    for flag, name in (("cpu_moe", "cpu_moe"), ("kv_unified", "kv_unified"), ("mlock", "mlock")):
+        if flags.get(flag) is not None:
+            out[name] = bool(flags[flag])
+    if flags.get("no_kv_offload"):
+        out["kv_offload"] = False
+    if flags.get("no_mmap"):
+        out["mmap"] = False
+    if flags.get("mmap") is not None:
+        out["mmap"] = bool(flags["mmap"])
+    if flags.get("fit") is not None:
+        out["fit"] = str(flags["fit"]) != "off"
+    return LlamaCppSettings(**out)
 
 
 @dataclass(frozen=True)
@@ -245,6 +312,8 @@ def plan_llamacpp(model: LlamaModel, settings: LlamaCppSettings, n_devices: int,
     """Memory per device as llama.cpp allocates it for `model` with `settings` on `n_devices` GPUs
     (0: CPU only). context_length: tokens per sequence when settings.n_ctx is None."""
     s, shape, w = settings, model.shape, model.weights
+    if s.n_seq_max is None:
+        s = replace(s, n_seq_max=1)
     n_layer = shape.n_layer
     n_ctx = s.n_ctx if s.n_ctx else context_length * s.n_seq_max
     flash = s.flash_attention and n_devices > 0
