@@ -52,9 +52,10 @@ def render_check(r: CheckResult, fmt: str) -> str:
     table = tabulate(rows, headers=["component", "sizer", "log", "error"], disable_numparse=True,
                      tablefmt="github" if fmt == "markdown" else "simple")
     release = f"{r.engine} {r.version}" if r.version else r.engine
+    context = "n_ctx" if mib else "max_model_len"
     head = [f"{r.origin}: {release} (sizer models {r.modelled}) · {r.model} · {r.gpu} · TP{r.tensor_parallel}"
-            f"xPP{r.pipeline_parallel} · {"n_ctx" if mib else "max_model_len"} {r.context_length:,} · {r.precision}",
-            f"memory in GiB · {UNITS_NOTE}"]
+            f"xPP{r.pipeline_parallel} · {context} {r.context_length:,} · {r.precision}",
+            "memory in MiB, as llama.cpp prints it (1 MiB = 2^20 bytes)" if mib else f"memory in GiB · {UNITS_NOTE}"]
     if not r.rows:
         table = "the log prints none of the quantities sizer predicts"
     sep = "\n\n" if fmt == "markdown" else "\n"
