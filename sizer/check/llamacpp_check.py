@@ -67,7 +67,7 @@ def settings_from_log(log: LlamaCppLog, model: LlamaModel, overrides: dict | Non
     s = {**{k: v for k, v in (overrides or {}).items() if v is not None}, **log.settings}
     n_ctx = s.get("n_ctx") or s.get("kv_size")
     if not n_ctx:
-        raise UsageError("the log prints no n_ctx (nor kv_size): sizer cannot size its KV cache and compute buffers")
+        raise UsageError("the log prints no n_ctx (nor kv_size): give the launch line, e.g. --command \"llama-server -m M.gguf -c 8192\"")
     n_batch = int(s.get("n_batch") or 512)
     n_layer = model.shape.n_layer
     ngl = log.offloaded_layers if log.offloaded_layers is not None else s.get("n_gpu_layers")
