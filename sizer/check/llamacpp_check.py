@@ -137,8 +137,10 @@ def check_llamacpp_log(log: LlamaCppLog, origin: str, model=None, precision: str
     plan = plan_llamacpp(modelled, settings, n_devices, settings.n_ctx, free)
     rows = compare_rows(log, plan, modelled.weights is not None)
     notes = []
-    if modelled.weights is None:
+    if modelled.weights is None and spec is None:
         notes.append("model buffers not predicted: the log does not list its tensors' types (give --model)")
+    elif modelled.weights is None:
+        notes.append("model buffers not predicted: the log does not print its GGUF file type")
     if not settings.output_first:
         notes.append(f"build {log.build_number}: -ngl counts the output head last (builds up to {LAST_OUTPUT_LAST_BUILD})")
     version = f"b{log.build_number}" if log.build_number else ""
