@@ -27,7 +27,7 @@ from sizer.plan.sglang import (NCCL_BYTES as SGLANG_NCCL_BYTES, NEWEST as SGLANG
                                prefill_activation_bytes, sglang_pool, sglang_release)
 from sizer.plan.vllm_releases import (NEWEST as VLLM_NEWEST, VllmLogValues, VllmRelease, extensible_margin,
                                      release_for, vllm_log_lines)
-from sizer.spec import ModelSpec, Workload
+from sizer.spec import STATE_KINDS, ModelSpec, Workload
 from sizer.units import MiB, fmt_gib
 
 FITS, MARGINAL, DOES_NOT_FIT = "fits", "marginal", "does-not-fit"
@@ -589,9 +589,19 @@ class LlamaCppEngine:
                  precision) -> Evaluation:
         context_length, batch_size = workload.context_length, workload.batch_size
         spec = stages[0].rank_spec
-        plan = self.plan(spec, precision, placement.gpu_count, workload)
+        engine = self
+        kv_type = _llamacpp_kv_type(stages, spec)
+        if kv_type and (self.settings.type_k, self.settings.type_v) == ("f16", "f16"):
+            engine = replace(self, settings=replace(self.settings, type_k=kv_type, type_v=kv_type))
+        plan = engine.plan(spec, precision, placement.gpu_count, workload)
         overhead = CUDA_CONTEXT_BYTES + (LLAMACPP_FIT_MARGIN_BYTES if self.settings.fit else 0)
-        per_gpu = tuple(GpuUsage(d.device, d.weights, d.kv_cache, d.compute, overhead, capacity)
+        # llama_memory_recurrent: one float32 state per sequence in each recurrent layer, with its layer
+        slots = self.settings.n_seq_max or batch_size
+        state_layer = stages[0].state_layer_bytes_llamacpp
+        kinds = spec.layer_types
+        per_gpu = tuple(GpuUsage(d.device, d.weights, d.kv_cache, d.compute, overhead, capacity,
+                                 slots * state_layer * sum(1 for il in d.layers if kinds[il] in STATE_KINDS)
+                                 if spec.recurrent else 0)
                         for d in plan.devices)
         if not per_gpu:
             raise ValueError("llama.cpp on GPUs: at least one device")
@@ -607,6 +617,20 @@ class LlamaCppEngine:
                            "output": host.output, "total": host.total},
                   "compute_buffers": [d.compute for d in plan.devices]}
         return Evaluation(verdict, reason, per_gpu, engine_values=values)
+
+
+def _llamacpp_kv_type(stages: list[Stage], spec: ModelSpec) -> str | None:
+    """The llama.cpp cache type (-ctk/-ctv) of the KV dtype the stages were sized with (sizer's --kv-dtype)."""
+    from sizer.calc.kv import kv_layer_bytes_per_token
+
+    f16 = sum(kv_layer_bytes_per_token(spec, i, "fp16") for i in range(spec.n_layers))
+    sized = sum(s.kv_bytes_per_token_all_layers for s in stages)
+    if not f16 or not sized:
+        return None
+    ratio = sized / f16
+    types = {"f16": 1.0, "f32": 2.0, "q8_0": 34 / 64, "q4_0": 18 / 64}
+    best = min(types, key=lambda t: abs(types[t] - ratio))
+    return best if abs(types[best] - ratio) < 0.02 else None
 
 
 # ---------------------------------------------------------------------------------------------
