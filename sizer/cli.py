@@ -433,13 +433,16 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
 @calibration_option
 @output_options
 def check(logfile, model, gpus, engine, launch_line, record_path, calibration, fmt):
-    """Read a vLLM or SGLang startup LOGFILE and print sizer's plan of the same launch beside it:
-    weights, activation peak, non-torch memory, CUDA graphs, KV cache memory and tokens, concurrency.
+    """Read a vLLM, SGLang or llama.cpp startup LOGFILE and print sizer's plan of the same launch beside it:
+    weights, activation peak, non-torch memory, CUDA graphs, KV cache memory and tokens, concurrency;
+    for llama.cpp (llama-server, llama-cli, Ollama's runner) the model, KV, compute and output buffers
+    per device, in MiB as llama.cpp prints them (the model's shape from the log's loader lines, or --model).
 
     \b
     Examples:
       sizer check vllm-startup.log
       sizer check server.log --model ./Qwen2.5-7B-Instruct/ --gpus L40S --format json
+      sizer check llama-server.log --model llama-3.1-8b
       sizer check tail.log --model DeepSeek-R1 --gpus 96GB --engine sglang==0.4.3 \\
           --command "python3 -m sglang.launch_server --model-path /models --tp 16 --nnodes 2"
     """
