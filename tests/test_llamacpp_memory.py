@@ -179,7 +179,7 @@ def test_output_buffer_holds_n_seq_max_rows_of_logits():
 
 def test_allocator_reuses_the_best_fitting_freed_block():
     a = DynAllocator(alignment=1)
-    x, y, z = a.alloc(100), a.alloc(50), a.alloc(100)
+    x, _, z = a.alloc(100), a.alloc(50), a.alloc(100)
     a.free(x, 100)
     a.free(z, 100)                                          # merges with the open end
     assert a.alloc(60) == x and a.max_size == 250
