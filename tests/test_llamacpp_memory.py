@@ -268,3 +268,41 @@ def test_fit_json_has_n_gpu_layers_and_the_host_side():
     assert host["total"] == host["weights"] + host["kv_cache"] + host["compute"] + host["output"]
     assert host["weights"] > 0 and host["kv_cache"] > 0
     assert "-ngl 20" in option["launch"][0]["command"]
+
+
+def test_mixed_gpus_split_by_each_devices_memory():
+    from sizer.gpuspec import parse_gpus, usable_memory_bytes
+
+    sel = parse_gpus("2xRTX-3090,RTX-3060")
+    assert sel.count == 3 and [g.name for g in sel.devices].count(sel.devices[0].name) == 2
+    assert sel.gpu == sel.devices[2]                          # the smallest bounds same-share engines
+    r = CliRunner().invoke(cli, ["fit", "llama-3.1-70b", "-p", "Q4_K_M", "--gpus", "RTX-3090,RTX-3060",
+                                 "--engine", "llamacpp", "-c", "4096", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    stages = json.loads(r.output)["options"][0]["per_stage"]
+    capacities = [usable_memory_bytes(g) for g in parse_gpus("RTX-3090,RTX-3060").devices]
+    assert [s["usable_memory"] for s in stages] == capacities
+    # 80 layers + the output head over 24 and 12 GiB: the first device takes the slots below 2/3
+    first = sum(1 for il in range(81) if il / 81 < capacities[0] / sum(capacities))
+    kv_per_layer = 4096 * 2 * 8 * 128 * 2
+    assert stages[0]["kv_cache"] == first * kv_per_layer and stages[1]["kv_cache"] == (80 - first) * kv_per_layer
+
+
+def test_mixed_gpu_lists_are_refused_when_malformed():
+    from sizer.gpuspec import parse_gpus
+
+    for text in ("RTX-3090,", "RTX-3090,local"):
+        with pytest.raises(UsageError):
+            parse_gpus(text)
+
+
+def test_fit_margin_only_with_fit_on():
+    from sizer.calc.overhead import CUDA_CONTEXT_BYTES
+
+    def overhead(args: str) -> int:
+        r = CliRunner().invoke(cli, ["fit", "llama-3.1-8b", "--gpus", "RTX-4090", "--engine", "llamacpp", "-p",
+                                     "Q4_K_M", "--engine-args", args, "--format", "json"])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)["options"][0]["per_gpu"]["overhead"]
+    assert overhead("-c 4096") == CUDA_CONTEXT_BYTES
+    assert overhead("-c 4096 --fit on") == CUDA_CONTEXT_BYTES + 1024 * MIB

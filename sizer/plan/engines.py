@@ -573,6 +573,7 @@ class LlamaCppEngine:
     tied_copy_on_last: bool = True
     flash_attention: bool = True      # -fa auto enables it on GPUs that support it
     settings: LlamaCppSettings = field(default_factory=LlamaCppSettings)
+    device_capacities: tuple[int, ...] = ()   # mixed GPUs: each device's usable memory (else all `capacity`)
 
     def plan(self, spec: ModelSpec, precision, n_devices: int, workload: Workload) -> LlamaCppPlan:
         """Per device what llama.cpp allocates (sizer.plan.llamacpp)."""
@@ -583,7 +584,8 @@ class LlamaCppEngine:
             s = replace(s, n_seq_max=workload.batch_size)
         if not self.flash_attention and s.flash_attn == "auto":
             s = replace(s, flash_attn="off")
-        return plan_llamacpp(model_from_spec(spec, precision), s, n_devices, workload.context_length)
+        free = self.device_capacities if len(self.device_capacities) == n_devices else ()
+        return plan_llamacpp(model_from_spec(spec, precision), s, n_devices, workload.context_length, free)
 
     def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
                  precision) -> Evaluation:
@@ -599,7 +601,9 @@ class LlamaCppEngine:
         slots = self.settings.n_seq_max or batch_size
         state_layer = stages[0].state_layer_bytes_llamacpp
         kinds = spec.layer_types
-        per_gpu = tuple(GpuUsage(d.device, d.weights, d.kv_cache, d.compute, overhead, capacity,
+        capacities = (self.device_capacities if len(self.device_capacities) == len(plan.devices)
+                      else (capacity,) * len(plan.devices))
+        per_gpu = tuple(GpuUsage(d.device, d.weights, d.kv_cache, d.compute, overhead, capacities[d.device],
                                  slots * state_layer * sum(1 for il in d.layers if kinds[il] in STATE_KINDS)
                                  if spec.recurrent else 0)
                         for d in plan.devices)
@@ -853,7 +857,7 @@ def make_engine(name: str, **options):
                                if k in ("release", "mem_fraction_static", "chunked_prefill_size", "page_size",
                                         "max_running_requests")})
     if name == "llamacpp":
-        chosen = {k: v for k, v in options.items() if k == "flash_attention"}
+        chosen = {k: v for k, v in options.items() if k in ("flash_attention", "device_capacities")}
         if isinstance(chosen.get("flash_attention"), str):
             chosen["flash_attention"] = chosen["flash_attention"] != "off"
         if options.get("llamacpp_settings"):

@@ -436,6 +436,9 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
             dp_text = f" x --data-parallel {replicas}" if replicas > 1 else ""
             raise UsageError(f"--tensor-parallel {tp} x --pipeline-parallel {pp}{dp_text} = {tp * pp * replicas}, but "
                              f"--gpus {selection.text} names {selection.count}")
+    if selection.devices and engine == "llamacpp":
+        # llama.cpp splits the layers by each device's memory and checks each against its own
+        engine_options = {**engine_options, "device_capacities": tuple(usable_memory_bytes(g) for g in selection.devices)}
     planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options, **choice.engine_options), kv_dtype, tensor_parallel,
                       pipeline_parallel, links=Links.of(selection.gpu, selection.node_size, selection.fabric),
                       parallel=parallel)
