@@ -306,3 +306,17 @@ def test_fit_margin_only_with_fit_on():
         return json.loads(r.output)["options"][0]["per_gpu"]["overhead"]
     assert overhead("-c 4096") == CUDA_CONTEXT_BYTES
     assert overhead("-c 4096 --fit on") == CUDA_CONTEXT_BYTES + 1024 * MIB
+
+
+def test_split_mode_row_cuts_the_weights_and_keeps_kv_on_the_main_gpu():
+    from sizer.quant import resolve_precision
+
+    spec = _spec()
+    model = model_from_spec(spec, resolve_precision(spec, "Q8_0"))
+    row = plan_llamacpp(model, LlamaCppSettings(n_seq_max=1, split_mode="row", tensor_split=(3.0, 1.0)), 2, 4096)
+    layer = plan_llamacpp(model, LlamaCppSettings(n_seq_max=1), 1, 4096)
+    total = layer.devices[0].weights
+    assert row.devices[0].weights + row.devices[1].weights == total
+    assert abs(row.devices[1].weights - total / 4) <= 1
+    assert row.devices[0].kv_cache == layer.devices[0].kv_cache and row.devices[1].kv_cache == 0
+    assert row.devices[1].compute == 0

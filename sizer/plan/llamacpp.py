@@ -199,7 +199,7 @@ def layer_devices(n_layer: int, n_gpu_layers: int, n_devices: int, tensor_split:
         return [HOST] * (n_layer + 1)
     start = max(n_layer + 1 - n_gpu_layers, 0) if output_first else max(n_layer - n_gpu_layers, 0)
     active = min(n_gpu_layers, n_layer + 1)
-    if split_mode == "none":
+    if split_mode in ("none", "row"):          # row: the matrices are split, every layer's place is main_gpu
         n_devices, points = 1, [1.0]
     else:
         points = split_points(n_devices, tensor_split, free_bytes)
@@ -209,7 +209,7 @@ def layer_devices(n_layer: int, n_gpu_layers: int, n_devices: int, tensor_split:
             out.append(HOST)
         else:
             device = min(bisect_right(points, (il - start) / active), n_devices - 1)
-            out.append(main_gpu if split_mode == "none" else device)
+            out.append(main_gpu if split_mode in ("none", "row") else device)
     return out
 
 
@@ -336,6 +336,8 @@ def plan_llamacpp(model: LlamaModel, settings: LlamaCppSettings, n_devices: int,
     dev(where[-1]).output_head = True
     if w:
         dev(where[-1]).weights += w.output
+    if s.split_mode == "row" and n_devices > 1:
+        _split_rows(gpus, s.main_gpu, split_points(n_devices, s.tensor_split, free_bytes))
     # KV cache, with its layer unless --no-kv-offload
     for il, d in enumerate(where[:-1]):
         k_values, v_values = model.kv_values[il]
@@ -372,6 +374,17 @@ def plan_llamacpp(model: LlamaModel, settings: LlamaCppSettings, n_devices: int,
     host.output = output_buffer_bytes(shape, s.n_seq_max)
     offloaded = sum(1 for d in where if d != HOST)
     return LlamaCppPlan(gpus, host, offloaded, n_ctx, flash, copies)
+
+
+def _split_rows(gpus: tuple[DeviceMemory, ...], main_gpu: int, points: list[float]) -> None:
+    """--split-mode row: each offloaded weight matrix is cut by rows over the GPUs at the --tensor-split
+    fractions (the split buffer type); the KV cache and the compute buffer stay on the main GPU.
+    Norms and biases are a negligible part of a layer and are split alike here."""
+    total = gpus[main_gpu].weights
+    shares = [b - a for a, b in zip([0.0] + points[:-1], points)]
+    for g, share in zip(gpus, shares):
+        g.weights = int(total * share)
+    gpus[main_gpu].weights += total - sum(g.weights for g in gpus)
 
 
 def _overrides_experts(pattern: str) -> bool:
