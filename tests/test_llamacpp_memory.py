@@ -320,3 +320,11 @@ def test_split_mode_row_cuts_the_weights_and_keeps_kv_on_the_main_gpu():
     assert abs(row.devices[1].weights - total / 4) <= 1
     assert row.devices[0].kv_cache == layer.devices[0].kv_cache and row.devices[1].kv_cache == 0
     assert row.devices[1].compute == 0
+
+
+def test_slots_split_n_ctx_unless_the_cache_is_unified():
+    per_layer_cell = (2560 + 2560) * 2
+    split = plan_llamacpp(_pythia_like(), LlamaCppSettings(n_seq_max=4), 1, 2048)
+    unified = plan_llamacpp(_pythia_like(), LlamaCppSettings(n_seq_max=4, kv_unified=True), 1, 2048)
+    assert split.n_ctx == 8192 and split.devices[0].kv_cache == 32 * 8192 * per_layer_cell
+    assert unified.n_ctx == 2048 and unified.devices[0].kv_cache == 32 * 2048 * per_layer_cell

@@ -310,12 +310,13 @@ def model_from_spec(spec, precision) -> LlamaModel:
 def plan_llamacpp(model: LlamaModel, settings: LlamaCppSettings, n_devices: int, context_length: int,
                   free_bytes: tuple[int, ...] = ()) -> LlamaCppPlan:
     """Memory per device as llama.cpp allocates it for `model` with `settings` on `n_devices` GPUs
-    (0: CPU only). context_length: tokens per sequence when settings.n_ctx is None."""
+    (0: CPU only). context_length: tokens per sequence when settings.n_ctx is None (with -kvu the slots
+    share one cache of context_length cells; without, each slot has its own share of n_ctx)."""
     s, shape, w = settings, model.shape, model.weights
     if s.n_seq_max is None:
         s = replace(s, n_seq_max=1)
     n_layer = shape.n_layer
-    n_ctx = s.n_ctx if s.n_ctx else context_length * s.n_seq_max
+    n_ctx = s.n_ctx if s.n_ctx else context_length * (1 if s.kv_unified else s.n_seq_max)
     flash = s.flash_attention and n_devices > 0
     pad = KV_PAD_FLASH if flash else KV_PAD
     where = layer_devices(n_layer, s.n_gpu_layers, n_devices, s.tensor_split, free_bytes, s.output_first,
