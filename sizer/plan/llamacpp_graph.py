@@ -207,7 +207,8 @@ class GraphBuilder:
         return t
 
     def view(self, src: Tensor, name: str = "view") -> Tensor:
-        return self.add(src.nbytes, src, view_of=src, name=name)
+        """A view of `src`; as in ggml, a view of a view points at the tensor that owns the memory."""
+        return self.add(src.nbytes, src, view_of=src.view_of or src, name=name)
 
     def act(self, width: int, tokens: int | None = None) -> int:
         return width * (self.g.n_tokens if tokens is None else tokens) * F32
@@ -336,13 +337,12 @@ class GraphBuilder:
         return self.add(cur.nbytes, cur, att, inplace=True, name="l_out")
 
     def bert_layer(self, x: Tensor, mask: Tensor, il: int) -> Tensor:
-        """build_bert: separate Q/K/V with biases, no cache read (K and V permuted and copied), post-norm."""
+        """build_bert: separate Q/K/V with biases, no cache read (Q permuted, K and V permuted and copied), post-norm."""
         s, g = self.s, self.g
-        q = self.view(self.linear(x, s.n_embd_q, bias=True, name="q"))
+        q = self.view(self.view(self.linear(x, s.n_embd_q, bias=True, name="q")), "q_perm")
         k = self.linear(x, s.n_embd_k_gqa, bias=True, name="k")
         v = self.linear(x, s.n_embd_v_gqa, bias=True, name="v")
-        q = self.add(q.nbytes, self.view(q), name="q_cont")
-        k = self.add(k.nbytes, self.view(k), name="k_cont")
+        k = self.add(k.nbytes, self.view(self.view(k)), name="k_cont")
         kq = self.add(g.n_tokens * g.n_tokens * s.n_head * F32, k, q, name="kq")
         kq = self.add(kq.nbytes, kq, mask, inplace=True, name="kq_soft_max")
         v = self.add(v.nbytes, self.view(v), name="v_cont")
@@ -383,8 +383,13 @@ def compute_buffer_bytes(shape: GraphShape, settings: GraphSettings, layers: ran
 
 def host_compute_bytes(shape: GraphShape, settings: GraphSettings) -> int:
     """The host's compute buffer when every layer is offloaded: the graph's inputs (token ids,
-    positions, the f32 mask) and the token embeddings gathered from tok_embd, which stays on the host."""
+    positions, the f32 mask) and the token embeddings gathered from tok_embd, which stays on the host
+    (the host's part of the graph is that gather, so the sum is its peak)."""
     g = settings
     mask_rows = -(-g.n_tokens // KQ_MASK_PAD) * KQ_MASK_PAD
-    parts = (g.n_tokens * I32, g.n_tokens * F32 * shape.n_embd, g.n_tokens * I32, g.n_kv * mask_rows * F32)
+    # BERT's input layer also gathers its token-type and absolute-position embeddings (input-layer
+    # tensors, on the host) and adds them to the token embeddings: two n_embd x n_tokens tensors at once
+    embeddings = 2 if shape.arch == "bert" else 1
+    parts = (g.n_tokens * I32, embeddings * g.n_tokens * F32 * shape.n_embd, g.n_tokens * I32,
+             g.n_kv * mask_rows * F32)
     return sum(-(-p // BUFFER_ALIGNMENT) * BUFFER_ALIGNMENT for p in parts)
