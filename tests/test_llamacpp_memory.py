@@ -328,3 +328,12 @@ def test_slots_split_n_ctx_unless_the_cache_is_unified():
     unified = plan_llamacpp(_pythia_like(), LlamaCppSettings(n_seq_max=4, kv_unified=True), 1, 2048)
     assert split.n_ctx == 8192 and split.devices[0].kv_cache == 32 * 8192 * per_layer_cell
     assert unified.n_ctx == 2048 and unified.devices[0].kv_cache == 32 * 2048 * per_layer_cell
+
+
+def test_partial_offload_needs_no_more_gpus_than_its_layers_take():
+    r = CliRunner().invoke(cli, ["fit", "llama-3.1-70b", "-p", "Q4_K_M", "--gpus", "RTX-3060", "--engine", "llamacpp",
+                                 "--engine-args", "-ngl 20", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    option = json.loads(r.output)["options"][0]
+    assert option["gpu_count"] == 1 and option["n_gpu_layers"] == 20
+    assert option["host"]["weights"] > 30 * 2**30               # 61 of the 80 layers stay in host memory

@@ -19,7 +19,7 @@ from sizer.calc.kv import INDEXER_VLLM_FP8
 from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelled_text, parse_release, release_text,
                                               spec_for_release)
 from sizer.calc.calibration import Calibration, VllmCalibration, default_calibration
-from sizer.plan.llamacpp import (DEFAULT_N_UBATCH, FIT_MARGIN_BYTES, LlamaCppPlan, LlamaCppSettings, model_from_spec,
+from sizer.plan.llamacpp import (ALL_LAYERS, DEFAULT_N_UBATCH, FIT_MARGIN_BYTES, LlamaCppPlan, LlamaCppSettings, model_from_spec,
                                  plan_llamacpp, settings_from_flags)
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
@@ -574,6 +574,12 @@ class LlamaCppEngine:
     flash_attention: bool = True      # -fa auto enables it on GPUs that support it
     settings: LlamaCppSettings = field(default_factory=LlamaCppSettings)
     device_capacities: tuple[int, ...] = ()   # mixed GPUs: each device's usable memory (else all `capacity`)
+
+    @property
+    def keeps_layers_on_host(self) -> bool:
+        """-ngl below every layer (or experts kept on the CPU): part of the weights never reach a GPU."""
+        s = self.settings
+        return s.n_gpu_layers < ALL_LAYERS or s.cpu_moe or s.n_cpu_moe > 0 or bool(s.override_tensor)
 
     def plan(self, spec: ModelSpec, precision, n_devices: int, workload: Workload) -> LlamaCppPlan:
         """Per device what llama.cpp allocates (sizer.plan.llamacpp)."""

@@ -285,7 +285,9 @@ class Planner:
         """The fewest GPUs of this kind that serve the workload in one of their layouts, and that
         count's best layout (best_layout)."""
         stages = self.stages(precision, Placement(1, 1))
-        start = max(1, min(max_gpus, stages[0].weights_bytes // self.capacity))
+        # weights that may stay in host memory (llama.cpp -ngl below all layers) set no lower bound
+        in_host = getattr(self.engine, "keeps_layers_on_host", False)
+        start = 1 if in_host else max(1, min(max_gpus, stages[0].weights_bytes // self.capacity))
         for count in range(start, max_gpus + 1):
             try:
                 layouts = self.layouts(count)
