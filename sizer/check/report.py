@@ -6,7 +6,7 @@ import json
 
 from sizer.check.compare import CheckResult, CheckRow
 from sizer.render import to_csv
-from sizer.units import UNITS_NOTE, fmt_gib
+from sizer.units import MIB_NOTE, UNITS_NOTE, fmt_gib, fmt_mib
 
 CHECK_CSV_COLUMNS = ("log", "engine", "version", "modelled", "model", "gpu", "tensor_parallel", "pipeline_parallel",
                      "context_length", "precision", "component", "unit", "predicted", "measured", "error")
@@ -16,7 +16,7 @@ def _value(row: CheckRow, x, mib: bool = False) -> str:
     if x is None:
         return "-"
     if row.unit == "bytes" and mib:                # llama.cpp prints its buffers in MiB
-        return f"{x / 2**20:,.2f}"
+        return fmt_mib(x)
     if row.unit == "bytes":
         return fmt_gib(x, 2)
     if row.unit == "x":
@@ -55,7 +55,7 @@ def render_check(r: CheckResult, fmt: str) -> str:
     context = "n_ctx" if mib else "max_model_len"
     head = [f"{r.origin}: {release} (sizer models {r.modelled}) · {r.model} · {r.gpu} · TP{r.tensor_parallel}"
             f"xPP{r.pipeline_parallel} · {context} {r.context_length:,} · {r.precision}",
-            "memory in MiB, as llama.cpp prints it (1 MiB = 2^20 bytes)" if mib else f"memory in GiB · {UNITS_NOTE}"]
+            MIB_NOTE if mib else f"memory in GiB · {UNITS_NOTE}"]
     if not r.rows:
         table = "the log prints none of the quantities sizer predicts"
     sep = "\n\n" if fmt == "markdown" else "\n"

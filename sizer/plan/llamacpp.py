@@ -312,69 +312,81 @@ def plan_llamacpp(model: LlamaModel, settings: LlamaCppSettings, n_devices: int,
     """Memory per device as llama.cpp allocates it for `model` with `settings` on `n_devices` GPUs
     (0: CPU only). context_length: tokens per sequence when settings.n_ctx is None (with -kvu the slots
     share one cache of context_length cells; without, each slot has its own share of n_ctx)."""
-    s, shape, w = settings, model.shape, model.weights
-    if s.n_seq_max is None:
-        s = replace(s, n_seq_max=1)
-    n_layer = shape.n_layer
+    s = settings if settings.n_seq_max is not None else replace(settings, n_seq_max=1)
     n_ctx = s.n_ctx if s.n_ctx else context_length * (1 if s.kv_unified else s.n_seq_max)
     flash = s.flash_attention and n_devices > 0
-    pad = KV_PAD_FLASH if flash else KV_PAD
-    where = layer_devices(n_layer, s.n_gpu_layers, n_devices, s.tensor_split, free_bytes, s.output_first,
-                          s.split_mode, s.main_gpu)
+    where = layer_devices(model.shape.n_layer, s.n_gpu_layers, n_devices, s.tensor_split, free_bytes,
+                          s.output_first, s.split_mode, s.main_gpu)
     gpus = tuple(DeviceMemory(d) for d in range(n_devices))
-    host = DeviceMemory(HOST, weights=w.input if w else 0)
+    host = DeviceMemory(HOST)
+    devices = {HOST: host, **{g.device: g for g in gpus}}
+    _place_weights(model, s, where, devices)
+    if s.split_mode == "row" and n_devices > 1:
+        _split_rows(gpus, s.main_gpu, split_points(n_devices, s.tensor_split, free_bytes))
+    _place_kv(model, s, where, devices, n_ctx, KV_PAD_FLASH if flash else KV_PAD)
+    copies = _place_compute(model, s, where, gpus, host, n_ctx, flash)
+    host.output = output_buffer_bytes(model.shape, s.n_seq_max)
+    offloaded = sum(1 for d in where if d != HOST)
+    return LlamaCppPlan(gpus, host, offloaded, n_ctx, flash, copies)
 
-    def dev(d) -> DeviceMemory:
-        return host if d == HOST else gpus[d]
 
+def _place_weights(model: LlamaModel, s: LlamaCppSettings, where: list, devices: dict) -> None:
+    """Each layer's weights with its device, routed experts on the host where the flags say, the output
+    head with its slot, the token embedding on the host."""
+    w, host = model.weights, devices[HOST]
     for il, d in enumerate(where[:-1]):
-        dev(d).layers.append(il)
+        devices[d].layers.append(il)
         if w:
             on_host = s.cpu_moe or il < s.n_cpu_moe or any(_overrides_experts(p) for p in s.override_tensor)
             moved = w.experts[il] if on_host and d != HOST else 0
-            dev(d).weights += w.layers[il] - moved
+            devices[d].weights += w.layers[il] - moved
             host.weights += moved
-    dev(where[-1]).output_head = True
+    devices[where[-1]].output_head = True
     if w:
-        dev(where[-1]).weights += w.output
-    if s.split_mode == "row" and n_devices > 1:
-        _split_rows(gpus, s.main_gpu, split_points(n_devices, s.tensor_split, free_bytes))
-    # KV cache, with its layer unless --no-kv-offload
+        devices[where[-1]].weights += w.output
+        host.weights += w.input
+
+
+def _place_kv(model: LlamaModel, s: LlamaCppSettings, where: list, devices: dict, n_ctx: int, pad: int) -> None:
+    """Each layer's K and V cache with its layer's device (on the host with --no-kv-offload)."""
     for il, d in enumerate(where[:-1]):
         k_values, v_values = model.kv_values[il]
         if k_values or v_values:
             cells = kv_cells(n_ctx, model.windows[il], s.n_seq_max, s.n_ubatch, pad)
-            dev(d if s.kv_offload else HOST).kv_cache += kv_layer_bytes(cells, k_values, v_values, s.type_k, s.type_v)
-    # compute buffers
-    n_tokens = min(n_ctx, s.n_ubatch)
+            target = devices[d if s.kv_offload else HOST]
+            target.kv_cache += kv_layer_bytes(cells, k_values, v_values, s.type_k, s.type_v)
+
+
+def _place_compute(model: LlamaModel, s: LlamaCppSettings, where: list, gpus: tuple[DeviceMemory, ...],
+                   host: DeviceMemory, n_ctx: int, flash: bool) -> int:
+    """Each device's compute buffer (sizer.plan.llamacpp_graph); returns the pipeline copies."""
+    shape, w = model.shape, model.weights
+    pad = KV_PAD_FLASH if flash else KV_PAD
     all_offloaded = all(d != HOST for d in where)
-    copies = s.pipeline_copies or (PIPELINE_COPIES if n_devices > 1 and all_offloaded and s.split_mode == "layer"
+    copies = s.pipeline_copies or (PIPELINE_COPIES if len(gpus) > 1 and all_offloaded and s.split_mode == "layer"
                                    and s.kv_offload else 1)
     n_kv = padded_cells(n_ctx, pad)
     widest = max((x for x in model.windows if x), default=0)
     n_kv_swa = min(n_kv, padded_cells(widest * s.n_seq_max + s.n_ubatch, pad)) if widest else None
+    n_tokens = min(n_ctx, s.n_ubatch)
     graph = GraphSettings(n_tokens, n_kv, n_kv_swa, n_tokens, flash)
-    inputs_per_copy = _graph_input_bytes(shape, graph)
+    extra_inputs = (copies - 1) * _graph_input_bytes(shape, graph)
     for g in gpus:
         if g.layers or g.output_head:
             layers = range(g.layers[0], g.layers[-1] + 1) if g.layers else range(0)
-            g.compute = compute_buffer_bytes(shape, graph, layers, output=g.output_head) + (copies - 1) * inputs_per_copy
-    host_layers = host.layers
-    if n_devices == 0 or len(host_layers) == n_layer:
-        host.compute = compute_buffer_bytes(shape, graph) + (host_compute_bytes(shape, graph) if n_devices else 0)
-    else:
-        host.compute = host_compute_bytes(shape, graph) + (copies - 1) * inputs_per_copy
-        if host_layers:
-            # the CPU layers' matrix products run on the GPU (ggml_backend_sched offloads ops whose weights sit
-            # in host memory when the batch is large): it copies in one weight matrix and the K and V views
-            k_values, v_values = model.kv_values[host_layers[0]]
-            views = kv_layer_bytes(n_kv, k_values, v_values, s.type_k, s.type_v)
-            matrix = int(w.layers[host_layers[0]] * model.largest_matrix_fraction) if w else 0
-            first = next(g for g in gpus if g.layers or g.output_head)
-            first.compute += views + matrix
-    host.output = output_buffer_bytes(shape, s.n_seq_max)
-    offloaded = sum(1 for d in where if d != HOST)
-    return LlamaCppPlan(gpus, host, offloaded, n_ctx, flash, copies)
+            g.compute = compute_buffer_bytes(shape, graph, layers, output=g.output_head) + extra_inputs
+    if not gpus or len(host.layers) == shape.n_layer:
+        host.compute = compute_buffer_bytes(shape, graph) + (host_compute_bytes(shape, graph) if gpus else 0)
+        return copies
+    host.compute = host_compute_bytes(shape, graph) + extra_inputs
+    if host.layers:
+        # the CPU layers' matrix products run on the GPU (ggml_backend_sched offloads ops whose weights sit
+        # in host memory when the batch is large): it copies in one weight matrix and the K and V views
+        k_values, v_values = model.kv_values[host.layers[0]]
+        views = kv_layer_bytes(n_kv, k_values, v_values, s.type_k, s.type_v)
+        matrix = int(w.layers[host.layers[0]] * model.largest_matrix_fraction) if w else 0
+        next(g for g in gpus if g.layers or g.output_head).compute += views + matrix
+    return copies
 
 
 def _split_rows(gpus: tuple[DeviceMemory, ...], main_gpu: int, points: list[float]) -> None:
