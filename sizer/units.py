@@ -28,9 +28,9 @@ MiB = 1 << 20
 MIB_NOTE = "memory in MiB, as llama.cpp prints it (1 MiB = 2^20 bytes)"
 
 
-def fmt_mib(n_bytes: int) -> str:
-    """Bytes as MiB text with two decimals, as llama.cpp prints its buffers: fmt_mib(3 << 19) == "1.50"."""
-    return f"{n_bytes / MiB:,.2f}"
+def fmt_mib(n_bytes: int, decimals: int = 2) -> str:
+    """Bytes as MiB text, two decimals as llama.cpp prints its buffers: fmt_mib(3 << 19) == "1.50"."""
+    return f"{n_bytes / MiB:,.{decimals}f}"
 
 
 def fmt_duration(seconds: float) -> str:
