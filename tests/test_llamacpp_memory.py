@@ -338,3 +338,18 @@ def test_partial_offload_needs_no_more_gpus_than_its_layers_take():
     assert option["gpu_count"] == 1 and option["n_gpu_layers"] == 20
     on_gpu, on_host = option["per_gpu"]["weights"], option["host"]["weights"]
     assert 0.7 < on_host / (on_host + on_gpu) < 0.8              # 61 of 80 layers and the embedding on the host
+
+
+def test_check_takes_what_the_log_does_not_print_from_the_launch_line():
+    log = str(LOGS / "issue-ollama-9858-llama-70b-q8_0-3gpu-ctx128000.log")
+    missing = CliRunner().invoke(cli, ["check", log, "--model", "llama-3.1-70b-instruct"])
+    assert missing.exit_code != 0 and "--command" in missing.output
+    r = CliRunner().invoke(cli, ["check", log, "--model", "llama-3.1-70b-instruct", "--command",
+                                 "llama-server -m m.gguf -c 128000 -fa off", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rows = {c["component"]: c for c in json.loads(r.output)["components"]}
+    # no flash attention at n_ctx 128000: each GPU holds the 512 x 128000 x 64-head f32 scores
+    for gpu in ("CUDA0", "CUDA1", "CUDA2"):
+        assert abs(rows[f"compute_buffer {gpu}"]["error"]) < 0.01
+    assert sum(rows[f"kv_buffer {g}"]["predicted"] for g in ("CUDA0", "CUDA1", "CUDA2")) == \
+        sum(rows[f"kv_buffer {g}"]["measured"] for g in ("CUDA0", "CUDA1", "CUDA2"))
