@@ -82,7 +82,7 @@ def claim_4():
             f"{rows['1x8GB'].fullest.kv_cache / GiB:.1f} GiB); 8 GB at 1,024 tokens: {short.verdict}",
             "yes" if ok8 and ok16 else ("partly" if ok16 else "no"),
             f"4-bit weights are {rows['1x8GB'].fullest.weights / GiB:.1f} GiB and Llama 2 13B has no GQA (0.8 MB of "
-            "KV cache per token); with the CUDA context and llama.cpp's 1 GiB margin, the smallest card that holds "
+            "KV cache per token); with the CUDA context and llama.cpp's compute buffer, the smallest card that holds "
             f"4,096 tokens is {next((g.removeprefix('1x') for g, o in rows.items() if o.verdict != 'does-not-fit'), 'none')}")
 
 
@@ -93,9 +93,9 @@ def claim_5():
     ok = q2.verdict != "does-not-fit" or q4.verdict != "does-not-fit"
     return (f"4 GB: Q4_K_M {q4.verdict}, Q2_K {q2.verdict}; RTX 4090 Q4_K_M: {consumer.verdict}",
             f"Q4_K_M weights {q4.fullest.weights / GiB:.2f} GiB, Q2_K {q2.fullest.weights / GiB:.2f} GiB on the GPU "
-            f"(embedding in host memory); llama.cpp keeps a 1 GiB margin", "partly" if not ok else "yes",
-            "a consumer GPU is fine; 4 GB holds Q2_K-class weights at best once the CUDA context and llama.cpp's "
-            "margin are counted")
+            f"(embedding in host memory), all layers offloaded", "partly" if not ok else "yes",
+            "a consumer GPU is fine; 4 GB holds Q2_K-class weights at best once the CUDA context, the KV cache and "
+            "llama.cpp's compute buffer are counted (less with -ngl below all layers)")
 
 
 def claim_6():

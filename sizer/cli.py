@@ -304,6 +304,8 @@ def _fit_engine_options(name: str, opts: dict, settings, calibration) -> dict:
         from sizer.plan.load_buffers import lora_slots
 
         options["lora"] = lora_slots(settings.options)     # its slot buffers count among vLLM's weights
+    if settings is not None and name == "llamacpp":
+        options.update({k: settings.options[k] for k in ("llamacpp_settings", "flash_attention") if k in settings.options})
     if settings is not None and name == "sglang":
         options.update({k: settings.options[k] for k in ("mem_fraction_static", "chunked_prefill_size", "page_size",
                                                          "max_running_requests") if k in settings.options})
@@ -449,20 +451,37 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
 @calibration_option
 @output_options
 def check(logfile, model, gpus, engine, launch_line, engine_args, record_path, calibration, fmt):
-    """Read a vLLM or SGLang startup LOGFILE and print sizer's plan of the same launch beside it:
-    weights, activation peak, non-torch memory, CUDA graphs, KV cache memory and tokens, concurrency.
+    """Read a vLLM, SGLang or llama.cpp startup LOGFILE and print sizer's plan of the same launch beside it:
+    weights, activation peak, non-torch memory, CUDA graphs, KV cache memory and tokens, concurrency;
+    for llama.cpp (llama-server, llama-cli, Ollama's runner) the model, KV, compute and output buffers
+    per device, in MiB as llama.cpp prints them (the model's shape from the log's loader lines, or --model).
 
     \b
     Examples:
       sizer check vllm-startup.log
       sizer check server.log --model ./Qwen2.5-7B-Instruct/ --gpus L40S --format json
+      sizer check llama-server.log --model llama-3.1-8b
       sizer check tail.log --model DeepSeek-R1 --gpus 96GB --engine sglang==0.4.3 \\
           --command "python3 -m sglang.launch_server --model-path /models --tp 16 --nnodes 2"
     """
-    from sizer.check.compare import check_log
-    from sizer.check.logs import read_engine_log_file, with_settings
     from sizer.check.report import render_check
 
+    result = _llamacpp_check(logfile, model, launch_line)
+    if result is None:
+        result = _engine_log_check(logfile, model, gpus, engine, launch_line, engine_args, calibration)
+    if record_path:
+        from sizer.check.records import append_check_records
+
+        added = append_check_records(record_path, result)
+        click.echo(f"appended {added} component(s) to {record_path}", err=True)
+    return render_check(result, fmt)
+
+
+def _engine_log_check(logfile, model, gpus, engine, launch_line, engine_args, calibration):
+    """The check of a vLLM or SGLang startup log, with the settings it does not print from the launch
+    line (--command) or the engine's flags (--engine-args)."""
+    from sizer.check.compare import check_log
+    from sizer.check.logs import read_engine_log_file, with_settings
     from sizer.plan.engine_args import EngineFlags, parse_command
 
     log = read_engine_log_file(logfile)
@@ -473,13 +492,28 @@ def check(logfile, model, gpus, engine, launch_line, engine_args, record_path, c
         log = with_settings(log, args.settings, "--command")
     if engine_args:
         log = with_settings(log, EngineFlags.from_args(log.engine, engine_args).args.settings, "--engine-args")
-    result = check_log(log, model, gpus, engine, calibration)
-    if record_path:
-        from sizer.check.records import append_check_records
+    return check_log(log, model, gpus, engine, calibration)
 
-        added = append_check_records(record_path, result)
-        click.echo(f"appended {added} component(s) to {record_path}", err=True)
-    return render_check(result, fmt)
+
+def _llamacpp_check(logfile, model, launch_line):
+    """The check of a llama.cpp startup log (llama-server, llama-cli, Ollama's runner), or None for other logs."""
+    from sizer.check.llamacpp_check import check_llamacpp_log, is_llamacpp_log
+    from sizer.check.llamacpp_log import read_llamacpp_log_file
+
+    log = read_llamacpp_log_file(logfile)
+    if not is_llamacpp_log(log):
+        return None
+    overrides = {}
+    if launch_line:
+        from sizer.plan.engine_args import parse_command
+
+        args = parse_command(launch_line)
+        if args.engine != "llamacpp":
+            raise SizerUsage(f"--command launches {args.engine}, the log is llama.cpp's")
+        names = {"max_model_len": "n_ctx", "batch_size": "n_batch", "ubatch_size": "n_ubatch", "parallel": "n_seq_max",
+                 "n_gpu_layers": "n_gpu_layers", "tensor_split": "tensor_split"}
+        overrides = {names[k]: v for k, v in args.settings.items() if k in names}
+    return check_llamacpp_log(log, str(logfile), model, overrides=overrides)
 
 
 @cli.command()

@@ -38,6 +38,7 @@ class GpuSelection:
     text: str                   # as the user wrote it
     gpus_per_node: int | None = None    # NODESxGPUSxKIND: GPUS; else the catalog's node size
     fabric_gbits: float | None = None   # --fabric-gbps: the network between nodes, Gb/s per node
+    devices: tuple[GpuSpec, ...] = ()   # mixed GPUs in one box (RTX-3090,RTX-3060): each one, in order
 
     @property
     def node_size(self) -> int:
@@ -101,6 +102,8 @@ def generic_gpu(memory_gib: float) -> GpuSpec:
 
 def parse_gpus(text: str) -> GpuSelection:
     """Parse one `--gpus` value; raise UsageError with a one-line reason when it cannot."""
+    if "," in (text or ""):
+        return _mixed_gpus(text)
     named = _named_gpu(text or "")
     if named:
         return named
@@ -132,6 +135,23 @@ def parse_gpus(text: str) -> GpuSelection:
             raise UsageError(f"--gpus {text!r}: cannot read {what!r} as a memory size; write sizes like 48GB or "
                              "80GiB (GiB of device memory, as GPUs are marketed)") from None
     return GpuSelection(get_gpu(what), count, text)
+
+
+def _mixed_gpus(text: str) -> GpuSelection:
+    """`RTX-3090,RTX-3060` or `2xRTX-3090,RTX-3060`: different GPUs in one box, each with its own memory.
+    The selection's `gpu` is the smallest (what an engine that gives every GPU the same share is bound by)."""
+    devices: list[GpuSpec] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            raise UsageError(f"--gpus {text!r}: an empty name between commas")
+        one = parse_gpus(part)
+        if one.gpus_per_node or one.devices or part.lower() == "local":
+            raise UsageError(f"--gpus {text!r}: list GPUs of one box as KIND or COUNTxKIND, comma-separated")
+        devices += [one.gpu] * (one.count or 1)
+    if len(devices) > MAX_GPUS:
+        raise UsageError(f"--gpus {text!r}: at most {MAX_GPUS} GPUs")
+    smallest = min(devices, key=usable_memory_bytes)
+    return GpuSelection(smallest, len(devices), text, devices=tuple(devices))
 
 
 def _named_gpu(text: str) -> GpuSelection | None:

@@ -25,6 +25,12 @@ def fmt_params(n: int) -> str:
     """12,345,678,901 -> '12.35 B'; small counts in M."""
     return f"{n / 1e9:,.2f} B" if n >= 1e9 else f"{n / 1e6:,.1f} M"
 MiB = 1 << 20
+MIB_NOTE = "memory in MiB, as llama.cpp prints it (1 MiB = 2^20 bytes)"
+
+
+def fmt_mib(n_bytes: int, decimals: int = 2) -> str:
+    """Bytes as MiB text, two decimals as llama.cpp prints its buffers: fmt_mib(3 << 19) == "1.50"."""
+    return f"{n_bytes / MiB:,.{decimals}f}"
 
 
 def fmt_duration(seconds: float) -> str:

@@ -131,6 +131,8 @@ def test_vllm_utilization_changes_the_budget():
 
 
 def test_llamacpp_keeps_input_embedding_in_host_memory():
+    from sizer.calc.overhead import CUDA_CONTEXT_BYTES
+
     option = fit("llama3-8b", "1xRTX-4090", engine="llamacpp", precision="Q4_K_M", context_length=4096).options[0]
     g = option.per_gpu[0]
     spec = get_model("llama3-8b")
@@ -141,7 +143,7 @@ def test_llamacpp_keeps_input_embedding_in_host_memory():
     assert option.host_bytes == parts["embeddings"]
     assert g.weights == sum(parts.values()) - parts["embeddings"]
     assert g.kv_cache == 4096 * 32 * 2 * 8 * 128 * 2                 # f16 cache
-    assert g.overhead >= 2**30                                         # the --fit margin of 1 GiB
+    assert g.overhead == CUDA_CONTEXT_BYTES                            # the --fit margin only with --fit
 
 
 def test_llamacpp_quantized_kv_cache():

@@ -6,15 +6,17 @@ import json
 
 from sizer.check.compare import CheckResult, CheckRow
 from sizer.render import to_csv
-from sizer.units import UNITS_NOTE, fmt_gib
+from sizer.units import MIB_NOTE, UNITS_NOTE, fmt_gib, fmt_mib
 
 CHECK_CSV_COLUMNS = ("log", "engine", "version", "modelled", "model", "gpu", "tensor_parallel", "pipeline_parallel",
                      "context_length", "precision", "component", "unit", "predicted", "measured", "error")
 
 
-def _value(row: CheckRow, x) -> str:
+def _value(row: CheckRow, x, mib: bool = False) -> str:
     if x is None:
         return "-"
+    if row.unit == "bytes" and mib:                # llama.cpp prints its buffers in MiB
+        return fmt_mib(x)
     if row.unit == "bytes":
         return fmt_gib(x, 2)
     if row.unit == "x":
@@ -44,14 +46,16 @@ def render_check(r: CheckResult, fmt: str) -> str:
         return to_csv(check_csv_rows(r), CHECK_CSV_COLUMNS)
     from tabulate import tabulate
 
-    rows = [[row.component, _value(row, row.predicted), _value(row, row.measured),
+    mib = r.engine == "llamacpp"
+    rows = [[row.component, _value(row, row.predicted, mib), _value(row, row.measured, mib),
              "-" if row.error is None else f"{row.error:+.1%}"] for row in r.rows]
     table = tabulate(rows, headers=["component", "sizer", "log", "error"], disable_numparse=True,
                      tablefmt="github" if fmt == "markdown" else "simple")
     release = f"{r.engine} {r.version}" if r.version else r.engine
+    context = "n_ctx" if mib else "max_model_len"
     head = [f"{r.origin}: {release} (sizer models {r.modelled}) · {r.model} · {r.gpu} · TP{r.tensor_parallel}"
-            f"xPP{r.pipeline_parallel} · max_model_len {r.context_length:,} · {r.precision}",
-            f"memory in GiB · {UNITS_NOTE}"]
+            f"xPP{r.pipeline_parallel} · {context} {r.context_length:,} · {r.precision}",
+            MIB_NOTE if mib else f"memory in GiB · {UNITS_NOTE}"]
     if not r.rows:
         table = "the log prints none of the quantities sizer predicts"
     sep = "\n\n" if fmt == "markdown" else "\n"

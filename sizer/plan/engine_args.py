@@ -149,7 +149,7 @@ LLAMACPP_FLAGS = _flags({
     "-c|--ctx-size": ("max_model_len", INT),
     "-b|--batch-size": ("batch_size", INT),
     "-ub|--ubatch-size": ("ubatch_size", INT),
-    "-ngl|--gpu-layers|--n-gpu-layers": ("n_gpu_layers", STR),
+    "-ngl|--gpu-layers|--n-gpu-layers": ("n_gpu_layers", STR),     # N, 999, -1, all, auto
     "-fa|--flash-attn": ("flash_attn", "onoff"),
     "-np|--parallel": ("parallel", INT),
     "-ctk|--cache-type-k": ("cache_type_k", STR),
@@ -169,6 +169,8 @@ LLAMACPP_FLAGS = _flags({
     "--swa-full": ("swa_full", BOOL),
     "-dev|--device": ("device", STR),
     "--mmproj": ("mmproj", STR),
+    "--no-kv-unified": ("no_kv_unified", BOOL, False),
+    "-fitt|--fit-target": ("fit_target", STR),
     **{spelling: (spelling.lstrip("-").replace("-", "_"), kind, False) for spelling, kind in {
         "--host": STR, "--port": INT, "-t": INT, "--threads": INT, "-tb": INT, "--threads-batch": INT,
         "--jinja": BOOL, "-n": INT, "--n-predict": INT, "--temp": FLOAT, "--top-k": INT, "--top-p": FLOAT,
@@ -177,6 +179,11 @@ LLAMACPP_FLAGS = _flags({
         "--chat-template": STR, "--chat-template-file": STR, "--log-disable": BOOL, "-v": BOOL, "--verbose": BOOL,
         "--cache-reuse": INT, "--slots": BOOL, "--reasoning-format": STR, "-p": STR, "--prompt": STR,
         "-cnv": BOOL, "--conversation": BOOL, "-i": BOOL, "--interactive": BOOL, "--repeat-penalty": FLOAT,
+        "--no-context-shift": BOOL, "--context-shift": BOOL, "-C": STR, "--cpu-mask": STR, "--numa": STR,
+        "--prio": INT, "--poll": INT, "-ctxcp": INT, "--ctx-checkpoints": INT, "-sp": BOOL, "--special": BOOL,
+        "--embedding": BOOL, "--embeddings": BOOL, "--rerank": BOOL, "--reranking": BOOL, "--pooling": STR,
+        "-lv": INT, "--verbosity": INT, "--log-file": STR, "--timeout": INT, "--threads-http": INT,
+        "--props": BOOL, "--no-slots": BOOL, "--slot-save-path": STR, "--lora": STR, "-ctk-draft": STR,
     }.items()},
 })
 
@@ -406,8 +413,13 @@ _FIT_OPTIONS = {
                "chunked_prefill_size": "chunked_prefill_size", "page_size": "page_size",
                "data_parallel_size": "data_parallel", "enable_dp_attention": "dp_attention",
                "max_running_requests": "max_running_requests"},
-    "llamacpp": {"max_model_len": "context_length"},
+    "llamacpp": {},
 }
+# llama-server's flags that become its profile's settings (sizer.plan.llamacpp.settings_from_flags)
+LLAMACPP_SETTINGS = frozenset({
+    "max_model_len", "batch_size", "ubatch_size", "n_gpu_layers", "flash_attn", "parallel", "cache_type_k",
+    "cache_type_v", "n_cpu_moe", "cpu_moe", "override_tensor", "split_mode", "tensor_split", "main_gpu",
+    "no_kv_offload", "mmap", "no_mmap", "mlock", "fit", "kv_unified"})
 # what each fit option is called on sizer's command line, for messages
 SIZER_FLAG = {"tensor_parallel": "--tensor-parallel", "pipeline_parallel": "--pipeline-parallel",
               "context_length": "--context-length", "gpu_memory_utilization": "--gpu-memory-utilization",
@@ -474,6 +486,8 @@ def fit_settings(args: EngineArgs, stored_precision: str | None = None) -> FitSe
     checkpoint's --quantization names what it stores and changes nothing)."""
     mapping = _FIT_OPTIONS[args.engine]
     options, not_modelled = {}, []
+    if args.engine == "llamacpp":
+        return _llamacpp_fit_settings(args)
     for setting, value in args.settings.items():
         if setting in mapping:
             options[mapping[setting]] = value
@@ -497,6 +511,29 @@ def fit_settings(args: EngineArgs, stored_precision: str | None = None) -> FitSe
         else:
             not_modelled.append(_spelling(args, setting))
     return FitSettings(options, tuple(not_modelled))
+
+
+def _llamacpp_fit_settings(args: EngineArgs) -> FitSettings:
+    """llama-server's flags: -c is the total n_ctx, split over the -np slots (each slot's context is
+    sizer's --context-length); the rest go to the llama.cpp profile whole (`llamacpp_settings`)."""
+    from sizer.plan.llamacpp import settings_from_flags
+
+    flags = {k: v for k, v in args.settings.items() if k in LLAMACPP_SETTINGS}
+    try:
+        settings = settings_from_flags(flags)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    options: dict = {"llamacpp_settings": flags}
+    if settings.n_ctx:
+        slots = 1 if settings.kv_unified else (settings.n_seq_max or 1)
+        options["context_length"] = settings.n_ctx // slots
+    if "flash_attn" in flags:
+        options["flash_attention"] = flags["flash_attn"]
+    kv = KV_DTYPES.get(settings.type_k)
+    if settings.type_k == settings.type_v and kv is not None and ("cache_type_k" in flags or "cache_type_v" in flags):
+        options["kv_dtype"] = kv
+    not_modelled = tuple(_spelling(args, k) for k in args.settings if k not in LLAMACPP_SETTINGS)
+    return FitSettings(options, not_modelled)
 
 
 def _kv_dtype(args: EngineArgs, setting: str, value: str, before: str | None) -> str | None:

@@ -22,14 +22,16 @@ from sizer.calc.transformers_releases import (MODELLED, NEWEST, Release, modelle
 from sizer.calc.calibration import Calibration, VllmCalibration, default_calibration
 from sizer.plan.load_buffers import LoraSlots, lora_slot_bytes, rope_cache_bytes, vllm_rope_cache_bytes
 from sizer.plan.multimodal import vllm_encoder_weight_bytes, vllm_profile_peak_bytes
+from sizer.plan.llamacpp import (ALL_LAYERS, DEFAULT_N_UBATCH, FIT_MARGIN_BYTES, LlamaCppPlan, LlamaCppSettings, model_from_spec,
+                                 plan_llamacpp, settings_from_flags)
 from sizer.plan.placement import Placement
 from sizer.plan.stages import Stage
 from sizer.plan.sglang import (NCCL_BYTES as SGLANG_NCCL_BYTES, NEWEST as SGLANG_NEWEST, SglangRelease, graph_bytes,
                                prefill_activation_bytes, sglang_pool, sglang_release)
 from sizer.plan.vllm_releases import (NEWEST as VLLM_NEWEST, VllmLogValues, VllmRelease, extensible_margin,
                                      load_buffers_note, release_for, vllm_log_lines)
-from sizer.spec import ModelSpec, Workload
-from sizer.units import GiB, MiB, fmt_gib
+from sizer.spec import STATE_KINDS, ModelSpec, Workload
+from sizer.units import MiB, fmt_gib
 
 FITS, MARGINAL, DOES_NOT_FIT = "fits", "marginal", "does-not-fit"
 VERDICT_ORDER = {FITS: 0, MARGINAL: 1, DOES_NOT_FIT: 2}
@@ -743,11 +745,10 @@ def vllm_hybrid_pool(s: Stage, available: int, context_length: int, tokens_per_s
 
 
 # ---------------------------------------------------------------------------------------------
-# llama.cpp (llama-server / llama-cli with all layers offloaded)
+# llama.cpp (llama-server / llama-cli): sizer.plan.llamacpp places layers, KV cache and compute buffers
 
-LLAMACPP_UBATCH = 512                 # n_ubatch default: the micro-batch the compute buffer is sized for
-LLAMACPP_FIT_MARGIN_BYTES = 1 * GiB   # --fit keeps 1024 MiB free per device
-LLAMACPP_KV_PAD = 256                 # sliding-window caches are padded to 256 cells
+LLAMACPP_UBATCH = DEFAULT_N_UBATCH    # n_ubatch default: the micro-batch the compute buffer is sized for
+LLAMACPP_FIT_MARGIN_BYTES = FIT_MARGIN_BYTES   # --fit keeps 1024 MiB free per device
 
 
 @dataclass(frozen=True)
@@ -757,43 +758,76 @@ class LlamaCppEngine:
     prefers_tensor_parallel: bool = False
     embedding_on_host: bool = True
     tied_copy_on_last: bool = True
-    flash_attention: bool = True      # -fa auto enables it on CUDA GPUs that support it
+    flash_attention: bool = True      # -fa auto enables it on GPUs that support it
+    settings: LlamaCppSettings = field(default_factory=LlamaCppSettings)
+    device_capacities: tuple[int, ...] = ()   # mixed GPUs: each device's usable memory (else all `capacity`)
 
-    def compute_buffer(self, stage: Stage, n_ctx: int) -> int:
-        """Worst-case graph of one micro-batch in f32: hidden states and MLP intermediates, attention
-        scores without flash attention, and the logits on the last device."""
-        spec, u = stage.rank_spec, LLAMACPP_UBATCH
-        d_ff = max(spec.d_ff, spec.d_ff_expert * max(1, spec.n_experts_active))
-        buffer = FP32_BYTES * u * (2 * spec.hidden_size + 2 * d_ff)
-        if not self.flash_attention:
-            buffer += FP32_BYTES * n_ctx * u * spec.n_heads
-        if stage.last:
-            buffer += FP32_BYTES * spec.vocab_size * u
-        return buffer
+    @property
+    def keeps_layers_on_host(self) -> bool:
+        """-ngl below every layer (or experts kept on the CPU): part of the weights never reach a GPU."""
+        s = self.settings
+        return s.n_gpu_layers < ALL_LAYERS or s.cpu_moe or s.n_cpu_moe > 0 or bool(s.override_tensor)
+
+    def plan(self, spec: ModelSpec, precision, n_devices: int, workload: Workload) -> LlamaCppPlan:
+        """Per device what llama.cpp allocates (sizer.plan.llamacpp)."""
+        # the plan's context and slots decide n_ctx (-c arrives as the context per slot, so that sizer's
+        # searches for the longest context and the most sequences can vary it)
+        s = replace(self.settings, n_ctx=None)
+        if s.n_seq_max is None:
+            s = replace(s, n_seq_max=workload.batch_size)
+        if not self.flash_attention and s.flash_attn == "auto":
+            s = replace(s, flash_attn="off")
+        free = self.device_capacities if len(self.device_capacities) == n_devices else ()
+        return plan_llamacpp(model_from_spec(spec, precision), s, n_devices, workload.context_length, free)
 
     def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
                  precision) -> Evaluation:
         context_length, batch_size = workload.context_length, workload.batch_size
-        n_ctx = context_length * batch_size       # llama-server splits n_ctx over its parallel slots
-        per_gpu = []
-        for s in stages:
-            full = s.kv_full_bytes_per_token * n_ctx
-            windowed = sum(b * min(n_ctx, _pad(w * batch_size + LLAMACPP_UBATCH)) for w, b in s.kv_window_bytes_per_token)
-            # llama_memory_recurrent: one float32 cell per sequence (n_seq_max = the parallel slots)
-            state = batch_size * s.state_layers * s.state_layer_bytes_llamacpp
-            act = self.compute_buffer(s, n_ctx)
-            overhead = CUDA_CONTEXT_BYTES + LLAMACPP_FIT_MARGIN_BYTES
-            per_gpu.append(GpuUsage(s.index, s.weights_bytes, full + windowed, act, overhead, capacity, state))
-        per_gpu = tuple(per_gpu)
-        verdict, reason = _verdict_by_capacity(per_gpu, f"n_ctx {n_ctx:,} ({batch_size} x {context_length:,})")
-        host = sum(s.host_bytes for s in stages)
-        if host:
-            reason += f"; the input embedding ({_gib(host)}) stays in host memory"
-        return Evaluation(verdict, reason, per_gpu)
+        spec = stages[0].rank_spec
+        engine = self
+        kv_type = _llamacpp_kv_type(stages, spec)
+        if kv_type and (self.settings.type_k, self.settings.type_v) == ("f16", "f16"):
+            engine = replace(self, settings=replace(self.settings, type_k=kv_type, type_v=kv_type))
+        plan = engine.plan(spec, precision, placement.gpu_count, workload)
+        overhead = CUDA_CONTEXT_BYTES + (LLAMACPP_FIT_MARGIN_BYTES if self.settings.fit else 0)
+        # llama_memory_recurrent: one float32 state per sequence in each recurrent layer, with its layer
+        slots = self.settings.n_seq_max or batch_size
+        state_layer = stages[0].state_layer_bytes_llamacpp
+        kinds = spec.layer_types
+        capacities = (self.device_capacities if len(self.device_capacities) == len(plan.devices)
+                      else (capacity,) * len(plan.devices))
+        per_gpu = tuple(GpuUsage(d.device, d.weights, d.kv_cache, d.compute, overhead, capacities[d.device],
+                                 slots * state_layer * sum(1 for il in d.layers if kinds[il] in STATE_KINDS)
+                                 if spec.recurrent else 0)
+                        for d in plan.devices)
+        if not per_gpu:
+            raise ValueError("llama.cpp on GPUs: at least one device")
+        slots = self.settings.n_seq_max or batch_size
+        verdict, reason = _verdict_by_capacity(per_gpu, f"n_ctx {plan.n_ctx:,} ({slots} x {context_length:,})")
+        host = plan.host
+        if host.weights:
+            offloaded = f"{plan.n_gpu_layers}/{spec.n_layers + 1} layers on the GPU" + ("s" if len(per_gpu) > 1 else "")
+            reason += f"; {offloaded}, {_gib(host.total)} in host memory"
+        values = {"n_gpu_layers": plan.n_gpu_layers, "n_ctx": plan.n_ctx, "flash_attn": plan.flash_attn,
+                  "pipeline_copies": plan.pipeline_copies,
+                  "host": {"weights": host.weights, "kv_cache": host.kv_cache, "compute": host.compute,
+                           "output": host.output, "total": host.total},
+                  "compute_buffers": [d.compute for d in plan.devices]}
+        return Evaluation(verdict, reason, per_gpu, engine_values=values)
 
 
-def _pad(n: int) -> int:
-    return ceil(n / LLAMACPP_KV_PAD) * LLAMACPP_KV_PAD
+def _llamacpp_kv_type(stages: list[Stage], spec: ModelSpec) -> str | None:
+    """The llama.cpp cache type (-ctk/-ctv) of the KV dtype the stages were sized with (sizer's --kv-dtype)."""
+    from sizer.calc.kv import kv_layer_bytes_per_token
+
+    f16 = sum(kv_layer_bytes_per_token(spec, i, "fp16") for i in range(spec.n_layers))
+    sized = sum(s.kv_bytes_per_token_all_layers for s in stages)
+    if not f16 or not sized:
+        return None
+    ratio = sized / f16
+    types = {"f16": 1.0, "f32": 2.0, "q8_0": 34 / 64, "q4_0": 18 / 64}
+    best = min(types, key=lambda t: abs(types[t] - ratio))
+    return best if abs(types[best] - ratio) < 0.02 else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1046,5 +1080,10 @@ def make_engine(name: str, **options):
                                if k in ("release", "mem_fraction_static", "chunked_prefill_size", "page_size",
                                         "max_running_requests")})
     if name == "llamacpp":
-        return LlamaCppEngine(**{k: v for k, v in options.items() if k == "flash_attention"})
+        chosen = {k: v for k, v in options.items() if k in ("flash_attention", "device_capacities")}
+        if isinstance(chosen.get("flash_attention"), str):
+            chosen["flash_attention"] = chosen["flash_attention"] != "off"
+        if options.get("llamacpp_settings"):
+            chosen["settings"] = settings_from_flags(options["llamacpp_settings"])
+        return LlamaCppEngine(**chosen)
     raise UsageError(f"unknown engine {name!r} (known: {', '.join(ENGINES)})")

@@ -287,7 +287,9 @@ class Planner:
         """The fewest GPUs of this kind that serve the workload in one of their layouts, and that
         count's best layout (best_layout)."""
         stages = self.stages(precision, Placement(1, 1))
-        start = max(1, min(max_gpus, stages[0].weights_bytes // self.capacity))
+        # weights that may stay in host memory (llama.cpp -ngl below all layers) set no lower bound
+        in_host = getattr(self.engine, "keeps_layers_on_host", False)
+        start = 1 if in_host else max(1, min(max_gpus, stages[0].weights_bytes // self.capacity))
         for count in range(start, max_gpus + 1):
             try:
                 layouts = self.layouts(count)
@@ -451,6 +453,9 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
             dp_text = f" x --data-parallel {replicas}" if replicas > 1 else ""
             raise UsageError(f"--tensor-parallel {tp} x --pipeline-parallel {pp}{dp_text} = {tp * pp * replicas}, but "
                              f"--gpus {selection.text} names {selection.count}")
+    if selection.devices and engine == "llamacpp":
+        # llama.cpp splits the layers by each device's memory and checks each against its own
+        engine_options = {**engine_options, "device_capacities": tuple(usable_memory_bytes(g) for g in selection.devices)}
     planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options, **choice.engine_options), kv_dtype, tensor_parallel,
                       pipeline_parallel, links=Links.of(selection.gpu, selection.node_size, selection.fabric),
                       parallel=parallel)

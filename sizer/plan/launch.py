@@ -157,19 +157,48 @@ def sglang_launch(spec: ModelSpec, engine, precision, placement: Placement, work
 
 
 def llamacpp_launch(spec: ModelSpec, precision, workload: Workload, kv_dtype: str,
-                    flash_attention: bool) -> tuple[LaunchStep, ...]:
+                    flash_attention: bool, settings=None) -> tuple[LaunchStep, ...]:
+    """llama-server with the settings planned (settings: sizer.plan.llamacpp.LlamaCppSettings or None)."""
     ref = spec.model_ref or f"{spec.name}-{precision.name}.gguf"
     if not ref.lower().endswith(".gguf"):
         ref = f"<{precision.name} GGUF of {ref}>"
-    words = ["llama-server", "-m", ref, "-c", str(workload.context_length * workload.batch_size), "-ngl", "999"]
-    if workload.batch_size > 1:
-        words += ["-np", str(workload.batch_size)]
+    slots = settings.n_seq_max if settings is not None and settings.n_seq_max else workload.batch_size
+    ngl = settings.n_gpu_layers if settings is not None else 999
+    words = ["llama-server", "-m", ref, "-c", str(workload.context_length * slots), "-ngl", str(ngl)]
+    if slots > 1:
+        words += ["-np", str(slots)]
     cache = LLAMACPP_CACHE_TYPE.get(kv_dtype)
-    if cache:
+    if settings is not None and (settings.type_k, settings.type_v) != ("f16", "f16"):
+        words += ["-ctk", settings.type_k, "-ctv", settings.type_v]
+    elif cache:
         words += ["-ctk", cache, "-ctv", cache]
     if not flash_attention:                   # -fa auto (the default) turns it on where the GPU has it
         words += ["-fa", "off"]
+    if settings is not None:
+        words += _llamacpp_placement_words(settings)
     return (LaunchStep("the server", " ".join(words)),)
+
+
+def _llamacpp_placement_words(s) -> list[str]:
+    """The placement and batch flags the user gave, repeated as given."""
+    words = []
+    if s.n_ubatch != 512:
+        words += ["-ub", str(s.n_ubatch)]
+    if s.n_cpu_moe:
+        words += ["--n-cpu-moe", str(s.n_cpu_moe)]
+    if s.cpu_moe:
+        words += ["-cmoe"]
+    for pattern in s.override_tensor:
+        words += ["-ot", pattern]
+    if s.split_mode != "layer":
+        words += ["-sm", s.split_mode]
+    if s.tensor_split:
+        words += ["-ts", ",".join(f"{x:g}" for x in s.tensor_split)]
+    if not s.kv_offload:
+        words += ["-nkvo"]
+    if s.fit:
+        words += ["--fit", "on"]
+    return words
 
 
 def launch_steps(engine, spec: ModelSpec, precision, placement: Placement, workload: Workload, kv_dtype: str,
@@ -180,5 +209,6 @@ def launch_steps(engine, spec: ModelSpec, precision, placement: Placement, workl
     if engine.name == "sglang":
         return sglang_launch(spec, engine, precision, placement, workload, kv_dtype, nodes)
     if engine.name == "llamacpp":
-        return llamacpp_launch(spec, precision, workload, kv_dtype, engine.flash_attention)
+        return llamacpp_launch(spec, precision, workload, kv_dtype, engine.flash_attention,
+                               getattr(engine, "settings", None))
     return ()

@@ -52,6 +52,7 @@ def option_to_dict(o: FitOption) -> dict:
         "prefill_tokens_per_s": _round(t.prefill_tokens_per_s), "time_to_first_token_s": _round(t.time_to_first_token_s, 4),
         "price_per_hour_usd": o.price_per_hour, "cost_per_million_tokens_usd": _round(o.cost_per_million_tokens, 4),
         "host_memory_bytes": o.host_bytes, "suggestions": list(o.suggestions),
+        "n_gpu_layers": o.engine_values.get("n_gpu_layers"), "host": o.engine_values.get("host"),
         "layouts_compared": [{"layout": c.layout, "verdict": c.verdict, "max_concurrency": c.max_concurrency,
                               "max_context_length": c.max_context_length,
                               "decode_tokens_per_s_total": _round(c.decode_tokens_per_s_total)}
