@@ -955,7 +955,8 @@ def _dynamic_rule(dynamic: dict, path: str):
     return None
 
 
-def _skipped_layers(spec: ModelSpec, t: TensorSpec, skipped) -> set[int]:
+def _skipped_layers(t: TensorSpec, skipped) -> set[int]:
+    """The decoder layers in which `skipped` names the vLLM layer holding `t`."""
     return {i for i in t.layers if any(map(skipped, vllm_layer_paths(t, i)))}
 
 
@@ -993,7 +994,7 @@ def group_quant_label(q: dict, spec: ModelSpec | None = None) -> str:
         return outside or any(map(skipped, vllm_layer_paths(t, layer)))
     keep = keep_rules(spec, GROUP_COMPONENTS, kept, by_layer=True)
     routers = [t for t in spec.tensors if t.kind == LINEAR and t.component == "router" and t.layers is not None]
-    router = method == "awq" and bool(routers) and not any(_skipped_layers(spec, t, skipped) for t in routers)
+    router = method == "awq" and bool(routers) and not any(_skipped_layers(t, skipped) for t in routers)
     lm_head = bool(q.get("lm_head")) and not skipped("lm_head") and any(t.component == "lm_head" for t in spec.tensors)
     return replace(base, keep=keep, lm_head=lm_head, router=router).name
 
