@@ -251,7 +251,10 @@ class GroupQuantFormat(FormatTraits):
     GPTQ tensors: qweight int32 [K*b/32, N], qzeros int32 [G, N*b/32], scales fp16 [G, N],
     g_idx int32 [K]. AWQ: qweight int32 [K, N*b/32], qzeros int32 [G, N*b/32], scales fp16 [G, N].
     Decoder Linear layers (experts included) are quantized; embeddings, lm_head, routers and norms
-    stay 16-bit, and biases are stored in float16.
+    stay 16-bit, and biases are stored in float16. A published checkpoint's config can change that
+    (`group_quant_label`): Linears it leaves unquantized (`keep`: AWQ modules_to_not_convert, GPTQ
+    `dynamic` negative rules and modules_in_block_to_quantize), a quantized lm_head (`lm_head`, config
+    "lm_head": true) and, for AWQ, routers quantized because the config does not exclude them (`router`).
     """
 
     method: str                # "gptq" or "awq"
@@ -261,6 +264,9 @@ class GroupQuantFormat(FormatTraits):
     desc_act: bool = False     # act-order: columns quantized by descending Hessian diagonal (g_idx permuted)
     damp_percent: float = 0.01  # Hessian dampening, as a fraction of its mean diagonal
     static_groups: bool = False
+    keep: tuple[KeepRule, ...] = ()   # decoder Linears the checkpoint leaves in 16-bit
+    lm_head: bool = False      # lm_head quantized too (written "-qhead")
+    router: bool = False       # MoE routers quantized too (written "-qrouter")
 
     kind = "group"
     compute_bytes = BF16_BYTES
@@ -270,6 +276,8 @@ class GroupQuantFormat(FormatTraits):
         quantizers disagree on defaults (damp 0.01 / 0.05 / 0.1; act-order on or off)."""
         if self.method != "gptq":
             raise ValueError(f"{self.method} checkpoints are not written by sizer")
+        if self.keep or self.lm_head or self.router:
+            raise ValueError(f"{self.name}: sizer writes GPTQ checkpoints of every decoder Linear only")
         # act-order with static groups leaves nothing to reorder (g_idx = k // g): written as desc_act false,
         # the only act-order vLLM 0.32 loads (it removed desc_act with groups), static_groups true saying how
         desc_act = self.desc_act and not (self.static_groups and self.group_size != -1)
@@ -279,12 +287,14 @@ class GroupQuantFormat(FormatTraits):
 
     @property
     def name(self) -> str:
-        return f"{self.method}-{self.bits}bit-g{self.group_size}"
+        extra = ("-qhead" if self.lm_head else "") + ("-qrouter" if self.router else "")
+        return f"{self.method}-{self.bits}bit-g{self.group_size}{extra}" + _keep_text(self.keep)
 
     @property
     def description(self) -> str:
         group = "per output channel" if self.group_size == -1 else f"group size {self.group_size}"
-        return f"{self.method.upper()} {self.bits}-bit, {group}, fp16 scales; embeddings, lm_head in 16-bit"
+        kept = [*(rule.text for rule in self.keep), "embeddings", *([] if self.lm_head else ["lm_head"])]
+        return f"{self.method.upper()} {self.bits}-bit, {group}, fp16 scales; {', '.join(kept)} in 16-bit"
 
     def groups(self, in_features: int) -> int:
         return 1 if self.group_size == -1 else ceil(in_features / self.group_size)
@@ -302,13 +312,22 @@ class GroupQuantFormat(FormatTraits):
     def bits_per_weight(self, in_features: int, out_features: int) -> float:
         return 8 * self.linear_bytes(in_features, out_features) / (in_features * out_features)
 
+    def quantizes(self, t: TensorSpec) -> bool:
+        """Whether `t` is a Linear this format quantizes (in the layers its `keep` rules leave alone)."""
+        return t.kind == LINEAR and (t.component in DECODER_LINEAR_COMPONENTS or (self.lm_head and t.component == "lm_head")
+                                     or (self.router and t.component == "router"))
+
     def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
-        if t.kind == LINEAR and t.component in DECODER_LINEAR_COMPONENTS:
-            return self.linear_bytes(t.in_features, t.out_features) * t.copies
-        return _kept_bytes(t)
+        if not self.quantizes(t):
+            return _kept_bytes(t)
+        n_layers = len(t.layers) if t.layers is not None else 1
+        kept = _kept_count(self.keep, t)
+        quantized = (n_layers - kept) * self.linear_bytes(t.in_features, t.out_features)
+        return (quantized + kept * t.n_elements * BF16_BYTES) * t.experts
 
     def keeps_16bit(self) -> str:
-        return "embeddings, lm_head, router, norms, biases"
+        return ", ".join([*(rule.text for rule in self.keep), "embeddings", *([] if self.lm_head else ["lm_head"]),
+                          *([] if self.router else ["router"]), "norms", "biases"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -823,10 +842,10 @@ def _module_paths(t: TensorSpec, layer: int) -> list[str]:
     return [f"{prefix}layers.{layer}.{rest}" for prefix in CHECKPOINT_PREFIXES]
 
 
-def keep_rules(spec: ModelSpec, components: tuple[str, ...], excluded) -> tuple[KeepRule, ...]:
+def keep_rules(spec: ModelSpec, components: tuple[str, ...], excluded, by_layer: bool = False) -> tuple[KeepRule, ...]:
     """The KeepRules that leave in 16-bit exactly the Linear tensors of `components` whose checkpoint module
-    path `excluded(path)` says the config excludes: a whole component where every module of it is kept in
-    the same layers, else one rule per module name."""
+    path `excluded(path)` says the config excludes (`excluded(tensor, layer)` when `by_layer`): a whole
+    component where every module of it is kept in the same layers, else one rule per module name."""
     kept: dict[str, dict[str, set[int]]] = {}        # component -> module -> kept layers
     present: dict[str, dict[str, set[int]]] = {}
     for t in spec.tensors:
@@ -834,7 +853,7 @@ def keep_rules(spec: ModelSpec, components: tuple[str, ...], excluded) -> tuple[
             continue
         leaf = module_leaf(t)
         present.setdefault(t.component, {}).setdefault(leaf, set()).update(t.layers)
-        hits = {i for i in t.layers if any(map(excluded, _module_paths(t, i)))}
+        hits = {i for i in t.layers if (excluded(t, i) if by_layer else any(map(excluded, _module_paths(t, i))))}
         kept.setdefault(t.component, {}).setdefault(leaf, set()).update(hits)
     rules: list[KeepRule] = []
     for component, modules in present.items():
@@ -891,6 +910,93 @@ def modelopt_label(q: dict, spec: ModelSpec | None = None) -> str:
     keep = keep_rules(spec, MODELOPT_COMPONENTS, excluded) if spec is not None else ()
     group = int(s["group_size"] or NVFP4_GROUP) if algo == "nvfp4" else NVFP4_GROUP
     return ModelOptFormat(algo, group, keep, s["kv_cache_fp8"]).name
+
+
+# ---------------------------------------------------------------------------------------------
+# GPTQ and AWQ checkpoints: what their quantization_config leaves unquantized
+#
+# vLLM decides per layer from the layer's own prefix, which names fused layers (qkv_proj, gate_up_proj) and
+# the FusedMoE block ("...mlp.experts"), not the checkpoint's per-projection tensors: AWQ skips a layer when
+# a modules_to_not_convert entry is a substring of that prefix (awq.py is_layer_skipped_awq); GPTQ when the
+# first `dynamic` rule whose regex matches it (re.match) is a "-:" rule (gptq_utils.py get_dynamic_override).
+
+GROUP_COMPONENTS = ("attention", "mlp", "experts", "shared_experts")
+# vLLM's fused layers: the projection a checkpoint stores -> the layer vLLM builds it into
+_VLLM_FUSED = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj", "gate_proj": "gate_up_proj",
+               "up_proj": "gate_up_proj"}
+# vLLM's prefix of the decoder layers: text models, multimodal wrappers (Qwen2.5-VL's language_model.model)
+VLLM_PREFIXES = ("model.", "language_model.model.")
+
+
+def vllm_layer_paths(t: TensorSpec, layer: int) -> list[str]:
+    """The prefixes vLLM gives the layer holding `t` in decoder layer `layer`: "model.layers.3.self_attn.qkv_proj"
+    for q_proj, "model.layers.3.mlp.experts" for every expert tensor, "model.layers.3.mlp.gate" for a router."""
+    rest = t.name.removeprefix("layers.").removesuffix(".weight")
+    if t.component == "experts":
+        rest = rest[:rest.index("experts") + len("experts")]
+    else:
+        head, _, leaf = rest.rpartition(".")
+        rest = f"{head}.{_VLLM_FUSED.get(leaf, leaf)}" if head else _VLLM_FUSED.get(leaf, leaf)
+    return [f"{prefix}layers.{layer}.{rest}" for prefix in VLLM_PREFIXES]
+
+
+def _block_relative_name(t: TensorSpec) -> str:
+    """A decoder Linear's module name inside its block as a checkpoint stores it: "self_attn.q_proj",
+    "mlp.experts.0.gate_proj" (expert 0 standing for all)."""
+    return _module_paths(t, 0)[-1].removeprefix("layers.0.")
+
+
+def _dynamic_rule(dynamic: dict, path: str):
+    """(pattern, overrides) of the first `dynamic` rule matching `path`, as get_dynamic_override reads them:
+    "-:" rules skip the module, "+:" (or unprefixed) rules override bits / group_size; None when none matches."""
+    for pattern, overrides in dynamic.items():
+        if re.match(pattern.removeprefix("-:").removeprefix("+:"), path):
+            return pattern, overrides if isinstance(overrides, dict) else {}
+    return None
+
+
+def _skipped_layers(t: TensorSpec, skipped) -> set[int]:
+    """The decoder layers in which `skipped` names the vLLM layer holding `t`."""
+    return {i for i in t.layers if any(map(skipped, vllm_layer_paths(t, i)))}
+
+
+def group_quant_label(q: dict, spec: ModelSpec | None = None) -> str:
+    """The sizer precision name of a GPTQ or AWQ quantization_config ("awq-4bit-g128-keep-mlp.gate_proj"): with
+    the model's `spec`, the decoder Linears the config leaves in 16-bit, a quantized lm_head ("lm_head": true)
+    and AWQ routers the config does not exclude. A GPTQ `dynamic` rule that gives some module other bits or
+    another group size is not sized: the name is then "gptq:<why>", which get_precision refuses in one line."""
+    method = str(q.get("quant_method", "")).lower()
+    bits = int(q.get("bits", q.get("w_bit", 4)))
+    group = int(q.get("group_size", q.get("q_group_size", 128)))
+    base = GroupQuantFormat(method, bits, group)
+    if spec is None:
+        return base.name
+    dynamic = {str(k): v for k, v in (q.get("dynamic") or {}).items()} if method == "gptq" else {}
+    entries = [str(e) for e in q.get("modules_to_not_convert") or []] if method == "awq" else []
+    inside = {str(m) for group_ in q.get("modules_in_block_to_quantize") or [] for m in
+              (group_ if isinstance(group_, list) else [group_])} if method == "gptq" else set()
+    for t in spec.tensors:
+        if t.kind != LINEAR or t.layers is None:
+            continue
+        for path in {p for i in t.layers for p in vllm_layer_paths(t, i)}:
+            rule = _dynamic_rule(dynamic, path)
+            if rule and not rule[0].startswith("-:") and (rule[1].get("bits", bits) != bits or
+                                                          rule[1].get("group_size", group) != group):
+                return (f"gptq:dynamic rule {rule[0]!r} gives {path} bits {rule[1].get('bits', bits)}, group size "
+                        f"{rule[1].get('group_size', group)}")
+
+    def skipped(path: str) -> bool:
+        rule = _dynamic_rule(dynamic, path)
+        return any(e in path for e in entries) or (rule is not None and rule[0].startswith("-:"))
+
+    def kept(t: TensorSpec, layer: int) -> bool:
+        outside = bool(inside) and _block_relative_name(t) not in inside
+        return outside or any(map(skipped, vllm_layer_paths(t, layer)))
+    keep = keep_rules(spec, GROUP_COMPONENTS, kept, by_layer=True)
+    routers = [t for t in spec.tensors if t.kind == LINEAR and t.component == "router" and t.layers is not None]
+    router = method == "awq" and bool(routers) and not any(_skipped_layers(t, skipped) for t in routers)
+    lm_head = bool(q.get("lm_head")) and not skipped("lm_head") and any(t.component == "lm_head" for t in spec.tensors)
+    return replace(base, keep=keep, lm_head=lm_head, router=router).name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1051,7 +1157,7 @@ _SYNONYMS = {"float32": "fp32", "f32": "fp32", "float16": "fp16", "half": "fp16"
              "bnb-int8": "int8", "bnb-nf4": "nf4", "bnb-fp4": "fp4", "gptq": "gptq-4bit-g128",
              "awq": "awq-4bit-g128", "int4": "gptq-4bit-g128", "fp8-channel": "ct-fp8-channel",
              "fp8-tensor": "ct-fp8-tensor", "w4a16": "ct-int4-g128", "w8a16": "ct-int8-channel-packed"}
-_GROUP_RE = re.compile(r"^(gptq|awq)-(\d+)bit(?:-g(-1|\d+))?$")
+_GROUP_RE = re.compile(r"^(gptq|awq)-(\d+)bit(?:-g(-1|\d+))?(-qhead)?(-qrouter)?(?:-keep-(.+))?$")
 
 # Precisions `fit` and `estimate --precision all` walk through, in display order.
 COMMON_PRECISIONS = ("bf16", "fp8", "int8", "gptq-8bit-g128", "nf4", "gptq-4bit-g128", "awq-4bit-g128", "Q4_K_M")
@@ -1088,7 +1194,9 @@ def get_precision(name: str):
         return Bnb4bitFormat(low, low[:3], low.endswith("-dq"))
     m = _GROUP_RE.match(low)
     if m:
-        return _group_format(name, m.group(1), int(m.group(2)), int(m.group(3) or 128))
+        fmt = _group_format(name, m.group(1), int(m.group(2)), int(m.group(3) or 128))
+        return replace(fmt, lm_head=bool(m.group(4)), router=bool(m.group(5)),
+                       keep=_parse_keep(m.group(6), name, GROUP_COMPONENTS))
     if key.upper() in GGUF_MIXES:
         return GgufMixFormat(key.upper(), GGUF_MIXES[key.upper()])
     m = _CT_RE.match(low)
@@ -1102,6 +1210,10 @@ def get_precision(name: str):
         raise UsageError(f"NVIDIA ModelOpt {algo} checkpoint: sizer sizes ModelOpt FP8 and NVFP4 only "
                          "(docs/reference/quantized-checkpoints.md); pass the checkpoint folder to size it exactly from "
                          "its tensor headers, or -p to size it at another precision")
+    if low.startswith(("gptq:", "awq:")):
+        raise UsageError(f"{key.partition(':')[0].upper()} checkpoint not sized: {key.partition(':')[2]}; sizer sizes one "
+                         "bit width and group size per checkpoint (docs/reference/quantized-checkpoints.md); pass the "
+                         "checkpoint folder to size it from its tensor headers, or -p to size it at another precision")
     if low.startswith("compressed-tensors"):
         scheme = key.partition(":")[2] or "no config_groups"
         raise UsageError(f"compressed-tensors checkpoint not supported: {scheme}; sizer sizes float-quantized FP8 "

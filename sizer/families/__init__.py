@@ -28,7 +28,7 @@ from sizer.families.llama import llama_like
 from sizer.families.llama4 import llama4
 from sizer.families.mimo import mimo_v2_flash
 from sizer.families.olmo import olmo2
-from sizer.quant import compressed_tensors_label, fbgemm_label, modelopt_label
+from sizer.quant import compressed_tensors_label, fbgemm_label, group_quant_label, modelopt_label
 from sizer.spec import ModelSpec
 
 # model_type -> the normalizer that lists its tensors (one module per family group in this package)
@@ -148,15 +148,15 @@ def uses_mrope(raw: dict) -> bool:
 
 
 def quantization_label(q, spec: ModelSpec | None = None) -> str | None:
-    """The sizer precision name of a config's quantization_config (None when there is none). FBGEMM and
-    ModelOpt configs name the modules they keep in 16-bit; with the model's `spec` the name says which."""
+    """The sizer precision name of a config's quantization_config (None when there is none). FBGEMM, ModelOpt,
+    GPTQ and AWQ configs name the modules they keep in 16-bit; with the model's `spec` the name says which."""
     if not isinstance(q, dict):
         return None
     method = str(q.get("quant_method", "")).lower()
     if not method and (q.get("producer") or {}).get("name") == "modelopt":
         method = "modelopt"          # a ModelOpt hf_quant_config.json: {"producer": ..., "quantization": ...}
     if method in ("gptq", "awq"):
-        return f"{method}-{q.get('bits', q.get('w_bit', 4))}bit-g{q.get('group_size', q.get('q_group_size', 128))}"
+        return group_quant_label(q, spec)
     if method == "bitsandbytes":
         if q.get("load_in_8bit"):
             return "int8"
