@@ -8,8 +8,8 @@ from hypothesis import given, strategies as st
 from sizer import get_model
 from sizer.calc.weights import weight_bytes, weight_bytes_by_component
 from sizer.errors import UsageError
-from sizer.quant import (Bnb4bitFormat, GroupQuantFormat, get_precision, ggml_bytes, precision_names,
-                         use_more_bits)
+from sizer.gguf_quant import use_more_bits
+from sizer.quant import Bnb4bitFormat, GroupQuantFormat, get_precision, ggml_bytes, precision_names
 from sizer.spec import LINEAR, TensorSpec
 
 
