@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sizer.errors import UsageError
 from sizer.ggml import ggml_type_by_name
 
 LLAMA_CPP_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
@@ -76,9 +77,14 @@ def use_more_bits(i_layer: int, n_layers: int) -> bool:
 
 def fallback_type(type_name: str, row_values: int) -> str:
     """tensor_type_fallback: `type_name` if a row of `row_values` fills whole blocks, else its
-    fallback, else F16."""
-    if row_values % ggml_type_by_name(type_name).block_size == 0:
+    fallback, else F16. A type of blocks over 32 values without a fallback (Q1_0) is refused, as
+    llama-quantize refuses it ("no tensor type fallback is defined")."""
+    block = ggml_type_by_name(type_name).block_size
+    if row_values % block == 0:
         return type_name
+    if type_name not in _FALLBACK and block > 32:
+        raise UsageError(f"llama.cpp cannot quantize rows of {row_values} values to {type_name} (blocks of {block}, "
+                         "and llama-quantize defines no fallback type for it)")
     fallback = _FALLBACK.get(type_name, type_name)
     return fallback if row_values % ggml_type_by_name(fallback).block_size == 0 else "F16"
 

@@ -22,11 +22,12 @@ DATA = Path(__file__).parent / "data"
 UNITS = {"B": 1, "MB": 10**6, "GB": 10**9}
 
 
-def type_counts(spec, fmt) -> Counter:
-    """Tensors per ggml type, counting each expert tensor once per layer (as GGUF merges them)."""
+def type_counts(spec, fmt, vectors: bool = False) -> Counter:
+    """Matrices (and with `vectors` 1-D tensors too) per ggml type, counting each expert tensor once
+    per layer (as GGUF merges them)."""
     counts = Counter()
     for t in spec.tensors:
-        if len(t.shape) >= 2:
+        if vectors or len(t.shape) >= 2:
             counts.update(fmt.layer_types(t, spec))
     return counts
 
@@ -194,3 +195,68 @@ def test_exact_sizes_differ_by_the_header_only():
     row = next(r for r in SIZES["files"] if r["catalog_model"] == "Qwen2.5-72B")
     predicted = weight_bytes(get_model("Qwen2.5-72B"), get_precision("IQ4_XS")) + SIZES["header_bytes"]["qwen2"]["bytes"]
     assert 0 < int(row["size_published"]) - predicted < 100_000
+
+
+# --- real llama-quantize output (tools/llamacpp_quantize_tables.py) -------------------------------
+
+TABLES = json.loads((DATA / "llamacpp_quantize_tables.json").read_text())
+
+
+@pytest.mark.parametrize("case", TABLES["cases"], ids=lambda c: f"{c['model']}-{c['ftype']}-{'imat' if c['imatrix'] else 'plain'}")
+def test_llama_quantize_output_tensor_by_tensor(case):
+    """llama.cpp 0c1e570's llama_model_quantize on small made-up models: sizer gives every tensor the
+    type llama.cpp gave it (counts per ggml type) and the same tensor bytes, to the byte."""
+    spec = spec_from_config(TABLES["models"][case["model"]], case["model"], case["model"])
+    fmt = GgufMixFormat(case["ftype"], case["ftype"], has_imatrix=case["imatrix"])
+    if case.get("refused") and case["ftype"] == "IQ3_XXS":
+        pytest.skip("llama-quantize refuses IQ3_XXS / IQ2_S tensors without an importance matrix")
+    if case.get("refused"):         # Q1_0 on rows of 320 values: no fallback type
+        with pytest.raises(UsageError, match="no fallback type"):
+            weight_bytes(spec, fmt)
+        return
+    assert dict(sorted(type_counts(spec, fmt, vectors=True).items())) == case["types"]
+    assert weight_bytes(spec, fmt) == case["tensor_bytes"]
+
+
+def test_llama_quantize_tables_cover_every_file_type():
+    assert {c["ftype"] for c in TABLES["cases"] if not c.get("refused")} == set(FTYPE_DEFAULT_TYPE)
+
+
+def test_a_gguf_file_of_an_iq_type_is_sized_from_its_header_and_labelled(tmp_path):
+    """A GGUF whose general.file_type is IQ2_XXS (19): sizer reads its tensor table (exact bytes) and
+    knows the label as the llama.cpp IQ2_XXS mix."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    from sizer.quant import resolve_precision
+
+    path = tmp_path / "tiny-IQ2_XXS.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    for add, value in ((w.add_block_count, 1), (w.add_context_length, 256), (w.add_embedding_length, 256),
+                       (w.add_feed_forward_length, 512), (w.add_head_count, 4), (w.add_head_count_kv, 1),
+                       (w.add_rope_dimension_count, 64), (w.add_layer_norm_rms_eps, 1e-5), (w.add_file_type, 19),
+                       (w.add_vocab_size, 512)):
+        add(value)
+    types = {"token_embd.weight": ("Q2_K", (512, 256)), "blk.0.attn_norm.weight": ("F32", (256,)),
+             "blk.0.attn_q.weight": ("IQ2_XXS", (256, 256)), "blk.0.attn_k.weight": ("IQ2_XXS", (64, 256)),
+             "blk.0.attn_v.weight": ("Q4_K", (64, 256)), "blk.0.attn_output.weight": ("IQ2_XXS", (256, 256)),
+             "blk.0.ffn_norm.weight": ("F32", (256,)), "blk.0.ffn_gate.weight": ("IQ2_XXS", (512, 256)),
+             "blk.0.ffn_up.weight": ("IQ2_XXS", (512, 256)), "blk.0.ffn_down.weight": ("IQ2_XXS", (256, 512)),
+             "output_norm.weight": ("F32", (256,)), "output.weight": ("Q5_K", (512, 256))}
+    for name, (type_name, shape) in types.items():
+        qtype = gguf.GGMLQuantizationType[type_name]
+        if qtype == gguf.GGMLQuantizationType.F32:
+            w.add_tensor(name, np.zeros(shape, dtype=np.float32))
+            continue
+        block, size = gguf.GGML_QUANT_SIZES[qtype]
+        w.add_tensor(name, np.zeros((*shape[:-1], shape[-1] // block * size), dtype=np.uint8), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    spec = get_model(str(path))
+    fmt = resolve_precision(spec, None)
+    assert fmt.name == "IQ2_XXS" and fmt.kind == "gguf" and isinstance(fmt.like, GgufMixFormat)
+    expected = sum(ggml_type_by_name(t).type_size_bytes * int(np.prod(s)) // ggml_type_by_name(t).block_size
+                   for t, s in types.values())
+    assert sum(spec.checkpoint.bytes_by_component().values()) == expected
