@@ -56,6 +56,10 @@ MODELS = {
                   "num_experts_per_tok": 2},
     "qwen2": {"model_type": "qwen2", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 8,
               "num_attention_heads": 8, "num_key_value_heads": 1, "vocab_size": 512},
+    "qwen2moe-shexp": {"model_type": "qwen2_moe", "hidden_size": 256, "intermediate_size": 256,
+                       "moe_intermediate_size": 256, "shared_expert_intermediate_size": 256, "num_hidden_layers": 16,
+                       "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 512, "num_experts": 4,
+                       "num_experts_per_tok": 2},
     "phi3": {"model_type": "phi3", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 8,
              "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 512},
 }
@@ -69,7 +73,8 @@ def _tensors(cfg: dict) -> dict[str, tuple[int, ...]]:
     out = {"token_embd.weight": (cfg["vocab_size"], h), "output_norm.weight": (h,)}
     if not cfg.get("tie_word_embeddings"):
         out["output.weight"] = (cfg["vocab_size"], h)
-    experts = cfg.get("num_local_experts", 0)
+    experts = cfg.get("num_local_experts", cfg.get("num_experts", 0))
+    shexp = cfg.get("shared_expert_intermediate_size", 0)
     for i in range(n):
         b = f"blk.{i}."
         out[b + "attn_norm.weight"] = (h,)
@@ -78,12 +83,15 @@ def _tensors(cfg: dict) -> dict[str, tuple[int, ...]]:
             out[b + "attn_qkv.weight"] = (q + 2 * kv, h)
         else:
             out.update({b + "attn_q.weight": (q, h), b + "attn_k.weight": (kv, h), b + "attn_v.weight": (kv, h)})
-        if cfg["model_type"] == "qwen2":
+        if cfg["model_type"] in ("qwen2", "qwen2_moe"):
             out.update({b + "attn_q.bias": (q,), b + "attn_k.bias": (kv,), b + "attn_v.bias": (kv,)})
         out[b + "attn_output.weight"] = (h, q)
         if experts:
             out.update({b + "ffn_gate_inp.weight": (experts, h), b + "ffn_gate_exps.weight": (experts, f, h),
                         b + "ffn_up_exps.weight": (experts, f, h), b + "ffn_down_exps.weight": (experts, h, f)})
+            if shexp:
+                out.update({b + "ffn_gate_inp_shexp.weight": (h,), b + "ffn_gate_shexp.weight": (shexp, h),
+                            b + "ffn_up_shexp.weight": (shexp, h), b + "ffn_down_shexp.weight": (h, shexp)})
         elif cfg["model_type"] == "phi3":
             out.update({b + "ffn_up.weight": (2 * f, h), b + "ffn_down.weight": (h, f)})
         else:
@@ -94,7 +102,7 @@ def _tensors(cfg: dict) -> dict[str, tuple[int, ...]]:
 def write_model(path: Path, cfg: dict) -> dict[str, tuple[int, ...]]:
     import gguf
 
-    arch = {"mixtral": "llama"}.get(cfg["model_type"], cfg["model_type"])
+    arch = {"mixtral": "llama", "qwen2_moe": "qwen2moe"}.get(cfg["model_type"], cfg["model_type"])
     w = gguf.GGUFWriter(str(path), arch)
     h, n = cfg["hidden_size"], cfg["num_hidden_layers"]
     w.add_context_length(4096)
@@ -107,9 +115,12 @@ def write_model(path: Path, cfg: dict) -> dict[str, tuple[int, ...]]:
     w.add_rope_dimension_count(h // cfg["num_attention_heads"])
     w.add_file_type(0)
     w.add_vocab_size(cfg["vocab_size"])
-    if cfg.get("num_local_experts"):
-        w.add_expert_count(cfg["num_local_experts"])
+    if cfg.get("num_local_experts") or cfg.get("num_experts"):
+        w.add_expert_count(cfg.get("num_local_experts") or cfg["num_experts"])
         w.add_expert_used_count(cfg["num_experts_per_tok"])
+    if cfg.get("shared_expert_intermediate_size"):
+        w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
+        w.add_expert_shared_feed_forward_length(cfg["shared_expert_intermediate_size"])
     rng = np.random.default_rng(0)
     tensors = _tensors(cfg)
     for name, shape in tensors.items():
@@ -181,17 +192,21 @@ def table(path: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lib", type=Path, required=True, help="folder holding libllama.so and libggml*.so.0")
+    ap.add_argument("--lib", type=Path, required=True, help="folder holding libllama.so and libggml*.so")
+    ap.add_argument("--only", nargs="*", help="regenerate these models only, keeping the others' cases")
     args = ap.parse_args()
     lib = load_library(args.lib)
-    cases = []
+    chosen = set(args.only or MODELS)
+    cases = [c for c in json.loads(OUT.read_text())["cases"] if c["model"] not in chosen] if args.only else []
     with tempfile.TemporaryDirectory() as tmp:
         for model, cfg in MODELS.items():
+            if model not in chosen:
+                continue
             src = Path(tmp) / f"{model}-f32.gguf"
             tensors = write_model(src, cfg)
             imatrix, _keep = _imatrix(tensors)
             for ftype in FTYPES:
-                if ftype == "MXFP4_MOE" and not cfg.get("num_local_experts"):
+                if ftype == "MXFP4_MOE" and not (cfg.get("num_local_experts") or cfg.get("num_experts")):
                     continue
                 modes = (True, False) if ftype in IMATRIX_MATTERS else (ftype in NEEDS_IMATRIX or ftype.startswith("IQ"),)
                 for with_imatrix in modes:
@@ -205,7 +220,7 @@ def main() -> None:
                     cases.append({**case, **table(dst)})
     doc = {"source": "llama.cpp 0c1e57098bba (the llama-cpp-python 0.3.36 sdist's tree, built here), "
                      "llama_model_quantize on float32 GGUF models written by tools/llamacpp_quantize_tables.py",
-           "models": MODELS, "cases": cases}
+           "models": MODELS, "cases": sorted(cases, key=lambda c: list(MODELS).index(c["model"]))}
     OUT.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {OUT}: {len(cases)} quantized files")
 
