@@ -130,7 +130,9 @@ def cli():
 @click.argument("model")
 @click.option("-p", "--precision", default=None,
               help="Weight precision: fp32 fp16 bf16 fp8 int8 nf4 nf4-dq fp4 fp4-dq nvfp4, gptq-<2|3|4|8>bit-g<N|-1>, "
-                   "awq-4bit-g128, or a GGUF type (Q8_0 Q6_K Q5_K_M Q4_K_M Q4_0 Q3_K_M Q2_K). A catalog model's "
+                   "awq-4bit-g128, or a llama-quantize type (Q8_0 Q6_K Q5_K_M Q4_K_M Q4_0 Q3_K_M Q2_K Q2_K_S IQ4_XS IQ4_NL "
+                   "IQ3_M IQ3_S IQ3_XS IQ3_XXS IQ2_M IQ2_S IQ2_XS IQ2_XXS IQ1_M IQ1_S TQ2_0 TQ1_0 MXFP4_MOE; bartowski's "
+                   "Q4_K_L Q3_K_XL ...: Q8_0 embeddings and output). A catalog model's "
                    "official quantized checkpoint is sized as it stores it (fp8 of llama-3.1-405b: Meta's FBGEMM FP8). "
                    "Default: the checkpoint's own storage for files, else bf16.")
 @click.option("--kv-dtype", default="bf16", show_default=True, help="KV cache dtype: bf16 fp16 fp8 int8 fp32.")

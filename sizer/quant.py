@@ -21,6 +21,8 @@ from math import ceil, prod
 
 from sizer.errors import UsageError
 from sizer.ggml import ggml_type_by_name
+from sizer.gguf_quant import (ATTN_V_LIKE, FTYPE_DEFAULT_TYPE, ModelTraits, Slot, canonical_ftype,
+                              default_has_imatrix, tensor_type)
 from sizer.spec import EMBEDDING, LINEAR, ModelSpec, TensorSpec
 
 BF16_BYTES = 2
@@ -1002,23 +1004,9 @@ def group_quant_label(q: dict, spec: ModelSpec | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # GGUF (llama.cpp)
 
-# K-quant fallback when a row is not a multiple of 256 values (llama-quant.cpp).
-_K_FALLBACK = {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
-
-
 def ggml_bytes(type_name: str, n_elements: int) -> int:
     t = ggml_type_by_name(type_name)
     return ceil(n_elements / t.block_size) * t.type_size_bytes
-
-
-def use_more_bits(i_layer: int, n_layers: int) -> bool:
-    """llama.cpp's choice of layers that get a larger type in the _M mixes: the first and last
-    eighth of the layers and every third layer in between."""
-    return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
-
-
-# ftypes whose per-tensor upgrades llama.cpp applies (the legacy Q4_0 ... Q8_0 types only upgrade the output).
-_K_MIXES = frozenset({"Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M"})
 
 
 def _is_llama_70b(spec: ModelSpec) -> bool:
@@ -1026,123 +1014,144 @@ def _is_llama_70b(spec: ModelSpec) -> bool:
     return spec.n_layers == 80 and spec.hidden_size == 8192
 
 
-def _role(t: TensorSpec) -> str:
-    """llama.cpp tensor role of a sizer tensor: attn_v, attn_k, attn_qkv, attn_output, ffn_down, ... or other."""
+_ATTN_CATEGORIES = {"q_proj": "attn_q", "query": "attn_q", "k_proj": "attn_k", "key": "attn_k",
+                    "v_proj": "attn_v", "value": "attn_v", "query_key_value": "attn_qkv", "Wqkv": "attn_qkv",
+                    "c_attn": "attn_qkv", "qkv_proj": "attn_qkv", "o_proj": "attn_output",
+                    "dense": "attn_output", "out_proj": "attn_output", "c_proj": "attn_output", "wo": "attn_output"}
+_FFN_CATEGORIES = {"down_proj": "ffn_down", "dense_4h_to_h": "ffn_down", "fc2": "ffn_down", "c_proj": "ffn_down",
+                   "w2": "ffn_down", "gate_proj": "ffn_gate", "w1": "ffn_gate", "up_proj": "ffn_up",
+                   "gate_up_proj": "ffn_up", "dense_h_to_4h": "ffn_up", "fc1": "ffn_up", "c_fc": "ffn_up",
+                   "w3": "ffn_up"}
+# GGUF order of a layer's ffn_down tensors (names sorted): ffn_down < ffn_down_exps < ffn_down_shexp
+_FFN_DOWN_ORDER = {"mlp": 0, "experts": 1, "shared_experts": 2}
+
+
+def gguf_category(t: TensorSpec, spec: ModelSpec) -> str:
+    """llama.cpp's tensor category (tensor_get_category) of a sizer tensor: output, token_embd,
+    attn_q/k/v/qkv/output, ffn_gate/up/down or other."""
+    if t.component == "lm_head" or (t.component == "embeddings" and t.kind == EMBEDDING and spec.tied_embeddings):
+        return "output"
+    if t.component == "embeddings" and t.kind == EMBEDDING:
+        return "token_embd"
     leaf = t.name.rsplit(".", 2)[-2] if t.name.count(".") >= 1 else t.name
-    if t.component == "attention":
-        if leaf in ("query_key_value", "Wqkv", "c_attn", "qkv_proj"):
-            return "attn_qkv"
-        roles = {"v_proj": "attn_v", "k_proj": "attn_k", "o_proj": "attn_output", "dense": "attn_output",
-                 "out_proj": "attn_output", "c_proj": "attn_output"}
-        return roles.get(leaf, "attn_other")
+    if t.component == "attention" and "linear_attn" not in t.name:
+        return _ATTN_CATEGORIES.get(leaf, "other")
     if t.component in ("mlp", "experts", "shared_experts"):
-        return "ffn_down" if leaf in ("down_proj", "dense_4h_to_h", "fc2", "c_proj") else "ffn_other"
-    return t.component
+        return _FFN_CATEGORIES.get(leaf, "other")
+    return "other"
+
+
+def _quantizable(t: TensorSpec) -> bool:
+    """tensor_allows_quantization, as far as sizer's tensors tell: 2-D and 3-D weights other than
+    norms, the MoE router (ffn_gate_inp) and small non-Linear tensors (ssm_conv1d, sinks ...)."""
+    return len(t.shape) >= 2 and t.kind in (LINEAR, EMBEDDING) and t.component != "router"
+
+
+def _counter_order(spec: ModelSpec, categories) -> list[tuple[int, int, str]]:
+    """(layer, order, tensor name) of every copy in `categories`, in the order llama-quantize meets
+    them (weights sorted by layer, then name)."""
+    rows = []
+    for t in spec.tensors:
+        if t.layers is not None and _quantizable(t) and gguf_category(t, spec) in categories:
+            rows += [(i, _FFN_DOWN_ORDER.get(t.component, 0), t.name) for i in t.layers]
+    return sorted(rows)
 
 
 @dataclass(frozen=True)
 class GgufMixFormat(FormatTraits):
-    """A llama.cpp file type (`llama-quantize` ftype): a base block type plus per-tensor upgrades.
+    """A llama.cpp file type (`llama-quantize` ftype): a default block type plus per-tensor upgrades
+    (sizer.gguf_quant). Norms, biases and other 1-D tensors are float32; the MoE router
+    (ffn_gate_inp) is kept float32. `embed_output_type` is bartowski's _L/_XL recipe (the ftype run
+    with --output-tensor-type and --token-embedding-type Q8_0)."""
 
-    Norms, biases and other 1-D tensors are float32; the MoE router (ffn_gate_inp) is kept float32;
-    the output matrix (or the tied token embedding) is Q6_K unless the base is Q8_0.
-    """
-
-    name: str                  # "Q4_K_M"
-    base: str                  # block type of ordinary tensors
+    name: str                  # "Q4_K_M", "IQ2_XXS", "Q4_K_L"
+    ftype: str                 # the llama-quantize file type: "Q4_K_M"
+    has_imatrix: bool = False  # quantized with an importance matrix (--imatrix)
+    embed_output_type: str | None = None
 
     kind = "gguf"
     compute_bytes = BF16_BYTES
 
     @property
+    def base(self) -> str:
+        """Block type of ordinary tensors."""
+        return FTYPE_DEFAULT_TYPE[self.ftype]
+
+    @property
     def description(self) -> str:
-        return f"llama.cpp {self.name} (base {self.base}; output Q6_K; norms F32)"
+        extra = f"; embeddings and output {self.embed_output_type}" if self.embed_output_type else ""
+        imatrix = ", imatrix" if self.has_imatrix else ""
+        return f"llama.cpp {self.name} (base {self.base}{imatrix}{extra}; norms F32)"
 
     def keeps_16bit(self) -> str:
         return "norms and biases in F32"
 
-    def layer_type(self, role: str, i: int, n: int, spec: ModelSpec) -> str:
-        """Block type for a tensor of `role` in layer i of n (llama_tensor_get_type, common ftypes)."""
-        name = self.name
-        t = self._attn_v_type(i, n, spec) if role == "attn_v" else {
-            "ffn_down": self._ffn_down_type, "attn_output": self._attn_output_type,
-            "attn_qkv": self._attn_qkv_type}.get(role, lambda i, n, spec: self.base)(i, n, spec)
-        if role in ("attn_v", "attn_k") and spec.n_experts == 8:
-            return "Q8_0"     # 8-expert models (Mixtral): attn_k and attn_v at Q8_0
-        if role == "attn_v" and _is_llama_70b(spec) and t in ("Q3_K", "Q4_K"):
-            return "Q5_K"     # 70B: attn_v is 8x smaller than attn_q, so it gets more bits
-        return t if name in _K_MIXES else self.base
+    def _traits(self, spec: ModelSpec) -> ModelTraits:
+        return ModelTraits(n_gqa=spec.n_heads // max(1, spec.n_kv_heads), n_expert=spec.n_experts,
+                           falcon=spec.family == "falcon", is_70b=_is_llama_70b(spec))
 
-    def _attn_v_type(self, i: int, n: int, spec: ModelSpec) -> str:
-        name, gqa = self.name, spec.n_heads // max(1, spec.n_kv_heads)
-        if name == "Q2_K":
-            return "Q4_K" if gqa >= 4 else "Q3_K"
-        if name == "Q3_K_M":
-            return "Q5_K" if i < 2 else "Q4_K"
-        if name == "Q3_K_L":
-            return "Q5_K"
-        if name in ("Q4_K_M", "Q5_K_M") and use_more_bits(i, n):
-            return "Q6_K"
-        if name == "Q4_K_S" and i < 4:
-            return "Q5_K"
-        return self.base
+    def layer_types(self, t: TensorSpec, spec: ModelSpec) -> list[str]:
+        """The ggml type of each copy of `t` (one per layer; one for a global tensor)."""
+        if not _quantizable(t):
+            return ["F32"] * (len(t.layers) if t.layers is not None else 1)
+        cat, traits = gguf_category(t, spec), self._traits(spec)
+        over = self.embed_output_type
 
-    def _ffn_down_type(self, i: int, n: int, spec: ModelSpec) -> str:
-        name, falcon = self.name, spec.family == "falcon"
-        if name == "Q2_K":
-            return "Q3_K"
-        if name == "Q3_K_S" and i < n // 8:
-            return "Q4_K"
-        if name == "Q3_K_M":
-            return "Q5_K" if i < n // 16 else ("Q4_K" if not falcon or use_more_bits(i, n) else "Q3_K")
-        if name == "Q3_K_L":
-            return "Q4_K" if falcon else "Q5_K"
-        if name in ("Q4_K_M", "Q5_K_M"):
-            if falcon:
-                return "Q6_K" if i < n // 16 else ("Q5_K" if use_more_bits(i, n) else self.base)
-            return "Q6_K" if use_more_bits(i, n) else self.base
-        if name in ("Q4_K_S", "Q5_K_S") and i < n // 8 and not falcon:
-            return "Q5_K" if name == "Q4_K_S" else "Q6_K"
-        return self.base
+        def choose(slot: Slot) -> str:
+            return tensor_type(self.ftype, slot, traits, self.has_imatrix, over, over)
 
-    def _attn_output_type(self, i: int, n: int, spec: ModelSpec) -> str:
-        if spec.family == "falcon":
-            return self.base
-        if spec.n_experts == 8 and self.name in ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M"):
-            return "Q5_K"
-        return {"Q2_K": "Q3_K", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K"}.get(self.name, self.base)
-
-    def _attn_qkv_type(self, i: int, n: int, spec: ModelSpec) -> str:
-        return {"Q3_K_M": "Q4_K", "Q3_K_L": "Q4_K", "Q4_K_M": "Q5_K", "Q5_K_M": "Q6_K"}.get(self.name, self.base)
-
-    def _fit(self, type_name: str, in_features: int) -> str:
-        """The type llama.cpp falls back to when a row does not fill whole blocks."""
-        if in_features % ggml_type_by_name(type_name).block_size == 0:
-            return type_name
-        fallback = _K_FALLBACK.get(type_name, "F16")
-        return fallback if in_features % ggml_type_by_name(fallback).block_size == 0 else "F16"
+        if t.layers is None:
+            return [choose(Slot(cat, t.in_features))]
+        counted = ATTN_V_LIKE if cat in ATTN_V_LIKE else {"ffn_down"} if cat == "ffn_down" else None
+        order = _counter_order(spec, counted) if counted else []
+        key = _FFN_DOWN_ORDER.get(t.component, 0)
+        types = []
+        for i in t.layers:
+            counter = order.index((i, key, t.name)) if order else i
+            index, n = (counter, len(order)) if cat in ATTN_V_LIKE else (i, spec.n_layers)
+            slot = Slot(cat, t.in_features, index, n, counter, is_3d=t.experts > 1)
+            types.append(choose(slot))
+        return types
 
     def tensor_bytes(self, t: TensorSpec, spec: ModelSpec) -> int:
-        if len(t.shape) < 2 or t.component == "router":
+        n = t.n_elements * t.experts
+        if not _quantizable(t):
             return _elements(t) * FP32_BYTES
-        is_output = t.component == "lm_head" or (t.kind == EMBEDDING and t.component == "embeddings" and spec.tied_embeddings)
-        if is_output:
-            return ggml_bytes(self._fit("Q8_0" if self.base == "Q8_0" else "Q6_K", t.in_features), _elements(t))
-        if t.layers is None:
-            return ggml_bytes(self._fit(self.base, t.in_features), _elements(t))
-        role = _role(t)
-        total = 0
-        for i in t.layers:
-            layer_type = self._fit(self.layer_type(role, i, spec.n_layers, spec), t.in_features)
-            total += ggml_bytes(layer_type, t.n_elements) * t.experts
-        return total
+        return sum(ggml_bytes(type_name, n) for type_name in self.layer_types(t, spec))
 
 
-GGUF_MIXES = {
-    "Q8_0": "Q8_0", "Q6_K": "Q6_K", "Q5_K_M": "Q5_K", "Q5_K_S": "Q5_K", "Q5_0": "Q5_0", "Q5_1": "Q5_1",
-    "Q4_K_M": "Q4_K", "Q4_K_S": "Q4_K", "Q4_0": "Q4_0", "Q4_1": "Q4_1",
-    "Q3_K_L": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_S": "Q3_K", "Q2_K": "Q2_K",
-}
+# bartowski's _L / _XL files: the ftype with embeddings and output in Q8_0 (model cards: "Uses Q8_0 for
+# embed and output weights").
+GGUF_EMBED_OUTPUT_Q8_0 = {"Q2_K_L": "Q2_K", "Q3_K_XL": "Q3_K_L", "Q4_K_L": "Q4_K_M", "Q5_K_L": "Q5_K_M",
+                          "Q6_K_L": "Q6_K"}
+GGUF_MIXES = {**{name: FTYPE_DEFAULT_TYPE[name] for name in FTYPE_DEFAULT_TYPE},
+              **{name: FTYPE_DEFAULT_TYPE[ftype] for name, ftype in GGUF_EMBED_OUTPUT_Q8_0.items()}}
+_UD_RE = re.compile(r"^(?:UD-)?(I?Q\d\w*?)(?:_XL|-UD)$|^UD-(.+)$")
+
+
+def gguf_format(name: str) -> GgufMixFormat | None:
+    """The GGUF format a name stands for (llama-quantize ftypes, their aliases, bartowski's _L/_XL),
+    None for other names; UsageError for Unsloth Dynamic names, which are no llama.cpp type."""
+    key = name.strip().upper()
+    if key in GGUF_EMBED_OUTPUT_Q8_0:
+        ftype = GGUF_EMBED_OUTPUT_Q8_0[key]
+        return GgufMixFormat(key, ftype, default_has_imatrix(ftype), "Q8_0")
+    ftype = canonical_ftype(key)
+    if ftype is not None:
+        return GgufMixFormat(ftype, ftype, default_has_imatrix(ftype))
+    m = _UD_RE.match(key)
+    if m:
+        raise UsageError(_ud_refusal(name, m.group(1) or m.group(2)))
+    return None
+
+
+def _ud_refusal(name: str, stem: str) -> str:
+    stem = stem.removesuffix("_XL").removesuffix("-UD")
+    closest = canonical_ftype(stem) or canonical_ftype(stem + "_M") or ("Q8_0" if stem.startswith("Q8") else None)
+    hint = f"; the closest llama.cpp type is {closest} (-p {closest})" if closest else ""
+    return (f"{name!r} is an Unsloth Dynamic (UD) GGUF, not a llama.cpp file type: Unsloth picks each tensor's "
+            f"type itself, so no rule sizes it; pass the .gguf file (sizer reads its tensor table){hint}")
+
 
 # ---------------------------------------------------------------------------------------------
 # Names users type
@@ -1197,8 +1206,9 @@ def get_precision(name: str):
         fmt = _group_format(name, m.group(1), int(m.group(2)), int(m.group(3) or 128))
         return replace(fmt, lm_head=bool(m.group(4)), router=bool(m.group(5)),
                        keep=_parse_keep(m.group(6), name, GROUP_COMPONENTS))
-    if key.upper() in GGUF_MIXES:
-        return GgufMixFormat(key.upper(), GGUF_MIXES[key.upper()])
+    gguf = gguf_format(key)
+    if gguf is not None:
+        return gguf
     m = _CT_RE.match(low)
     if m:
         return _ct_format(name, m)
@@ -1222,7 +1232,8 @@ def get_precision(name: str):
     close = difflib.get_close_matches(low, [p.lower() for p in precision_names()], n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UsageError(f"unknown precision {name!r}{hint} (known: fp32, fp16, bf16, fp8, fp8-block128, mxfp4, int8, nf4, nf4-dq, fp4, "
-                     "fp4-dq, gptq-<2|3|4|8>bit-g<32|64|128|-1>, awq-4bit-g128, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K, "
+                     "fp4-dq, gptq-<2|3|4|8>bit-g<32|64|128|-1>, awq-4bit-g128, a llama-quantize type (Q8_0, Q6_K, Q5_K_M, Q4_K_M, "
+                     "Q4_0, Q3_K_M, Q2_K, IQ4_XS, IQ3_M, IQ2_XXS, IQ1_S, TQ1_0, MXFP4_MOE ...; Q4_K_L, Q3_K_XL), "
                      "ct-<fp8|int4|int8>-<tensor|channel|g<N>|block<N>>[-asym][-keep-attention...], fbgemm-fp8[-keep-...], "
                      "modelopt-<fp8|nvfp4>[-kv8][-keep-...], nvfp4)")
 

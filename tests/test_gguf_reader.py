@@ -162,12 +162,15 @@ def assert_matches_reference(path, g: GgufFile) -> None:
 
 
 def test_ggml_types_match_the_gguf_package():
-    assert set(GGML_TYPES) == {int(t) for t in QT}
+    """Every type of the gguf wheel, with its layout. Newer ggml has more (Q2_0 = 42), and ggml-common.h
+    asserts block_q8_1 at 2 * sizeof(ggml_half) + 32 = 36 bytes where gguf 0.19 still says 4 + 4 + 32."""
+    assert set(GGML_TYPES) >= {int(t) for t in QT}
     for qtype in QT:
         mine = GGML_TYPES[int(qtype)]
         assert mine.type_id == int(qtype)
         assert mine.name == qtype.name
-        assert (mine.block_size, mine.type_size_bytes) == gguf.GGML_QUANT_SIZES[qtype]
+        if qtype.name != "Q8_1":
+            assert (mine.block_size, mine.type_size_bytes) == gguf.GGML_QUANT_SIZES[qtype]
 
 
 def test_llama_file_type_names_match_the_gguf_package():

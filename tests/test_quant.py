@@ -8,8 +8,8 @@ from hypothesis import given, strategies as st
 from sizer import get_model
 from sizer.calc.weights import weight_bytes, weight_bytes_by_component
 from sizer.errors import UsageError
-from sizer.quant import (Bnb4bitFormat, GroupQuantFormat, get_precision, ggml_bytes, precision_names,
-                         use_more_bits)
+from sizer.gguf_quant import use_more_bits
+from sizer.quant import Bnb4bitFormat, GroupQuantFormat, get_precision, ggml_bytes, precision_names
 from sizer.spec import LINEAR, TensorSpec
 
 
@@ -126,7 +126,13 @@ def test_every_listed_precision_sizes_every_catalog_model():
     for model in model_entries():
         spec = get_model(model)
         for p in names:
-            assert weight_bytes(spec, get_precision(p)) > 0
+            try:
+                n_bytes = weight_bytes(spec, get_precision(p))
+            except UsageError as e:
+                # llama-quantize has no fallback for Q1_0's 128-value blocks: refused as llama.cpp refuses it
+                assert p == "Q1_0" and "no fallback type" in str(e), (model, p, e)
+                continue
+            assert n_bytes > 0
 
 
 def test_tensor_bytes_scale_with_copies():

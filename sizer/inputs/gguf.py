@@ -87,6 +87,7 @@ LLAMA_FILE_TYPE_NAMES: dict[int, str] = {
     38: "MOSTLY_MXFP4_MOE",
     39: "MOSTLY_NVFP4",
     40: "MOSTLY_Q1_0",
+    41: "MOSTLY_Q2_0",
     1024: "GUESSED",
 }
 
