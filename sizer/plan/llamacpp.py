@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from math import ceil
 
 from sizer.plan.llamacpp_graph import (F32, GraphSettings, GraphShape, compute_buffer_bytes, host_compute_bytes,
@@ -292,6 +293,7 @@ class LlamaModel:
     largest_matrix_fraction: float = 0.0     # the largest weight matrix's share of a layer's bytes
 
 
+@lru_cache(maxsize=32)     # the searches for the longest context and most sequences re-plan one model many times
 def model_from_spec(spec, precision) -> LlamaModel:
     from sizer.calc.kv import kv_layer_bytes_per_token, window_of
 
