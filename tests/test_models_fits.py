@@ -237,7 +237,7 @@ def test_best_precision_bisects_a_monotone_ladder():
                      ["does-not-fit"] * 8, ["fits"] * 8, ["fits-with-offload"] * 7 + ["marginal"]):
         asked = []
 
-        def probe(name, verdicts=verdicts):
+        def probe(name, verdicts=verdicts, asked=asked):
             asked.append(name)
             return verdicts[names.index(name)]
 
@@ -261,3 +261,12 @@ def test_fit_without_the_searches_keeps_the_verdict():
     assert [o.per_gpu for o in quick.options] == [o.per_gpu for o in full.options]
     with pytest.raises(UsageError, match="unknown"):
         fit("llama3.1-8b", "1xRTX-4060", "llamacpp", "Q4_K_M", limits=("speed",))
+
+
+def test_docs_output_lists_the_csv_header_verbatim():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "output.md").read_text(encoding="utf-8")
+    assert f"\n{','.join(CATALOG_FIT_CSV_COLUMNS)}\n" in text
+    for field in ROW_FIELDS:
+        assert f"`{field}`" in text
