@@ -293,8 +293,22 @@ class LlamaModel:
     largest_matrix_fraction: float = 0.0     # the largest weight matrix's share of a layer's bytes
 
 
-@lru_cache(maxsize=32)     # the searches for the longest context and most sequences re-plan one model many times
 def model_from_spec(spec, precision) -> LlamaModel:
+    """The model as the plan needs it; cached, as the searches for the longest context and the most
+    sequences plan one model many times (a spec or format that cannot be hashed is built afresh)."""
+    try:
+        hash((spec, precision))
+    except TypeError:
+        return _model_from_spec(spec, precision)
+    return _cached_model(spec, precision)
+
+
+@lru_cache(maxsize=32)
+def _cached_model(spec, precision) -> LlamaModel:
+    return _model_from_spec(spec, precision)
+
+
+def _model_from_spec(spec, precision) -> LlamaModel:
     from sizer.calc.kv import kv_layer_bytes_per_token, window_of
 
     shape = graph_shape(spec)
