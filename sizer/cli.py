@@ -689,13 +689,59 @@ MODEL_COLUMNS = ("name", "family", "params", "active_params", "layers", "attenti
 
 @cli.command()
 @click.option("--family", default=None, help="Only models of this family (model_type), e.g. llama, qwen3_moe.")
+@click.option("--fits", "fits_gpus", default=None, metavar="GPUS",
+              help="What runs on these GPUs: every catalog model at its best quantization that serves the "
+                   "context, ranked (fits first, then larger models, then faster), with its launch command. GPUS "
+                   "as in fit --gpus: local, RTX-4060, 24GB, m3-max-64gb, 2xRTX-3090 (a GPU without a count is one).")
+@click.option("-g", "--gpus", "gpus_alias", default=None, metavar="GPUS", help="Same as --fits.")
+@click.option("-e", "--engine", default=None,
+              help="With --fits: llamacpp (default for consumer GPUs, Macs and GPUs given by size), ollama, lmstudio, "
+                   "vllm (default for data-centre GPUs), sglang, transformers.")
+@click.option("-c", "--context-length", type=int, default=None, callback=positive,
+              help="With --fits: tokens per sequence to serve (default 8192, cut to each model's maximum).")
+@click.option("--min-tokens-per-s", type=float, default=None,
+              help="With --fits: only models that decode at least this fast (one sequence).")
+@click.option("--limit", type=int, default=20, show_default=True, callback=positive,
+              help="With --fits: show the N best; the footer says how many more run.")
+@click.option("--ram", default=None, metavar="SIZE",
+              help="With --fits: system RAM for partial offload (32GB; GB read as GiB, as RAM is sold). Used when "
+                   "sizer plans partial offload; otherwise noted as ignored.")
+@click.option("-p", "--precision", multiple=True,
+              help="With --fits: the precisions to try, best first (repeat or comma-separate). Default: F16 Q8_0 "
+                   "Q6_K Q5_K_M Q4_K_M Q3_K_M for llama.cpp (IQ4_XS, IQ3_M where sizer sizes them), the "
+                   "engine's usual set otherwise.")
 @output_options
-def models(family, fmt):
-    """The model catalog: parameters, attention layout, context, KV bytes per token."""
+def models(family, fits_gpus, gpus_alias, engine, context_length, min_tokens_per_s, limit, ram, precision, fmt):
+    """The model catalog: parameters, attention layout, context, KV bytes per token; with --fits GPUS,
+    what of it runs on those GPUs.
+
+    \b
+    Examples:
+      sizer models --fits local
+      sizer models --fits RTX-4060 --ram 32GB
+      sizer models --fits m3-max-64gb --engine ollama --limit 10
+      sizer models --fits 24GB -c 32768 --format csv
+    """
     from sizer.calc.report import render_rows
     from sizer.listing import model_rows
 
+    if fits_gpus and gpus_alias and fits_gpus != gpus_alias:
+        raise SizerUsage(f"--fits {fits_gpus} and --gpus {gpus_alias} disagree: give one")
+    gpus = fits_gpus or gpus_alias
     rows = model_rows(family)
+    if gpus:
+        from sizer.plan.catalog_fit import fits_catalog
+        from sizer.plan.catalog_report import render_catalog_fit
+
+        precisions = tuple(p.strip() for value in precision for p in value.split(",") if p.strip()) or None
+        result = fits_catalog(gpus, engine, context_length, min_tokens_per_s, limit, ram, precisions,
+                              [r["name"] for r in rows])
+        return render_catalog_fit(result, fmt)
+    asked = [name for name, value in (("--engine", engine), ("-c/--context-length", context_length),
+                                      ("--min-tokens-per-s", min_tokens_per_s), ("--ram", ram),
+                                      ("--precision", precision)) if value]
+    if asked:
+        raise SizerUsage(f"{', '.join(asked)}: only with --fits GPUS (what of the catalog runs on those GPUs)")
     if fmt in ("table", "markdown"):
         from sizer.units import fmt_params
 

@@ -37,6 +37,9 @@ DEFAULT_CONTEXT_CAP = 8192          # default --context-length: the model's maxi
 MAX_CONTEXT_SEARCH = 1 << 20        # models without a maximum are searched up to 1M tokens
 MAX_CONCURRENCY_SEARCH = 4096
 DEFAULT_MAX_GPUS = 64
+# The limits `fit` searches for by default: the longest context (max_context_length) and the most
+# concurrent sequences (max_concurrency). A caller that ranks many models may skip either (`limits`).
+LIMITS = ("context", "concurrency")
 
 
 @dataclass(frozen=True)
@@ -331,8 +334,10 @@ def resolve_precisions(spec: ModelSpec, engine: str, precision: str | list | Non
     return [resolve_precision(spec, n) for n in names]
 
 
-def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Workload, max_gpus: int) -> FitOption:
-    """Everything `fit` reports for one precision (a sizer.quant format object)."""
+def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Workload, max_gpus: int,
+                limits: tuple[str, ...] = LIMITS) -> FitOption:
+    """Everything `fit` reports for one precision (a sizer.quant format object). A limit left out of
+    `limits` is not searched: it reports the workload's own context / batch when that serves, else 0."""
     refused = bool(planner.hardware(precision).refusal)     # more GPUs of the kind never lift a refusal
     found = None if refused else planner.min_gpus(precision, workload, max_gpus)
     count = gpu_count or (found[0] if found else 1 if refused else _fallback_count(planner, max_gpus))
@@ -355,14 +360,25 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
     return FitOption(
         precision=name, verdict=ev.verdict, reason=reason, gpu=planner.gpu.name, gpu_count=count,
         tensor_parallel=placement.tensor_parallel, pipeline_parallel=placement.pipeline_parallel,
-        per_gpu=ev.per_gpu, max_context_length=planner.max_context_length(precision, placement, workload),
-        max_concurrency=planner.max_concurrency(precision, placement, workload),
+        per_gpu=ev.per_gpu, max_context_length=_limit(planner.max_context_length, "context", limits, ev, precision,
+                                                      placement, workload),
+        max_concurrency=_limit(planner.max_concurrency, "concurrency", limits, ev, precision, placement, workload),
         kv_cache_tokens=ev.kv_cache_tokens, min_gpus=found[0] if found else None, throughput=tput,
         price_per_hour=price, cost_per_million_tokens=cost_per_million_tokens(price, tput.decode_tokens_per_s_total),
         host_bytes=sum(s.host_bytes for s in stages), context_length=workload.context_length,
         layouts_compared=compared, nodes=nodes, data_parallel=placement.data_parallel,
         expert_parallel=placement.expert_parallel, layout=placement.short, launch=launch, engine_log=ev.engine_log,
         engine_values=ev.engine_values)
+
+
+def _limit(search, name: str, limits: tuple[str, ...], ev: Evaluation, precision, placement: Placement,
+           workload: Workload) -> int:
+    """`search`'s answer when `name` is among the limits asked for, else the workload's own value when it serves."""
+    if name in limits:
+        return search(precision, placement, workload)
+    if ev.verdict == DOES_NOT_FIT:
+        return 0
+    return workload.context_length if name == "context" else workload.batch_size
 
 
 def _fallback_count(planner: Planner, max_gpus: int) -> int:
@@ -404,7 +420,8 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
         tensor_parallel: int | None = None, pipeline_parallel: int | None = None,
         max_gpus: int = DEFAULT_MAX_GPUS, suggestions: bool = True, allow_long_context: bool = False,
         fabric_gbits: float | None = None, data_parallel: int = 1, expert_parallel: bool = False,
-        dp_attention: bool = False, profile_args: str | None = None, **engine_options) -> FitResult:
+        dp_attention: bool = False, profile_args: str | None = None, limits: tuple[str, ...] = LIMITS,
+        **engine_options) -> FitResult:
     """Plan `model` on `gpus` ("2x48GB", "8xH100", "H100" for the minimum count) with `engine`.
 
     precision: one name, a list, or None for the engine's sensible set (the checkpoint's own storage
@@ -415,6 +432,8 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     fabric_gbits: the network between nodes in Gb/s per node (default: the GPU catalog's).
     data_parallel, expert_parallel, dp_attention: MoE serving layouts (sizer.plan.placement.Placement).
     profile_args: Ollama's / LM Studio's own settings for --engine ollama / lmstudio (sizer.plan.profiles).
+    limits: which of "context" (max_context_length) and "concurrency" (max_concurrency) to search for;
+    one left out reports the workload's own context / batch when it serves, else 0 (a quick verdict).
     """
     from sizer.calc.kv import kv_dtype_bytes
     from sizer.inputs.resolve import get_model
@@ -460,7 +479,10 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
                       pipeline_parallel, links=Links.of(selection.gpu, selection.node_size, selection.fabric),
                       parallel=parallel)
     formats = resolve_precisions(spec, engine, precision)
-    options = [plan_option(planner, p, selection.count, workload, max_gpus) for p in formats]
+    unknown = set(limits) - set(LIMITS)
+    if unknown:
+        raise UsageError(f"fit limits: unknown {', '.join(sorted(unknown))} (known: {', '.join(LIMITS)})")
+    options = [plan_option(planner, p, selection.count, workload, max_gpus, tuple(limits)) for p in formats]
     if suggestions:
         options = [_with_suggestions(o, options, planner, p, workload) for o, p in zip(options, formats)]
     notes = list(spec.notes) + ([long_note] if long_note else []) + official_notes(spec, precision, engine)

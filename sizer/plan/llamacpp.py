@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from math import ceil
 
 from sizer.plan.llamacpp_graph import (F32, GraphSettings, GraphShape, compute_buffer_bytes, host_compute_bytes,
@@ -293,6 +294,21 @@ class LlamaModel:
 
 
 def model_from_spec(spec, precision) -> LlamaModel:
+    """The model as the plan needs it; cached, as the searches for the longest context and the most
+    sequences plan one model many times (a spec or format that cannot be hashed is built afresh)."""
+    try:
+        hash((spec, precision))
+    except TypeError:
+        return _model_from_spec(spec, precision)
+    return _cached_model(spec, precision)
+
+
+@lru_cache(maxsize=32)
+def _cached_model(spec, precision) -> LlamaModel:
+    return _model_from_spec(spec, precision)
+
+
+def _model_from_spec(spec, precision) -> LlamaModel:
     from sizer.calc.kv import kv_layer_bytes_per_token, window_of
 
     shape = graph_shape(spec)

@@ -13,6 +13,7 @@ it. Sources: docs/reference/llamacpp-memory.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 F32, F16, I32 = 4, 2, 4
 KQ_MASK_PAD = 64          # GGML_KQ_MASK_PAD: the mask's rows are padded to 64 tokens
@@ -375,6 +376,7 @@ def build_graph(shape: GraphShape, settings: GraphSettings, layers: range | None
     return b.nodes
 
 
+@lru_cache(maxsize=256)     # probes of one model at several precisions replay the same graph
 def compute_buffer_bytes(shape: GraphShape, settings: GraphSettings, layers: range | None = None,
                          output: bool = True) -> int:
     """One device's compute buffer for its layers (and the output head when it holds it)."""

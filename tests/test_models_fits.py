@@ -1,0 +1,272 @@
+"""`sizer models --fits GPUS`: what of the catalog runs on a machine, at which quantization, ranked."""
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from sizer.cli import cli
+from sizer.errors import UsageError
+from sizer.gpuspec import parse_gpus
+from sizer.plan.catalog_fit import (GGUF_LADDER, RUNNABLE_ORDER, best_precision, default_engine, fits_catalog,
+                                    ladder, parse_ram_bytes, ram_parameter)
+from sizer.plan.catalog_report import CATALOG_FIT_CSV_COLUMNS
+from sizer.plan.fit import fit
+from sizer.units import GiB
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["models", *args])
+
+
+def one_line_error(r, code=2):
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error: "), r.output      # click's usage lines may come first, as elsewhere
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def rtx4060():
+    r = run("--fits", "RTX-4060", "--limit", "100", "--format", "json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+@pytest.fixture(scope="module")
+def card24():
+    r = run("--fits", "24GB", "--limit", "100", "--format", "json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+ROW_FIELDS = {"rank", "model", "family", "params", "active_params", "quality_params", "precision", "verdict",
+              "context_length", "max_context_length", "model_max_context_length", "decode_tokens_per_s",
+              "prefill_tokens_per_s", "gpu_memory_bytes", "gpu_capacity_bytes", "host_bytes", "launch", "reason",
+              "gpus", "engine"}
+
+
+def test_json_fields_and_every_row_runs(rtx4060):
+    assert rtx4060["gpus"] == "1xRTX-4060" and rtx4060["engine"] == "llamacpp"
+    assert rtx4060["context_length"] == 8192
+    assert rtx4060["runnable"] == rtx4060["shown"] == len(rtx4060["models"]) > 5
+    assert rtx4060["planned"] == len(json.loads(run("--format", "json").output))
+    for row in rtx4060["models"]:
+        assert set(row) == ROW_FIELDS
+        assert row["verdict"] in RUNNABLE_ORDER
+        assert row["precision"] in GGUF_LADDER
+        assert row["gpu_memory_bytes"] <= row["gpu_capacity_bytes"]       # fits: on the GPU
+        assert row["gpu_capacity_bytes"] < 8 * GiB                       # an 8 GB card
+        assert row["context_length"] <= row["max_context_length"]        # it serves the context planned
+        assert row["context_length"] == min(8192, row["model_max_context_length"] or 8192)
+        assert row["decode_tokens_per_s"] > 0
+        assert row["launch"][-1]["command"].startswith("llama-server -m ")
+        assert f"<{row['precision']} GGUF of" in row["launch"][-1]["command"]
+
+
+def test_no_model_larger_than_the_card_fits_without_offload(rtx4060, card24):
+    # at ~4.9 bits a weight (Q4_K_M), 13B needs ~8 GB: nothing above 13B fits an 8 GB card fully;
+    # a 70B needs ~40 GB even at Q3_K_M
+    assert all(r["quality_params"] < 13e9 or r["verdict"] != "fits" for r in rtx4060["models"])
+    assert all(r["params"] < 60e9 or r["verdict"] != "fits" for r in card24["models"])
+    names = {r["model"] for r in card24["models"]}
+    assert {"Qwen3-32B", "gemma-3-27b-it", "Llama-3.1-8B"} <= names
+
+
+def test_the_precision_is_the_best_that_serves_the_context(rtx4060):
+    """The ladder's next-better type does not serve the context with the same verdict (checked through fit)."""
+    names = ladder(None, "llamacpp", None)          # GGUF_LADDER's types that sizer sizes
+    assert names[:5] == ["fp16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M"] and "Q3_K_M" in names and "Q2_K" not in names
+    for row in rtx4060["models"][:6]:
+        i = names.index(row["precision"])
+        if i == 0:
+            continue
+        better = fit(row["model"], "1xRTX-4060", "llamacpp", names[i - 1], row["context_length"],
+                     suggestions=False, max_gpus=1).options[0]
+        assert better.verdict == "does-not-fit" or RUNNABLE_ORDER.index(better.verdict) > \
+            RUNNABLE_ORDER.index(row["verdict"]), (row["model"], better.verdict)
+        same = fit(row["model"], "1xRTX-4060", "llamacpp", row["precision"], row["context_length"],
+                   suggestions=False, max_gpus=1).options[0]
+        assert (same.verdict, same.max_context_length) == (row["verdict"], row["max_context_length"])
+
+
+def test_ranked_by_verdict_then_size_then_speed(card24):
+    rows = card24["models"]
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    for a, b in zip(rows, rows[1:]):
+        va, vb = RUNNABLE_ORDER.index(a["verdict"]), RUNNABLE_ORDER.index(b["verdict"])
+        assert va <= vb
+        if va == vb:
+            assert a["quality_params"] >= b["quality_params"]
+            if a["quality_params"] == b["quality_params"]:
+                assert (a["decode_tokens_per_s"] or 0) >= (b["decode_tokens_per_s"] or 0)
+
+
+def test_a_gpu_given_by_size_has_no_speed(card24):
+    # a bare size names no bandwidth: the memory answer stands, the speed is unknown
+    assert all(r["decode_tokens_per_s"] is None for r in card24["models"])
+    assert "-" in run("--fits", "24GB", "--limit", "1").output.splitlines()[4].split()
+
+
+def test_a_mixture_of_experts_ranks_by_its_dense_equivalent_size(card24):
+    rank = {r["model"]: r for r in card24["models"]}
+    moe, dense = rank["Qwen3-30B-A3B"], rank["Qwen3-14B"]
+    assert moe["active_params"] < dense["params"] < moe["params"]
+    assert moe["active_params"] < moe["quality_params"] < moe["params"]
+    assert dense["quality_params"] == dense["params"]
+    assert dense["rank"] < moe["rank"]              # 30B with 3B active ranks as ~10B, below a dense 14B
+
+
+def test_csv_header_and_the_same_values_as_json(rtx4060):
+    r = run("--fits", "RTX-4060", "--limit", "100", "--format", "csv")
+    assert r.output.splitlines()[0] == ",".join(CATALOG_FIT_CSV_COLUMNS)
+    rows = list(csv.DictReader(io.StringIO(r.output)))
+    assert len(rows) == len(rtx4060["models"])
+    for got, want in zip(rows, rtx4060["models"]):
+        assert (got["model"], got["precision"], got["verdict"]) == (want["model"], want["precision"], want["verdict"])
+        assert int(got["gpu_memory_bytes"]) == want["gpu_memory_bytes"]
+        assert int(got["max_context_length"]) == want["max_context_length"]
+        assert float(got["decode_tokens_per_s"]) == pytest.approx(want["decode_tokens_per_s"])
+        assert got["launch"] == f"[{want['launch'][0]['on']}] {want['launch'][0]['command']}"
+
+
+def test_limit_shows_the_best_and_says_how_many_more(card24):
+    r = run("--fits", "24GB", "--limit", "3")
+    assert r.exit_code == 0, r.output
+    total = card24["runnable"]
+    assert f"3 of {total} catalog models that run ({total - 3} more: --limit {total})" in r.output
+    for row in card24["models"][:3]:
+        assert row["model"] in r.output
+    assert card24["models"][3]["model"] + " " not in r.output.split("run:")[0]
+    shown = json.loads(run("--fits", "24GB", "--limit", "3", "--format", "json").output)
+    assert [m["model"] for m in shown["models"]] == [m["model"] for m in card24["models"][:3]]
+    assert shown["runnable"] == total
+
+
+def test_default_shows_twenty(card24):
+    assert card24["runnable"] > 20
+    out = json.loads(run("--fits", "24GB", "--format", "json").output)
+    assert len(out["models"]) == 20
+
+
+def test_min_tokens_per_s_drops_the_slower(rtx4060):
+    speeds = sorted(r["decode_tokens_per_s"] for r in rtx4060["models"])
+    floor = speeds[len(speeds) // 2]
+    out = json.loads(run("--fits", "RTX-4060", "--min-tokens-per-s", str(floor), "--limit", "100",
+                         "--format", "json").output)
+    assert out["models"] and all(r["decode_tokens_per_s"] >= floor for r in out["models"])
+    assert out["runnable"] == sum(1 for s in speeds if s >= floor)
+
+
+def test_a_mac_runs_a_70b_and_ollama_launches_with_num_ctx():
+    r = run("--fits", "m3-max-64gb", "--engine", "ollama", "--family", "llama", "--format", "json")
+    out = json.loads(r.output)
+    assert out["engine"].startswith("ollama")
+    assert any(m["params"] > 60e9 for m in out["models"])
+    for m in out["models"]:
+        command = m["launch"][-1]["command"]
+        assert f"PARAMETER num_ctx {m['context_length']}" in command and "PARAMETER num_gpu " in command
+        assert "ollama run " in command
+
+
+def test_table_names_the_hardware_engine_and_commands():
+    r = run("--fits", "m3-max-64gb", "--family", "qwen3", "--limit", "2")
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("What runs on 1xM3-Max-64GB · engine llamacpp")
+    assert "\nrun:\n  1. llama-server -m " in r.output
+
+
+def test_default_engine_by_market():
+    assert default_engine(parse_gpus("H100")) == "vllm"
+    for gpus in ("RTX-4060", "24GB", "m3-max-64gb", "2xRTX-3090"):
+        assert default_engine(parse_gpus(gpus)) == "llamacpp"
+
+
+def test_local_answers_in_one_line_or_plans_this_machine():
+    r = run("--fits", "local", "--limit", "1")
+    try:
+        parse_gpus("local")
+    except UsageError as e:
+        assert one_line_error(r) == f"Error: {e}"
+    else:
+        assert r.exit_code == 0 and r.output.startswith("What runs on ")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--fits", "foo"), "unknown GPU 'foo'"),
+    (("--fits", "24GB", "--ram", "lots"), "--ram 'lots'"),
+    (("--fits", "24GB", "--limit", "0"), "--limit"),
+    (("--fits", "24GB", "--engine", "nope"), "nope"),
+    (("--fits", "24GB", "--gpus", "H100"), "disagree"),
+    (("-c", "4096",), "only with --fits"),
+])
+def test_bad_input_is_one_line(args, needle):
+    assert needle in one_line_error(run(*args))
+
+
+def test_ram_is_passed_to_fit_only_when_fit_takes_it(monkeypatch):
+    result = fits_catalog("24GB", models=["phi-2"], ram="32GB")
+    if ram_parameter() is None:
+        assert result.notes == ("--ram 32GB is ignored: this sizer plans no partial offload (fit takes no RAM)",)
+    else:
+        assert not any("ignored" in n for n in result.notes)
+    seen = []
+
+    def fit_with_ram(*args, ram_bytes: int | None = None, **kwargs):
+        seen.append(ram_bytes)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr("sizer.plan.fit.fit", fit_with_ram)
+    result = fits_catalog("24GB", models=["phi-2"], ram="32GB")
+    assert result.notes == () and seen and set(seen) == {32 * GiB}
+
+
+def test_ram_sizes():
+    assert parse_ram_bytes("32GB") == parse_ram_bytes("32 GiB") == 32 * GiB
+    assert parse_ram_bytes("1.5TB") == 1536 * GiB
+    with pytest.raises(UsageError):
+        parse_ram_bytes("0GB")
+
+
+def test_best_precision_bisects_a_monotone_ladder():
+    names = ["a", "b", "c", "d", "e", "f", "g", "h"]
+    for verdicts in (["does-not-fit"] * 3 + ["fits-with-offload"] * 2 + ["fits"] * 3,
+                     ["does-not-fit"] * 8, ["fits"] * 8, ["fits-with-offload"] * 7 + ["marginal"]):
+        asked = []
+
+        def probe(name, verdicts=verdicts, asked=asked):
+            asked.append(name)
+            return verdicts[names.index(name)]
+
+        got = best_precision(probe, names)
+        runnable = [v for v in verdicts if v != "does-not-fit"]
+        if not runnable:
+            assert got is None
+            continue
+        best = min(runnable, key=RUNNABLE_ORDER.index)
+        assert got == (names[verdicts.index(best)], best)
+        assert len(asked) <= 4                       # the lowest, then a bisection of 7
+
+
+def test_fit_without_the_searches_keeps_the_verdict():
+    full = fit("llama3.1-8b", "1xRTX-4060", "llamacpp", ["Q8_0", "Q4_K_M"], 8192, suggestions=False, max_gpus=1)
+    quick = fit("llama3.1-8b", "1xRTX-4060", "llamacpp", ["Q8_0", "Q4_K_M"], 8192, suggestions=False, max_gpus=1,
+                limits=())
+    assert [o.verdict for o in quick.options] == [o.verdict for o in full.options] == ["does-not-fit", "fits"]
+    assert [o.max_context_length for o in quick.options] == [0, 8192] != [o.max_context_length for o in full.options]
+    assert [o.max_concurrency for o in quick.options] == [0, 1]
+    assert [o.per_gpu for o in quick.options] == [o.per_gpu for o in full.options]
+    with pytest.raises(UsageError, match="unknown"):
+        fit("llama3.1-8b", "1xRTX-4060", "llamacpp", "Q4_K_M", limits=("speed",))
+
+
+def test_docs_output_lists_the_csv_header_verbatim():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "output.md").read_text(encoding="utf-8")
+    assert f"\n{','.join(CATALOG_FIT_CSV_COLUMNS)}\n" in text
+    for field in ROW_FIELDS:
+        assert f"`{field}`" in text
