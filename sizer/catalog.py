@@ -36,6 +36,29 @@ class CatalogModel:
     config: dict
     params: int | None
     quantized: tuple[dict, ...] = ()     # the official quantized checkpoints: {precision, as, hf_id, source}
+    released: str | None = None          # first public release, "YYYY-MM-DD" or "YYYY-MM" (release_month)
+    released_source: str = ""            # where that date is stated
+
+
+_RELEASED = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2}))?")
+
+
+def release_month(released: str | None) -> int | None:
+    """A release date ("YYYY-MM-DD" or "YYYY-MM") as a month count (year * 12 + month - 1), None when
+    absent; a malformed or impossible date is refused (ValueError)."""
+    if released is None:
+        return None
+    import datetime
+
+    m = _RELEASED.fullmatch(released) if isinstance(released, str) else None
+    if not m:
+        raise ValueError(f"release date {released!r}: expected YYYY-MM-DD or YYYY-MM")
+    year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
+    try:
+        datetime.date(year, month, day)  # refuses month 13, February 30
+    except ValueError as e:
+        raise ValueError(f"release date {released!r}: {e}") from None
+    return year * 12 + month - 1
 
 
 @lru_cache(maxsize=1)
@@ -46,7 +69,8 @@ def model_entries() -> dict[str, CatalogModel]:
         raw = json.loads(path.read_text())
         entries[raw["name"]] = CatalogModel(raw["name"], raw.get("hf_id", ""), tuple(raw.get("aliases", ())),
                                             raw.get("source", ""), raw["config"], raw.get("params"),
-                                            tuple(raw.get("quantized", ())))
+                                            tuple(raw.get("quantized", ())), raw.get("released"),
+                                            raw.get("released_source", ""))
     return dict(sorted(entries.items(), key=lambda kv: kv[0].lower()))
 
 

@@ -26,7 +26,7 @@ def model_rows(family: str | None = None) -> list[dict]:
             "layers": spec.n_layers, "attention": spec.attention_kind, "heads": spec.n_heads,
             "kv_heads": spec.n_kv_heads, "head_dim": spec.head_dim, "context": spec.max_context_length,
             "kv_bytes_per_token_bf16": kv_cache_bytes_per_token(spec, "bf16"), "hf_id": entry.hf_id,
-            "aliases": " ".join(entry.aliases),
+            "released": entry.released, "aliases": " ".join(entry.aliases),
         })
     return rows
 

@@ -6,7 +6,7 @@ import pytest
 
 from sizer import get_model
 from sizer.calc.kv import kv_cache_bytes_per_token
-from sizer.catalog import find_model, get_catalog_model, model_entries
+from sizer.catalog import find_model, get_catalog_model, model_entries, release_month
 from sizer.errors import UsageError
 from sizer.families import spec_from_config
 
@@ -91,3 +91,31 @@ def test_tied_embeddings_counted_once():
     assert spec.tied_embeddings
     assert "lm_head" not in spec.params_by_component()
     assert spec.params_by_component()["embeddings"] == 256000 * 3072
+
+
+def test_every_entry_has_a_valid_release_date_and_its_source():
+    for name, entry in model_entries().items():
+        assert entry.released, name
+        month = release_month(entry.released)                      # YYYY-MM-DD or YYYY-MM, a real date
+        assert release_month("2022-01") <= month <= release_month("2026-12"), (name, entry.released)
+        assert len(entry.released_source) > 20, name               # says where the date is stated
+
+
+@pytest.mark.parametrize("name, released", [
+    ("Llama-3.1-8B", "2024-07-23"), ("Qwen3-32B", "2025-04-29"), ("falcon-40b", "2023-05"),
+    ("gemma-3-27b-it", "2025-03-12"), ("Mixtral-8x7B-v0.1", "2023-12-11"),
+])
+def test_release_dates_announced_together_agree(name, released):
+    assert get_catalog_model(name).released == released
+
+
+@pytest.mark.parametrize("text, month", [("2025-04-29", 2025 * 12 + 3), ("2025-04", 2025 * 12 + 3),
+                                         ("2026-01-31", 2026 * 12), (None, None)])
+def test_release_month(text, month):
+    assert release_month(text) == month
+
+
+@pytest.mark.parametrize("text", ["2025", "2025-4-29", "2025-13", "2025-02-30", "April 2025", 20250429])
+def test_release_month_refuses_a_malformed_date(text):
+    with pytest.raises(ValueError):
+        release_month(text)

@@ -58,7 +58,8 @@ def meta_count(config: dict) -> int:
 
 def add(data, config_path, *extra):
     return tool.main([str(config_path), "--data-dir", str(data), "--name", "Tiny-Llama-Test", "--hf-id",
-                      "example/Tiny-Llama-Test", "--source", "https://example.org/config.json @abc123", *extra])
+                      "example/Tiny-Llama-Test", "--source", "https://example.org/config.json @abc123",
+                      "--released", "2025-01-02", "--released-source", "test announcement", *extra])
 
 
 TINY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256, "num_hidden_layers": 4,
@@ -70,7 +71,8 @@ def test_adds_an_entry_in_the_catalog_format(data, tmp_path, capsys):
     assert add(data, write(tmp_path, TINY), "--alias", "tiny-llama-test", "--published", "2M (test)") == 0
     entry = json.loads((data / "tiny-llama-test.json").read_text())
     existing = json.loads((data / "qwen3-8b.json").read_text())
-    assert list(entry) == list(existing)                 # name, hf_id, aliases, source, published_params, params, config
+    assert list(entry) == list(existing)    # name, hf_id, aliases, source, published_params, released(_source), params, ...
+    assert (entry["released"], entry["released_source"]) == ("2025-01-02", "test announcement")
     assert entry["params"] == meta_count(TINY)
     assert entry["config"] == TINY and entry["aliases"] == ["tiny-llama-test"]
     assert f"transformers {transformers.__version__} LlamaForCausalLM on the meta device" in entry["source"]
@@ -123,6 +125,7 @@ def test_refresh_of_an_existing_entry_keeps_its_file(data, capsys):
     assert len(list(data.glob("*.json"))) == before
     entry = json.loads((data / "qwen3-8b.json").read_text())
     assert entry["params"] == 8_190_735_360 and entry["aliases"] == ["qwen3-8b", "qwen-3-8b"]
+    assert entry["released"] == "2025-04-29" and "Qwen3" in entry["released_source"]     # kept on refresh
     assert (data / "NEW_MODELS.md").read_text().count("| Qwen3-8B |") == 1
 
 
@@ -132,7 +135,7 @@ def test_refuses_when_sizer_and_transformers_differ(data, tmp_path, capsys):
     config = {**config, "expansion_ratio": 3}
     table = (data / "NEW_MODELS.md").read_text()
     assert tool.main([str(write(tmp_path, config)), "--data-dir", str(data), "--name", "mpt-test", "--hf-id",
-                      "x/mpt-test", "--source", "test"]) == 1
+                      "x/mpt-test", "--source", "test", "--released", "2023-05", "--released-source", "test"]) == 1
     err = capsys.readouterr().err
     counted = meta_count({k: v for k, v in config.items() if k != "auto_map"})
     assert f"counts {counted:,} parameters, sizer " in err and err.count("\n") == 1
@@ -144,7 +147,8 @@ def test_a_family_sizer_does_not_model(data, tmp_path):
                                                num_attention_heads=4, intermediate_size=256,
                                                vocab_size=500).to_dict()
     assert tool.main([str(write(tmp_path, config)), "--data-dir", str(data), "--name", "StableLM-Tiny",
-                      "--hf-id", "x/StableLM-Tiny", "--source", "test"]) == 0
+                      "--hf-id", "x/StableLM-Tiny", "--source", "test",
+                      "--released", "2024-01", "--released-source", "test"]) == 0
     entry = json.loads((data / "stablelm-tiny.json").read_text())
     assert entry["params"] == meta_count(config)
     assert "family not modelled" in (data / "NEW_MODELS.md").read_text()
@@ -172,3 +176,29 @@ def test_check_passes_and_finds_a_wrong_count(small_data, capsys):
     out = capsys.readouterr().out
     assert f"recorded {entry['params'] + 1:,}" in out and f"sizer {entry['params']:,}" in out
     assert "2 of 3 entries agree" in out
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ((), "no release date"),
+    (("--released", "2025-4"), "expected YYYY-MM-DD or YYYY-MM"),
+    (("--released", "2025-13"), "month must be in 1..12"),
+    (("--released", "2025-02-30"), "day is out of range"),
+    (("--released", "2025-02"), "has no released_source"),
+])
+def test_a_new_entry_needs_a_valid_release_date_and_its_source(data, tmp_path, capsys, extra, needle):
+    path = write(tmp_path, TINY)
+    assert tool.main([str(path), "--data-dir", str(data), "--name", "Tiny-Llama-Test", "--hf-id", "x/t",
+                      "--source", "test", *extra]) == 1
+    assert needle in capsys.readouterr().err
+    assert not (data / "tiny-llama-test.json").exists()
+
+
+def test_check_reports_an_entry_without_a_release_date(data, capsys):
+    entry = json.loads((data / "qwen3-8b.json").read_text())
+    del entry["released"]
+    (data / "qwen3-8b.json").write_text(json.dumps(entry))
+    for other in data.glob("*.json"):          # keep the check to the one entry: the others recount slowly
+        if other.name != "qwen3-8b.json":
+            other.unlink()
+    assert tool.main(["--check", "--data-dir", str(data)]) == 1
+    assert "qwen3-8b.json: Qwen3-8B: no release date" in capsys.readouterr().out

@@ -112,7 +112,18 @@ def test_models_lists_the_catalog():
     assert {"Meta-Llama-3-70B", "DeepSeek-V3", "Mixtral-8x7B-v0.1"} <= names
     llama = next(row for row in rows if row["name"] == "Meta-Llama-3-70B")
     assert llama["params"] == 70_553_706_496 and llama["kv_bytes_per_token_bf16"] == 327_680
+    assert llama["released"] == "2024-04-18"
     assert run("models", "--family", "mixtral").output.count("Mixtral") >= 1
+
+
+def test_models_csv_has_the_release_date():
+    from sizer.cli import MODEL_COLUMNS
+
+    r = run("models", "--family", "qwen3", "--format", "csv")
+    assert r.output.splitlines()[0] == ",".join(MODEL_COLUMNS)
+    rows = list(csv.DictReader(io.StringIO(r.output)))
+    assert {row["name"]: row["released"] for row in rows}["Qwen3-32B"] == "2025-04-29"
+    assert "2025-04-29" in run("models", "--family", "qwen3").output       # the table shows it too
 
 
 def test_gpus_lists_catalog_and_says_plainly_when_no_local_gpu():

@@ -10,8 +10,9 @@ from click.testing import CliRunner
 from sizer.cli import cli
 from sizer.errors import UsageError
 from sizer.gpuspec import parse_gpus
-from sizer.plan.catalog_fit import (GGUF_LADDER, RUNNABLE_ORDER, best_precision, default_engine, fits_catalog,
-                                    ladder, parse_ram_bytes, ram_parameter)
+from sizer.catalog import release_month
+from sizer.plan.catalog_fit import (GGUF_LADDER, RECENT_MONTHS, RUNNABLE_ORDER, ModelFit, best_precision,
+                                    default_engine, fits_catalog, ladder, parse_ram_bytes, ram_parameter, rank_rows)
 from sizer.plan.catalog_report import CATALOG_FIT_CSV_COLUMNS
 from sizer.plan.fit import fit
 from sizer.units import GiB
@@ -43,7 +44,7 @@ def card24():
     return json.loads(r.output)
 
 
-ROW_FIELDS = {"rank", "model", "family", "params", "active_params", "quality_params", "precision", "verdict",
+ROW_FIELDS = {"rank", "model", "family", "released", "recent", "params", "active_params", "quality_params", "precision", "verdict",
               "context_length", "max_context_length", "model_max_context_length", "decode_tokens_per_s",
               "prefill_tokens_per_s", "gpu_memory_bytes", "gpu_capacity_bytes", "host_bytes", "launch", "reason",
               "gpus", "engine"}
@@ -93,16 +94,61 @@ def test_the_precision_is_the_best_that_serves_the_context(rtx4060):
         assert (same.verdict, same.max_context_length) == (row["verdict"], row["max_context_length"])
 
 
-def test_ranked_by_verdict_then_size_then_speed(card24):
+def test_ranked_by_verdict_then_recency_then_size_then_speed(card24):
     rows = card24["models"]
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    newest = max(release_month(r["released"]) for r in rows)
+    assert card24["recent_since"] == f"{(newest - RECENT_MONTHS) // 12}-{(newest - RECENT_MONTHS) % 12 + 1:02d}"
+    for r in rows:
+        assert r["recent"] == (release_month(r["released"]) >= newest - RECENT_MONTHS), r["model"]
     for a, b in zip(rows, rows[1:]):
         va, vb = RUNNABLE_ORDER.index(a["verdict"]), RUNNABLE_ORDER.index(b["verdict"])
         assert va <= vb
         if va == vb:
-            assert a["quality_params"] >= b["quality_params"]
-            if a["quality_params"] == b["quality_params"]:
-                assert (a["decode_tokens_per_s"] or 0) >= (b["decode_tokens_per_s"] or 0)
+            assert a["recent"] >= b["recent"]
+            if a["recent"] == b["recent"]:
+                assert a["quality_params"] >= b["quality_params"]
+                if a["quality_params"] == b["quality_params"]:
+                    assert (a["decode_tokens_per_s"] or 0) >= (b["decode_tokens_per_s"] or 0)
+
+
+def fit_row(model, params, released, verdict="fits", speed=50.0):
+    return ModelFit(model=model, family="llama", params=params, active_params=params, quality_params=params,
+                    precision="Q4_K_M", verdict=verdict, context_length=8192, max_context_length=8192,
+                    model_max_context_length=8192, decode_tokens_per_s=speed, prefill_tokens_per_s=None,
+                    gpu_memory_bytes=1, gpu_capacity_bytes=2, host_bytes=0, launch=(), reason="", released=released)
+
+
+def test_a_new_smaller_model_ranks_above_an_old_larger_one():
+    old_large = fit_row("Old-40B", 40_000_000_000, "2023-05")
+    new_small = fit_row("New-32B", 32_000_000_000, "2025-04-29")
+    newest = fit_row("Newest-4B", 4_000_000_000, "2026-04-02")
+    ranked = rank_rows([old_large, new_small, newest])
+    assert [r.model for r in ranked] == ["New-32B", "Newest-4B", "Old-40B"]
+    assert [r.recent for r in ranked] == [True, True, False]
+    # the window is RECENT_MONTHS calendar months back from the newest: 2025-04 is in, 2025-03 out
+    edge = rank_rows([newest, fit_row("Edge", 9, "2025-04"), fit_row("Out", 9, "2025-03-31")])
+    assert {r.model: r.recent for r in edge} == {"Newest-4B": True, "Edge": True, "Out": False}
+    # with only old models, size ranks them as before
+    assert [r.model for r in rank_rows([fit_row("A-7B", 7, "2023-09"), old_large])] == ["Old-40B", "A-7B"]
+
+
+def test_the_verdict_still_comes_before_recency():
+    ranked = rank_rows([fit_row("New", 32, "2026-01", verdict="fits-with-offload"), fit_row("Old", 7, "2023-05")])
+    assert [r.model for r in ranked] == ["Old", "New"]
+
+
+def test_an_undated_row_is_not_recent():
+    ranked = rank_rows([fit_row("Undated", 70, None), fit_row("Dated", 7, "2024-01")])
+    assert [(r.model, r.recent) for r in ranked] == [("Dated", True), ("Undated", False)]
+    assert [r.recent for r in rank_rows([fit_row("A", 7, None)])] == [False]
+
+
+def test_on_an_rtx_4090_a_2025_model_ranks_above_falcon_40b():
+    r = run("--fits", "RTX-4090", "--limit", "100", "--format", "json")
+    rank = {row["model"]: row for row in json.loads(r.output)["models"]}
+    assert rank["Qwen3-32B"]["rank"] < rank["falcon-40b"]["rank"]
+    assert rank["falcon-40b"]["recent"] is False and rank["Qwen3-32B"]["recent"] is True
 
 
 def test_a_gpu_given_by_size_has_no_speed(card24):
@@ -131,6 +177,7 @@ def test_csv_header_and_the_same_values_as_json(rtx4060):
         assert int(got["max_context_length"]) == want["max_context_length"]
         assert float(got["decode_tokens_per_s"]) == pytest.approx(want["decode_tokens_per_s"])
         assert got["launch"] == f"[{want['launch'][0]['on']}] {want['launch'][0]['command']}"
+        assert got["released"] == want["released"] and got["recent"] == str(want["recent"])
 
 
 def test_limit_shows_the_best_and_says_how_many_more(card24):

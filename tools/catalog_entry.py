@@ -1,18 +1,21 @@
 """Add or refresh a catalog entry from a config file, its parameter count checked against transformers.
 
     python tools/catalog_entry.py CONFIG.json --name NAME --hf-id ORG/NAME --source TEXT \\
+        --released YYYY-MM-DD --released-source TEXT \\
         [--alias A ...] [--published TEXT] [--source-kind TEXT] [--slug SLUG] [--force] [--data-dir DIR]
     python tools/catalog_entry.py --check [--data-dir DIR]
 
 The first form writes DIR/<slug>.json (DIR: sizer/data/models by default; slug: the name in lower
 case, or the file an entry of that name already has) in the catalog's entry format (name, hf_id,
-aliases, source, published_params, params, quantized (the official quantized checkpoints, named by
-hand and kept on refresh), config: the config file verbatim), with `params` counted
+aliases, source, published_params, released (the first public release, YYYY-MM-DD or YYYY-MM) and
+released_source (where that date is stated; both kept on refresh when not given), params, quantized
+(the official quantized checkpoints, named by hand and kept on refresh), config: the config file verbatim), with `params` counted
 by transformers on the meta device (`AutoModelForCausalLM.from_config`, shared tensors once) and
 checked equal to sizer's own count (`sizer.families.spec_from_config`); it refuses, naming both
 numbers, when they differ. It then adds or updates the entry's row in DIR/NEW_MODELS.md. An existing
 entry is replaced only with --force. The second form recounts every entry of DIR with transformers
-and sizer and exits 1 on any mismatch. Needs torch and transformers.
+and sizer, checks every entry's release date and its source, and exits 1 on any mismatch. Needs
+torch and transformers.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from sizer.catalog import release_month  # noqa: E402
 from sizer.errors import SizerError  # noqa: E402
 from sizer.io import read_json_input, write_atomic  # noqa: E402
 
@@ -116,6 +120,20 @@ def check_spellings(entry: dict, path: Path, existing: dict[Path, dict]) -> None
                             "choose other aliases")
 
 
+def release_problem(entry: dict) -> str | None:
+    """Why an entry's `released` / `released_source` are not usable, or None."""
+    released, source = entry.get("released"), entry.get("released_source")
+    if not released:
+        return "no release date (released: YYYY-MM-DD or YYYY-MM)"
+    try:
+        release_month(released)
+    except ValueError as e:
+        return str(e)
+    if not isinstance(source, str) or not source.strip():
+        return f"release date {released} has no released_source (where the date is stated)"
+    return None
+
+
 def add_entry(args) -> int:
     config = read_json_input(args.config, "config file")
     if not isinstance(config, dict):
@@ -123,6 +141,10 @@ def add_entry(args) -> int:
     existing = entries(args.data_dir)
     path = target_path(args, existing)
     old = existing.get(path, {})
+    problem = release_problem({"released": args.released or old.get("released"),
+                               "released_source": args.released_source or old.get("released_source")})
+    if problem:       # before the count: refuse early, as the entry will be refused anyway
+        raise ToolError(f"{args.name}: {problem}; give --released and --released-source")
     counted, version = transformers_count(config)
     spec = sizer_spec(config, args.name)
     if spec.params != counted:
@@ -135,6 +157,8 @@ def add_entry(args) -> int:
     published = args.published or old.get("published_params")
     if published:
         entry["published_params"] = published
+    entry["released"] = args.released or old.get("released")
+    entry["released_source"] = args.released_source or old.get("released_source")
     entry["params"] = counted
     if old.get("quantized"):                 # the official quantized checkpoints named by hand stay
         entry["quantized"] = old["quantized"]
@@ -205,6 +229,11 @@ def check(data_dir: Path) -> int:
     found = entries(data_dir)
     for path, entry in found.items():
         name = entry.get("name", path.stem)
+        problem = release_problem(entry)
+        if problem:
+            print(f"{path.name}: {name}: {problem}")
+            bad += 1
+            continue
         try:
             counted, version = transformers_count(entry["config"])
             mine = sizer_spec(entry["config"], name).params
@@ -217,7 +246,7 @@ def check(data_dir: Path) -> int:
             print(f"{path.name}: {name}: recorded {recorded if recorded is None else format(recorded, ',')}, "
                   f"transformers {version} {counted:,}, sizer {mine:,}")
             bad += 1
-    print(f"{len(found) - bad} of {len(found)} entries agree with transformers and sizer")
+    print(f"{len(found) - bad} of {len(found)} entries agree with transformers and sizer and have a dated release")
     return 1 if bad else 0
 
 
@@ -229,6 +258,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--source", help="where the config comes from (URL and revision)")
     p.add_argument("--alias", action="append", help="another accepted spelling (repeatable)")
     p.add_argument("--published", help="the published parameter count and where it is stated")
+    p.add_argument("--released", help="the first public release: YYYY-MM-DD, or YYYY-MM when the day is unknown")
+    p.add_argument("--released-source", help="where that date is stated (announcement, model card, hub page, paper)")
     p.add_argument("--source-kind", default="verbatim copy", help="the NEW_MODELS.md 'source kind' cell")
     p.add_argument("--slug", help="file name without .json (default: the name in lower case)")
     p.add_argument("--force", action="store_true", help="replace an existing entry")

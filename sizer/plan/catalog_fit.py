@@ -32,11 +32,20 @@ DOES_NOT_FIT = "does-not-fit"
 # How the rows are ranked (what a person choosing a model for a machine asks first):
 #   1. the verdict: fits before marginal before fits-with-offload (a model served from system RAM is
 #      several times slower);
-#   2. the model's quality proxy, larger first: the parameter count; for a mixture of experts the
+#   2. the release generation: models released within RECENT_MONTHS of the newest model that runs here
+#      before older ones (a newer model of a size usually beats an older, larger one: Qwen3-32B beats
+#      Falcon-40B);
+#   3. the model's quality proxy, larger first: the parameter count; for a mixture of experts the
 #      geometric mean of its total and active parameters (a dense-equivalent size, the common rule of
-#      thumb; the catalog has no release dates, so recency cannot rank);
-#   3. the decode speed, faster first; then the name.
-RANKING = ("verdict", "quality_params", "decode_tokens_per_s", "model")
+#      thumb);
+#   4. the decode speed, faster first; then the name.
+RANKING = ("verdict", "recent", "quality_params", "decode_tokens_per_s", "model")
+
+# 12 months: the open families ship a generation about once a year (Llama 2 2023-07, Llama 3.1
+# 2024-07; Qwen2.5 2024-09, Qwen3 2025-04, Qwen3.5 2026-02; Gemma 2 2024-06, Gemma 3 2025-03, Gemma 4
+# 2026-04), so one year back from the newest model keeps the current generation of each family
+# together and puts the previous one behind it. Compared by calendar month (dates may give no day).
+RECENT_MONTHS = 12
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class ModelFit:
     host_bytes: int                  # what stays in system RAM (token embeddings; offloaded layers)
     launch: tuple[tuple[str, str], ...]   # (where, command) steps; the last one runs the model
     reason: str
+    released: str | None = None      # the catalog's release date, "YYYY-MM-DD" or "YYYY-MM"
+    recent: bool = False             # released within RECENT_MONTHS of the newest row that runs
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ class CatalogFit:
     planned: int                     # catalog models planned
     skipped: tuple[tuple[str, str], ...]   # (model, why) that the engine cannot plan
     notes: tuple[str, ...] = ()
+    recent_since: str | None = None  # "YYYY-MM": the oldest release month counted as recent
 
 
 def default_engine(selection: GpuSelection) -> str:
@@ -176,8 +188,39 @@ def _row(result, option) -> ModelFit:
 
 
 def rank_key(row: ModelFit) -> tuple:
-    """RANKING as a sort key."""
-    return (_rank(row.verdict), -row.quality_params, -(row.decode_tokens_per_s or 0.0), row.model.lower())
+    """RANKING as a sort key (`recent` already set by mark_recent)."""
+    return (_rank(row.verdict), not row.recent, -row.quality_params, -(row.decode_tokens_per_s or 0.0),
+            row.model.lower())
+
+
+def recent_since_month(rows: list[ModelFit], months: int = RECENT_MONTHS) -> int | None:
+    """The oldest release month (a month count, sizer.catalog.release_month) that is still recent: the
+    newest release among `rows` less `months`; None when no row has a date."""
+    from sizer.catalog import release_month
+
+    dated = [release_month(r.released) for r in rows if r.released]
+    return max(dated) - months if dated else None
+
+
+def mark_recent(rows: list[ModelFit], months: int = RECENT_MONTHS) -> list[ModelFit]:
+    """The rows with `recent` set: released in or after recent_since_month (an undated row is not recent)."""
+    from dataclasses import replace
+
+    from sizer.catalog import release_month
+
+    since = recent_since_month(rows, months)
+    return [replace(r, recent=since is not None and r.released is not None and release_month(r.released) >= since)
+            for r in rows]
+
+
+def rank_rows(rows: list[ModelFit], months: int = RECENT_MONTHS) -> list[ModelFit]:
+    """The rows, recency marked, in RANKING order."""
+    return sorted(mark_recent(rows, months), key=rank_key)
+
+
+def month_text(month: int | None) -> str | None:
+    """A month count as "YYYY-MM"."""
+    return None if month is None else f"{month // 12:04d}-{month % 12 + 1:02d}"
 
 
 def plan_model(name: str, selection: GpuSelection, engine: str, context_length: int | None,
@@ -206,9 +249,12 @@ def fits_catalog(gpus: str | GpuSelection, engine: str | None = None, context_le
                  ram: str | None = None, precisions: tuple[str, ...] | None = None,
                  models: list[str] | None = None) -> CatalogFit:
     """Every catalog model (or `models`) that runs on `gpus` (a bare GPU means one of it), at its best
-    precision, ranked (RANKING). engine: default_engine's choice when None. ram: system RAM for
+    precision, ranked (RANKING; recency relative to the newest of the rows that run, after
+    --min-tokens-per-s). engine: default_engine's choice when None. ram: system RAM for
     partial offload ("32GB"), passed to fit when fit takes it, else noted as ignored."""
-    from sizer.catalog import model_entries
+    from dataclasses import replace
+
+    from sizer.catalog import find_model, model_entries
     from sizer.gpuspec import parse_gpus
     from sizer.plan.engines import parse_engine
 
@@ -237,13 +283,14 @@ def fits_catalog(gpus: str | GpuSelection, engine: str | None = None, context_le
             skipped.append((name, str(e).splitlines()[0]))
             continue
         if row is not None:
-            rows.append(row)
+            entry = find_model(name)
+            rows.append(replace(row, released=entry.released if entry else None))
     if min_tokens_per_s is not None:
         rows = [r for r in rows if (r.decode_tokens_per_s or 0.0) >= min_tokens_per_s]
-    rows.sort(key=rank_key)
+    rows = rank_rows(rows)
     shown = rows[:limit] if limit else rows
     return CatalogFit(selection.label, choice.label, context_length or DEFAULT_CONTEXT, RANKING, tuple(shown),
-                      len(rows), len(names), tuple(skipped), tuple(notes))
+                      len(rows), len(names), tuple(skipped), tuple(notes), month_text(recent_since_month(rows)))
 
 
 _RAM_UNITS = {"": 1 << 30, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40,
