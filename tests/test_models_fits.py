@@ -44,7 +44,8 @@ def card24():
     return json.loads(r.output)
 
 
-ROW_FIELDS = {"rank", "model", "family", "released", "recent", "params", "active_params", "quality_params", "precision", "verdict",
+ROW_FIELDS = {"rank", "model", "family", "released", "recent", "params", "active_params", "quality_params",
+              "precision", "verdict",
               "context_length", "max_context_length", "model_max_context_length", "decode_tokens_per_s",
               "prefill_tokens_per_s", "gpu_memory_bytes", "gpu_capacity_bytes", "host_bytes", "launch", "reason",
               "gpus", "engine"}

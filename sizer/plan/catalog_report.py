@@ -10,11 +10,12 @@ from sizer.render import to_csv
 from sizer.units import fmt_gib, fmt_params
 
 CATALOG_FIT_CSV_COLUMNS = (
-    "rank", "model", "family", "released", "recent", "params", "active_params", "quality_params", "precision", "verdict",
-    "context_length", "max_context_length", "model_max_context_length", "decode_tokens_per_s",
+    "rank", "model", "family", "released", "recent", "params", "active_params", "quality_params", "precision",
+    "verdict", "context_length", "max_context_length", "model_max_context_length", "decode_tokens_per_s",
     "prefill_tokens_per_s", "gpu_memory_bytes", "gpu_capacity_bytes", "host_bytes", "gpus", "engine", "launch",
 )
-TABLE_HEADERS = ("#", "model", "released", "params", "quant", "verdict", "max context", "decode tok/s", "GPU GiB used / usable")
+TABLE_HEADERS = ("#", "model", "released", "params", "quant", "verdict", "max context", "decode tok/s",
+                 "GPU GiB used / usable")
 
 
 def row_dict(rank: int, row: ModelFit, result: CatalogFit) -> dict:
@@ -26,8 +27,8 @@ def row_dict(rank: int, row: ModelFit, result: CatalogFit) -> dict:
 
 def to_json(result: CatalogFit) -> str:
     out = {"gpus": result.gpus, "engine": result.engine, "context_length": result.context_length,
-           "ranking": list(result.ranking), "recent_since": result.recent_since, "runnable": result.runnable, "shown": len(result.rows),
-           "planned": result.planned, "models": [row_dict(i, r, result) for i, r in enumerate(result.rows, 1)],
+           "ranking": list(result.ranking), "recent_since": result.recent_since, "runnable": result.runnable,
+           "shown": len(result.rows), "planned": result.planned, "models": [row_dict(i, r, result) for i, r in enumerate(result.rows, 1)],
            "skipped": [{"model": m, "reason": why} for m, why in result.skipped], "notes": list(result.notes)}
     return json.dumps(out, indent=2) + "\n"
 
@@ -54,7 +55,8 @@ def _since(result: CatalogFit) -> str:
 def _table(result: CatalogFit, fmt: str) -> str:
     from tabulate import tabulate
 
-    body = [[i, r.model, r.released or "-", _params(r), r.precision, r.verdict, f"{r.max_context_length:,}", _speed(r.decode_tokens_per_s),
+    body = [[i, r.model, r.released or "-", _params(r), r.precision, r.verdict, f"{r.max_context_length:,}",
+             _speed(r.decode_tokens_per_s),
              f"{fmt_gib(r.gpu_memory_bytes, 1)} / {fmt_gib(r.gpu_capacity_bytes, 1)}"]
             for i, r in enumerate(result.rows, 1)]
     table = tabulate(body, headers=list(TABLE_HEADERS), tablefmt="github" if fmt == "markdown" else "simple",
