@@ -691,7 +691,7 @@ MODEL_COLUMNS = ("name", "family", "params", "active_params", "layers", "attenti
 @click.option("--family", default=None, help="Only models of this family (model_type), e.g. llama, qwen3_moe.")
 @click.option("--fits", "fits_gpus", default=None, metavar="GPUS",
               help="What runs on these GPUs: every catalog model at its best quantization that serves the "
-                   "context, ranked (fits first, then the newest generation: released within 12 months of the newest "
+                   "context, ranked (fits first, then by release generation: 12-month bands back from the newest "
                    "that runs, then larger, then faster), with its launch command. GPUS "
                    "as in fit --gpus: local, RTX-4060, 24GB, m3-max-64gb, 2xRTX-3090 (a GPU without a count is one).")
 @click.option("-g", "--gpus", "gpus_alias", default=None, metavar="GPUS", help="Same as --fits.")

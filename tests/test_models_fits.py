@@ -102,12 +102,16 @@ def test_ranked_by_verdict_then_recency_then_size_then_speed(card24):
     assert card24["recent_since"] == f"{(newest - RECENT_MONTHS) // 12}-{(newest - RECENT_MONTHS) % 12 + 1:02d}"
     for r in rows:
         assert r["recent"] == (release_month(r["released"]) >= newest - RECENT_MONTHS), r["model"]
+    def band(row):                                   # 12-month bands back from the newest; 0 = recent
+        behind = newest - release_month(row["released"])
+        return 0 if behind <= RECENT_MONTHS else (behind - 1) // RECENT_MONTHS
+
     for a, b in zip(rows, rows[1:]):
         va, vb = RUNNABLE_ORDER.index(a["verdict"]), RUNNABLE_ORDER.index(b["verdict"])
         assert va <= vb
         if va == vb:
-            assert a["recent"] >= b["recent"]
-            if a["recent"] == b["recent"]:
+            assert band(a) <= band(b)
+            if band(a) == band(b):
                 assert a["quality_params"] >= b["quality_params"]
                 if a["quality_params"] == b["quality_params"]:
                     assert (a["decode_tokens_per_s"] or 0) >= (b["decode_tokens_per_s"] or 0)
@@ -318,3 +322,16 @@ def test_docs_output_lists_the_csv_header_verbatim():
     assert f"\n{','.join(CATALOG_FIT_CSV_COLUMNS)}\n" in text
     for field in ROW_FIELDS:
         assert f"`{field}`" in text
+
+
+def test_older_models_rank_by_twelve_month_bands():
+    """Gemma 3 27B, 13 months behind the newest, ranks above a larger model two years older."""
+    newest = fit_row("Newest-4B", 4_000_000_000, "2026-04-02")
+    previous = fit_row("Gemma-27B", 27_000_000_000, "2025-03-12")
+    ancient = fit_row("Falcon-40B", 40_000_000_000, "2023-05")
+    ranked = rank_rows([ancient, previous, newest])
+    assert [r.model for r in ranked] == ["Newest-4B", "Gemma-27B", "Falcon-40B"]
+    assert [r.recent for r in ranked] == [True, False, False]
+    # within one band, size decides: 2024-05 (23 months back) and 2025-03 (13) share the second band
+    same_band = rank_rows([newest, fit_row("B-8B", 8, "2025-03"), fit_row("A-70B", 70, "2024-05")])
+    assert [r.model for r in same_band] == ["Newest-4B", "A-70B", "B-8B"]

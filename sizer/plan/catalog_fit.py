@@ -32,14 +32,14 @@ DOES_NOT_FIT = "does-not-fit"
 # How the rows are ranked (what a person choosing a model for a machine asks first):
 #   1. the verdict: fits before marginal before fits-with-offload (a model served from system RAM is
 #      several times slower);
-#   2. the release generation: models released within RECENT_MONTHS of the newest model that runs here
-#      before older ones (a newer model of a size usually beats an older, larger one: Qwen3-32B beats
-#      Falcon-40B);
+#   2. the release generation: RECENT_MONTHS-wide bands back from the newest model that runs here,
+#      newer bands first (a newer model of a size usually beats an older, larger one: Qwen3-32B beats
+#      Falcon-40B; Gemma 3, 13 months before the newest, beats it too); band 0 is `recent`;
 #   3. the model's quality proxy, larger first: the parameter count; for a mixture of experts the
 #      geometric mean of its total and active parameters (a dense-equivalent size, the common rule of
 #      thumb);
 #   4. the decode speed, faster first; then the name.
-RANKING = ("verdict", "recent", "quality_params", "decode_tokens_per_s", "model")
+RANKING = ("verdict", "generation", "quality_params", "decode_tokens_per_s", "model")
 
 # 12 months: the open families ship a generation about once a year (Llama 2 2023-07, Llama 3.1
 # 2024-07; Qwen2.5 2024-09, Qwen3 2025-04, Qwen3.5 2026-02; Gemma 2 2024-06, Gemma 3 2025-03, Gemma 4
@@ -187,10 +187,21 @@ def _row(result, option) -> ModelFit:
         launch=tuple((s.on, s.command) for s in option.launch), reason=option.reason)
 
 
-def rank_key(row: ModelFit) -> tuple:
-    """RANKING as a sort key (`recent` already set by mark_recent)."""
-    return (_rank(row.verdict), not row.recent, -row.quality_params, -(row.decode_tokens_per_s or 0.0),
-            row.model.lower())
+def generation(row: ModelFit, newest_month: int | None, months: int = RECENT_MONTHS) -> int:
+    """The row's release band: 0 for a release within `months` of the newest (the `recent` ones), 1 for
+    the band before it, ...; an undated row comes after every dated one."""
+    from sizer.catalog import release_month
+
+    if newest_month is None or row.released is None:
+        return 1 << 30
+    behind = newest_month - release_month(row.released)          # whole months behind the newest
+    return 0 if behind <= months else (behind - 1) // months
+
+
+def rank_key(row: ModelFit, newest_month: int | None = None, months: int = RECENT_MONTHS) -> tuple:
+    """RANKING as a sort key: verdict, release band (generation), size, speed, name."""
+    return (_rank(row.verdict), generation(row, newest_month, months), -row.quality_params,
+            -(row.decode_tokens_per_s or 0.0), row.model.lower())
 
 
 def recent_since_month(rows: list[ModelFit], months: int = RECENT_MONTHS) -> int | None:
@@ -215,7 +226,9 @@ def mark_recent(rows: list[ModelFit], months: int = RECENT_MONTHS) -> list[Model
 
 def rank_rows(rows: list[ModelFit], months: int = RECENT_MONTHS) -> list[ModelFit]:
     """The rows, recency marked, in RANKING order."""
-    return sorted(mark_recent(rows, months), key=rank_key)
+    since = recent_since_month(rows, months)
+    newest = None if since is None else since + months
+    return sorted(mark_recent(rows, months), key=lambda r: rank_key(r, newest, months))
 
 
 def month_text(month: int | None) -> str | None:

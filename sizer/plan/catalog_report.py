@@ -49,7 +49,8 @@ def _params(row: ModelFit) -> str:
 
 
 def _since(result: CatalogFit) -> str:
-    return f" (released {result.recent_since} or later first)" if result.recent_since else ""
+    return (f" (released {result.recent_since} or later first, older ones in 12-month bands)"
+            if result.recent_since else "")
 
 
 def _table(result: CatalogFit, fmt: str) -> str:
