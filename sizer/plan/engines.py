@@ -918,7 +918,8 @@ def _host_ram_verdict(verdict: str, reason: str, host_bytes: int, ram_bytes: int
         return DOES_NOT_FIT, (f"needs {_gib(host_bytes)} of system RAM{gpu_text} + {_gib(HOST_RESERVE_BYTES)} for the "
                               f"OS and other processes, more than the {_gib(ram_bytes)} of RAM; {reason}")
     if verdict == FITS_WITH_OFFLOAD:
-        reason += f"; {_gib(host_bytes)} of {_gib(ram_bytes)} RAM ({_gib(HOST_RESERVE_BYTES)} kept for the OS)"
+        reason += (f"; {_gib(host_bytes)}{gpu_text} of {_gib(ram_bytes)} RAM ({_gib(HOST_RESERVE_BYTES)} kept for "
+                   "the OS)")
     return verdict, reason
 
 

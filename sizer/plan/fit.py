@@ -561,7 +561,8 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     notes += node_notes(planner.links, tensor_parallel, engine, options)
     if profile is not None:
         notes += list(profile.notes)
-        options = [replace(o, launch=profile.launch(spec, f.name)) if o.launch else o for o, f in zip(options, formats)]
+        options = [replace(o, launch=profile.launch(spec, f.name, _offloaded_layers(o))) if o.launch else o
+                   for o, f in zip(options, formats)]
     notes += host_notes(host, selection, options)
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu,
                      choice.label,
@@ -624,8 +625,8 @@ def _with_host(selection: GpuSelection, host: HostMachine, choice: EngineChoice)
                       gpu_memory_limit_bytes=host.free_bytes if ram else UNKNOWN_RAM_BYTES,
                       memory_bandwidth_gbps=host.bandwidth_gbps)
         return replace(selection, gpu=gpu)
-    if host.ram_source == "--ram" and selection.count is None:
-        return replace(selection, count=1)
+    if selection.count is None and (host.ram_source == "--ram" or selection.gpu.vendor == "apple"):
+        return replace(selection, count=1)       # a machine described (--ram, a Mac): its one GPU
     return selection
 
 
@@ -646,6 +647,11 @@ def host_notes(host: HostMachine, selection: GpuSelection, options) -> list[str]
         why = selection.gpu.full_name.partition(": ")[2]
         notes.append("CPU only: llama.cpp with every layer in system RAM (-ngl 0)" + (f"; {why}" if why else ""))
     return notes
+
+
+def _offloaded_layers(option: FitOption) -> int | None:
+    """The -ngl of a plan with layers in system RAM (Ollama's num_gpu), None when every layer is on the GPUs."""
+    return option.engine_values.get("n_gpu_layers") if option.verdict == FITS_WITH_OFFLOAD else None
 
 
 def official_notes(spec: ModelSpec, precision, engine: str) -> list[str]:

@@ -32,16 +32,21 @@ class ProfilePlan:
     settings: object = None
     layers: dict | None = None    # how the application chooses the layers on the GPU (engine options)
 
-    def launch(self, spec, precision_name: str) -> tuple[LaunchStep, ...]:
+    def launch(self, spec, precision_name: str, n_gpu_layers: int | None = None) -> tuple[LaunchStep, ...]:
+        """n_gpu_layers: the layers on the GPUs of a partial offload (Ollama's num_gpu), None for all."""
         if self.profile == "ollama":
+            from dataclasses import replace
+
             from sizer.plan.ollama import ollama_launch
 
-            steps = ollama_launch(self.release, self.settings, self.knobs, _ollama_tag(spec, precision_name),
+            settings = self.settings if n_gpu_layers is None else replace(self.settings, num_gpu=n_gpu_layers)
+            steps = ollama_launch(self.release, settings, self.knobs, _ollama_tag(spec, precision_name),
                                   spec.name, precision_name, spec.n_layers)
         else:
             from sizer.plan.lmstudio import lmstudio_launch
 
-            steps = lmstudio_launch(self.settings, f"<{precision_name} GGUF of {spec.name}>")
+            steps = lmstudio_launch(self.settings, f"<{precision_name} GGUF of {spec.name}>", n_gpu_layers,
+                                    spec.n_layers)
         return tuple(LaunchStep(on, command) for on, command in steps)
 
 
@@ -96,15 +101,26 @@ def profile_plan(choice, spec, gpu, gpu_count: int | None, args: str | None, con
            "context_length")
     if context_length:
         s = replace(s, context_length=context_length)
-    if s.gpu != "max":
-        raise UsageError(f"LM Studio gpu={s.gpu}: partial offload is not planned by sizer's llama.cpp engine yet")
+    layers = lmstudio_layers(s.gpu, spec.n_layers)
     fa = s.flash_attention and gpu_flash_attention(gpu)
     kv = s.kv_dtype if (fa or s.kv_dtype == "fp16") else "fp16"
     notes = (f"LM Studio (llama.cpp runtime): context {s.context_length:,}, GPU offload {s.gpu}, flash attention "
              f"{'on' if fa else 'off'}, KV cache {kv}",)
     if kv != s.kv_dtype:
         notes += ("a quantized KV cache needs flash attention, which is off: f16 planned",)
-    return ProfilePlan("lmstudio", s.context_length, max(batch_size, s.parallel), kv, fa, notes, settings=s)
+    return ProfilePlan("lmstudio", s.context_length, max(batch_size, s.parallel), kv, fa, notes, settings=s,
+                       layers=layers)
+
+
+def lmstudio_layers(gpu: str, n_layers: int) -> dict:
+    """LM Studio's GPU offload (`lms load --gpu`): max lets its llama.cpp runtime place every layer that
+    fits (planned as llama.cpp's --fit search); off keeps every layer on the CPU; a ratio 0-1 offloads
+    that share of the n_layers + 1 layer slots (the output head counted, as -ngl counts it), rounded."""
+    if gpu == "max":
+        return {}
+    if gpu == "off":
+        return {"n_gpu_layers": 0}
+    return {"n_gpu_layers": round(float(gpu) * (n_layers + 1))}
 
 
 # Ollama before 0.30 chose num_gpu itself (llm/memory.go EstimateGPULayers up to 0.11.4; the runner's
