@@ -78,3 +78,36 @@ def test_balanced_memory_matches_transformers(tmp_path):
     placed = infer_device_map(module_tree(spec, get_precision("bf16")), mine)
     by_device = layers_by_device(placed, module_tree(spec, get_precision("bf16")))
     assert by_device[0] and by_device[1] and sum(map(len, by_device.values())) == 8
+
+
+def test_fit_offload_reproduces_accelerates_placement_for_the_printed_max_memory():
+    """`sizer fit ... --ram` for transformers answers fits-with-offload with a from_pretrained line; the
+    max_memory it prints, given to transformers' own get_balanced_memory and accelerate's placement on
+    a meta-device Llama 3 8B, puts exactly n_gpu_layers decoder layers on the GPU."""
+    import json
+
+    from accelerate import infer_auto_device_map, init_empty_weights
+    from click.testing import CliRunner
+    from transformers.integrations.accelerate import get_balanced_memory
+
+    from sizer.cli import cli
+
+    r = CliRunner().invoke(cli, ["fit", "llama3-8b", "-p", "bf16", "--gpus", "RTX-3060", "--ram", "64GB",
+                                 "--format", "json"])
+    assert r.exit_code == 0, r.output
+    o = json.loads(r.output)["options"][0]
+    assert o["verdict"] == "fits-with-offload" and 0 < o["n_gpu_layers"] < 32
+    assert 'device_map="auto", max_memory={0: "' in o["launch"][0]["command"]
+    budget = {int(k) if k.isdigit() else k: v for k, v in o["engine_log"]["values"]["max_memory"].items()}
+    spec = get_model("llama3-8b")
+    cfg = transformers.LlamaConfig(vocab_size=spec.vocab_size, hidden_size=spec.hidden_size,
+                                   intermediate_size=spec.d_ff, num_hidden_layers=spec.n_layers,
+                                   num_attention_heads=spec.n_heads, num_key_value_heads=spec.n_kv_heads,
+                                   tie_word_embeddings=False)
+    with init_empty_weights():
+        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    balanced = get_balanced_memory(model, max_memory=dict(budget), no_split_module_classes=model._no_split_modules)
+    placed = infer_auto_device_map(model, max_memory=balanced, no_split_module_classes=model._no_split_modules)
+    on_gpu = sum(1 for i in range(32) if placed.get(f"model.layers.{i}", placed.get("model.layers", placed.get("model"))) == 0)
+    assert on_gpu == o["n_gpu_layers"]
+    assert o["host"]["weights"] > 0 and o["decode_tokens_per_s"] < 10

@@ -131,6 +131,8 @@ class TransformersEngine:
     attention: str = "sdpa"
     logits: str = "last"
     calibration: Calibration | None = None
+    offload: bool = False                     # device_map="auto" may put layers on the CPU / disk (fit's plans)
+    host_ram_bytes: int | None = None         # --ram: the CPU budget accelerate gets (90 % of it)
 
     def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
                  precision) -> Evaluation:
@@ -151,7 +153,74 @@ class TransformersEngine:
             per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity, state))
         per_gpu = tuple(per_gpu)
         verdict, reason = _verdict_by_capacity(per_gpu, f"{batch_size} x {context_length:,} tokens")
+        if verdict == DOES_NOT_FIT and self.offload and placement.tensor_parallel == 1:
+            return self._offloaded(stages, per_gpu, capacity, precision, placement.gpu_count, reason)
         return Evaluation(verdict, reason, per_gpu)
+
+    def _offloaded(self, stages: list[Stage], on_gpus: tuple[GpuUsage, ...], capacity: int, precision,
+                   n_gpus: int, why: str) -> Evaluation:
+        """device_map="auto" with the max_memory sizer chooses (sizer.plan.device_map): accelerate's placement
+        over the GPUs, the CPU and disk. Offloaded layers run on GPU 0 with
+        their weights copied in for each forward (accelerate's AlignDevicesHook), so their KV cache and
+        the largest offloaded layer's weights sit on GPU 0 as well."""
+        from sizer.plan.device_map import (CPU, DISK, balanced_max_memory, bytes_by_device, infer_device_map,
+                                           layers_by_device, module_tree)
+
+        spec = stages[0].rank_spec
+        tree = module_tree(spec, precision)
+        kv_total = sum(g.kv_cache for g in on_gpus)
+        # max_memory sizer passes: what each GPU can give the weights once the CUDA context, the overhead,
+        # the activations and the KV cache (all of it on GPU 0, where offloaded layers run) are set aside;
+        # the CPU: the RAM less the OS reserve (unknown RAM: no limit, nothing on disk)
+        budget: dict = {}
+        for d in range(n_gpus):
+            ref = on_gpus[min(d, len(on_gpus) - 1)]
+            kv = kv_total if d == 0 else kv_total // n_gpus
+            budget[d] = max(0, (capacity - ref.overhead - ref.activations - kv) // MiB * MiB)
+        budget[CPU] = (self.host_ram_bytes - HOST_RESERVE_BYTES) // MiB * MiB if self.host_ram_bytes else tree.size
+        budget = balanced_max_memory(tree, budget, user_set=True)
+        placed = infer_device_map(tree, budget)
+        layers, sizes = layers_by_device(placed, tree), bytes_by_device(placed, tree)
+        n_layers = spec.n_layers
+        off = [i for d in (CPU, DISK) for i in layers.get(d, [])]
+        largest_off = max((m.size for m in _tree_layers(tree) if int(m.name.rsplit(".", 1)[1]) in off), default=0)
+        kv_per_layer = [g.kv_cache // max(1, len(s.layers)) for g, s in zip(on_gpus, stages)]
+        per_gpu = []
+        for d in range(n_gpus):
+            mine = layers.get(d, [])
+            kv = kv_per_layer[0] * (len(mine) + (len(off) if d == 0 else 0))
+            ref = on_gpus[min(d, len(on_gpus) - 1)]
+            per_gpu.append(GpuUsage(d, sizes.get(d, 0) + (largest_off if d == 0 else 0), kv, ref.activations,
+                                    ref.overhead, capacity))
+        per_gpu = tuple(per_gpu)
+        on_gpu_layers = sum(len(layers.get(d, [])) for d in range(n_gpus))
+        host_bytes, disk_bytes = sizes.get(CPU, 0), sizes.get(DISK, 0)
+        verdict, reason = _verdict_by_capacity(per_gpu, f"{len(off)} offloaded layers' KV cache and a copied-in layer")
+        if verdict != DOES_NOT_FIT:
+            verdict = FITS_WITH_OFFLOAD
+            disk = f", {_gib(disk_bytes)} on disk" if disk_bytes else ""
+            reason = (f"device_map=\"auto\": {on_gpu_layers}/{n_layers} decoder layers on the GPU"
+                      + ("s" if n_gpus > 1 else "") + f", {_gib(host_bytes)} in system RAM{disk}; {reason}")
+            verdict, reason = _host_ram_verdict(verdict, reason, host_bytes, self.host_ram_bytes)
+        else:
+            reason = f"{why}; with device_map=\"auto\" offload: {reason}"
+        values = {"n_gpu_layers": on_gpu_layers, "layer_slots": n_layers,
+                  "host": {"weights": host_bytes, "kv_cache": 0, "compute": 0, "output": 0, "total": host_bytes,
+                           "free": None if self.host_ram_bytes is None else self.host_ram_bytes - host_bytes},
+                  "disk_bytes": disk_bytes, "offloaded_bytes": host_bytes + disk_bytes,
+                  "max_memory": {str(k): int(v) for k, v in budget.items() if self.host_ram_bytes or k != CPU},
+                  "layers_by_device": {str(k): [v[0], v[-1]] for k, v in layers.items() if v}}
+        return Evaluation(verdict, reason, per_gpu, engine_values=values)
+
+
+def _tree_layers(tree):
+    stack, out = [tree], []
+    while stack:
+        m = stack.pop()
+        if m.no_split:
+            out.append(m)
+        stack.extend(m.children)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1171,7 +1240,7 @@ def make_engine(name: str, **options):
     if name == "transformers":
         from sizer.calc.calibration import resolve
 
-        chosen = {k: v for k, v in options.items() if k in ("attention", "logits")}
+        chosen = {k: v for k, v in options.items() if k in ("attention", "logits", "offload", "host_ram_bytes")}
         return TransformersEngine(**chosen, calibration=resolve(options.get("calibration")))
     if name == "vllm":
         chosen = {k: v for k, v in options.items()

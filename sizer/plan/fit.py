@@ -22,7 +22,7 @@ from sizer.calc.kv import INDEXER_AT_KV_DTYPE
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.launch import LaunchStep, launch_steps
 from sizer.plan.throughput import (HostPart, Links, Throughput, cost_per_million_tokens, estimate_throughput,
-                                   llamacpp_throughput)
+                                   llamacpp_throughput, offloaded_throughput)
 from sizer.quant import precision_notes, resolve_precision
 from sizer.spec import ModelSpec, Workload, check_context_length
 
@@ -382,6 +382,8 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
     nodes = -(-placement.gpu_count // planner.links.node_size)
     launch = () if ev.verdict == DOES_NOT_FIT else launch_steps(planner.engine, planner.spec, precision, placement,
                                                                 workload, planner.kv_dtype, nodes)
+    if planner.engine.name == "transformers" and ev.verdict == FITS_WITH_OFFLOAD:
+        launch = (transformers_offload_launch(planner.spec, ev.engine_values["max_memory"]),)
     return FitOption(
         precision=name, verdict=ev.verdict, reason=reason, gpu=planner.gpu.name, gpu_count=count,
         tensor_parallel=placement.tensor_parallel, pipeline_parallel=placement.pipeline_parallel,
@@ -393,6 +395,16 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
         layouts_compared=compared, nodes=nodes, data_parallel=placement.data_parallel,
         expert_parallel=placement.expert_parallel, layout=placement.short, launch=launch, engine_log=ev.engine_log,
         engine_values=ev.engine_values)
+
+
+def transformers_offload_launch(spec: ModelSpec, max_memory: dict) -> LaunchStep:
+    """The from_pretrained call that reproduces the placement: device_map="auto" with sizer's max_memory
+    (whole MiB, which accelerate's convert_file_size_to_int reads exactly)."""
+    budget = ", ".join(f"{k if k.isdigit() else chr(34) + k + chr(34)}: \"{int(v) // 2**20}MiB\""
+                       for k, v in max_memory.items())
+    ref = spec.model_ref or spec.name
+    return LaunchStep("python", f"AutoModelForCausalLM.from_pretrained(\"{ref}\", device_map=\"auto\", "
+                                f"max_memory={{{budget}}})")
 
 
 def _with_chosen_layers(planner: Planner, ev: Evaluation) -> Planner:
@@ -415,6 +427,11 @@ def _throughput(planner: Planner, precision, placement: Placement, stages: list[
     """The speed estimate; for llama.cpp with layers in system RAM, the GPUs' layers and the host's
     (HostPart at the host memory's bandwidth), one after another."""
     values = ev.engine_values
+    if planner.engine.name == "transformers" and values.get("offloaded_bytes"):
+        base = estimate_throughput(planner.spec, stages, placement, planner.gpu, planner.hardware(precision).weights,
+                                   planner.engine, workload, planner.links)
+        return offloaded_throughput(base, values["host"]["weights"], values["disk_bytes"], planner.gpu,
+                                    workload.batch_size)
     if planner.engine.name != "llamacpp" or not values.get("host_layers") or host is None \
             or getattr(planner.engine, "cpu_only", False):
         return estimate_throughput(planner.spec, stages, placement, planner.gpu, planner.hardware(precision).weights,
@@ -536,6 +553,10 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     if selection.devices and engine == "llamacpp":
         # llama.cpp splits the layers by each device's memory and checks each against its own
         engine_options = {**engine_options, "device_capacities": tuple(usable_memory_bytes(g) for g in selection.devices)}
+    if engine == "transformers" and host.ram_bytes is not None:
+        # device_map="auto" offload is planned for a machine whose RAM is known (--ram, --gpus local, a Mac):
+        # without it, transformers plans stay on the GPUs (a server's RAM is rarely the question)
+        engine_options = {**engine_options, "offload": True, "host_ram_bytes": host.ram_bytes}
     if engine == "llamacpp":
         engine_options = {**engine_options, "host_ram_bytes": host.ram_bytes, "cpu_only": selection.gpu.vendor == "cpu",
                           "unified_memory": selection.gpu.vendor == "apple"}
@@ -563,7 +584,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
         notes += list(profile.notes)
         options = [replace(o, launch=profile.launch(spec, f.name, _offloaded_layers(o))) if o.launch else o
                    for o, f in zip(options, formats)]
-    notes += host_notes(host, selection, options)
+    notes += host_notes(host, selection, options, engine)
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu,
                      choice.label,
                      ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version,
@@ -633,7 +654,7 @@ def _with_host(selection: GpuSelection, host: HostMachine, choice: EngineChoice)
 UNKNOWN_RAM_BYTES = 1 << 50     # CPU-only without a RAM figure: planned without a limit (noted)
 
 
-def host_notes(host: HostMachine, selection: GpuSelection, options) -> list[str]:
+def host_notes(host: HostMachine, selection: GpuSelection, options, engine: str = "llamacpp") -> list[str]:
     """What the plan assumed of the system RAM, where a layer or the whole model sits there."""
     if not any(o.verdict == FITS_WITH_OFFLOAD or o.engine_values.get("host_layers") for o in options) \
             and selection.gpu.vendor != "cpu":
@@ -641,6 +662,11 @@ def host_notes(host: HostMachine, selection: GpuSelection, options) -> list[str]
     ram = (f"system RAM {fmt_gib(host.ram_bytes, 1, unit=True)} ({host.ram_source}), "
            f"{fmt_gib(host.reserve_bytes, 0, unit=True)} of it kept for the OS and other processes"
            if host.ram_bytes else "system RAM not given: pass --ram (e.g. --ram 32GB) to check the host part")
+    if engine == "transformers":
+        from sizer.plan.throughput import NVME_READ_GBPS, PCIE4_X16_GBPS
+
+        return [f"{ram}; accelerate copies the offloaded layers' weights to GPU 0 for every forward: speed at PCIe "
+                f"4.0 x16's {PCIE4_X16_GBPS:g} GB/s (disk: {NVME_READ_GBPS:g} GB/s NVMe), an upper bound"]
     notes = [f"{ram}; layers in system RAM read at {host.bandwidth_gbps:g} GB/s ({host.bandwidth_source}); with mmap "
              "(the default) those weights are page cache, counted because they must stay resident to run at speed"]
     if selection.gpu.vendor == "cpu":
