@@ -925,8 +925,9 @@ class LlamaCppEngine:
             how = "--fit lowered -ngl" if searched else "-ngl as set"
             reason = (f"{plan.n_gpu_layers}/{n_slots} layers on the {gpus} ({how}), {_gib(host.total)} in system "
                       f"RAM; {reason}")
-        elif on_host and not self.cpu_only:
-            reason += f"; {plan.n_gpu_layers}/{n_slots} layers on the GPU" + ("s" if len(per_gpu) > 1 else "")
+        elif host.weights and not self.cpu_only:
+            reason += (f"; {plan.n_gpu_layers}/{n_slots} layers on the GPU" + ("s" if len(per_gpu) > 1 else "")
+                       + f", {_gib(host.total)} in host memory")
         if verdict != DOES_NOT_FIT and not self.cpu_only:
             gpu_part = sum(g.total for g in per_gpu) if self.unified_memory else 0
             verdict, reason = _host_ram_verdict(verdict, reason, host.total, self.host_ram_bytes, gpu_part)

@@ -294,14 +294,14 @@ class Planner:
             return ev.verdict == FITS
         return ev.verdict != DOES_NOT_FIT and (offload or ev.verdict != FITS_WITH_OFFLOAD)
 
-    def max_context_length(self, precision, placement: Placement, workload: Workload, offload: bool = True) -> int:
+    def max_context_length(self, precision, placement: Placement, workload: Workload, offload: bool = False) -> int:
         """The largest context (up to the model's maximum) that serves the workload's batch (offload=False:
         with every layer on the GPUs)."""
         limit = self.spec.max_context_length or MAX_CONTEXT_SEARCH
         return _largest(lambda n: self.serves(precision, placement, replace(workload, context_length=n),
                                               offload=offload), limit)
 
-    def max_concurrency(self, precision, placement: Placement, workload: Workload, offload: bool = True) -> int:
+    def max_concurrency(self, precision, placement: Placement, workload: Workload, offload: bool = False) -> int:
         """The most sequences of the workload's context length that the placement serves."""
         ev = self.evaluate(precision, placement, replace(workload, batch_size=1))
         if ev.max_concurrency is not None:           # vLLM: what its KV pool holds
