@@ -239,8 +239,9 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
               help="Peak bandwidth of the system RAM in GB/s, for the speed of layers kept there. Default: "
                    "--host-memory's, a Mac's unified memory, else DDR5-5600 dual channel (89.6 GB/s).")
 @click.option("--host-memory", default=None,
-              help="The system RAM's kind, a row of `sizer gpus`' host memory table: DDR4-3200-2ch, DDR5-5600-2ch, "
-                   "DDR5-4800-8ch, ... (its peak bandwidth is used).")
+              help="The system RAM's kind, for its peak bandwidth (the GPU catalog's host_memory rows): DDR4-2666-2ch, "
+                   "DDR4-3200-2ch, DDR5-4800-2ch, DDR5-5600-2ch, DDR5-6400-2ch, LPDDR5X-8000-256bit, DDR4-3200-8ch, "
+                   "DDR5-4800-8ch, DDR5-5200-8ch, DDR5-4800-12ch, DDR5-6000-12ch, DDR5-6400-12ch.")
 @click.option("--recommend", is_flag=True, help="Rank the catalog's GPU configurations by price for this workload.")
 @click.option("--max-gpus", type=int, default=None, callback=positive,
               help="Most GPUs per configuration to consider (default 8 with --recommend, 64 otherwise).")

@@ -206,3 +206,15 @@ def test_recommend_and_min_gpus_count_gpus_that_hold_every_layer():
     engine = replace(LlamaCppEngine(), settings=LlamaCppSettings())
     planner = Planner(spec, parse_gpus("RTX-3060").gpu, engine, "fp16")
     assert not planner.serves(get_precision("Q4_K_M"), Placement(1, 1), Workload(8192, 1), offload=False)
+
+
+def test_host_memory_names_list_the_catalog_rows():
+    from sizer.catalog import host_memory_entries
+    from sizer.cli import fit as fit_command
+
+    help_text = next(p.help for p in fit_command.params if p.name == "host_memory")
+    assert all(name in help_text for name in host_memory_entries())
+    r = CliRunner().invoke(cli, [*DONE, "--host-memory", "DDR9"])
+    assert r.exit_code == 2 and "DDR5-5600-2ch" in r.output
+    slow = fit("llama-3.1-70b", "RTX-3060", "llamacpp", "Q4_K_M", ram_bytes=64 * GiB, host_memory="ddr4-3200-2ch")
+    assert slow.host.bandwidth_gbps == host_memory_entries()["DDR4-3200-2ch"].bandwidth_gbps
