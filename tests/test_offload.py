@@ -218,3 +218,13 @@ def test_host_memory_names_list_the_catalog_rows():
     assert r.exit_code == 2 and "DDR5-5600-2ch" in r.output
     slow = fit("llama-3.1-70b", "RTX-3060", "llamacpp", "Q4_K_M", ram_bytes=64 * GiB, host_memory="ddr4-3200-2ch")
     assert slow.host.bandwidth_gbps == host_memory_entries()["DDR4-3200-2ch"].bandwidth_gbps
+
+
+def test_lmstudio_gpu_ratio_and_off():
+    """LM Studio's --gpu: a ratio of the n_layers + 1 layer slots, off for none."""
+    ratio = json.loads(run("fit", "llama3-8b", "-p", "Q4_K_M", "--gpus", "RTX-3060", "--ram", "32GB", "--engine",
+                           "lmstudio", "--engine-args", "gpu=0.5", "--format", "json"))["options"][0]
+    assert ratio["n_gpu_layers"] == round(0.5 * 33) and ratio["verdict"] == FITS_WITH_OFFLOAD
+    off = json.loads(run("fit", "llama3-8b", "-p", "Q4_K_M", "--gpus", "RTX-3060", "--ram", "32GB", "--engine",
+                         "lmstudio", "--engine-args", "gpu=off", "--format", "json"))["options"][0]
+    assert off["n_gpu_layers"] == 0 and off["host"]["weights"] > ratio["host"]["weights"]

@@ -553,15 +553,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     if selection.devices and engine == "llamacpp":
         # llama.cpp splits the layers by each device's memory and checks each against its own
         engine_options = {**engine_options, "device_capacities": tuple(usable_memory_bytes(g) for g in selection.devices)}
-    if engine == "transformers" and host.ram_bytes is not None:
-        # device_map="auto" offload is planned for a machine whose RAM is known (--ram, --gpus local, a Mac):
-        # without it, transformers plans stay on the GPUs (a server's RAM is rarely the question)
-        engine_options = {**engine_options, "offload": True, "host_ram_bytes": host.ram_bytes}
-    if engine == "llamacpp":
-        engine_options = {**engine_options, "host_ram_bytes": host.ram_bytes, "cpu_only": selection.gpu.vendor == "cpu",
-                          "unified_memory": selection.gpu.vendor == "apple"}
-        if profile is not None and profile.layers is not None:
-            engine_options.update(profile.layers)
+    engine_options = {**engine_options, **host_engine_options(engine, host, selection, profile)}
     planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options, **choice.engine_options), kv_dtype, tensor_parallel,
                       pipeline_parallel, links=Links.of(selection.gpu, selection.node_size, selection.fabric),
                       parallel=parallel)
@@ -673,6 +665,22 @@ def host_notes(host: HostMachine, selection: GpuSelection, options, engine: str 
         why = selection.gpu.full_name.partition(": ")[2]
         notes.append("CPU only: llama.cpp with every layer in system RAM (-ngl 0)" + (f"; {why}" if why else ""))
     return notes
+
+
+def host_engine_options(engine: str, host: HostMachine, selection: GpuSelection, profile) -> dict:
+    """The engine options that plan layers in system RAM: the RAM, CPU-only, unified memory, and how an
+    Ollama / LM Studio profile chooses its layers."""
+    if engine == "transformers":
+        # device_map="auto" offload is planned for a machine whose RAM is known (--ram, --gpus local, a Mac):
+        # without it, transformers plans stay on the GPUs (a server's RAM is rarely the question)
+        return {"offload": True, "host_ram_bytes": host.ram_bytes} if host.ram_bytes is not None else {}
+    if engine != "llamacpp":
+        return {}
+    options = {"host_ram_bytes": host.ram_bytes, "cpu_only": selection.gpu.vendor == "cpu",
+               "unified_memory": selection.gpu.vendor == "apple"}
+    if profile is not None and profile.layers is not None:
+        options.update(profile.layers)
+    return options
 
 
 def _offloaded_layers(option: FitOption) -> int | None:
