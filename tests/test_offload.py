@@ -78,6 +78,9 @@ def test_done_command_answers_with_layers_ram_and_speed():
     assert f"-ngl {ngl}" in out and f"{ngl}/81 layers on the GPU" in out
     assert f"{host['total'] / GiB:.1f} GiB in system RAM (of 64.0 GiB)" in out
     assert 0.2 < o["decode_tokens_per_s"] < 5 and "tok/s decode" in out
+    # prompt processing: the GPU's rate for every layer, slowed by copying the host weights in per micro-batch
+    on_gpus = fit("llama-3.1-70b", "5xRTX-3060", "llamacpp", "Q4_K_M").options[0].throughput.prefill_tokens_per_s
+    assert 0 < o["prefill_tokens_per_s"] < on_gpus and "tok/s prompt" in out
     assert data["ram_bytes"] == 64 * GiB and data["ram_free_bytes"] == 64 * GiB - HOST_RESERVE_BYTES
     assert host["free"] == 64 * GiB - host["total"]
     # the host part is the layers below -ngl: weights of 80 + 1 - ngl layer slots plus the embedding

@@ -22,7 +22,7 @@ from sizer.calc.kv import INDEXER_AT_KV_DTYPE
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.launch import LaunchStep, launch_steps
 from sizer.plan.throughput import (HostPart, Links, Throughput, cost_per_million_tokens, estimate_throughput,
-                                   llamacpp_throughput, offloaded_throughput)
+                                   PCIE4_X16_GBPS, llamacpp_throughput, offloaded_throughput)
 from sizer.quant import precision_notes, resolve_precision
 from sizer.spec import ModelSpec, Workload, check_context_length
 
@@ -442,8 +442,19 @@ def _throughput(planner: Planner, precision, placement: Placement, stages: list[
                   zip(stages, values["device_layers"], ev.per_gpu)]
     part = HostPart(values["host_layers"], values["host_read_bytes"],
                     values["host"]["kv_cache"] // max(1, values["n_ctx"]), host.bandwidth_gbps)
-    return llamacpp_throughput(planner.spec, gpu_stages, planner.gpu, planner.hardware(precision).weights, workload,
-                               part)
+    weights = planner.hardware(precision).weights
+    decode = llamacpp_throughput(planner.spec, gpu_stages, planner.gpu, weights, workload, part)
+    # prompt processing: the scheduler runs the host layers' matrix products on the GPU for batches of 32
+    # tokens or more (op_offload, docs/reference/llamacpp-memory.md), copying their weights in once per
+    # micro-batch: the GPU's rate for every layer plus the host weights over PCIe per n_ubatch tokens
+    on_gpu = llamacpp_throughput(planner.spec, stages, planner.gpu, weights, workload).prefill_tokens_per_s
+    if on_gpu is None:
+        return decode
+    ubatch = min(planner.engine.settings.n_ubatch, workload.context_length)
+    copied = 0 if planner.gpu.vendor == "apple" else values["host_read_bytes"]     # unified memory: no copy
+    per_token_s = 1 / on_gpu + copied / (PCIE4_X16_GBPS * 1e9) / ubatch
+    tokens = workload.batch_size * workload.context_length
+    return replace(decode, prefill_tokens_per_s=1 / per_token_s, time_to_first_token_s=tokens * per_token_s)
 
 
 def _gpu_part(stage: Stage, layers: int, weights_bytes: int) -> Stage:
