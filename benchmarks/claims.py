@@ -30,9 +30,11 @@ def close(value: float, claimed: float, tolerance: float = 0.1) -> bool:
 
 
 def option(model, gpus, precision, engine="llamacpp", context_length=4096, batch_size=1):
-    # llama.cpp only warns when n_ctx exceeds n_ctx_train (phi-2: 2,048), so the claim plans it as llama.cpp runs it
+    # llama.cpp only warns when n_ctx exceeds n_ctx_train (phi-2: 2,048), so the claim plans it as llama.cpp runs it;
+    # the claims are about the model on the GPU: every layer there (-ngl 999; --fit would move layers to system RAM)
+    options = {"llamacpp_settings": {"n_gpu_layers": "999"}} if engine == "llamacpp" else {}
     return fit(model, gpus, engine=engine, precision=precision, context_length=context_length,
-               batch_size=batch_size, suggestions=False, allow_long_context=True).options[0]
+               batch_size=batch_size, suggestions=False, allow_long_context=True, **options).options[0]
 
 
 def claim_1():

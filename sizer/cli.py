@@ -107,6 +107,18 @@ def engine_name(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
+def ram_size(ctx, param, value):
+    """--ram 64GB / 64GiB / 64G / 64: GiB of system RAM, in bytes (None: not given)."""
+    import re
+
+    if value is None:
+        return None
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(gb|gib|g)?\s*$", str(value), re.IGNORECASE)
+    if not m or float(m.group(1)) <= 0:
+        raise click.BadParameter(f"{value!r}: expected a size such as 32GB or 64GiB (GiB of RAM)")
+    return int(float(m.group(1)) * 2**30)
+
+
 def positive(ctx, param, value):
     if value is not None and value < 1:
         raise click.BadParameter(f"must be a positive integer, got {value}")
@@ -220,6 +232,18 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
 @click.option("--fabric-gbps", "fabric_gbits", type=float, default=None,
               help="The network between nodes, in Gb/s per node as NICs are sold (8 x 400 Gb/s InfiniBand = 3200). "
                    "Default: the GPU catalog's for the GPU's usual servers.")
+@click.option("--ram", "ram", default=None, callback=ram_size,
+              help="The machine's system RAM (32GB, 64GiB: GiB, as RAM is sold), for layers kept there (llama.cpp "
+                   "-ngl, Ollama num_gpu) and CPU-only plans; a plan whose part in RAM exceeds it, less a 4 GiB "
+                   "reserve for the OS, does not fit. With --ram a GPU without a count is one GPU. Default: this "
+                   "machine's RAM with --gpus local or cpu, a Mac's unified memory, else unknown (said).")
+@click.option("--ram-bandwidth-gbps", type=float, default=None,
+              help="Peak bandwidth of the system RAM in GB/s, for the speed of layers kept there. Default: "
+                   "--host-memory's, a Mac's unified memory, else DDR5-5600 dual channel (89.6 GB/s).")
+@click.option("--host-memory", default=None,
+              help="The system RAM's kind, for its peak bandwidth (the GPU catalog's host_memory rows): DDR4-2666-2ch, "
+                   "DDR4-3200-2ch, DDR5-4800-2ch, DDR5-5600-2ch, DDR5-6400-2ch, LPDDR5X-8000-256bit, DDR4-3200-8ch, "
+                   "DDR5-4800-8ch, DDR5-5200-8ch, DDR5-4800-12ch, DDR5-6000-12ch, DDR5-6400-12ch.")
 @click.option("--recommend", is_flag=True, help="Rank the catalog's GPU configurations by price for this workload.")
 @click.option("--max-gpus", type=int, default=None, callback=positive,
               help="Most GPUs per configuration to consider (default 8 with --recommend, 64 otherwise).")
@@ -230,8 +254,8 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
 @output_options
 def fit(model, gpus, engine, engine_args, launch_line, precision, context_length, batch_size, allow_long_context,
         kv_dtype, tensor_parallel, pipeline_parallel, data_parallel, expert_parallel, gpu_memory_utilization,
-        max_num_seqs, max_num_batched_tokens, fabric_gbits, recommend, max_gpus, plot_path, calibration, refresh, fmt,
-        force=False):
+        max_num_seqs, max_num_batched_tokens, fabric_gbits, ram, ram_bandwidth_gbps, host_memory, recommend, max_gpus,
+        plot_path, calibration, refresh, fmt, force=False):
     """Will MODEL fit on these GPUs? Per precision: verdict, per-GPU memory, max context, max concurrency,
     throughput, price; or, with --recommend, the cheapest catalog hardware that serves the workload.
 
@@ -242,6 +266,7 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
       sizer fit mixtral --recommend --engine vllm --format csv -o options.csv
       sizer fit llama-3.1-405b --gpus 2x8xH100 --engine vllm    (2 nodes of 8: TP8 x PP2, Ray)
       sizer fit --command "vllm serve Qwen/Qwen2.5-7B-Instruct --max-model-len 16000 -tp 2" --gpus 2xL40S
+      sizer fit llama-3.1-70b -p Q4_K_M --gpus RTX-3060 --ram 64GB --engine llamacpp   (partial offload: -ngl)
     """
     from dataclasses import replace
 
@@ -272,7 +297,8 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
                          allow_long_context=allow_long_context, fabric_gbits=fabric_gbits,
                          data_parallel=opts["data_parallel"] or 1, expert_parallel=bool(opts["expert_parallel"]),
                          dp_attention=bool(settings and settings.options.get("dp_attention")),
-                         profile_args=profile_args, **engine_options)
+                         profile_args=profile_args, ram_bytes=ram, ram_bandwidth_gbps=ram_bandwidth_gbps,
+                         host_memory=host_memory, **engine_options)
     if flags is not None:
         result = replace(result, notes=result.notes + tuple(flags.notes(settings)))
         if flags.args.warning:

@@ -100,16 +100,31 @@ def generic_gpu(memory_gib: float) -> GpuSpec:
                    price_per_hour_usd=None, price_source="", price_date="", source="--gpus " + name)
 
 
+CPU_NAMES = ("cpu", "none")     # --gpus cpu / none: no GPU, every layer in system RAM (llama.cpp -ngl 0)
+
+
+def cpu_device(ram_bytes: int | None = None, bandwidth_gbps: float | None = None, note: str = "") -> GpuSpec:
+    """The machine's CPU and system RAM as the one "device" of a CPU-only plan (vendor "cpu": llama.cpp's
+    CPU backend). Memory and bandwidth are filled in by `fit` from --ram and the host memory's bandwidth."""
+    return GpuSpec(name="CPU", full_name="CPU only (system RAM)" + (f": {note}" if note else ""), aliases=(),
+                   vendor="cpu", architecture="", memory_gib_marketed=(ram_bytes or 0) / GiB,
+                   memory_bytes=ram_bytes or 0, memory_bandwidth_gbps=bandwidth_gbps, dense_tflops={},
+                   tdp_watts=None, interconnect="", price_per_hour_usd=None, price_source="", price_date="",
+                   source="--gpus cpu", node_gpus=1, market="consumer")
+
+
 def parse_gpus(text: str) -> GpuSelection:
     """Parse one `--gpus` value; raise UsageError with a one-line reason when it cannot."""
     if "," in (text or ""):
         return _mixed_gpus(text)
+    if (text or "").strip().lower() in CPU_NAMES:
+        return GpuSelection(cpu_device(), 1, text)
     named = _named_gpu(text or "")
     if named:
         return named
     m = _SPEC_RE.match(text or "")
     if not m or not m.group("what"):
-        raise UsageError(f"--gpus {text!r}: expected COUNTxGPU (2x48GB, 8xH100), a GPU (H100, 48GB) or 'local'")
+        raise UsageError(f"--gpus {text!r}: expected COUNTxGPU (2x48GB, 8xH100), a GPU (H100, 48GB), 'local' or 'cpu'")
     count = int(m.group("count")) if m.group("count") is not None else None
     nodes = int(m.group("nodes")) if m.group("nodes") is not None else None
     if nodes is not None and count is not None:
@@ -173,9 +188,8 @@ def _local(text: str, count: int | None) -> GpuSelection:
     from sizer.env.hardware import local_gpus
 
     found, reason = local_gpus()
-    if not found:
-        raise UsageError(f"--gpus local: {reason}; name GPUs with --gpus (e.g. --gpus 2xH100 or --gpus 48GB) "
-                         "or rank the catalog with --recommend")
+    if not found:                       # a CPU-only machine: plan llama.cpp on its CPU and RAM
+        return GpuSelection(cpu_device(note=reason), 1, text)
     names = {g.name for g in found}
     if len(names) > 1:
         raise UsageError(f"--gpus local: this machine mixes GPU models ({', '.join(sorted(names))}); "

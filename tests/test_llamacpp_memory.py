@@ -276,8 +276,9 @@ def test_mixed_gpus_split_by_each_devices_memory():
     sel = parse_gpus("2xRTX-3090,RTX-3060")
     assert sel.count == 3 and [g.name for g in sel.devices].count(sel.devices[0].name) == 2
     assert sel.gpu == sel.devices[2]                          # the smallest bounds same-share engines
+    # -ngl 999 set by the user: --fit leaves the layers alone (they do not fit: the split rule is tested)
     r = CliRunner().invoke(cli, ["fit", "llama-3.1-70b", "-p", "Q4_K_M", "--gpus", "RTX-3090,RTX-3060",
-                                 "--engine", "llamacpp", "-c", "4096", "--format", "json"])
+                                 "--engine", "llamacpp", "-c", "4096", "--format", "json", "--engine-args", "-ngl 999"])
     assert r.exit_code == 0, r.output
     stages = json.loads(r.output)["options"][0]["per_stage"]
     capacities = [usable_memory_bytes(g) for g in parse_gpus("RTX-3090,RTX-3060").devices]

@@ -307,9 +307,14 @@ def test_fit_without_the_searches_keeps_the_verdict():
     full = fit("llama3.1-8b", "1xRTX-4060", "llamacpp", ["Q8_0", "Q4_K_M"], 8192, suggestions=False, max_gpus=1)
     quick = fit("llama3.1-8b", "1xRTX-4060", "llamacpp", ["Q8_0", "Q4_K_M"], 8192, suggestions=False, max_gpus=1,
                 limits=())
-    assert [o.verdict for o in quick.options] == [o.verdict for o in full.options] == ["does-not-fit", "fits"]
-    assert [o.max_context_length for o in quick.options] == [0, 8192] != [o.max_context_length for o in full.options]
-    assert [o.max_concurrency for o in quick.options] == [0, 1]
+    # Q8_0 of 8B leaves layers in system RAM on an 8 GB card (llama.cpp's own --fit picks -ngl)
+    assert [o.verdict for o in quick.options] == [o.verdict for o in full.options] == ["fits-with-offload", "fits"]
+    assert [o.max_context_length for o in quick.options] == [8192, 8192] != [o.max_context_length for o in full.options]
+    assert [o.max_concurrency for o in quick.options] == [1, 1]
+    refused = fit("llama3.1-8b", "1xRTX-4060", "llamacpp", "fp16", 8192, suggestions=False, max_gpus=1, limits=(),
+                  ram_bytes=8 * 2**30)            # 16 GB of weights, 8 GB of RAM: nowhere to put them
+    assert refused.options[0].verdict == "does-not-fit"
+    assert (refused.options[0].max_context_length, refused.options[0].max_concurrency) == (0, 0)
     assert [o.per_gpu for o in quick.options] == [o.per_gpu for o in full.options]
     with pytest.raises(UsageError, match="unknown"):
         fit("llama3.1-8b", "1xRTX-4060", "llamacpp", "Q4_K_M", limits=("speed",))

@@ -419,7 +419,7 @@ _FIT_OPTIONS = {
 LLAMACPP_SETTINGS = frozenset({
     "max_model_len", "batch_size", "ubatch_size", "n_gpu_layers", "flash_attn", "parallel", "cache_type_k",
     "cache_type_v", "n_cpu_moe", "cpu_moe", "override_tensor", "split_mode", "tensor_split", "main_gpu",
-    "no_kv_offload", "mmap", "no_mmap", "mlock", "fit", "kv_unified"})
+    "no_kv_offload", "mmap", "no_mmap", "mlock", "fit", "fit_target", "kv_unified"})
 # what each fit option is called on sizer's command line, for messages
 SIZER_FLAG = {"tensor_parallel": "--tensor-parallel", "pipeline_parallel": "--pipeline-parallel",
               "context_length": "--context-length", "gpu_memory_utilization": "--gpu-memory-utilization",

@@ -4,8 +4,9 @@ Facts from docs/reference/engines.md (gathered from the engines' source and logs
 constant is named, sourced, and calibratable by `sizer measure` / `sizer calibrate`.
 
 Verdicts: `fits` (the fullest GPU keeps at least FIT_HEADROOM_FRACTION free), `marginal` (it fits,
-but barely; for vLLM: it starts, but serves fewer concurrent sequences than asked) and
-`does-not-fit` (out of memory, or vLLM refuses to start).
+but barely; for vLLM: it starts, but serves fewer concurrent sequences than asked),
+`fits-with-offload` (it runs with part of the layers in system RAM: llama.cpp -ngl, transformers
+device_map="auto" with CPU offload) and `does-not-fit` (out of memory, or vLLM refuses to start).
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ from sizer.spec import STATE_KINDS, ModelSpec, Workload
 from sizer.units import MiB, fmt_gib
 
 FITS, MARGINAL, DOES_NOT_FIT = "fits", "marginal", "does-not-fit"
-VERDICT_ORDER = {FITS: 0, MARGINAL: 1, DOES_NOT_FIT: 2}
+# part of the model stays in system RAM (llama.cpp -ngl below all layers, transformers device_map with CPU/disk)
+FITS_WITH_OFFLOAD = "fits-with-offload"
+VERDICT_ORDER = {FITS: 0, MARGINAL: 1, FITS_WITH_OFFLOAD: 2, DOES_NOT_FIT: 3}
+VERDICTS = tuple(VERDICT_ORDER)
+# System RAM sizer leaves to the OS and other processes when it checks a plan's host part against --ram
+# (sizer's assumption, docs/calculation.md "Partial offload": a desktop session with a browser holds 2-4 GiB)
+HOST_RESERVE_BYTES = 4 * 1024 * MiB
 # A GPU filled beyond 95 % of its usable memory is "marginal": fragmentation, a longer prompt or a
 # second process can push it over.
 FIT_HEADROOM_FRACTION = 0.05
@@ -124,6 +131,8 @@ class TransformersEngine:
     attention: str = "sdpa"
     logits: str = "last"
     calibration: Calibration | None = None
+    offload: bool = False                     # device_map="auto" may put layers on the CPU / disk (fit's plans)
+    host_ram_bytes: int | None = None         # --ram: the CPU budget accelerate gets (90 % of it)
 
     def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
                  precision) -> Evaluation:
@@ -144,7 +153,74 @@ class TransformersEngine:
             per_gpu.append(GpuUsage(s.index, s.weights_bytes, kv, act, overhead, capacity, state))
         per_gpu = tuple(per_gpu)
         verdict, reason = _verdict_by_capacity(per_gpu, f"{batch_size} x {context_length:,} tokens")
+        if verdict == DOES_NOT_FIT and self.offload and placement.tensor_parallel == 1:
+            return self._offloaded(stages, per_gpu, capacity, precision, placement.gpu_count, reason)
         return Evaluation(verdict, reason, per_gpu)
+
+    def _offloaded(self, stages: list[Stage], on_gpus: tuple[GpuUsage, ...], capacity: int, precision,
+                   n_gpus: int, why: str) -> Evaluation:
+        """device_map="auto" with the max_memory sizer chooses (sizer.plan.device_map): accelerate's placement
+        over the GPUs, the CPU and disk. Offloaded layers run on GPU 0 with
+        their weights copied in for each forward (accelerate's AlignDevicesHook), so their KV cache and
+        the largest offloaded layer's weights sit on GPU 0 as well."""
+        from sizer.plan.device_map import (CPU, DISK, balanced_max_memory, bytes_by_device, infer_device_map,
+                                           layers_by_device, module_tree)
+
+        spec = stages[0].rank_spec
+        tree = module_tree(spec, precision)
+        kv_total = sum(g.kv_cache for g in on_gpus)
+        # max_memory sizer passes: what each GPU can give the weights once the CUDA context, the overhead,
+        # the activations and the KV cache (all of it on GPU 0, where offloaded layers run) are set aside;
+        # the CPU: the RAM less the OS reserve (unknown RAM: no limit, nothing on disk)
+        budget: dict = {}
+        for d in range(n_gpus):
+            ref = on_gpus[min(d, len(on_gpus) - 1)]
+            kv = kv_total if d == 0 else kv_total // n_gpus
+            budget[d] = max(0, (capacity - ref.overhead - ref.activations - kv) // MiB * MiB)
+        budget[CPU] = (self.host_ram_bytes - HOST_RESERVE_BYTES) // MiB * MiB if self.host_ram_bytes else tree.size
+        budget = balanced_max_memory(tree, budget, user_set=True)
+        placed = infer_device_map(tree, budget)
+        layers, sizes = layers_by_device(placed, tree), bytes_by_device(placed, tree)
+        n_layers = spec.n_layers
+        off = [i for d in (CPU, DISK) for i in layers.get(d, [])]
+        largest_off = max((m.size for m in _tree_layers(tree) if int(m.name.rsplit(".", 1)[1]) in off), default=0)
+        kv_per_layer = [g.kv_cache // max(1, len(s.layers)) for g, s in zip(on_gpus, stages)]
+        per_gpu = []
+        for d in range(n_gpus):
+            mine = layers.get(d, [])
+            kv = kv_per_layer[0] * (len(mine) + (len(off) if d == 0 else 0))
+            ref = on_gpus[min(d, len(on_gpus) - 1)]
+            per_gpu.append(GpuUsage(d, sizes.get(d, 0) + (largest_off if d == 0 else 0), kv, ref.activations,
+                                    ref.overhead, capacity))
+        per_gpu = tuple(per_gpu)
+        on_gpu_layers = sum(len(layers.get(d, [])) for d in range(n_gpus))
+        host_bytes, disk_bytes = sizes.get(CPU, 0), sizes.get(DISK, 0)
+        verdict, reason = _verdict_by_capacity(per_gpu, f"{len(off)} offloaded layers' KV cache and a copied-in layer")
+        if verdict != DOES_NOT_FIT:
+            verdict = FITS_WITH_OFFLOAD
+            disk = f", {_gib(disk_bytes)} on disk" if disk_bytes else ""
+            reason = (f"device_map=\"auto\": {on_gpu_layers}/{n_layers} decoder layers on the GPU"
+                      + ("s" if n_gpus > 1 else "") + f", {_gib(host_bytes)} in system RAM{disk}; {reason}")
+            verdict, reason = _host_ram_verdict(verdict, reason, host_bytes, self.host_ram_bytes)
+        else:
+            reason = f"{why}; with device_map=\"auto\" offload: {reason}"
+        values = {"n_gpu_layers": on_gpu_layers, "layer_slots": n_layers,
+                  "host": {"weights": host_bytes, "kv_cache": 0, "compute": 0, "output": 0, "total": host_bytes,
+                           "free": None if self.host_ram_bytes is None else self.host_ram_bytes - host_bytes},
+                  "disk_bytes": disk_bytes, "offloaded_bytes": host_bytes + disk_bytes,
+                  "max_memory": {str(k): int(v) for k, v in budget.items() if self.host_ram_bytes or k != CPU},
+                  "layers_by_device": {str(k): [v[0], v[-1]] for k, v in layers.items() if v}}
+        return Evaluation(verdict, reason, per_gpu, engine_values=values)
+
+
+def _tree_layers(tree):
+    stack, out = [tree], []
+    while stack:
+        m = stack.pop()
+        if m.no_split:
+            out.append(m)
+        stack.extend(m.children)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -754,13 +830,21 @@ LLAMACPP_FIT_MARGIN_BYTES = FIT_MARGIN_BYTES   # --fit keeps 1024 MiB free per d
 @dataclass(frozen=True)
 class LlamaCppEngine:
     name: str = "llamacpp"
-    usage_depends_on_capacity = False
     prefers_tensor_parallel: bool = False
     embedding_on_host: bool = True
     tied_copy_on_last: bool = True
     flash_attention: bool = True      # -fa auto enables it on GPUs that support it
     settings: LlamaCppSettings = field(default_factory=LlamaCppSettings)
     device_capacities: tuple[int, ...] = ()   # mixed GPUs: each device's usable memory (else all `capacity`)
+    host_ram_bytes: int | None = None         # --ram (or the machine's): None when unknown
+    layers_margin_bytes: int | None = None    # what the layer search keeps free per GPU (None: --fit's target)
+    cpu_only: bool = False                    # no GPU: every layer on the CPU (-ngl 0), `capacity` is the RAM
+    unified_memory: bool = False              # Apple: the GPU's part and the host's share host_ram_bytes
+
+    @property
+    def usage_depends_on_capacity(self) -> bool:
+        """--fit (llama.cpp's default) chooses -ngl by each GPU's memory."""
+        return self.settings.auto_layers and not self.cpu_only
 
     @property
     def keeps_layers_on_host(self) -> bool:
@@ -768,8 +852,14 @@ class LlamaCppEngine:
         s = self.settings
         return s.n_gpu_layers < ALL_LAYERS or s.cpu_moe or s.n_cpu_moe > 0 or bool(s.override_tensor)
 
-    def plan(self, spec: ModelSpec, precision, n_devices: int, workload: Workload) -> LlamaCppPlan:
-        """Per device what llama.cpp allocates (sizer.plan.llamacpp)."""
+    @property
+    def margin_bytes(self) -> int:
+        return self.settings.fit_target_bytes if self.layers_margin_bytes is None else self.layers_margin_bytes
+
+    def plan(self, spec: ModelSpec, precision, n_devices: int, workload: Workload,
+             layer_counts: tuple[int, ...] | None = None) -> LlamaCppPlan:
+        """Per device what llama.cpp allocates (sizer.plan.llamacpp). layer_counts: the layers (output
+        head counted) of each GPU, as --fit sets -ngl and --tensor-split."""
         # the plan's context and slots decide n_ctx (-c arrives as the context per slot, so that sizer's
         # searches for the longest context and the most sequences can vary it)
         s = replace(self.settings, n_ctx=None)
@@ -778,7 +868,29 @@ class LlamaCppEngine:
         if not self.flash_attention and s.flash_attn == "auto":
             s = replace(s, flash_attn="off")
         free = self.device_capacities if len(self.device_capacities) == n_devices else ()
+        if layer_counts is not None:
+            s = replace(s, n_gpu_layers=sum(layer_counts), tensor_split=tuple(float(n) for n in layer_counts)
+                        if n_devices > 1 else ())
         return plan_llamacpp(model_from_spec(spec, precision), s, n_devices, workload.context_length, free)
+
+    def fit_layers(self, spec: ModelSpec, precision, n_devices: int, workload: Workload,
+                   usage) -> tuple[int, ...]:
+        """The layers per GPU llama.cpp's --fit chooses (common/fit.cpp, step 3, dense models): from the
+        last device to the first, the most of the still unassigned layer slots (n_layer + 1, the output
+        head the first) for which the device's projected use stays within its free memory less the
+        margin. usage(plan) -> per-GPU GpuUsage."""
+        counts = [0] * n_devices
+        slots = spec.n_layers + 1
+        for device in range(n_devices - 1, -1, -1):
+            unassigned = slots - sum(counts[device + 1:])
+
+            def fits(n: int, device=device) -> bool:
+                trial = tuple(counts[:device]) + (n,) + tuple(counts[device + 1:])
+                g = usage(self.plan(spec, precision, n_devices, workload, trial))[device]
+                return g.total + self.margin_bytes <= g.capacity
+
+            counts[device] = _largest_fitting(fits, unassigned)
+        return tuple(counts)
 
     def evaluate(self, stages: list[Stage], placement: Placement, capacity: int, workload: Workload,
                  precision) -> Evaluation:
@@ -788,11 +900,57 @@ class LlamaCppEngine:
         kv_type = _llamacpp_kv_type(stages, spec)
         if kv_type and (self.settings.type_k, self.settings.type_v) == ("f16", "f16"):
             engine = replace(self, settings=replace(self.settings, type_k=kv_type, type_v=kv_type))
-        plan = engine.plan(spec, precision, placement.gpu_count, workload)
+        n_devices = 0 if self.cpu_only else placement.gpu_count
+        state_layer = stages[0].state_layer_bytes_llamacpp
+        usage = lambda plan: engine._usage(plan, spec, capacity, batch_size, state_layer)    # noqa: E731
+        plan = engine.plan(spec, precision, n_devices, workload)
+        per_gpu = usage(plan)
+        searched = False
+        if n_devices and self.settings.auto_layers and any(g.free < self.margin_bytes for g in per_gpu):
+            # --fit (on by default, -ngl auto): fewer layers on the GPUs until each keeps the margin free
+            plan = engine.plan(spec, precision, n_devices, workload, engine.fit_layers(spec, precision, n_devices,
+                                                                                      workload, usage))
+            per_gpu, searched = usage(plan), True
+        slots = self.settings.n_seq_max or batch_size
+        what = f"n_ctx {plan.n_ctx:,} ({slots} x {context_length:,})"
+        verdict, reason = _verdict_by_capacity(per_gpu, what)
+        host = plan.host
+        n_slots = spec.n_layers + 1
+        if self.cpu_only:
+            reason = reason.replace("on the GPU", "in system RAM (less the OS reserve)")
+        on_host = bool(host.layers) or host.output_head
+        if on_host and not self.cpu_only and verdict != DOES_NOT_FIT:
+            verdict = FITS_WITH_OFFLOAD
+            gpus = "GPU" + ("s" if len(per_gpu) > 1 else "")
+            how = "--fit lowered -ngl" if searched else "-ngl as set"
+            reason = (f"{plan.n_gpu_layers}/{n_slots} layers on the {gpus} ({how}), {_gib(host.total)} in system "
+                      f"RAM; {reason}")
+        elif host.weights and not self.cpu_only:
+            reason += (f"; {plan.n_gpu_layers}/{n_slots} layers on the GPU" + ("s" if len(per_gpu) > 1 else "")
+                       + f", {_gib(host.total)} in host memory")
+        if verdict != DOES_NOT_FIT and not self.cpu_only:
+            gpu_part = sum(g.total for g in per_gpu) if self.unified_memory else 0
+            verdict, reason = _host_ram_verdict(verdict, reason, host.total, self.host_ram_bytes, gpu_part)
+        values = {"n_gpu_layers": plan.n_gpu_layers, "n_ctx": plan.n_ctx, "flash_attn": plan.flash_attn,
+                  "pipeline_copies": plan.pipeline_copies,
+                  "host": {"weights": host.weights, "kv_cache": host.kv_cache, "compute": host.compute,
+                           "output": host.output, "total": host.total,
+                           "free": None if self.host_ram_bytes is None else self.host_ram_bytes - host.total},
+                  "host_layers": len(host.layers), "host_read_bytes": host.weights - plan.input_bytes,
+                  "device_layers": [len(d.layers) for d in plan.devices],
+                  "device_slots": [len(d.layers) + d.output_head for d in plan.devices],
+                  "layer_slots": n_slots, "compute_buffers": [d.compute for d in plan.devices]}
+        return Evaluation(verdict, reason, per_gpu, engine_values=values)
+
+    def _usage(self, plan: LlamaCppPlan, spec: ModelSpec, capacity: int, batch_size: int,
+               state_layer: int) -> tuple[GpuUsage, ...]:
+        """Each GPU's use; CPU-only: the host's, against `capacity` (the RAM less the reserve)."""
+        if self.cpu_only:
+            h = plan.host
+            return (GpuUsage(0, h.weights, h.kv_cache, h.compute + h.output, 0, capacity),)
         overhead = CUDA_CONTEXT_BYTES + (LLAMACPP_FIT_MARGIN_BYTES if self.settings.fit else 0)
         # llama_memory_recurrent: one float32 state per sequence in each recurrent layer, with its layer
         slots = self.settings.n_seq_max or batch_size
-        state_layer = stages[0].state_layer_bytes_llamacpp
         kinds = spec.layer_types
         capacities = (self.device_capacities if len(self.device_capacities) == len(plan.devices)
                       else (capacity,) * len(plan.devices))
@@ -802,18 +960,37 @@ class LlamaCppEngine:
                         for d in plan.devices)
         if not per_gpu:
             raise ValueError("llama.cpp on GPUs: at least one device")
-        slots = self.settings.n_seq_max or batch_size
-        verdict, reason = _verdict_by_capacity(per_gpu, f"n_ctx {plan.n_ctx:,} ({slots} x {context_length:,})")
-        host = plan.host
-        if host.weights:
-            offloaded = f"{plan.n_gpu_layers}/{spec.n_layers + 1} layers on the GPU" + ("s" if len(per_gpu) > 1 else "")
-            reason += f"; {offloaded}, {_gib(host.total)} in host memory"
-        values = {"n_gpu_layers": plan.n_gpu_layers, "n_ctx": plan.n_ctx, "flash_attn": plan.flash_attn,
-                  "pipeline_copies": plan.pipeline_copies,
-                  "host": {"weights": host.weights, "kv_cache": host.kv_cache, "compute": host.compute,
-                           "output": host.output, "total": host.total},
-                  "compute_buffers": [d.compute for d in plan.devices]}
-        return Evaluation(verdict, reason, per_gpu, engine_values=values)
+        return per_gpu
+
+
+def _largest_fitting(ok, limit: int) -> int:
+    """The largest n in [0, limit] with ok(n), for ok true then false; 0 when only ok(0) or none."""
+    if ok(limit):
+        return limit
+    lo, hi = 0, limit          # hi does not fit; lo = 0 is the floor (llama.cpp then keeps the device empty)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+def _host_ram_verdict(verdict: str, reason: str, host_bytes: int, ram_bytes: int | None,
+                      gpu_bytes: int = 0) -> tuple[str, str]:
+    """A plan whose host part (weights kept in system RAM, page cache with mmap included, host KV,
+    compute and output buffers) and HOST_RESERVE_BYTES exceed the RAM does not fit. gpu_bytes: on
+    unified memory (Apple), what the GPU's part takes of the same RAM."""
+    if ram_bytes is None:
+        if verdict == FITS_WITH_OFFLOAD:
+            reason += f"; system RAM not given (--ram): needs {_gib(host_bytes + HOST_RESERVE_BYTES)} with the OS reserve"
+        return verdict, reason
+    gpu_text = f" beside the GPU's {_gib(gpu_bytes)} of the same memory" if gpu_bytes else ""
+    if host_bytes + gpu_bytes + HOST_RESERVE_BYTES > ram_bytes:
+        return DOES_NOT_FIT, (f"needs {_gib(host_bytes)} of system RAM{gpu_text} + {_gib(HOST_RESERVE_BYTES)} for the "
+                              f"OS and other processes, more than the {_gib(ram_bytes)} of RAM; {reason}")
+    if verdict == FITS_WITH_OFFLOAD:
+        reason += (f"; {_gib(host_bytes)}{gpu_text} of {_gib(ram_bytes)} RAM ({_gib(HOST_RESERVE_BYTES)} kept for "
+                   "the OS)")
+    return verdict, reason
 
 
 def _llamacpp_kv_type(stages: list[Stage], spec: ModelSpec) -> str | None:
@@ -1064,7 +1241,7 @@ def make_engine(name: str, **options):
     if name == "transformers":
         from sizer.calc.calibration import resolve
 
-        chosen = {k: v for k, v in options.items() if k in ("attention", "logits")}
+        chosen = {k: v for k, v in options.items() if k in ("attention", "logits", "offload", "host_ram_bytes")}
         return TransformersEngine(**chosen, calibration=resolve(options.get("calibration")))
     if name == "vllm":
         chosen = {k: v for k, v in options.items()
@@ -1080,10 +1257,16 @@ def make_engine(name: str, **options):
                                if k in ("release", "mem_fraction_static", "chunked_prefill_size", "page_size",
                                         "max_running_requests")})
     if name == "llamacpp":
-        chosen = {k: v for k, v in options.items() if k in ("flash_attention", "device_capacities")}
+        chosen = {k: v for k, v in options.items() if k in ("flash_attention", "device_capacities", "host_ram_bytes",
+                                                             "cpu_only", "unified_memory", "layers_margin_bytes")}
         if isinstance(chosen.get("flash_attention"), str):
             chosen["flash_attention"] = chosen["flash_attention"] != "off"
         if options.get("llamacpp_settings"):
             chosen["settings"] = settings_from_flags(options["llamacpp_settings"])
+        if options.get("n_gpu_layers") is not None:       # Ollama's num_gpu, LM Studio's offload
+            chosen["settings"] = replace(chosen.get("settings", LlamaCppSettings()), n_gpu_layers=options["n_gpu_layers"],
+                                         n_gpu_layers_set=True)
+        if chosen.get("cpu_only"):
+            chosen["settings"] = replace(chosen.get("settings", LlamaCppSettings()), n_gpu_layers=0)
         return LlamaCppEngine(**chosen)
     raise UsageError(f"unknown engine {name!r} (known: {', '.join(ENGINES)})")

@@ -13,13 +13,16 @@ from sizer.calc.activations import attention_notes
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
-from sizer.plan.engines import (DOES_NOT_FIT, FITS, VERDICT_ORDER, EngineChoice, Evaluation, GpuUsage, HardwareRule,
-                                engine_spec, hardware_rule, make_engine, parse_engine)
+from sizer.units import GiB, fmt_gib
+from sizer.plan.engines import (DOES_NOT_FIT, FITS, FITS_WITH_OFFLOAD, HOST_RESERVE_BYTES, VERDICT_ORDER, EngineChoice,
+                                Evaluation, GpuUsage, HardwareRule, engine_spec, hardware_rule, make_engine,
+                                parse_engine)
 from sizer.plan.placement import Placement, choose_placement, valid_layouts
 from sizer.calc.kv import INDEXER_AT_KV_DTYPE
 from sizer.plan.stages import Stage, build_stages
 from sizer.plan.launch import LaunchStep, launch_steps
-from sizer.plan.throughput import Links, Throughput, cost_per_million_tokens, estimate_throughput
+from sizer.plan.throughput import (HostPart, Links, Throughput, cost_per_million_tokens, estimate_throughput,
+                                   PCIE4_X16_GBPS, llamacpp_throughput, offloaded_throughput)
 from sizer.quant import precision_notes, resolve_precision
 from sizer.spec import ModelSpec, Workload, check_context_length
 
@@ -124,6 +127,23 @@ class FitResult:
     engine_version: str = ""            # the transformers release modelled ("5.25"); "" for other engines
     model_max_context_length: int | None = None   # the model's maximum context (None: its config states none)
     links: Links | None = None          # node size and the links inside and between nodes
+    host: HostMachine | None = None     # the system RAM and its bandwidth, for partial offload and CPU-only plans
+
+
+@dataclass(frozen=True)
+class HostMachine:
+    """The machine's system memory as `fit` plans it: its size (None: not given) and peak bandwidth."""
+
+    ram_bytes: int | None
+    ram_source: str                     # "--ram", "this machine", "unified memory of ..."
+    bandwidth_gbps: float
+    bandwidth_source: str               # "--ram-bandwidth-gbps", a gpus.json host_memory row, the Mac's memory
+    reserve_bytes: int = HOST_RESERVE_BYTES
+
+    @property
+    def free_bytes(self) -> int | None:
+        """RAM a plan's host part may take: the RAM less the OS reserve."""
+        return None if self.ram_bytes is None else self.ram_bytes - self.reserve_bytes
 
 
 class Planner:
@@ -269,21 +289,27 @@ class Planner:
                            max_concurrency=None if ev.max_concurrency is None else 0)
         return ev
 
-    def serves(self, precision, placement: Placement, workload: Workload, kv_dtype: str | None = None) -> bool:
+    def serves(self, precision, placement: Placement, workload: Workload, kv_dtype: str | None = None,
+               offload: bool = True) -> bool:
+        """Whether the placement serves the workload; offload=False: with every layer on the GPUs."""
         ev = self.evaluate(precision, placement, workload, kv_dtype)
-        return ev.verdict == FITS if ev.max_concurrency is not None else ev.verdict != DOES_NOT_FIT
+        if ev.max_concurrency is not None:
+            return ev.verdict == FITS
+        return ev.verdict != DOES_NOT_FIT and (offload or ev.verdict != FITS_WITH_OFFLOAD)
 
-    def max_context_length(self, precision, placement: Placement, workload: Workload) -> int:
-        """The largest context (up to the model's maximum) that serves the workload's batch."""
+    def max_context_length(self, precision, placement: Placement, workload: Workload, offload: bool = False) -> int:
+        """The largest context (up to the model's maximum) that serves the workload's batch (offload=False:
+        with every layer on the GPUs)."""
         limit = self.spec.max_context_length or MAX_CONTEXT_SEARCH
-        return _largest(lambda n: self.serves(precision, placement, replace(workload, context_length=n)), limit)
+        return _largest(lambda n: self.serves(precision, placement, replace(workload, context_length=n),
+                                              offload=offload), limit)
 
-    def max_concurrency(self, precision, placement: Placement, workload: Workload) -> int:
+    def max_concurrency(self, precision, placement: Placement, workload: Workload, offload: bool = False) -> int:
         """The most sequences of the workload's context length that the placement serves."""
         ev = self.evaluate(precision, placement, replace(workload, batch_size=1))
         if ev.max_concurrency is not None:           # vLLM: what its KV pool holds
             return ev.max_concurrency
-        return _largest(lambda b: self.serves(precision, placement, replace(workload, batch_size=b)),
+        return _largest(lambda b: self.serves(precision, placement, replace(workload, batch_size=b), offload=offload),
                         MAX_CONCURRENCY_SEARCH)
 
     def min_gpus(self, precision, workload: Workload, max_gpus: int) -> tuple[int, Placement] | None:
@@ -298,7 +324,7 @@ class Planner:
                 layouts = self.layouts(count)
             except UsageError:
                 continue
-            if any(self.serves(precision, p, workload) for p in layouts):
+            if any(self.serves(precision, p, workload, offload=in_host) for p in layouts):
                 return count, self.best_layout(precision, count, workload)[0]
         return None
 
@@ -335,7 +361,7 @@ def resolve_precisions(spec: ModelSpec, engine: str, precision: str | list | Non
 
 
 def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Workload, max_gpus: int,
-                limits: tuple[str, ...] = LIMITS) -> FitOption:
+                limits: tuple[str, ...] = LIMITS, host: HostMachine | None = None) -> FitOption:
     """Everything `fit` reports for one precision (a sizer.quant format object). A limit left out of
     `limits` is not searched: it reports the workload's own context / batch when that serves, else 0."""
     refused = bool(planner.hardware(precision).refusal)     # more GPUs of the kind never lift a refusal
@@ -343,12 +369,15 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
     count = gpu_count or (found[0] if found else 1 if refused else _fallback_count(planner, max_gpus))
     placement, compared = planner.best_layout(precision, count, workload)
     ev = planner.evaluate(precision, placement, workload)
+    planner = _with_chosen_layers(planner, ev)      # --fit's -ngl, kept for the searches and the launch
+    # the longest context and the most sequences: on the GPUs alone for a plan that fits there, with the
+    # same layers in system RAM for an offload plan (and any plan whose -ngl the user set below all layers)
+    offload = ev.verdict == FITS_WITH_OFFLOAD or getattr(planner.engine, "keeps_layers_on_host", False)
     stages = planner.stages(precision, placement)
     name = precision.name
     tput = Throughput(None, None, None, None)
     if ev.verdict != DOES_NOT_FIT:
-        tput = estimate_throughput(planner.spec, stages, placement, planner.gpu, planner.hardware(precision).weights,
-                                   planner.engine, workload, planner.links)
+        tput = _throughput(planner, precision, placement, stages, workload, ev, host)
     price = planner.gpu.price_per_hour_usd * count if planner.gpu.price_per_hour_usd else None
     reason = ev.reason
     if placement.gpu_count < count:
@@ -357,12 +386,16 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
     nodes = -(-placement.gpu_count // planner.links.node_size)
     launch = () if ev.verdict == DOES_NOT_FIT else launch_steps(planner.engine, planner.spec, precision, placement,
                                                                 workload, planner.kv_dtype, nodes)
+    if planner.engine.name == "transformers" and ev.verdict == FITS_WITH_OFFLOAD:
+        launch = (transformers_offload_launch(planner.spec, ev.engine_values["max_memory"]),)
     return FitOption(
         precision=name, verdict=ev.verdict, reason=reason, gpu=planner.gpu.name, gpu_count=count,
         tensor_parallel=placement.tensor_parallel, pipeline_parallel=placement.pipeline_parallel,
-        per_gpu=ev.per_gpu, max_context_length=_limit(planner.max_context_length, "context", limits, ev, precision,
-                                                      placement, workload),
-        max_concurrency=_limit(planner.max_concurrency, "concurrency", limits, ev, precision, placement, workload),
+        per_gpu=ev.per_gpu,
+        max_context_length=_limit(lambda: planner.max_context_length(precision, placement, workload, offload),
+                                  "context", limits, ev, workload),
+        max_concurrency=_limit(lambda: planner.max_concurrency(precision, placement, workload, offload),
+                               "concurrency", limits, ev, workload),
         kv_cache_tokens=ev.kv_cache_tokens, min_gpus=found[0] if found else None, throughput=tput,
         price_per_hour=price, cost_per_million_tokens=cost_per_million_tokens(price, tput.decode_tokens_per_s_total),
         host_bytes=sum(s.host_bytes for s in stages), context_length=workload.context_length,
@@ -371,14 +404,82 @@ def plan_option(planner: Planner, precision, gpu_count: int | None, workload: Wo
         engine_values=ev.engine_values)
 
 
-def _limit(search, name: str, limits: tuple[str, ...], ev: Evaluation, precision, placement: Placement,
-           workload: Workload) -> int:
-    """`search`'s answer when `name` is among the limits asked for, else the workload's own value when it serves."""
+def _limit(search, name: str, limits: tuple[str, ...], ev: Evaluation, workload: Workload) -> int:
+    """`search()`'s answer when `name` is among the limits asked for, else the workload's own value when it serves."""
     if name in limits:
-        return search(precision, placement, workload)
+        return search()
     if ev.verdict == DOES_NOT_FIT:
         return 0
     return workload.context_length if name == "context" else workload.batch_size
+
+
+def transformers_offload_launch(spec: ModelSpec, max_memory: dict) -> LaunchStep:
+    """The from_pretrained call that reproduces the placement: device_map="auto" with sizer's max_memory
+    (whole MiB, which accelerate's convert_file_size_to_int reads exactly)."""
+    budget = ", ".join(f"{k if k.isdigit() else chr(34) + k + chr(34)}: \"{int(v) // 2**20}MiB\""
+                       for k, v in max_memory.items())
+    ref = spec.model_ref or spec.name
+    return LaunchStep("python", f"AutoModelForCausalLM.from_pretrained(\"{ref}\", device_map=\"auto\", "
+                                f"max_memory={{{budget}}})")
+
+
+def _with_chosen_layers(planner: Planner, ev: Evaluation) -> Planner:
+    """Where llama.cpp's --fit lowered -ngl, a planner whose llama.cpp keeps that -ngl (and, on several
+    GPUs, the layers per GPU as --tensor-split), as `llama-fit-params` prints them: the longest context
+    and the most sequences are then those of that launch line."""
+    engine = planner.engine
+    if engine.name != "llamacpp" or ev.verdict != FITS_WITH_OFFLOAD or not engine.settings.auto_layers:
+        return planner
+    counts = tuple(ev.engine_values["device_slots"])
+    settings = replace(engine.settings, n_gpu_layers=sum(counts), n_gpu_layers_set=True,
+                       tensor_split=tuple(float(n) for n in counts) if len(counts) > 1 else ())
+    return Planner(planner.spec, planner.gpu, replace(engine, settings=settings), planner.kv_dtype,
+                   planner.tensor_parallel, planner.pipeline_parallel, stage_cache=planner._stages,
+                   links=planner.links, parallel=planner.parallel)
+
+
+def _throughput(planner: Planner, precision, placement: Placement, stages: list[Stage], workload: Workload,
+                ev: Evaluation, host: HostMachine | None) -> Throughput:
+    """The speed estimate; for llama.cpp with layers in system RAM, the GPUs' layers and the host's
+    (HostPart at the host memory's bandwidth), one after another."""
+    values = ev.engine_values
+    if planner.engine.name == "transformers" and values.get("offloaded_bytes"):
+        base = estimate_throughput(planner.spec, stages, placement, planner.gpu, planner.hardware(precision).weights,
+                                   planner.engine, workload, planner.links)
+        return offloaded_throughput(base, values["host"]["weights"], values["disk_bytes"], planner.gpu,
+                                    workload.batch_size)
+    if planner.engine.name != "llamacpp" or not values.get("host_layers") or host is None \
+            or getattr(planner.engine, "cpu_only", False):
+        return estimate_throughput(planner.spec, stages, placement, planner.gpu, planner.hardware(precision).weights,
+                                   planner.engine, workload, planner.links)
+    if not planner.gpu.memory_bandwidth_gbps:
+        return Throughput(None, None, None, None)
+    gpu_stages = [_gpu_part(stage, n, g.weights) for stage, n, g in
+                  zip(stages, values["device_layers"], ev.per_gpu)]
+    part = HostPart(values["host_layers"], values["host_read_bytes"],
+                    values["host"]["kv_cache"] // max(1, values["n_ctx"]), host.bandwidth_gbps)
+    weights = planner.hardware(precision).weights
+    decode = llamacpp_throughput(planner.spec, gpu_stages, planner.gpu, weights, workload, part)
+    # prompt processing: the scheduler runs the host layers' matrix products on the GPU for batches of 32
+    # tokens or more (op_offload, docs/reference/llamacpp-memory.md), copying their weights in once per
+    # micro-batch: the GPU's rate for every layer plus the host weights over PCIe per n_ubatch tokens
+    on_gpu = llamacpp_throughput(planner.spec, stages, planner.gpu, weights, workload).prefill_tokens_per_s
+    if on_gpu is None:
+        return decode
+    ubatch = min(planner.engine.settings.n_ubatch, workload.context_length)
+    copied = 0 if planner.gpu.vendor == "apple" else values["host_read_bytes"]     # unified memory: no copy
+    per_token_s = 1 / on_gpu + copied / (PCIE4_X16_GBPS * 1e9) / ubatch
+    tokens = workload.batch_size * workload.context_length
+    return replace(decode, prefill_tokens_per_s=1 / per_token_s, time_to_first_token_s=tokens * per_token_s)
+
+
+def _gpu_part(stage: Stage, layers: int, weights_bytes: int) -> Stage:
+    """A stage cut down to the layers llama.cpp put on its GPU."""
+    ratio = layers / len(stage.layers) if len(stage.layers) else 0.0
+    return replace(stage, layers=range(stage.layers.start, stage.layers.start + layers), weights_bytes=weights_bytes,
+                   expert_bytes=int(stage.expert_bytes * ratio),
+                   kv_full_bytes_per_token=int(stage.kv_full_bytes_per_token * ratio),
+                   kv_window_bytes_per_token=tuple((w, int(b * ratio)) for w, b in stage.kv_window_bytes_per_token))
 
 
 def _fallback_count(planner: Planner, max_gpus: int) -> int:
@@ -403,7 +504,7 @@ def _suggestions(option: FitOption, others: list[FitOption], planner: Planner, p
         out.append(f"a lower precision: {smaller[0].precision} fits")
     if planner.kv_dtype in ("bf16", "fp16") and option.fullest.kv_cache:
         placement = planner._with_parallel(Placement(option.tensor_parallel, option.pipeline_parallel))
-        if planner.serves(precision, placement, workload, kv_dtype="fp8"):
+        if planner.serves(precision, placement, workload, kv_dtype="fp8", offload=option.verdict == DOES_NOT_FIT):
             out.append("an fp8 KV cache (--kv-dtype fp8) fits")
     if option.min_gpus and option.min_gpus != option.gpu_count:
         out.append(f"{option.min_gpus} x {option.gpu} fits")
@@ -421,6 +522,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
         max_gpus: int = DEFAULT_MAX_GPUS, suggestions: bool = True, allow_long_context: bool = False,
         fabric_gbits: float | None = None, data_parallel: int = 1, expert_parallel: bool = False,
         dp_attention: bool = False, profile_args: str | None = None, limits: tuple[str, ...] = LIMITS,
+        ram_bytes: int | None = None, ram_bandwidth_gbps: float | None = None, host_memory: str | None = None,
         **engine_options) -> FitResult:
     """Plan `model` on `gpus` ("2x48GB", "8xH100", "H100" for the minimum count) with `engine`.
 
@@ -434,6 +536,10 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     profile_args: Ollama's / LM Studio's own settings for --engine ollama / lmstudio (sizer.plan.profiles).
     limits: which of "context" (max_context_length) and "concurrency" (max_concurrency) to search for;
     one left out reports the workload's own context / batch when it serves, else 0 (a quick verdict).
+    ram_bytes: the machine's system RAM (default: this machine's for --gpus local / cpu, a Mac's unified
+    memory; else unknown); with it, a GPU kind without a count means one GPU. ram_bandwidth_gbps /
+    host_memory (a gpus.json host_memory row, DDR5-5600-2ch): the RAM's peak bandwidth for the layers
+    kept there (default: host_machine's).
     """
     from sizer.calc.kv import kv_dtype_bytes
     from sizer.inputs.resolve import get_model
@@ -442,6 +548,8 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     engine = choice.name
     spec = engine_spec(get_model(model) if isinstance(model, str) else model, choice)
     selection = parse_gpus(gpus) if isinstance(gpus, str) else gpus
+    host = host_machine(selection, ram_bytes, ram_bandwidth_gbps, host_memory)
+    selection = _with_host(selection, host, choice)
     profile = None
     if choice.profile:
         from sizer.plan.profiles import profile_plan
@@ -475,6 +583,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     if selection.devices and engine == "llamacpp":
         # llama.cpp splits the layers by each device's memory and checks each against its own
         engine_options = {**engine_options, "device_capacities": tuple(usable_memory_bytes(g) for g in selection.devices)}
+    engine_options = {**engine_options, **host_engine_options(engine, host, selection, profile)}
     planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options, **choice.engine_options), kv_dtype, tensor_parallel,
                       pipeline_parallel, links=Links.of(selection.gpu, selection.node_size, selection.fabric),
                       parallel=parallel)
@@ -482,7 +591,7 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     unknown = set(limits) - set(LIMITS)
     if unknown:
         raise UsageError(f"fit limits: unknown {', '.join(sorted(unknown))} (known: {', '.join(LIMITS)})")
-    options = [plan_option(planner, p, selection.count, workload, max_gpus, tuple(limits)) for p in formats]
+    options = [plan_option(planner, p, selection.count, workload, max_gpus, tuple(limits), host) for p in formats]
     if suggestions:
         options = [_with_suggestions(o, options, planner, p, workload) for o, p in zip(options, formats)]
     notes = list(spec.notes) + ([long_note] if long_note else []) + official_notes(spec, precision, engine)
@@ -498,11 +607,118 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     notes += node_notes(planner.links, tensor_parallel, engine, options)
     if profile is not None:
         notes += list(profile.notes)
-        options = [replace(o, launch=profile.launch(spec, f.name)) if o.launch else o for o, f in zip(options, formats)]
+        options = [replace(o, launch=profile.launch(spec, f.name, _offloaded_layers(o))) if o.launch else o
+                   for o, f in zip(options, formats)]
+    notes += host_notes(host, selection, options, engine)
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu,
                      choice.label,
                      ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version,
-                     spec.max_context_length, planner.links)
+                     spec.max_context_length, planner.links, host)
+
+
+# The host memory sizer assumes for layers in system RAM when neither --ram-bandwidth-gbps, --host-memory
+# nor a Mac says otherwise: a current desktop's dual-channel DDR5-5600 (gpus.json host_memory, 89.6 GB/s)
+DEFAULT_HOST_MEMORY = "DDR5-5600-2ch"
+LOCAL_NAMES = ("local",)
+
+
+def host_machine(selection: GpuSelection, ram_bytes: int | None, bandwidth_gbps: float | None,
+                 memory_name: str | None) -> HostMachine:
+    """The system RAM and its bandwidth: as given; a Mac's unified memory; this machine's RAM for
+    --gpus local / cpu; else the RAM unknown and DEFAULT_HOST_MEMORY's bandwidth."""
+    from sizer.catalog import host_memory_entries
+
+    gpu = selection.gpu
+    text = (selection.text or "").strip().lower()
+    if ram_bytes is not None:
+        if ram_bytes <= 0:
+            raise UsageError(f"--ram must be a positive size, got {ram_bytes}")
+        ram, ram_source = ram_bytes, "--ram"
+    elif gpu.vendor == "apple":
+        ram, ram_source = gpu.memory_bytes, f"the {gpu.name}'s unified memory"
+    elif text in LOCAL_NAMES or gpu.vendor == "cpu":
+        from sizer.env.hardware import system_ram_bytes
+
+        ram, ram_source = system_ram_bytes(), "this machine's RAM"
+    else:
+        ram, ram_source = None, "not given"
+    if bandwidth_gbps is not None:
+        if not 0 < bandwidth_gbps <= 1e5:
+            raise UsageError(f"--ram-bandwidth-gbps must be a positive bandwidth in GB/s, got {bandwidth_gbps:g}")
+        return HostMachine(ram, ram_source, bandwidth_gbps, "--ram-bandwidth-gbps")
+    if memory_name is None and gpu.vendor == "apple" and gpu.memory_bandwidth_gbps:
+        return HostMachine(ram, ram_source, gpu.memory_bandwidth_gbps, f"the {gpu.name}'s unified memory")
+    entries = host_memory_entries()
+    name = memory_name or DEFAULT_HOST_MEMORY
+    row = next((e for n, e in entries.items() if n.lower() == name.lower()), None)
+    if row is None:
+        raise UsageError(f"--host-memory {name!r}: expected one of {', '.join(entries)} (gpus.json host_memory)")
+    source = row.name if memory_name else f"{row.name}, sizer's default (--host-memory, --ram-bandwidth-gbps)"
+    return HostMachine(ram, ram_source, row.bandwidth_gbps, source)
+
+
+def _with_host(selection: GpuSelection, host: HostMachine, choice: EngineChoice) -> GpuSelection:
+    """CPU-only: the CPU "device" with the RAM (less the reserve) and its bandwidth. With --ram a GPU
+    kind without a count is one GPU (the machine described)."""
+    if selection.gpu.vendor == "cpu":
+        if choice.name != "llamacpp":
+            note = selection.gpu.full_name.partition(": ")[2] or "no GPU"
+            raise UsageError(f"--gpus {selection.text}: {note}; CPU-only plans are llama.cpp's (--engine llamacpp, "
+                             "ollama or lmstudio); name GPUs with --gpus (e.g. --gpus 2xH100 or --gpus 48GB) or rank "
+                             "the catalog with --recommend")
+        ram = host.ram_bytes
+        gpu = replace(selection.gpu, memory_bytes=ram or 0, memory_gib_marketed=(ram or 0) / GiB,
+                      gpu_memory_limit_bytes=host.free_bytes if ram else UNKNOWN_RAM_BYTES,
+                      memory_bandwidth_gbps=host.bandwidth_gbps)
+        return replace(selection, gpu=gpu)
+    if selection.count is None and (host.ram_source == "--ram" or selection.gpu.vendor == "apple"):
+        return replace(selection, count=1)       # a machine described (--ram, a Mac): its one GPU
+    return selection
+
+
+UNKNOWN_RAM_BYTES = 1 << 50     # CPU-only without a RAM figure: planned without a limit (noted)
+
+
+def host_notes(host: HostMachine, selection: GpuSelection, options, engine: str = "llamacpp") -> list[str]:
+    """What the plan assumed of the system RAM, where a layer or the whole model sits there."""
+    if not any(o.verdict == FITS_WITH_OFFLOAD or o.engine_values.get("host_layers") for o in options) \
+            and selection.gpu.vendor != "cpu":
+        return []
+    ram = (f"system RAM {fmt_gib(host.ram_bytes, 1, unit=True)} ({host.ram_source}), "
+           f"{fmt_gib(host.reserve_bytes, 0, unit=True)} of it kept for the OS and other processes"
+           if host.ram_bytes else "system RAM not given: pass --ram (e.g. --ram 32GB) to check the host part")
+    if engine == "transformers":
+        from sizer.plan.throughput import NVME_READ_GBPS, PCIE4_X16_GBPS
+
+        return [f"{ram}; accelerate copies the offloaded layers' weights to GPU 0 for every forward: speed at PCIe "
+                f"4.0 x16's {PCIE4_X16_GBPS:g} GB/s (disk: {NVME_READ_GBPS:g} GB/s NVMe), an upper bound"]
+    notes = [f"{ram}; layers in system RAM read at {host.bandwidth_gbps:g} GB/s ({host.bandwidth_source}); with mmap "
+             "(the default) those weights are page cache, counted because they must stay resident to run at speed"]
+    if selection.gpu.vendor == "cpu":
+        why = selection.gpu.full_name.partition(": ")[2]
+        notes.append("CPU only: llama.cpp with every layer in system RAM (-ngl 0)" + (f"; {why}" if why else ""))
+    return notes
+
+
+def host_engine_options(engine: str, host: HostMachine, selection: GpuSelection, profile) -> dict:
+    """The engine options that plan layers in system RAM: the RAM, CPU-only, unified memory, and how an
+    Ollama / LM Studio profile chooses its layers."""
+    if engine == "transformers":
+        # device_map="auto" offload is planned for a machine whose RAM is known (--ram, --gpus local, a Mac):
+        # without it, transformers plans stay on the GPUs (a server's RAM is rarely the question)
+        return {"offload": True, "host_ram_bytes": host.ram_bytes} if host.ram_bytes is not None else {}
+    if engine != "llamacpp":
+        return {}
+    options = {"host_ram_bytes": host.ram_bytes, "cpu_only": selection.gpu.vendor == "cpu",
+               "unified_memory": selection.gpu.vendor == "apple"}
+    if profile is not None and profile.layers is not None:
+        options.update(profile.layers)
+    return options
+
+
+def _offloaded_layers(option: FitOption) -> int | None:
+    """The -ngl of a plan with layers in system RAM (Ollama's num_gpu), None when every layer is on the GPUs."""
+    return option.engine_values.get("n_gpu_layers") if option.verdict == FITS_WITH_OFFLOAD else None
 
 
 def official_notes(spec: ModelSpec, precision, engine: str) -> list[str]:

@@ -59,7 +59,10 @@ class LlamaCppSettings:
     kv_offload: bool = True             # -nkvo turns it off
     mmap: bool = True
     mlock: bool = False
-    fit: bool = False                   # --fit: keep FIT_MARGIN_BYTES free per device
+    fit: bool = False                   # --fit on given: keep FIT_MARGIN_BYTES free per device
+    fit_off: bool = False               # --fit off: llama.cpp keeps -ngl as given even where it does not fit
+    n_gpu_layers_set: bool = False      # -ngl given as a number or all (auto: unset, --fit chooses)
+    fit_target_bytes: int = FIT_MARGIN_BYTES   # -fitt / --fit-target MiB: what --fit keeps free per device
     output_first: bool = True           # -ngl counts the output head first (builds after ~b4600)
     pipeline_copies: int | None = None  # None: as llama.cpp decides
 
@@ -71,6 +74,14 @@ class LlamaCppSettings:
     @property
     def flash_attention(self) -> bool:
         return self.flash_attn != "off"
+
+    @property
+    def auto_layers(self) -> bool:
+        """Whether llama.cpp's --fit (on by default) may lower -ngl: common/fit.cpp aborts its layer search
+        when -ngl, --tensor-split or tensor overrides (-ot, --n-cpu-moe, -cmoe) are set by the user, or
+        with --split-mode row."""
+        return not (self.fit_off or self.n_gpu_layers_set or any(self.tensor_split) or self.override_tensor
+                    or self.cpu_moe or self.n_cpu_moe or self.split_mode == "row")
 
 
 def parse_n_gpu_layers(value) -> int:
@@ -115,6 +126,7 @@ def settings_from_flags(flags: dict) -> LlamaCppSettings:
             out[name] = str(flags[flag]).lower()
     if flags.get("n_gpu_layers") is not None:
         out["n_gpu_layers"] = parse_n_gpu_layers(flags["n_gpu_layers"])
+        out["n_gpu_layers_set"] = str(flags["n_gpu_layers"]).strip().lower() != "auto"
     if flags.get("flash_attn") is not None:
         out["flash_attn"] = str(flags["flash_attn"])
     if flags.get("split_mode") is not None:
@@ -137,6 +149,13 @@ def settings_from_flags(flags: dict) -> LlamaCppSettings:
         out["mmap"] = bool(flags["mmap"])
     if flags.get("fit") is not None:
         out["fit"] = str(flags["fit"]) != "off"
+        out["fit_off"] = str(flags["fit"]) == "off"
+    if flags.get("fit_target") is not None:
+        first = str(flags["fit_target"]).split(",")[0].strip()
+        try:
+            out["fit_target_bytes"] = int(first) * 2**20
+        except ValueError:
+            raise ValueError(f"--fit-target {flags['fit_target']!r}: expected MiB per device, e.g. 1024") from None
     return LlamaCppSettings(**out)
 
 
@@ -269,6 +288,7 @@ class LlamaCppPlan:
     n_ctx: int
     flash_attn: bool
     pipeline_copies: int
+    input_bytes: int = 0                    # the token embedding in host memory (looked up, not read per token)
 
 
 def graph_shape(spec) -> GraphShape:
@@ -343,7 +363,7 @@ def plan_llamacpp(model: LlamaModel, settings: LlamaCppSettings, n_devices: int,
     copies = _place_compute(model, s, where, gpus, host, n_ctx, flash)
     host.output = output_buffer_bytes(model.shape, s.n_seq_max)
     offloaded = sum(1 for d in where if d != HOST)
-    return LlamaCppPlan(gpus, host, offloaded, n_ctx, flash, copies)
+    return LlamaCppPlan(gpus, host, offloaded, n_ctx, flash, copies, model.weights.input if model.weights else 0)
 
 
 def _place_weights(model: LlamaModel, s: LlamaCppSettings, where: list, devices: dict) -> None:

@@ -88,6 +88,12 @@ def _int(key: str, value: str) -> int:
         raise UsageError(f"{key}={value}: expected an integer") from None
 
 
-def lmstudio_launch(settings: LmStudioSettings, model_key: str) -> tuple[tuple[str, str], ...]:
-    words = ["lms", "load", model_key, "--context-length", str(settings.context_length), "--gpu", settings.gpu]
+def lmstudio_launch(settings: LmStudioSettings, model_key: str, n_gpu_layers: int | None = None,
+                    n_layers: int = 0) -> tuple[tuple[str, str], ...]:
+    """`lms load`; n_gpu_layers: a partial offload's layers on the GPU, written as the --gpu ratio of the
+    n_layers + 1 layer slots (rounded down to two decimals, so that it does not ask for more)."""
+    gpu = settings.gpu
+    if n_gpu_layers is not None and n_layers:
+        gpu = f"{int(n_gpu_layers / (n_layers + 1) * 100) / 100:.2f}"
+    words = ["lms", "load", model_key, "--context-length", str(settings.context_length), "--gpu", gpu]
     return (("LM Studio", " ".join(words)),)

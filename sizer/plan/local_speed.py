@@ -159,4 +159,4 @@ def prefill_tokens_per_s(shares: list[DeviceShare], weight_type: str, prompt_tok
 
 def backend_of(gpu: GpuSpec) -> str:
     """The backend llama.cpp builds for a GPU vendor by default: CUDA, ROCm (HIP), Metal, SYCL."""
-    return {"nvidia": "CUDA", "amd": "ROCm", "apple": "Metal", "intel": "SYCL"}.get(gpu.vendor, "Vulkan")
+    return {"nvidia": "CUDA", "amd": "ROCm", "apple": "Metal", "intel": "SYCL", "cpu": "CPU"}.get(gpu.vendor, "Vulkan")

@@ -30,17 +30,23 @@ class ProfilePlan:
     release: object = None
     knobs: object = None
     settings: object = None
+    layers: dict | None = None    # how the application chooses the layers on the GPU (engine options)
 
-    def launch(self, spec, precision_name: str) -> tuple[LaunchStep, ...]:
+    def launch(self, spec, precision_name: str, n_gpu_layers: int | None = None) -> tuple[LaunchStep, ...]:
+        """n_gpu_layers: the layers on the GPUs of a partial offload (Ollama's num_gpu), None for all."""
         if self.profile == "ollama":
+            from dataclasses import replace
+
             from sizer.plan.ollama import ollama_launch
 
-            steps = ollama_launch(self.release, self.settings, self.knobs, _ollama_tag(spec, precision_name),
+            settings = self.settings if n_gpu_layers is None else replace(self.settings, num_gpu=n_gpu_layers)
+            steps = ollama_launch(self.release, settings, self.knobs, _ollama_tag(spec, precision_name),
                                   spec.name, precision_name, spec.n_layers)
         else:
             from sizer.plan.lmstudio import lmstudio_launch
 
-            steps = lmstudio_launch(self.settings, f"<{precision_name} GGUF of {spec.name}>")
+            steps = lmstudio_launch(self.settings, f"<{precision_name} GGUF of {spec.name}>", n_gpu_layers,
+                                    spec.n_layers)
         return tuple(LaunchStep(on, command) for on, command in steps)
 
 
@@ -80,13 +86,12 @@ def profile_plan(choice, spec, gpu, gpu_count: int | None, args: str | None, con
         notes = (f"Ollama {choice.version}: llama.cpp with n_ctx {s.n_ctx:,} ({s.parallel} x num_ctx {s.num_ctx:,}), "
                  f"flash attention {'on' if s.flash_attention else 'off'}, KV cache {s.kv_dtype}, num_batch "
                  f"{s.num_batch}",) + s.notes
-        if s.num_gpu is not None and s.num_gpu <= spec.n_layers:
-            notes += (f"num_gpu={s.num_gpu}: layers kept in system RAM are not in this plan yet (every layer is "
-                      "planned on the GPUs); the launch keeps your num_gpu",)
+        layers = ollama_layers(release, s, knobs)
         if kv_dtype and kv_dtype != s.kv_dtype:
             raise UsageError(f"--kv-dtype {kv_dtype}: Ollama's KV cache is {s.kv_dtype} here (set "
                              "OLLAMA_KV_CACHE_TYPE in --engine-args)")
-        return ProfilePlan("ollama", s.num_ctx, s.parallel, s.kv_dtype, s.flash_attention, notes, release, knobs, s)
+        return ProfilePlan("ollama", s.num_ctx, s.parallel, s.kv_dtype, s.flash_attention, notes, release, knobs, s,
+                           layers)
     from dataclasses import replace
 
     from sizer.plan.lmstudio import parse_settings
@@ -96,15 +101,44 @@ def profile_plan(choice, spec, gpu, gpu_count: int | None, args: str | None, con
            "context_length")
     if context_length:
         s = replace(s, context_length=context_length)
-    if s.gpu != "max":
-        raise UsageError(f"LM Studio gpu={s.gpu}: partial offload is not planned by sizer's llama.cpp engine yet")
+    layers = lmstudio_layers(s.gpu, spec.n_layers)
     fa = s.flash_attention and gpu_flash_attention(gpu)
     kv = s.kv_dtype if (fa or s.kv_dtype == "fp16") else "fp16"
     notes = (f"LM Studio (llama.cpp runtime): context {s.context_length:,}, GPU offload {s.gpu}, flash attention "
              f"{'on' if fa else 'off'}, KV cache {kv}",)
     if kv != s.kv_dtype:
         notes += ("a quantized KV cache needs flash attention, which is off: f16 planned",)
-    return ProfilePlan("lmstudio", s.context_length, max(batch_size, s.parallel), kv, fa, notes, settings=s)
+    return ProfilePlan("lmstudio", s.context_length, max(batch_size, s.parallel), kv, fa, notes, settings=s,
+                       layers=layers)
+
+
+def lmstudio_layers(gpu: str, n_layers: int) -> dict:
+    """LM Studio's GPU offload (`lms load --gpu`): max lets its llama.cpp runtime place every layer that
+    fits (planned as llama.cpp's --fit search); off keeps every layer on the CPU; a ratio 0-1 offloads
+    that share of the n_layers + 1 layer slots (the output head counted, as -ngl counts it), rounded."""
+    if gpu == "max":
+        return {}
+    if gpu == "off":
+        return {"n_gpu_layers": 0}
+    return {"n_gpu_layers": round(float(gpu) * (n_layers + 1))}
+
+
+# Ollama before 0.30 chose num_gpu itself (llm/memory.go EstimateGPULayers up to 0.11.4; the runner's
+# measured fit from 0.11.5): layers go to a GPU while its free memory exceeds OLLAMA_GPU_OVERHEAD + the
+# per-GPU minimum (discover/gpu.go cudaMinimumMemory = 457 MiB) + what is placed. From 0.30 it passes no
+# -ngl and llama-server's --fit chooses (llm/llama_server.go@HEAD).
+OLLAMA_MINIMUM_MEMORY_BYTES = 457 * 2**20
+OLLAMA_SERVER_FITS = (0, 30, 0)
+
+
+def ollama_layers(release, settings, knobs) -> dict:
+    """The llama.cpp engine options that choose Ollama's layers on the GPU: a num_gpu as given, else the
+    search with Ollama's margin (before 0.30) or llama-server's --fit target (0.30 and later)."""
+    if settings.num_gpu is not None:
+        return {"n_gpu_layers": settings.num_gpu}
+    if release.first >= OLLAMA_SERVER_FITS:
+        return {}
+    return {"layers_margin_bytes": OLLAMA_MINIMUM_MEMORY_BYTES + (knobs.gpu_overhead or 0)}
 
 
 def _agree(flag: str, mine, theirs, name: str) -> None:

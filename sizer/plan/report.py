@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from sizer.gpuspec import usable_memory_bytes
-from sizer.plan.engines import GpuUsage
+from sizer.plan.engines import FITS_WITH_OFFLOAD, GpuUsage
 from sizer.plan.fit import FitOption, FitResult
 from sizer.render import to_csv
 from sizer.units import UNITS_NOTE, GiB, fmt_gib
@@ -22,6 +22,7 @@ FIT_CSV_COLUMNS = (
     "min_gpus", "decode_tokens_per_s", "decode_tokens_per_s_total", "prefill_tokens_per_s",
     "time_to_first_token_s", "price_per_hour_usd", "cost_per_million_tokens_usd", "reason", "layouts_compared",
     "nodes", "launch", "data_parallel", "expert_parallel", "layout",
+    "n_gpu_layers", "host_weights_bytes", "host_kv_cache_bytes", "host_total_bytes", "ram_bytes", "ram_free_bytes",
 )
 
 
@@ -74,6 +75,11 @@ def fit_to_dict(r: FitResult) -> dict:
         "engine": r.engine, "engine_version": r.engine_version,
         "workload": {"context_length": r.context_length, "batch_size": r.batch_size, "kv_dtype": r.kv_dtype},
         "model_max_context_length": r.model_max_context_length,
+        "ram_bytes": r.host.ram_bytes if r.host else None, "ram_free_bytes": r.host.free_bytes if r.host else None,
+        "host_memory": None if r.host is None else {
+            "ram_bytes": r.host.ram_bytes, "ram_source": r.host.ram_source, "reserve_bytes": r.host.reserve_bytes,
+            "ram_free_bytes": r.host.free_bytes, "bandwidth_gbps": r.host.bandwidth_gbps,
+            "bandwidth_source": r.host.bandwidth_source},
         "options": [option_to_dict(o) for o in r.options], "notes": list(r.notes), "units": "bytes",
     }
 
@@ -99,8 +105,36 @@ def fit_csv_rows(r: FitResult) -> list[dict]:
             "reason": o.reason, "layouts_compared": ";".join(c.layout for c in o.layouts_compared),
             "nodes": o.nodes, "launch": " ; ".join(f"[{s.on}] {s.command}" for s in o.launch),
             "data_parallel": o.data_parallel, "expert_parallel": o.expert_parallel, "layout": o.layout,
+            "n_gpu_layers": _blank(d["n_gpu_layers"]), **_host_columns(d["host"]),
+            "ram_bytes": _blank(r.host.ram_bytes if r.host else None),
+            "ram_free_bytes": _blank(r.host.free_bytes if r.host else None),
         })
     return rows
+
+
+def _blank(x):
+    return "" if x is None else x
+
+
+def _host_columns(host: dict | None) -> dict:
+    host = host or {}
+    return {f"host_{k}_bytes": _blank(host.get(k)) for k in ("weights", "kv_cache", "total")}
+
+
+def offload_line(o: FitOption, r: FitResult) -> str:
+    """The table's line for a plan with layers in system RAM: layers on the GPUs, RAM used, speed."""
+    v, t = o.engine_values, o.throughput
+    gpus = "GPU" + ("s" if o.gpu_count > 1 else "")
+    of = f" (of {fmt_gib(r.host.ram_bytes, 1, unit=True)})" if r.host and r.host.ram_bytes else " (RAM not given)"
+    speed = "" if t.decode_tokens_per_s is None else f", ~{_speed(t.decode_tokens_per_s)} tok/s decode"
+    if t.prefill_tokens_per_s is not None:
+        speed += f", ~{_speed(t.prefill_tokens_per_s)} tok/s prompt"
+    return (f"  offload: {v['n_gpu_layers']}/{v['layer_slots']} layers on the {gpus}, "
+            f"{fmt_gib(v['host']['total'], 1, unit=True)} in system RAM{of}{speed}")
+
+
+def _speed(x: float) -> str:
+    return f"{x:,.1f}" if x < 10 else f"{x:,.0f}"
 
 
 def _g(n: int) -> str:
@@ -150,9 +184,14 @@ def _row(o: FitOption, with_gpu: bool) -> list:
         row.append(f"{o.gpu_count}x{o.gpu}")
     row += [o.layout or f"TP{o.tensor_parallel}xPP{o.pipeline_parallel}", _g(g.weights), _g(g.kv_cache + g.state), _g(g.activations),
             _g(g.overhead), _g(g.total), _g(g.free), f"{o.max_context_length:,}", f"{o.max_concurrency:,}",
-            f"{_num(t.decode_tokens_per_s)} / {_num(t.decode_tokens_per_s_total)}",
+            f"{_tok(t.decode_tokens_per_s)} / {_tok(t.decode_tokens_per_s_total)}",
             _num(o.price_per_hour, "{:,.2f}"), _num(o.cost_per_million_tokens, "{:,.2f}")]
     return row
+
+
+def _tok(x: float | None) -> str:
+    """Tokens/s in the table: whole numbers, one decimal below 10 (a partial offload runs at 1-5 tok/s)."""
+    return "-" if x is None else _speed(x)
 
 
 def _fewer_gpus(o: FitOption) -> str:
@@ -188,6 +227,8 @@ def render_fit(r: FitResult, fmt: str) -> str:
         lines.append(f"- {o.precision}" + (f" on {o.gpu_count}x{o.gpu}" if with_gpu else "") + f": {o.reason}"
                      + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else "") + _fewer_gpus(o)
                      + _layouts(o))
+        if o.verdict == FITS_WITH_OFFLOAD and "layer_slots" in o.engine_values:
+            lines.append(offload_line(o, r))
         if o.launch:
             lines += [f"  {ENGINE_NAMES.get(r.engine, r.engine)} {r.engine_version} would log: {line}"
                       for line in o.engine_log]

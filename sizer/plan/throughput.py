@@ -231,6 +231,28 @@ def estimate_throughput(spec: ModelSpec, stages: list[Stage], placement: Placeme
                       prefill_tokens_per_s=prompt_tokens / prefill_s, time_to_first_token_s=prefill_s)
 
 
+# accelerate's CPU / disk offload copies each offloaded layer's weights to the GPU for every forward
+# (AlignDevicesHook.pre_forward: set_module_tensor_to_device from the CPU copy or the disk memmap), so a
+# decode step and a prefill each move them once: at PCIe's peak, an upper bound on the speed (the copies
+# come from pageable memory, slower in practice). PCIe 4.0 x16: 16 GT/s x 16 lanes x 128/130 / 8 bits
+# = 31.5 GB/s each way; disk: an NVMe SSD's sequential read, 3.5 GB/s (PCIe 3.0 x4 drives; sizer's assumption).
+PCIE4_X16_GBPS = 31.5
+NVME_READ_GBPS = 3.5
+
+
+def offloaded_throughput(base: Throughput, host_bytes: int, disk_bytes: int, gpu: GpuSpec,
+                         batch_size: int) -> Throughput:
+    """`base` (every layer on the GPUs) plus, per forward, the offloaded weights' copy to the GPU."""
+    if base.decode_tokens_per_s is None:
+        return base
+    link = gpu.node_link_gbps if gpu.node_link == "pcie" and gpu.node_link_gbps else PCIE4_X16_GBPS
+    copy_s = host_bytes / (link * 1e9) + disk_bytes / (NVME_READ_GBPS * 1e9)
+    step_s = 1 / base.decode_tokens_per_s + copy_s
+    ttft = None if base.time_to_first_token_s is None else base.time_to_first_token_s + copy_s
+    prefill = None if ttft is None else base.prefill_tokens_per_s * base.time_to_first_token_s / ttft
+    return Throughput(1 / step_s, batch_size / step_s, prefill, ttft)
+
+
 def cost_per_million_tokens(price_per_hour: float | None, tokens_per_s: float | None) -> float | None:
     if not price_per_hour or not tokens_per_s:
         return None
