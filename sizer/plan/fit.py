@@ -549,22 +549,12 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     spec = engine_spec(get_model(model) if isinstance(model, str) else model, choice)
     selection = parse_gpus(gpus) if isinstance(gpus, str) else gpus
     host = host_machine(selection, ram_bytes, ram_bandwidth_gbps, host_memory)
-    selection = _with_host(selection, host, choice)
-    profile = None
-    if choice.profile:
-        from sizer.plan.profiles import profile_plan
-
-        profile = profile_plan(choice, spec, selection.gpu, selection.count, profile_args, context_length, batch_size,
-                               kv_dtype)
+    selection = _with_fabric(_with_host(selection, host, choice), fabric_gbits)
+    profile = _profile(choice, spec, selection, profile_args, context_length, batch_size, kv_dtype)
+    if profile is not None:
         context_length, batch_size, kv_dtype = profile.context_length, profile.batch_size, profile.kv_dtype
         engine_options["flash_attention"] = profile.flash_attention
-    elif profile_args:
-        raise UsageError("Ollama / LM Studio settings apply to --engine ollama or lmstudio")
     kv_dtype = kv_dtype or DEFAULT_KV_DTYPE[engine]
-    if fabric_gbits is not None:
-        if not 0 < fabric_gbits <= 1e6:
-            raise UsageError(f"--fabric-gbps must be a positive bandwidth in Gb/s per node, got {fabric_gbits:g}")
-        selection = replace(selection, fabric_gbits=fabric_gbits)
     kv_dtype_bytes(kv_dtype)
     if batch_size < 1:
         raise UsageError(f"batch size must be a positive number of sequences, got {batch_size}")
@@ -572,21 +562,11 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     workload = Workload(ctx, batch_size)
     long_note = check_context_length(spec, ctx, allow_long_context)
     parallel = parallel_settings(spec, data_parallel, expert_parallel, dp_attention)
-    replicas = 1 if dp_attention else data_parallel
-    if selection.count is not None and (tensor_parallel or pipeline_parallel):
-        tp = tensor_parallel or selection.count // replicas // (pipeline_parallel or 1)
-        pp = pipeline_parallel or 1
-        if tp * pp * replicas != selection.count:
-            dp_text = f" x --data-parallel {replicas}" if replicas > 1 else ""
-            raise UsageError(f"--tensor-parallel {tp} x --pipeline-parallel {pp}{dp_text} = {tp * pp * replicas}, but "
-                             f"--gpus {selection.text} names {selection.count}")
-    if selection.devices and engine == "llamacpp":
-        # llama.cpp splits the layers by each device's memory and checks each against its own
-        engine_options = {**engine_options, "device_capacities": tuple(usable_memory_bytes(g) for g in selection.devices)}
-    engine_options = {**engine_options, **host_engine_options(engine, host, selection, profile)}
-    planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options, **choice.engine_options), kv_dtype, tensor_parallel,
-                      pipeline_parallel, links=Links.of(selection.gpu, selection.node_size, selection.fabric),
-                      parallel=parallel)
+    _check_layout(selection, tensor_parallel, pipeline_parallel, 1 if dp_attention else data_parallel)
+    engine_options = _engine_options(engine, engine_options, selection, host, profile)
+    planner = Planner(spec, selection.gpu, make_engine(engine, **engine_options, **choice.engine_options), kv_dtype,
+                      tensor_parallel, pipeline_parallel, parallel=parallel,
+                      links=Links.of(selection.gpu, selection.node_size, selection.fabric))
     formats = resolve_precisions(spec, engine, precision)
     unknown = set(limits) - set(LIMITS)
     if unknown:
@@ -594,26 +574,73 @@ def fit(model, gpus: str | GpuSelection = "H100", engine: str | EngineChoice = "
     options = [plan_option(planner, p, selection.count, workload, max_gpus, tuple(limits), host) for p in formats]
     if suggestions:
         options = [_with_suggestions(o, options, planner, p, workload) for o, p in zip(options, formats)]
-    notes = list(spec.notes) + ([long_note] if long_note else []) + official_notes(spec, precision, engine)
-    notes += list(dict.fromkeys(planner.hardware(f).note for f in formats if planner.hardware(f).note))
-    if engine == "transformers":
-        notes += attention_notes(spec, planner.engine.attention)
-    if engine == "transformers":
-        notes += precision_notes(spec, [f.name for f in formats if not f.stored])
-    if engine == "vllm":
-        notes += vllm_precision_notes(formats)
-    if engine == "transformers" and any(o.pipeline_parallel > 1 for o in options):
-        notes.append("transformers splits layers over the GPUs (device_map='auto'); they run one after another")
-    notes += node_notes(planner.links, tensor_parallel, engine, options)
+    notes = [*spec.notes, *([long_note] if long_note else []), *official_notes(spec, precision, engine),
+             *_engine_notes(planner, spec, formats, options)]
     if profile is not None:
         notes += list(profile.notes)
         options = [replace(o, launch=profile.launch(spec, f.name, _offloaded_layers(o))) if o.launch else o
                    for o, f in zip(options, formats)]
     notes += host_notes(host, selection, options, engine)
     return FitResult(spec.name, spec.family, spec.params, spec.active_params, selection.label, selection.gpu,
-                     choice.label,
-                     ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count, choice.version,
-                     spec.max_context_length, planner.links, host)
+                     choice.label, ctx, batch_size, kv_dtype, tuple(options), tuple(notes), selection.count,
+                     choice.version, spec.max_context_length, planner.links, host)
+
+
+def _with_fabric(selection: GpuSelection, fabric_gbits: float | None) -> GpuSelection:
+    """The selection with the network between nodes the user names (--fabric-gbps), checked."""
+    if fabric_gbits is None:
+        return selection
+    if not 0 < fabric_gbits <= 1e6:
+        raise UsageError(f"--fabric-gbps must be a positive bandwidth in Gb/s per node, got {fabric_gbits:g}")
+    return replace(selection, fabric_gbits=fabric_gbits)
+
+
+def _profile(choice: EngineChoice, spec: ModelSpec, selection: GpuSelection, profile_args: str | None,
+             context_length: int | None, batch_size: int, kv_dtype: str | None):
+    """Ollama's / LM Studio's settings for their llama.cpp (sizer.plan.profiles), or None for other engines."""
+    if not choice.profile:
+        if profile_args:
+            raise UsageError("Ollama / LM Studio settings apply to --engine ollama or lmstudio")
+        return None
+    from sizer.plan.profiles import profile_plan
+
+    return profile_plan(choice, spec, selection.gpu, selection.count, profile_args, context_length, batch_size,
+                        kv_dtype)
+
+
+def _check_layout(selection: GpuSelection, tensor_parallel: int | None, pipeline_parallel: int | None,
+                  replicas: int) -> None:
+    """A user layout must use exactly the GPUs --gpus names."""
+    if selection.count is None or not (tensor_parallel or pipeline_parallel):
+        return
+    tp = tensor_parallel or selection.count // replicas // (pipeline_parallel or 1)
+    pp = pipeline_parallel or 1
+    if tp * pp * replicas != selection.count:
+        dp_text = f" x --data-parallel {replicas}" if replicas > 1 else ""
+        raise UsageError(f"--tensor-parallel {tp} x --pipeline-parallel {pp}{dp_text} = {tp * pp * replicas}, but "
+                         f"--gpus {selection.text} names {selection.count}")
+
+
+def _engine_options(engine: str, options: dict, selection: GpuSelection, host, profile) -> dict:
+    """The engine profile's options with what the machine adds: llama.cpp splits layers by each device's
+    memory and checks each against its own; the host's RAM for layers kept in system memory."""
+    if selection.devices and engine == "llamacpp":
+        options = {**options, "device_capacities": tuple(usable_memory_bytes(g) for g in selection.devices)}
+    return {**options, **host_engine_options(engine, host, selection, profile)}
+
+
+def _engine_notes(planner: Planner, spec: ModelSpec, formats: list, options: list) -> list:
+    """What the engine does with these precisions and layouts, for the notes under the table."""
+    engine = planner.engine.name
+    notes = list(dict.fromkeys(planner.hardware(f).note for f in formats if planner.hardware(f).note))
+    if engine == "transformers":
+        notes += attention_notes(spec, planner.engine.attention)
+        notes += precision_notes(spec, [f.name for f in formats if not f.stored])
+        if any(o.pipeline_parallel > 1 for o in options):
+            notes.append("transformers splits layers over the GPUs (device_map='auto'); they run one after another")
+    if engine == "vllm":
+        notes += vllm_precision_notes(formats)
+    return notes + node_notes(planner.links, planner.tensor_parallel, engine, options)
 
 
 # The host memory sizer assumes for layers in system RAM when neither --ram-bandwidth-gbps, --host-memory
