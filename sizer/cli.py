@@ -274,6 +274,9 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
     from sizer.plan.report import plot_fit, render_fit
 
     precisions = [p.strip() for value in precision for p in value.split(",") if p.strip()] or None
+    if engine is not None and engine.name == "mlx":
+        return _mlx_fit(_refreshed(model, refresh), gpus or "local", engine.profile, precisions, context_length,
+                        batch_size, engine_args, fmt)
     profile_args = None
     if engine is not None and engine.profile and engine_args:     # Ollama's / LM Studio's own settings
         profile_args, engine_args = engine_args, None
@@ -306,6 +309,21 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
     if plot_path:
         plot_fit(result, plot_path, force)
     return render_fit(result, fmt)
+
+
+def _mlx_fit(model, gpus, profile, precisions, context_length, batch_size, engine_args, fmt):
+    """--engine mlx / lmstudio-mlx: mlx-lm's weights, KV cache and prefill step against the Mac's wired limit."""
+    from sizer import get_model
+    from sizer.gpuspec import parse_gpus, usable_memory_bytes
+    from sizer.plan.mlx import parse_mlx_args, plan_mlx, render_mlx
+
+    spec = get_model(model)
+    gpu = parse_gpus(gpus).gpu
+    max_kv_size = parse_mlx_args(engine_args)
+    context = context_length or min(spec.max_context_length or 8192, 8192)
+    plans = [plan_mlx(spec, gpu, usable_memory_bytes(gpu), p, context, batch_size, max_kv_size,
+                      lmstudio=profile == "lmstudio-mlx") for p in (precisions or ["mlx-4bit", "mlx-8bit"])]
+    return render_mlx(plans, fmt)
 
 
 def _with_engine_flags(model, opts: dict, flags):

@@ -1190,8 +1190,13 @@ def parse_engine(text: str | EngineChoice) -> EngineChoice:
     name = name.strip().lower()
     if name in PROFILES:
         return _profile_choice(text, name, version.strip() if pinned else None)
+    if name in MLX_ENGINES:
+        if pinned:
+            raise UsageError(f"--engine {text}: mlx-lm is modelled at one release (docs/reference/mlx.md)")
+        return EngineChoice("mlx", profile=name)
     if name not in ENGINES:
-        raise UsageError(f"unknown engine {text!r} (known: {', '.join(ENGINES + PROFILES)}; transformers==<release> "
+        raise UsageError(f"unknown engine {text!r} (known: {', '.join(ENGINES + PROFILES + MLX_ENGINES)}; "
+                         "transformers==<release> "
                          f"for one of {modelled_text()})")
     if name == "vllm":
         return EngineChoice(name, vllm=release_for(version.strip() if pinned else None),
@@ -1215,6 +1220,7 @@ def parse_engine(text: str | EngineChoice) -> EngineChoice:
 
 
 PROFILES = ("ollama", "lmstudio")     # llama.cpp as Ollama / LM Studio configure it (sizer.plan.ollama, lmstudio)
+MLX_ENGINES = ("mlx", "lmstudio-mlx")  # mlx-lm on a Mac: mlx_lm.server, or LM Studio's MLX runtime (sizer.plan.mlx)
 
 
 def _profile_choice(text: str, name: str, version: str | None) -> EngineChoice:
