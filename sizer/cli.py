@@ -192,7 +192,8 @@ def estimate(model, precision, kv_dtype, context_length, batch_size, allow_long_
                    "GiB of device memory, as marketed.")
 @click.option("-e", "--engine", default=None, callback=engine_name,
               help="Whose memory budget rules to apply: transformers (the default), vllm, sglang or llamacpp, or "
-                   "ollama / lmstudio (llama.cpp with their defaults; engine profiles: docs/engines.md). NAME==VERSION "
+                   "ollama / lmstudio (llama.cpp with their defaults; engine profiles: docs/engines.md), mlx / "
+                   "lmstudio-mlx (mlx-lm on a Mac: -p mlx-4bit, mlx-8bit; memory only). NAME==VERSION "
                    "models that release (transformers==5.24, vllm==0.6.4, sglang==0.4.6, ollama==0.6.8); without one, "
                    "the newest release sizer models, named in the output.")
 @click.option("--engine-args", default=None,

@@ -3,8 +3,8 @@
 LM Studio's llama.cpp runtime loads a GGUF with a context length (`lms load --context-length`, 4096
 unless the user or the model's preset changes it), a GPU offload ratio (`--gpu 0-1|off|max`), flash
 attention and K/V cache types (llamaKCacheQuantizationType / llamaVCacheQuantizationType in the SDK's
-LLMLoadModelConfig). Sources: docs/reference/lmstudio.md. Its MLX runtime (Apple Silicon) is not
-modelled: MLX weights (4/8-bit, groups of 64 with bf16 scales and biases) are not a sizer format yet.
+LLMLoadModelConfig). Sources: docs/reference/lmstudio.md. Its MLX runtime (Apple Silicon) is
+`--engine lmstudio-mlx`, planned by sizer.plan.mlx.
 """
 
 from __future__ import annotations
