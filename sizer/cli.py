@@ -276,6 +276,12 @@ def fit(model, gpus, engine, engine_args, launch_line, precision, context_length
 
     precisions = [p.strip() for value in precision for p in value.split(",") if p.strip()] or None
     if engine is not None and engine.name == "mlx":
+        unsupported = [name for name, value in (("--recommend", recommend), ("--command", launch_line),
+                                                ("--kv-dtype", kv_dtype), ("--tensor-parallel", tensor_parallel),
+                                                ("--pipeline-parallel", pipeline_parallel)) if value]
+        if unsupported:
+            raise SizerUsage(f"--engine {engine.profile} plans one Mac's memory: {', '.join(unsupported)} "
+                             "does not apply (docs/reference/mlx.md)")
         return _mlx_fit(_refreshed(model, refresh), gpus or "local", engine.profile, precisions, context_length,
                         batch_size, engine_args, fmt)
     profile_args = None

@@ -106,3 +106,8 @@ def test_cli_mlx_max_kv_size_and_lmstudio():
 def test_cli_mlx_refused_on_nvidia():
     result = CliRunner().invoke(cli, ["fit", "qwen3-8b", "--engine", "mlx", "--gpus", "H100"])
     assert result.exit_code != 0 and "Apple Silicon" in result.output
+
+
+def test_cli_mlx_refuses_options_it_does_not_model():
+    result = CliRunner().invoke(cli, ["fit", "qwen3-8b", "--engine", "mlx", "--gpus", "m3-max-36gb", "--kv-dtype", "fp8"])
+    assert result.exit_code != 0 and "--kv-dtype does not apply" in result.output
