@@ -111,3 +111,16 @@ def test_cli_mlx_refused_on_nvidia():
 def test_cli_mlx_refuses_options_it_does_not_model():
     result = CliRunner().invoke(cli, ["fit", "qwen3-8b", "--engine", "mlx", "--gpus", "m3-max-36gb", "--kv-dtype", "fp8"])
     assert result.exit_code != 0 and "--kv-dtype does not apply" in result.output
+
+
+def test_mlx_table_states_its_units_and_the_csv_header_is_documented():
+    from pathlib import Path
+
+    from sizer.plan.mlx import MLX_COLUMNS
+
+    args = ["fit", "qwen3-8b", "--engine", "mlx", "-p", "mlx-4bit", "--gpus", "m3-max-36gb"]
+    table = CliRunner().invoke(cli, args).output
+    assert "sizes in GiB (1 GiB = 2^30 bytes)" in table and "mlx-4bit     fits" in table
+    header = CliRunner().invoke(cli, args + ["--format", "csv"]).output.splitlines()[0]
+    assert header == ",".join(MLX_COLUMNS)
+    assert header in (Path(__file__).resolve().parents[1] / "docs" / "output.md").read_text()

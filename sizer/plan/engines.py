@@ -1275,4 +1275,7 @@ def make_engine(name: str, **options):
         if chosen.get("cpu_only"):
             chosen["settings"] = replace(chosen.get("settings", LlamaCppSettings()), n_gpu_layers=0)
         return LlamaCppEngine(**chosen)
+    if name in MLX_ENGINES:
+        raise UsageError(f"--engine {name} is planned by sizer.plan.mlx.plan_mlx (the command line: sizer fit MODEL "
+                         f"--engine {name}); fit() and the engine profiles do not take it yet")
     raise UsageError(f"unknown engine {name!r} (known: {', '.join(ENGINES)})")

@@ -181,7 +181,7 @@ def render_mlx(plans: list[MlxPlan], fmt: str) -> str:
     import json
 
     from sizer.render import to_csv
-    from sizer.units import fmt_gib
+    from sizer.units import UNITS_NOTE, fmt_gib
 
     rows = [plan_row(p) for p in plans]
     if fmt == "json":
@@ -190,11 +190,11 @@ def render_mlx(plans: list[MlxPlan], fmt: str) -> str:
         return to_csv(rows, MLX_COLUMNS)
     from tabulate import tabulate
 
-    table = tabulate([[p.precision, "fits" if p.fits else "does not fit", fmt_gib(p.weights_bytes),
+    table = tabulate([[p.precision, "fits" if p.fits else "does-not-fit", fmt_gib(p.weights_bytes),
                        fmt_gib(p.kv_cache_bytes), fmt_gib(p.prefill_bytes), fmt_gib(p.total_bytes),
                        fmt_gib(p.limit_bytes)] for p in plans],
                      headers=["precision", "verdict", "weights GiB", "KV GiB", "prefill GiB", "total GiB", "GPU limit GiB"],
                      disable_numparse=True, tablefmt="github" if fmt == "markdown" else "simple")
     lines = [f"{p.model} on {p.gpu} under mlx-lm {MLX_LM_VERSION}, {p.context_tokens} tokens x {p.batch}: "
              f"launch: {p.launch}" for p in plans]
-    return table + "\n" + "\n".join(lines) + "\n"
+    return table + "\n" + "\n".join(lines) + f"\n{UNITS_NOTE}\n"
