@@ -523,17 +523,21 @@ class VllmEngine:
                 kv, tokens, fits_requests = self._kv_pool(s, b.available, context_length, tokens_per_step)
                 block = self.block_size(s)
                 blocks.append((self._blocks(s, b.available), -(-context_length // block), block))
-            kv_tokens = tokens if kv_tokens is None else min(kv_tokens, tokens)
-            concurrency = fits_requests if concurrency is None else min(concurrency, fits_requests)
+            if s.state_layers or s.kv_bytes_per_token_all_layers:    # a stage of KV-sharing layers only holds no pool
+                kv_tokens = tokens if kv_tokens is None else min(kv_tokens, tokens)
+                concurrency = fits_requests if concurrency is None else min(concurrency, fits_requests)
+            else:
+                blocks.pop()
             if short is None and (b.charged > b.budget or (b.outside and b.budget + b.outside > capacity - CUDA_CONTEXT_BYTES)):
                 short = (s, b)
             overhead = self.non_torch_bytes(placement.gpu_count) + self.graph_bytes() + CUDA_CONTEXT_BYTES
             if self.release.charges_cuda_context:
                 overhead -= CUDA_CONTEXT_BYTES          # counted once
             per_gpu.append(GpuUsage(s.index, weights, kv, act + kept, overhead, capacity, state))
-        concurrency *= placement.data_parallel          # each replica (DP rank) has a KV pool of its own
+        kv_tokens, concurrency = kv_tokens or 0, (concurrency or 0) * placement.data_parallel  # a pool per DP rank
         verdict, reason = self._verdict(short, kv_tokens, concurrency, workload, capacity)
-        values = self._log_values(first, min(blocks), kv_tokens, capacity, placement, context_length)
+        values = self._log_values(first, min(blocks, default=(0, 1, self.release.block_size)), kv_tokens, capacity,
+                                  placement, context_length)
         return Evaluation(verdict, reason, tuple(per_gpu), kv_tokens, concurrency,
                           vllm_log_lines(self.release, values), values.as_dict())
 
