@@ -281,7 +281,7 @@ def parse_engine_args(engine: str, text: str | list[str]) -> EngineArgs:
                 i += 1
             continue
         if eq:
-            value = _value(flag, spelling, inline) if flag.kind != BOOL else _bool(inline, spelling)
+            value = _value(flag, spelling, inline) if flag.kind != BOOL else parse_bool(inline, spelling)
         elif _takes_value(flag, tokens[i] if i < len(tokens) else None):
             if i >= len(tokens):
                 raise UsageError(f"{engine} flag {spelling} needs a value")
@@ -300,7 +300,8 @@ def parse_engine_args(engine: str, text: str | list[str]) -> EngineArgs:
                       tuple(unknown), model)
 
 
-def _bool(text: str, spelling: str) -> bool:
+def parse_bool(text: str, spelling: str) -> bool:
+    """An engine setting's on/off value as users write it (1/0, true/false, yes/no, on/off)."""
     value = text.lower()
     if value in ("1", "true", "yes", "on"):
         return True

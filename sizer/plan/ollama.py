@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass
 
 from sizer.errors import UsageError
+from sizer.plan.engine_args import parse_bool
 from sizer.plan.releases import range_for
 from sizer.units import GiB
 
@@ -131,7 +132,7 @@ def parse_knobs(text: str | None) -> OllamaKnobs:
         elif key.upper() in _ENV:
             name = _ENV[key.upper()]
             if name == "flash_attention":
-                values[name] = _bool(key, value)
+                values[name] = parse_bool(value, key)
             elif name == "kv_cache_type":
                 if value.lower() not in KV_CACHE_TYPES:
                     raise UsageError(f"{key}={value}: Ollama's KV cache types are {', '.join(KV_CACHE_TYPES)}")
@@ -167,15 +168,6 @@ def _int(key: str, value: str) -> int:
         return int(value)
     except ValueError:
         raise UsageError(f"{key}={value}: expected an integer") from None
-
-
-def _bool(key: str, value: str) -> bool:
-    v = value.lower()
-    if v in ("1", "true", "on", "yes"):
-        return True
-    if v in ("0", "false", "off", "no"):
-        return False
-    raise UsageError(f"{key}={value}: expected 1 or 0")
 
 
 # ---------------------------------------------------------------------------------------------
