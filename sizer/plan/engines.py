@@ -520,9 +520,9 @@ class VllmEngine:
                 fits_requests = pool.requests
                 blocks.append((pool.num_blocks, pool.blocks_per_request, pool.block_size))
             else:
-                kv, tokens, fits_requests = self._kv_pool(s, b.available, context_length, tokens_per_step)
+                kv, tokens, fits_requests, n_blocks = self._kv_pool(s, b.available, context_length, tokens_per_step)
                 block = self.block_size(s)
-                blocks.append((self._blocks(s, b.available), -(-context_length // block), block))
+                blocks.append((n_blocks, -(-context_length // block), block))
             if s.state_layers or s.kv_bytes_per_token_all_layers:    # a stage of KV-sharing layers only holds no pool
                 kv_tokens = tokens if kv_tokens is None else min(kv_tokens, tokens)
                 concurrency = fits_requests if concurrency is None else min(concurrency, fits_requests)
@@ -561,18 +561,19 @@ class VllmEngine:
                              round(blocks * block / context_length if self.release.engine == "V0"
                                    else blocks / blocks_per_request, 2), weights - s.weights_bytes)
 
-    def _kv_pool(self, s: Stage, available: int, context_length: int, tokens_per_step: int) -> tuple[int, int, int]:
-        """(KV bytes, the tokens vLLM logs as "GPU KV cache size", requests of context_length it holds)."""
+    def _kv_pool(self, s: Stage, available: int, context_length: int,
+                 tokens_per_step: int) -> tuple[int, int, int, int]:
+        """(KV bytes, the tokens vLLM logs as "GPU KV cache size", requests of context_length it holds, blocks)."""
         block = self.block_size(s)
         page = block * s.kv_bytes_per_token_all_layers
-        blocks = available // page if page else 0
+        blocks = self._blocks(s, available)
         per_request = s.kv_bytes(context_length, 1, tokens_per_step)
         fits_requests = blocks * page // per_request if per_request else 0
         tokens = blocks * block
         if self.release.tokens_from_concurrency and per_request:
             blocks_per_request = -(-context_length // block)
             tokens = int(blocks / blocks_per_request * context_length)
-        return blocks * page, tokens, fits_requests
+        return blocks * page, tokens, fits_requests, blocks
 
     def _verdict(self, short, kv_tokens, concurrency, workload: Workload, capacity: int) -> tuple[str, str]:
         context_length, batch_size = workload.context_length, workload.batch_size
