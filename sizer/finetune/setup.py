@@ -1,0 +1,111 @@
+"""The fine-tuning run as the user describes it: method, adapters, optimizer, precision, batch,
+sharding and the framework whose behaviour to follow. Validated once, here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sizer.errors import UsageError
+
+METHODS = ("full", "lora", "dora", "qlora")
+OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "adafactor", "sgd")
+PRECISIONS = ("bf16", "fp16", "fp32")
+QUANTS = ("nf4", "nf4-dq", "fp4", "fp4-dq")
+ATTENTIONS = ("sdpa", "eager", "flash")
+FRAMEWORKS = ("transformers", "torchtune", "unsloth")
+FSDP_MODES = ("full-shard", "shard-grad-op", "hybrid")
+OFFLOAD_TARGETS = ("none", "cpu")
+
+# --lora-targets short names (the projections' own names work too). PEFT's "all-linear" is every
+# nn.Linear of the decoder layers (the output head excluded: peft.tuners.tuners_utils
+# _maybe_include_all_linear_layers).
+TARGET_ALIASES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj", "up": "up_proj",
+                  "down": "down_proj"}
+ALL_LINEAR = "all-linear"
+
+
+@dataclass(frozen=True)
+class FinetuneSetup:
+    """One fine-tuning run. Sizes are per micro-batch; `seq_len` tokens per sequence (with `packing`,
+    every sequence is full; without, `seq_len` is the longest the run meets, which sets the peak)."""
+
+    method: str = "lora"
+    lora_rank: int = 16
+    lora_alpha: int | None = None            # scales the update; no memory effect (recorded for the launch)
+    lora_targets: tuple[str, ...] = (ALL_LINEAR,)
+    optimizer: str = "adamw"
+    precision: str = "bf16"                  # the compute dtype
+    master_weights: bool | None = None       # fp32 copies of what is trained; None: the framework's default
+    gradient_checkpointing: bool = True
+    micro_batch_size: int = 1
+    seq_len: int = 2048
+    packing: bool = False
+    attention: str = "sdpa"
+    quant: str = "nf4-dq"                    # QLoRA's base weights (bitsandbytes)
+    framework: str = "transformers"
+    zero: int = 0                            # DeepSpeed ZeRO stage
+    fsdp: str | None = None                  # FSDP sharding strategy
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    gradient_accumulation_steps: int = 1
+
+    def __post_init__(self) -> None:
+        _one_of("--method", self.method, METHODS)
+        _one_of("--optimizer", self.optimizer, OPTIMIZERS)
+        _one_of("--precision", self.precision, PRECISIONS)
+        _one_of("--quant", self.quant, QUANTS)
+        _one_of("--attention", self.attention, ATTENTIONS)
+        _one_of("--framework", self.framework, FRAMEWORKS)
+        for name in ("lora_rank", "micro_batch_size", "seq_len", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        if self.zero not in (0, 1, 2, 3):
+            raise UsageError(f"--zero must be 0, 1, 2 or 3, got {self.zero}")
+        if self.fsdp is not None:
+            _one_of("--fsdp", self.fsdp, FSDP_MODES)
+            if self.zero:
+                raise UsageError("--zero and --fsdp are two ways to shard: give one of them")
+        if self.offload_params and self.shard_stage < 3:
+            raise UsageError("--offload-params cpu needs parameters sharded: --zero 3 or --fsdp full-shard")
+        if self.offload_optimizer and not self.shard_stage:
+            raise UsageError("--offload-optimizer cpu needs DeepSpeed ZeRO (--zero 1, 2 or 3) or FSDP (--fsdp)")
+        if self.method == "qlora" and self.shard_stage == 3 and self.framework != "transformers":
+            raise UsageError(f"QLoRA with sharded parameters runs under transformers' FSDP/ZeRO-3 support only, "
+                             f"not --framework {self.framework}")
+
+    @property
+    def adapters(self) -> bool:
+        return self.method in ("lora", "dora", "qlora")
+
+    @property
+    def shard_stage(self) -> int:
+        """What is sharded across GPUs, on ZeRO's scale: 1 optimizer states, 2 + gradients, 3 + parameters.
+        FSDP FULL_SHARD (and HYBRID_SHARD inside a node) is 3, SHARD_GRAD_OP 2."""
+        if self.fsdp is not None:
+            return 2 if self.fsdp == "shard-grad-op" else 3
+        return self.zero
+
+    @property
+    def tokens_per_micro_batch(self) -> int:
+        return self.micro_batch_size * self.seq_len
+
+    def target_names(self) -> tuple[str, ...] | None:
+        """The projection names LoRA adapts; None for PEFT's all-linear."""
+        if ALL_LINEAR in self.lora_targets:
+            return None
+        return tuple(TARGET_ALIASES.get(t, t) for t in self.lora_targets)
+
+
+def _one_of(flag: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise UsageError(f"{flag} {value}: expected one of {', '.join(allowed)}")
+
+
+def parse_targets(text: str) -> tuple[str, ...]:
+    """--lora-targets: all-linear, or projections by name or short name, comma separated (q,k,v,o)."""
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names:
+        raise UsageError("--lora-targets: name at least one projection (q,k,v,o) or all-linear")
+    if ALL_LINEAR in names and len(names) > 1:
+        raise UsageError("--lora-targets: all-linear already names every projection")
+    return names
