@@ -423,6 +423,98 @@ def _list(value: str | None, cast, name: str, allow_many: bool) -> list:
     return out
 
 
+def token_count(ctx, param, value):
+    """--dataset-tokens: a count of tokens, with an optional K, M, B or T suffix (250M)."""
+    if value is None:
+        return None
+    from sizer.finetune.setup import parse_token_count
+
+    return parse_token_count(value, "--" + param.name.replace("_", "-"))
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("-g", "--gpus", default=None,
+              help="GPUs as COUNTxGPU (2xRTX-4090, 8xH100, 2x8xH100) or a GPU alone (sizer finds the fewest when the "
+                   "run shards the model states). Default: local.")
+@click.option("-m", "--method", multiple=True,
+              help="full, lora, dora, qlora (a comma list compares them) [default: full,lora,qlora].")
+@click.option("--lora-rank", "-r", type=int, default=16, show_default=True, callback=positive, help="LoRA rank r.")
+@click.option("--lora-alpha", type=int, default=None, callback=positive,
+              help="LoRA alpha (scales the update; no memory effect) [default: 2 x rank].")
+@click.option("--lora-targets", default="all-linear", show_default=True,
+              help="Projections LoRA adapts: all-linear (PEFT's: every decoder Linear) or a list: q,k,v,o,gate,up,down.")
+@click.option("--optimizer", type=click.Choice(["adamw", "adamw-8bit", "paged-adamw-8bit", "adafactor", "sgd"]),
+              default="adamw", show_default=True)
+@click.option("-p", "--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True,
+              help="Compute dtype (mixed precision for bf16/fp16).")
+@click.option("--master-weights/--no-master-weights", default=None,
+              help="Keep fp32 master copies of the trained weights [default: where the framework does: fp16, "
+                   "DeepSpeed ZeRO].")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=True, show_default=True)
+@click.option("-b", "--micro-batch-size", type=int, default=1, show_default=True, callback=positive,
+              help="Sequences per GPU per forward (per_device_train_batch_size).")
+@click.option("-s", "--seq-len", type=int, default=2048, show_default=True, callback=positive,
+              help="Tokens per sequence (max_length; the longest a batch holds).")
+@click.option("--gradient-accumulation-steps", type=int, default=1, show_default=True, callback=positive)
+@click.option("--packing", is_flag=True, help="Sequences packed to --seq-len (every micro-batch is full).")
+@click.option("--attention", type=click.Choice(["sdpa", "eager", "flash"]), default="sdpa", show_default=True,
+              help="attn_implementation: sdpa, eager, or flash (flash_attention_2).")
+@click.option("--quant", type=click.Choice(["nf4", "nf4-dq", "fp4", "fp4-dq"]), default="nf4-dq", show_default=True,
+              help="QLoRA's 4-bit base weights (bitsandbytes); -dq: double quantization.")
+@click.option("--zero", type=click.IntRange(0, 3), default=0, show_default=True, help="DeepSpeed ZeRO stage.")
+@click.option("--fsdp", type=click.Choice(["full-shard", "shard-grad-op", "hybrid"]), default=None,
+              help="PyTorch FSDP sharding strategy.")
+@click.option("--offload-optimizer", type=click.Choice(["none", "cpu"]), default="none", show_default=True)
+@click.option("--offload-params", type=click.Choice(["none", "cpu"]), default="none", show_default=True)
+@click.option("--framework", type=click.Choice(["transformers", "torchtune", "unsloth"]), default="transformers",
+              show_default=True, help="Whose behaviour to follow (transformers: Trainer + PEFT + TRL).")
+@click.option("--dataset-tokens", default=None, callback=token_count,
+              help="Training tokens per epoch (250M, 1.5B): the epoch's time and cost.")
+@click.option("--recommend", is_flag=True, help="Rank the catalog's GPUs by the cost of the training tokens.")
+@click.option("--max-gpus", type=int, default=None, callback=positive,
+              help="The most GPUs to consider when finding the fewest [64; --recommend: 8].")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the per-GPU memory as stacked bars to FILE (.png or .svg; needs matplotlib).")
+@output_options
+def finetune(model, gpus, method, lora_rank, lora_alpha, lora_targets, optimizer, precision, master_weights,
+             gradient_checkpointing, micro_batch_size, seq_len, gradient_accumulation_steps, packing, attention, quant,
+             zero, fsdp, offload_optimizer, offload_params, framework, dataset_tokens, recommend, max_gpus, plot_path,
+             fmt, force=False):
+    """Can MODEL be fine-tuned on these GPUs, and how long will it take? Per method: frozen weights,
+    adapters, gradients, optimizer states, activations and overhead per GPU; the largest micro-batch
+    and sequence length that fit; the fewest GPUs; time per step, tokens/s and cost.
+
+    \b
+    Examples:
+      sizer finetune llama3-8b --method qlora --gpus RTX-4090 --seq-len 2048
+      sizer finetune llama3-8b --gpus A100-80GB -b 4 --dataset-tokens 100M
+      sizer finetune llama-3.1-70b --method full --gpus H100 --zero 3 --offload-optimizer cpu
+      sizer finetune qwen2.5-7b --method lora --recommend --format csv -o options.csv
+    """
+    from sizer.finetune.plan import finetune as run_finetune, recommend_finetune
+    from sizer.finetune.report import plot_finetune, render_finetune
+    from sizer.finetune.setup import setups_for
+
+    if model is None:
+        raise SizerUsage("name a MODEL: a catalog name (llama3-8b), a Hub id, a config.json or a folder")
+    setups = setups_for(method, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_targets=lora_targets,
+                        optimizer=optimizer, precision=precision, master_weights=master_weights,
+                        gradient_checkpointing=gradient_checkpointing, micro_batch_size=micro_batch_size,
+                        seq_len=seq_len, packing=packing, attention=attention, quant=quant, framework=framework,
+                        zero=zero, fsdp=fsdp, offload_optimizer=offload_optimizer == "cpu",
+                        offload_params=offload_params == "cpu", gradient_accumulation_steps=gradient_accumulation_steps)
+    if recommend:
+        if gpus:
+            raise SizerUsage("--recommend ranks the catalog's GPUs: leave out --gpus")
+        result = recommend_finetune(model, setups, dataset_tokens, max_gpus or 8)
+    else:
+        result = run_finetune(model, gpus or "local", setups, dataset_tokens, max_gpus or 64)
+    if plot_path:
+        plot_finetune(result, plot_path, force)
+    return render_finetune(result, fmt)
+
+
 @cli.command()
 @click.argument("model")
 @click.option("-p", "--precision", default=None,

@@ -178,3 +178,29 @@ def finetune(model, gpus: str | GpuSelection, setups: list[FinetuneSetup], datas
     options = tuple(plan_method(spec, s, selection, max_gpus) for s in setups)
     return FinetuneResult(spec.name, spec.family, spec.params, selection.text, setups[0].framework, options,
                           dataset_tokens, spec.notes)
+
+
+def _cost_rank(option: FinetuneOption) -> tuple:
+    """Cheapest training tokens first; unpriced configurations last; then the cheaper hour."""
+    cost = option.cost_usd(1_000_000)
+    price = option.price_per_hour_usd
+    return (cost if cost is not None else float("inf"), price if price is not None else float("inf"), option.gpu_count)
+
+
+def recommend_finetune(model, setups: list[FinetuneSetup], dataset_tokens: int | None = None,
+                       max_gpus: int = 8) -> FinetuneResult:
+    """Every rentable catalog GPU, at the fewest GPUs (up to max_gpus) that hold each setup, ranked by
+    the cost of a million training tokens. Configurations that fit on none are left out."""
+    from sizer.inputs.resolve import get_model
+    from sizer.plan.recommend import rentable_gpus
+
+    spec = get_model(model) if isinstance(model, str) else model
+    options = []
+    for gpu in rentable_gpus():
+        for setup in setups:
+            fewest = min_gpus(spec, setup, get_framework(setup.framework), gpu, max_gpus)
+            if fewest is not None:
+                options.append(plan_method(spec, setup, GpuSelection(gpu, fewest, f"{fewest}x{gpu.name}"), max_gpus))
+    options.sort(key=_cost_rank)
+    return FinetuneResult(spec.name, spec.family, spec.params, "catalog", setups[0].framework, tuple(options),
+                          dataset_tokens, spec.notes)

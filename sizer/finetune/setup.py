@@ -109,3 +109,29 @@ def parse_targets(text: str) -> tuple[str, ...]:
     if ALL_LINEAR in names and len(names) > 1:
         raise UsageError("--lora-targets: all-linear already names every projection")
     return names
+
+
+DEFAULT_METHODS = ("full", "lora", "qlora")
+_SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+
+
+def setups_for(methods, **options) -> list[FinetuneSetup]:
+    """One FinetuneSetup per method named (--method, repeated or comma separated; default full, lora,
+    qlora), the other options shared."""
+    names = [m.strip().lower() for value in methods for m in value.split(",") if m.strip()] or list(DEFAULT_METHODS)
+    targets = parse_targets(options.pop("lora_targets", ALL_LINEAR))
+    return [FinetuneSetup(method=name, lora_targets=targets, **options) for name in dict.fromkeys(names)]
+
+
+def parse_token_count(text: str, flag: str) -> int:
+    """A token count as people write it: 250000, 250K, 100M, 1.5B, 2T."""
+    raw = str(text).strip().replace(",", "").replace("_", "")
+    scale = _SUFFIXES.get(raw[-1:].lower(), 1)
+    number = raw[:-1] if scale > 1 else raw
+    try:
+        value = float(number)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected a number of tokens such as 250000, 100M or 1.5B") from None
+    if not 1 <= value * scale < 1e18:
+        raise UsageError(f"{flag} {text!r}: expected a positive number of tokens below 10^18")
+    return int(round(value * scale))
