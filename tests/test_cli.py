@@ -179,7 +179,10 @@ WORDS = st.sampled_from(["estimate", "fit", "models", "gpus", "calibrate", "llam
                          "--engine", "vllm", "llamacpp", "transformers==5.24", "transformers==9", "--tensor-parallel",
                          "3", "--pipeline-parallel", "--recommend", "--max-gpus", "--kv-dtype", "q4_0", "--format",
                          "json", "csv", "markdown", "--gpu-memory-utilization", "1.5", "--max-num-seqs",
-                         "--calibration", "--family", "qwen3"])
+                         "--calibration", "--family", "qwen3", "finetune", "--method", "qlora,full", "dora",
+                         "--zero", "--fsdp", "hybrid", "--offload-optimizer", "cpu", "--offload-params",
+                         "--lora-targets", "q,k", "--lora-rank", "--seq-len", "--dataset-tokens", "1.5B",
+                         "--optimizer", "paged-adamw-8bit", "--framework", "unsloth"])
 
 
 @settings(max_examples=2000, deadline=None)
@@ -193,7 +196,7 @@ def test_fuzz_the_cli(unreadable_inputs, data):
     assert "Traceback" not in r.output and "internal error" not in r.output, (args, r.output)
     if r.exception is not None:
         assert isinstance(r.exception, SystemExit), (args, repr(r.exception))
-    model_like = args[1] if len(args) > 1 and args[0] in ("estimate", "fit") else None
+    model_like = args[1] if len(args) > 1 and args[0] in ("estimate", "fit", "finetune") else None
     if model_like in unreadable_inputs:
         assert r.exit_code != 0, (args, r.output)
 
