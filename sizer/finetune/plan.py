@@ -63,6 +63,7 @@ class FinetuneOption:
     speed: StepTime
     price_per_hour_usd: float | None     # all GPUs
     setup: FinetuneSetup
+    suggestions: tuple[str, ...] = ()    # for a misfit: changes that make it fit (the flags to pass)
 
     @property
     def seconds_per_million_tokens(self) -> float | None:
@@ -149,8 +150,38 @@ def plan_method(spec: ModelSpec, setup: FinetuneSetup, selection: GpuSelection, 
     speed = step_time(spec, setup, gpu.dense_tflops.get(setup.precision) if gpu.dense_tflops else None, count)
     price = None if gpu.price_per_hour_usd is None else gpu.price_per_hour_usd * count
     reason = _reason(verdict, memory, fewest, count)
+    hints = () if verdict == FITS else suggestions(spec, setup, fw, gpu, count, max_gpus)
     return FinetuneOption(setup.method, gpu.name, count, verdict, reason, memory, acts, p.trainable, max_seq,
-                          max_batch, fewest, speed, price, setup)
+                          max_batch, fewest, speed, price, setup, hints)
+
+
+def _changes(setup: FinetuneSetup) -> list[tuple[str, FinetuneSetup]]:
+    """What users change to make a run fit, cheapest in quality and speed first, as the flags they pass."""
+    out = []
+    if not setup.gradient_checkpointing:
+        out.append(("--gradient-checkpointing", replace(setup, gradient_checkpointing=True)))
+    if setup.micro_batch_size > 1:
+        steps = setup.gradient_accumulation_steps * setup.micro_batch_size
+        out.append((f"-b 1 --gradient-accumulation-steps {steps}",
+                    replace(setup, micro_batch_size=1, gradient_accumulation_steps=steps)))
+    if setup.optimizer == "adamw":
+        out.append(("--optimizer adamw-8bit", replace(setup, optimizer="adamw-8bit")))
+    if setup.method in ("full", "lora", "dora"):
+        out.append(("--method qlora", replace(setup, method="qlora")))
+    if setup.method == "full":
+        out.append(("--method lora", replace(setup, method="lora")))
+    return out
+
+
+def suggestions(spec, setup: FinetuneSetup, fw: Framework, gpu: GpuSpec, count: int, max_gpus: int) -> tuple[str, ...]:
+    """Up to three single changes that make a misfit fit on the same GPUs, then sharding over more."""
+    hints = [flag for flag, changed in _changes(setup) if _fits(spec, changed, fw, gpu, count)][:3]
+    if not setup.shard_stage:
+        sharded = replace(setup, zero=3) if setup.fsdp is None else setup
+        fewest = min_gpus(spec, sharded, fw, gpu, max_gpus)
+        if fewest is not None and fewest > 1:
+            hints.append(f"--zero 3 on {fewest}x{gpu.name}")
+    return tuple(hints)
 
 
 def _reason(verdict: str, memory: FinetuneMemory, fewest: int | None, count: int) -> str:

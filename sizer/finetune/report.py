@@ -50,7 +50,7 @@ def option_to_dict(o: FinetuneOption, dataset_tokens: int | None) -> dict:
         "cost_per_million_tokens_usd": _round(o.cost_usd(1_000_000), 4),
         "epoch_time_s": _round(epoch_s, 1),
         "cost_per_epoch_usd": None if dataset_tokens is None else _round(o.cost_usd(dataset_tokens), 2),
-        "sharding": sharding_label(o), "settings": asdict(o.setup),
+        "sharding": sharding_label(o), "suggestions": list(o.suggestions), "settings": asdict(o.setup),
     }
 
 
@@ -114,7 +114,7 @@ def _lines(o: FinetuneOption, r: FinetuneResult) -> list[str]:
     a = o.activation_parts
     lines = [f"- {o.method}: {o.reason}; largest micro-batch at {o.setup.seq_len:,} tokens: "
              f"{_num(o.max_micro_batch_size, '{:,}')}; longest sequence at micro-batch {o.setup.micro_batch_size}: "
-             f"{_num(o.max_seq_len, '{:,}')} tokens",
+             f"{_num(o.max_seq_len, '{:,}')} tokens" + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else ""),
              f"  activations: {_g(a.saved)} kept for the backward, {_g(a.logits)} logits and loss, "
              f"{_g(a.layer + a.backward)} one layer's backward" + (f"; {_g(a.host)} in host memory" if a.host else "")]
     if o.speed.step_time_s is not None:
