@@ -39,8 +39,8 @@ from sizer.render import to_csv  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "finetune"
 PUBLISHED = DATA / "published.json"
-UNIT_BYTES = {"GB": 10**9, "GiB": 2**30}
-TORCH_STATISTICS = ("max_memory_allocated", "reserved", "active", "Peak memory", "Peak Memory")
+UNIT_BYTES = {"GB": 10**9, "GiB": 2**30, "bytes": 1}
+TORCH_STATISTICS = ("max_memory_allocated", "reserved", "active", "Peak memory", "Peak Memory", "memory_reserved")
 TARGET_MEDIAN, TARGET_WORST = 0.10, 0.25
 MAX_SEQ_SEARCH = 1 << 22
 SETUP_FIELDS = ("method", "lora_rank", "lora_targets", "optimizer", "precision", "gradient_checkpointing",
@@ -144,8 +144,9 @@ def table(rows: list[dict]) -> list[str]:
     lines = [f"{'record':44} {'split':8} {'gpu':>11} {'published':>12} {'predicted':>12} {'error':>8}"]
     for r in rows:
         gpu = r["gpu"] if r["gpu_count"] == 1 else f"{r['gpu_count']}x{r['gpu']}"
-        lines.append(f"{r['id']:44} {r['split']:8} {gpu:>11} {r['published']:>8g} {r['unit']:<3} "
-                     f"{r['predicted']:>8g} {r['unit']:<3} {r['error']:>+8.1%}")
+        scale, unit = (1e9, "GB") if r["unit"] == "bytes" else (1, r["unit"])
+        lines.append(f"{r['id']:44} {r['split']:8} {gpu:>11} {r['published'] / scale:>8g} {unit:<3} "
+                     f"{r['predicted'] / scale:>8g} {unit:<3} {r['error']:>+8.1%}")
     return lines
 
 

@@ -25,7 +25,7 @@ SPEC.loader.exec_module(bench)
 RECORDS = bench.load_records()
 SETTINGS = ("method", "lora_rank", "lora_targets", "quant", "optimizer", "precision", "gradient_checkpointing",
             "micro_batch_size", "seq_len", "packing", "attention", "sharding")
-UNITS = {"peak_memory": ("GB", "GiB"), "max_seq_len": ("tokens",)}
+UNITS = {"peak_memory": ("GB", "GiB", "bytes"), "max_seq_len": ("tokens",)}
 
 
 def test_at_least_twenty_records_in_two_halves():
