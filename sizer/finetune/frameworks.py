@@ -5,9 +5,10 @@ are profiles where their documented behaviour differs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sizer.errors import UsageError
+from sizer.finetune.setup import FinetuneSetup
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,13 @@ def get_framework(name: str) -> Framework:
         return FRAMEWORKS[name]
     except KeyError:
         raise UsageError(f"--framework {name}: expected one of {', '.join(FRAMEWORKS)}") from None
+
+
+def framework_for(setup: FinetuneSetup) -> Framework:
+    """The run's framework profile with the setup's own overrides (loss chunks, activation offload)."""
+    fw = get_framework(setup.framework)
+    if setup.loss_chunks is not None:
+        fw = replace(fw, loss_chunks=setup.loss_chunks)
+    if setup.activation_offload is not None:
+        fw = replace(fw, checkpoint_offload=setup.activation_offload)
+    return fw

@@ -9,7 +9,7 @@ from sizer.calc.overhead import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
 from sizer.finetune.activations import ActivationParts, activation_parts
-from sizer.finetune.frameworks import Framework, get_framework
+from sizer.finetune.frameworks import Framework, framework_for
 from sizer.finetune.params import TrainedParams, trained_params
 from sizer.finetune.setup import FinetuneSetup
 from sizer.finetune.sharding import ModelStates, shard
@@ -101,9 +101,10 @@ def model_states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework) -> tuple[
     state_bytes = 4 if masters else p.param_bytes
     optimizer = optimizer_state_bytes(p, setup.optimizer, state_bytes) + master_weight_bytes(p, masters and setup.zero > 0)
     gathered = p.largest_layer_params * 2 if setup.shard_stage >= 3 else 0
+    grads = gradient_bytes(p, setup.optimizer_in_backward)
     if setup.method == "full":
-        return ModelStates(p.trainable_bytes, 0, gradient_bytes(p), optimizer, gathered), p
-    return ModelStates(p.frozen_bytes, p.trainable_bytes, gradient_bytes(p), optimizer, gathered), p
+        return ModelStates(p.trainable_bytes, 0, grads, optimizer, gathered), p
+    return ModelStates(p.frozen_bytes, p.trainable_bytes, grads, optimizer, gathered), p
 
 
 def memory_per_gpu(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, gpu: GpuSpec, gpus: int
@@ -138,7 +139,7 @@ def min_gpus(spec, setup, fw, gpu, max_gpus: int) -> int | None:
 
 
 def plan_method(spec: ModelSpec, setup: FinetuneSetup, selection: GpuSelection, max_gpus: int) -> FinetuneOption:
-    fw = get_framework(setup.framework)
+    fw = framework_for(setup)
     gpu = selection.gpu
     fewest = min_gpus(spec, setup, fw, gpu, max_gpus)
     count = selection.count or fewest or 1

@@ -48,6 +48,10 @@ class FinetuneSetup:
     offload_optimizer: bool = False
     offload_params: bool = False
     gradient_accumulation_steps: int = 1
+    # per-run overrides of what the framework profile does by default (None: the profile's behaviour)
+    loss_chunks: int | None = None           # cross-entropy over the logits in this many chunks (0: fused, no fp32 logits)
+    activation_offload: bool | None = None   # checkpointed activations kept in host memory (torchtune enable_activation_offloading)
+    optimizer_in_backward: bool = False      # each parameter stepped, and its gradient freed, in the backward (torchtune optimizer_in_bwd)
 
     def __post_init__(self) -> None:
         _one_of("--method", self.method, METHODS)
@@ -59,6 +63,10 @@ class FinetuneSetup:
         for name in ("lora_rank", "micro_batch_size", "seq_len", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        if self.loss_chunks is not None and self.loss_chunks < 0:
+            raise UsageError(f"loss chunks must be 0 (fused) or a positive number, got {self.loss_chunks}")
+        if self.optimizer_in_backward and self.gradient_accumulation_steps > 1:
+            raise UsageError("the optimizer step in the backward frees each gradient at once: no gradient accumulation")
         if self.zero not in (0, 1, 2, 3):
             raise UsageError(f"--zero must be 0, 1, 2 or 3, got {self.zero}")
         if self.fsdp is not None:

@@ -16,8 +16,12 @@ BNB_MIN_8BIT_SIZE = 4096
 BNB_OPTIMIZER_BLOCK = 256
 
 
-def gradient_bytes(p: TrainedParams) -> int:
-    """One gradient per trained parameter, in the parameter's dtype."""
+def gradient_bytes(p: TrainedParams, in_backward: bool = False) -> int:
+    """One gradient per trained parameter, in the parameter's dtype. With the optimizer step in the
+    backward (torchtune optimizer_in_bwd: a post-accumulate-grad hook steps each parameter and drops
+    its gradient) at most the largest trained tensor's gradient is alive at once."""
+    if in_backward:
+        return max((prod(s) for s in p.trainable_shapes), default=0) * p.param_bytes
     return p.trainable * p.param_bytes
 
 
