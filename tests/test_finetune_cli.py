@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 from sizer.cli import cli
 from sizer.finetune.plan import finetune, memory_per_gpu
-from sizer.finetune.frameworks import get_framework
+from sizer.finetune.frameworks import framework_for
 from sizer.finetune.report import FINETUNE_CSV_COLUMNS
 from sizer.finetune.setup import FinetuneSetup
 from sizer.gpuspec import parse_gpus
@@ -152,7 +152,7 @@ SETUPS = st.builds(FinetuneSetup, method=st.sampled_from(["full", "lora", "dora"
 
 
 def _per_gpu(setup, gpus=1):
-    return memory_per_gpu(SPEC, setup, get_framework(setup.framework), H100, gpus)[0]
+    return memory_per_gpu(SPEC, setup, framework_for(setup), H100, gpus)[0]
 
 
 @settings(max_examples=60, deadline=None)

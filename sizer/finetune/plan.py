@@ -230,7 +230,7 @@ def recommend_finetune(model, setups: list[FinetuneSetup], dataset_tokens: int |
     options = []
     for gpu in rentable_gpus():
         for setup in setups:
-            fewest = min_gpus(spec, setup, get_framework(setup.framework), gpu, max_gpus)
+            fewest = min_gpus(spec, setup, framework_for(setup), gpu, max_gpus)
             if fewest is not None:
                 options.append(plan_method(spec, setup, GpuSelection(gpu, fewest, f"{fewest}x{gpu.name}"), max_gpus))
     options.sort(key=_cost_rank)
