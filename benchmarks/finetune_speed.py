@@ -1,9 +1,9 @@
 """Predicted vs published fine-tuning throughput; writes benchmarks/results/finetune_speed.csv.
 
 Every record of tests/data/finetune/published_speed.json is planned with sizer's step-time model
-(sizer.finetune.speed) at its framework profile's MFU. The MFUs are fitted (median implied MFU) on
-the records of the fitting sources (sizer.finetune.speed_records.FIT_SOURCES); the other sources are
-held out. Run: python benchmarks/finetune_speed.py [--check]  (--check: fail if the fitted MFUs
+(sizer.finetune.speed) at its framework profile's MFU times its GPU architecture's factor. The MFUs
+are fitted (median implied MFU) on the records of FIT_SOURCES, the Hopper factor on LLM Foundry's
+paired A100 / H100 runs (ARCHITECTURE_SOURCE); the other sources are held out. Run: python benchmarks/finetune_speed.py [--check]  (--check: fail if the fitted values
 differ from the constants in sizer/finetune/speed.py).
 """
 
@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from statistics import median
 
-from sizer.finetune.speed import MFU
-from sizer.finetune.speed_records import (FIT_SOURCES, MAX_PLAUSIBLE_MFU, PROFILE, fitted_mfu, implied_mfu,
-                                          tokens_per_gpu_s)
+from sizer.finetune.speed import ARCHITECTURE_EFFICIENCY, MFU
+from sizer.finetune.speed_records import (ARCHITECTURE_SOURCE, FIT_SOURCES, MAX_PLAUSIBLE_MFU, PROFILE,
+                                          fitted_architecture_efficiency, fitted_mfu, implied_mfu, tokens_per_gpu_s)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "tests" / "data" / "finetune" / "published_speed.json"
@@ -27,11 +27,17 @@ COLUMNS = ("id", "role", "source", "framework", "profile", "model", "method", "g
            "predicted_tokens_per_s_per_gpu", "error", "implied_mfu", "plausible")
 
 
+def role(source: str) -> str:
+    if source in FIT_SOURCES:
+        return "fit-mfu"
+    return "fit-architecture" if source == ARCHITECTURE_SOURCE else "holdout"
+
+
 def row(record: dict) -> dict:
     predicted = tokens_per_gpu_s(record)
     measured = record["measured_tokens_per_s_per_gpu"]
     mfu = implied_mfu(record)
-    return {"id": record["id"], "role": "fit" if record["source"] in FIT_SOURCES else "holdout",
+    return {"id": record["id"], "role": role(record["source"]),
             "source": record["source"], "framework": record["framework"], "profile": PROFILE[record["framework"]],
             "model": record.get("model") or "config", "method": record["method"], "gpu": record["gpu"],
             "gpu_count": record["gpu_count"], "seq_len": record["seq_len"],
@@ -57,15 +63,15 @@ def main(argv: list[str]) -> int:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    for role in ("fit", "holdout"):
-        print(summary([r for r in rows if r["role"] == role], f"{role} (all)"))
-        print(summary([r for r in rows if r["role"] == role and r["plausible"]], f"{role} (plausible)"))
+    for kind in ("fit-mfu", "fit-architecture", "holdout"):
+        print(summary([r for r in rows if r["role"] == kind], f"{kind} (all)"))
+        print(summary([r for r in rows if r["role"] == kind and r["plausible"]], f"{kind} (plausible)"))
     for source in sorted({r["source"] for r in rows}):
         print(summary([r for r in rows if r["source"] == source], f"  {source}"))
-    fitted = fitted_mfu(records)
-    print(f"fitted MFU {fitted}; in sizer/finetune/speed.py {MFU}")
-    if "--check" in argv and any(MFU[k] != v for k, v in fitted.items()):
-        print("the fitted MFUs differ from sizer/finetune/speed.py MFU", file=sys.stderr)
+    fitted, hopper = fitted_mfu(records), fitted_architecture_efficiency(records)
+    print(f"fitted MFU {fitted}, hopper {hopper}; in sizer/finetune/speed.py {MFU}, {ARCHITECTURE_EFFICIENCY}")
+    if "--check" in argv and (fitted != MFU or hopper != ARCHITECTURE_EFFICIENCY["hopper"]):
+        print("the fitted values differ from sizer/finetune/speed.py", file=sys.stderr)
         return 1
     return 0
 

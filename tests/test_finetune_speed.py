@@ -12,9 +12,10 @@ import pytest
 from sizer.catalog import gpu_entries
 from sizer.families import spec_from_config
 from sizer.finetune.setup import FinetuneSetup
-from sizer.finetune.speed import (MFU, StepTime, attention_forward_flops, dequantize_bytes, flops_per_token,
+from sizer.finetune.speed import (ARCHITECTURE_EFFICIENCY, MFU, StepTime, attention_forward_flops, dequantize_bytes, flops_per_token,
                                   keys_per_query, step_time)
-from sizer.finetune.speed_records import REQUIRED, fitted_mfu, record_setup, record_spec
+from sizer.finetune.speed_records import (REQUIRED, fitted_architecture_efficiency, fitted_mfu, record_setup,
+                                          record_spec)
 
 RECORDS = Path(__file__).parent / "data" / "finetune" / "published_speed.json"
 
@@ -166,3 +167,4 @@ def test_records_build_and_fitted_mfu_is_the_modules():
     for r in recs[:3]:
         assert record_spec(r).params > 0
     assert fitted_mfu(recs) == MFU
+    assert fitted_architecture_efficiency(recs) == ARCHITECTURE_EFFICIENCY["hopper"]

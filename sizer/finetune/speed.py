@@ -22,7 +22,7 @@ from sizer.catalog import GpuSpec
 from sizer.finetune.frameworks import Framework, get_framework
 from sizer.finetune.params import adapted
 from sizer.finetune.setup import FinetuneSetup
-from sizer.plan.throughput import Links
+from sizer.plan.throughput import ALLREDUCE_LATENCY_S, LINK_EFFICIENCY, Links
 from sizer.quant import get_precision
 from sizer.spec import (CHUNKED_ATTENTION, EMBEDDING, FULL_ATTENTION, HYBRID, LINEAR, SHARED_KV, SLIDING_ATTENTION,
                         ModelSpec)
@@ -33,6 +33,11 @@ from sizer.spec import (CHUNKED_ATTENTION, EMBEDDING, FULL_ATTENTION, HYBRID, LI
 # checks that it still does). transformers: LLaMA-Factory's HF rows; torchtune: its README tables
 # (torch.compile on); unsloth: LLaMA-Factory's Unsloth rows.
 MFU = {"transformers": 0.32, "torchtune": 0.64, "unsloth": 0.51}
+# The share of that MFU a GPU architecture reaches: Hopper's dense peak is 3.2x the A100's for 1.6x
+# its bandwidth, and the flash-attention-2 / cuBLAS kernels of these stacks reach a smaller share of
+# it. Fitted as the median H100 / A100 ratio of implied MFU over LLM Foundry's paired runs (same
+# models, settings and code on both GPUs); other architectures 1 (no paired measurements).
+ARCHITECTURE_EFFICIENCY = {"hopper": 0.69}
 BANDWIDTH_EFFICIENCY = 0.80      # share of peak memory bandwidth streaming kernels reach (dequantize, optimizer)
 FLASH_BACKWARD_FACTOR = 2.5      # FlashAttention-2 backward: 5 matmuls (QK^T again, dV, dP, dQ, dK) to the forward's 2
 EAGER_BACKWARD_FACTOR = 2.0      # eager attention keeps the probabilities: dV, dP, dQ, dK
@@ -151,6 +156,11 @@ def forward_flops_per_token(spec: ModelSpec, seq_len: int) -> float:
     return 2 * (layer_matmul_params(spec) + head_params(spec)) + attention_forward_flops(spec, seq_len)
 
 
+def effective_mfu(framework: str, gpu: GpuSpec) -> float:
+    """The framework profile's MFU on this GPU's architecture."""
+    return MFU[framework] * ARCHITECTURE_EFFICIENCY.get(gpu.architecture, 1.0)
+
+
 def peak_flops(gpu: GpuSpec, precision: str) -> float | None:
     """Dense tensor FLOP/s of the compute dtype (fp32 without TF32: torch leaves it off for matmuls)."""
     tflops = (gpu.dense_tflops or {}).get(precision)
@@ -229,11 +239,22 @@ def optimizer_s(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, gpu: GpuSp
     return optimizer_bytes(share, p.param_bytes, state_bytes, setup, fw) / rate if rate else 0.0
 
 
+def _fabric_allreduce_s(links: Links, nodes: int, nbytes: float) -> float:
+    """A ring all-reduce between `nodes` nodes, each GPU over its share of the node's network."""
+    if nodes <= 1:
+        return 0.0
+    if not links.fabric_gbits:
+        return ALLREDUCE_LATENCY_S["fabric"]
+    rate = links.fabric_gbits / 8 * 1e9 / links.node_size * LINK_EFFICIENCY
+    return ALLREDUCE_LATENCY_S["fabric"] + 2 * (nodes - 1) / nodes * nbytes / rate
+
+
 def communication_s(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, gpu: GpuSpec, gpus: int) -> tuple[float, float]:
     """(per optimizer step, per micro-batch) seconds of data-parallel collectives, before overlap.
     DDP / ZeRO-1/2: one all-reduce of the gradients per step (reduce-scatter + all-gather moves the
     same bytes); ZeRO-3 / FSDP full-shard: per micro-batch the 16-bit weights gathered for the forward
-    and again for the backward (one all-reduce's volume) and the gradients reduce-scattered."""
+    and again for the backward (one all-reduce's volume) and the gradients reduce-scattered; FSDP
+    hybrid shards within a node that way and all-reduces each GPU's gradient shard between nodes."""
     if gpus <= 1:
         return 0.0, 0.0
     links = Links.of(gpu)
@@ -242,12 +263,15 @@ def communication_s(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, gpu: G
     if setup.shard_stage < 3:
         return links.allreduce_s(gpus, grads), 0.0
     weights = p.frozen_bytes + p.trainable * 2
-    return 0.0, links.allreduce_s(gpus, weights) + links.allreduce_s(gpus, grads / 2)
+    shard = min(gpus, links.node_size) if setup.fsdp == "hybrid" else gpus
+    per_micro = links.allreduce_s(shard, weights) + links.allreduce_s(shard, grads / 2)
+    return _fabric_allreduce_s(links, -(-gpus // shard), grads / shard), per_micro
 
 
 def step_time(spec: ModelSpec, setup: FinetuneSetup, gpu: GpuSpec, gpus: int = 1, mfu: float | None = None) -> StepTime:
     """One optimizer step on each of `gpus` data-parallel GPUs: `gradient_accumulation_steps`
-    micro-batches of `micro_batch_size` x `seq_len` tokens, then the optimizer."""
+    micro-batches of `micro_batch_size` x `seq_len` tokens, then the optimizer. `mfu` overrides the
+    framework's MFU on this GPU (effective_mfu)."""
     fw = get_framework(setup.framework)
     flops = flops_per_token(spec, setup)
     micro_tokens, steps = setup.tokens_per_micro_batch, setup.gradient_accumulation_steps
@@ -255,7 +279,7 @@ def step_time(spec: ModelSpec, setup: FinetuneSetup, gpu: GpuSpec, gpus: int = 1
     peak, rate = peak_flops(gpu, setup.precision), _bytes_per_s(gpu)
     if not peak or not rate:
         return StepTime(flops.total, tokens, None, None)
-    mfu = mfu or MFU[fw.name]
+    mfu = mfu or effective_mfu(fw.name, gpu)
     dora_flops, dora_bytes = dora_per_forward(spec, setup)
     forwards = 2 if setup.gradient_checkpointing else 1
     micro_compute = (micro_tokens * flops.total + forwards * dora_flops) / (peak * mfu)
