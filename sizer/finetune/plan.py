@@ -69,10 +69,15 @@ class FinetuneOption:
     def seconds_per_million_tokens(self) -> float | None:
         return None if not self.speed.tokens_per_s else 1e6 / self.speed.tokens_per_s
 
+    def train_s(self, tokens: int) -> float | None:
+        """Seconds to train on `tokens` tokens (one epoch of a dataset that size), all GPUs together."""
+        return self.speed.epoch_s(tokens)
+
     def cost_usd(self, tokens: int) -> float | None:
-        if not self.speed.tokens_per_s or self.price_per_hour_usd is None:
+        seconds = self.train_s(tokens)
+        if seconds is None or self.price_per_hour_usd is None:
             return None
-        return tokens / self.speed.tokens_per_s / 3600 * self.price_per_hour_usd
+        return seconds / 3600 * self.price_per_hour_usd
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ def plan_method(spec: ModelSpec, setup: FinetuneSetup, selection: GpuSelection, 
     max_ctx = spec.max_context_length or (1 << 20)
     max_seq = _largest(lambda n: _fits(spec, replace(setup, seq_len=n), fw, gpu, count), 1, max_ctx)
     max_batch = _largest(lambda n: _fits(spec, replace(setup, micro_batch_size=n), fw, gpu, count), 1, MAX_MICRO_BATCH)
-    speed = step_time(spec, setup, gpu.dense_tflops.get(setup.precision) if gpu.dense_tflops else None, count)
+    speed = step_time(spec, setup, gpu, count)
     price = None if gpu.price_per_hour_usd is None else gpu.price_per_hour_usd * count
     reason = _reason(verdict, memory, fewest, count)
     hints = () if verdict == FITS else suggestions(spec, setup, fw, gpu, count, max_gpus)

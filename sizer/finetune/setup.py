@@ -77,9 +77,11 @@ class FinetuneSetup:
             raise UsageError("--offload-params cpu needs parameters sharded: --zero 3 or --fsdp full-shard")
         if self.offload_optimizer and not self.shard_stage:
             raise UsageError("--offload-optimizer cpu needs DeepSpeed ZeRO (--zero 1, 2 or 3) or FSDP (--fsdp)")
-        if self.method == "qlora" and self.shard_stage == 3 and self.framework != "transformers":
-            raise UsageError(f"QLoRA with sharded parameters runs under transformers' FSDP/ZeRO-3 support only, "
-                             f"not --framework {self.framework}")
+        # torchtune shards QLoRA with FSDP2 (recipes/configs/llama3_1/405B_qlora.yaml: "Config for multi-device
+        # QLoRA in lora_finetune_fsdp2.py"); Unsloth does not shard parameters.
+        if self.method == "qlora" and self.shard_stage == 3 and self.framework == "unsloth":
+            raise UsageError(f"QLoRA with sharded parameters runs under transformers' FSDP/ZeRO-3 support or "
+                             f"torchtune's FSDP2 recipe, not --framework {self.framework}")
 
     @property
     def adapters(self) -> bool:
