@@ -48,6 +48,8 @@ class FinetuneSetup:
     offload_optimizer: bool = False
     offload_params: bool = False
     gradient_accumulation_steps: int = 1
+    gpus_per_node: int | None = None         # GPUs in one node (HYBRID_SHARD's shard group, host memory per node);
+    #                                          None: up to 8 (sizer.finetune.deepspeed.GPUS_PER_NODE)
 
     def __post_init__(self) -> None:
         _one_of("--method", self.method, METHODS)
@@ -59,6 +61,8 @@ class FinetuneSetup:
         for name in ("lora_rank", "micro_batch_size", "seq_len", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        if self.gpus_per_node is not None and self.gpus_per_node < 1:
+            raise UsageError(f"--gpus-per-node must be a positive number, got {self.gpus_per_node}")
         if self.zero not in (0, 1, 2, 3):
             raise UsageError(f"--zero must be 0, 1, 2 or 3, got {self.zero}")
         if self.fsdp is not None:
