@@ -102,15 +102,24 @@ def test_zero12_is_deepspeeds_estimate_plus_one_reduce_bucket(stage):
     assert parts.total == _row("llama3-8b", 2, 8, 1, cpu_offload=False)["gpu_bytes"] + bucket
 
 
+def test_zero_offload_gpu_share_is_deepspeeds_plus_the_bucket_and_the_gradient_staging_buffer():
+    """ZeRO-Offload keeps the 16-bit parameters (DeepSpeed's 2 bytes per parameter), the reduce
+    bucket and temp_grad_buffer_for_gpu_offload: the largest parameter's values in 16 bits."""
+    parts, spec = _parts("llama3-8b", 8, method="full", zero=2, offload_optimizer=True)
+    staging = 2 * max(t.n_elements for t in spec.tensors)
+    row = _row("llama3-8b", 2, 8, 1, cpu_offload=True)
+    assert parts.total == row["gpu_bytes"] + spec.hidden_size ** 2 * 2 + staging
+
+
 def test_zero3_is_deepspeeds_estimate_plus_the_16bit_shard_buckets_prefetch_and_persistent_params():
     """DeepSpeed's ZeRO-3 figure counts the gathered largest layer (4 bytes per value: parameters and
-    gradients) and 18/N bytes, not the 16-bit parameter shard; sizer adds it, two reduce buckets
-    (overlap_comm), the prefetch window (int(0.9 h^2) values) and the parameters of at most 10*h
+    gradients) and 18/N bytes, not the 16-bit parameter shard; sizer adds it, the reduce bucket
+    (h^2 values), the prefetch window (int(0.9 h^2) values) and the parameters of at most 10*h
     values that stay gathered (the norms)."""
     parts, spec = _parts("llama3-8b", 32, method="full", zero=3)
     h = spec.hidden_size
     persistent = sum(t.params for t in spec.tensors if t.n_elements <= 10 * h) * 2
-    extra = 2 * spec.params // 32 + 2 * (h * h * 2) + int(0.9 * h * h) * 2 + persistent
+    extra = 2 * spec.params // 32 + h * h * 2 + int(0.9 * h * h) * 2 + persistent
     row = _row("llama3-8b", 3, 8, 4, cpu_offload=False, cpu_offload_params=False, zero_init=True)
     assert parts.total == row["gpu_bytes"] + extra
 
@@ -120,14 +129,14 @@ def test_zero3_offload_gpu_share_is_deepspeeds_plus_buckets_prefetch_and_persist
     h = spec.hidden_size
     persistent = sum(t.params for t in spec.tensors if t.n_elements <= 10 * h) * 2
     row = _row("llama3-8b", 3, 8, 4, cpu_offload=True, cpu_offload_params=True, zero_init=True)
-    assert parts.total == row["gpu_bytes"] + 2 * (h * h * 2) + int(0.9 * h * h) * 2 + persistent
+    assert parts.total == row["gpu_bytes"] + h * h * 2 + int(0.9 * h * h) * 2 + persistent
     assert (parts.params, parts.gradients, parts.optimizer_states, parts.masters) == (0, 0, 0, 0)
 
 
 def test_zero3_fp32_step_gradients_come_one_sub_group_at_a_time():
     parts, spec = _parts("llama3-70b", 8, method="full", zero=3)
     assert spec.params // 8 > 10 ** 9
-    one_unit = parts.grad_buffers - 2 * (spec.hidden_size ** 2 * 2)
+    one_unit = parts.grad_buffers - spec.hidden_size ** 2 * 2
     assert one_unit - 4 * 10 ** 9 == 2 * max(t.n_elements * t.experts for t in spec.tensors)
 
 

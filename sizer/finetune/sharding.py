@@ -7,7 +7,7 @@ made are in docs/reference/finetune.md, "Sharding and offload".
 DeepSpeed (the engine casts the model to bf16/fp16, its optimizer keeps fp32 partitions):
 - ZeRO-1/2: every GPU keeps all 16-bit parameters; its partition of the 16-bit gradients, of the fp32
   master weights and of the optimizer states; at the step an fp32 copy of its gradient partition;
-  one reduce bucket of reduce_bucket_size values (two with overlap_comm). With contiguous gradients
+  one reduce bucket of reduce_bucket_size values (two with overlap_comm, off by default). With contiguous gradients
   (the default) ZeRO-1 keeps only its gradient partition too, so 1 and 2 hold the same.
 - ZeRO-3: the 16-bit parameters are partitioned too; each module's are gathered for its forward and
   backward, the next prefetch_bucket_size values ahead (at most stage3_max_live_parameters live), and
@@ -96,7 +96,12 @@ class ZeroBuffers:
     max_live_parameters: int
     persistence_threshold: int
     sub_group_size: int
-    overlap_comm: bool           # DeepSpeed's default: on for ZeRO-3 only (a second reduce bucket)
+    overlap_comm: bool           # DeepSpeed's default: on for ZeRO-3 only
+
+    def reduce_buffers(self, stage: int) -> int:
+        """Reduce buckets allocated: ZeRO-1/2 double-buffer under overlap_comm (setup_buckets);
+        ZeRO-3 allocates one per communication dtype whatever overlap_comm says."""
+        return 2 if self.overlap_comm and stage < 3 else 1
 
 
 def zero_buffers(stage: int, hidden_size: int) -> ZeroBuffers:
@@ -149,7 +154,7 @@ def _split(states: ModelStates, setup: FinetuneSetup) -> tuple[int, int]:
 
 def _zero(states: ModelStates, setup: FinetuneSetup, d: int) -> ShardedStates:
     buf = zero_buffers(setup.zero, states.hidden_size)
-    bucket = buf.reduce_bucket * states.compute_bytes * (2 if buf.overlap_comm else 1)
+    bucket = buf.reduce_bucket * states.compute_bytes * buf.reduce_buffers(setup.zero)
     optimizer = _ceil_div(states.optimizer_states - states.masters, d)
     masters = _ceil_div(states.masters, d)
     grads = _ceil_div(states.gradients, d)
