@@ -110,8 +110,10 @@ def test_sharding_finds_the_fewest_gpus_and_divides_the_model_states():
                          "--format", "json").output)["options"][0]
     assert one["verdict"] == "does-not-fit"
     n = o["gpu_count"]
-    assert o["per_gpu"]["optimizer_states"] == -(-one["per_gpu"]["optimizer_states"] // n)
-    assert o["per_gpu"]["gradients"] == -(-one["per_gpu"]["gradients"] // n)
+    # each part (optimizer states, fp32 masters) is divided and rounded up on its own: a byte or two
+    assert 0 <= o["per_gpu"]["optimizer_states"] - one["per_gpu"]["optimizer_states"] // n <= 2
+    # gradients: the shard plus whole-size buffers (reduce bucket, the gathered unit's gradient)
+    assert one["per_gpu"]["gradients"] // n < o["per_gpu"]["gradients"] < one["per_gpu"]["gradients"] // 4
 
 
 @pytest.mark.parametrize("args, message", [

@@ -59,18 +59,17 @@ def adapter_shapes(spec: ModelSpec, setup: FinetuneSetup) -> list[tuple[int, ...
     return shapes
 
 
+def frozen_tensor_bytes(t: TensorSpec, spec: ModelSpec, setup: FinetuneSetup, fw: Framework) -> int:
+    """One frozen base tensor of an adapter run as held, all its copies (quantized for QLoRA)."""
+    if setup.method != "qlora":
+        return t.params * (4 if t.fp32 else DTYPE_BYTES[setup.precision])
+    quantized = get_precision(setup.quant).tensor_bytes(t, spec)
+    return t.params * 4 if (quantized == t.params * 2 and fw.kbit_upcast_fp32) else quantized
+
+
 def _base_bytes(spec: ModelSpec, setup: FinetuneSetup, fw: Framework) -> int:
     """Frozen base weights of an adapter run."""
-    if setup.method != "qlora":
-        width = DTYPE_BYTES[setup.precision]
-        return sum(t.params * (4 if t.fp32 else width) for t in spec.tensors)
-    fmt = get_precision(setup.quant)
-    total = 0
-    for t in spec.tensors:
-        quantized = fmt.tensor_bytes(t, spec)
-        kept = t.params * 2
-        total += t.params * 4 if (quantized == kept and fw.kbit_upcast_fp32) else quantized
-    return total
+    return sum(frozen_tensor_bytes(t, spec, setup, fw) for t in spec.tensors)
 
 
 def trained_params(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, master_weights: bool) -> TrainedParams:

@@ -10,9 +10,9 @@ from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
 from sizer.finetune.activations import ActivationParts, activation_parts
 from sizer.finetune.frameworks import Framework, framework_for
-from sizer.finetune.params import TrainedParams, trained_params
+from sizer.finetune.params import DTYPE_BYTES, TrainedParams, trained_params
 from sizer.finetune.setup import FinetuneSetup
-from sizer.finetune.sharding import ModelStates, shard
+from sizer.finetune.sharding import ModelStates, layout_states, shard
 from sizer.finetune.speed import StepTime, step_time
 from sizer.finetune.states import gradient_bytes, master_weight_bytes, optimizer_state_bytes
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
@@ -93,23 +93,32 @@ class FinetuneResult:
 
 
 def master_weights_default(setup: FinetuneSetup) -> bool:
-    """fp32 masters when asked; else where the run needs them: fp16 training (Trainer refuses to
-    unscale fp16 gradients) and DeepSpeed's bf16/fp16 optimizers under ZeRO."""
+    """fp32 masters when asked; else where the run keeps them: fp16 training (Trainer refuses to
+    unscale fp16 gradients), DeepSpeed's ZeRO optimizer (fp32 partitions of whatever it trains) and
+    accelerate's FSDP under mixed precision (it upcasts the trainable parameters to fp32)."""
     if setup.master_weights is not None:
         return setup.master_weights
-    return setup.method == "full" and (setup.precision == "fp16" or setup.zero > 0)
+    if setup.zero > 0:
+        return True
+    if setup.fsdp is not None and setup.framework == "transformers":
+        return setup.precision != "fp32"
+    return setup.method == "full" and setup.precision == "fp16"
 
 
 def model_states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework) -> tuple[ModelStates, TrainedParams]:
     masters = master_weights_default(setup)
+    if setup.zero > 0:      # DeepSpeed's engine casts every floating parameter to the 16-bit dtype
+        fw = replace(fw, adapter_bytes=DTYPE_BYTES[setup.precision], kbit_upcast_fp32=False)
     p = trained_params(spec, setup, fw, masters and setup.zero == 0)
     state_bytes = 4 if masters else p.param_bytes
-    optimizer = optimizer_state_bytes(p, setup.optimizer, state_bytes) + master_weight_bytes(p, masters and setup.zero > 0)
-    gathered = p.largest_layer_params * 2 if setup.shard_stage >= 3 else 0
+    master = master_weight_bytes(p, masters and setup.zero > 0)
+    optimizer = optimizer_state_bytes(p, setup.optimizer, state_bytes) + master
     grads = gradient_bytes(p, setup.optimizer_in_backward)
     if setup.method == "full":
-        return ModelStates(p.trainable_bytes, 0, grads, optimizer, gathered), p
-    return ModelStates(p.frozen_bytes, p.trainable_bytes, grads, optimizer, gathered), p
+        states = ModelStates(p.trainable_bytes, 0, grads, optimizer)
+    else:
+        states = ModelStates(p.frozen_bytes, p.trainable_bytes, grads, optimizer)
+    return layout_states(states, spec, setup, fw, p, master), p
 
 
 def memory_per_gpu(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, gpu: GpuSpec, gpus: int

@@ -52,6 +52,8 @@ class FinetuneSetup:
     loss_chunks: int | None = None           # cross-entropy over the logits in this many chunks (0: fused, no fp32 logits)
     activation_offload: bool | None = None   # checkpointed activations kept in host memory (torchtune enable_activation_offloading)
     optimizer_in_backward: bool = False      # each parameter stepped, and its gradient freed, in the backward (torchtune optimizer_in_bwd)
+    gpus_per_node: int | None = None         # GPUs in one node (HYBRID_SHARD's shard group, host memory per node);
+    #                                          None: up to 8 (sizer.finetune.deepspeed.GPUS_PER_NODE)
 
     def __post_init__(self) -> None:
         _one_of("--method", self.method, METHODS)
@@ -67,6 +69,8 @@ class FinetuneSetup:
             raise UsageError(f"loss chunks must be 0 (fused) or a positive number, got {self.loss_chunks}")
         if self.optimizer_in_backward and self.gradient_accumulation_steps > 1:
             raise UsageError("the optimizer step in the backward frees each gradient at once: no gradient accumulation")
+        if self.gpus_per_node is not None and self.gpus_per_node < 1:
+            raise UsageError(f"--gpus-per-node must be a positive number, got {self.gpus_per_node}")
         if self.zero not in (0, 1, 2, 3):
             raise UsageError(f"--zero must be 0, 1, 2 or 3, got {self.zero}")
         if self.fsdp is not None:
