@@ -69,9 +69,10 @@ class FinetuneSetup:
             raise UsageError("--offload-params cpu needs parameters sharded: --zero 3 or --fsdp full-shard")
         if self.offload_optimizer and not self.shard_stage:
             raise UsageError("--offload-optimizer cpu needs DeepSpeed ZeRO (--zero 1, 2 or 3) or FSDP (--fsdp)")
-        if self.method == "qlora" and self.shard_stage == 3 and self.framework != "transformers":
-            raise UsageError(f"QLoRA with sharded parameters runs under transformers' FSDP/ZeRO-3 support only, "
-                             f"not --framework {self.framework}")
+        if self.method == "qlora" and self.shard_stage == 3 and self.framework == "unsloth":
+            # transformers shards bitsandbytes storage (FSDP, ZeRO-3); torchtune's lora_finetune_distributed
+            # shards torchao NF4 with FSDP2 (its 70B/405B QLoRA configs)
+            raise UsageError("QLoRA with sharded parameters runs under transformers or torchtune, not unsloth")
 
     @property
     def adapters(self) -> bool:
