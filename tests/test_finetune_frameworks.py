@@ -162,3 +162,12 @@ def llama_spec():
     from sizer.inputs.resolve import get_model
 
     return get_model("llama3-8b")
+
+
+def test_trained_adapters_take_the_profiles_width(llama_spec):
+    from sizer.finetune.params import trained_params
+
+    fw = FRAMEWORKS["transformers"]
+    widths = {(m, z): trained_params(llama_spec, FinetuneSetup(method=m, zero=z), fw, False).param_bytes
+              for m, z in (("qlora", 0), ("lora", 0), ("lora", 3))}
+    assert widths == {("qlora", 0): 2, ("lora", 0): 4, ("lora", 3): 2}

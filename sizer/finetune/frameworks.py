@@ -98,7 +98,7 @@ FRAMEWORKS = {
                "(8 chunks), torchao NF4 (blocks of 64, scalers in blocks of 256), optimizer_in_bwd for full"),
     "unsloth": Framework(
         "unsloth", adapter_bytes=4, kbit_upcast_fp32=False, loss_chunks=0, checkpoint_offload=True,
-        fused_optimizer=False, loss_kernel=LOSS_FUSED_CE, checkpoint_offload_min_seq=UNSLOTH_OFFLOAD_MIN_SEQ,
+        fused_optimizer=True, loss_kernel=LOSS_FUSED_CE, checkpoint_offload_min_seq=UNSLOTH_OFFLOAD_MIN_SEQ,
         checkpoint_offload_min_bytes=UNSLOTH_OFFLOAD_MIN_BYTES, checkpoint_staging_buffers=2,
         checkpoint_keeps_last=True, compile=True,
         source="unsloth 2026.10.9: float32 adapters (prepare_model_for_training), fused linear cross-entropy "
