@@ -73,7 +73,6 @@ class Framework:
     quant_backend: str = QUANT_BITSANDBYTES
     optimizer_in_backward: bool = False      # full fine-tuning steps each parameter in its backward hook
     compile: bool = False                    # torch.compile by default
-    optimizer_state_follows_param: bool = True   # AdamW states in the parameter's dtype (bf16 params: bf16 states)
 
 
 FRAMEWORKS = {
