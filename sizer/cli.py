@@ -467,8 +467,10 @@ def token_count(ctx, param, value):
               help="PyTorch FSDP sharding strategy.")
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu"]), default="none", show_default=True)
 @click.option("--offload-params", type=click.Choice(["none", "cpu"]), default="none", show_default=True)
-@click.option("--framework", type=click.Choice(["transformers", "torchtune", "unsloth"]), default="transformers",
-              show_default=True, help="Whose behaviour to follow (transformers: Trainer + PEFT + TRL).")
+@click.option("--framework", type=click.Choice(["transformers", "trainer", "torchtune", "unsloth"]),
+              default="transformers", show_default=True,
+              help="Whose behaviour to follow: transformers (TRL's SFTTrainer + PEFT), trainer (transformers' Trainer + "
+                   "PEFT, without TRL), torchtune, unsloth.")
 @click.option("--dataset-tokens", default=None, callback=token_count,
               help="Training tokens per epoch (250M, 1.5B): the epoch's time and cost.")
 @click.option("--recommend", is_flag=True, help="Rank the catalog's GPUs by the cost of the training tokens.")

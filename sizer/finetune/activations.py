@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sizer.finetune.frameworks import Framework
+from sizer.finetune.frameworks import Framework, checkpoint_input_bytes, loss_bytes
 from sizer.finetune.setup import FinetuneSetup
 from sizer.spec import ModelSpec
 
@@ -46,10 +46,14 @@ def _layer_saved_bytes(spec: ModelSpec, tokens: int, cb: int, trains_base: bool)
     return tokens * (norms + attention + mlp - frozen_saving)
 
 
-def logits_bytes(spec: ModelSpec, tokens: int, cb: int, fw: Framework) -> int:
+def logits_bytes(spec: ModelSpec, tokens: int, cb: int, fw: Framework, head_trainable: bool = False) -> int:
     """The output head's logits [tokens, vocab] in the compute dtype, the loss's float32 copy, its
     log-softmax and the float32 gradient; a chunked loss holds a chunk's float32 tensors at a time,
-    a fused kernel none."""
+    a fused kernel none. Kernels that never build float32 logits (TRL's tiled log-probs, torchtune's
+    chunked output, unsloth's fused CE) take their own bytes from frameworks.loss_bytes."""
+    own = loss_bytes(fw, tokens, spec.vocab_size, spec.hidden_size, cb, head_trainable)
+    if own is not None:
+        return own
     per_token = spec.vocab_size
     if fw.loss_chunks == 0:
         return tokens * per_token * cb
@@ -61,9 +65,8 @@ def activation_parts(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, batch
     tokens = batch * seq_len
     layer = _layer_saved_bytes(spec, tokens, cb, setup.method == "full")
     backward = 3 * tokens * spec.hidden_size * cb
+    logits = logits_bytes(spec, tokens, cb, fw, setup.method == "full")
     if setup.gradient_checkpointing:
-        inputs = spec.n_layers * tokens * spec.hidden_size * cb
-        host = inputs if fw.checkpoint_offload else 0
-        saved = 0 if fw.checkpoint_offload else inputs
-        return ActivationParts(saved, layer, logits_bytes(spec, tokens, cb, fw), backward, host)
-    return ActivationParts(spec.n_layers * layer, 0, logits_bytes(spec, tokens, cb, fw), backward)
+        saved, host = checkpoint_input_bytes(fw, spec.n_layers, tokens * spec.hidden_size * cb, seq_len)
+        return ActivationParts(saved, layer, logits, backward, host)
+    return ActivationParts(spec.n_layers * layer, 0, logits, backward)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
-from sizer.finetune.frameworks import Framework
+from sizer.finetune.frameworks import Framework, adapter_param_bytes
 from sizer.finetune.setup import FinetuneSetup
 from sizer.quant import get_precision
 from sizer.spec import LINEAR, ModelSpec, TensorSpec
@@ -79,7 +79,7 @@ def trained_params(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, master_
         return TrainedParams(spec.params, spec.params * width, width, 0, tuple(shapes),
                              max(t.n_elements for t in spec.tensors))
     shapes = adapter_shapes(spec, setup)
-    width = 4 if setup.precision == "fp32" else fw.adapter_bytes
+    width = 4 if setup.precision == "fp32" else adapter_param_bytes(fw, setup.method, setup.zero)
     n = sum(prod(s) for s in shapes)
     return TrainedParams(n, n * width, width, _base_bytes(spec, setup, fw), tuple(shapes),
                          max(t.n_elements for t in spec.tensors))

@@ -1,0 +1,173 @@
+"""The --framework profiles: the bytes each framework's own objects and loss computation take,
+checked against real torch / torchao / PEFT objects where they run on the CPU, and the rules read
+from the frameworks' sources (docs/reference/finetune.md, "Frameworks")."""
+
+import pytest
+
+from sizer.errors import UsageError
+from sizer.finetune.activations import activation_parts
+from sizer.finetune.frameworks import (
+    FRAMEWORKS, LOSS_KERNELS, adapter_param_bytes, checkpoint_input_bytes, dora_magnitude_param_bytes, get_framework,
+    loss_bytes, torchao_nf4_bytes, unsloth_ce_rows)
+from sizer.finetune.setup import FRAMEWORKS as SETUP_FRAMEWORKS
+from sizer.finetune.setup import FinetuneSetup
+
+MiB = 1024 * 1024
+
+
+def test_every_framework_the_setup_accepts_has_a_profile():
+    assert set(SETUP_FRAMEWORKS) == set(FRAMEWORKS)
+    assert all(get_framework(n).name == n and get_framework(n).loss_kernel in LOSS_KERNELS for n in FRAMEWORKS)
+    with pytest.raises(UsageError, match="expected one of"):
+        get_framework("axolotl")
+
+
+@pytest.mark.parametrize("shape", [(256, 64), (512, 128), (64, 4096)])
+@pytest.mark.parametrize("dtype_name", ["bfloat16", "float32"])
+def test_torchao_nf4_bytes_are_the_inner_tensors_of_a_real_nf4_tensor(shape, dtype_name):
+    torch = pytest.importorskip("torch")
+    nf4 = pytest.importorskip("torchao.quantization.quantize_.workflows.nf4.nf4_tensor")
+    dtype = getattr(torch, dtype_name)
+    t = nf4.to_nf4(torch.randn(*shape, dtype=dtype))           # torchtune's defaults: blocks 64, scalers 256
+    inner = [getattr(t, name) for name in t.__tensor_flatten__()[0]]
+    assert torchao_nf4_bytes(shape[0] * shape[1], dtype.itemsize) == sum(x.numel() * x.element_size() for x in inner)
+
+
+def test_torchao_nf4_refuses_the_sizes_torchao_refuses():
+    torch = pytest.importorskip("torch")
+    nf4 = pytest.importorskip("torchao.quantization.quantize_.workflows.nf4.nf4_tensor")
+    with pytest.raises(AssertionError):
+        nf4.to_nf4(torch.randn(64, 64, dtype=torch.bfloat16))     # 64 scaler blocks: not a multiple of 256
+    with pytest.raises(UsageError, match="divisible"):
+        torchao_nf4_bytes(64 * 64)
+
+
+def _tiny_llama(torch):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=512)
+    return LlamaForCausalLM(config).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_peft_adapter_dtype_is_the_profiles(autocast):
+    """PEFT's get_peft_model makes adapters float32 over a bf16 base (TRL's default), the base dtype
+    with autocast_adapter_dtype=False (what TRL passes under ZeRO-3)."""
+    torch = pytest.importorskip("torch")
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(_tiny_llama(torch), peft.LoraConfig(r=4, target_modules="all-linear"),
+                                autocast_adapter_dtype=autocast)
+    widths = {p.element_size() for n, p in model.named_parameters() if "lora_" in n}
+    fw = FRAMEWORKS["transformers"]
+    assert widths == {adapter_param_bytes(fw, "lora", zero_stage=0 if autocast else 3)}
+
+
+def test_adapter_widths_per_framework():
+    trl, tune, unsloth = FRAMEWORKS["transformers"], FRAMEWORKS["torchtune"], FRAMEWORKS["unsloth"]
+    # TRL casts A/B to bf16 over a 4-bit base and leaves DoRA's magnitude float32
+    assert adapter_param_bytes(trl, "qlora") == 2 and dora_magnitude_param_bytes(trl, "qlora") == 4
+    assert adapter_param_bytes(trl, "qlora", zero_stage=3) == 2
+    assert dora_magnitude_param_bytes(trl, "dora") == adapter_param_bytes(trl, "dora") == 4
+    assert {adapter_param_bytes(tune, m) for m in ("lora", "qlora", "dora")} == {2}
+    assert {adapter_param_bytes(unsloth, m, s) for m in ("lora", "qlora") for s in (0, 3)} == {4}
+
+
+def _recipe_loss_peak(torch, dtype, tokens, vocab, hidden, chunks):
+    """torchtune's chunked output and CEWithChunkedOutputLoss, measured with the profiler's
+    allocation events: each chunk's projection, F.cross_entropy over its .float(), summed; the
+    recipe deletes the logits before the backward."""
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    from sizer.measure.meter import profiler_peak
+
+    torch.manual_seed(0)
+    h = torch.randn(1, tokens, hidden, dtype=dtype, requires_grad=True)
+    w = torch.randn(vocab, hidden, dtype=dtype)
+    labels = torch.randint(0, vocab, (1, tokens))
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        logits = [F.linear(x, w) for x in h.chunk(chunks, dim=1)]
+        loss = sum(F.cross_entropy(c.reshape(-1, vocab).float(), t.reshape(-1), reduction="sum")
+                   for c, t in zip(logits, labels.chunk(chunks, dim=1)))
+        del logits
+        loss.backward()
+    return profiler_peak(prof)
+
+
+@pytest.mark.parametrize("dtype_name,cb", [("bfloat16", 2), ("float32", 4)])
+def test_torchtune_chunked_loss_bytes_are_the_measured_peak(dtype_name, cb, monkeypatch):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    monkeypatch.setenv("KINETO_LOG_LEVEL", "99")
+    tokens, vocab, hidden = 256, 8000, 64
+    fw = FRAMEWORKS["torchtune"]
+    measured = _recipe_loss_peak(torch, getattr(torch, dtype_name), tokens, vocab, hidden, fw.loss_chunks)
+    predicted = loss_bytes(fw, tokens, vocab, hidden, cb)
+    assert 0 <= measured - predicted < 1024            # the loss scalars
+
+
+def test_unsloth_chunk_rows_follow_fused_linear_rows():
+    # Llama 3 8B, 2048 tokens: 2048*4096/128256 = 65.4 -> 64 rows, below the floor 512*151936/128256 = 606 -> 512
+    assert unsloth_ce_rows(2048, 4096, 128256) == 512
+    # a small vocabulary and many tokens: 131072*8192/32000 -> 32768, capped at 4096 rows
+    assert unsloth_ce_rows(131072, 8192, 32000) == 4096
+    # never more rows than tokens
+    assert unsloth_ce_rows(100, 4096, 128256) == 100
+    # a huge vocabulary: 2 GiB of float32 logits hold 2**31 / (1_000_000 * 4) = 536 rows
+    assert unsloth_ce_rows(1 << 20, 8192, 1_000_000) == 536
+
+
+def test_no_float32_logits_in_trl_unsloth():
+    """TRL's tiled log-probs and unsloth's fused CE hold no [tokens, vocab] tensor: doubling the
+    vocabulary adds nothing to TRL's (its tile is 32768 wide whatever the vocabulary), doubling
+    the tokens adds only per-token rows to unsloth's, while the chunked-output loss doubles."""
+    tokens, hidden = 4096, 4096
+    trl, tune, unsloth = FRAMEWORKS["transformers"], FRAMEWORKS["torchtune"], FRAMEWORKS["unsloth"]
+    assert loss_bytes(trl, tokens, 64000, hidden, 2) == loss_bytes(trl, tokens, 128000, hidden, 2)
+    assert loss_bytes(trl, tokens, 128000, hidden, 2, head_trainable=True) - loss_bytes(
+        trl, tokens, 128000, hidden, 2) == 128000 * hidden * 4     # the head's float32 gradient accumulator
+    grown = loss_bytes(unsloth, 2 * tokens, 128000, hidden, 2) - loss_bytes(unsloth, tokens, 128000, hidden, 2)
+    assert grown == tokens * (hidden * 2 + 4)          # the hidden-state gradient and a float32 log-prob per token
+    assert loss_bytes(tune, tokens, 128000, hidden, 2) == 2 * loss_bytes(tune, tokens, 64000, hidden, 2)
+    assert loss_bytes(FRAMEWORKS["trainer"], tokens, 128000, hidden, 2) is None
+
+
+def test_unsloth_offloads_checkpointed_inputs_above_its_thresholds():
+    fw, layers = FRAMEWORKS["unsloth"], 32
+    big = 4 * MiB
+    # offloaded: the last layer's input and two staging buffers stay; the other 31 go to host memory
+    assert checkpoint_input_bytes(fw, layers, big, 2048) == (3 * big, 31 * big)
+    assert checkpoint_input_bytes(fw, layers, big, 511) == (layers * big, 0)        # under 512 tokens: plain
+    assert checkpoint_input_bytes(fw, layers, 2 * MiB, 2048) == (layers * 2 * MiB, 0)   # not above 2 MiB
+    assert checkpoint_input_bytes(fw, 2, big, 2048) == (2 * big, big)
+    assert checkpoint_input_bytes(FRAMEWORKS["transformers"], layers, big, 4096) == (layers * big, 0)
+
+
+def test_activation_parts_use_the_profiles(llama_spec):
+    parts = {n: activation_parts(llama_spec, FinetuneSetup(method="lora", seq_len=1024, micro_batch_size=2,
+                                                           framework=n), FRAMEWORKS[n], 2, 1024)
+             for n in FRAMEWORKS}
+    tokens, h, v = 2048, llama_spec.hidden_size, llama_spec.vocab_size
+    for n in ("transformers", "torchtune", "unsloth"):
+        assert parts[n].logits == loss_bytes(FRAMEWORKS[n], tokens, v, h, 2)
+    assert parts["trainer"].logits > parts["torchtune"].logits > parts["transformers"].logits
+    assert parts["unsloth"].host == (llama_spec.n_layers - 1) * tokens * h * 2
+    assert parts["transformers"].host == 0 and parts["transformers"].saved == llama_spec.n_layers * tokens * h * 2
+
+
+@pytest.fixture
+def llama_spec():
+    """Llama 3 8B: a layer input of 2048 tokens is 16 MiB, above unsloth's 2 MiB threshold."""
+    from sizer.inputs.resolve import get_model
+
+    return get_model("llama3-8b")
+
+
+def test_trained_adapters_take_the_profiles_width(llama_spec):
+    from sizer.finetune.params import trained_params
+
+    fw = FRAMEWORKS["transformers"]
+    widths = {(m, z): trained_params(llama_spec, FinetuneSetup(method=m, zero=z), fw, False).param_bytes
+              for m, z in (("qlora", 0), ("lora", 0), ("lora", 3))}
+    assert widths == {("qlora", 0): 2, ("lora", 0): 4, ("lora", 3): 2}
