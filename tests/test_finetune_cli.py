@@ -188,3 +188,27 @@ def test_the_result_object_is_what_the_renderings_show():
                           "--format", "json").output)
     assert data["options"][0]["per_gpu"]["total"] == r.options[0].per_gpu.total
     assert data["options"][0]["max_micro_batch_size"] == r.options[0].max_micro_batch_size
+
+
+def test_a_zero_run_shows_deepspeeds_own_estimate_and_the_launch_line():
+    from sizer.finetune.deepspeed import zero3_model_states_bytes, largest_layer_params
+
+    data = json.loads(run("finetune", "llama3-8b", "--method", "full", "--gpus", "2x8xH100", "--zero", "3",
+                          "--format", "json").output)
+    o = data["options"][0]
+    host, gpu, _ = zero3_model_states_bytes(data["params"], largest_layer_params(get_model("llama3-8b")),
+                                            gpus_per_node=8, nodes=2, cpu_offload=False, cpu_offload_params=False)
+    assert o["deepspeed_estimate"] == {"stage": 3, "gpu_bytes": gpu, "host_bytes_per_node": host,
+                                       "options": o["deepspeed_estimate"]["options"]}
+    assert o["launch"].startswith("trl sft --accelerate_config zero3 --num_processes 16")
+    table = run("finetune", "llama3-8b", "--method", "full", "--gpus", "2x8xH100", "--zero", "3").output
+    assert "DeepSpeed's estimator (ZeRO-3" in table and "  launch: trl sft " in table
+    lora = json.loads(run("finetune", "llama3-8b", "--method", "lora", "--gpus", "RTX-4090",
+                          "--format", "json").output)["options"][0]
+    assert lora["deepspeed_estimate"] is None and "--use_peft" in lora["launch"]
+
+
+def test_a_misfit_has_no_launch_line():
+    o = json.loads(run("finetune", "llama3-8b", "--method", "full", "--gpus", "RTX-4090",
+                       "--format", "json").output)["options"][0]
+    assert o["verdict"] == "does-not-fit" and o["launch"] == "" and o["suggestions"]

@@ -19,7 +19,7 @@ import shlex
 from functools import lru_cache
 
 from sizer.errors import UsageError
-from sizer.finetune.plan import master_weights_default
+from sizer.finetune.states import master_weights_default
 from sizer.finetune.setup import ALL_LINEAR, FinetuneSetup
 
 DATASET, OUTPUT_DIR = "DATASET", "OUTPUT_DIR"      # placeholders the user fills in

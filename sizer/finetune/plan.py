@@ -9,12 +9,13 @@ from sizer.calc.overhead import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
 from sizer.finetune.activations import ActivationParts, activation_parts
+from sizer.finetune.deepspeed import DeepSpeedEstimate, deepspeed_estimate
 from sizer.finetune.frameworks import Framework, framework_for
 from sizer.finetune.params import DTYPE_BYTES, TrainedParams, trained_params
 from sizer.finetune.setup import FinetuneSetup
 from sizer.finetune.sharding import ModelStates, layout_states, shard
 from sizer.finetune.speed import StepTime, step_time
-from sizer.finetune.states import gradient_bytes, master_weight_bytes, optimizer_state_bytes
+from sizer.finetune.states import gradient_bytes, master_weight_bytes, master_weights_default, optimizer_state_bytes
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
 from sizer.spec import ModelSpec
 
@@ -64,6 +65,8 @@ class FinetuneOption:
     price_per_hour_usd: float | None     # all GPUs
     setup: FinetuneSetup
     suggestions: tuple[str, ...] = ()    # for a misfit: changes that make it fit (the flags to pass)
+    launch: str = ""                     # the command (or script) that runs the plan; "" for a misfit
+    deepspeed: DeepSpeedEstimate | None = None   # DeepSpeed's own model-states estimator for a ZeRO run
 
     @property
     def seconds_per_million_tokens(self) -> float | None:
@@ -90,19 +93,6 @@ class FinetuneResult:
     options: tuple[FinetuneOption, ...]
     dataset_tokens: int | None
     notes: tuple[str, ...] = ()
-
-
-def master_weights_default(setup: FinetuneSetup) -> bool:
-    """fp32 masters when asked; else where the run keeps them: fp16 training (Trainer refuses to
-    unscale fp16 gradients), DeepSpeed's ZeRO optimizer (fp32 partitions of whatever it trains) and
-    accelerate's FSDP under mixed precision (it upcasts the trainable parameters to fp32)."""
-    if setup.master_weights is not None:
-        return setup.master_weights
-    if setup.zero > 0:
-        return True
-    if setup.fsdp is not None and setup.framework == "transformers":
-        return setup.precision != "fp32"
-    return setup.method == "full" and setup.precision == "fp16"
 
 
 def model_states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework) -> tuple[ModelStates, TrainedParams]:
@@ -167,7 +157,20 @@ def plan_method(spec: ModelSpec, setup: FinetuneSetup, selection: GpuSelection, 
     reason = _reason(verdict, memory, fewest, count)
     hints = () if verdict == FITS else suggestions(spec, setup, fw, gpu, count, max_gpus)
     return FinetuneOption(setup.method, gpu.name, count, verdict, reason, memory, acts, p.trainable, max_seq,
-                          max_batch, fewest, speed, price, setup, hints)
+                          max_batch, fewest, speed, price, setup, hints, _launch(spec, setup, count, verdict),
+                          deepspeed_estimate(spec, setup, count, setup.gpus_per_node))
+
+
+def _launch(spec: ModelSpec, setup: FinetuneSetup, gpus: int, verdict: str) -> str:
+    """The launch line of a plan that fits; a combination the framework cannot run says why instead."""
+    from sizer.finetune.launch import launch_command
+
+    if verdict != FITS:
+        return ""
+    try:
+        return launch_command(spec, setup, gpus)
+    except UsageError as e:
+        return f"# not launched: {e}"
 
 
 def _changes(setup: FinetuneSetup) -> list[tuple[str, FinetuneSetup]]:
@@ -221,6 +224,8 @@ def finetune(model, gpus: str | GpuSelection, setups: list[FinetuneSetup], datas
         raise UsageError("fine-tuning plans identical GPUs (data parallel): name one kind, e.g. 2xRTX-4090")
     if dataset_tokens is not None and dataset_tokens < 1:
         raise UsageError(f"--dataset-tokens must be positive, got {dataset_tokens}")
+    if selection.gpus_per_node:
+        setups = [s if s.gpus_per_node else replace(s, gpus_per_node=selection.gpus_per_node) for s in setups]
     options = tuple(plan_method(spec, s, selection, max_gpus) for s in setups)
     return FinetuneResult(spec.name, spec.family, spec.params, selection.text, setups[0].framework, options,
                           dataset_tokens, spec.notes)

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 
 from sizer.finetune.plan import FinetuneOption, FinetuneResult
+from sizer.finetune.sharding import host_bytes_per_node
 from sizer.render import to_csv
 from sizer.units import UNITS_NOTE, GiB, fmt_gib
 
@@ -17,7 +18,8 @@ FINETUNE_CSV_COLUMNS = (
     "optimizer_states_per_gpu_bytes", "activations_per_gpu_bytes", "overhead_per_gpu_bytes", "total_per_gpu_bytes",
     "free_per_gpu_bytes", "host_bytes", "max_seq_len", "max_micro_batch_size", "min_gpus", "step_time_s",
     "tokens_per_s", "seconds_per_million_tokens", "price_per_hour_usd", "cost_per_million_tokens_usd",
-    "dataset_tokens", "epoch_time_s", "cost_per_epoch_usd", "reason",
+    "dataset_tokens", "epoch_time_s", "cost_per_epoch_usd", "reason", "host_bytes_per_node",
+    "deepspeed_estimate_gpu_bytes", "deepspeed_estimate_host_bytes_per_node", "suggestions", "launch",
 )
 
 
@@ -51,6 +53,11 @@ def option_to_dict(o: FinetuneOption, dataset_tokens: int | None) -> dict:
         "epoch_time_s": _round(epoch_s, 1),
         "cost_per_epoch_usd": None if dataset_tokens is None else _round(o.cost_usd(dataset_tokens), 2),
         "sharding": sharding_label(o), "suggestions": list(o.suggestions), "settings": asdict(o.setup),
+        "host_bytes_per_node": host_bytes_per_node(m.host, o.gpu_count, o.setup.gpus_per_node),
+        "deepspeed_estimate": None if o.deepspeed is None else {
+            "stage": o.deepspeed.stage, "gpu_bytes": o.deepspeed.gpu_bytes,
+            "host_bytes_per_node": o.deepspeed.host_bytes_per_node, "options": o.deepspeed.options},
+        "launch": o.launch,
     }
 
 
@@ -74,6 +81,10 @@ def finetune_csv_rows(r: FinetuneResult) -> list[dict]:
                "dataset_tokens": _blank(r.dataset_tokens)}
         row.update({f"{k}_per_gpu_bytes": v for k, v in d["per_gpu"].items() if k != "usable_memory"})
         row.update({k: _blank(d[k]) for k in FINETUNE_CSV_COLUMNS if k in d})
+        ds = d["deepspeed_estimate"] or {}
+        row.update(deepspeed_estimate_gpu_bytes=_blank(ds.get("gpu_bytes")),
+                   deepspeed_estimate_host_bytes_per_node=_blank(ds.get("host_bytes_per_node")),
+                   suggestions="; ".join(o.suggestions))
         rows.append(row)
     return rows
 
@@ -120,10 +131,20 @@ def _lines(o: FinetuneOption, r: FinetuneResult) -> list[str]:
     if o.speed.step_time_s is not None:
         lines.append(f"  time: {o.speed.step_time_s:,.2f} s per optimizer step ({o.speed.tokens_per_step:,} tokens per "
                      f"GPU), {_hours(o.seconds_per_million_tokens)} per 1M training tokens")
+    if o.deepspeed is not None:
+        model_states = o.per_gpu.weights + o.per_gpu.adapters + o.per_gpu.gradients + o.per_gpu.optimizer_states
+        lines.append(f"  DeepSpeed's estimator (ZeRO-{o.deepspeed.stage}, {o.deepspeed.options}): "
+                     f"{_g(o.deepspeed.gpu_bytes)} per GPU, {_g(o.deepspeed.host_bytes_per_node)} host per node; "
+                     f"sizer's model states {_g(model_states)} per GPU (buffers included)")
     if r.dataset_tokens and o.speed.tokens_per_s:
         cost = o.cost_usd(r.dataset_tokens)
         lines.append(f"  epoch of {r.dataset_tokens:,} tokens: {_hours(r.dataset_tokens / o.speed.tokens_per_s)}"
                      + ("" if cost is None else f", ${cost:,.2f}"))
+    if o.launch and "\n" not in o.launch:
+        lines.append(f"  launch: {o.launch}")
+    elif o.launch:
+        lines.append("  launch (Python):")
+        lines += [f"    {line}" for line in o.launch.splitlines()]
     return lines
 
 

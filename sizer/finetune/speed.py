@@ -220,7 +220,7 @@ def optimizer_bytes(trainable: int, param_bytes: int, state_bytes: int, setup: F
 
 def _states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework):
     from sizer.finetune.params import trained_params
-    from sizer.finetune.plan import master_weights_default
+    from sizer.finetune.states import master_weights_default
 
     masters = master_weights_default(setup)
     p = trained_params(spec, setup, fw, masters and setup.zero == 0)

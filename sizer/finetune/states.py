@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from math import ceil, prod
 
+from sizer.finetune.setup import FinetuneSetup
 from sizer.finetune.params import TrainedParams
 
 FP32_BYTES = 4
@@ -54,3 +55,16 @@ def _adafactor_values(shape: tuple[int, ...]) -> int:
     if len(shape) >= 2:
         return prod(shape[:-1]) + prod(shape[:-2]) * shape[-1]
     return prod(shape)
+
+
+def master_weights_default(setup: FinetuneSetup) -> bool:
+    """fp32 masters when asked; else where the run keeps them: fp16 training (Trainer refuses to
+    unscale fp16 gradients), DeepSpeed's ZeRO optimizer (fp32 partitions of whatever it trains) and
+    accelerate's FSDP under mixed precision (it upcasts the trainable parameters to fp32)."""
+    if setup.master_weights is not None:
+        return setup.master_weights
+    if setup.zero > 0:
+        return True
+    if setup.fsdp is not None and setup.framework == "transformers":
+        return setup.precision != "fp32"
+    return setup.method == "full" and setup.precision == "fp16"
