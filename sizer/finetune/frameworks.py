@@ -14,6 +14,8 @@ from sizer.errors import UsageError
 class Framework:
     name: str
     adapter_bytes: int               # LoRA A/B (and DoRA magnitude) as created: PEFT casts them to float32
+    qlora_adapter_bytes: int         # the adapters of a QLoRA run as trained (TRL casts them to bf16)
+    zero3_adapters_in_model_dtype: bool   # under DeepSpeed ZeRO-3 the adapters stay in the model's dtype
     kbit_upcast_fp32: bool           # QLoRA: the unquantized base parameters (embeddings, norms, head) cast to fp32
     loss_chunks: int                 # cross-entropy over the logits in this many chunks (1: whole logits at once)
     checkpoint_offload: bool         # checkpointed layer inputs kept in host memory, not on the GPU
@@ -23,16 +25,20 @@ class Framework:
 
 FRAMEWORKS = {
     "transformers": Framework(
-        "transformers", adapter_bytes=4, kbit_upcast_fp32=True, loss_chunks=1, checkpoint_offload=False,
-        fused_optimizer=False,
-        source="peft get_peft_model(autocast_adapter_dtype=True) casts adapters to float32; "
-               "peft.utils.other.prepare_model_for_kbit_training casts non-quantized parameters to float32"),
+        "transformers", adapter_bytes=4, qlora_adapter_bytes=2, zero3_adapters_in_model_dtype=True,
+        kbit_upcast_fp32=False, loss_chunks=1, checkpoint_offload=False,
+        fused_optimizer=True,                # TrainingArguments.optim defaults to adamw_torch_fused (torch >= 2.8)
+        source="peft get_peft_model(autocast_adapter_dtype=True) casts adapters to float32; trl 1.16 "
+               "SFTTrainer casts a quantized model's trainable parameters to bf16, passes autocast_adapter_dtype="
+               "False under ZeRO-3 and never calls prepare_model_for_kbit_training (no float32 upcast)"),
     "torchtune": Framework(
-        "torchtune", adapter_bytes=2, kbit_upcast_fp32=False, loss_chunks=8, checkpoint_offload=False,
+        "torchtune", adapter_bytes=2, qlora_adapter_bytes=2, zero3_adapters_in_model_dtype=False,
+        kbit_upcast_fp32=False, loss_chunks=8, checkpoint_offload=False,
         fused_optimizer=True,
         source="torchtune recipes: dtype bf16 throughout, CEWithChunkedOutputLoss (8 chunks)"),
     "unsloth": Framework(
-        "unsloth", adapter_bytes=4, kbit_upcast_fp32=False, loss_chunks=0, checkpoint_offload=True,
+        "unsloth", adapter_bytes=4, qlora_adapter_bytes=4, zero3_adapters_in_model_dtype=False,
+        kbit_upcast_fp32=False, loss_chunks=0, checkpoint_offload=True,
         fused_optimizer=False,
         source="unsloth: fused cross-entropy kernel (no float32 logits), use_gradient_checkpointing='unsloth' "
                "offloads layer inputs to host memory"),
