@@ -7,6 +7,7 @@ SGD after a real step on CPU, the step's peak read from torch's allocation event
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -203,3 +204,65 @@ def test_full_finetuning_shapes(family):
     real = [tuple(t.shape) for t in _model(raw).parameters()]
     assert Counter(p.trainable_shapes) == Counter(real)
     assert p.trainable_shapes[0] == real[0] and p.trainable_shapes[-1] == real[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# QLoRA's frozen base as transformers 5.25 + bitsandbytes load it
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """Tiny bf16 checkpoints (a dense and an MoE family) to load quantized."""
+    folders = {}
+    for family in ("llama", "qwen3_moe"):
+        raw = {"model_type": family, **TINY, **FAMILIES[family]}
+        folders[family] = (raw, tmp_path_factory.mktemp(family))
+        _model(raw, device="cpu").save_pretrained(folders[family][1])
+    return folders
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3_moe"])
+@pytest.mark.parametrize("quant", ["nf4", "nf4-dq", "fp4"])
+def test_qlora_frozen_bytes_as_loaded(saved_models, family, quant):
+    """The base as BitsAndBytesConfig loads it (4-bit Linears with their absmax and maps; embeddings,
+    norms, head and MoE routers/fused experts in bf16) and, where a framework calls
+    peft.prepare_model_for_kbit_training (TRL 1.16's SFTTrainer does not), with every unquantized
+    parameter upcast to float32."""
+    pytest.importorskip("bitsandbytes")
+    from sizer.measure.count import weight_bytes
+
+    raw, folder = saved_models[family]
+    config = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant[:3],
+                                             bnb_4bit_use_double_quant=quant.endswith("-dq"),
+                                             bnb_4bit_compute_dtype=torch.bfloat16)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, quantization_config=config, device_map="cpu",
+                                                              dtype=torch.bfloat16)
+    spec = spec_from_config(raw, family, "test")
+    setup = FinetuneSetup(method="qlora", quant=quant)
+    assert trained_params(spec, setup, FW, False).frozen_bytes == weight_bytes(model)[0]
+    peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    upcast = replace(FW, kbit_upcast_fp32=True)
+    assert trained_params(spec, setup, upcast, False).frozen_bytes == weight_bytes(model)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The planner: gradients and states are alive at the step, activations are not
+
+
+def test_planner_counts_the_larger_of_backward_and_step():
+    from sizer.finetune.plan import memory_per_gpu
+    from sizer.gpuspec import parse_gpus
+
+    spec = spec_from_config({"model_type": "llama", **TINY}, "tiny", "test")
+    gpu = parse_gpus("RTX-4090").gpu
+    short = FinetuneSetup(method="full", optimizer="adafactor", seq_len=1)
+    memory, acts, p = memory_per_gpu(spec, short, FW, gpu, 1)
+    held = memory.weights + memory.adapters + memory.gradients + memory.optimizer_states + memory.overhead
+    step = optimizer_step_bytes(p, "adafactor")
+    assert step > acts.peak and memory.total == held + step
+    long = replace(short, seq_len=256, micro_batch_size=8)
+    memory, acts, _ = memory_per_gpu(spec, long, FW, gpu, 1)
+    held = memory.weights + memory.adapters + memory.gradients + memory.optimizer_states + memory.overhead
+    assert acts.peak > step and memory.total == held + acts.peak
+    offloaded = memory_per_gpu(spec, replace(short, zero=2, offload_optimizer=True), FW, gpu, 2)[0]
+    assert offloaded.optimizer_step == 0
