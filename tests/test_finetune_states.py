@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from math import prod
 
 import pytest
 
@@ -34,6 +35,10 @@ FAMILIES = {
     "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32),
     "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
     "qwen2_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48),
+    # MLA, a dense first layer beside MoE layers with a shared expert, the router kept in float32
+    "deepseek_v3": dict(head_dim=8, q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16,
+                        num_key_value_heads=4, moe_intermediate_size=32, n_routed_experts=4, n_shared_experts=1,
+                        num_experts_per_tok=2, first_k_dense_replace=1, n_group=1, topk_group=1, num_hidden_layers=3),
 }
 
 
@@ -142,15 +147,15 @@ def _optimizer(name: str, params, implementation: str):
     return bnb.optim.AdamW(params, lr=1e-3, optim_bits=8, is_paged=name.startswith("paged"))
 
 
-def _stepped(setup: FinetuneSetup, implementation: str):
+def _stepped(setup: FinetuneSetup, implementation: str, raw: dict | None = None):
     """A tiny bf16 model (LoRA or full), one forward/backward, a first step (which creates the states),
     then a second step traced: its peak above its start is the step's own temporaries."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    model = _model({"model_type": "llama", **TINY}, device="cpu")
+    model = _model(raw or {"model_type": "llama", **TINY}, device="cpu")
     if setup.adapters:
         model = _peft(model, setup)
-    ids = torch.randint(0, TINY["vocab_size"], (1, 16))
+    ids = torch.randint(0, model.config.vocab_size, (1, 16))
     model(input_ids=ids, labels=ids).loss.backward()
     optimizer = _optimizer(setup.optimizer, _trainable(model), implementation)
     optimizer.step()
@@ -187,6 +192,19 @@ def test_gradients_states_and_step_peak(method, optimizer, implementation):
         assert expected <= step_peak <= expected + SCALAR_SLACK_BYTES
 
 
+@pytest.mark.parametrize("implementation", ["foreach", "for-loop"])
+def test_step_peak_over_two_dtype_groups(implementation):
+    """Full fine-tuning of DeepSeek-V3 in bf16 keeps its router in float32: two device/dtype groups."""
+    raw = _raw("deepseek_v3", vocab_size=2048)
+    setup = FinetuneSetup(method="full")
+    p = trained_params(spec_from_config(raw, "d", "test"), setup, FW, False)
+    assert set(p.widths()) == {2, 4}
+    grads, states, step_peak = _stepped(setup, implementation, raw)
+    assert (gradient_bytes(p), optimizer_state_bytes(p, "adamw")) == (grads, states)
+    expected = optimizer_step_bytes(p, "adamw", fused=False, device="cuda" if implementation == "foreach" else "cpu")
+    assert expected <= step_peak <= expected + SCALAR_SLACK_BYTES
+
+
 def test_trainer_optim_names():
     from transformers.training_args import OptimizerNames, TrainingArguments
 
@@ -194,16 +212,17 @@ def test_trainer_optim_names():
     assert set(TRAINER_OPTIM.values()) <= {o.value for o in OptimizerNames}
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma2", "qwen3_moe", "mixtral", "qwen2_moe", "gpt_neox"])
+@pytest.mark.parametrize("family", ["llama", "gemma2", "qwen3_moe", "mixtral", "qwen2_moe", "gpt_neox", "deepseek_v3"])
 def test_full_finetuning_shapes(family):
     """Full fine-tuning trains every parameter tensor (an optimizer keeps state per tensor), routed
     experts as transformers 5's fused 3-D parameters; layer by layer as model.parameters() yields
     them (within a layer the spec's order, which may differ from the module's)."""
     raw = _raw(family)
     p = trained_params(spec_from_config(raw, family, "test"), FinetuneSetup(method="full"), FW, False)
-    real = [tuple(t.shape) for t in _model(raw).parameters()]
-    assert Counter(p.trainable_shapes) == Counter(real)
-    assert p.trainable_shapes[0] == real[0] and p.trainable_shapes[-1] == real[-1]
+    real = [(tuple(t.shape), t.element_size()) for t in _model(raw).parameters()]
+    assert Counter(zip(p.trainable_shapes, p.widths())) == Counter(real)
+    assert p.trainable_shapes[0] == real[0][0] and p.trainable_shapes[-1] == real[-1][0]
+    assert p.trainable_bytes == sum(prod(shape) * width for shape, width in real)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,3 +285,14 @@ def test_planner_counts_the_larger_of_backward_and_step():
     assert acts.peak > step and memory.total == held + acts.peak
     offloaded = memory_per_gpu(spec, replace(short, zero=2, offload_optimizer=True), FW, gpu, 2)[0]
     assert offloaded.optimizer_step == 0
+
+
+def test_adapters_on_a_float32_router_stay_float32_without_autocast():
+    """Under ZeRO-3 TRL turns PEFT's autocast off: adapters take their base layer's dtype, float32 on
+    DeepSeek-V3's router (_keep_in_fp32_modules_strict), bf16 elsewhere."""
+    raw = _raw("deepseek_v3")
+    model = peft.get_peft_model(_model(raw), peft.LoraConfig(r=4, target_modules="all-linear"),
+                                autocast_adapter_dtype=False)
+    p = trained_params(spec_from_config(raw, "d", "test"), FinetuneSetup(lora_rank=4, zero=3), FW, False)
+    real = _trainable(model)
+    assert Counter(zip(p.trainable_shapes, p.widths())) == Counter((tuple(t.shape), t.element_size()) for t in real)

@@ -18,7 +18,7 @@ from sizer.errors import UsageError
 from sizer.finetune.frameworks import Framework
 from sizer.finetune.setup import FinetuneSetup
 from sizer.quant import get_precision
-from sizer.spec import LINEAR, ModelSpec, TensorSpec
+from sizer.spec import LINEAR, OTHER, ModelSpec, TensorSpec
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 FP32_BYTES = 4
@@ -70,7 +70,9 @@ def moe_pattern(spec: ModelSpec) -> str | None:
 
 
 def _is_weight_matrix(t: TensorSpec) -> bool:
-    return t.kind == LINEAR and t.name.endswith(".weight") and len(t.shape) == 2 and t.component != "lm_head"
+    """A Linear's weight, or a router's (which a spec may list as OTHER: kept in float32)."""
+    linear = t.kind == LINEAR or (t.component == "router" and t.kind == OTHER)
+    return linear and t.name.endswith(".weight") and len(t.shape) == 2 and t.component != "lm_head"
 
 
 def _router_adapted(t: TensorSpec, spec: ModelSpec, names: tuple[str, ...] | None) -> bool:
@@ -125,17 +127,17 @@ def _expert_shapes(ts: list[TensorSpec], gate_up: bool, down: bool, r: int) -> l
 
 
 def _layer_adapters(spec: ModelSpec, setup: FinetuneSetup, layer: int | None) -> list[tuple[tuple[int, ...], bool]]:
-    """(shape, is a DoRA magnitude) of the adapters of one decoder layer (None: outside the layers)."""
+    """(shape, on a float32 base tensor) of the adapters of one decoder layer (None: outside the layers)."""
     here = [t for t in spec.tensors if (t.layers is None if layer is None else t.layers is not None and layer in t.layers)]
     out = []
     for t in here:
         if adapted(t, setup, spec):
-            out += [((setup.lora_rank, t.in_features), False), ((t.out_features, setup.lora_rank), False)]
+            out += [((setup.lora_rank, t.in_features), t.fp32), ((t.out_features, setup.lora_rank), t.fp32)]
             if setup.method == "dora":
-                out.append(((t.out_features,), True))
+                out.append(((t.out_features,), t.fp32))
     experts = [t for t in here if t.component == "experts" and _is_weight_matrix(t)]
     if experts:
-        out += [(s, False) for s in _expert_shapes(experts, *_expert_targets(spec, setup), setup.lora_rank)]
+        out += [(s, experts[0].fp32) for s in _expert_shapes(experts, *_expert_targets(spec, setup), setup.lora_rank)]
     return out
 
 
@@ -149,25 +151,25 @@ def model_order(spec: ModelSpec) -> list[TensorSpec]:
     return before + layers + after
 
 
-def full_shapes(spec: ModelSpec) -> list[tuple[int, ...]]:
-    """Every parameter's shape in model order; the routed experts of a layer as transformers 5 holds
-    them: one 3-D parameter per projection, gate and up fused (experts, out, in)."""
-    shapes, gate = [], None
+def full_tensors(spec: ModelSpec) -> list[tuple[tuple[int, ...], bool]]:
+    """(shape, kept in float32) of every parameter in model order; the routed experts of a layer as
+    transformers 5 holds them: one 3-D parameter per projection, gate and up fused (experts, out, in)."""
+    out, gate = [], None
     for t in model_order(spec):
         if t.component != "experts" or t.experts == 1:
-            shapes.append(t.shape)
+            out.append((t.shape, t.fp32))
         elif module_name(t) == "gate_proj":
             gate = t
         elif module_name(t) == "up_proj" and gate is not None:
-            shapes.append((t.experts, gate.out_features + t.out_features, t.in_features))
+            out.append(((t.experts, gate.out_features + t.out_features, t.in_features), t.fp32))
             gate = None
         else:
-            shapes.append((t.experts, *t.shape))
-    return shapes
+            out.append(((t.experts, *t.shape), t.fp32))
+    return out
 
 
 def adapter_tensors(spec: ModelSpec, setup: FinetuneSetup) -> list[tuple[tuple[int, ...], bool]]:
-    """(shape, is a DoRA magnitude) of every adapter tensor, layer by layer."""
+    """(shape, on a float32 base tensor) of every adapter tensor, layer by layer."""
     out = []
     for layer in (*range(spec.n_layers), None):
         out += _layer_adapters(spec, setup, layer)
@@ -225,13 +227,16 @@ def trained_params(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, master_
     largest = max(t.n_elements for t in spec.tensors)
     if setup.method == "full":
         width = FP32_BYTES if master_weights or setup.precision == "fp32" else DTYPE_BYTES[setup.precision]
-        shapes = full_shapes(spec)
-        return TrainedParams(spec.params, spec.params * width, width, 0, tuple(shapes), largest,
-                             (width,) * len(shapes))
+        tensors = full_tensors(spec)
+        shapes = tuple(s for s, _ in tensors)
+        widths = tuple(FP32_BYTES if fp32 else width for _, fp32 in tensors)     # _keep_in_fp32_modules
+        held = sum(prod(s) * w for s, w in zip(shapes, widths))
+        return TrainedParams(spec.params, held, width, 0, shapes, largest, widths)
     tensors = adapter_tensors(spec, setup)
     _check_adapters(spec, setup, tensors)
     width = adapter_width_bytes(setup, fw)          # DoRA's magnitude too (the method has no quantized base)
-    widths = (width,) * len(tensors)
+    # peft moves new adapters to the base layer's dtype before autocasting: a float32 base keeps them float32
+    widths = tuple(FP32_BYTES if fp32 and setup.method != "qlora" else width for _, fp32 in tensors)
     shapes = tuple(s for s, _ in tensors)
     n = sum(prod(s) for s in shapes)
     held = sum(prod(s) * w for s, w in zip(shapes, widths))
