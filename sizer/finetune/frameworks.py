@@ -39,7 +39,7 @@ FRAMEWORKS = {
     "unsloth": Framework(
         "unsloth", adapter_bytes=4, qlora_adapter_bytes=4, zero3_adapters_in_model_dtype=False,
         kbit_upcast_fp32=False, loss_chunks=0, checkpoint_offload=True,
-        fused_optimizer=False,
+        fused_optimizer=True,                # its trainer is TRL's SFTTrainer: optim adamw_torch_fused by default
         source="unsloth: fused cross-entropy kernel (no float32 logits), use_gradient_checkpointing='unsloth' "
                "offloads layer inputs to host memory"),
 }
