@@ -15,7 +15,8 @@ from sizer.finetune.params import DTYPE_BYTES, TrainedParams, trained_params
 from sizer.finetune.setup import FinetuneSetup
 from sizer.finetune.sharding import ModelStates, layout_states, shard
 from sizer.finetune.speed import StepTime, step_time
-from sizer.finetune.states import gradient_bytes, master_weight_bytes, master_weights_default, optimizer_state_bytes
+from sizer.finetune.states import (gradient_bytes, master_weight_bytes, master_weights_default,
+                                    optimizer_state_bytes, optimizer_step_bytes)
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
 from sizer.spec import ModelSpec
 
@@ -38,10 +39,14 @@ class FinetuneMemory:
     overhead: int
     capacity: int
     host: int = 0                # bytes moved to host memory (offloaded states, offloaded checkpoints)
+    optimizer_step: int = 0      # the optimizer step's own temporaries (sizer.finetune.states.optimizer_step_bytes)
 
     @property
     def total(self) -> int:
-        return self.weights + self.adapters + self.gradients + self.optimizer_states + self.activations + self.overhead
+        """At the forward/backward peak the activations are alive; at the optimizer step (gradients and
+        states alive, activations freed) its temporaries: whichever is larger."""
+        return (self.weights + self.adapters + self.gradients + self.optimizer_states + self.overhead
+                + max(self.activations, self.optimizer_step))
 
     @property
     def free(self) -> int:
@@ -100,9 +105,9 @@ def model_states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework) -> tuple[
     if setup.zero > 0:      # DeepSpeed's engine casts every floating parameter to the 16-bit dtype
         fw = replace(fw, adapter_bytes=DTYPE_BYTES[setup.precision], kbit_upcast_fp32=False)
     p = trained_params(spec, setup, fw, masters and setup.zero == 0)
-    state_bytes = 4 if masters else p.param_bytes
+    state_bytes = 4 if masters else None               # None: each state in its parameter's dtype
     master = master_weight_bytes(p, masters and setup.zero > 0)
-    optimizer = optimizer_state_bytes(p, setup.optimizer, state_bytes) + master
+    optimizer = optimizer_state_bytes(p, setup.optimizer, state_bytes, flat_partitions=setup.zero > 0) + master
     grads = gradient_bytes(p, setup.optimizer_in_backward)
     if setup.method == "full":
         states = ModelStates(p.trainable_bytes, 0, grads, optimizer)
@@ -118,8 +123,18 @@ def memory_per_gpu(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, gpu: Gp
     acts = activation_parts(spec, setup, fw, setup.micro_batch_size, setup.seq_len)
     overhead = CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES + int(acts.peak * ALLOCATOR_SLACK_FRACTION)
     memory = FinetuneMemory(per_gpu.weights, per_gpu.adapters, per_gpu.gradients, per_gpu.optimizer_states, acts.peak,
-                            overhead, usable_memory_bytes(gpu), host + acts.host)
+                            overhead, usable_memory_bytes(gpu), host + acts.host, step_bytes(p, setup, fw, gpus))
     return memory, acts, p
+
+
+def step_bytes(p: TrainedParams, setup: FinetuneSetup, fw: Framework, gpus: int) -> int:
+    """The optimizer step's temporaries on one GPU: the step runs on each rank's shard of the states
+    when ZeRO/FSDP shards them, on the host when they are offloaded."""
+    if setup.offload_optimizer:
+        return 0
+    state_bytes = 4 if master_weights_default(setup) else None
+    whole = optimizer_step_bytes(p, setup.optimizer, fused=fw.fused_optimizer, device="cuda", state_bytes=state_bytes)
+    return -(-whole // gpus) if setup.shard_stage and gpus > 1 else whole
 
 
 def _fits(spec, setup, fw, gpu, gpus) -> bool:

@@ -15,7 +15,7 @@ FINETUNE_CSV_COLUMNS = (
     "model", "framework", "method", "gpu", "gpu_count", "verdict", "seq_len", "micro_batch_size", "precision",
     "optimizer", "lora_rank", "gradient_checkpointing", "sharding", "trainable_params",
     "usable_memory_per_gpu_bytes", "weights_per_gpu_bytes", "adapters_per_gpu_bytes", "gradients_per_gpu_bytes",
-    "optimizer_states_per_gpu_bytes", "activations_per_gpu_bytes", "overhead_per_gpu_bytes", "total_per_gpu_bytes",
+    "optimizer_states_per_gpu_bytes", "activations_per_gpu_bytes", "optimizer_step_per_gpu_bytes", "overhead_per_gpu_bytes", "total_per_gpu_bytes",
     "free_per_gpu_bytes", "host_bytes", "max_seq_len", "max_micro_batch_size", "min_gpus", "step_time_s",
     "tokens_per_s", "seconds_per_million_tokens", "price_per_hour_usd", "cost_per_million_tokens_usd",
     "dataset_tokens", "epoch_time_s", "cost_per_epoch_usd", "reason", "host_bytes_per_node",
@@ -41,7 +41,8 @@ def option_to_dict(o: FinetuneOption, dataset_tokens: int | None) -> dict:
         "method": o.method, "verdict": o.verdict, "reason": o.reason, "gpu": o.gpu, "gpu_count": o.gpu_count,
         "trainable_params": o.trainable_params,
         "per_gpu": {"weights": m.weights, "adapters": m.adapters, "gradients": m.gradients,
-                    "optimizer_states": m.optimizer_states, "activations": m.activations, "overhead": m.overhead,
+                    "optimizer_states": m.optimizer_states, "activations": m.activations,
+                    "optimizer_step": m.optimizer_step, "overhead": m.overhead,
                     "total": m.total, "free": m.free, "usable_memory": m.capacity},
         "activations_detail": {"saved": a.saved, "layer": a.layer, "logits": a.logits, "backward": a.backward},
         "host_bytes": m.host,
@@ -127,7 +128,9 @@ def _lines(o: FinetuneOption, r: FinetuneResult) -> list[str]:
              f"{_num(o.max_micro_batch_size, '{:,}')}; longest sequence at micro-batch {o.setup.micro_batch_size}: "
              f"{_num(o.max_seq_len, '{:,}')} tokens" + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else ""),
              f"  activations: {_g(a.saved)} kept for the backward, {_g(a.logits)} logits and loss, "
-             f"{_g(a.layer + a.backward)} one layer's backward" + (f"; {_g(a.host)} in host memory" if a.host else "")]
+             f"{_g(a.layer + a.backward)} one layer's backward" + (f"; {_g(a.host)} in host memory" if a.host else "")
+             + (f"; the optimizer step's temporaries, {_g(o.per_gpu.optimizer_step)}, exceed them (the total counts "
+                "the larger)" if o.per_gpu.optimizer_step > o.per_gpu.activations else "")]
     if o.speed.step_time_s is not None:
         lines.append(f"  time: {o.speed.step_time_s:,.2f} s per optimizer step ({o.speed.tokens_per_step:,} tokens per "
                      f"GPU), {_hours(o.seconds_per_million_tokens)} per 1M training tokens")
