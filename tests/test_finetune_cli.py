@@ -59,7 +59,7 @@ def test_json_is_one_object_per_option_with_the_documented_fields():
     assert [o["method"] for o in data["options"]] == ["full", "lora", "qlora"]
     for o in data["options"]:
         g = o["per_gpu"]
-        assert set(g) == set(PER_GPU) | {"optimizer_step", "total", "free", "usable_memory"}
+        assert set(g) == set(PER_GPU) | {"optimizer_step", "paged_optimizer_states", "total", "free", "usable_memory"}
         assert g["total"] == _total(g)
         assert g["free"] == g["usable_memory"] - g["total"]
         assert o["verdict"] == ("fits" if g["free"] >= 0 else "does-not-fit")
@@ -170,7 +170,7 @@ def _per_gpu(setup, gpus=1):
 def test_components_sum_to_the_total(setup):
     m = _per_gpu(setup)
     assert m.total == _total(m) and m.free == m.capacity - m.total
-    assert min(getattr(m, k) for k in (*PER_GPU, "optimizer_step")) >= 0
+    assert min(getattr(m, k) for k in (*PER_GPU, "optimizer_step", "paged_optimizer_states")) >= 0
 
 
 @settings(max_examples=60, deadline=None)

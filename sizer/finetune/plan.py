@@ -16,7 +16,7 @@ from sizer.finetune.setup import FinetuneSetup
 from sizer.finetune.sharding import ModelStates, layout_states, shard
 from sizer.finetune.speed import StepTime, step_time
 from sizer.finetune.states import (gradient_bytes, master_weight_bytes, master_weights_default,
-                                    optimizer_state_bytes, optimizer_step_bytes)
+                                    optimizer_state_bytes, optimizer_step_bytes, paged_state_bytes)
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
 from sizer.spec import ModelSpec
 
@@ -40,6 +40,8 @@ class FinetuneMemory:
     capacity: int
     host: int = 0                # bytes moved to host memory (offloaded states, offloaded checkpoints)
     optimizer_step: int = 0      # the optimizer step's own temporaries (sizer.finetune.states.optimizer_step_bytes)
+    paged_optimizer_states: int = 0   # paged optimizers' states in CUDA managed memory: beside optimizer_states,
+    #                                   not in total (the driver moves them to host memory when the GPU runs short)
 
     @property
     def total(self) -> int:
@@ -108,12 +110,20 @@ def model_states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework) -> tuple[
     state_bytes = 4 if masters else None               # None: each state in its parameter's dtype
     master = master_weight_bytes(p, masters and setup.zero > 0)
     optimizer = optimizer_state_bytes(p, setup.optimizer, state_bytes, flat_partitions=setup.zero > 0) + master
-    grads = gradient_bytes(p, setup.optimizer_in_backward)
+    grads = gradient_bytes(p, steps_in_backward(setup, fw))
     if setup.method == "full":
         states = ModelStates(p.trainable_bytes, 0, grads, optimizer)
     else:
         states = ModelStates(p.frozen_bytes, p.trainable_bytes, grads, optimizer)
     return layout_states(states, spec, setup, fw, p, master), p
+
+
+def steps_in_backward(setup: FinetuneSetup, fw: Framework) -> bool:
+    """Whether each parameter is stepped (and its gradient freed) in the backward: asked for, or the
+    framework's single-device full fine-tuning default (torchtune's optimizer_in_bwd, which refuses
+    gradient accumulation)."""
+    return setup.optimizer_in_backward or (fw.optimizer_in_backward and setup.method == "full"
+                                           and setup.gradient_accumulation_steps == 1 and not setup.shard_stage)
 
 
 def memory_per_gpu(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, gpu: GpuSpec, gpus: int
@@ -122,9 +132,20 @@ def memory_per_gpu(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, gpu: Gp
     per_gpu, host = shard(states, setup, gpus)
     acts = activation_parts(spec, setup, fw, setup.micro_batch_size, setup.seq_len)
     overhead = CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES + int(acts.peak * ALLOCATOR_SLACK_FRACTION)
-    memory = FinetuneMemory(per_gpu.weights, per_gpu.adapters, per_gpu.gradients, per_gpu.optimizer_states, acts.peak,
-                            overhead, usable_memory_bytes(gpu), host + acts.host, step_bytes(p, setup, fw, gpus))
+    paged = paged_bytes(p, setup, per_gpu.optimizer_states, gpus)
+    memory = FinetuneMemory(per_gpu.weights, per_gpu.adapters, per_gpu.gradients, per_gpu.optimizer_states - paged,
+                            acts.peak, overhead, usable_memory_bytes(gpu), host + acts.host,
+                            step_bytes(p, setup, fw, gpus), paged)
     return memory, acts, p
+
+
+def paged_bytes(p: TrainedParams, setup: FinetuneSetup, optimizer_states_per_gpu: int, gpus: int) -> int:
+    """The share of one GPU's optimizer states a paged optimizer keeps in CUDA managed memory (its
+    large tensors' state buffers; none when the states are offloaded)."""
+    if setup.optimizer != "paged-adamw-8bit" or setup.offload_optimizer:
+        return 0
+    whole = paged_state_bytes(p)
+    return min(optimizer_states_per_gpu, -(-whole // gpus) if setup.shard_stage and gpus > 1 else whole)
 
 
 def step_bytes(p: TrainedParams, setup: FinetuneSetup, fw: Framework, gpus: int) -> int:

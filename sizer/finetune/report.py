@@ -15,7 +15,7 @@ FINETUNE_CSV_COLUMNS = (
     "model", "framework", "method", "gpu", "gpu_count", "verdict", "seq_len", "micro_batch_size", "precision",
     "optimizer", "lora_rank", "gradient_checkpointing", "sharding", "trainable_params",
     "usable_memory_per_gpu_bytes", "weights_per_gpu_bytes", "adapters_per_gpu_bytes", "gradients_per_gpu_bytes",
-    "optimizer_states_per_gpu_bytes", "activations_per_gpu_bytes", "optimizer_step_per_gpu_bytes", "overhead_per_gpu_bytes", "total_per_gpu_bytes",
+    "optimizer_states_per_gpu_bytes", "activations_per_gpu_bytes", "optimizer_step_per_gpu_bytes", "paged_optimizer_states_per_gpu_bytes", "overhead_per_gpu_bytes", "total_per_gpu_bytes",
     "free_per_gpu_bytes", "host_bytes", "max_seq_len", "max_micro_batch_size", "min_gpus", "step_time_s",
     "tokens_per_s", "seconds_per_million_tokens", "price_per_hour_usd", "cost_per_million_tokens_usd",
     "dataset_tokens", "epoch_time_s", "cost_per_epoch_usd", "reason", "host_bytes_per_node",
@@ -42,7 +42,8 @@ def option_to_dict(o: FinetuneOption, dataset_tokens: int | None) -> dict:
         "trainable_params": o.trainable_params,
         "per_gpu": {"weights": m.weights, "adapters": m.adapters, "gradients": m.gradients,
                     "optimizer_states": m.optimizer_states, "activations": m.activations,
-                    "optimizer_step": m.optimizer_step, "overhead": m.overhead,
+                    "optimizer_step": m.optimizer_step, "paged_optimizer_states": m.paged_optimizer_states,
+                    "overhead": m.overhead,
                     "total": m.total, "free": m.free, "usable_memory": m.capacity},
         "activations_detail": {"saved": a.saved, "layer": a.layer, "logits": a.logits, "backward": a.backward},
         "host_bytes": m.host,
@@ -131,6 +132,9 @@ def _lines(o: FinetuneOption, r: FinetuneResult) -> list[str]:
              f"{_g(a.layer + a.backward)} one layer's backward" + (f"; {_g(a.host)} in host memory" if a.host else "")
              + (f"; the optimizer step's temporaries, {_g(o.per_gpu.optimizer_step)}, exceed them (the total counts "
                 "the larger)" if o.per_gpu.optimizer_step > o.per_gpu.activations else "")]
+    if o.per_gpu.paged_optimizer_states:
+        lines.append(f"  paged optimizer states: {_g(o.per_gpu.paged_optimizer_states)} in CUDA managed memory, beside "
+                     "the total: they use free GPU memory and move to host memory when the GPU runs short")
     if o.speed.step_time_s is not None:
         lines.append(f"  time: {o.speed.step_time_s:,.2f} s per optimizer step ({o.speed.tokens_per_step:,} tokens per "
                      f"GPU), {_hours(o.seconds_per_million_tokens)} per 1M training tokens")
