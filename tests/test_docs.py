@@ -76,9 +76,10 @@ def test_output_page_documents_every_csv_header_and_column():
     from sizer.measure.records import RECORD_COLUMNS
     from sizer.plan.report import FIT_CSV_COLUMNS
     from sizer.quantize.report import LINEAR_COLUMNS
+    from sizer.finetune.report import FINETUNE_CSV_COLUMNS
 
     text = (ROOT / "docs" / "output.md").read_text(encoding="utf-8")
-    for columns in (ESTIMATE_CSV_COLUMNS, FIT_CSV_COLUMNS, RECORD_COLUMNS, LINEAR_COLUMNS):
+    for columns in (ESTIMATE_CSV_COLUMNS, FIT_CSV_COLUMNS, RECORD_COLUMNS, LINEAR_COLUMNS, FINETUNE_CSV_COLUMNS):
         assert f"\n{','.join(columns)}\n" in text
     for column in (*MODEL_COLUMNS, *GPU_COLUMNS):
         assert f"`{column}`" in text
