@@ -467,6 +467,9 @@ def token_count(ctx, param, value):
               help="PyTorch FSDP sharding strategy.")
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu"]), default="none", show_default=True)
 @click.option("--offload-params", type=click.Choice(["none", "cpu"]), default="none", show_default=True)
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile [default: the framework's: unsloth compiles; torchtune's recipes default to off] "
+                   "(torchtune: the chunked loss is fused, no float32 log-softmax kept).")
 @click.option("--framework", type=click.Choice(["transformers", "trainer", "torchtune", "unsloth"]),
               default="transformers", show_default=True,
               help="Whose behaviour to follow: transformers (TRL's SFTTrainer + PEFT), trainer (transformers' Trainer + "
@@ -481,8 +484,8 @@ def token_count(ctx, param, value):
 @output_options
 def finetune(model, gpus, method, lora_rank, lora_alpha, lora_targets, optimizer, precision, master_weights,
              gradient_checkpointing, micro_batch_size, seq_len, gradient_accumulation_steps, packing, attention, quant,
-             zero, fsdp, offload_optimizer, offload_params, framework, dataset_tokens, recommend, max_gpus, plot_path,
-             fmt, force=False):
+             zero, fsdp, offload_optimizer, offload_params, compile_, framework, dataset_tokens, recommend, max_gpus,
+             plot_path, fmt, force=False):
     """Can MODEL be fine-tuned on these GPUs, and how long will it take? Per method: frozen weights,
     adapters, gradients, optimizer states, activations and overhead per GPU; the largest micro-batch
     and sequence length that fit; the fewest GPUs; time per step, tokens/s and cost.
@@ -505,7 +508,8 @@ def finetune(model, gpus, method, lora_rank, lora_alpha, lora_targets, optimizer
                         gradient_checkpointing=gradient_checkpointing, micro_batch_size=micro_batch_size,
                         seq_len=seq_len, packing=packing, attention=attention, quant=quant, framework=framework,
                         zero=zero, fsdp=fsdp, offload_optimizer=offload_optimizer == "cpu",
-                        offload_params=offload_params == "cpu", gradient_accumulation_steps=gradient_accumulation_steps)
+                        offload_params=offload_params == "cpu", gradient_accumulation_steps=gradient_accumulation_steps,
+                        compile=compile_)
     if recommend:
         if gpus:
             raise SizerUsage("--recommend ranks the catalog's GPUs: leave out --gpus")

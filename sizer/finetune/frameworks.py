@@ -122,6 +122,8 @@ def framework_for(setup: FinetuneSetup) -> Framework:
         fw = replace(fw, loss_chunks=setup.loss_chunks, loss_kernel=kernel)
     if setup.activation_offload is not None:
         fw = replace(fw, checkpoint_offload=setup.activation_offload)
+    if setup.compile is not None:
+        fw = replace(fw, compile=setup.compile)
     return fw
 
 
@@ -196,11 +198,16 @@ def _fused_ce_bytes(tokens: int, vocab: int, hidden: int, cb: int) -> int:
     return tokens * hidden * cb + rows * padded * FP32_BYTES + tokens * FP32_BYTES
 
 
-def _chunked_output_bytes(tokens: int, vocab: int, cb: int, chunks: int) -> int:
+def _chunked_output_bytes(tokens: int, vocab: int, cb: int, chunks: int, compiled: bool = False) -> int:
     """torchtune's CEWithChunkedOutputLoss: every chunk's logits in the compute dtype, every chunk's
     float32 log-softmax (cross_entropy saves it), and the float32 copy of the chunk being reduced
-    (none when the logits are float32 already: `.float()` returns them)."""
+    (none when the logits are float32 already: `.float()` returns them). Compiled (torchtune's
+    compile=True compiles the loss: training.compile_loss), Inductor fuses the upcast, log-softmax and
+    gather: autograd keeps the chunk logits and a float32 log-sum-exp per token, and the backward
+    writes one chunk's gradient in the logits' dtype."""
     elements = tokens * vocab
+    if compiled:
+        return elements * cb + elements * cb // chunks + tokens * FP32_BYTES
     copy = elements * FP32_BYTES // chunks if cb < FP32_BYTES else 0
     return elements * cb + elements * FP32_BYTES + copy
 
@@ -211,7 +218,7 @@ def loss_bytes(fw: Framework, tokens: int, vocab: int, hidden: int, cb: int, hea
     LOSS_LOGITS: the activation model's own logits term applies). `cb` the compute dtype's width;
     a trained head's gradient itself is counted with the gradients, not here."""
     if fw.loss_kernel == LOSS_CHUNKED_OUTPUT:
-        return _chunked_output_bytes(tokens, vocab, cb, fw.loss_chunks)
+        return _chunked_output_bytes(tokens, vocab, cb, fw.loss_chunks, fw.compile)
     if fw.loss_kernel == LOSS_TILED_LOGPROB:
         head = _head_fp32_grad_bytes(vocab, hidden) if head_trainable else 0
         return _tiled_logprob_bytes(tokens, vocab, hidden, cb) + head

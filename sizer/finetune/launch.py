@@ -212,8 +212,9 @@ def torchtune_args(model, setup: FinetuneSetup, gpus: int = 1) -> list[str]:
     args = [*launcher, recipe, "--config", config, f"batch_size={setup.micro_batch_size}",
             f"gradient_accumulation_steps={setup.gradient_accumulation_steps}",
             f"tokenizer.max_seq_len={setup.seq_len}", f"dataset.packed={setup.packing}",
-            f"dtype={'fp32' if setup.precision == 'fp32' else 'bf16'}", "compile=False",
-            f"enable_activation_checkpointing={setup.gradient_checkpointing}", "enable_activation_offloading=False",
+            f"dtype={'fp32' if setup.precision == 'fp32' else 'bf16'}", f"compile={bool(setup.compile)}",
+            f"enable_activation_checkpointing={setup.gradient_checkpointing}",
+            f"enable_activation_offloading={bool(setup.activation_offload)}",
             *_torchtune_model_args(setup, config), *_torchtune_optimizer_args(setup, config)]
     if setup.method == "full":
         args.append(f"optimizer_in_bwd={setup.gradient_accumulation_steps == 1 and not setup.shard_stage}")

@@ -51,6 +51,7 @@ class FinetuneSetup:
     # per-run overrides of what the framework profile does by default (None: the profile's behaviour)
     loss_chunks: int | None = None           # cross-entropy over the logits in this many chunks (0: fused, no fp32 logits)
     activation_offload: bool | None = None   # checkpointed activations kept in host memory (torchtune enable_activation_offloading)
+    compile: bool | None = None              # torch.compile (None: the framework's default)
     optimizer_in_backward: bool = False      # each parameter stepped, and its gradient freed, in the backward (torchtune optimizer_in_bwd)
     gpus_per_node: int | None = None         # GPUs in one node (HYBRID_SHARD's shard group, host memory per node);
     #                                          None: up to 8 (sizer.finetune.deepspeed.GPUS_PER_NODE)
