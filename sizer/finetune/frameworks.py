@@ -24,8 +24,10 @@ class Framework:
 FRAMEWORKS = {
     "transformers": Framework(
         "transformers", adapter_bytes=4, kbit_upcast_fp32=True, loss_chunks=1, checkpoint_offload=False,
-        fused_optimizer=False,
-        source="peft get_peft_model(autocast_adapter_dtype=True) casts adapters to float32; "
+        fused_optimizer=True,
+        source="transformers 5.25 training_args.py: optim defaults to adamw_torch_fused with torch >= 2.8 "
+               "(AdamW(fused=True)); "
+               "peft get_peft_model(autocast_adapter_dtype=True) casts adapters to float32; "
                "peft.utils.other.prepare_model_for_kbit_training casts non-quantized parameters to float32"),
     "torchtune": Framework(
         "torchtune", adapter_bytes=2, kbit_upcast_fp32=False, loss_chunks=8, checkpoint_offload=False,

@@ -8,13 +8,13 @@ from dataclasses import dataclass, replace
 from sizer.calc.overhead import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
-from sizer.finetune.activations import ActivationParts, activation_parts
+from sizer.finetune.activations import CUDA, ActivationParts, activation_parts
 from sizer.finetune.frameworks import Framework, get_framework
 from sizer.finetune.params import TrainedParams, trained_params
 from sizer.finetune.setup import FinetuneSetup
 from sizer.finetune.sharding import ModelStates, shard
 from sizer.finetune.speed import StepTime, step_time
-from sizer.finetune.states import gradient_bytes, master_weight_bytes, optimizer_state_bytes
+from sizer.finetune.states import gradient_bytes, master_weight_bytes, optimizer_state_bytes, optimizer_step_bytes
 from sizer.gpuspec import GpuSelection, parse_gpus, usable_memory_bytes
 from sizer.spec import ModelSpec
 
@@ -94,11 +94,15 @@ def master_weights_default(setup: FinetuneSetup) -> bool:
     return setup.method == "full" and (setup.precision == "fp16" or setup.zero > 0)
 
 
-def model_states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework) -> tuple[ModelStates, TrainedParams]:
+def model_states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, block_bytes: int = CUDA.block_bytes
+                 ) -> tuple[ModelStates, TrainedParams]:
+    """`block_bytes`: the device allocator's smallest block (the optimizer's step scalars)."""
     masters = master_weights_default(setup)
     p = trained_params(spec, setup, fw, masters and setup.zero == 0)
     state_bytes = 4 if masters else p.param_bytes
     optimizer = optimizer_state_bytes(p, setup.optimizer, state_bytes) + master_weight_bytes(p, masters and setup.zero > 0)
+    if fw.fused_optimizer and setup.zero == 0:
+        optimizer += optimizer_step_bytes(p, setup.optimizer, block_bytes)
     gathered = p.largest_layer_params * 2 if setup.shard_stage >= 3 else 0
     if setup.method == "full":
         return ModelStates(p.trainable_bytes, 0, gradient_bytes(p), optimizer, gathered), p
@@ -109,7 +113,7 @@ def memory_per_gpu(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, gpu: Gp
                    ) -> tuple[FinetuneMemory, ActivationParts, TrainedParams]:
     states, p = model_states(spec, setup, fw)
     per_gpu, host = shard(states, setup, gpus)
-    acts = activation_parts(spec, setup, fw, setup.micro_batch_size, setup.seq_len)
+    acts = activation_parts(spec, setup, fw, setup.micro_batch_size, setup.seq_len, per_gpu.gradients)
     overhead = CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES + int(acts.peak * ALLOCATOR_SLACK_FRACTION)
     memory = FinetuneMemory(per_gpu.weights, per_gpu.adapters, per_gpu.gradients, per_gpu.optimizer_states, acts.peak,
                             overhead, usable_memory_bytes(gpu), host + acts.host)

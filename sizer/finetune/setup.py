@@ -48,6 +48,7 @@ class FinetuneSetup:
     offload_optimizer: bool = False
     offload_params: bool = False
     gradient_accumulation_steps: int = 1
+    lora_dropout: float = 0.0                # PEFT's default; > 0 keeps a dropout output and mask per adapted module
 
     def __post_init__(self) -> None:
         _one_of("--method", self.method, METHODS)
@@ -59,6 +60,8 @@ class FinetuneSetup:
         for name in ("lora_rank", "micro_batch_size", "seq_len", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise UsageError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
         if self.zero not in (0, 1, 2, 3):
             raise UsageError(f"--zero must be 0, 1, 2 or 3, got {self.zero}")
         if self.fsdp is not None:

@@ -44,6 +44,16 @@ def optimizer_state_bytes(p: TrainedParams, optimizer: str, state_bytes: int) ->
     return 0                                         # sgd without momentum
 
 
+def optimizer_step_bytes(p: TrainedParams, optimizer: str, block_bytes: int) -> int:
+    """torch's AdamW keeps a float32 `step` tensor per parameter tensor (optim/adamw.py, via
+    adam.py `_init_group`: torch.tensor(0.0, dtype=_get_scalar_dtype())); on the parameter's device
+    when fused or capturable (the Trainer's default adamw_torch_fused), else on the host.
+    `block_bytes`: the device allocator's smallest block (CUDA's caching allocator: 512)."""
+    if optimizer != "adamw":
+        return 0
+    return len(p.trainable_shapes) * max(FP32_BYTES, block_bytes)
+
+
 def _adafactor_values(shape: tuple[int, ...]) -> int:
     """transformers' Adafactor (beta1 None): a matrix keeps a row and a column of second moments,
     a vector its full second moment."""
