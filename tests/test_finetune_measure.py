@@ -24,12 +24,15 @@ POINTS = {
     "qwen2-tied-full-ckpt": (QWEN2_TIED, "full", 96, 1, True, {}),
     "qwen2-tied-full-nockpt-mb2": (QWEN2_TIED, "full", 64, 2, False, {}),
     "qwen3-lora-dropout": (QWEN3, "lora", 64, 1, False, {"lora_dropout": 0.05}),
+    "llama-qlora-ckpt": (LLAMA, "qlora", 64, 1, True, {}),      # bitsandbytes' CPU backend, nf4 + double quant
 }
 
 
 @pytest.fixture(scope="module", params=sorted(POINTS))
 def record(request):
     config, method, seq, batch, ckpt, extra = POINTS[request.param]
+    if method == "qlora":
+        pytest.importorskip("bitsandbytes")
     return measure_finetune(config, method, seq, batch, ckpt, lora_rank=8, **extra)
 
 

@@ -46,6 +46,7 @@ from sizer.spec import ModelSpec
 
 FP32_BYTES = 4
 INDEX_BYTES = 8                  # int64 labels
+KBIT_COMPUTE_BYTES = 2           # bnb_4bit_compute_dtype bfloat16
 NORM_SAVED_FP32 = 2              # kept for compatibility: an RMSNorm's float32 input and its rsqrt
 
 
@@ -141,53 +142,83 @@ class Shape:
     full: bool
     targets: frozenset           # adapted projection names
     mask_bytes: int = 1          # Device.dropout_mask_bytes
+    cast: bool = True            # LoRA copies its input to float32 (a 16-bit stream)
+    kbit: bool = False           # base Linears are bitsandbytes 4-bit (computing in bf16)
+
+
+def stream_bytes(setup: FinetuneSetup, kbit_upcast_fp32: bool = True) -> int:
+    """Bytes per activation value: the compute dtype's; float32 for QLoRA where the framework casts
+    the unquantized parameters (embeddings, norms, head) to float32 (peft's
+    prepare_model_for_kbit_training), so the residual stream, attention and logits run in float32."""
+    if setup.precision == "fp32" or (setup.method == "qlora" and kbit_upcast_fp32):
+        return FP32_BYTES
+    return 2
 
 
 def shape_of(spec: ModelSpec, setup: FinetuneSetup, tokens: int, device: Device = CUDA) -> Shape:
     from sizer.finetune.params import adapted, module_name
 
     ff = spec.d_ff_expert * spec.n_experts_active if spec.is_moe else spec.d_ff
+    cb = stream_bytes(setup)
     targets = frozenset(module_name(t) for t in spec.tensors if setup.adapters and adapted(t, setup))
     return Shape(tokens, spec.hidden_size, spec.n_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim,
                  spec.n_kv_heads * spec.v_head_dim, spec.n_heads, spec.n_kv_heads, ff, spec.gated_mlp,
                  any(t.name.endswith("q_norm.weight") for t in spec.tensors),
-                 4 if setup.precision == "fp32" else 2, setup.lora_rank, setup.lora_dropout > 0,
-                 setup.method == "full", targets, device.dropout_mask_bytes)
+                 cb, setup.lora_rank, setup.lora_dropout > 0,
+                 setup.method == "full", targets, device.dropout_mask_bytes, cb != FP32_BYTES, setup.method == "qlora")
 
 
-def linear(tl: Timeline, s: Shape, name: str, width_in: int, width_out: int, out: str) -> None:
-    """A projection into `out` (compute dtype): the base Linear (a trained one keeps its input, which
-    the caller keeps), and LoRA's A and B beside it where `name` is adapted."""
+def linear(tl: Timeline, s: Shape, name: str, width_in: int, width_out: int, out: str, inp: str) -> None:
+    """A projection of the tensor named `inp` into `out`: the base Linear (a trained one keeps its
+    input), and LoRA's A and B beside it where `name` is adapted."""
     t = s.tokens
-    if name in s.targets:
+    adapted = name in s.targets
+    if s.full or (adapted and not s.cast and not s.dropout):
+        _keep_input(tl, inp)                                        # kept as is (an adapter reads it uncast)
+    if adapted:
         x_bytes = t * width_in * FP32_BYTES
-        tl.alloc("lora_x", x_bytes)                                 # the float32 cast, held by forward's `x`
+        if s.cast:
+            tl.alloc("lora_x", x_bytes)                             # the float32 cast, held by forward's `x`
         if s.dropout:
             mask = t * width_in * s.mask_bytes if tl.input_grad else 0
             tl.alloc("saved", x_bytes + mask)                       # dropout output and its mask
         else:
             _keep(tl, "lora_x")
         tl.alloc("saved", t * s.rank * FP32_BYTES)                  # lora_A's output
+    if s.kbit:                                                      # bitsandbytes: input and output in bf16
+        tl.bump(t * (width_in + width_out) * KBIT_COMPUTE_BYTES)
     tl.alloc(out, t * width_out * s.cb)
-    if name in s.targets:
+    if adapted and s.kbit:
+        tl.bump(t * width_out * s.cb)                               # PEFT's defensive result.clone()
+        tl.bump(2 * t * width_out * FP32_BYTES)                     # the scaled branch, the sum
+    elif adapted:
         # lora_B's output, scaled; the 16-bit base output promoted to float32 and the sum
         tl.bump(3 * t * width_out * FP32_BYTES)
-        tl.free("lora_x")
-        tl.bump(t * width_out * FP32_BYTES)                         # the float32 sum beside its 16-bit cast
+    tl.free("lora_x")
 
 
-def norm(tl: Timeline, s: Shape, width: int, rows: int, out: str, needs_grad: bool) -> None:
-    """RMSNorm over `width` values, `rows` of them per token, into `out` (compute dtype)."""
+def norm(tl: Timeline, s: Shape, width: int, rows: int, out: str, needs_grad: bool, inp: str) -> None:
+    """RMSNorm of the tensor named `inp` over `width` values, `rows` of them per token, into `out`."""
     t = s.tokens
     fp32 = t * rows * width * FP32_BYTES
     if needs_grad:
-        tl.alloc("saved", fp32 + t * rows * FP32_BYTES)            # float32 input, rsqrt
+        if s.cb == FP32_BYTES:
+            _keep_input(tl, inp)                                    # .to(float32) is the input itself
+        else:
+            tl.alloc("saved", fp32)                                 # its float32 copy
+        tl.alloc("saved", t * rows * FP32_BYTES)                    # rsqrt
         if s.full:
             tl.alloc("saved", t * rows * width * s.cb)              # the normalized input the weight multiplies
         tl.bump(fp32 + t * rows * width * s.cb)                     # normalized float32, its cast
     else:
         tl.bump(2 * fp32 + t * rows * width * s.cb)
     tl.alloc(out, t * rows * width * s.cb)
+
+
+def _keep_input(tl: Timeline, name: str) -> None:
+    """A tensor the caller still uses becomes a saved one (nothing to free in a checkpoint)."""
+    if tl.keeping:
+        _keep(tl, name)
 
 
 def _keep(tl: Timeline, *names: str) -> None:
@@ -210,14 +241,14 @@ def _keep_if(tl: Timeline, keep: bool, *names: str) -> None:
 def attention(tl: Timeline, s: Shape) -> None:
     """q/k/v projections, (q/k norms), rotary, SDPA and o_proj, from the normed input "x"."""
     t, cb = s.tokens, s.cb
-    linear(tl, s, "q_proj", s.hidden, s.q_width, "q")
-    linear(tl, s, "k_proj", s.hidden, s.k_width, "k")
-    linear(tl, s, "v_proj", s.hidden, s.v_width, "v")
+    linear(tl, s, "q_proj", s.hidden, s.q_width, "q", "x")
+    linear(tl, s, "k_proj", s.hidden, s.k_width, "k", "x")
+    linear(tl, s, "v_proj", s.hidden, s.v_width, "v", "x")
     tl.input_grad = True
     _keep_if(tl, s.full, "x")
     if s.qk_norm:
-        norm(tl, s, s.q_width // s.heads, s.heads, "qn", True)
-        norm(tl, s, s.k_width // s.kv_heads, s.kv_heads, "kn", True)
+        norm(tl, s, s.q_width // s.heads, s.heads, "qn", True, "q")
+        norm(tl, s, s.k_width // s.kv_heads, s.kv_heads, "kn", True, "k")
         tl.free("q", "k")
         tl.named["q"], tl.named["k"] = tl.named.pop("qn"), tl.named.pop("kn")
     tl.alloc("qr", t * s.q_width * cb)                              # rotary outputs (kept by SDPA)
@@ -230,25 +261,25 @@ def attention(tl: Timeline, s: Shape) -> None:
     # transpose(1, 2).contiguous() copies nothing and o_proj's input is this same tensor
     tl.alloc("attn", t * s.q_width * cb + t * s.heads * FP32_BYTES)
     _keep(tl, "qr", "kr", "v", "attn")
-    linear(tl, s, "o_proj", s.q_width, s.hidden, "o")
+    linear(tl, s, "o_proj", s.q_width, s.hidden, "o", "attn")
 
 
 def mlp(tl: Timeline, s: Shape) -> None:
     """gate/up/act/down (gated) or fc1/act/fc2, from the normed input "x"."""
     t, cb = s.tokens, s.cb
     if s.gated:
-        linear(tl, s, "gate_proj", s.hidden, s.ff, "gate")
+        linear(tl, s, "gate_proj", s.hidden, s.ff, "gate", "x")
         tl.alloc("act", t * s.ff * cb)
         _keep(tl, "gate", "act")                                    # silu keeps its input, the product both factors
-        linear(tl, s, "up_proj", s.hidden, s.ff, "up")
+        linear(tl, s, "up_proj", s.hidden, s.ff, "up", "x")
         _keep(tl, "up")
         tl.alloc("prod", t * s.ff * cb)
     else:
-        linear(tl, s, "fc1", s.hidden, s.ff, "fc1")
+        linear(tl, s, "fc1", s.hidden, s.ff, "fc1", "x")
         tl.alloc("prod", t * s.ff * cb)
         _keep(tl, "fc1")
     _keep_if(tl, s.full, "x")
-    linear(tl, s, "down_proj" if s.gated else "fc2", s.ff, s.hidden, "down")
+    linear(tl, s, "down_proj" if s.gated else "fc2", s.ff, s.hidden, "down", "prod")
     _keep_if(tl, s.full, "prod")
 
 
@@ -257,12 +288,12 @@ def layer_forward(tl: Timeline, s: Shape, input_needs_grad: bool) -> None:
     "h_in"); what autograd keeps goes to "saved"."""
     t = s.tokens
     tl.named["h_in"] = tl.named.pop("h", 0)
-    norm(tl, s, s.hidden, 1, "x", input_needs_grad)
+    norm(tl, s, s.hidden, 1, "x", input_needs_grad, "h_in")
     tl.input_grad = input_needs_grad
     attention(tl, s)
     tl.alloc("h2", t * s.hidden * s.cb)                             # residual add
     tl.free("o")
-    norm(tl, s, s.hidden, 1, "x", True)
+    norm(tl, s, s.hidden, 1, "x", True, "h2")
     mlp(tl, s)
     tl.alloc("h", t * s.hidden * s.cb)
     tl.free("down", "h2")
@@ -271,6 +302,7 @@ def layer_forward(tl: Timeline, s: Shape, input_needs_grad: bool) -> None:
 def layer_saved_bytes(s: Shape, input_needs_grad: bool = True) -> int:
     """What one layer keeps for the backward."""
     tl = Timeline()
+    tl.alloc("h", s.tokens * s.hidden * s.cb)
     layer_forward(tl, s, input_needs_grad)
     return tl.named.get("saved", 0)
 
@@ -335,12 +367,13 @@ def _loss_forward(tl: Timeline, spec: ModelSpec, s: Shape, batch: int, seq_len: 
     """Final norm, output head, ForCausalLMLoss: the float32 logits, log_softmax, nll_loss."""
     t, v = s.tokens, spec.vocab_size
     before = tl.named.get("saved", 0)
-    norm(tl, s, s.hidden, 1, "x", True)
+    norm(tl, s, s.hidden, 1, "x", True, "h")
     tl.free("h")                                                      # the last layer's output, normalized
     tl.named["final_norm"] = tl.named.get("saved", 0) - before
     tl.named["saved"] = before
     tl.alloc("logits", t * v * s.cb)
-    tl.alloc("logits32", t * v * FP32_BYTES)                          # logits.float()
+    if s.cb != FP32_BYTES:
+        tl.alloc("logits32", t * v * FP32_BYTES)                      # logits.float()
     # the labels padded by one; shifted by one, contiguous already for one sequence, else copied
     tl.alloc("labels", batch * (seq_len + 1) * INDEX_BYTES if batch == 1 else t * INDEX_BYTES)
     tl.alloc("logp", t * v * FP32_BYTES)                              # log_softmax's output (kept)
@@ -385,13 +418,16 @@ def _mlp_backward(tl: Timeline, s: Shape) -> int:
     factor gradients beside it. Returns the saved bytes freed here."""
     t, f, cb = s.tokens, s.ff, s.cb
     tl.free("out_grads")
+    if s.kbit:                                  # bitsandbytes' backward: the weight dequantized, the bf16 gradient
+        tl.bump(s.hidden * f * KBIT_COMPUTE_BYTES + t * f * KBIT_COMPUTE_BYTES)
     tl.alloc("gin", t * f * cb)
     freed = 0
     if s.full:
         tl.alloc("grads", _down_weight_grad_bytes(s))
         freed = t * f * cb                                            # the product down_proj kept
     elif ("down_proj" if s.gated else "fc2") in s.targets:
-        tl.bump(t * f * (FP32_BYTES + cb))                            # LoRA: the float32 input gradient, its cast
+        # LoRA: the float32 input gradient of the branch beside the base's (cast to a 16-bit stream)
+        tl.bump(t * f * (FP32_BYTES + cb) if s.cast else t * f * FP32_BYTES)
         freed = t * f * FP32_BYTES + t * s.rank * FP32_BYTES          # the float32 input and A's output
     tl.named["saved"] = tl.named.get("saved", 0) - freed
     tl.live -= freed
