@@ -45,6 +45,7 @@ POINTS = [
     ("qwen3-qknorm", "full", 256, 1, False, {}),
     ("qwen3-qknorm", "lora", 128, 1, False, {"lora_dropout": 0.05}),
     ("qwen3-qknorm", "full", 128, 2, True, {"optimizer": "sgd"}),
+    ("llama-gqa", "lora", 256, 2, True, {"lora_dropout": 0.05}),
     ("llama-gqa", "qlora", 128, 1, True, {}),
     ("qwen2-tied", "qlora", 128, 1, False, {}),
 ]

@@ -24,6 +24,7 @@ POINTS = {
     "qwen2-tied-full-ckpt": (QWEN2_TIED, "full", 96, 1, True, {}),
     "qwen2-tied-full-nockpt-mb2": (QWEN2_TIED, "full", 64, 2, False, {}),
     "qwen3-lora-dropout": (QWEN3, "lora", 64, 1, False, {"lora_dropout": 0.05}),
+    "llama-lora-ckpt-dropout": (LLAMA, "lora", 32, 2, True, {"lora_dropout": 0.1}),
     "llama-qlora-ckpt": (LLAMA, "qlora", 64, 1, True, {}),      # bitsandbytes' CPU backend, nf4 + double quant
 }
 

@@ -29,8 +29,16 @@ keeps what its backward needs, the rest is freed when Python drops it. What each
 - Backward of the loss: nll_loss's float32 gradient and log_softmax's float32 input gradient, with
   the saved log-probabilities, then the cast back to the compute dtype.
 - Gradient checkpointing (non-reentrant, transformers' default use_reentrant=False): each layer's
-  inputs stay alive; the backward of a layer first recomputes its forward, keeping all it saves,
-  and `enable_input_require_grads` makes the embedding output need a gradient.
+  inputs stay alive; the backward of a layer first recomputes its forward, keeping all it saves, up
+  to its last saved tensor (torch's early stop), and `enable_input_require_grads` makes the
+  embedding output need a gradient.
+- QLoRA (peft prepare_model_for_kbit_training casts the unquantized parameters to float32): the
+  stream is float32, RMSNorm keeps its input itself, the adapters read their input uncast, and each
+  4-bit Linear computes in bf16 (bitsandbytes Linear4bit.forward casts in and out).
+- The backward: the loss's float32 gradients, the head's, each layer's MLP input and factor
+  gradients (the largest moment inside a layer), the gradients as they accumulate (the head's
+  first, the embedding's last; a tied one added out of place). Mixed precision (autocast) is not
+  modelled: the step runs in the dtype the model is built in.
 
 Named switches for what differs between the CPU the measurement runs on and the CUDA GPU the planner
 plans: `Device` (the caching allocator's 512-byte blocks; the optimizer's per-tensor step scalars).
@@ -104,6 +112,7 @@ class Timeline:
     named: dict = field(default_factory=dict)
     keeping: bool = True
     input_grad: bool = True      # whether the layer input in use needs a gradient (a dropout mask is kept)
+    stop_after: str = ""         # a recompute's early stop: the module whose saved tensor is the layer's last
 
     def alloc(self, name: str, nbytes: int) -> None:
         if name == "saved" and not self.keeping:
@@ -175,23 +184,27 @@ def linear(tl: Timeline, s: Shape, name: str, width_in: int, width_out: int, out
     adapted = name in s.targets
     if s.full or (adapted and not s.cast and not s.dropout):
         _keep_input(tl, inp)                                        # kept as is (an adapter reads it uncast)
-    if adapted:
-        x_bytes = t * width_in * FP32_BYTES
-        if s.cast:
-            tl.alloc("lora_x", x_bytes)                             # the float32 cast, held by forward's `x`
-        if s.dropout:
-            mask = t * width_in * s.mask_bytes if tl.input_grad else 0
-            tl.alloc("saved", x_bytes + mask)                       # dropout output and its mask
-        else:
-            _keep(tl, "lora_x")
-        tl.alloc("saved", t * s.rank * FP32_BYTES)                  # lora_A's output
     if s.kbit:                                                      # bitsandbytes: input and output in bf16
         tl.bump(t * (width_in + width_out) * KBIT_COMPUTE_BYTES)
-    tl.alloc(out, t * width_out * s.cb)
-    if adapted and s.kbit:
+    tl.alloc(out, t * width_out * s.cb)                             # the base layer's result, first
+    if not adapted:
+        return
+    x_bytes = t * width_in * FP32_BYTES
+    if s.cast:
+        tl.alloc("lora_x", x_bytes)                                 # the float32 cast, held by forward's `x`
+    if s.dropout:
+        mask = t * width_in * s.mask_bytes if tl.input_grad else 0
+        tl.alloc("saved", x_bytes + mask)                           # dropout output and its mask
+    else:
+        _keep(tl, "lora_x")
+    tl.alloc("saved", t * s.rank * FP32_BYTES)                      # lora_A's output
+    if tl.stop_after == name:                                       # a recompute stops at its last saved tensor
+        tl.free("lora_x")
+        return
+    if s.kbit:
         tl.bump(t * width_out * s.cb)                               # PEFT's defensive result.clone()
         tl.bump(2 * t * width_out * FP32_BYTES)                     # the scaled branch, the sum
-    elif adapted:
+    else:
         # lora_B's output, scaled; the 16-bit base output promoted to float32 and the sum
         tl.bump(3 * t * width_out * FP32_BYTES)
     tl.free("lora_x")
@@ -278,9 +291,8 @@ def mlp(tl: Timeline, s: Shape) -> None:
         linear(tl, s, "fc1", s.hidden, s.ff, "fc1", "x")
         tl.alloc("prod", t * s.ff * cb)
         _keep(tl, "fc1")
-    _keep_if(tl, s.full, "x")
     linear(tl, s, "down_proj" if s.gated else "fc2", s.ff, s.hidden, "down", "prod")
-    _keep_if(tl, s.full, "prod")
+    _keep_if(tl, s.full, "x", "prod")                               # MLP.forward's `x` lives until it returns
 
 
 def layer_forward(tl: Timeline, s: Shape, input_needs_grad: bool) -> None:
@@ -444,8 +456,10 @@ def _layers_backward(tl: Timeline, spec: ModelSpec, s: Shape, setup: FinetuneSet
             _before_recompute(tl, s)
             tl.alloc("rng_now", device.rng_state_bytes)              # the generator's state, read again
             tl.named["h"] = tl.named.pop(f"ckpt{i}")
+            tl.stop_after = "down_proj" if s.gated else "fc2"          # torch's early stop
             layer_forward(tl, s, True)
-            tl.free("h", "rng_now", "out_grads")
+            tl.stop_after = ""
+            tl.free("h", "rng_now", "out_grads", "down", "x", "h2", "prod")
         early = _mlp_backward(tl, s)
         tl.named["saved"] = tl.named.get("saved", 0) - (layers[i] - early)
         tl.live -= layers[i] - early
