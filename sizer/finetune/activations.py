@@ -152,6 +152,8 @@ class Shape:
     targets: frozenset           # adapted projection names
     mask_bytes: int = 1          # Device.dropout_mask_bytes
     cast: bool = True            # LoRA copies its input to float32 (a 16-bit stream)
+    loss_chunks: int = 1         # Framework.loss_chunks: float32 loss tensors for 1/chunks of the tokens; 0 none
+    ckpt_offload: bool = False   # Framework.checkpoint_offload: checkpointed inputs in host memory
     kbit: bool = False           # base Linears are bitsandbytes 4-bit (computing in bf16)
 
 
@@ -164,7 +166,8 @@ def stream_bytes(setup: FinetuneSetup, kbit_upcast_fp32: bool = True) -> int:
     return 2
 
 
-def shape_of(spec: ModelSpec, setup: FinetuneSetup, tokens: int, device: Device = CUDA) -> Shape:
+def shape_of(spec: ModelSpec, setup: FinetuneSetup, tokens: int, device: Device = CUDA, fw: Framework | None = None
+             ) -> Shape:
     from sizer.finetune.params import adapted, module_name
 
     ff = spec.d_ff_expert * spec.n_experts_active if spec.is_moe else spec.d_ff
@@ -174,7 +177,8 @@ def shape_of(spec: ModelSpec, setup: FinetuneSetup, tokens: int, device: Device 
                  spec.n_kv_heads * spec.v_head_dim, spec.n_heads, spec.n_kv_heads, ff, spec.gated_mlp,
                  any(t.name.endswith("q_norm.weight") for t in spec.tensors),
                  cb, setup.lora_rank, setup.lora_dropout > 0,
-                 setup.method == "full", targets, device.dropout_mask_bytes, cb != FP32_BYTES, setup.method == "qlora")
+                 setup.method == "full", targets, device.dropout_mask_bytes, cb != FP32_BYTES,
+                 fw.loss_chunks if fw else 1, bool(fw and fw.checkpoint_offload), setup.method == "qlora")
 
 
 def linear(tl: Timeline, s: Shape, name: str, width_in: int, width_out: int, out: str, inp: str) -> None:
@@ -367,10 +371,10 @@ def _forward(tl: Timeline, spec: ModelSpec, s: Shape, setup: FinetuneSetup, seq_
         if setup.gradient_checkpointing:
             tl.alloc(f"rng{i}", device.rng_state_bytes)                   # preserve_rng_state: the CPU generator's state
         layer_forward(tl, s, s.full or setup.gradient_checkpointing or i > 0)
-        if setup.gradient_checkpointing:
+        if setup.gradient_checkpointing and not s.ckpt_offload:
             tl.named[f"ckpt{i}"] = tl.named.pop("h_in")
         else:
-            tl.free("h_in")
+            tl.free("h_in")                                           # (offloaded: copied to host memory)
     tl.keeping = True
     return layers
 
@@ -384,11 +388,12 @@ def _loss_forward(tl: Timeline, spec: ModelSpec, s: Shape, batch: int, seq_len: 
     tl.named["final_norm"] = tl.named.get("saved", 0) - before
     tl.named["saved"] = before
     tl.alloc("logits", t * v * s.cb)
+    f32 = _loss_fp32_bytes(s, v)
     if s.cb != FP32_BYTES:
-        tl.alloc("logits32", t * v * FP32_BYTES)                      # logits.float()
+        tl.alloc("logits32", f32)                                     # logits.float()
     # the labels padded by one; shifted by one, contiguous already for one sequence, else copied
     tl.alloc("labels", batch * (seq_len + 1) * INDEX_BYTES if batch == 1 else t * INDEX_BYTES)
-    tl.alloc("logp", t * v * FP32_BYTES)                              # log_softmax's output (kept)
+    tl.alloc("logp", f32)                                             # log_softmax's output (kept)
     tl.free("logits32")
     tl.free("logits")                                                 # the model's forward returns
     if s.full:
@@ -397,11 +402,20 @@ def _loss_forward(tl: Timeline, spec: ModelSpec, s: Shape, batch: int, seq_len: 
         tl.free("x")
 
 
+def _loss_fp32_bytes(s: Shape, vocab: int) -> int:
+    """One float32 [tokens, vocab] tensor of the loss, or the chunk a chunked loss holds; none for a
+    fused kernel."""
+    if s.loss_chunks == 0:
+        return 0
+    return -(-s.tokens // s.loss_chunks) * vocab * FP32_BYTES
+
+
 def _loss_backward(tl: Timeline, s: Shape, vocab: int, grads: StepGradients) -> None:
     t = s.tokens
-    tl.bump(2 * t * vocab * FP32_BYTES)                               # nll_loss's gradient, log_softmax's
+    f32 = _loss_fp32_bytes(s, vocab)
+    tl.bump(2 * f32)                                                  # nll_loss's gradient, log_softmax's
     tl.free("logp", "labels")
-    tl.alloc("g32", t * vocab * FP32_BYTES)
+    tl.alloc("g32", f32)
     tl.alloc("glogits", t * vocab * s.cb)                             # cast back to the compute dtype
     tl.free("g32")
     tl.alloc("grads", grads.head)
@@ -455,6 +469,8 @@ def _layers_backward(tl: Timeline, spec: ModelSpec, s: Shape, setup: FinetuneSet
         if setup.gradient_checkpointing:                              # recompute, keeping what it saves
             _before_recompute(tl, s)
             tl.alloc("rng_now", device.rng_state_bytes)              # the generator's state, read again
+            if s.ckpt_offload:
+                tl.alloc(f"ckpt{i}", s.tokens * s.hidden * s.cb)      # brought back from host memory
             tl.named["h"] = tl.named.pop(f"ckpt{i}")
             tl.stop_after = "down_proj" if s.gated else "fc2"          # torch's early stop
             layer_forward(tl, s, True)
@@ -485,10 +501,10 @@ def _embedding_backward(tl: Timeline, spec: ModelSpec, s: Shape, setup: Finetune
 
 
 def step_moments(spec: ModelSpec, setup: FinetuneSetup, batch: int, seq_len: int, grads: StepGradients,
-                 device: Device = None) -> StepMoments:
+                 device: Device = None, fw: Framework | None = None) -> StepMoments:
     """The forward's peak, the saved bytes and the backward's peak of one micro-batch."""
     device = device or CUDA
-    s = shape_of(spec, setup, batch * seq_len, device)
+    s = shape_of(spec, setup, batch * seq_len, device, fw)
     tl = Timeline()
     layers = _forward(tl, spec, s, setup, seq_len, device)
     before_loss = tl.live
@@ -504,7 +520,7 @@ def step_moments(spec: ModelSpec, setup: FinetuneSetup, batch: int, seq_len: int
 def activation_parts(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, batch: int, seq_len: int,
                      gradients: int = 0, optimizer_temporaries: int = 0, device: Device = CUDA) -> ActivationParts:
     """The step's activations; `gradients` the trained parameters' gradient bytes (on this device)."""
-    m = step_moments(spec, setup, batch, seq_len, step_gradients(spec, setup, gradients), device)
+    m = step_moments(spec, setup, batch, seq_len, step_gradients(spec, setup, gradients), device, fw)
     host = 0
     if setup.gradient_checkpointing and fw.checkpoint_offload:
         host = spec.n_layers * batch * seq_len * spec.hidden_size * (4 if setup.precision == "fp32" else 2)
