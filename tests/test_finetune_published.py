@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sizer.errors import UsageError
-from sizer.finetune.frameworks import framework_for, get_framework
+from sizer.finetune.frameworks import FRAMEWORKS, framework_for, get_framework
 from sizer.finetune.params import TrainedParams
 from sizer.finetune.setup import FinetuneSetup
 from sizer.finetune.states import gradient_bytes
@@ -46,7 +46,7 @@ def test_record_schema(record):
     measured = record["measured"]
     assert measured["unit"] in UNITS[measured["kind"]]
     assert measured["value"] > 0 and measured["what"].strip()
-    assert record["framework"] and record["modelled_as"] in ("transformers", "torchtune", "unsloth")
+    assert record["framework"] and record["modelled_as"] in FRAMEWORKS
     assert all(isinstance(k, str) and v.strip() for k, v in record["assumed"].items())
     assert isinstance(record["not_modelled"], list)
 

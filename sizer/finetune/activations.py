@@ -1,72 +1,555 @@
-"""Activations of a training step: what the forward keeps for the backward, the logits and loss,
-and the backward's own temporaries, per micro-batch of `batch` sequences of `seq_len` tokens.
+"""Activations of a training step: what autograd saves for the backward, the logits and loss, and the
+temporaries of the forward, the backward and the recomputation, per micro-batch of `batch`
+sequences of `seq_len` tokens, for a decoder of the Llama / Mistral / Qwen2 / Qwen3 structure as
+transformers 5.25 writes it, trained in full or through PEFT 0.22 LoRA adapters.
 
-First-order model (to be replaced by the measured one): per decoder layer, the tensors autograd
-saves in the compute dtype; with gradient checkpointing only each layer's input, plus one layer
-recomputed during the backward; the logits in the compute dtype, their float32 copy and the
-float32 log-softmax the cross-entropy keeps; the backward holds one layer's gradients at a time.
+The step is simulated tensor by tensor (`Timeline`): each operator allocates its output, autograd
+keeps what its backward needs, the rest is freed when Python drops it. What each operator keeps
+(read in torch's derivatives and the modeling code; docs/reference/finetune.md cites the lines):
+
+- RMSNorm (modeling_llama.py LlamaRMSNorm): the float32 copy of its input (pow and mul keep it) and
+  the float32 rsqrt per token; with a trained weight also the normalized input in the compute dtype
+  (the weight's gradient needs it). An input that needs no gradient (the embedding output of a
+  frozen model without checkpointing) keeps nothing.
+- nn.Linear: its input, only when its weight is trained (mm keeps `self` for the weight's gradient).
+  A frozen base keeps nothing: the input gradient needs only the weight.
+- PEFT LoRA (tuners/lora/layer.py Linear.forward): the input cast to the adapters' float32
+  (`_cast_input_dtype`), one copy per adapted module, kept by lora_A; lora_A's float32 output kept by
+  lora_B; `result + lora_B(...) * scaling` promotes the 16-bit base output to float32 and adds, then
+  `.to()` casts back. lora_dropout > 0 keeps the dropout's output (float32) and its bool mask instead.
+- Rotary embedding: multiplies by cos/sin, which need no gradient: only cos and sin are kept (once).
+- SDPA: query, key, value (GQA kept at the key/value heads: transformers passes enable_gqa when there
+  is no mask), the output and the float32 logsumexp per head and token (CPU's flash kernel and
+  CUDA's flash kernel alike); `transpose(1, 2).contiguous()` copies nothing: the kernels write
+  the output as (batch, seq, heads, dim), which o_proj reads as is.
+- SiLU keeps its input, the gated product both factors.
+- The loss (loss_utils.py ForCausalLMLoss): the logits cast to float32, cross_entropy =
+  log_softmax (keeps its float32 output) + nll_loss; the 16-bit logits and the final hidden state
+  are alive while it runs (the model's forward still holds them).
+- Backward of the loss: nll_loss's float32 gradient and log_softmax's float32 input gradient, with
+  the saved log-probabilities, then the cast back to the compute dtype.
+- Gradient checkpointing (non-reentrant, transformers' default use_reentrant=False): each layer's
+  inputs stay alive; the backward of a layer first recomputes its forward, keeping all it saves, up
+  to its last saved tensor (torch's early stop), and `enable_input_require_grads` makes the
+  embedding output need a gradient.
+- QLoRA (peft prepare_model_for_kbit_training casts the unquantized parameters to float32): the
+  stream is float32, RMSNorm keeps its input itself, the adapters read their input uncast, and each
+  4-bit Linear computes in bf16 (bitsandbytes Linear4bit.forward casts in and out).
+- The backward: the loss's float32 gradients, the head's, each layer's MLP input and factor
+  gradients (the largest moment inside a layer), the gradients as they accumulate (the head's
+  first, the embedding's last; a tied one added out of place). Mixed precision (autocast) is not
+  modelled: the step runs in the dtype the model is built in.
+
+Named switches for what differs between the CPU the measurement runs on and the CUDA GPU the planner
+plans: `Device` (the caching allocator's 512-byte blocks; the optimizer's per-tensor step scalars).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sizer.finetune.frameworks import Framework, checkpoint_input_bytes, loss_bytes
+from sizer.finetune.frameworks import Framework, checkpoint_input_bytes, loss_bytes, offloads_checkpoints
 from sizer.finetune.setup import FinetuneSetup
 from sizer.spec import ModelSpec
 
 FP32_BYTES = 4
-NORM_SAVED_FP32 = 2              # an RMSNorm saves its float32 input and the normalized float32 value
+INDEX_BYTES = 8                  # int64 labels
+KBIT_COMPUTE_BYTES = 2           # bnb_4bit_compute_dtype bfloat16
+NORM_SAVED_FP32 = 2              # kept for compatibility: an RMSNorm's float32 input and its rsqrt
+
+
+@dataclass(frozen=True)
+class Device:
+    """What the device changes. CUDA's caching allocator rounds every block up to 512 bytes (tiny
+    tensors such as the optimizer's step counters); CPU allocations are counted as requested."""
+
+    name: str = "cuda"
+    block_bytes: int = 512
+    rng_state_bytes: int = 0     # a checkpoint's saved CPU generator state, where it counts (host memory on CUDA)
+    dropout_mask_bytes: int = 1  # per element of a dropout's kept mask: CUDA's fused native_dropout keeps a
+                                 # bool mask; the CPU's composite dropout keeps its scaled noise in the input's dtype
+
+
+# torch.get_rng_state() is a 5056-byte tensor (the Mersenne Twister state); checkpoint keeps one per layer
+CUDA = Device("cuda", 512, 0, 1)
+CPU = Device("cpu", 1, 5056, FP32_BYTES)
 
 
 @dataclass(frozen=True)
 class ActivationParts:
-    saved: int                   # tensors kept for the backward, every layer (checkpointed: layer inputs)
+    saved: int                   # tensors kept for the backward when the forward ends (checkpointed: layer inputs)
     layer: int                   # one layer's saved tensors (what a checkpointed layer recomputes)
-    logits: int                  # logits, their float32 copy, the loss's saved log-probabilities and gradient
-    backward: int                # the backward's temporaries: one layer's gradients
+    logits: int                  # the loss moment above the saved tensors: 16-bit and float32 logits, log-probabilities
+    backward: int                # the backward's largest moment above what it starts from
     host: int = 0                # checkpointed inputs offloaded to host memory
+    forward_peak: int = 0        # the forward's peak (loss included), above the weights and optimizer states
+    backward_peak: int = 0       # the backward's peak (the gradients created so far included)
+    step_peak: int = 0           # the optimizer step's peak (gradients included)
+    gradients: int = 0           # the gradients the planner adds beside these parts
 
     @property
     def peak(self) -> int:
-        """Device bytes at the step's peak: everything saved, plus the larger of the logits moment
-        and a layer's backward (with its recomputation under checkpointing)."""
-        return self.saved + max(self.logits, self.layer + self.backward)
+        """Device bytes at the step's peak above weights, gradients and optimizer states (the
+        gradients are counted beside: a forward-time peak has none of them yet)."""
+        top = max(self.forward_peak, self.backward_peak, self.step_peak)
+        if top == 0:
+            return self.saved + max(self.logits, self.layer + self.backward)
+        return max(top - self.gradients, 0)
+
+    @property
+    def step_total(self) -> int:
+        """The peak above weights and optimizer states: what a measurement of the step compares."""
+        return max(self.forward_peak, self.backward_peak, self.step_peak)
 
 
-def _layer_saved_bytes(spec: ModelSpec, tokens: int, cb: int, trains_base: bool) -> int:
-    h = spec.hidden_size
-    q = spec.n_heads * spec.head_dim
-    kv = spec.n_kv_heads * (spec.head_dim + spec.v_head_dim)
+@dataclass
+class Timeline:
+    """Live bytes over a sequence of allocations and frees; `peak` is the highest point. With
+    `keeping` false (a checkpointed forward) what autograd would keep is freed at once."""
+
+    live: int = 0
+    peak: int = 0
+    named: dict = field(default_factory=dict)
+    keeping: bool = True
+    input_grad: bool = True      # whether the layer input in use needs a gradient (a dropout mask is kept)
+    stop_after: str = ""         # a recompute's early stop: the module whose saved tensor is the layer's last
+
+    def alloc(self, name: str, nbytes: int) -> None:
+        if name == "saved" and not self.keeping:
+            self.peak = max(self.peak, self.live + nbytes)
+            return
+        self.named[name] = self.named.get(name, 0) + nbytes
+        self.live += nbytes
+        self.peak = max(self.peak, self.live)
+
+    def free(self, *names: str) -> None:
+        for name in names:
+            self.live -= self.named.pop(name, 0)
+
+    def bump(self, nbytes: int) -> None:
+        """A moment `nbytes` above the live bytes (a transient allocated and freed at once)."""
+        self.peak = max(self.peak, self.live + nbytes)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Per-token widths and the setup's choices, the inputs of the layer simulation."""
+
+    tokens: int
+    hidden: int
+    q_width: int
+    k_width: int
+    v_width: int
+    heads: int
+    kv_heads: int
+    ff: int
+    gated: bool
+    qk_norm: bool
+    cb: int                      # compute dtype bytes
+    rank: int
+    dropout: bool
+    full: bool
+    targets: frozenset           # adapted projection names
+    mask_bytes: int = 1          # Device.dropout_mask_bytes
+    cast: bool = True            # LoRA copies its input to float32 (a 16-bit stream)
+    loss_chunks: int = 1         # Framework.loss_chunks: float32 loss tensors for 1/chunks of the tokens; 0 none
+    ckpt_offload: bool = False   # Framework.checkpoint_offload: checkpointed inputs in host memory
+    kbit: bool = False           # base Linears are bitsandbytes 4-bit (computing in bf16)
+    fused_loss: int | None = None    # bytes of a loss kernel that builds no float32 logits (frameworks.loss_bytes)
+
+
+def stream_bytes(setup: FinetuneSetup, kbit_upcast_fp32: bool = True) -> int:
+    """Bytes per activation value: the compute dtype's; float32 for QLoRA where the framework casts
+    the unquantized parameters (embeddings, norms, head) to float32 (peft's
+    prepare_model_for_kbit_training), so the residual stream, attention and logits run in float32."""
+    if setup.precision == "fp32" or (setup.method == "qlora" and kbit_upcast_fp32):
+        return FP32_BYTES
+    return 2
+
+
+def shape_of(spec: ModelSpec, setup: FinetuneSetup, tokens: int, device: Device = CUDA, fw: Framework | None = None
+             ) -> Shape:
+    from sizer.finetune.params import adapted, module_name
+
     ff = spec.d_ff_expert * spec.n_experts_active if spec.is_moe else spec.d_ff
-    norms = 2 * h * (NORM_SAVED_FP32 * FP32_BYTES + cb)
-    attention = cb * (h + 3 * q + 2 * kv) + FP32_BYTES * spec.n_heads
-    mlp = cb * ((4 if spec.gated_mlp else 2) * ff + h)
-    frozen_saving = 0 if trains_base else cb * h         # a frozen Linear keeps no input for a weight gradient
-    return tokens * (norms + attention + mlp - frozen_saving)
+    cb = stream_bytes(setup, fw.kbit_upcast_fp32 if fw else True)
+    targets = frozenset(module_name(t) for t in spec.tensors if setup.adapters and adapted(t, setup))
+    return Shape(tokens, spec.hidden_size, spec.n_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim,
+                 spec.n_kv_heads * spec.v_head_dim, spec.n_heads, spec.n_kv_heads, ff, spec.gated_mlp,
+                 any(t.name.endswith("q_norm.weight") for t in spec.tensors),
+                 cb, setup.lora_rank, setup.lora_dropout > 0,
+                 setup.method == "full", targets, device.dropout_mask_bytes, cb != FP32_BYTES,
+                 fw.loss_chunks if fw else 1, _offloads(spec, setup, fw, tokens, cb), setup.method == "qlora",
+                 None if fw is None else loss_bytes(fw, tokens, spec.vocab_size, spec.hidden_size, cb,
+                                                    setup.method == "full"))
 
 
-def logits_bytes(spec: ModelSpec, tokens: int, cb: int, fw: Framework, head_trainable: bool = False) -> int:
-    """The output head's logits [tokens, vocab] in the compute dtype, the loss's float32 copy, its
-    log-softmax and the float32 gradient; a chunked loss holds a chunk's float32 tensors at a time,
-    a fused kernel none. Kernels that never build float32 logits (TRL's tiled log-probs, torchtune's
-    chunked output, unsloth's fused CE) take their own bytes from frameworks.loss_bytes."""
-    own = loss_bytes(fw, tokens, spec.vocab_size, spec.hidden_size, cb, head_trainable)
-    if own is not None:
-        return own
-    per_token = spec.vocab_size
-    if fw.loss_chunks == 0:
-        return tokens * per_token * cb
-    return tokens * per_token * cb + tokens * per_token * 3 * FP32_BYTES // fw.loss_chunks
+def _offloads(spec: ModelSpec, setup: FinetuneSetup, fw: Framework | None, tokens: int, cb: int) -> bool:
+    """Whether the checkpointed layer inputs go to host memory (unsloth: from 512 tokens, inputs above 2 MiB)."""
+    if fw is None or not setup.gradient_checkpointing:
+        return False
+    return offloads_checkpoints(fw, setup.seq_len, tokens * spec.hidden_size * cb)
 
 
-def activation_parts(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, batch: int, seq_len: int) -> ActivationParts:
-    cb = 4 if setup.precision == "fp32" else 2
-    tokens = batch * seq_len
-    layer = _layer_saved_bytes(spec, tokens, cb, setup.method == "full")
-    backward = 3 * tokens * spec.hidden_size * cb
-    logits = logits_bytes(spec, tokens, cb, fw, setup.method == "full")
+def linear(tl: Timeline, s: Shape, name: str, width_in: int, width_out: int, out: str, inp: str) -> None:
+    """A projection of the tensor named `inp` into `out`: the base Linear (a trained one keeps its
+    input), and LoRA's A and B beside it where `name` is adapted."""
+    t = s.tokens
+    adapted = name in s.targets
+    if s.full or (adapted and not s.cast and not s.dropout):
+        _keep_input(tl, inp)                                        # kept as is (an adapter reads it uncast)
+    if s.kbit:                                                      # bitsandbytes: input and output in bf16
+        tl.bump(t * (width_in + width_out) * KBIT_COMPUTE_BYTES)
+    tl.alloc(out, t * width_out * s.cb)                             # the base layer's result, first
+    if not adapted:
+        return
+    x_bytes = t * width_in * FP32_BYTES
+    if s.cast:
+        tl.alloc("lora_x", x_bytes)                                 # the float32 cast, held by forward's `x`
+    if s.dropout:
+        mask = t * width_in * s.mask_bytes if tl.input_grad else 0
+        tl.alloc("saved", x_bytes + mask)                           # dropout output and its mask
+    else:
+        _keep(tl, "lora_x")
+    tl.alloc("saved", t * s.rank * FP32_BYTES)                      # lora_A's output
+    if tl.stop_after == name:                                       # a recompute stops at its last saved tensor
+        tl.free("lora_x")
+        return
+    if s.kbit:
+        tl.bump(t * width_out * s.cb)                               # PEFT's defensive result.clone()
+        tl.bump(2 * t * width_out * FP32_BYTES)                     # the scaled branch, the sum
+    else:
+        # lora_B's output, scaled; the 16-bit base output promoted to float32 and the sum
+        tl.bump(3 * t * width_out * FP32_BYTES)
+    tl.free("lora_x")
+
+
+def norm(tl: Timeline, s: Shape, width: int, rows: int, out: str, needs_grad: bool, inp: str) -> None:
+    """RMSNorm of the tensor named `inp` over `width` values, `rows` of them per token, into `out`."""
+    t = s.tokens
+    fp32 = t * rows * width * FP32_BYTES
+    if needs_grad:
+        if s.cb == FP32_BYTES:
+            _keep_input(tl, inp)                                    # .to(float32) is the input itself
+        else:
+            tl.alloc("saved", fp32)                                 # its float32 copy
+        tl.alloc("saved", t * rows * FP32_BYTES)                    # rsqrt
+        if s.full:
+            tl.alloc("saved", t * rows * width * s.cb)              # the normalized input the weight multiplies
+        tl.bump(fp32 + t * rows * width * s.cb)                     # normalized float32, its cast
+    else:
+        tl.bump(2 * fp32 + t * rows * width * s.cb)
+    tl.alloc(out, t * rows * width * s.cb)
+
+
+def _keep_input(tl: Timeline, name: str) -> None:
+    """A tensor the caller still uses becomes a saved one (nothing to free in a checkpoint)."""
+    if tl.keeping:
+        _keep(tl, name)
+
+
+def _keep(tl: Timeline, *names: str) -> None:
+    """Move tensors the backward needs into the saved total."""
+    if not tl.keeping:
+        tl.free(*names)
+        return
+    for name in names:
+        nbytes = tl.named.pop(name, 0)
+        tl.named["saved"] = tl.named.get("saved", 0) + nbytes
+
+
+def _keep_if(tl: Timeline, keep: bool, *names: str) -> None:
+    if keep:
+        _keep(tl, *names)
+    else:
+        tl.free(*names)
+
+
+def attention(tl: Timeline, s: Shape) -> None:
+    """q/k/v projections, (q/k norms), rotary, SDPA and o_proj, from the normed input "x"."""
+    t, cb = s.tokens, s.cb
+    linear(tl, s, "q_proj", s.hidden, s.q_width, "q", "x")
+    linear(tl, s, "k_proj", s.hidden, s.k_width, "k", "x")
+    linear(tl, s, "v_proj", s.hidden, s.v_width, "v", "x")
+    tl.input_grad = True
+    _keep_if(tl, s.full, "x")
+    if s.qk_norm:
+        norm(tl, s, s.q_width // s.heads, s.heads, "qn", True, "q")
+        norm(tl, s, s.k_width // s.kv_heads, s.kv_heads, "kn", True, "k")
+        tl.free("q", "k")
+        tl.named["q"], tl.named["k"] = tl.named.pop("qn"), tl.named.pop("kn")
+    tl.alloc("qr", t * s.q_width * cb)                              # rotary outputs (kept by SDPA)
+    tl.bump(2 * t * s.q_width * cb)                                 # q*cos, rotate_half(q)*sin
+    tl.free("q")
+    tl.alloc("kr", t * s.k_width * cb)
+    tl.bump(2 * t * s.k_width * cb)
+    tl.free("k")
+    # output and logsumexp; the kernels write the output as (batch, seq, heads, dim), so
+    # transpose(1, 2).contiguous() copies nothing and o_proj's input is this same tensor
+    tl.alloc("attn", t * s.q_width * cb + t * s.heads * FP32_BYTES)
+    _keep(tl, "qr", "kr", "v", "attn")
+    linear(tl, s, "o_proj", s.q_width, s.hidden, "o", "attn")
+
+
+def mlp(tl: Timeline, s: Shape) -> None:
+    """gate/up/act/down (gated) or fc1/act/fc2, from the normed input "x"."""
+    t, cb = s.tokens, s.cb
+    if s.gated:
+        linear(tl, s, "gate_proj", s.hidden, s.ff, "gate", "x")
+        tl.alloc("act", t * s.ff * cb)
+        _keep(tl, "gate", "act")                                    # silu keeps its input, the product both factors
+        linear(tl, s, "up_proj", s.hidden, s.ff, "up", "x")
+        _keep(tl, "up")
+        tl.alloc("prod", t * s.ff * cb)
+    else:
+        linear(tl, s, "fc1", s.hidden, s.ff, "fc1", "x")
+        tl.alloc("prod", t * s.ff * cb)
+        _keep(tl, "fc1")
+    linear(tl, s, "down_proj" if s.gated else "fc2", s.ff, s.hidden, "down", "prod")
+    _keep_if(tl, s.full, "x", "prod")                               # MLP.forward's `x` lives until it returns
+
+
+def layer_forward(tl: Timeline, s: Shape, input_needs_grad: bool) -> None:
+    """One decoder layer from its input "h" to its output "h" (the input is left to the caller as
+    "h_in"); what autograd keeps goes to "saved"."""
+    t = s.tokens
+    tl.named["h_in"] = tl.named.pop("h", 0)
+    norm(tl, s, s.hidden, 1, "x", input_needs_grad, "h_in")
+    tl.input_grad = input_needs_grad
+    attention(tl, s)
+    tl.alloc("h2", t * s.hidden * s.cb)                             # residual add
+    tl.free("o")
+    norm(tl, s, s.hidden, 1, "x", True, "h2")
+    mlp(tl, s)
+    tl.alloc("h", t * s.hidden * s.cb)
+    tl.free("down", "h2")
+
+
+def layer_saved_bytes(s: Shape, input_needs_grad: bool = True) -> int:
+    """What one layer keeps for the backward."""
+    tl = Timeline()
+    tl.alloc("h", s.tokens * s.hidden * s.cb)
+    layer_forward(tl, s, input_needs_grad)
+    return tl.named.get("saved", 0)
+
+
+
+@dataclass(frozen=True)
+class StepGradients:
+    """Gradient bytes as the backward creates them: the output head's (and final norm's) first, then
+    each layer's, then the embedding's."""
+
+    head: int
+    per_layer: int
+    embedding: int
+
+
+def step_gradients(spec: ModelSpec, setup: FinetuneSetup, total: int) -> StepGradients:
+    """Split the run's gradient bytes by when the backward creates them (a tied head's gradient is
+    the embedding's, created by the head's backward)."""
+    from sizer.spec import EMBEDDING
+
+    if setup.method != "full":
+        return StepGradients(0, total // spec.n_layers, 0)
+    width = total // spec.params if spec.params else 0
+    outside = [t for t in spec.tensors if t.layers is None]
+    embedding = sum(t.params for t in outside if t.kind == EMBEDDING and t.component != "lm_head")
+    head = sum(t.params for t in outside) - embedding
+    if spec.tied_embeddings:
+        head, embedding = head + embedding, 0
+    per_layer = (total - (head + embedding) * width) // spec.n_layers
+    return StepGradients(head * width, per_layer, embedding * width)
+
+
+@dataclass(frozen=True)
+class StepMoments:
+    forward_peak: int            # above what the step starts with (weights, optimizer states)
+    saved: int                   # live when the backward begins
+    backward_peak: int
+    layer: int                   # one decoder layer's saved tensors
+    logits: int                  # the loss moment above the saved tensors of the layers
+
+
+def _forward(tl: Timeline, spec: ModelSpec, s: Shape, setup: FinetuneSetup, seq_len: int, device: Device) -> list[int]:
+    """Embedding, rotary tables, the decoder layers; returns each layer's saved bytes."""
+    t = s.tokens
+    tl.alloc("h", t * s.hidden * s.cb)                                # the embedding's output
+    tl.alloc("rope", 2 * seq_len * spec.head_dim * s.cb)              # cos, sin (one row per position)
+    layers = [layer_saved_bytes(s, s.full or setup.gradient_checkpointing or i > 0) for i in range(spec.n_layers)]
+    tl.keeping = not setup.gradient_checkpointing                     # a checkpoint keeps none of them
+    for i in range(spec.n_layers):
+        if setup.gradient_checkpointing:
+            tl.alloc(f"rng{i}", device.rng_state_bytes)                   # preserve_rng_state: the CPU generator's state
+        layer_forward(tl, s, s.full or setup.gradient_checkpointing or i > 0)
+        if setup.gradient_checkpointing and not s.ckpt_offload:
+            tl.named[f"ckpt{i}"] = tl.named.pop("h_in")
+        else:
+            tl.free("h_in")                                           # (offloaded: copied to host memory)
+    tl.keeping = True
+    return layers
+
+
+def _loss_forward(tl: Timeline, spec: ModelSpec, s: Shape, batch: int, seq_len: int) -> None:
+    """Final norm, output head, ForCausalLMLoss: the float32 logits, log_softmax, nll_loss."""
+    t, v = s.tokens, spec.vocab_size
+    before = tl.named.get("saved", 0)
+    norm(tl, s, s.hidden, 1, "x", True, "h")
+    tl.free("h")                                                      # the last layer's output, normalized
+    tl.named["final_norm"] = tl.named.get("saved", 0) - before
+    tl.named["saved"] = before
+    if s.fused_loss is not None:                                      # no [tokens, vocab] logits kept
+        tl.bump(s.fused_loss)
+        _keep_head_input(tl, s)
+        return
+    tl.alloc("logits", t * v * s.cb)
+    f32 = _loss_fp32_bytes(s, v)
+    if s.cb != FP32_BYTES:
+        tl.alloc("logits32", f32)                                     # logits.float()
+    # the labels padded by one; shifted by one, contiguous already for one sequence, else copied
+    tl.alloc("labels", batch * (seq_len + 1) * INDEX_BYTES if batch == 1 else t * INDEX_BYTES)
+    tl.alloc("logp", f32)                                             # log_softmax's output (kept)
+    tl.free("logits32")
+    tl.free("logits")                                                 # the model's forward returns
+    _keep_head_input(tl, s)
+
+
+def _keep_head_input(tl: Timeline, s: Shape) -> None:
+    if s.full:
+        tl.named["head_in"] = tl.named.pop("x")                       # a trained head keeps its input
+    else:
+        tl.free("x")
+
+
+def _loss_fp32_bytes(s: Shape, vocab: int) -> int:
+    """One float32 [tokens, vocab] tensor of the loss, or the chunk a chunked loss holds; none for a
+    fused kernel."""
+    if s.loss_chunks == 0:
+        return 0
+    return -(-s.tokens // s.loss_chunks) * vocab * FP32_BYTES
+
+
+def _loss_backward(tl: Timeline, s: Shape, vocab: int, grads: StepGradients) -> None:
+    t = s.tokens
+    if s.fused_loss is not None:                                      # the kernel's moment was counted whole
+        tl.bump(s.fused_loss)
+        tl.alloc("grads", grads.head)
+        tl.alloc("g", t * s.hidden * s.cb)
+        tl.free("head_in")
+        tl.bump(3 * t * s.hidden * FP32_BYTES)
+        tl.free("final_norm")
+        return
+    f32 = _loss_fp32_bytes(s, vocab)
+    tl.bump(2 * f32)                                                  # nll_loss's gradient, log_softmax's
+    tl.free("logp", "labels")
+    tl.alloc("g32", f32)
+    tl.alloc("glogits", t * vocab * s.cb)                             # cast back to the compute dtype
+    tl.free("g32")
+    tl.alloc("grads", grads.head)
+    tl.alloc("g", t * s.hidden * s.cb)                                # the hidden state's gradient
+    tl.free("glogits", "head_in")
+    tl.bump(3 * t * s.hidden * FP32_BYTES)                            # the final norm's backward
+    tl.free("final_norm")
+
+
+def _before_recompute(tl: Timeline, s: Shape) -> None:
+    """What the backward computes before a checkpointed layer's first saved tensor is needed: an
+    adapted last projection's output nodes save nothing, so the float32 gradient of its LoRA branch
+    (after `* scaling`) and the 16-bit gradient of its base output exist before the recompute."""
+    last = "down_proj" if s.gated else "fc2"
+    if last in s.targets:
+        tl.alloc("out_grads", s.tokens * s.hidden * (FP32_BYTES + s.cb))
+
+
+def _down_weight_grad_bytes(s: Shape) -> int:
+    return s.hidden * s.ff * s.cb if s.full else 0
+
+
+def _mlp_backward(tl: Timeline, s: Shape) -> int:
+    """The start of a layer's backward, its largest moment: down_proj's input gradient (a trained
+    one also its weight gradient, and its kept input freed after), then the gated product's two
+    factor gradients beside it. Returns the saved bytes freed here."""
+    t, f, cb = s.tokens, s.ff, s.cb
+    tl.free("out_grads")
+    if s.kbit:                                  # bitsandbytes' backward: the weight dequantized, the bf16 gradient
+        tl.bump(s.hidden * f * KBIT_COMPUTE_BYTES + t * f * KBIT_COMPUTE_BYTES)
+    tl.alloc("gin", t * f * cb)
+    freed = 0
+    if s.full:
+        tl.alloc("grads", _down_weight_grad_bytes(s))
+        freed = t * f * cb                                            # the product down_proj kept
+    elif ("down_proj" if s.gated else "fc2") in s.targets:
+        # LoRA: the float32 input gradient of the branch beside the base's (cast to a 16-bit stream)
+        tl.bump(t * f * (FP32_BYTES + cb) if s.cast else t * f * FP32_BYTES)
+        freed = t * f * FP32_BYTES + t * s.rank * FP32_BYTES          # the float32 input and A's output
+    tl.named["saved"] = tl.named.get("saved", 0) - freed
+    tl.live -= freed
+    if s.gated:
+        tl.bump(2 * t * f * cb)                                       # the gradients of both factors
+    tl.free("gin")
+    return freed
+
+
+def _layers_backward(tl: Timeline, spec: ModelSpec, s: Shape, setup: FinetuneSetup, layers: list[int],
+                     grads: StepGradients, device: Device) -> None:
+    for i in reversed(range(spec.n_layers)):
+        if setup.gradient_checkpointing:                              # recompute, keeping what it saves
+            _before_recompute(tl, s)
+            tl.alloc("rng_now", device.rng_state_bytes)              # the generator's state, read again
+            if s.ckpt_offload:
+                tl.alloc(f"ckpt{i}", s.tokens * s.hidden * s.cb)      # brought back from host memory
+            tl.named["h"] = tl.named.pop(f"ckpt{i}")
+            tl.stop_after = "down_proj" if s.gated else "fc2"          # torch's early stop
+            layer_forward(tl, s, True)
+            tl.stop_after = ""
+            tl.free("h", "rng_now", "out_grads", "down", "x", "h2", "prod")
+        early = _mlp_backward(tl, s)
+        tl.named["saved"] = tl.named.get("saved", 0) - (layers[i] - early)
+        tl.live -= layers[i] - early
+        tl.alloc("grads", grads.per_layer - _down_weight_grad_bytes(s))
+        tl.free("h_in", f"rng{i}")
+    tl.free("rope")
+
+
+def _embedding_backward(tl: Timeline, spec: ModelSpec, s: Shape, setup: FinetuneSetup, grads: StepGradients) -> None:
+    """A trained embedding's gradient, made from the hidden state's; a tied one is added to the
+    head's out of place (AccumulateGrad: the old gradient, the new one and their sum)."""
+    if setup.method != "full":
+        tl.free("g")
+        return
+    table = spec.vocab_size * s.hidden * s.cb
+    if spec.tied_embeddings:
+        tl.bump(table)
+        tl.free("g")
+        tl.bump(2 * table)
+        return
+    tl.alloc("grads", grads.embedding)
+    tl.free("g")
+
+
+def step_moments(spec: ModelSpec, setup: FinetuneSetup, batch: int, seq_len: int, grads: StepGradients,
+                 device: Device = None, fw: Framework | None = None) -> StepMoments:
+    """The forward's peak, the saved bytes and the backward's peak of one micro-batch."""
+    device = device or CUDA
+    s = shape_of(spec, setup, batch * seq_len, device, fw)
+    tl = Timeline()
+    layers = _forward(tl, spec, s, setup, seq_len, device)
+    before_loss = tl.live
+    _loss_forward(tl, spec, s, batch, seq_len)
+    forward_peak, saved = tl.peak, tl.live
+    tl.peak = tl.live
+    _loss_backward(tl, s, spec.vocab_size, grads)
+    _layers_backward(tl, spec, s, setup, layers, grads, device)
+    _embedding_backward(tl, spec, s, setup, grads)
+    return StepMoments(forward_peak, saved, tl.peak, max(layers), forward_peak - before_loss)
+
+
+def activation_parts(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, batch: int, seq_len: int,
+                     gradients: int = 0, optimizer_temporaries: int = 0, device: Device = CUDA) -> ActivationParts:
+    """The step's activations; `gradients` the trained parameters' gradient bytes (on this device)."""
+    m = step_moments(spec, setup, batch, seq_len, step_gradients(spec, setup, gradients), device, fw)
+    host = 0
     if setup.gradient_checkpointing:
-        saved, host = checkpoint_input_bytes(fw, spec.n_layers, tokens * spec.hidden_size * cb, seq_len)
-        return ActivationParts(saved, layer, logits, backward, host)
-    return ActivationParts(spec.n_layers * layer, 0, logits, backward)
+        cb = stream_bytes(setup, fw.kbit_upcast_fp32)
+        host = checkpoint_input_bytes(fw, spec.n_layers, batch * seq_len * spec.hidden_size * cb, seq_len)[1]
+    return ActivationParts(m.saved, m.layer, m.logits, max(m.backward_peak - m.saved, 0), host, m.forward_peak,
+                           m.backward_peak, gradients + optimizer_temporaries, gradients)

@@ -86,10 +86,12 @@ FRAMEWORKS = {
                "add_fused_lm_head: log-probs in 4096 x 32768 tiles, no logits; transformers 5.25 optim "
                "adamw_torch_fused"),
     "trainer": Framework(
-        "trainer", adapter_bytes=4, kbit_upcast_fp32=False, loss_chunks=1, checkpoint_offload=False,
+        "trainer", adapter_bytes=4, kbit_upcast_fp32=True, loss_chunks=1, checkpoint_offload=False,
         fused_optimizer=True, loss_kernel=LOSS_LOGITS,
-        source="transformers 5.25 Trainer + PEFT 0.22 get_peft_model: float32 adapters, the model's own "
-               "ForCausalLMLoss over float32 logits, optim adamw_torch_fused"),
+        source="transformers 5.25 Trainer + PEFT 0.22 as PEFT's quantization guide runs them: "
+               "prepare_model_for_kbit_training for a 4-bit base (its unquantized parameters cast to float32), "
+               "get_peft_model (float32 adapters), the model's own ForCausalLMLoss over float32 logits, "
+               "optim adamw_torch_fused"),
     "torchtune": Framework(
         "torchtune", adapter_bytes=2, kbit_upcast_fp32=False, loss_chunks=8, checkpoint_offload=False,
         fused_optimizer=True, loss_kernel=LOSS_CHUNKED_OUTPUT, quant_backend=QUANT_TORCHAO_NF4,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from sizer.calc.overhead import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES
 from sizer.catalog import GpuSpec
 from sizer.errors import UsageError
-from sizer.finetune.activations import ActivationParts, activation_parts
+from sizer.finetune.activations import CUDA, ActivationParts, activation_parts
 from sizer.finetune.deepspeed import DeepSpeedEstimate, deepspeed_estimate
 from sizer.finetune.frameworks import Framework, framework_for
 from sizer.finetune.params import DTYPE_BYTES, TrainedParams, trained_params
@@ -102,14 +102,18 @@ class FinetuneResult:
     notes: tuple[str, ...] = ()
 
 
-def model_states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework) -> tuple[ModelStates, TrainedParams]:
+def model_states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, block_bytes: int = CUDA.block_bytes
+                 ) -> tuple[ModelStates, TrainedParams]:
+    """`block_bytes`: the device allocator's smallest block (a fused AdamW's step scalars live on the
+    device, one block each)."""
     masters = master_weights_default(setup)
     if setup.zero > 0:      # DeepSpeed's engine casts every floating parameter to the 16-bit dtype
         fw = replace(fw, adapter_bytes=DTYPE_BYTES[setup.precision], kbit_upcast_fp32=False)
     p = trained_params(spec, setup, fw, masters and setup.zero == 0)
     state_bytes = 4 if masters else None               # None: each state in its parameter's dtype
     master = master_weight_bytes(p, masters and setup.zero > 0)
-    optimizer = optimizer_state_bytes(p, setup.optimizer, state_bytes, flat_partitions=setup.zero > 0) + master
+    scalar = 0 if setup.zero > 0 or not fw.fused_optimizer else max(4, block_bytes)   # ZeRO: flat partitions
+    optimizer = optimizer_state_bytes(p, setup.optimizer, state_bytes, step_scalar_bytes=scalar) + master
     grads = gradient_bytes(p, steps_in_backward(setup, fw))
     if setup.method == "full":
         states = ModelStates(p.trainable_bytes, 0, grads, optimizer)
@@ -130,8 +134,9 @@ def memory_per_gpu(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, gpu: Gp
                    ) -> tuple[FinetuneMemory, ActivationParts, TrainedParams]:
     states, p = model_states(spec, setup, fw)
     per_gpu, host = shard(states, setup, gpus)
-    acts = activation_parts(spec, setup, fw, setup.micro_batch_size, setup.seq_len)
-    overhead = CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES + int(acts.peak * ALLOCATOR_SLACK_FRACTION)
+    acts = activation_parts(spec, setup, fw, setup.micro_batch_size, setup.seq_len, per_gpu.gradients)
+    # the allocator's slack grows with what comes and goes in the step: activations and gradients
+    overhead = CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES + int(acts.step_total * ALLOCATOR_SLACK_FRACTION)
     paged = paged_bytes(p, setup, per_gpu.optimizer_states, gpus)
     memory = FinetuneMemory(per_gpu.weights, per_gpu.adapters, per_gpu.gradients, per_gpu.optimizer_states - paged,
                             acts.peak, overhead, usable_memory_bytes(gpu), host + acts.host,

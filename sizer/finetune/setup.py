@@ -55,6 +55,7 @@ class FinetuneSetup:
     optimizer_in_backward: bool = False      # each parameter stepped, and its gradient freed, in the backward (torchtune optimizer_in_bwd)
     gpus_per_node: int | None = None         # GPUs in one node (HYBRID_SHARD's shard group, host memory per node);
     #                                          None: up to 8 (sizer.finetune.deepspeed.GPUS_PER_NODE)
+    lora_dropout: float = 0.0                # PEFT's default; > 0 keeps a dropout output and mask per adapted module
 
     def __post_init__(self) -> None:
         _one_of("--method", self.method, METHODS)
@@ -72,6 +73,8 @@ class FinetuneSetup:
             raise UsageError("the optimizer step in the backward frees each gradient at once: no gradient accumulation")
         if self.gpus_per_node is not None and self.gpus_per_node < 1:
             raise UsageError(f"--gpus-per-node must be a positive number, got {self.gpus_per_node}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise UsageError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
         if self.zero not in (0, 1, 2, 3):
             raise UsageError(f"--zero must be 0, 1, 2 or 3, got {self.zero}")
         if self.fsdp is not None:

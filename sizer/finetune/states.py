@@ -87,15 +87,16 @@ def _adafactor_values(shape: tuple[int, ...]) -> int:
 
 
 def optimizer_state_bytes(p: TrainedParams, optimizer: str, state_bytes: int | None = None,
-                          flat_partitions: bool = False) -> int:
+                          step_scalar_bytes: int = FP32_BYTES) -> int:
     """The optimizer's states for every trained tensor. torch's AdamW makes exp_avg and exp_avg_sq
     like the parameter (its dtype; `state_bytes` overrides, e.g. 4 for fp32 master weights) plus a
-    float32 step per tensor (DeepSpeed ZeRO, `flat_partitions`, steps one flat fp32 partition per
-    parameter group: a few bytes, left out); Adafactor's states are float32 whatever the parameter (it keeps them
+    float32 step per tensor, `step_scalar_bytes` each where counted (CUDA's allocator gives each a
+    512-byte block; 0 where they live on the host, as foreach and the loop keep them, or under DeepSpeed
+    ZeRO, which steps one flat fp32 partition per parameter group); Adafactor's states are float32 whatever the parameter (it keeps them
     `.to(grad)` of the float32 gradient); SGD without momentum keeps none."""
     if optimizer == "adamw":
         widths = [state_bytes or w for w in p.widths()]
-        steps = 0 if flat_partitions else adamw_step_count_bytes(p)   # ZeRO steps one flat tensor per group
+        steps = len(p.trainable_shapes) * step_scalar_bytes
         return sum(2 * n * w for n, w in zip(_numels(p), widths)) + steps
     if optimizer in ("adamw-8bit", "paged-adamw-8bit"):
         return adam8bit_bytes(p)

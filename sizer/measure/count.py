@@ -48,7 +48,14 @@ def weight_bytes(model) -> tuple[int, int]:
         if key not in seen:
             seen.add(key)
             params += _nbytes(p)
-    params += sum(_quant_state_bytes(m) for m in model.modules())
+    # each weight's statistics once: a PEFT LoRA wrapper exposes its base layer's weight as its own
+    seen_weights = set()
+    for m in model.modules():
+        weight = getattr(m, "weight", None)
+        if weight is not None and id(weight) in seen_weights:
+            continue
+        seen_weights.add(id(weight))
+        params += _quant_state_bytes(m)
     packed = _packed_buffer_keys(model)
     buffers, seen_buffers = 0, set()
     for b in model.buffers():

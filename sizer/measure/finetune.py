@@ -1,0 +1,322 @@
+"""`sizer measure --finetune full|lora|qlora`: real optimizer steps on a scaled-down model built from
+a config, measured with the allocation-event meter (sizer.measure.meter), beside sizer.finetune's
+prediction for the same setup.
+
+The step is the one transformers' Trainer runs (transformers 5.25, PEFT 0.22): model.train();
+activation checkpointing through `activation_checkpointing_enable()` (the Trainer's call; its
+deprecated alias is gradient_checkpointing_enable) with its default kwargs
+(use_reentrant=False, modeling_utils.py `_activation_checkpointing_enable`), which also makes the
+embedding output require grad (`enable_input_require_grads`); PEFT `get_peft_model` with a
+LoraConfig; loss = model(input_ids, labels).loss; backward; the default optimizer
+(`adamw_torch_fused` for torch >= 2.8, training_args.py: torch.optim.AdamW(fused=True), lr 5e-5,
+weight decay 0); zero_grad(set_to_none=True). No autocast: the model runs in the dtype it is built
+in (the planner's precision), as a Trainer without bf16/fp16 mixed precision does.
+
+Two steps run. Step 1 creates the gradients and the optimizer states (measured after it); step 2,
+with the states held, gives the steady-state phase peaks: forward (with the loss), backward,
+optimizer step, each above the bytes held before the step (weights and optimizer states). On CPU
+the profiler's allocation events are counted (`counted_allocations`): deterministic, the CPU
+analogue of max_memory_allocated. torch, transformers and peft are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, fields
+
+FINETUNE_METHODS = ("full", "lora", "qlora")
+FINETUNE_OPTIMIZERS = ("adamw", "sgd")
+TRAINER_LR = 5e-5                    # TrainingArguments.learning_rate default
+COMPARED = ("weights", "trainable", "gradients", "optimizer_states", "saved", "forward_peak", "backward_peak",
+            "step_peak", "peak")
+
+
+@dataclass
+class FinetuneRecord:
+    model: str
+    family: str
+    method: str
+    precision: str
+    seq_len: int
+    micro_batch_size: int
+    gradient_checkpointing: bool
+    lora_rank: int
+    lora_dropout: float
+    optimizer: str
+    attention: str
+    device: str
+    torch: str
+    transformers: str
+    peft: str
+    machine: str
+    weights: int                     # every parameter as held (frozen base + adapters), each storage once
+    trainable: int                   # the parameters the optimizer updates
+    gradients: int                   # .grad after the backward
+    optimizer_states: int            # the optimizer's state tensors after the first step
+    saved: int                       # bytes live at the end of the forward (loss computed), above the step's start
+    forward_peak: int                # peaks above the bytes held before step 2 (weights, optimizer states)
+    backward_peak: int
+    step_peak: int
+    peak: int
+    pred_weights: int
+    pred_trainable: int
+    pred_gradients: int
+    pred_optimizer_states: int
+    pred_saved: int
+    pred_forward_peak: int
+    pred_backward_peak: int
+    pred_step_peak: int
+    pred_peak: int
+
+    def error(self, name: str) -> float:
+        """(predicted - measured) / measured for one of COMPARED."""
+        measured = getattr(self, name)
+        return (getattr(self, "pred_" + name) - measured) / measured if measured else 0.0
+
+
+def _versions() -> tuple[str, str, str, str]:
+    import peft
+    import torch
+    import transformers
+
+    from sizer.env.hardware import cpu_name
+
+    return torch.__version__, transformers.__version__, peft.__version__, cpu_name()
+
+
+def _hf_config(config: dict):
+    import transformers
+
+    raw = {k: v for k, v in config.items() if k != "quantization_config"}
+    return transformers.AutoConfig.for_model(**raw)
+
+
+def _quantization(method: str, torch):
+    if method != "qlora":
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                      bnb_4bit_use_double_quant=True,
+                                                      bnb_4bit_compute_dtype=torch.bfloat16)}
+
+
+def build_model(config: dict, method: str, precision: str, attention: str, seed: int = 0):
+    """A causal LM with random weights from `config` in `precision` (QLoRA: quantized while loading)."""
+    import torch
+    import transformers
+
+    from sizer.measure.load import FLOAT_DTYPES
+
+    torch.manual_seed(seed)
+    hf_config = _hf_config(config)
+    dtype = getattr(torch, FLOAT_DTYPES[precision])
+    if method != "qlora":
+        return transformers.AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attention)
+    base = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    return type(base).from_pretrained(None, config=hf_config, state_dict=state, device_map="cpu", dtype=dtype,
+                                      attn_implementation=attention, **_quantization(method, torch))
+
+
+def prepare(model, method: str, gradient_checkpointing: bool, lora_rank: int, lora_dropout: float,
+            targets: str | list[str] = "all-linear"):
+    """The model as the Trainer trains it: adapters (PEFT), checkpointing, train mode."""
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.activation_checkpointing_enable()         # as Trainer does (trainer.py), default kwargs
+    if method in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=lora_dropout,
+                            target_modules=targets, task_type="CAUSAL_LM")
+        model = get_peft_model(model, config)
+    model.train()
+    return model
+
+
+def make_optimizer(model, optimizer: str, torch):
+    """The Trainer's default optimizer (adamw_torch_fused) or plain SGD, over the trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=TRAINER_LR)
+    return torch.optim.AdamW(params, lr=TRAINER_LR, weight_decay=0.0, fused=True)
+
+
+def _unique_bytes(tensors) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        key = (t.untyped_storage().data_ptr(), t.storage_offset())
+        if t.device.type != "meta" and key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
+
+
+def _state_tensors(opt, torch):
+    return [v for state in opt.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+
+
+def _step(model, opt, ids, torch, trace=None):
+    """One training step, each phase a range of `trace`; returns the bytes of the gradients."""
+    from sizer.measure.meter import Peak
+
+    with Peak("cpu", torch, trace, "forward"):
+        loss = model(input_ids=ids, labels=ids).loss
+    with Peak("cpu", torch, trace, "backward"):
+        loss.backward()
+    del loss
+    grads = _unique_bytes(p.grad for p in model.parameters() if p.grad is not None)
+    with Peak("cpu", torch, trace, "step"):
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return grads
+
+
+def _measure_step(model, opt, ids, torch) -> dict:
+    """Step 2's phase peaks above the bytes held before it, from one allocation-event trace."""
+    from sizer.measure.meter import CpuTrace
+
+    with CpuTrace() as trace:
+        _step(model, opt, ids, torch, trace)
+    peaks = trace.peaks                          # (above the range's start, above the trace's start)
+    out = {name: peaks[name][1] for name in ("forward", "backward", "step")}
+    out["saved"] = peaks["backward"][1] - peaks["backward"][0]     # live when the backward begins
+    return out
+
+
+@dataclass(frozen=True)
+class Measured:
+    weights: int
+    trainable: int
+    gradients: int
+    optimizer_states: int
+    saved: int
+    forward_peak: int
+    backward_peak: int
+    step_peak: int
+
+    @property
+    def peak(self) -> int:
+        return max(self.forward_peak, self.backward_peak, self.step_peak)
+
+
+def run_steps(model, optimizer: str, batch: int, seq_len: int, vocab: int) -> Measured:
+    """Two steps of training `model` on random tokens; step 2 measured."""
+    import torch
+
+    from sizer.measure.count import weight_bytes
+
+    torch.manual_seed(1)
+    ids = torch.randint(0, vocab, (batch, seq_len))
+    weights = weight_bytes(model)[0]
+    trainable = _unique_bytes(p for p in model.parameters() if p.requires_grad)
+    opt = make_optimizer(model, optimizer, torch)
+    grads = _step(model, opt, ids, torch)
+    states = _unique_bytes(_state_tensors(opt, torch))
+    phases = _measure_step(model, opt, ids, torch)
+    return Measured(weights, trainable, grads, states, phases["saved"], phases["forward"], phases["backward"],
+                    phases["step"])
+
+
+
+def spec_for(config: dict, name: str = "scaled"):
+    from sizer.families import spec_from_config
+
+    return spec_from_config(dict(config), name, "config")
+
+
+def predict(spec, setup) -> dict:
+    """sizer.finetune's figures for `setup` on the CPU: weights, trained parameters, gradients,
+    optimizer states and the step's moments (no CUDA context or allocator terms)."""
+    from sizer.finetune.activations import CPU, activation_parts
+    from sizer.finetune.frameworks import get_framework
+    from sizer.finetune.plan import model_states
+
+    fw = get_framework(setup.framework)
+    states, p = model_states(spec, setup, fw, CPU.block_bytes)
+    acts = activation_parts(spec, setup, fw, setup.micro_batch_size, setup.seq_len, states.gradients, device=CPU)
+    return {"weights": states.weights + states.adapters, "trainable": p.trainable_bytes,
+            "gradients": states.gradients, "optimizer_states": states.optimizer_states, "saved": acts.saved,
+            "forward_peak": acts.forward_peak, "backward_peak": acts.backward_peak, "step_peak": acts.step_peak,
+            "peak": acts.step_total}
+
+
+def measure_finetune(model_or_config, method: str = "lora", seq_len: int = 128, micro_batch_size: int = 1,
+                     gradient_checkpointing: bool = True, lora_rank: int = 16, optimizer: str = "adamw",
+                     precision: str = "bf16", lora_dropout: float = 0.0, lora_targets: str = "all-linear",
+                     attention: str = "sdpa", name: str | None = None) -> FinetuneRecord:
+    """Run two real training steps of `model_or_config` (a config.json dict, or a model name sizer
+    resolves to one: build a scaled-down config first for large models) on the CPU and return the
+    measured bytes beside sizer.finetune's prediction."""
+    import torch
+
+    from sizer.errors import UsageError
+    from sizer.finetune.setup import FinetuneSetup, parse_targets
+
+    if method not in FINETUNE_METHODS or optimizer not in FINETUNE_OPTIMIZERS:
+        raise UsageError(f"sizer measure --finetune: methods {', '.join(FINETUNE_METHODS)}, "
+                         f"optimizers {', '.join(FINETUNE_OPTIMIZERS)}")
+    config, name = _config(model_or_config, name)
+    targets = parse_targets(lora_targets)
+    setup = FinetuneSetup(framework="trainer", method=method, lora_rank=lora_rank, lora_targets=targets, optimizer=optimizer,
+                          precision=precision, gradient_checkpointing=gradient_checkpointing,
+                          micro_batch_size=micro_batch_size, seq_len=seq_len, lora_dropout=lora_dropout)
+    torch.set_num_threads(1)
+    model = build_model(config, method, precision, attention)
+    peft_targets = "all-linear" if setup.target_names() is None else list(setup.target_names())
+    model = prepare(model, method, gradient_checkpointing, lora_rank, lora_dropout, peft_targets)
+    measured = run_steps(model, optimizer, micro_batch_size, seq_len, int(config["vocab_size"]))
+    predicted = predict(spec_for(config, name), setup)
+    return _record(name, config, setup, attention, measured, predicted)
+
+
+def _config(model_or_config, name: str | None) -> tuple[dict, str]:
+    if isinstance(model_or_config, dict):
+        return dict(model_or_config), name or str(model_or_config.get("model_type", "model"))
+    from sizer.inputs.resolve import get_config
+
+    return dict(get_config(model_or_config)), name or str(model_or_config)
+
+
+def _record(name: str, config: dict, setup, attention: str, m: Measured, pred: dict) -> FinetuneRecord:
+    torch_v, transformers_v, peft_v, machine = _versions()
+    return FinetuneRecord(
+        name, str(config.get("model_type", "")), setup.method, setup.precision, setup.seq_len,
+        setup.micro_batch_size, setup.gradient_checkpointing, setup.lora_rank, setup.lora_dropout,
+        setup.optimizer, attention, "cpu", torch_v, transformers_v, peft_v, machine,
+        m.weights, m.trainable, m.gradients, m.optimizer_states, m.saved, m.forward_peak, m.backward_peak,
+        m.step_peak, m.peak, *(pred[k] for k in COMPARED))
+
+
+COLUMNS = ("model", "method", "seq_len", "micro_batch_size", "gradient_checkpointing")
+
+
+def render(records: list[FinetuneRecord], fmt: str = "table") -> str:
+    """Records as a table (measured, predicted and error per component), JSON or CSV."""
+    if fmt == "json":
+        return json.dumps([asdict(r) for r in records], indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow([f.name for f in fields(FinetuneRecord)])
+        writer.writerows([getattr(r, f.name) for f in fields(FinetuneRecord)] for r in records)
+        return out.getvalue()
+    return _table(records)
+
+
+def _table(records: list[FinetuneRecord]) -> str:
+    from tabulate import tabulate
+
+    head = ["model", "method", "seq", "mb", "ckpt"] + [f"{c} meas/pred" for c in COMPARED]
+    rows = []
+    for r in records:
+        cells = [f"{getattr(r, c)}/{getattr(r, 'pred_' + c)} ({100 * r.error(c):+.2f}%)" for c in COMPARED]
+        rows.append([r.model, r.method, r.seq_len, r.micro_batch_size, "on" if r.gradient_checkpointing else "off",
+                     *cells])
+    return tabulate(rows, headers=head)
