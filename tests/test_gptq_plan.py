@@ -30,7 +30,8 @@ def test_llama2_7b_at_tensor_parallel_8_splits_down_proj_mid_group():
     """11008 / 8 = 1376 input features per GPU: not a whole number of 128-groups (a real vLLM refusal)."""
     pre = preflight(get_model("Llama-2-7b-hf"), 4, 128, tensor_parallel=8)
     assert not pre.ok
-    assert "mlp.down_proj: in_features 1376 per GPU at tensor parallel 8 is not a multiple of group size 128" in pre.problems
+    assert ("mlp.down_proj: in_features 1376 per GPU at tensor parallel 8 is not a multiple of group size 128 "
+            "(a group would straddle two GPUs)") in pre.problems
     assert not preflight(get_model("Llama-2-7b-hf"), 4, 64, tensor_parallel=8).ok      # 1376 = 21.5 x 64
     assert preflight(get_model("Llama-2-7b-hf"), 4, 32, tensor_parallel=8).ok          # 1376 = 43 x 32
     assert not preflight(get_model("Llama-2-7b-hf"), 4, 128, tensor_parallel=4).ok     # 2752 = 21.5 x 128
