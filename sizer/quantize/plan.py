@@ -56,11 +56,12 @@ VLLM_CPU_MULTIPLE = 32              # CPUWNA16LinearKernel: K and N per shard
 
 # Partial last groups (K % group_size != 0), read at the versions in the test venv and vLLM 0.32
 # (docs/quantize.md, "Layer widths that are not a multiple of the group size").
-PARTIAL_GROUP_READERS = ("sizer's reference loader and transformers 5.25 through GPTQModel 7.6 (TorchQuantLinear, "
-                         "TorchAtenLinear, TritonV2QuantLinear: SUPPORTS_AUTO_PADDING)")
-PARTIAL_GROUP_REFUSERS = (f"vLLM {VLLM_VERSION} (mixed_precision/marlin.py can_implement; auto_gptq.py allocates "
-                          "K // group_size groups), GPTQModel's Marlin, ExLlamaV2, Machete and BitBLAS "
-                          "(nn_modules/qlinear/__init__.py), and sizer's --kernel int4")
+PARTIAL_GROUP_READERS = ("sizer's reference loader, GPTQModel 7.6's TorchLinear (backend torch) and transformers "
+                         "5.25 with GPTQConfig(backend=\"torch\")")
+PARTIAL_GROUP_REFUSERS = ("GPTQModel's CPU default TorchAtenLinear (transformers' too: torch's int4 op fails at the "
+                          f"first forward), vLLM {VLLM_VERSION} (Marlin can_implement; auto_gptq.py allocates "
+                          "K // group_size groups), GPTQModel's Marlin, ExLlamaV2, Machete and BitBLAS, and sizer's "
+                          "--kernel int4")
 
 FP32_BYTES = 4
 ALLOCATOR_SLACK = 1.0                  # resident peak above the live working set (glibc fragmentation, measured)
