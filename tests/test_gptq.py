@@ -150,7 +150,7 @@ def test_argument_validation():
     with pytest.raises(ValueError, match="bits"):
         rtn_quantize(w, 1, 32, True)
     with pytest.raises(ValueError, match="group_size"):
-        gptq_quantize(w, h, 4, 48)
+        gptq_quantize(w, h, 4, -2)
     with pytest.raises(ValueError, match="group_size"):
         rtn_quantize(w, 4, 0, True)
     with pytest.raises(ValueError, match="hessian"):

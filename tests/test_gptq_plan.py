@@ -30,7 +30,8 @@ def test_llama2_7b_at_tensor_parallel_8_splits_down_proj_mid_group():
     """11008 / 8 = 1376 input features per GPU: not a whole number of 128-groups (a real vLLM refusal)."""
     pre = preflight(get_model("Llama-2-7b-hf"), 4, 128, tensor_parallel=8)
     assert not pre.ok
-    assert "mlp.down_proj: in_features 1376 per GPU at tensor parallel 8 is not a multiple of group size 128" in pre.problems
+    assert ("mlp.down_proj: in_features 1376 per GPU at tensor parallel 8 is not a multiple of group size 128 "
+            "(a group would straddle two GPUs)") in pre.problems
     assert not preflight(get_model("Llama-2-7b-hf"), 4, 64, tensor_parallel=8).ok      # 1376 = 21.5 x 64
     assert preflight(get_model("Llama-2-7b-hf"), 4, 32, tensor_parallel=8).ok          # 1376 = 43 x 32
     assert not preflight(get_model("Llama-2-7b-hf"), 4, 128, tensor_parallel=4).ok     # 2752 = 21.5 x 128
@@ -144,3 +145,19 @@ def test_estimate_grows_with_calibration(samples, seq, more):
     assert working(b) > working(a) and working(c) > working(a)
     assert b.peak_bytes > a.peak_bytes
     assert b.seconds > a.seconds and c.seconds > a.seconds
+
+
+def test_partial_last_groups_are_written_with_one_warning():
+    """SmolLM-360M's hidden 960 is 7.5 groups of 128: the checkpoint is valid GPTQ v1 (ceil(K / g) groups),
+    vLLM 0.32 refuses it (docs/quantize.md), and so does a row-parallel split that cuts a group."""
+    smol = spec_from_config(dict(SMOLLM_360M), "smollm-360m", "test")
+    pre = preflight(smol, 4, 128)
+    assert pre.ok and pre.vllm_kernels == () and len(pre.warnings) == 1
+    assert pre.warnings[0].startswith("partial last groups (self_attn.q_proj K=960, self_attn.k_proj K=960, "
+                                      "self_attn.v_proj K=960, self_attn.o_proj K=960, mlp.gate_proj K=960, "
+                                      "mlp.up_proj K=960; group size 128), stored as ceil(K / 128) groups")
+    assert "vLLM 0.32" in pre.warnings[0] and "--kernel int4" in pre.warnings[0]
+    assert preflight(smol, 4, 64).warnings == ()                     # 960 = 15 x 64, 2560 = 40 x 64
+    split = preflight(smol, 4, 128, tensor_parallel=5)              # 15 heads; o_proj gets K = 192 per GPU
+    assert ("self_attn.o_proj: in_features 192 per GPU at tensor parallel 5 is not a multiple of group size 128 "
+            "(a group would straddle two GPUs)") in split.problems

@@ -122,6 +122,8 @@ def test_int4_kernel_refuses_what_it_cannot_take():
     assert "group sizes 32, 64, 128, 256, not 16" in int4_kernel_problem(4, 16, 4096, 11008)
     assert "group sizes 32, 64, 128, 256, not 4096" in int4_kernel_problem(4, -1, 4096, 11008)
     assert "out_features 104 is not a multiple of 16" in int4_kernel_problem(4, 32, 256, 104)
+    assert ("in_features 352 is not a multiple of the group size 128: torch's int4 kernel takes whole groups only, "
+            "not a partial last group of 96") == int4_kernel_problem(4, 128, 352, 64)
     ragged = torch.tensor([0] * 40 + [1] * 24, dtype=torch.int32)      # groups of 40 and 24, not 32 and 32
     assert "exactly group_size" in int4_kernel_problem(4, 32, 64, 64, ragged)
     layer = QuantLinear(256, 64, 8, 128, bias=False)

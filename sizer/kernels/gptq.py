@@ -102,9 +102,8 @@ def _check_weight(weight: torch.Tensor, bits: int, group_size: int) -> None:
         raise ValueError(f"weight must be a floating-point tensor, got {weight.dtype}")
     if bits not in SUPPORTED_BITS:
         raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {bits}")
-    k = weight.shape[1]
-    if group_size != -1 and (group_size < 1 or k % group_size != 0):
-        raise ValueError(f"group_size must be -1 or a positive divisor of in_features={k}, got {group_size}")
+    if group_size != -1 and group_size < 1:
+        raise ValueError(f"group_size must be -1 or positive, got {group_size}")
     if not torch.isfinite(weight).all():
         raise ValueError("weight contains NaN or infinite values")
 
@@ -154,6 +153,26 @@ def _fp16_scale(scale: torch.Tensor) -> torch.Tensor:
     return torch.where((rounded > 0) & torch.isfinite(rounded), rounded, torch.ones_like(rounded))
 
 
+def group_count(in_features: int, group_size: int) -> int:
+    """Groups of a Linear: ceil(K / g), the last one partial when g does not divide K (GPTQ v1 stores
+    ceil(K / g) rows of scales and zeros, and g_idx[k] = k // g); one group for group_size -1."""
+    return 1 if group_size == -1 else -(-in_features // group_size)
+
+
+def _consecutive_group_params(w: torch.Tensor, size: int, bits: int, sym: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero [G, N] of the groups of `size` consecutive columns of w [N, K]; the last
+    group holds the K % size columns left over, if any."""
+    n, k = w.shape
+    full = k // size * size
+    flat = w[:, :full].reshape(n, full // size, size).transpose(0, 1).reshape(-1, size)
+    scales, zeros = _group_params(flat, bits, sym)
+    scales, zeros = scales.reshape(-1, n), zeros.reshape(-1, n)
+    if full == k:
+        return scales, zeros
+    last_scale, last_zero = _group_params(w[:, full:], bits, sym)
+    return torch.cat([scales, last_scale[None]]), torch.cat([zeros, last_zero[None]])
+
+
 def _codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
     """Integer codes (as float) of w: clamp(round(w / scale) + zero, 0, maxq)."""
     return torch.clamp(torch.round(w / scale) + zero, 0, maxq)
@@ -171,14 +190,11 @@ def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int, sym: bool) ->
     """Round-to-nearest baseline in the same layout as gptq_quantize (groups over original columns)."""
     _check_weight(weight, bits, group_size)
     w = weight.detach().to(torch.float32)
-    n, k = w.shape
+    k = w.shape[1]
     g = k if group_size == -1 else group_size
-    grouped = w.reshape(n, k // g, g).transpose(0, 1)          # [G, N, g]
-    scales, zeros = _group_params(grouped.reshape(-1, g), bits, sym)
-    scales, zeros = scales.reshape(k // g, n), zeros.reshape(k // g, n)
-    codes = _codes(grouped, scales[..., None], zeros[..., None], 2 ** bits - 1)
-    codes = codes.transpose(0, 1).reshape(n, k)
+    scales, zeros = _consecutive_group_params(w, g, bits, sym)
     g_idx = torch.arange(k, device=w.device, dtype=torch.int32) // g
+    codes = _codes(w, scales[g_idx].T, zeros[g_idx].T, 2 ** bits - 1)
     return QuantizedWeight(codes.to(torch.uint8), scales, zeros.to(torch.int32), g_idx,
                            bits, group_size, sym, 0.0, False)
 
@@ -217,22 +233,22 @@ class _Groups:
         n, k = w.shape
         self.bits, self.sym = bits, sym
         self.size = k if group_size == -1 else group_size
-        self.scales = torch.empty(k // self.size, n, dtype=torch.float32, device=w.device)
+        self.scales = torch.empty(group_count(k, self.size), n, dtype=torch.float32, device=w.device)
         self.zeros = torch.empty_like(self.scales)
         # Up front: one group over all K, or static groups from the original (unpermuted) weight.
         self.fixed = group_size == -1 or static
         if self.fixed:
-            flat = w.reshape(n, k // self.size, self.size).transpose(0, 1).reshape(-1, self.size)
-            scales, zeros = _group_params(flat, bits, sym)
-            self.scales.copy_(scales.reshape(-1, n))
-            self.zeros.copy_(zeros.reshape(-1, n))
+            scales, zeros = _consecutive_group_params(w, self.size, bits, sym)
+            self.scales.copy_(scales)
+            self.zeros.copy_(zeros)
         self.original_column = list(range(k)) if perm is None else perm.tolist()
 
     def params(self, column: int, block: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Parameters for permuted column `column`, which sits at `offset` in the working block.
 
         Dynamic groups are measured when quantization reaches their first column, from the
-        error-updated weights of the block (groups never straddle blocks, see _effective_block).
+        error-updated weights of the block (groups never straddle blocks, see _effective_block; the
+        last group is K % size columns wide when size does not divide K).
         """
         if self.fixed:
             group = self.original_column[column] // self.size

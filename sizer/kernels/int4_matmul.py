@@ -46,8 +46,11 @@ def int4_kernel_problem(bits: int, group_size: int, in_features: int, out_featur
         return f"the int4 kernel takes 4-bit weights, not {bits}-bit"
     if group not in INT4_KERNEL_GROUP_SIZES:
         return f"the int4 kernel takes group sizes {', '.join(map(str, INT4_KERNEL_GROUP_SIZES))}, not {group}"
-    if in_features % group or in_features % (_INNER_K_TILES[-1] * _K_TILE):
-        return f"in_features {in_features} is not a multiple of the group size {group} and of 32"
+    if in_features % group:
+        return (f"in_features {in_features} is not a multiple of the group size {group}: torch's int4 kernel "
+                f"takes whole groups only, not a partial last group of {in_features % group}")
+    if in_features % (_INNER_K_TILES[-1] * _K_TILE):
+        return f"in_features {in_features} is not a multiple of {_INNER_K_TILES[-1] * _K_TILE}"
     if out_features % _N_MULTIPLE:
         return f"out_features {out_features} is not a multiple of {_N_MULTIPLE}"
     if g_idx is not None:

@@ -26,15 +26,15 @@ PARTIAL = ".partial"          # suffix of an output being written: .<name>.<pid>
 def atomic_output_dir(output: Path, force: bool):
     """Yield a temporary folder beside `output`; on success it becomes `output` (replacing an
     existing folder only with `force`), with the permissions the umask gives a new folder; on any
-    failure, SIGTERM included (handled as Ctrl-C), it is removed and `output` is untouched. Folders a
-    killed run left (SIGKILL) are removed first."""
+    failure, SIGTERM and SIGHUP included (handled as Ctrl-C), it is removed and `output` is untouched.
+    Folders a killed run left (SIGKILL) are removed first."""
     check_output_dir(output, force)
     remove_stale_partials(output)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.{os.getpid()}.", suffix=PARTIAL, dir=output.parent))
-    except OSError as e:
-        raise SizerError(f"{output}: cannot write in {output.parent} ({e.strerror})") from None
-    with _sigterm_as_interrupt():
+    with _signals_as_interrupt():
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.{os.getpid()}.", suffix=PARTIAL, dir=output.parent))
+        except OSError as e:
+            raise SizerError(f"{output}: cannot write in {output.parent} ({e.strerror})") from None
         try:
             yield tmp
             tmp.chmod(0o777 & ~current_umask())
@@ -84,21 +84,30 @@ def _running(pid: int) -> bool:
     return True
 
 
+# Signals that end a run with its cleanup: `kill` (SIGTERM), Ctrl-C (SIGINT), a closed terminal (SIGHUP).
+CLEANUP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 @contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt here, so cleanup runs as it does for Ctrl-C (main thread only)."""
+def _signals_as_interrupt():
+    """CLEANUP_SIGNALS raise KeyboardInterrupt here, once: the first one unwinds the run, and any
+    that follow (a second `kill`, Ctrl-C pressed twice) are ignored so they cannot cut the removal
+    of the partial folder short. Main thread only (Python delivers signals there)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum, frame):
+        for other in CLEANUP_SIGNALS:
+            signal.signal(other, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in CLEANUP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def model_folder(path: str) -> Path:

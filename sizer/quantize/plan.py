@@ -5,7 +5,8 @@ refuses an impossible request in milliseconds, before loading a single weight.
 
 Checks, per decoder Linear (weight [N out, K in]):
 - packing: qweight packs K and qzeros packs N into int32 words, 32 / gcd(bits, 32) values per unit
-  (8 at 4-bit, 16 at 2-bit, 32 at 3-bit, 4 at 8-bit); K must also be a multiple of the group size.
+  (8 at 4-bit, 16 at 2-bit, 32 at 3-bit, 4 at 8-bit). A K the group size does not divide gets a
+  partial last group (ceil(K / g) groups), which some loaders read and others refuse (a warning).
 - tensor parallelism (vLLM's split): column-parallel layers (q/k/v, gate/up) split N, row-parallel
   layers (o_proj, down_proj) split K; each shard must still pack, and a row-parallel shard must hold
   whole groups (vLLM: "input size per partition must be divisible by group size").
@@ -52,6 +53,15 @@ MACHETE_CAPABILITY = "9.0"
 MARLIN_MIN_CAPABILITY = "7.5"
 VLLM_CPU_BITS = (4,)                # _query_cpu_marlin_supported_quant_types: uint4b8
 VLLM_CPU_MULTIPLE = 32              # CPUWNA16LinearKernel: K and N per shard
+
+# Partial last groups (K % group_size != 0), read at the versions in the test venv and vLLM 0.32
+# (docs/quantize.md, "Layer widths that are not a multiple of the group size").
+PARTIAL_GROUP_READERS = ("sizer's reference loader, GPTQModel 7.6's TorchLinear (backend torch) and transformers "
+                         "5.25 with GPTQConfig(backend=\"torch\")")
+PARTIAL_GROUP_REFUSERS = ("GPTQModel's CPU default TorchAtenLinear (transformers' too: torch's int4 op fails at the "
+                          f"first forward), vLLM {VLLM_VERSION} (Marlin can_implement; auto_gptq.py allocates "
+                          "K // group_size groups), GPTQModel's Marlin, ExLlamaV2, Machete and BitBLAS, and sizer's "
+                          "--kernel int4")
 
 FP32_BYTES = 4
 ALLOCATOR_SLACK = 1.0                  # resident peak above the live working set (glibc fragmentation, measured)
@@ -123,7 +133,8 @@ def decoder_linears(spec: ModelSpec) -> list[LinearShape]:
     return out
 
 
-def _pack_problems(lin: LinearShape, k: int, n: int, bits: int, group_size: int, where: str) -> list[str]:
+def _pack_problems(lin: LinearShape, k: int, n: int, bits: int, group_size: int, where: str,
+                   whole_groups: bool = False) -> list[str]:
     unit = pack_unit(bits)
     problems = []
     if k % unit:
@@ -132,9 +143,24 @@ def _pack_problems(lin: LinearShape, k: int, n: int, bits: int, group_size: int,
     if n % unit:
         problems.append(f"{lin.name}: out_features {n}{where} is not a multiple of {unit} (qzeros pack {unit} "
                         f"values per unit)")
-    if group_size != -1 and k % group_size:
-        problems.append(f"{lin.name}: in_features {k}{where} is not a multiple of group size {group_size}")
+    if whole_groups and group_size != -1 and k % group_size:
+        problems.append(f"{lin.name}: in_features {k}{where} is not a multiple of group size {group_size} "
+                        "(a group would straddle two GPUs)")
     return problems
+
+
+def partial_group_linears(linears: list[LinearShape], group_size: int) -> list[LinearShape]:
+    """The Linears whose in_features the group size does not divide: GPTQ v1 stores ceil(K / g)
+    groups (g_idx = k // g), the last one K % g wide."""
+    return [lin for lin in linears if group_size != -1 and lin.in_features % group_size]
+
+
+def partial_group_warning(partial: list[LinearShape], group_size: int) -> str:
+    """One line: which Linears get a partial last group, and which kernels read such checkpoints
+    (docs/quantize.md, "Layer widths that are not a multiple of the group size")."""
+    shapes = ", ".join(f"{lin.name} K={lin.in_features}" for lin in partial)
+    return (f"partial last groups ({shapes}; group size {group_size}), stored as ceil(K / {group_size}) groups: "
+            f"read by {PARTIAL_GROUP_READERS}; refused by {PARTIAL_GROUP_REFUSERS}")
 
 
 def _shard(lin: LinearShape, tp: int) -> tuple[int, int] | None:
@@ -253,7 +279,8 @@ def preflight(spec: ModelSpec, bits: int, group_size: int, sym: bool = True, act
             if shard is None:
                 problems.append(f"{lin.name}: {side} {getattr(lin, side)} does not split over tensor parallel {tp}")
                 continue
-            problems += _pack_problems(lin, shard[0], shard[1], bits, group_size, f" per GPU at tensor parallel {tp}")
+            problems += _pack_problems(lin, shard[0], shard[1], bits, group_size, f" per GPU at tensor parallel {tp}",
+                                       whole_groups=lin.row_parallel)
         if act_order and group_size != -1 and not static_groups:
             warnings.append(f"--act-order with tensor parallel {tp}: row-parallel shards (o_proj, down_proj) need "
                             "scales from every group; vLLM releases that still ran act-order produced wrong outputs "
@@ -262,9 +289,14 @@ def preflight(spec: ModelSpec, bits: int, group_size: int, sym: bool = True, act
     if problems:
         return Preflight(tuple(linears), tuple(problems), tuple(warnings), (), ())
     refused = vllm_refusals(bits, group_size, sym, act_order, static_groups)
+    partial = partial_group_linears(linears, group_size)
+    if partial:
+        warnings.append(partial_group_warning(partial, group_size))
     if refused:
         warnings.append(f"vLLM {VLLM_VERSION} will not load this checkpoint: " + "; ".join(refused)
                         + " (transformers, GPTQModel and sizer's own loader will)")
+    if refused or partial:
+        return Preflight(tuple(linears), (), tuple(warnings), (), ())
     kernels, notes = vllm_support(spec, linears, bits, group_size, sym, act_order, static_groups, tp)
     return Preflight(tuple(linears), (), tuple(warnings), kernels, notes)
 
@@ -379,7 +411,7 @@ def int4_kernel_linear_bytes(in_features: int, out_features: int, group_size: in
     one (scale, zero) pair per group and output feature in the compute dtype (`scale_bytes`), and an
     int32 permutation of the input features when act-order scattered the groups (there is nothing to
     scatter with one group)."""
-    groups = 1 if group_size == -1 else in_features // group_size
+    groups = 1 if group_size == -1 else -(-in_features // group_size)
     return (out_features * in_features // 2 + groups * out_features * 2 * scale_bytes
             + (in_features * 4 if act_order and groups > 1 else 0))
 
