@@ -547,10 +547,24 @@ def finetune(model, gpus, method, lora_rank, lora_alpha, lora_targets, optimizer
 @click.option("--force", is_flag=True, help="Measure even when sizer predicts the model does not fit the device.")
 @click.option("--allow-long-context", is_flag=True,
               help="Measure a context beyond the model's maximum anyway (refused otherwise, as in estimate and fit).")
+@click.option("--finetune", "finetune_method", type=click.Choice(["full", "lora", "qlora"]), default=None,
+              help="Measure two real training steps (transformers Trainer + PEFT, fused AdamW) on the CPU instead of "
+                   "inference: weights, gradients, optimizer states and the step's peaks beside `sizer finetune "
+                   "--framework trainer`'s prediction. -c is the sequence length [128], -b the micro-batch.")
+@click.option("--lora-rank", type=int, default=16, show_default=True, callback=positive, help="With --finetune.")
+@click.option("--lora-dropout", type=float, default=0.0, show_default=True, help="With --finetune.")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True,
+              help="With --finetune.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=True, show_default=True,
+              help="With --finetune.")
+@click.option("--full-size", is_flag=True,
+              help="With --finetune: the model at its own size (default: scaled down to 2 layers of width 256, "
+                   "vocabulary 8192, keeping the architecture).")
 @calibration_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def measure(model, precision, context_length, batch_size, new_tokens, device, weights, attention, gptq_kernel, sweep,
-            record_path, force, allow_long_context, calibration, fmt):
+            record_path, force, allow_long_context, finetune_method, lora_rank, lora_dropout, optimizer,
+            gradient_checkpointing, full_size, calibration, fmt):
     """Load MODEL the way users run it, profile memory and speed, and print sizer's prediction beside
     each measurement with the error. Needs the extra: pip install 'sizer-llm[torch]'.
 
@@ -559,6 +573,10 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
       sizer measure llama3-8b --device cuda -c 4096 -b 4
       sizer measure ./tiny-llama --device cpu --sweep -p bf16,nf4 -c 512,2048 -b 1,4 --record runs.csv
     """
+    if finetune_method:
+        return _measure_finetune(model, finetune_method, context_length, batch_size, lora_rank, lora_dropout,
+                                 optimizer, gradient_checkpointing, full_size, attention, (sweep, record_path, device),
+                                 fmt)
     from sizer.measure.run import run_measure
 
     precisions = _list(precision, str, "--precision", sweep) if precision else None
@@ -579,6 +597,29 @@ def measure(model, precision, context_length, batch_size, new_tokens, device, we
     click.echo(render_records(records, fmt), nl=False)
     if any(r.status != "ok" for r in records):
         raise SizerError("out of memory while profiling: recorded as a measured does-not-fit")
+
+
+def _measure_finetune(model, method, context_length, batch_size, lora_rank, lora_dropout, optimizer,
+                      gradient_checkpointing, full_size, attention, unsupported, fmt):
+    """`measure --finetune`: real training steps of MODEL (scaled down unless --full-size) on the CPU."""
+    from sizer.env.torch_runtime import require_torch
+    from sizer.measure.finetune import measure_finetune, render, scaled_down
+    from sizer.inputs.resolve import get_config
+
+    sweep, record_path, device = unsupported
+    if sweep or record_path or device == "cuda":
+        raise SizerUsage("--finetune measures one point on the CPU: --sweep, --record and --device cuda do not apply")
+    require_torch("sizer measure --finetune")
+    seq_len = int(context_length) if context_length and str(context_length).isdigit() else 128
+    batch = int(batch_size) if str(batch_size).isdigit() else None
+    if context_length and not str(context_length).isdigit() or not batch or seq_len < 1:
+        raise SizerUsage("--finetune takes one positive -c (sequence length) and one positive -b (micro-batch)")
+    config = dict(get_config(model)[0])
+    name = str(model) if full_size else f"{model} (scaled down)"
+    record = measure_finetune(config if full_size else scaled_down(config), method, seq_len, batch,
+                              gradient_checkpointing, lora_rank, optimizer, lora_dropout=lora_dropout,
+                              attention=attention, name=name)
+    click.echo(render([record], fmt), nl=False)
 
 
 @cli.command()

@@ -74,3 +74,25 @@ def test_render_formats(record):
     csv_text = render([record], "csv")
     assert csv_text.splitlines()[0].startswith("model,family,method")
     assert '"peak"' in render([record], "json")
+
+
+def test_measure_finetune_from_the_command_line_scales_the_model_down():
+    """`sizer measure MODEL --finetune METHOD`: a catalog model scaled down (2 layers, width 256,
+    vocabulary 8192, its own architecture), two real steps, states exact and peak within 2 %."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sizer.cli import cli
+
+    r = CliRunner().invoke(cli, ["measure", "llama3-8b", "--finetune", "lora", "-c", "64", "-b", "2",
+                                 "--lora-rank", "4", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    record = json.loads(r.output[r.output.index("["):])[0]
+    assert record["model"] == "llama3-8b (scaled down)" and record["family"] == "llama"
+    assert (record["seq_len"], record["micro_batch_size"], record["lora_rank"]) == (64, 2, 4)
+    for name in ("weights", "trainable", "gradients", "optimizer_states"):
+        assert record[name] == record["pred_" + name], name
+    assert abs(record["pred_peak"] - record["peak"]) <= 0.02 * record["peak"]
+    bad = CliRunner().invoke(cli, ["measure", "llama3-8b", "--finetune", "lora", "--sweep"])
+    assert bad.exit_code == 2 and "--finetune measures one point on the CPU" in bad.output

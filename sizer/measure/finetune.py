@@ -21,8 +21,6 @@ analogue of max_memory_allocated. torch, transformers and peft are imported insi
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import asdict, dataclass, fields
 
@@ -263,6 +261,7 @@ def measure_finetune(model_or_config, method: str = "lora", seq_len: int = 128, 
         raise UsageError(f"sizer measure --finetune: methods {', '.join(FINETUNE_METHODS)}, "
                          f"optimizers {', '.join(FINETUNE_OPTIMIZERS)}")
     config, name = _config(model_or_config, name)
+    config["use_cache"] = False              # training: Trainer's gradient checkpointing turns it off anyway
     targets = parse_targets(lora_targets)
     setup = FinetuneSetup(framework="trainer", method=method, lora_rank=lora_rank, lora_targets=targets, optimizer=optimizer,
                           precision=precision, gradient_checkpointing=gradient_checkpointing,
@@ -298,25 +297,56 @@ COLUMNS = ("model", "method", "seq_len", "micro_batch_size", "gradient_checkpoin
 
 
 def render(records: list[FinetuneRecord], fmt: str = "table") -> str:
-    """Records as a table (measured, predicted and error per component), JSON or CSV."""
+    """Records as tables (measured, predicted and error per component, in bytes), JSON or CSV."""
     if fmt == "json":
-        return json.dumps([asdict(r) for r in records], indent=2)
+        return json.dumps([asdict(r) for r in records], indent=2) + "\n"
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow([f.name for f in fields(FinetuneRecord)])
-        writer.writerows([getattr(r, f.name) for f in fields(FinetuneRecord)] for r in records)
-        return out.getvalue()
-    return _table(records)
+        from sizer.render import to_csv
+
+        return to_csv([asdict(r) for r in records], FINETUNE_RECORD_COLUMNS)
+    return "\n".join(_table(r, fmt) for r in records)
 
 
-def _table(records: list[FinetuneRecord]) -> str:
+FINETUNE_RECORD_COLUMNS = tuple(f.name for f in fields(FinetuneRecord))
+
+
+def _table(r: FinetuneRecord, fmt: str = "table") -> str:
     from tabulate import tabulate
 
-    head = ["model", "method", "seq", "mb", "ckpt"] + [f"{c} meas/pred" for c in COMPARED]
-    rows = []
-    for r in records:
-        cells = [f"{getattr(r, c)}/{getattr(r, 'pred_' + c)} ({100 * r.error(c):+.2f}%)" for c in COMPARED]
-        rows.append([r.model, r.method, r.seq_len, r.micro_batch_size, "on" if r.gradient_checkpointing else "off",
-                     *cells])
-    return tabulate(rows, headers=head)
+    from sizer.units import fmt_gib
+
+    title = (f"{r.model} ({r.family}) · {r.method} · {r.micro_batch_size} x {r.seq_len} tokens · {r.precision} · "
+             f"{r.optimizer} · gradient checkpointing {'on' if r.gradient_checkpointing else 'off'} · {r.device} "
+             f"(torch {r.torch}, transformers {r.transformers}, peft {r.peft})")
+    rows = [[c, f"{getattr(r, c):,}", f"{getattr(r, 'pred_' + c):,}", fmt_gib(getattr(r, c), 4),
+             f"{100 * r.error(c):+.2f}%"] for c in COMPARED]
+    table = tabulate(rows, headers=["component", "measured bytes", "predicted bytes", "measured GiB", "error"],
+                     disable_numparse=True, tablefmt="github" if fmt == "markdown" else "simple")
+    return f"{title}\nsizes in bytes (GiB: 1 GiB = 2^30 bytes); peaks above the weights and optimizer states\n\n{table}\n"
+
+
+# A scaled-down model keeps the architecture (family, attention layout, gating, tied embeddings,
+# biases, norms) and shrinks the sizes, so a CPU runs real steps in seconds.
+SCALED_HIDDEN = 256
+SCALED_HEAD_DIM = 64
+SCALED_LAYERS = 2
+SCALED_VOCAB = 8192
+
+
+def scaled_down(config: dict) -> dict:
+    """`config` with the widths, depth and vocabulary shrunk; the ratios that shape the step (query
+    to key/value heads, MLP width to hidden) kept."""
+    c = dict(config)
+    heads = int(c.get("num_attention_heads") or 1)
+    kv = int(c.get("num_key_value_heads") or heads)
+    hidden = int(c.get("hidden_size") or SCALED_HIDDEN)
+    new_heads = SCALED_HIDDEN // SCALED_HEAD_DIM
+    c.update(hidden_size=SCALED_HIDDEN, num_attention_heads=new_heads, head_dim=SCALED_HEAD_DIM,
+             num_key_value_heads=max(1, new_heads * kv // heads),
+             num_hidden_layers=min(int(c.get("num_hidden_layers") or SCALED_LAYERS), SCALED_LAYERS),
+             vocab_size=min(int(c.get("vocab_size") or SCALED_VOCAB), SCALED_VOCAB))
+    if c.get("intermediate_size"):
+        c["intermediate_size"] = max(8, int(c["intermediate_size"]) * SCALED_HIDDEN // hidden // 8 * 8)
+    for key in ("layer_types", "quantization_config"):
+        c.pop(key, None)
+    return c
