@@ -100,6 +100,7 @@ class FinetuneResult:
     options: tuple[FinetuneOption, ...]
     dataset_tokens: int | None
     notes: tuple[str, ...] = ()
+    model_max_seq_len: int | None = None     # the model's maximum context (max_seq_len stops there)
 
 
 def model_states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, block_bytes: int = CUDA.block_bytes
@@ -269,7 +270,7 @@ def finetune(model, gpus: str | GpuSelection, setups: list[FinetuneSetup], datas
         setups = [s if s.gpus_per_node else replace(s, gpus_per_node=selection.gpus_per_node) for s in setups]
     options = tuple(plan_method(spec, s, selection, max_gpus) for s in setups)
     return FinetuneResult(spec.name, spec.family, spec.params, selection.text, setups[0].framework, options,
-                          dataset_tokens, spec.notes)
+                          dataset_tokens, spec.notes, spec.max_context_length)
 
 
 def _cost_rank(option: FinetuneOption) -> tuple:
@@ -295,4 +296,4 @@ def recommend_finetune(model, setups: list[FinetuneSetup], dataset_tokens: int |
                 options.append(plan_method(spec, setup, GpuSelection(gpu, fewest, f"{fewest}x{gpu.name}"), max_gpus))
     options.sort(key=_cost_rank)
     return FinetuneResult(spec.name, spec.family, spec.params, "catalog", setups[0].framework, tuple(options),
-                          dataset_tokens, spec.notes)
+                          dataset_tokens, spec.notes, spec.max_context_length)

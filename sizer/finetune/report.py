@@ -65,6 +65,7 @@ def option_to_dict(o: FinetuneOption, dataset_tokens: int | None) -> dict:
 
 def finetune_to_dict(r: FinetuneResult) -> dict:
     return {"model": r.model, "family": r.family, "params": r.params, "gpus": r.gpus, "framework": r.framework,
+            "model_max_seq_len": r.model_max_seq_len,
             "dataset_tokens": r.dataset_tokens, "options": [option_to_dict(o, r.dataset_tokens) for o in r.options],
             "notes": list(r.notes), "units": "bytes"}
 
@@ -127,13 +128,15 @@ def _lines(o: FinetuneOption, r: FinetuneResult) -> list[str]:
     a = o.activation_parts
     lines = [f"- {o.method}: {o.reason}; largest micro-batch at {o.setup.seq_len:,} tokens: "
              f"{_num(o.max_micro_batch_size, '{:,}')}; longest sequence at micro-batch {o.setup.micro_batch_size}: "
-             f"{_num(o.max_seq_len, '{:,}')} tokens" + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else ""),
-             f"  activations: {_g(a.saved)} kept for the backward, {_g(a.logits)} logits and loss, "
+             f"{_num(o.max_seq_len, '{:,}')} tokens" + (" (the model's maximum)" if o.max_seq_len and o.max_seq_len ==
+                                                        r.model_max_seq_len else "")
+             + (f". Would fit: {'; '.join(o.suggestions)}" if o.suggestions else ""),
+             f"  activations (GiB): {_g(a.saved)} kept for the backward, {_g(a.logits)} logits and loss, "
              f"{_g(a.layer + a.backward)} one layer's backward" + (f"; {_g(a.host)} in host memory" if a.host else "")
              + (f"; the optimizer step's temporaries, {_g(o.per_gpu.optimizer_step)}, exceed them (the total counts "
                 "the larger)" if o.per_gpu.optimizer_step > o.per_gpu.activations else "")]
     if o.per_gpu.paged_optimizer_states:
-        lines.append(f"  paged optimizer states: {_g(o.per_gpu.paged_optimizer_states)} in CUDA managed memory, beside "
+        lines.append(f"  paged optimizer states: {_g(o.per_gpu.paged_optimizer_states)} GiB in CUDA managed memory, beside "
                      "the total: they use free GPU memory and move to host memory when the GPU runs short")
     if o.speed.step_time_s is not None:
         lines.append(f"  time: {o.speed.step_time_s:,.2f} s per optimizer step ({o.speed.tokens_per_step:,} tokens per "
@@ -141,8 +144,8 @@ def _lines(o: FinetuneOption, r: FinetuneResult) -> list[str]:
     if o.deepspeed is not None:
         model_states = o.per_gpu.weights + o.per_gpu.adapters + o.per_gpu.gradients + o.per_gpu.optimizer_states
         lines.append(f"  DeepSpeed's estimator (ZeRO-{o.deepspeed.stage}, {o.deepspeed.options}): "
-                     f"{_g(o.deepspeed.gpu_bytes)} per GPU, {_g(o.deepspeed.host_bytes_per_node)} host per node; "
-                     f"sizer's model states {_g(model_states)} per GPU (buffers included)")
+                     f"{_g(o.deepspeed.gpu_bytes)} GiB per GPU, {_g(o.deepspeed.host_bytes_per_node)} GiB host per node; "
+                     f"sizer's model states {_g(model_states)} GiB per GPU (buffers included)")
     if r.dataset_tokens and o.speed.tokens_per_s:
         cost = o.cost_usd(r.dataset_tokens)
         lines.append(f"  epoch of {r.dataset_tokens:,} tokens: {_hours(r.dataset_tokens / o.speed.tokens_per_s)}"
