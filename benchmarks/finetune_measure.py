@@ -50,15 +50,26 @@ POINTS = [
     ("qwen2-tied", "qlora", 128, 1, False, {}),
 ]
 QUICK = [0, 1, 3, 4, 7, 9]
+# Full-size points for a GPU (`--full-size`, 80 GB): catalog models at the sequence lengths people train at
+FULL_SIZE = [
+    ("llama3.1-8b", "qlora", 2048, 1, True, {}),
+    ("llama3.1-8b", "lora", 2048, 2, True, {}),
+    ("llama3.1-8b", "lora", 1024, 1, False, {"lora_dropout": 0.05}),
+    ("qwen2.5-1.5b", "full", 2048, 1, True, {}),
+    ("qwen2.5-1.5b", "lora", 4096, 1, True, {}),
+    ("qwen3-4b", "qlora", 4096, 2, True, {}),
+]
 COMPONENTS = ("weights", "gradients", "optimizer_states", "saved", "forward_peak", "backward_peak", "step_peak", "peak")
 
 
-def run(points) -> list:
+def run(points, device: str = "cpu") -> list:
+    from sizer.inputs.resolve import get_config
     from sizer.measure.finetune import measure_finetune
 
     records = []
     for model, method, seq, batch, ckpt, extra in points:
-        r = measure_finetune(MODELS[model], method, seq, batch, ckpt, lora_rank=16, name=model, **extra)
+        config = MODELS[model] if model in MODELS else dict(get_config(model)[0])
+        r = measure_finetune(config, method, seq, batch, ckpt, lora_rank=16, name=model, device=device, **extra)
         records.append(r)
         print(f"{model:13s} {method:5s} seq {seq:4d} mb {batch} ckpt {'on ' if ckpt else 'off'} "
               f"peak {r.peak:>10d} pred {r.pred_peak:>10d} ({100 * r.error('peak'):+.2f}%)", flush=True)
@@ -80,9 +91,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="six points (about a minute)")
     parser.add_argument("--out", type=Path, default=RESULTS / "finetune_measure.csv")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--full-size", action="store_true", help="catalog models at full size (a GPU of 80 GB)")
     args = parser.parse_args()
-    points = [POINTS[i] for i in QUICK] if args.quick else POINTS
-    records = run(points)
+    points = FULL_SIZE if args.full_size else [POINTS[i] for i in QUICK] if args.quick else POINTS
+    records = run(points, args.device)
     args.out.write_text(render(records, "csv"), encoding="utf-8")
     print(render(records))
     print(summary(records))

@@ -18,6 +18,7 @@
 #   bash benchmarks/gpu_session.sh gptq               # sizer vs GPTQModel on the GPU (8 x 4096 synthetic Llama)
 #   bash benchmarks/gpu_session.sh campaign A         # the full grid, models of part A, stops before 500 s
 #   bash benchmarks/gpu_session.sh campaign B
+#   bash benchmarks/gpu_session.sh finetune           # ~5 min: issue 19's training steps on CUDA, scaled and full size
 # Back here: copy the CSVs from the replies' files_at into benchmarks/results/ and run
 #   python benchmarks/measure_campaign.py --merge benchmarks/results/measure_cuda.core.csv
 #   (or the parts: ... --merge benchmarks/results/measure_cuda.A.csv benchmarks/results/measure_cuda.B.csv)
@@ -32,6 +33,7 @@ PART_A="Llama-3.1-8B,falcon-7b,Mistral-7B-v0.1,gemma-2-9b,Qwen3-30B-A3B"
 PART_B="gemma-3-1b-it,Qwen3-4B,Phi-3.5-mini-instruct,Llama-2-7b-hf,gpt-oss-20b"
 BNB_VERSION=0.50.2
 TRANSFORMERS_VERSION=5.24.0
+PEFT_VERSION=0.22.0
 
 wheels() {
     rm -rf .whl && mkdir -p .whl/site
@@ -41,6 +43,9 @@ wheels() {
         && find bitsandbytes -name 'libbitsandbytes_*.so' ! -name '*_cpu.so' ! -name '*_cuda130.so' \
                 ! -name '*_cuda132.so' -delete)
     rm .whl/*.whl
+    # peft (pure python, 0.5 MB unpacked) for `finetune`: the device image has none
+    python3 -m pip download -q --no-deps --only-binary=:all: -d .whl "peft==${PEFT_VERSION}"
+    (cd .whl/site && python3 -m zipfile -e ../peft-*.whl .) && rm .whl/peft-*.whl
     # transformers stays a wheel (13 MB; 60 MB unpacked), installed on the device by setup
     python3 -m pip download -q --no-deps --only-binary=:all: -d .whl/tf "transformers==${TRANSFORMERS_VERSION}"
     # GPTQModel 7.6.0 for the CUDA comparison: pure-python wheels (five of them built here from
@@ -116,8 +121,17 @@ campaign() {
         --out "$OUT" --tag "$part" 2>&1 | grep -v -E 'Loading weights|it/s\]' | tee "$OUT/campaign_$part.log" | tail -40
 }
 
+finetune() {
+    setup
+    # issue 19's GPU campaign: the CPU campaign's points on CUDA (the allocator's 512-byte blocks, the
+    # device's dropout mask and RNG state), then full-size models at real sequence lengths
+    python3 benchmarks/finetune_measure.py --device cuda --out "$OUT/finetune_measure_cuda.csv" | tail -12
+    python3 benchmarks/finetune_measure.py --device cuda --full-size --out "$OUT/finetune_measure_cuda_full.csv" | tail -12
+}
+
 case "${1:-}" in
     wheels) wheels ;;
+    finetune) finetune ;;
     check) check ;;
     gptq) gptq ;;
     campaign) campaign "${2:-core}" ;;

@@ -548,7 +548,8 @@ def finetune(model, gpus, method, lora_rank, lora_alpha, lora_targets, optimizer
 @click.option("--allow-long-context", is_flag=True,
               help="Measure a context beyond the model's maximum anyway (refused otherwise, as in estimate and fit).")
 @click.option("--finetune", "finetune_method", type=click.Choice(["full", "lora", "qlora"]), default=None,
-              help="Measure two real training steps (transformers Trainer + PEFT, fused AdamW) on the CPU instead of "
+              help="Measure two real training steps (transformers Trainer + PEFT, fused AdamW; on the CPU unless "
+                   "--device cuda) instead of "
                    "inference: weights, gradients, optimizer states and the step's peaks beside `sizer finetune "
                    "--framework trainer`'s prediction. -c is the sequence length [128], -b the micro-batch.")
 @click.option("--lora-rank", type=int, default=16, show_default=True, callback=positive, help="With --finetune.")
@@ -607,9 +608,11 @@ def _measure_finetune(model, method, context_length, batch_size, lora_rank, lora
     from sizer.inputs.resolve import get_config
 
     sweep, record_path, device = unsupported
-    if sweep or record_path or device == "cuda":
-        raise SizerUsage("--finetune measures one point on the CPU: --sweep, --record and --device cuda do not apply")
-    require_torch("sizer measure --finetune")
+    if sweep or record_path:
+        raise SizerUsage("--finetune measures one point: --sweep and --record do not apply")
+    torch = require_torch("sizer measure --finetune")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SizerUsage("--device cuda: torch sees no CUDA device here")
     seq_len = int(context_length) if context_length and str(context_length).isdigit() else 128
     batch = int(batch_size) if str(batch_size).isdigit() else None
     if context_length and not str(context_length).isdigit() or not batch or seq_len < 1:
@@ -618,7 +621,7 @@ def _measure_finetune(model, method, context_length, batch_size, lora_rank, lora
     name = str(model) if full_size else f"{model} (scaled down)"
     record = measure_finetune(config if full_size else scaled_down(config), method, seq_len, batch,
                               gradient_checkpointing, lora_rank, optimizer, lora_dropout=lora_dropout,
-                              attention=attention, name=name)
+                              attention=attention, name=name, device=device or "cpu")
     click.echo(render([record], fmt), nl=False)
 
 

@@ -70,10 +70,19 @@ def test_sgd_keeps_no_state():
 
 
 def test_render_formats(record):
-    assert "peak meas/pred" in render([record])
-    csv_text = render([record], "csv")
-    assert csv_text.splitlines()[0].startswith("model,family,method")
-    assert '"peak"' in render([record], "json")
+    import csv
+    import io
+    import json
+
+    from sizer.measure.finetune import FINETUNE_RECORD_COLUMNS
+
+    table = render([record])
+    peak_row = next(line for line in table.splitlines() if line.startswith("peak "))
+    assert f"{record.peak:,}" in peak_row and f"{record.pred_peak:,}" in peak_row
+    assert "sizes in bytes" in table
+    rows = list(csv.DictReader(io.StringIO(render([record], "csv"))))
+    assert tuple(rows[0]) == FINETUNE_RECORD_COLUMNS and int(rows[0]["peak"]) == record.peak
+    assert json.loads(render([record], "json"))[0]["pred_peak"] == record.pred_peak
 
 
 def test_measure_finetune_from_the_command_line_scales_the_model_down():
@@ -95,4 +104,4 @@ def test_measure_finetune_from_the_command_line_scales_the_model_down():
         assert record[name] == record["pred_" + name], name
     assert abs(record["pred_peak"] - record["peak"]) <= 0.02 * record["peak"]
     bad = CliRunner().invoke(cli, ["measure", "llama3-8b", "--finetune", "lora", "--sweep"])
-    assert bad.exit_code == 2 and "--finetune measures one point on the CPU" in bad.output
+    assert bad.exit_code == 2 and "--finetune measures one point: --sweep and --record do not apply" in bad.output

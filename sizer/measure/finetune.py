@@ -101,8 +101,9 @@ def _quantization(method: str, torch):
                                                       bnb_4bit_compute_dtype=torch.bfloat16)}
 
 
-def build_model(config: dict, method: str, precision: str, attention: str, seed: int = 0):
-    """A causal LM with random weights from `config` in `precision` (QLoRA: quantized while loading)."""
+def build_model(config: dict, method: str, precision: str, attention: str, seed: int = 0, device: str = "cpu"):
+    """A causal LM with random weights from `config` in `precision` (QLoRA: quantized while loading),
+    on `device`."""
     import torch
     import transformers
 
@@ -112,10 +113,11 @@ def build_model(config: dict, method: str, precision: str, attention: str, seed:
     hf_config = _hf_config(config)
     dtype = getattr(torch, FLOAT_DTYPES[precision])
     if method != "qlora":
-        return transformers.AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attention)
+        model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attention)
+        return model.to(device)
     base = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
     state = {k: v.clone() for k, v in base.state_dict().items()}
-    return type(base).from_pretrained(None, config=hf_config, state_dict=state, device_map="cpu", dtype=dtype,
+    return type(base).from_pretrained(None, config=hf_config, state_dict=state, device_map=device, dtype=dtype,
                                       attn_implementation=attention, **_quantization(method, torch))
 
 
@@ -160,26 +162,40 @@ def _state_tensors(opt, torch):
     return [v for state in opt.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
 
 
-def _step(model, opt, ids, torch, trace=None):
-    """One training step, each phase a range of `trace`; returns the bytes of the gradients."""
+def _step(model, opt, ids, torch, trace=None, peaks: dict | None = None):
+    """One training step, each phase a range of `trace` (CPU) or, on CUDA, its allocator peak
+    recorded in `peaks` (absolute, as max_memory_allocated); returns the bytes of the gradients."""
     from sizer.measure.meter import Peak
 
-    with Peak("cpu", torch, trace, "forward"):
+    device = ids.device.type
+    phases = {}
+    with Peak(device, torch, trace, "forward") as phases["forward"]:
         loss = model(input_ids=ids, labels=ids).loss
-    with Peak("cpu", torch, trace, "backward"):
+    if peaks is not None and device == "cuda":
+        peaks["end_of_forward"] = torch.cuda.memory_allocated()
+    with Peak(device, torch, trace, "backward") as phases["backward"]:
         loss.backward()
     del loss
     grads = _unique_bytes(p.grad for p in model.parameters() if p.grad is not None)
-    with Peak("cpu", torch, trace, "step"):
+    with Peak(device, torch, trace, "step") as phases["step"]:
         opt.step()
         opt.zero_grad(set_to_none=True)
+    if peaks is not None and device == "cuda":
+        peaks.update({name: peak.allocated for name, peak in phases.items()})
     return grads
 
 
 def _measure_step(model, opt, ids, torch) -> dict:
-    """Step 2's phase peaks above the bytes held before it, from one allocation-event trace."""
+    """Step 2's phase peaks above the bytes held before it: on the CPU from one allocation-event
+    trace, on CUDA from the caching allocator's statistics (max_memory_allocated per phase)."""
     from sizer.measure.meter import CpuTrace
 
+    if ids.device.type == "cuda":
+        start, peaks = torch.cuda.memory_allocated(), {}
+        _step(model, opt, ids, torch, peaks=peaks)
+        out = {name: peaks[name] - start for name in ("forward", "backward", "step")}
+        out["saved"] = peaks["end_of_forward"] - start
+        return out
     with CpuTrace() as trace:
         _step(model, opt, ids, torch, trace)
     peaks = trace.peaks                          # (above the range's start, above the trace's start)
@@ -204,14 +220,14 @@ class Measured:
         return max(self.forward_peak, self.backward_peak, self.step_peak)
 
 
-def run_steps(model, optimizer: str, batch: int, seq_len: int, vocab: int) -> Measured:
+def run_steps(model, optimizer: str, batch: int, seq_len: int, vocab: int, device: str = "cpu") -> Measured:
     """Two steps of training `model` on random tokens; step 2 measured."""
     import torch
 
     from sizer.measure.count import weight_bytes
 
     torch.manual_seed(1)
-    ids = torch.randint(0, vocab, (batch, seq_len))
+    ids = torch.randint(0, vocab, (batch, seq_len)).to(device)
     weights = weight_bytes(model)[0]
     trainable = _unique_bytes(p for p in model.parameters() if p.requires_grad)
     opt = make_optimizer(model, optimizer, torch)
@@ -229,16 +245,18 @@ def spec_for(config: dict, name: str = "scaled"):
     return spec_from_config(dict(config), name, "config")
 
 
-def predict(spec, setup) -> dict:
-    """sizer.finetune's figures for `setup` on the CPU: weights, trained parameters, gradients,
-    optimizer states and the step's moments (no CUDA context or allocator terms)."""
-    from sizer.finetune.activations import CPU, activation_parts
+def predict(spec, setup, device: str = "cpu") -> dict:
+    """sizer.finetune's figures for `setup` on the device: weights, trained parameters, gradients,
+    optimizer states and the step's moments (no CUDA context or allocator slack: torch's statistics
+    see neither)."""
+    from sizer.finetune.activations import CPU, CUDA, activation_parts
     from sizer.finetune.frameworks import get_framework
     from sizer.finetune.plan import model_states
 
+    dev = CUDA if device == "cuda" else CPU
     fw = get_framework(setup.framework)
-    states, p = model_states(spec, setup, fw, CPU.block_bytes)
-    acts = activation_parts(spec, setup, fw, setup.micro_batch_size, setup.seq_len, states.gradients, device=CPU)
+    states, p = model_states(spec, setup, fw, dev.block_bytes)
+    acts = activation_parts(spec, setup, fw, setup.micro_batch_size, setup.seq_len, states.gradients, device=dev)
     return {"weights": states.weights + states.adapters, "trainable": p.trainable_bytes,
             "gradients": states.gradients, "optimizer_states": states.optimizer_states, "saved": acts.saved,
             "forward_peak": acts.forward_peak, "backward_peak": acts.backward_peak, "step_peak": acts.step_peak,
@@ -248,7 +266,7 @@ def predict(spec, setup) -> dict:
 def measure_finetune(model_or_config, method: str = "lora", seq_len: int = 128, micro_batch_size: int = 1,
                      gradient_checkpointing: bool = True, lora_rank: int = 16, optimizer: str = "adamw",
                      precision: str = "bf16", lora_dropout: float = 0.0, lora_targets: str = "all-linear",
-                     attention: str = "sdpa", name: str | None = None) -> FinetuneRecord:
+                     attention: str = "sdpa", name: str | None = None, device: str = "cpu") -> FinetuneRecord:
     """Run two real training steps of `model_or_config` (a config.json dict, or a model name sizer
     resolves to one: build a scaled-down config first for large models) on the CPU and return the
     measured bytes beside sizer.finetune's prediction."""
@@ -266,13 +284,14 @@ def measure_finetune(model_or_config, method: str = "lora", seq_len: int = 128, 
     setup = FinetuneSetup(framework="trainer", method=method, lora_rank=lora_rank, lora_targets=targets, optimizer=optimizer,
                           precision=precision, gradient_checkpointing=gradient_checkpointing,
                           micro_batch_size=micro_batch_size, seq_len=seq_len, lora_dropout=lora_dropout)
-    torch.set_num_threads(1)
-    model = build_model(config, method, precision, attention)
+    if device == "cpu":
+        torch.set_num_threads(1)
+    model = build_model(config, method, precision, attention, device=device)
     peft_targets = "all-linear" if setup.target_names() is None else list(setup.target_names())
     model = prepare(model, method, gradient_checkpointing, lora_rank, lora_dropout, peft_targets)
-    measured = run_steps(model, optimizer, micro_batch_size, seq_len, int(config["vocab_size"]))
-    predicted = predict(spec_for(config, name), setup)
-    return _record(name, config, setup, attention, measured, predicted)
+    measured = run_steps(model, optimizer, micro_batch_size, seq_len, int(config["vocab_size"]), device)
+    predicted = predict(spec_for(config, name), setup, device)
+    return _record(name, config, setup, attention, measured, predicted, device)
 
 
 def _config(model_or_config, name: str | None) -> tuple[dict, str]:
@@ -283,12 +302,13 @@ def _config(model_or_config, name: str | None) -> tuple[dict, str]:
     return dict(get_config(model_or_config)), name or str(model_or_config)
 
 
-def _record(name: str, config: dict, setup, attention: str, m: Measured, pred: dict) -> FinetuneRecord:
+def _record(name: str, config: dict, setup, attention: str, m: Measured, pred: dict, device: str = "cpu"
+            ) -> FinetuneRecord:
     torch_v, transformers_v, peft_v, machine = _versions()
     return FinetuneRecord(
         name, str(config.get("model_type", "")), setup.method, setup.precision, setup.seq_len,
         setup.micro_batch_size, setup.gradient_checkpointing, setup.lora_rank, setup.lora_dropout,
-        setup.optimizer, attention, "cpu", torch_v, transformers_v, peft_v, machine,
+        setup.optimizer, attention, device, torch_v, transformers_v, peft_v, machine,
         m.weights, m.trainable, m.gradients, m.optimizer_states, m.saved, m.forward_peak, m.backward_peak,
         m.step_peak, m.peak, *(pred[k] for k in COMPARED))
 
