@@ -77,9 +77,11 @@ def test_output_page_documents_every_csv_header_and_column():
     from sizer.plan.report import FIT_CSV_COLUMNS
     from sizer.quantize.report import LINEAR_COLUMNS
     from sizer.finetune.report import FINETUNE_CSV_COLUMNS
+    from sizer.measure.finetune import FINETUNE_RECORD_COLUMNS
 
     text = (ROOT / "docs" / "output.md").read_text(encoding="utf-8")
-    for columns in (ESTIMATE_CSV_COLUMNS, FIT_CSV_COLUMNS, RECORD_COLUMNS, LINEAR_COLUMNS, FINETUNE_CSV_COLUMNS):
+    for columns in (ESTIMATE_CSV_COLUMNS, FIT_CSV_COLUMNS, RECORD_COLUMNS, LINEAR_COLUMNS, FINETUNE_CSV_COLUMNS,
+                    FINETUNE_RECORD_COLUMNS):
         assert f"\n{','.join(columns)}\n" in text
     for column in (*MODEL_COLUMNS, *GPU_COLUMNS):
         assert f"`{column}`" in text
