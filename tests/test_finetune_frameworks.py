@@ -175,3 +175,149 @@ def test_trained_adapters_take_the_profiles_width(llama_spec):
     widths = {(m, z): trained_params(llama_spec, FinetuneSetup(method=m, zero=z), fw, False).param_bytes
               for m, z in (("qlora", 0), ("lora", 0), ("lora", 3))}
     assert widths == {("qlora", 0): 2, ("lora", 0): 4, ("lora", 3): 2}
+
+
+# unsloth's layer kernels: each profile switch alone, on a tiny Llama, against sums written out by hand
+TINY = dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, vocab_size=512, max_position_embeddings=512)
+H, F, Q, KV, HEADS, R, CB = 64, 128, 64, 32, 4, 8, 2          # widths of TINY, rank 8, bf16
+SWITCHES = ("norm_kernel", "norm_grad_in_place", "rope_in_place", "fused_lora", "fused_lora_grad_in_place",
+            "checkpoint_reentrant")
+
+
+def _tiny(config=None):
+    from sizer.families import spec_from_config
+
+    return spec_from_config(dict(config or TINY), "tiny", "config")
+
+
+def _lora(**kw):
+    return FinetuneSetup(method=kw.pop("method", "lora"), lora_rank=R, seq_len=kw.pop("seq_len", 256),
+                         framework="trainer", **kw)
+
+
+def _with(*switches, base="trainer", **more):
+    from dataclasses import replace
+
+    return replace(FRAMEWORKS[base], **{s: True for s in switches}, **more)
+
+
+def _layer(fw, setup=None, tokens=256, config=None):
+    from sizer.finetune.activations import layer_saved_bytes, shape_of
+
+    return layer_saved_bytes(shape_of(_tiny(config), setup or _lora(), tokens, fw=fw))
+
+
+def test_only_unsloth_turns_its_layer_kernels_on():
+    assert all(getattr(FRAMEWORKS["unsloth"], s) for s in SWITCHES)
+    assert not any(getattr(FRAMEWORKS[n], s) for n in ("transformers", "trainer", "torchtune") for s in SWITCHES)
+
+
+def test_unsloth_layer_keeps_what_its_kernels_save():
+    """Both norms keep their input and a float32 1/rms; LoRA_QKV the normed input; attention q, k, v,
+    its output and a float32 logsumexp per head; LoRA_W nothing more (its input is that output);
+    LoRA_MLP the normed input, e and g."""
+    t = 256
+    per_token = CB * (H + H + Q + KV + KV + Q + H + H + 2 * F) + 4 * (1 + HEADS + 1)
+    assert _layer(FRAMEWORKS["unsloth"], tokens=t) == t * per_token
+
+
+def test_norm_kernel_keeps_the_input_not_a_float32_copy():
+    # PEFT LoRA, bf16: each of the two layer norms kept a float32 copy of its input; the kernel keeps
+    # the bf16 input itself, which nothing else keeps (the float32 rsqrt / 1/rms is the same)
+    t = 256
+    assert _layer(_with()) - _layer(_with("norm_kernel")) == t * 2 * H * (4 - CB)
+
+
+def test_rope_in_place_keeps_the_same_tensors():
+    assert _layer(_with("rope_in_place")) == _layer(_with())
+
+
+def test_fused_lora_keeps_its_inputs_not_float32_copies():
+    """PEFT keeps, per adapted projection, the float32 cast of its input and A's float32 output; the
+    MLP the gate output, SiLU's output and the up output. The fused Functions keep the bf16 normed
+    input once for q/k/v and once for the MLP, and e and g."""
+    t = 256
+    peft = 3 * (4 * H + 4 * R) + (4 * Q + 4 * R) + 2 * (4 * H + 4 * R) + 3 * F * CB + (4 * F + 4 * R)
+    fused = H * CB + H * CB + 2 * F * CB
+    assert _layer(_with()) - _layer(_with("fused_lora")) == t * (peft - fused)
+
+
+def test_fused_lora_applies_where_unsloth_patches():
+    from sizer.finetune.activations import shape_of
+
+    def groups(setup, config=None, fw=None):
+        s = shape_of(_tiny(config), setup, 64, fw=fw or _with("fused_lora"))
+        return s.fused_qkv, s.fused_o, s.fused_mlp
+
+    assert groups(_lora()) == (True, True, True)
+    assert groups(_lora(lora_targets=("q", "v"))) == (False, False, False)       # k_proj has no adapter
+    assert groups(_lora(lora_targets=("q", "k", "v", "o"))) == (True, True, False)
+    assert groups(_lora(), dict(TINY, model_type="qwen2")) == (False, True, True)   # q/k/v with a bias
+    assert groups(_lora(method="dora")) == groups(_lora(method="full")) == (False, False, False)
+    assert groups(_lora(precision="fp32")) == (False, False, False)            # a float32 base: PEFT's forward
+    assert groups(_lora(), fw=_with()) == (False, False, False)
+
+
+@pytest.mark.parametrize("method,compiled", [("lora", True), ("lora", False), ("qlora", True)])
+def test_fused_mlp_backward_moment(method, compiled):
+    """LoRA_MLP.backward: DW [tokens, ff] (swiglu's backward writes over it and the saved e, g), up_dB
+    and gate_dB [tokens, rank], one more rank-wide product, then dX beside up's dequantized weight;
+    dX lands in the saved input unless compiled."""
+    from sizer.finetune.activations import mlp_backward_bytes, shape_of
+
+    t = 256
+    fw = _with("fused_lora", "fused_lora_grad_in_place", compile=compiled, kbit_upcast_fp32=False)
+    s = shape_of(_tiny(), _lora(method=method), t, fw=fw)
+    weight = H * F * CB if method == "qlora" else 0
+    dx = t * H * CB if compiled else 0
+    expected = max(weight + t * F * CB, t * F * CB + 3 * t * R * CB, t * F * CB + 2 * t * R * CB + weight + dx)
+    assert mlp_backward_bytes(s) == expected
+
+
+def _moments(fw, seq_len, layers=2):
+    from sizer.finetune.activations import StepGradients, step_moments
+
+    setup = FinetuneSetup(method="lora", lora_rank=R, seq_len=seq_len, gradient_checkpointing=True,
+                          framework="unsloth")
+    spec = _tiny(dict(TINY, num_hidden_layers=layers))
+    return step_moments(spec, setup, 1, seq_len, StepGradients(0, 0, 0), fw=fw)
+
+
+def test_final_norm_backward_terms():
+    """transformers' final norm backward holds three float32 [tokens, hidden] temporaries; unsloth's
+    kernel one new gradient in the compute dtype, none where it overwrites the incoming one."""
+    from sizer.finetune.activations import final_norm_backward_bytes, shape_of
+
+    t = 256
+    norm = [final_norm_backward_bytes(shape_of(_tiny(), _lora(), t, fw=fw))
+            for fw in (_with(), _with("norm_kernel"), _with("norm_kernel", "norm_grad_in_place"))]
+    assert norm == [3 * t * H * 4, t * H * CB, 0]
+
+
+def replace_fw(fw, **kw):
+    from dataclasses import replace
+
+    return replace(fw, **kw)
+
+
+def test_reentrant_recompute_holds_the_layer_output():
+    """unsloth's checkpoint Function recomputes the whole layer and holds its output through the
+    layer's backward: one [tokens, hidden] tensor more at the MLP backward's moment (the step's peak
+    from 8192 tokens on; below, the fused loss's moment is)."""
+    t = 8192
+    on = FRAMEWORKS["unsloth"]
+    off = replace_fw(on, checkpoint_reentrant=False)
+    assert _moments(on, t).backward_peak - _moments(off, t).backward_peak == t * H * CB
+
+
+def test_offloaded_inputs_keep_the_staging_buffers_on_the_gpu():
+    """Offloaded (a layer input above 2 MiB: 16384 tokens x 64 x bf16 = 2 MiB is not, 32768 is), the
+    forward leaves the staging buffers and the last layer's input on the GPU: what
+    checkpoint_input_bytes counts on the device."""
+    seq = 32768
+    x = seq * H * CB
+    on = FRAMEWORKS["unsloth"]
+    bare = replace_fw(on, checkpoint_staging_buffers=0, checkpoint_keeps_last=False)
+    assert _moments(on, seq, 4).saved - _moments(bare, seq, 4).saved == checkpoint_input_bytes(on, 4, x, seq)[0]
+    assert checkpoint_input_bytes(on, 4, x, seq)[0] == 3 * x

@@ -42,6 +42,12 @@ keeps what its backward needs, the rest is freed when Python drops it. What each
 
 Named switches for what differs between the CPU the measurement runs on and the CUDA GPU the planner
 plans: `Device` (the caching allocator's 512-byte blocks; the optimizer's per-tensor step scalars).
+
+unsloth's layer kernels (unsloth 2026.10.9; docs "unsloth's layer kernels"), switched on by its
+Framework profile and off for the others: its RMSNorm kernel (keeps the input as is and a float32
+1/rms per row), RoPE in place, the fused LoRA_QKV / LoRA_W / LoRA_MLP Functions (their own saved
+tensors and backward), the reentrant offloaded checkpoint (the whole layer recomputed, its output
+held through its backward; staging buffers on the GPU).
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ FP32_BYTES = 4
 INDEX_BYTES = 8                  # int64 labels
 KBIT_COMPUTE_BYTES = 2           # bnb_4bit_compute_dtype bfloat16
 NORM_SAVED_FP32 = 2              # kept for compatibility: an RMSNorm's float32 input and its rsqrt
+DROPOUT_MASK_BYTES = 1           # unsloth's fused LoRA dropout keeps a bool mask (fast_lora.py _dropout_forward)
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,17 @@ class Shape:
     ckpt_offload: bool = False   # Framework.checkpoint_offload: checkpointed inputs in host memory
     kbit: bool = False           # base Linears are bitsandbytes 4-bit (computing in bf16)
     fused_loss: int | None = None    # bytes of a loss kernel that builds no float32 logits (frameworks.loss_bytes)
+    # unsloth's layer kernels (Framework switches; all off: transformers' modules)
+    norm_kernel: bool = False        # Framework.norm_kernel
+    norm_grad_in_place: bool = False  # Framework.norm_grad_in_place
+    rope_in_place: bool = False      # Framework.rope_in_place
+    fused_qkv: bool = False          # LoRA_QKV runs q/k/v (all three adapted, no bias, 16-bit base)
+    fused_o: bool = False            # LoRA_W runs o_proj
+    fused_mlp: bool = False          # LoRA_MLP runs gate/up/down (all three adapted, a dense gated MLP)
+    lora_dx_in_place: bool = False   # the fused backward writes dX into its saved input (not under compile)
+    reentrant: bool = False          # Framework.checkpoint_reentrant
+    staging_inputs: int = 0          # offloaded: Framework.checkpoint_staging_buffers (reloads land in them)
+    keeps_last_input: bool = False   # offloaded: Framework.checkpoint_keeps_last
 
 
 def stream_bytes(setup: FinetuneSetup, kbit_upcast_fp32: bool = True) -> int:
@@ -181,7 +199,30 @@ def shape_of(spec: ModelSpec, setup: FinetuneSetup, tokens: int, device: Device 
                  setup.method == "full", targets, device.dropout_mask_bytes, cb != FP32_BYTES,
                  fw.loss_chunks if fw else 1, _offloads(spec, setup, fw, tokens, cb), setup.method == "qlora",
                  None if fw is None else loss_bytes(fw, tokens, spec.vocab_size, spec.hidden_size, cb,
-                                                    setup.method == "full"))
+                                                    setup.method == "full"),
+                 *_kernel_switches(spec, setup, fw, targets, cb))
+
+
+def _kernel_switches(spec: ModelSpec, setup: FinetuneSetup, fw: Framework | None, targets: frozenset, cb: int
+                     ) -> tuple:
+    """Shape's unsloth switches, from the profile and where its fused LoRA Functions apply
+    (llama.py patch_peft_model: every projection of the group adapted, no base bias, no DoRA, a
+    16-bit base)."""
+    if fw is None:
+        return (False,) * 8 + (0, False)
+    from sizer.finetune.params import module_name
+
+    biased = {module_name(t) for t in spec.tensors if t.name.endswith(".bias")}
+    fused = fw.fused_lora and setup.method in ("lora", "qlora") and cb != FP32_BYTES
+
+    def group(*names: str) -> bool:
+        return fused and all(n in targets and n not in biased for n in names)
+
+    mlp = spec.gated_mlp and not spec.is_moe and group("gate_proj", "up_proj", "down_proj")
+    return (fw.norm_kernel, fw.norm_grad_in_place, fw.rope_in_place, group("q_proj", "k_proj", "v_proj"),
+            group("o_proj"), mlp, fw.fused_lora_grad_in_place and not fw.compile,
+            fw.checkpoint_reentrant and setup.gradient_checkpointing, fw.checkpoint_staging_buffers,
+            fw.checkpoint_keeps_last)
 
 
 def _offloads(spec: ModelSpec, setup: FinetuneSetup, fw: Framework | None, tokens: int, cb: int) -> bool:
@@ -227,6 +268,9 @@ def linear(tl: Timeline, s: Shape, name: str, width_in: int, width_out: int, out
 def norm(tl: Timeline, s: Shape, width: int, rows: int, out: str, needs_grad: bool, inp: str) -> None:
     """RMSNorm of the tensor named `inp` over `width` values, `rows` of them per token, into `out`."""
     t = s.tokens
+    if s.norm_kernel:
+        _norm_kernel(tl, s, width, rows, out, needs_grad, inp)
+        return
     fp32 = t * rows * width * FP32_BYTES
     if needs_grad:
         if s.cb == FP32_BYTES:
@@ -240,6 +284,32 @@ def norm(tl: Timeline, s: Shape, width: int, rows: int, out: str, needs_grad: bo
     else:
         tl.bump(2 * fp32 + t * rows * width * s.cb)
     tl.alloc(out, t * rows * width * s.cb)
+
+
+def _norm_kernel(tl: Timeline, s: Shape, width: int, rows: int, out: str, needs_grad: bool, inp: str) -> None:
+    """unsloth's Fast_RMS_Layernorm (rms_layernorm.py): one kernel writes the output and a float32
+    1/rms per row, and the Function saves its input as is (the weight's gradient is made from the
+    input and 1/rms: no normalized copy); nothing is recorded when nothing needs a gradient."""
+    if needs_grad:
+        _keep_input(tl, inp)
+        tl.alloc("saved", s.tokens * rows * FP32_BYTES)
+    tl.alloc(out, s.tokens * rows * width * s.cb)
+
+
+def _fused_linear(tl: Timeline, s: Shape, width_in: int, width_out: int, out: str) -> None:
+    """One projection inside unsloth's fused LoRA Functions (utils.py matmul_lora): a 4-bit base
+    weight dequantized to the compute dtype, the base output, then X @ A (rank wide) added into it
+    in place through B (addmm_). With lora_dropout, the dropped-out input the branch reads and its
+    bool mask, which the Function saves."""
+    t, cb = s.tokens, s.cb
+    if s.dropout:
+        tl.alloc("saved", t * width_in * DROPOUT_MASK_BYTES)
+        tl.alloc("xd", t * width_in * cb)
+    if s.kbit:
+        tl.bump(width_in * width_out * cb + t * width_out * cb)    # the dequantized weight beside the output
+    tl.alloc(out, t * width_out * cb)
+    tl.bump(t * s.rank * cb)                                        # X @ A
+    tl.free("xd")
 
 
 def _keep_input(tl: Timeline, name: str) -> None:
@@ -268,32 +338,53 @@ def _keep_if(tl: Timeline, keep: bool, *names: str) -> None:
 def attention(tl: Timeline, s: Shape) -> None:
     """q/k/v projections, (q/k norms), rotary, SDPA and o_proj, from the normed input "x"."""
     t, cb = s.tokens, s.cb
-    linear(tl, s, "q_proj", s.hidden, s.q_width, "q", "x")
-    linear(tl, s, "k_proj", s.hidden, s.k_width, "k", "x")
-    linear(tl, s, "v_proj", s.hidden, s.v_width, "v", "x")
+    if s.fused_qkv:                                                 # LoRA_QKV saves its input, not its outputs
+        for name, width in (("q", s.q_width), ("k", s.k_width), ("v", s.v_width)):
+            _fused_linear(tl, s, s.hidden, width, name)
+        _keep(tl, "x")
+    else:
+        linear(tl, s, "q_proj", s.hidden, s.q_width, "q", "x")
+        linear(tl, s, "k_proj", s.hidden, s.k_width, "k", "x")
+        linear(tl, s, "v_proj", s.hidden, s.v_width, "v", "x")
+        _keep_if(tl, s.full, "x")
     tl.input_grad = True
-    _keep_if(tl, s.full, "x")
     if s.qk_norm:
         norm(tl, s, s.q_width // s.heads, s.heads, "qn", True, "q")
         norm(tl, s, s.k_width // s.kv_heads, s.kv_heads, "kn", True, "k")
         tl.free("q", "k")
         tl.named["q"], tl.named["k"] = tl.named.pop("qn"), tl.named.pop("kn")
+    _rotary(tl, s)
+    # output and logsumexp; the kernels write the output as (batch, seq, heads, dim), so
+    # transpose(1, 2).contiguous() copies nothing and o_proj's input is this same tensor
+    tl.alloc("attn", t * s.q_width * cb + t * s.heads * FP32_BYTES)
+    _keep(tl, "qr", "kr", "v", "attn")
+    if s.fused_o:                                                   # LoRA_W saves its input: the output kept above
+        _fused_linear(tl, s, s.q_width, s.hidden, "o")
+    else:
+        linear(tl, s, "o_proj", s.q_width, s.hidden, "o", "attn")
+
+
+def _rotary(tl: Timeline, s: Shape) -> None:
+    """q and k rotated: into new tensors through two temporaries each (transformers'
+    apply_rotary_pos_emb), or where they are (unsloth's Fast_RoPE_Embedding_QK_Positions)."""
+    if s.rope_in_place:
+        tl.named["qr"], tl.named["kr"] = tl.named.pop("q"), tl.named.pop("k")
+        return
+    t, cb = s.tokens, s.cb
     tl.alloc("qr", t * s.q_width * cb)                              # rotary outputs (kept by SDPA)
     tl.bump(2 * t * s.q_width * cb)                                 # q*cos, rotate_half(q)*sin
     tl.free("q")
     tl.alloc("kr", t * s.k_width * cb)
     tl.bump(2 * t * s.k_width * cb)
     tl.free("k")
-    # output and logsumexp; the kernels write the output as (batch, seq, heads, dim), so
-    # transpose(1, 2).contiguous() copies nothing and o_proj's input is this same tensor
-    tl.alloc("attn", t * s.q_width * cb + t * s.heads * FP32_BYTES)
-    _keep(tl, "qr", "kr", "v", "attn")
-    linear(tl, s, "o_proj", s.q_width, s.hidden, "o", "attn")
 
 
 def mlp(tl: Timeline, s: Shape) -> None:
     """gate/up/act/down (gated) or fc1/act/fc2, from the normed input "x"."""
     t, cb = s.tokens, s.cb
+    if s.fused_mlp:
+        _fused_mlp(tl, s)
+        return
     if s.gated:
         linear(tl, s, "gate_proj", s.hidden, s.ff, "gate", "x")
         tl.alloc("act", t * s.ff * cb)
@@ -309,6 +400,18 @@ def mlp(tl: Timeline, s: Shape) -> None:
     _keep_if(tl, s.full, "x", "prod")                               # MLP.forward's `x` lives until it returns
 
 
+def _fused_mlp(tl: Timeline, s: Shape) -> None:
+    """unsloth's LoRA_MLP: e = gate(X), g = up(X), h = swiglu(e, g) in a new tensor, down(h); the
+    Function saves X, e and g (and the dropout masks): h is made again in the backward."""
+    t, f, cb = s.tokens, s.ff, s.cb
+    _fused_linear(tl, s, s.hidden, f, "gate")
+    _fused_linear(tl, s, s.hidden, f, "up")
+    tl.alloc("prod", t * f * cb)
+    _fused_linear(tl, s, f, s.hidden, "down")
+    tl.free("prod")
+    _keep(tl, "x", "gate", "up")
+
+
 def layer_forward(tl: Timeline, s: Shape, input_needs_grad: bool) -> None:
     """One decoder layer from its input "h" to its output "h" (the input is left to the caller as
     "h_in"); what autograd keeps goes to "saved"."""
@@ -321,6 +424,8 @@ def layer_forward(tl: Timeline, s: Shape, input_needs_grad: bool) -> None:
     tl.free("o")
     norm(tl, s, s.hidden, 1, "x", True, "h2")
     mlp(tl, s)
+    if tl.stop_after and s.fused_mlp:                                 # LoRA_MLP saves last, after its output
+        return
     tl.alloc("h", t * s.hidden * s.cb)
     tl.free("down", "h2")
 
@@ -377,11 +482,14 @@ def _forward(tl: Timeline, spec: ModelSpec, s: Shape, setup: FinetuneSetup, seq_
     tl.alloc("rope", 2 * seq_len * spec.head_dim * s.cb)              # cos, sin (one row per position)
     layers = [layer_saved_bytes(s, s.full or setup.gradient_checkpointing or i > 0) for i in range(spec.n_layers)]
     tl.keeping = not setup.gradient_checkpointing                     # a checkpoint keeps none of them
+    if s.ckpt_offload:
+        tl.alloc("staging", s.staging_inputs * t * s.hidden * s.cb)   # the GPU buffers reloads land in
     for i in range(spec.n_layers):
         if setup.gradient_checkpointing:
             tl.alloc(f"rng{i}", device.rng_state_bytes)                   # preserve_rng_state: the CPU generator's state
         layer_forward(tl, s, s.full or setup.gradient_checkpointing or i > 0)
-        if setup.gradient_checkpointing and not s.ckpt_offload:
+        kept = not s.ckpt_offload or (s.keeps_last_input and i == spec.n_layers - 1)
+        if setup.gradient_checkpointing and kept:
             tl.named[f"ckpt{i}"] = tl.named.pop("h_in")
         else:
             tl.free("h_in")                                           # (offloaded: copied to host memory)
@@ -435,7 +543,7 @@ def _loss_backward(tl: Timeline, s: Shape, vocab: int, grads: StepGradients) -> 
         tl.alloc("grads", grads.head)
         tl.alloc("g", t * s.hidden * s.cb)
         tl.free("head_in")
-        tl.bump(3 * t * s.hidden * FP32_BYTES)
+        tl.bump(final_norm_backward_bytes(s))
         tl.free("final_norm")
         return
     f32 = _loss_fp32_bytes(s, vocab)
@@ -447,8 +555,16 @@ def _loss_backward(tl: Timeline, s: Shape, vocab: int, grads: StepGradients) -> 
     tl.alloc("grads", grads.head)
     tl.alloc("g", t * s.hidden * s.cb)                                # the hidden state's gradient
     tl.free("glogits", "head_in")
-    tl.bump(3 * t * s.hidden * FP32_BYTES)                            # the final norm's backward
+    tl.bump(final_norm_backward_bytes(s))
     tl.free("final_norm")
+
+
+def final_norm_backward_bytes(s: Shape) -> int:
+    """The final norm's backward: transformers' float32 temporaries; unsloth's kernel writes a new
+    input gradient, or none where it overwrites the output's (reuse_grad)."""
+    if not s.norm_kernel:
+        return 3 * s.tokens * s.hidden * FP32_BYTES
+    return 0 if s.norm_grad_in_place else s.tokens * s.hidden * s.cb
 
 
 def _before_recompute(tl: Timeline, s: Shape) -> None:
@@ -456,7 +572,7 @@ def _before_recompute(tl: Timeline, s: Shape) -> None:
     adapted last projection's output nodes save nothing, so the float32 gradient of its LoRA branch
     (after `* scaling`) and the 16-bit gradient of its base output exist before the recompute."""
     last = "down_proj" if s.gated else "fc2"
-    if last in s.targets:
+    if last in s.targets and not s.fused_mlp:                         # (LoRA_MLP's output node saves all)
         tl.alloc("out_grads", s.tokens * s.hidden * (FP32_BYTES + s.cb))
 
 
@@ -469,6 +585,9 @@ def _mlp_backward(tl: Timeline, s: Shape) -> int:
     one also its weight gradient, and its kept input freed after), then the gated product's two
     factor gradients beside it. Returns the saved bytes freed here."""
     t, f, cb = s.tokens, s.ff, s.cb
+    if s.fused_mlp:
+        _fused_mlp_backward(tl, s)
+        return 0
     tl.free("out_grads")
     if s.kbit:                                  # bitsandbytes' backward: the weight dequantized, the bf16 gradient
         tl.bump(s.hidden * f * KBIT_COMPUTE_BYTES + t * f * KBIT_COMPUTE_BYTES)
@@ -489,25 +608,74 @@ def _mlp_backward(tl: Timeline, s: Shape) -> int:
     return freed
 
 
+def mlp_backward_bytes(s: Shape) -> int:
+    """The largest moment of one layer's MLP backward above the bytes live when it starts."""
+    tl = Timeline()
+    _mlp_backward(tl, s)
+    return tl.peak
+
+
+def _fused_mlp_backward(tl: Timeline, s: Shape) -> None:
+    """LoRA_MLP.backward (fast_lora.py): dY through down_proj (a 4-bit weight dequantized) into one
+    new [tokens, ff] tensor; swiglu's backward writes h, df and de over it and the saved e and g;
+    the rank-wide products of the adapters' gradients; dX written into the saved X (eager) or new
+    (compiled) while up's and then gate's weight is dequantized. Its saved tensors are freed
+    with the layer's."""
+    t, f, cb, r = s.tokens, s.ff, s.cb, s.rank
+    weight = s.hidden * f * cb if s.kbit else 0
+    tl.bump(weight + t * f * cb)                                      # matmul_lora: the weight and DW
+    tl.alloc("gin", t * f * cb)
+    tl.bump(t * r * cb)                                               # dY @ B_down (then A_down @ h.t())
+    tl.alloc("rank_grads", 2 * t * r * cb)                            # up_dB, gate_dB
+    tl.bump(t * r * cb)                                               # A @ X.t(), one at a time
+    dx = 0 if s.lora_dx_in_place else t * s.hidden * cb
+    tl.bump(weight + dx)                                              # up's (then gate's) weight beside dX
+    tl.free("gin", "rank_grads")
+
+
 def _layers_backward(tl: Timeline, spec: ModelSpec, s: Shape, setup: FinetuneSetup, layers: list[int],
                      grads: StepGradients, device: Device) -> None:
     for i in reversed(range(spec.n_layers)):
-        if setup.gradient_checkpointing:                              # recompute, keeping what it saves
-            _before_recompute(tl, s)
-            tl.alloc("rng_now", device.rng_state_bytes)              # the generator's state, read again
-            if s.ckpt_offload:
-                tl.alloc(f"ckpt{i}", s.tokens * s.hidden * s.cb)      # brought back from host memory
-            tl.named["h"] = tl.named.pop(f"ckpt{i}")
-            tl.stop_after = "down_proj" if s.gated else "fc2"          # torch's early stop
-            layer_forward(tl, s, True)
-            tl.stop_after = ""
-            tl.free("h", "rng_now", "out_grads", "down", "x", "h2", "prod")
+        lent = _recompute(tl, s, i, device) if setup.gradient_checkpointing else 0   # keeping what it saves
         early = _mlp_backward(tl, s)
         tl.named["saved"] = tl.named.get("saved", 0) - (layers[i] - early)
         tl.live -= layers[i] - early
         tl.alloc("grads", grads.per_layer - _down_weight_grad_bytes(s))
-        tl.free("h_in", f"rng{i}")
+        tl.free("h_in", f"rng{i}", "h_out")
+        tl.alloc("staging", lent)                                     # the staging buffer, free again
     tl.free("rope")
+
+
+def _recompute(tl: Timeline, s: Shape, i: int, device: Device) -> int:
+    """A checkpointed layer's forward again, keeping what it saves. Non-reentrant (transformers):
+    what the backward computes before the first saved tensor is needed, then the forward up to its
+    last saved tensor. Reentrant (unsloth's checkpoint Function): the whole forward, its output
+    held until torch.autograd.backward(output, dY) returns. Returns the staging bytes the input
+    borrowed."""
+    if not s.reentrant:
+        _before_recompute(tl, s)
+    tl.alloc("rng_now", device.rng_state_bytes)                       # the generator's state, read again
+    lent = 0 if f"ckpt{i}" in tl.named else _reload(tl, s, i)        # brought back from host memory
+    tl.named["h"] = tl.named.pop(f"ckpt{i}")
+    tl.stop_after = "" if s.reentrant else ("down_proj" if s.gated else "fc2")   # torch's early stop
+    layer_forward(tl, s, True)
+    tl.stop_after = ""
+    if s.reentrant:
+        tl.named["h_out"] = tl.named.pop("h")
+    tl.free("h", "rng_now", "out_grads", "down", "x", "h2", "prod")
+    return lent
+
+
+def _reload(tl: Timeline, s: Shape, i: int) -> int:
+    """An offloaded layer input copied back: into one of the staging buffers (its bytes lent to
+    the layer until its backward ends), or a new tensor where the framework keeps none."""
+    x = s.tokens * s.hidden * s.cb
+    if not s.staging_inputs:
+        tl.alloc(f"ckpt{i}", x)
+        return 0
+    tl.named["staging"] -= x                                          # the same bytes, now the layer's input
+    tl.named[f"ckpt{i}"] = x
+    return x
 
 
 def _embedding_backward(tl: Timeline, spec: ModelSpec, s: Shape, setup: FinetuneSetup, grads: StepGradients) -> None:

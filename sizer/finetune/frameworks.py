@@ -74,6 +74,13 @@ class Framework:
     quant_backend: str = QUANT_BITSANDBYTES
     optimizer_in_backward: bool = False      # full fine-tuning steps each parameter in its backward hook
     compile: bool = False                    # torch.compile by default
+    # unsloth's layer kernels (docs "unsloth's layer kernels"); off: transformers' modules as written
+    norm_kernel: bool = False                # RMSNorm in one kernel: keeps its input as is and a float32 1/rms per row
+    norm_grad_in_place: bool = False         # the final norm's input gradient overwrites its output gradient
+    rope_in_place: bool = False              # rotary embedding rotates q and k where they are
+    fused_lora: bool = False                 # LoRA_QKV / LoRA_W / LoRA_MLP autograd Functions where they apply
+    fused_lora_grad_in_place: bool = False   # their backward writes dX into the saved input (eager only)
+    checkpoint_reentrant: bool = False       # a checkpointed layer recomputes whole, its output held through its backward
 
 
 FRAMEWORKS = {
@@ -102,10 +109,12 @@ FRAMEWORKS = {
         "unsloth", adapter_bytes=4, kbit_upcast_fp32=False, loss_chunks=0, checkpoint_offload=True,
         fused_optimizer=True, loss_kernel=LOSS_FUSED_CE, checkpoint_offload_min_seq=UNSLOTH_OFFLOAD_MIN_SEQ,
         checkpoint_offload_min_bytes=UNSLOTH_OFFLOAD_MIN_BYTES, checkpoint_staging_buffers=2,
-        checkpoint_keeps_last=True, compile=True,
+        checkpoint_keeps_last=True, compile=True, norm_kernel=True, norm_grad_in_place=True, rope_in_place=True,
+        fused_lora=True, fused_lora_grad_in_place=True, checkpoint_reentrant=True,
         source="unsloth 2026.10.9: float32 adapters (prepare_model_for_training), fused linear cross-entropy "
                "(gradient in the forward, no float32 logits), use_gradient_checkpointing='unsloth' offloads "
-               "layer inputs to pinned host memory"),
+               "layer inputs to pinned host memory (reentrant: the whole layer recomputed); Triton RMSNorm "
+               "and in-place RoPE; fused LoRA QKV / O / MLP Functions; each decoder layer torch.compile'd"),
 }
 
 
