@@ -150,15 +150,41 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def markdown(rows: list[dict], records: list[dict]) -> list[str]:
+    """The errors as docs/reference/finetune.md shows them: the summary, then one row per record."""
+    by_id = {r["id"]: r for r in records}
+    lines = ["| split | kind | records | median abs. error | worst |", "|---|---|---:|---:|---:|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["split"], row["kind"]), []).append(row)
+        groups.setdefault(("all", row["kind"]), []).append(row)
+    for (split, kind), group in sorted(groups.items()):
+        errors = [r["error"] for r in group]
+        lines.append(f"| {split} | {kind} | {len(group)} | {statistics.median(abs(e) for e in errors):.1%} | "
+                     f"{max(errors, key=abs):+.1%} |")
+    lines += ["", "| record | split | framework (modelled as) | method | GPU | published | predicted | error |",
+              "|---|---|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        gpu = r["gpu"] if r["gpu_count"] == 1 else f"{r['gpu_count']}x{r['gpu']}"
+        unit = by_id[r["id"]]["measured"]["unit"]
+        lines.append(f"| {r['id']} | {r['split']} | {r['framework']} ({r['modelled_as']}) | {r['method']} | {gpu} | "
+                     f"{r['published']:,g} {unit} | {r['predicted']:,g} {unit} | {r['error']:+.1%} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "finetune_published.csv"))
     parser.add_argument("--split", choices=("in-repo", "held-out"), help="only this half of the records")
+    parser.add_argument("--markdown", action="store_true", help="print the tables of docs/reference/finetune.md")
     args = parser.parse_args(argv)
     machine = {"sizer_version": __version__, "python": platform.python_version(), "machine": platform.machine()}
     records = [r for r in load_records() if args.split in (None, r["split"])]
     rows = [row_for(r, machine) for r in records]
     Path(args.out).write_text(to_csv(rows, COLUMNS))
+    if args.markdown:
+        print("\n".join(markdown(rows, records)))
+        return 0
     print("\n".join(table(rows)))
     print()
     print("\n".join(summary(rows)))
