@@ -40,6 +40,11 @@ keeps what its backward needs, the rest is freed when Python drops it. What each
   first, the embedding's last; a tied one added out of place). Mixed precision (autocast) is not
   modelled: the step runs in the dtype the model is built in.
 
+litgpt's structure (Framework.fused_qkv, expand_kv, lora_input_cast, kbit_saves_input, kbit_head; all
+off for the other profiles): one qkv Linear with LoRA on its fused output in bf16, k and v copied out
+to the query heads before SDPA, bitsandbytes 0.42's MatMul4Bit keeping each 4-bit Linear's input, two
+dequantized copies of a 4-bit weight per matmul (docs/reference/finetune.md, "litgpt").
+
 Named switches for what differs between the CPU the measurement runs on and the CUDA GPU the planner
 plans: `Device` (the caching allocator's 512-byte blocks; the optimizer's per-tensor step scalars).
 """
@@ -536,7 +541,8 @@ def _mlp_backward(tl: Timeline, s: Shape) -> int:
     t, f, cb = s.tokens, s.ff, s.cb
     tl.free("out_grads")
     if s.kbit:                                  # bitsandbytes' backward: the weight dequantized, the bf16 gradient
-        tl.bump(s.hidden * f * KBIT_COMPUTE_BYTES + t * f * KBIT_COMPUTE_BYTES)
+        copies = max(1, s.dequant_weight_copies)
+        tl.bump(copies * s.hidden * f * KBIT_COMPUTE_BYTES + t * f * KBIT_COMPUTE_BYTES)
     tl.alloc("gin", t * f * cb)
     freed = 0
     if s.full:
