@@ -205,7 +205,7 @@ def _framework_shape(s: Shape, fw: Framework) -> Shape:
 
     return replace(s, peft=fw.lora_input_cast, fused_qkv=fw.fused_qkv, expand_kv=fw.expand_kv,
                    kbit_saves_input=fw.kbit_saves_input, kbit_head=fw.kbit_head,
-                   dequant_weight_copies=fw.kbit_dequant_copies if fw.kbit_saves_input else 0)
+                   dequant_weight_copies=fw.kbit_dequant_copies)
 
 
 def _offloads(spec: ModelSpec, setup: FinetuneSetup, fw: Framework | None, tokens: int, cb: int) -> bool:

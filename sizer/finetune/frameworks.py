@@ -90,7 +90,7 @@ class Framework:
     kbit_head: bool = False                  # QLoRA quantizes the output head too
     untied_head: bool = False                # the output head is a tensor of its own, tied checkpoint or not
     head_chunk_tokens: int = 0               # LOSS_CHUNKED_HEAD: tokens of each sequence per head chunk
-    kbit_dequant_copies: int = 1             # full bf16-wide copies a 4-bit weight's dequantization holds
+    kbit_dequant_copies: int = 0             # bf16-wide copies of a 4-bit weight each matmul holds (0: not modelled)
 
 
 FRAMEWORKS = {
