@@ -45,7 +45,7 @@ TARGET_MEDIAN, TARGET_WORST = 0.10, 0.25
 MAX_SEQ_SEARCH = 1 << 22
 SETUP_FIELDS = ("method", "lora_rank", "lora_targets", "optimizer", "precision", "gradient_checkpointing",
                 "micro_batch_size", "seq_len", "packing", "attention", "quant", "loss_chunks", "activation_offload",
-                "optimizer_in_backward", "compile")
+                "optimizer_in_backward", "compile", "lora_dropout")
 COLUMNS = ("id", "split", "source_id", "model", "framework", "modelled_as", "method", "gpu", "gpu_count", "kind",
            "unit", "published", "predicted", "error", "weights", "adapters", "gradients", "optimizer_states",
            "activations", "overhead", "url", "sizer_version", "python", "machine")

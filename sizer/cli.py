@@ -470,7 +470,7 @@ def token_count(ctx, param, value):
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile [default: the framework's: unsloth compiles; torchtune's recipes default to off] "
                    "(torchtune: the chunked loss is fused, no float32 log-softmax kept).")
-@click.option("--framework", type=click.Choice(["transformers", "trainer", "torchtune", "unsloth"]),
+@click.option("--framework", type=click.Choice(["transformers", "trainer", "torchtune", "unsloth", "litgpt"]),
               default="transformers", show_default=True,
               help="Whose behaviour to follow: transformers (TRL's SFTTrainer + PEFT), trainer (transformers' Trainer + "
                    "PEFT, without TRL), torchtune, unsloth.")

@@ -321,3 +321,119 @@ def test_offloaded_inputs_keep_the_staging_buffers_on_the_gpu():
     bare = replace_fw(on, checkpoint_staging_buffers=0, checkpoint_keeps_last=False)
     assert _moments(on, seq, 4).saved - _moments(bare, seq, 4).saved == checkpoint_input_bytes(on, 4, x, seq)[0]
     assert checkpoint_input_bytes(on, 4, x, seq)[0] == 3 * x
+
+
+# --- litgpt (litgpt@00af8b0d with lightning 2.4 and bitsandbytes 0.42; docs/reference/finetune.md, "litgpt")
+
+# A llama of hidden 64, 2 layers, 4 query heads of 16, 2 KV heads, MLP 128, vocab 256.
+TH, TNH, TNKV, THD, TFF, TV = 64, 4, 2, 16, 128, 256
+LITGPT_TINY = {"model_type": "llama", "hidden_size": TH, "intermediate_size": TFF, "num_hidden_layers": 2,
+        "num_attention_heads": TNH, "num_key_value_heads": TNKV, "vocab_size": TV, "max_position_embeddings": 64}
+
+
+def _litgpt_tiny(tied=False):
+    from sizer.families import spec_from_config
+
+    return spec_from_config({**LITGPT_TINY, "tie_word_embeddings": tied}, "tiny", "test")
+
+
+def _litgpt_layer_saved(method, tokens, **fw_changes):
+    from dataclasses import replace
+
+    from sizer.finetune.activations import CUDA, layer_saved_bytes, shape_of
+
+    setup = FinetuneSetup(method=method, framework="litgpt", lora_targets=("q", "v"), lora_rank=8,
+                          gradient_checkpointing=False, seq_len=tokens, quant="nf4")
+    fw = replace(FRAMEWORKS["litgpt"], **fw_changes)
+    return layer_saved_bytes(shape_of(_litgpt_tiny(), setup, tokens, CUDA, fw))
+
+
+def test_litgpt_lora_layer_keeps_the_fused_qkv_adapters_and_expanded_kv():
+    """One layer of litgpt LoRA on q and v (no dropout), term by term from the sources: each RMSNorm's
+    float32 input and rsqrt; LoRAQKVLinear's A reads the normed input in bf16 (kept as is) and B keeps
+    A's bf16 output of rank x 2; SDPA keeps q, k and v with k and v copied out to the 4 query heads,
+    its output and float32 logsumexp; silu keeps its input, the product both factors."""
+    t, cb, r = 32, 2, 8
+    norms = 2 * (t * TH * 4 + t * 4)
+    lora = t * TH * cb + t * r * 2 * cb
+    sdpa = 3 * t * TNH * THD * cb + t * TNH * THD * cb + t * TNH * 4
+    mlp = 3 * t * TFF * cb
+    assert _litgpt_layer_saved("lora", t) == norms + lora + sdpa + mlp
+    # without the expansion k and v would be kept at the 2 key/value heads
+    assert _litgpt_layer_saved("lora", t) - _litgpt_layer_saved("lora", t, expand_kv=False) == \
+        2 * t * (TNH - TNKV) * THD * cb
+
+
+def test_litgpt_qlora_keeps_every_4bit_linears_input():
+    """bitsandbytes 0.42's MatMul4Bit saves its input A whenever a gradient is needed: the qkv
+    Linear's (norm_1's output, which LoRA's A keeps already), fc_1/fc_2's (norm_2's output, one
+    tensor) and proj's (the gated product); the attention proj reads SDPA's output, kept already."""
+    t, cb = 32, 2
+    assert _litgpt_layer_saved("qlora", t) - _litgpt_layer_saved("lora", t) == t * (TH + TFF) * cb
+    assert _litgpt_layer_saved("qlora", t, kbit_saves_input=False) == _litgpt_layer_saved("lora", t)   # (bumps only)
+
+
+def _litgpt_loss_peak(torch, batch, seq, vocab, hidden):
+    """litgpt's training loss measured with the profiler's allocation events: the frozen bf16 head
+    over each 128-token slice of every sequence, the last slice shifted by one, cross_entropy with
+    reduction "none" on each bf16 chunk, the concatenated sum over the target count, backward."""
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    from sizer.measure.meter import profiler_peak
+
+    torch.manual_seed(0)
+    h = torch.randn(batch, seq, hidden, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(vocab, hidden, dtype=torch.bfloat16)
+    labels = torch.randint(0, vocab, (batch, seq))
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        logits = [F.linear(part, w) for part in h.split(128, dim=1)]
+        logits[-1] = logits[-1][..., :-1, :]
+        targets = labels[..., 1:]
+        losses = [F.cross_entropy(c.reshape(-1, vocab), y.reshape(-1), reduction="none")
+                  for c, y in zip(logits, targets.split(128, dim=1))]
+        loss = torch.cat(losses).sum() / (targets != -100).sum()
+        del losses
+        loss.backward()
+    return profiler_peak(prof)
+
+
+@pytest.mark.parametrize("batch,seq", [(1, 512), (2, 512), (2, 300)])
+def test_litgpt_chunked_head_loss_bytes_are_the_measured_peak(batch, seq, monkeypatch):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    monkeypatch.setenv("KINETO_LOG_LEVEL", "99")
+    vocab, hidden = 8000, 64
+    measured = _litgpt_loss_peak(torch, batch, seq, vocab, hidden)
+    predicted = loss_bytes(FRAMEWORKS["litgpt"], batch * seq, vocab, hidden, 2, seq_len=seq)
+    # the shift leaves the last chunk one row per sequence short: its log-probs and gradients
+    assert 0 <= predicted - measured < 2 * batch * vocab * 2
+    # a 4-bit head adds its two dequantized copies (float16, then the bf16 cast the matmul reads)
+    assert loss_bytes(FRAMEWORKS["litgpt"], batch * seq, vocab, hidden, 2, seq_len=seq, kbit=True) - predicted == \
+        2 * vocab * hidden * 2
+
+
+@pytest.mark.parametrize("quant,nested", [("nf4", False), ("nf4-dq", True)])
+def test_litgpt_head_is_quantized_and_untied(quant, nested):
+    """Lightning's BitsandbytesPrecision replaces every torch.nn.Linear, the head's too: its bytes are
+    those of bitsandbytes' quantize_4bit of the head (packed codes, absmax, code table; nested: uint8
+    absmax, the second state and the offset). litgpt's GPT has its own head even where the checkpoint
+    ties it: the LoRA base holds a bf16 copy beside the embedding."""
+    torch = pytest.importorskip("torch")
+    bnbf = pytest.importorskip("bitsandbytes.functional")
+    from sizer.finetune.params import trained_params, untied_head_bytes
+
+    w = torch.randn(TV, TH, dtype=torch.float16)
+    q, state = bnbf.quantize_4bit(w, blocksize=64, compress_statistics=nested, quant_type="nf4")
+    parts = [q, state.absmax, state.code] + ([state.state2.absmax, state.state2.code, state.offset] if nested else [])
+    real = sum(p.numel() * p.element_size() for p in parts)
+    fw = FRAMEWORKS["litgpt"]
+    tied, untied = _litgpt_tiny(tied=True), _litgpt_tiny()
+    qlora = FinetuneSetup(method="qlora", quant=quant, framework="litgpt")
+    assert untied_head_bytes(tied, qlora, fw) == real
+    assert untied_head_bytes(untied, qlora, fw) == 0
+    lora = FinetuneSetup(method="lora", framework="litgpt")
+    base = {n: trained_params(tied, lora, FRAMEWORKS[n], False).frozen_bytes for n in ("litgpt", "torchtune")}
+    assert base["litgpt"] - base["torchtune"] == TV * TH * 2
+    heads = {n: trained_params(untied, qlora, FRAMEWORKS[n], False).frozen_bytes for n in ("litgpt", "transformers")}
+    assert heads["transformers"] - heads["litgpt"] == TV * TH * 2 - real

@@ -209,3 +209,57 @@ def test_unsloth_is_a_script_on_one_gpu():
     assert "load_in_4bit=True" in script and "target_modules=['q_proj', 'v_proj']" in script
     with pytest.raises(UsageError, match="one GPU"):
         launch_command(MODEL, FinetuneSetup(method="lora", framework="unsloth"), 2)
+
+
+# litgpt@00af8b0d: the parameters of finetune/lora.py and finetune/full.py setup() (jsonargparse
+# flags) and the fields of args.py TrainArgs (nested as --train.<field>)
+LITGPT_LORA_PARAMS = {"checkpoint_dir", "out_dir", "precision", "quantize", "devices", "num_nodes", "lora_r",
+                      "lora_alpha", "lora_dropout", "lora_query", "lora_key", "lora_value", "lora_projection",
+                      "lora_mlp", "lora_head", "data", "train", "eval", "optimizer", "logger_name", "seed",
+                      "access_token"}
+LITGPT_FULL_PARAMS = {"checkpoint_dir", "out_dir", "precision", "devices", "num_nodes", "resume", "data", "train",
+                      "eval", "optimizer", "logger_name", "seed", "access_token"}
+LITGPT_TRAIN_FIELDS = {"save_interval", "log_interval", "global_batch_size", "micro_batch_size", "lr_warmup_steps",
+                       "lr_warmup_fraction", "epochs", "max_tokens", "max_steps", "max_seq_length", "tie_embeddings",
+                       "max_norm", "min_lr"}
+
+
+def _litgpt_flags(line: str, params: set) -> dict:
+    words = shlex.split(line)
+    assert words[0] == "litgpt" and not words[2].startswith("--")     # the checkpoint, positional
+    flags = dict(w[2:].split("=", 1) for w in words[3:])
+    for name in flags:
+        top, _, field = name.partition(".")
+        assert top in params and (not field or (top == "train" and field in LITGPT_TRAIN_FIELDS)), name
+    return flags
+
+
+def test_litgpt_line_is_the_config_hub_qlora_run():
+    """config_hub/finetune/llama-3-8b/qlora.yaml@00af8b0d as a plan gives back its own values."""
+    setup = FinetuneSetup(method="qlora", framework="litgpt", quant="nf4", lora_rank=32, lora_alpha=16,
+                          lora_dropout=0.05, lora_targets=("q", "v"), micro_batch_size=2, seq_len=512,
+                          gradient_checkpointing=False)
+    line = launch_command(MODEL, setup)
+    assert shlex.split(line)[1] == "finetune_lora"
+    flags = _litgpt_flags(line, LITGPT_LORA_PARAMS)
+    assert flags == {**flags, "precision": "bf16-true", "quantize": "bnb.nf4", "devices": "1", "lora_r": "32",
+                     "lora_alpha": "16", "lora_dropout": "0.05", "lora_query": "true", "lora_key": "false",
+                     "lora_value": "true", "lora_projection": "false", "lora_mlp": "false", "lora_head": "false",
+                     "train.micro_batch_size": "2", "train.max_seq_length": "512", "optimizer": "AdamW"}
+    full = launch_command(MODEL, FinetuneSetup(method="full", framework="litgpt"), 4)
+    assert shlex.split(full)[1] == "finetune_full" and _litgpt_flags(full, LITGPT_FULL_PARAMS)["devices"] == "4"
+
+
+@pytest.mark.parametrize("setup,gpus,message", [
+    (FinetuneSetup(method="dora", framework="litgpt", gradient_checkpointing=False), 1, "no DoRA"),
+    (FinetuneSetup(method="qlora", framework="litgpt"), 2, "one GPU only"),
+    (FinetuneSetup(method="lora", framework="litgpt"), 1, "--no-gradient-checkpointing"),
+    (FinetuneSetup(method="lora", framework="litgpt", gradient_checkpointing=False, lora_targets=("q", "gate")), 1,
+     "all three MLP projections"),
+    (FinetuneSetup(method="lora", framework="litgpt", gradient_checkpointing=False, optimizer="adamw-8bit"), 1,
+     "AdamW or SGD"),
+    (FinetuneSetup(method="full", framework="litgpt", zero=3), 2, "FSDP only"),
+])
+def test_litgpt_line_refuses_what_litgpt_cannot_do(setup, gpus, message):
+    with pytest.raises(UsageError, match=message):
+        launch_command(MODEL, setup, gpus)

@@ -40,6 +40,11 @@ keeps what its backward needs, the rest is freed when Python drops it. What each
   first, the embedding's last; a tied one added out of place). Mixed precision (autocast) is not
   modelled: the step runs in the dtype the model is built in.
 
+litgpt's structure (Framework.fused_qkv, expand_kv, lora_input_cast, kbit_saves_input, kbit_head; all
+off for the other profiles): one qkv Linear with LoRA on its fused output in bf16, k and v copied out
+to the query heads before SDPA, bitsandbytes 0.42's MatMul4Bit keeping each 4-bit Linear's input, two
+dequantized copies of a 4-bit weight per matmul (docs/reference/finetune.md, "litgpt").
+
 Named switches for what differs between the CPU the measurement runs on and the CUDA GPU the planner
 plans: `Device` (the caching allocator's 512-byte blocks; the optimizer's per-tensor step scalars).
 
@@ -174,6 +179,13 @@ class Shape:
     reentrant: bool = False          # Framework.checkpoint_reentrant
     staging_inputs: int = 0          # offloaded: Framework.checkpoint_staging_buffers (reloads land in them)
     keeps_last_input: bool = False   # offloaded: Framework.checkpoint_keeps_last
+    # litgpt's structure (Framework fields of the same names; the defaults are transformers + PEFT)
+    peft: bool = True            # PEFT's LoRA layer (its temporaries); False: litgpt's LoRALinear / LoRAQKVLinear
+    qkv_linear: bool = False     # one q/k/v Linear; k and v copied out of it (Framework.fused_qkv)
+    expand_kv: bool = False      # GQA key/value heads copied out to the query heads before SDPA
+    kbit_saves_input: bool = False   # bitsandbytes 0.42 MatMul4Bit keeps its input
+    kbit_head: bool = False      # the output head is 4-bit too (its input kept like the others')
+    dequant_weight_copies: int = 0   # bf16-wide copies of a 4-bit weight a forward matmul holds (modelled when > 0)
 
 
 def stream_bytes(setup: FinetuneSetup, kbit_upcast_fp32: bool = True) -> int:
@@ -185,22 +197,25 @@ def stream_bytes(setup: FinetuneSetup, kbit_upcast_fp32: bool = True) -> int:
     return 2
 
 
-def shape_of(spec: ModelSpec, setup: FinetuneSetup, tokens: int, device: Device = CUDA, fw: Framework | None = None
-             ) -> Shape:
+def shape_of(spec: ModelSpec, setup: FinetuneSetup, tokens: int, device: Device = CUDA, fw: Framework | None = None,
+             seq_len: int = 0) -> Shape:
     from sizer.finetune.params import adapted, module_name
 
     ff = spec.d_ff_expert * spec.n_experts_active if spec.is_moe else spec.d_ff
     cb = stream_bytes(setup, fw.kbit_upcast_fp32 if fw else True)
     targets = frozenset(module_name(t) for t in spec.tensors if setup.adapters and adapted(t, setup))
-    return Shape(tokens, spec.hidden_size, spec.n_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim,
+    kbit = setup.method == "qlora"
+    shape = Shape(tokens, spec.hidden_size, spec.n_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim,
                  spec.n_kv_heads * spec.v_head_dim, spec.n_heads, spec.n_kv_heads, ff, spec.gated_mlp,
                  any(t.name.endswith("q_norm.weight") for t in spec.tensors),
                  cb, setup.lora_rank, setup.lora_dropout > 0,
-                 setup.method == "full", targets, device.dropout_mask_bytes, cb != FP32_BYTES,
-                 fw.loss_chunks if fw else 1, _offloads(spec, setup, fw, tokens, cb), setup.method == "qlora",
+                 setup.method == "full", targets, device.dropout_mask_bytes,
+                 cb != FP32_BYTES and (fw.lora_input_cast if fw else True),
+                 fw.loss_chunks if fw else 1, _offloads(spec, setup, fw, tokens, cb), kbit,
                  None if fw is None else loss_bytes(fw, tokens, spec.vocab_size, spec.hidden_size, cb,
-                                                    setup.method == "full"),
+                                                    setup.method == "full", seq_len or setup.seq_len, kbit),
                  *_kernel_switches(spec, setup, fw, targets, cb))
+    return shape if fw is None else _framework_shape(shape, fw)
 
 
 def _kernel_switches(spec: ModelSpec, setup: FinetuneSetup, fw: Framework | None, targets: frozenset, cb: int
@@ -225,6 +240,15 @@ def _kernel_switches(spec: ModelSpec, setup: FinetuneSetup, fw: Framework | None
             fw.checkpoint_keeps_last)
 
 
+def _framework_shape(s: Shape, fw: Framework) -> Shape:
+    """The framework's structural switches on the shape (litgpt's; none for the PEFT-based ones)."""
+    from dataclasses import replace
+
+    return replace(s, peft=fw.lora_input_cast, qkv_linear=fw.fused_qkv, expand_kv=fw.expand_kv,
+                   kbit_saves_input=fw.kbit_saves_input, kbit_head=fw.kbit_head,
+                   dequant_weight_copies=fw.kbit_dequant_copies)
+
+
 def _offloads(spec: ModelSpec, setup: FinetuneSetup, fw: Framework | None, tokens: int, cb: int) -> bool:
     """Whether the checkpointed layer inputs go to host memory (unsloth: from 512 tokens, inputs above 2 MiB)."""
     if fw is None or not setup.gradient_checkpointing:
@@ -232,17 +256,23 @@ def _offloads(spec: ModelSpec, setup: FinetuneSetup, fw: Framework | None, token
     return offloads_checkpoints(fw, setup.seq_len, tokens * spec.hidden_size * cb)
 
 
-def linear(tl: Timeline, s: Shape, name: str, width_in: int, width_out: int, out: str, inp: str) -> None:
+def linear(tl: Timeline, s: Shape, name: str, width_in: int, width_out: int, out: str, inp: str,
+           adapters: int | None = None) -> None:
     """A projection of the tensor named `inp` into `out`: the base Linear (a trained one keeps its
-    input), and LoRA's A and B beside it where `name` is adapted."""
+    input), and LoRA's A and B beside it where `name` is adapted (`adapters`: how many projections
+    one fused LoRA adapts, litgpt's qkv)."""
     t = s.tokens
-    adapted = name in s.targets
-    if s.full or (adapted and not s.cast and not s.dropout):
-        _keep_input(tl, inp)                                        # kept as is (an adapter reads it uncast)
+    adapted = name in s.targets if adapters is None else adapters > 0
+    if s.full or (adapted and not s.cast and not s.dropout) or (s.kbit and s.kbit_saves_input):
+        _keep_input(tl, inp)                                        # kept as is (an adapter or MatMul4Bit reads it)
     if s.kbit:                                                      # bitsandbytes: input and output in bf16
-        tl.bump(t * (width_in + width_out) * KBIT_COMPUTE_BYTES)
+        tl.bump(t * (width_in + width_out) * KBIT_COMPUTE_BYTES
+                + s.dequant_weight_copies * width_in * width_out * KBIT_COMPUTE_BYTES)
     tl.alloc(out, t * width_out * s.cb)                             # the base layer's result, first
     if not adapted:
+        return
+    if not s.peft:
+        _litgpt_lora(tl, s, width_in, width_out, adapters or 1)
         return
     x_bytes = t * width_in * FP32_BYTES
     if s.cast:
@@ -263,6 +293,18 @@ def linear(tl: Timeline, s: Shape, name: str, width_in: int, width_out: int, out
         # lora_B's output, scaled; the 16-bit base output promoted to float32 and the sum
         tl.bump(3 * t * width_out * FP32_BYTES)
     tl.free("lora_x")
+
+
+def _litgpt_lora(tl: Timeline, s: Shape, width_in: int, width_out: int, adapters: int) -> None:
+    """litgpt's LoRA beside the base output (lora.py LoRALinear / LoRAQKVLinear.forward): A reads the
+    input (or its dropout) in the adapters' 16-bit dtype, its output [tokens, rank x adapters] kept by
+    B (conv1d for the fused qkv); zero_pad's full-width output, `* scaling`, then the sum."""
+    t = s.tokens
+    if s.dropout:
+        mask = t * width_in * s.mask_bytes if tl.input_grad else 0
+        tl.alloc("saved", t * width_in * s.cb + mask)               # dropout output and its mask
+    tl.alloc("saved", t * s.rank * adapters * s.cb)                 # A's output
+    tl.bump(2 * t * width_out * s.cb)                               # zero_pad's output, scaled
 
 
 def norm(tl: Timeline, s: Shape, width: int, rows: int, out: str, needs_grad: bool, inp: str) -> None:
@@ -335,9 +377,37 @@ def _keep_if(tl: Timeline, keep: bool, *names: str) -> None:
         tl.free(*names)
 
 
+def _fused_attention(tl: Timeline, s: Shape) -> None:
+    """litgpt's CausalSelfAttention (model.py): one qkv Linear; q, k, v reshaped out of its permuted
+    view (copies; k and v expanded to the query heads first), rotary in float32 against float32
+    cos/sin then cast back, `torch.cat` of the rotated part (a copy SDPA keeps), the qkv output alive
+    until forward returns; SDPA's output is proj's input."""
+    t, cb = s.tokens, s.cb
+    adapters = sum(1 for n in ("q_proj", "k_proj", "v_proj") if n in s.targets)
+    linear(tl, s, "qkv", s.hidden, s.q_width + s.k_width + s.v_width, "qkv", "x", adapters)
+    tl.input_grad = True
+    _keep_if(tl, s.full, "x")
+    k_width = s.q_width if s.expand_kv else s.k_width
+    v_width = s.v_width * s.heads // s.kv_heads if s.expand_kv else s.v_width
+    for name, width in (("q", s.q_width), ("k", k_width)):
+        tl.alloc(name, t * width * cb)                              # reshape's copy
+        tl.bump(t * width * (cb + 3 * FP32_BYTES))                  # rotated half, x*cos, rotated*sin, their sum
+        tl.alloc(name + "r", t * width * cb)                        # apply_rope's cast back
+        tl.alloc(name + "c", t * width * cb)                        # torch.cat: the tensor SDPA keeps
+        tl.free(name, name + "r")
+    tl.alloc("v", t * v_width * cb)
+    tl.alloc("attn", t * s.q_width * cb + t * s.heads * FP32_BYTES)
+    _keep(tl, "qc", "kc", "v", "attn")
+    linear(tl, s, "o_proj", s.q_width, s.hidden, "o", "attn")
+    tl.free("qkv")
+
+
 def attention(tl: Timeline, s: Shape) -> None:
     """q/k/v projections, (q/k norms), rotary, SDPA and o_proj, from the normed input "x"."""
     t, cb = s.tokens, s.cb
+    if s.qkv_linear:                                                # litgpt: one q/k/v Linear
+        _fused_attention(tl, s)
+        return
     if s.fused_qkv:                                                 # LoRA_QKV saves its input, not its outputs
         for name, width in (("q", s.q_width), ("k", s.k_width), ("v", s.v_width)):
             _fused_linear(tl, s, s.hidden, width, name)
@@ -522,7 +592,7 @@ def _loss_forward(tl: Timeline, spec: ModelSpec, s: Shape, batch: int, seq_len: 
 
 
 def _keep_head_input(tl: Timeline, s: Shape) -> None:
-    if s.full:
+    if s.full or (s.kbit and s.kbit_head and s.kbit_saves_input):
         tl.named["head_in"] = tl.named.pop("x")                       # a trained head keeps its input
     else:
         tl.free("x")
@@ -590,7 +660,8 @@ def _mlp_backward(tl: Timeline, s: Shape) -> int:
         return 0
     tl.free("out_grads")
     if s.kbit:                                  # bitsandbytes' backward: the weight dequantized, the bf16 gradient
-        tl.bump(s.hidden * f * KBIT_COMPUTE_BYTES + t * f * KBIT_COMPUTE_BYTES)
+        copies = max(1, s.dequant_weight_copies)
+        tl.bump(copies * s.hidden * f * KBIT_COMPUTE_BYTES + t * f * KBIT_COMPUTE_BYTES)
     tl.alloc("gin", t * f * cb)
     freed = 0
     if s.full:
@@ -698,7 +769,7 @@ def step_moments(spec: ModelSpec, setup: FinetuneSetup, batch: int, seq_len: int
                  device: Device = None, fw: Framework | None = None) -> StepMoments:
     """The forward's peak, the saved bytes and the backward's peak of one micro-batch."""
     device = device or CUDA
-    s = shape_of(spec, setup, batch * seq_len, device, fw)
+    s = shape_of(spec, setup, batch * seq_len, device, fw, seq_len)
     tl = Timeline()
     layers = _forward(tl, spec, s, setup, seq_len, device)
     before_loss = tl.live

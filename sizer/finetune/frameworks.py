@@ -7,7 +7,8 @@ source at the version modelled (docs/reference/finetune.md, "Frameworks", cites 
 - `trainer`: transformers' Trainer and PEFT without TRL: the model's own loss over full logits (what
   `sizer measure --finetune` runs);
 - `torchtune`: torchtune 0.6.1's recipes (lora/full_finetune_single_device and _distributed);
-- `unsloth`: unsloth / unsloth_zoo 2026.10.9 (FastLanguageModel + its patched SFTTrainer).
+- `unsloth`: unsloth / unsloth_zoo 2026.10.9 (FastLanguageModel + its patched SFTTrainer);
+- `litgpt`: litgpt's finetune_lora / finetune (litgpt@00af8b0d, 2024-09: lightning 2.4, bitsandbytes 0.42).
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ LOSS_LOGITS = "logits"                # the model's forward builds [tokens, voca
 LOSS_CHUNKED_OUTPUT = "chunked-output"  # torchtune: logits in chunks of tokens, each upcast to fp32 by itself
 LOSS_TILED_LOGPROB = "tiled-logprob"  # TRL: log-probs from [token tile x vocab tile] GEMM tiles, no logits
 LOSS_FUSED_CE = "fused-ce"            # unsloth: CE and its gradient in the forward, chunk of rows at a time
-LOSS_KERNELS = (LOSS_LOGITS, LOSS_CHUNKED_OUTPUT, LOSS_TILED_LOGPROB, LOSS_FUSED_CE)
+LOSS_CHUNKED_HEAD = "chunked-head"    # litgpt: the head per chunk of tokens, CE over the 16-bit chunk logits
+LOSS_KERNELS = (LOSS_LOGITS, LOSS_CHUNKED_OUTPUT, LOSS_TILED_LOGPROB, LOSS_FUSED_CE, LOSS_CHUNKED_HEAD)
+
+# litgpt@00af8b0d litgpt/finetune/lora.py fit(): model(input_ids, lm_head_chunk_size=128)
+LITGPT_HEAD_CHUNK_TOKENS = 128
+# lightning 2.4 fabric/plugins/precision/bitsandbytes.py _Linear4bit.quantize casts the weight to float16
+# before bnb.functional.quantize_4bit: bitsandbytes 0.42 MatMul4Bit dequantizes to float16, then
+# `.to(A.dtype)` makes the bf16 copy the matmul reads (two full copies of the weight at once)
+LITGPT_DEQUANT_COPIES = 2
 
 # 4-bit base weights (Framework.quant_backend)
 QUANT_BITSANDBYTES = "bitsandbytes"
@@ -81,6 +90,14 @@ class Framework:
     fused_lora: bool = False                 # LoRA_QKV / LoRA_W / LoRA_MLP autograd Functions where they apply
     fused_lora_grad_in_place: bool = False   # their backward writes dX into the saved input (eager only)
     checkpoint_reentrant: bool = False       # a checkpointed layer recomputes whole, its output held through its backward
+    lora_input_cast: bool = True             # LoRA reads a float32 copy of its input (PEFT); False: as is
+    fused_qkv: bool = False                  # one q/k/v Linear, LoRA on its fused output (litgpt LoRAQKVLinear)
+    expand_kv: bool = False                  # GQA key/value heads copied out to the query heads before SDPA
+    kbit_saves_input: bool = False           # bitsandbytes 0.42 MatMul4Bit keeps its input for the backward
+    kbit_head: bool = False                  # QLoRA quantizes the output head too
+    untied_head: bool = False                # the output head is a tensor of its own, tied checkpoint or not
+    head_chunk_tokens: int = 0               # LOSS_CHUNKED_HEAD: tokens of each sequence per head chunk
+    kbit_dequant_copies: int = 0             # bf16-wide copies of a 4-bit weight each matmul holds (0: not modelled)
 
 
 FRAMEWORKS = {
@@ -115,6 +132,16 @@ FRAMEWORKS = {
                "(gradient in the forward, no float32 logits), use_gradient_checkpointing='unsloth' offloads "
                "layer inputs to pinned host memory (reentrant: the whole layer recomputed); Triton RMSNorm "
                "and in-place RoPE; fused LoRA QKV / O / MLP Functions; each decoder layer torch.compile'd"),
+    "litgpt": Framework(
+        "litgpt", adapter_bytes=2, kbit_upcast_fp32=False, loss_chunks=0, checkpoint_offload=False,
+        fused_optimizer=False, loss_kernel=LOSS_CHUNKED_HEAD, lora_input_cast=False, fused_qkv=True, expand_kv=True,
+        kbit_saves_input=True, kbit_head=True, untied_head=True, head_chunk_tokens=LITGPT_HEAD_CHUNK_TOKENS,
+        kbit_dequant_copies=LITGPT_DEQUANT_COPIES,
+        source="litgpt@00af8b0d finetune/lora.py with lightning 2.4 and bitsandbytes 0.42: precision bf16-true "
+               "(every parameter and adapter bf16), LoRAQKVLinear on the fused qkv Linear, k/v expanded to the "
+               "query heads (model.py), BitsandbytesPrecision quantizes every nn.Linear (the head too) from "
+               "float16, MatMul4Bit keeps its input, lm_head_chunk_size=128 + chunked_cross_entropy over bf16 "
+               "logits, torch.optim.AdamW (foreach) / bnb PagedAdamW for QLoRA, no activation checkpointing"),
 }
 
 
@@ -223,8 +250,20 @@ def _chunked_output_bytes(tokens: int, vocab: int, cb: int, chunks: int, compile
     return elements * cb + elements * FP32_BYTES + copy
 
 
-def loss_bytes(fw: Framework, tokens: int, vocab: int, hidden: int, cb: int, head_trainable: bool = False
-               ) -> int | None:
+def _chunked_head_bytes(fw: Framework, tokens: int, vocab: int, hidden: int, cb: int, seq_len: int,
+                        kbit: bool) -> int:
+    """litgpt's head per chunk of `head_chunk_tokens` tokens of every sequence and chunked_cross_entropy
+    (reduction "none" over each chunk's 16-bit logits, no float32 copy): every chunk's logits (fit()
+    holds the list through the backward), every chunk's log_softmax in the logits' dtype (kept by
+    autograd) and two chunk-sized tensors of one chunk's backward (nll_loss's and log_softmax's
+    gradients); a 4-bit head's dequantized copies on top (each chunk's matmul dequantizes it whole)."""
+    chunk_rows = -(-tokens * min(fw.head_chunk_tokens, seq_len) // seq_len)
+    dequant = fw.kbit_dequant_copies * vocab * hidden * BF16_BYTES if kbit and fw.kbit_head else 0
+    return 2 * tokens * vocab * cb + 2 * chunk_rows * vocab * cb + dequant
+
+
+def loss_bytes(fw: Framework, tokens: int, vocab: int, hidden: int, cb: int, head_trainable: bool = False,
+               seq_len: int = 0, kbit: bool = False) -> int | None:
     """Bytes of the loss moment for the kernels that do not build float32 logits (None for
     LOSS_LOGITS: the activation model's own logits term applies). `cb` the compute dtype's width;
     a trained head's gradient itself is counted with the gradients, not here."""
@@ -235,6 +274,8 @@ def loss_bytes(fw: Framework, tokens: int, vocab: int, hidden: int, cb: int, hea
         return _tiled_logprob_bytes(tokens, vocab, hidden, cb) + head
     if fw.loss_kernel == LOSS_FUSED_CE:
         return _fused_ce_bytes(tokens, vocab, hidden, cb)     # the head gradient accumulates in its own dtype
+    if fw.loss_kernel == LOSS_CHUNKED_HEAD:
+        return _chunked_head_bytes(fw, tokens, vocab, hidden, cb, seq_len or tokens, kbit)
     return None
 
 

@@ -9,7 +9,9 @@ told otherwise).
   TrainingArguments names;
 - torchtune: `tune run [--nproc_per_node N] <recipe> --config <config> key=value ...` with a recipe
   and config of torchtune 0.6.1 (sizer/data/torchtune_recipes.json, from tools/trl_flags.py);
-- unsloth: a Python API: the FastLanguageModel and SFTTrainer arguments, as a script.
+- unsloth: a Python API: the FastLanguageModel and SFTTrainer arguments, as a script;
+- litgpt: `litgpt finetune_lora|finetune_full <checkpoint> --flag value ...` with the parameter names of
+  litgpt@00af8b0d's finetune/lora.py and finetune/full.py setup() (jsonargparse: `--train.micro_batch_size`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ TORCHTUNE_OPTIMIZER = {"adamw": "torch.optim.AdamW", "adamw-8bit": "bitsandbytes
 TORCHTUNE_ATTENTION = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "o_proj": "output_proj"}
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 CONFIG_SUFFIX = {"lora": ("lora",), "qlora": ("qlora", "lora"), "dora": ("dora", "lora"), "full": ("full",)}
+LITGPT_PRECISION = {"bf16": "bf16-true", "fp16": "16-true", "fp32": "32-true"}
+LITGPT_OPTIMIZER = {"adamw": "AdamW", "sgd": "SGD"}        # torch.optim names (utils.instantiate_torch_optimizer)
+# litgpt's LoRA switches (finetune/lora.py setup) and the projections each one adapts
+LITGPT_LORA_FLAGS = (("lora_query", ("q_proj",)), ("lora_key", ("k_proj",)), ("lora_value", ("v_proj",)),
+                     ("lora_projection", ("o_proj",)), ("lora_mlp", MLP_PROJECTIONS))
 
 
 def hub_id(model) -> str:
@@ -289,6 +296,58 @@ def trainer_script(model, setup: FinetuneSetup, gpus: int = 1) -> str:
     return "\n".join(lines)
 
 
+def _litgpt_checks(setup: FinetuneSetup, gpus: int) -> None:
+    """What litgpt's finetune scripts cannot be told (UsageError names it)."""
+    if setup.method == "dora":
+        raise UsageError("litgpt has no DoRA: --method lora, qlora or full")
+    if setup.zero or setup.offload_optimizer or setup.offload_params:
+        raise UsageError("litgpt shards with FSDP only (no ZeRO, no offload)")
+    if setup.fsdp not in (None, "full-shard"):
+        raise UsageError(f"--fsdp {setup.fsdp}: litgpt's FSDPStrategy shards fully")
+    if setup.method == "qlora" and gpus > 1:
+        raise UsageError("litgpt quantizes on one GPU only (finetune/lora.py refuses --quantize with devices > 1)")
+    if setup.gradient_checkpointing != (gpus > 1):
+        raise UsageError("litgpt checkpoints activations under FSDP (devices > 1) and never on one GPU: "
+                         f"use {'--gradient-checkpointing' if gpus > 1 else '--no-gradient-checkpointing'}")
+    if setup.optimizer not in LITGPT_OPTIMIZER or (setup.method == "qlora" and setup.optimizer != "adamw"):
+        raise UsageError(f"--optimizer {setup.optimizer}: litgpt's line runs AdamW or SGD (QLoRA: AdamW, "
+                         "as bitsandbytes PagedAdamW)")
+    if setup.packing or setup.attention != "sdpa":
+        raise UsageError("litgpt runs SDPA over padded, unpacked batches")
+
+
+def _litgpt_lora_args(setup: FinetuneSetup) -> list[str]:
+    names = setup.target_names()
+    every, targets = names is None, set(names or ())
+    words = [f"--lora_r={setup.lora_rank}", f"--lora_alpha={setup.lora_alpha or 2 * setup.lora_rank}",
+             f"--lora_dropout={setup.lora_dropout}"]
+    for flag, projections in LITGPT_LORA_FLAGS:
+        hit = every or bool(targets & set(projections))
+        if hit and not every and not set(projections) <= targets:
+            raise UsageError("litgpt's lora_mlp adapts all three MLP projections or none: name gate, up and down")
+        words.append(f"--{flag}={_bool(hit)}")
+    unknown = targets - {n for _, projections in LITGPT_LORA_FLAGS for n in projections}
+    if unknown:
+        raise UsageError(f"litgpt's LoRA has no projection {', '.join(sorted(unknown))}")
+    words.append("--lora_head=false")
+    if setup.method == "qlora":
+        words.append(f"--quantize=bnb.{setup.quant}")
+    return words
+
+
+def litgpt_args(model, setup: FinetuneSetup, gpus: int = 1) -> list[str]:
+    """`litgpt finetune_lora|finetune_full` arguments (litgpt@00af8b0d)."""
+    _litgpt_checks(setup, gpus)
+    script = "finetune_full" if setup.method == "full" else "finetune_lora"
+    words = [script, hub_id(model), f"--precision={LITGPT_PRECISION[setup.precision]}", f"--devices={gpus}"]
+    if setup.method != "full":
+        words += _litgpt_lora_args(setup)
+    batch = setup.micro_batch_size * setup.gradient_accumulation_steps * gpus
+    return words + [f"--train.micro_batch_size={setup.micro_batch_size}", f"--train.global_batch_size={batch}",
+                    f"--train.max_seq_length={setup.seq_len}", f"--optimizer={LITGPT_OPTIMIZER[setup.optimizer]}",
+                    f"--out_dir={OUTPUT_DIR}"]
+
+
 def _shell(words: list[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
@@ -302,4 +361,6 @@ def launch_command(model, setup: FinetuneSetup, gpus: int = 1) -> str:
         return _shell(["tune", "run", *torchtune_args(model, setup, gpus)])
     if setup.framework == "trainer":
         return trainer_script(model, setup, gpus)
+    if setup.framework == "litgpt":
+        return _shell(["litgpt", *litgpt_args(model, setup, gpus)])
     return unsloth_script(model, setup, gpus)

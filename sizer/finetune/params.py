@@ -211,13 +211,26 @@ def frozen_tensor_bytes(t: TensorSpec, spec: ModelSpec, setup: FinetuneSetup, fw
     """One frozen base tensor of an adapter run as held, all its copies (quantized for QLoRA)."""
     if setup.method != "qlora":
         return t.params * (4 if t.fp32 else DTYPE_BYTES[setup.precision])
+    if fw.kbit_head and t.component == "lm_head":
+        return get_precision(setup.quant).quantized_bytes(t.n_elements) * t.copies
     quantized = get_precision(setup.quant).tensor_bytes(t, spec)
     return t.params * 4 if (quantized == t.params * 2 and fw.kbit_upcast_fp32) else quantized
 
 
+def untied_head_bytes(spec: ModelSpec, setup: FinetuneSetup, fw: Framework) -> int:
+    """The output head a framework holds apart from a tied checkpoint's embedding (litgpt's GPT always
+    has its own lm_head: the converted checkpoint carries a copy), quantized with the base for QLoRA."""
+    if not (fw.untied_head and spec.tied_embeddings):
+        return 0
+    n = spec.vocab_size * spec.hidden_size
+    if setup.method == "qlora" and fw.kbit_head:
+        return get_precision(setup.quant).quantized_bytes(n)
+    return n * DTYPE_BYTES[setup.precision]
+
+
 def _base_bytes(spec: ModelSpec, setup: FinetuneSetup, fw: Framework) -> int:
     """Frozen base weights of an adapter run."""
-    return sum(frozen_tensor_bytes(t, spec, setup, fw) for t in spec.tensors)
+    return sum(frozen_tensor_bytes(t, spec, setup, fw) for t in spec.tensors) + untied_head_bytes(spec, setup, fw)
 
 
 def trained_params(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, master_weights: bool) -> TrainedParams:

@@ -12,7 +12,7 @@ OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "adafactor", "sgd")
 PRECISIONS = ("bf16", "fp16", "fp32")
 QUANTS = ("nf4", "nf4-dq", "fp4", "fp4-dq")
 ATTENTIONS = ("sdpa", "eager", "flash")
-FRAMEWORKS = ("transformers", "trainer", "torchtune", "unsloth")
+FRAMEWORKS = ("transformers", "trainer", "torchtune", "unsloth", "litgpt")
 FSDP_MODES = ("full-shard", "shard-grad-op", "hybrid")
 OFFLOAD_TARGETS = ("none", "cpu")
 

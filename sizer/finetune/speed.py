@@ -33,6 +33,9 @@ from sizer.spec import (CHUNKED_ATTENTION, EMBEDDING, FULL_ATTENTION, HYBRID, LI
 # checks that it still does). transformers: LLaMA-Factory's HF rows; torchtune: its README tables
 # (torch.compile on); unsloth: LLaMA-Factory's Unsloth rows.
 MFU = {"transformers": 0.32, "torchtune": 0.64, "unsloth": 0.51}
+# Profiles without fitted speed rows take the MFU of the closest fitted one: litgpt runs eager
+# PyTorch modules, uncompiled, like the transformers profile (no litgpt speed row is fitted).
+MFU_AS = {"litgpt": "transformers"}
 # The share of that MFU a GPU architecture reaches: Hopper's dense peak is 3.2x the A100's for 1.6x
 # its bandwidth, and the flash-attention-2 / cuBLAS kernels of these stacks reach a smaller share of
 # it. Fitted as the median H100 / A100 ratio of implied MFU over LLM Foundry's paired runs (same
@@ -158,7 +161,7 @@ def forward_flops_per_token(spec: ModelSpec, seq_len: int) -> float:
 
 def effective_mfu(framework: str, gpu: GpuSpec) -> float:
     """The framework profile's MFU on this GPU's architecture."""
-    return MFU[framework] * ARCHITECTURE_EFFICIENCY.get(gpu.architecture, 1.0)
+    return MFU[MFU_AS.get(framework, framework)] * ARCHITECTURE_EFFICIENCY.get(gpu.architecture, 1.0)
 
 
 def peak_flops(gpu: GpuSpec, precision: str) -> float | None:
