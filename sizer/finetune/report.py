@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from sizer.finetune.plan import FinetuneOption, FinetuneResult
 from sizer.finetune.sharding import host_bytes_per_node
-from sizer.render import to_csv
+from sizer.render import plot_target, report_text, save_plot, to_csv
 from sizer.units import UNITS_NOTE, GiB, fmt_gib
 
 FINETUNE_CSV_COLUMNS = (
@@ -170,29 +170,12 @@ def render_finetune(r: FinetuneResult, fmt: str) -> str:
     table = tabulate([_row(o) for o in r.options], headers=headers, disable_numparse=True,
                      tablefmt="github" if fmt == "markdown" else "simple")
     lines = [line for o in r.options for line in _lines(o, r)] + [f"note: {n}" for n in r.notes]
-    sep = "\n\n" if fmt == "markdown" else "\n"
-    head = ("  \n" if fmt == "markdown" else "\n").join(_header(r))
-    return sep.join([head, "", table, "", *lines]).replace("\n\n\n", "\n\n") + "\n"
+    return report_text(_header(r), table, lines, fmt)
 
 
 def plot_finetune(r: FinetuneResult, path: str, force: bool = False) -> None:
     """Stacked bars per method: weights, adapters, gradients, optimizer states, activations, overhead, free."""
-    from pathlib import Path
-
-    from sizer.errors import UsageError
-
-    target = Path(path)
-    if target.suffix.lower() not in (".png", ".svg"):
-        raise UsageError(f"--plot {path}: the file must end in .png or .svg")
-    if target.exists() and not force:
-        raise UsageError(f"{target}: already exists (use --force to overwrite)")
-    try:
-        import matplotlib
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'sizer-llm[plot]'") from None
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.fonttype"] = "none"
-    import matplotlib.pyplot as plt
+    plt, target = plot_target(path, force)
 
     names = ("weights", "adapters", "gradients", "optimizer_states", "activations", "overhead")
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(r.options) + 2), 4.8))
@@ -209,7 +192,4 @@ def plot_finetune(r: FinetuneResult, path: str, force: bool = False) -> None:
     ax.set_title(f"{r.model} · fine-tuning · {r.framework}", fontsize=10)
     ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.tight_layout()
-    tmp = target.with_name(f".{target.name}.tmp{target.suffix}")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(target)
+    save_plot(plt, fig, target)

@@ -11,7 +11,7 @@ import json
 from sizer.gpuspec import usable_memory_bytes
 from sizer.plan.engines import FITS_WITH_OFFLOAD, GpuUsage
 from sizer.plan.fit import FitOption, FitResult
-from sizer.render import to_csv
+from sizer.render import plot_target, report_text, save_plot, to_csv
 from sizer.units import UNITS_NOTE, GiB, fmt_gib
 
 FIT_CSV_COLUMNS = (
@@ -236,29 +236,12 @@ def render_fit(r: FitResult, fmt: str) -> str:
     if not r.options:
         lines = ["- no configuration serves this workload"]
     lines += [f"note: {n}" for n in r.notes]
-    sep = "\n\n" if fmt == "markdown" else "\n"
-    head = ("  \n" if fmt == "markdown" else "\n").join(_header(r))
-    return sep.join([head, "", table, "", *lines]).replace("\n\n\n", "\n\n") + "\n"
+    return report_text(_header(r), table, lines, fmt)
 
 
 def plot_fit(r: FitResult, path: str, force: bool = False) -> None:
     """Stacked bars of each configuration's GPUs: weights, KV cache, activations, overhead, free."""
-    from pathlib import Path
-
-    from sizer.errors import UsageError
-
-    target = Path(path)
-    if target.suffix.lower() not in (".png", ".svg"):
-        raise UsageError(f"--plot {path}: the file must end in .png or .svg")
-    if target.exists() and not force:
-        raise UsageError(f"{target}: already exists (use --force to overwrite)")
-    try:
-        import matplotlib
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'sizer-llm[plot]'") from None
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.fonttype"] = "none"      # SVG text stays text (searchable, smaller)
-    import matplotlib.pyplot as plt
+    plt, target = plot_target(path, force)
 
     labels, stacks = [], []
     for o in r.options:
@@ -286,7 +269,4 @@ def plot_fit(r: FitResult, path: str, force: bool = False) -> None:
     ax.set_title(f"{r.model} · {r.engine} · {r.batch_size} x {r.context_length:,} tokens", fontsize=10)
     ax.legend(fontsize=8, ncols=6, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.tight_layout()
-    tmp = target.with_name(f".{target.name}.tmp{target.suffix}")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(target)
+    save_plot(plt, fig, target)
