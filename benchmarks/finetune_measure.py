@@ -48,6 +48,8 @@ POINTS = [
     ("llama-gqa", "lora", 256, 2, True, {"lora_dropout": 0.05}),
     ("llama-gqa", "qlora", 128, 1, True, {}),
     ("qwen2-tied", "qlora", 128, 1, False, {}),
+    ("llama-gqa", "lora", 128, 1, False, {"attention": "eager"}),
+    ("llama-gqa", "full", 128, 2, True, {"attention": "eager"}),
 ]
 QUICK = [0, 1, 3, 4, 7, 9]
 # Full-size points for a GPU (`--full-size`, 80 GB): catalog models at the sequence lengths people train at

@@ -26,6 +26,7 @@ POINTS = {
     "qwen3-lora-dropout": (QWEN3, "lora", 64, 1, False, {"lora_dropout": 0.05}),
     "llama-lora-ckpt-dropout": (LLAMA, "lora", 32, 2, True, {"lora_dropout": 0.1}),
     "llama-qlora-ckpt": (LLAMA, "qlora", 64, 1, True, {}),      # bitsandbytes' CPU backend, nf4 + double quant
+    "llama-lora-eager": (LLAMA, "lora", 64, 1, False, {"attention": "eager"}),    # scores, float32 softmax kept
 }
 
 

@@ -182,6 +182,7 @@ class Shape:
     # litgpt's structure (Framework fields of the same names; the defaults are transformers + PEFT)
     peft: bool = True            # PEFT's LoRA layer (its temporaries); False: litgpt's LoRALinear / LoRAQKVLinear
     qkv_linear: bool = False     # one q/k/v Linear; k and v copied out of it (Framework.fused_qkv)
+    eager_cells: int = 0         # eager attention: score cells per layer (batch x heads x seq x seq); 0 for SDPA/flash
     expand_kv: bool = False      # GQA key/value heads copied out to the query heads before SDPA
     kbit_saves_input: bool = False   # bitsandbytes 0.42 MatMul4Bit keeps its input
     kbit_head: bool = False      # the output head is 4-bit too (its input kept like the others')
@@ -215,6 +216,10 @@ def shape_of(spec: ModelSpec, setup: FinetuneSetup, tokens: int, device: Device 
                  None if fw is None else loss_bytes(fw, tokens, spec.vocab_size, spec.hidden_size, cb,
                                                     setup.method == "full", seq_len or setup.seq_len, kbit),
                  *_kernel_switches(spec, setup, fw, targets, cb))
+    if setup.attention == "eager":
+        from dataclasses import replace
+
+        shape = replace(shape, eager_cells=tokens * spec.n_heads * (seq_len or setup.seq_len))
     return shape if fw is None else _framework_shape(shape, fw)
 
 
@@ -424,14 +429,41 @@ def attention(tl: Timeline, s: Shape) -> None:
         tl.free("q", "k")
         tl.named["q"], tl.named["k"] = tl.named.pop("qn"), tl.named.pop("kn")
     _rotary(tl, s)
-    # output and logsumexp; the kernels write the output as (batch, seq, heads, dim), so
-    # transpose(1, 2).contiguous() copies nothing and o_proj's input is this same tensor
-    tl.alloc("attn", t * s.q_width * cb + t * s.heads * FP32_BYTES)
-    _keep(tl, "qr", "kr", "v", "attn")
+    if s.eager_cells:
+        _eager_attention(tl, s)
+    else:
+        # output and logsumexp; the kernels write the output as (batch, seq, heads, dim), so
+        # transpose(1, 2).contiguous() copies nothing and o_proj's input is this same tensor
+        tl.alloc("attn", t * s.q_width * cb + t * s.heads * FP32_BYTES)
+        _keep(tl, "qr", "kr", "v", "attn")
     if s.fused_o:                                                   # LoRA_W saves its input: the output kept above
         _fused_linear(tl, s, s.q_width, s.hidden, "o")
     else:
         linear(tl, s, "o_proj", s.q_width, s.hidden, "o", "attn")
+    tl.free("attn")                                                 # eager's output copy, where nothing kept it
+
+
+def _eager_attention(tl: Timeline, s: Shape) -> None:
+    """transformers' eager_attention_forward: K and V repeated to the query heads (repeat_kv copies
+    them when there are fewer), the scores, scaled, masked, their float32 softmax (kept: its backward
+    needs it) and its cast back (kept by the product with V), then the output transposed into a
+    contiguous (batch, seq, heads, dim) copy, o_proj's input (kept only where o_proj's weight is trained:
+    the product with V keeps its inputs, not its output)."""
+    t, cb, cells = s.tokens, s.cb, s.eager_cells
+    for name, width in (("kr", s.k_width), ("v", s.v_width)):
+        if width < s.q_width:                                       # repeat_kv: expand + reshape copies
+            tl.alloc(name + "x", t * s.q_width * cb)
+    tl.alloc("scores", cells * cb)
+    tl.bump(2 * cells * cb + cells * FP32_BYTES)                    # scaled, masked, float32 softmax being made
+    tl.free("scores")
+    tl.alloc("probs", cells * (FP32_BYTES + cb))                    # softmax's float32 output and its cast
+    tl.alloc("ctx", t * s.q_width * cb)                             # probs @ V, (batch, heads, seq, dim)
+    tl.alloc("attn", t * s.q_width * cb)                            # transposed and made contiguous
+    tl.free("ctx")
+    repeated = [n for n in ("krx", "vx") if n in tl.named]
+    _keep(tl, "qr", "probs", *(repeated or ["kr", "v"]))            # "attn": kept by o_proj only if trained
+    if repeated:                                                    # the matmuls keep the copies, not these
+        tl.free("kr", "v")
 
 
 def _rotary(tl: Timeline, s: Shape) -> None:
@@ -550,6 +582,8 @@ def _forward(tl: Timeline, spec: ModelSpec, s: Shape, setup: FinetuneSetup, seq_
     t = s.tokens
     tl.alloc("h", t * s.hidden * s.cb)                                # the embedding's output
     tl.alloc("rope", 2 * seq_len * spec.head_dim * s.cb)              # cos, sin (one row per position)
+    if s.eager_cells:                                                 # eager: one additive causal mask [b, 1, q, kv]
+        tl.alloc("mask", s.eager_cells // s.heads * s.cb)
     layers = [layer_saved_bytes(s, s.full or setup.gradient_checkpointing or i > 0) for i in range(spec.n_layers)]
     tl.keeping = not setup.gradient_checkpointing                     # a checkpoint keeps none of them
     if s.ckpt_offload:

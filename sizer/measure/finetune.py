@@ -283,7 +283,8 @@ def measure_finetune(model_or_config, method: str = "lora", seq_len: int = 128, 
     targets = parse_targets(lora_targets)
     setup = FinetuneSetup(framework="trainer", method=method, lora_rank=lora_rank, lora_targets=targets, optimizer=optimizer,
                           precision=precision, gradient_checkpointing=gradient_checkpointing,
-                          micro_batch_size=micro_batch_size, seq_len=seq_len, lora_dropout=lora_dropout)
+                          micro_batch_size=micro_batch_size, seq_len=seq_len, lora_dropout=lora_dropout,
+                          attention=attention)
     if device == "cpu":
         torch.set_num_threads(1)
     model = build_model(config, method, precision, attention, device=device)
