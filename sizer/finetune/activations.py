@@ -58,6 +58,7 @@ held through its backward; staging buffers on the GPU).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from sizer.finetune.frameworks import Framework, checkpoint_input_bytes, loss_bytes, offloads_checkpoints
 from sizer.finetune.setup import FinetuneSetup
@@ -816,6 +817,7 @@ def step_moments(spec: ModelSpec, setup: FinetuneSetup, batch: int, seq_len: int
     return StepMoments(forward_peak, saved, tl.peak, max(layers), forward_peak - before_loss)
 
 
+@lru_cache(maxsize=4096)      # the planner asks the same step for every GPU it ranks (--recommend)
 def activation_parts(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, batch: int, seq_len: int,
                      gradients: int = 0, optimizer_temporaries: int = 0, device: Device = CUDA) -> ActivationParts:
     """The step's activations; `gradients` the trained parameters' gradient bytes (on this device)."""

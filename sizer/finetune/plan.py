@@ -4,6 +4,7 @@ sequence length that do, the fewest GPUs, and the time and cost of the training 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from sizer.calc.overhead import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES
 from sizer.catalog import GpuSpec
@@ -103,6 +104,7 @@ class FinetuneResult:
     model_max_seq_len: int | None = None     # the model's maximum context (max_seq_len stops there)
 
 
+@lru_cache(maxsize=1024)      # the same run's states for every GPU count and kind the planner tries
 def model_states(spec: ModelSpec, setup: FinetuneSetup, fw: Framework, block_bytes: int = CUDA.block_bytes
                  ) -> tuple[ModelStates, TrainedParams]:
     """`block_bytes`: the device allocator's smallest block (a fused AdamW's step scalars live on the
