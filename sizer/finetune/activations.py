@@ -67,7 +67,6 @@ from sizer.spec import ModelSpec
 FP32_BYTES = 4
 INDEX_BYTES = 8                  # int64 labels
 KBIT_COMPUTE_BYTES = 2           # bnb_4bit_compute_dtype bfloat16
-NORM_SAVED_FP32 = 2              # kept for compatibility: an RMSNorm's float32 input and its rsqrt
 DROPOUT_MASK_BYTES = 1           # unsloth's fused LoRA dropout keeps a bool mask (fast_lora.py _dropout_forward)
 
 

@@ -72,12 +72,6 @@ def paged_state_bytes(p: TrainedParams) -> int:
     return total
 
 
-def adamw_step_count_bytes(p: TrainedParams) -> int:
-    """torch AdamW's `step`: a float32 scalar tensor per parameter (on the parameter's device when
-    fused, in host memory for foreach and the loop)."""
-    return len(p.trainable_shapes) * FP32_BYTES
-
-
 def _adafactor_values(shape: tuple[int, ...]) -> int:
     """transformers' Adafactor (beta1 None): a matrix keeps a row and a column of second moments,
     a vector its full second moment; plus its RMS, a 0-d tensor."""
