@@ -152,8 +152,7 @@ def paged_bytes(p: TrainedParams, setup: FinetuneSetup, optimizer_states_per_gpu
     large tensors' state buffers; none when the states are offloaded)."""
     if setup.optimizer != "paged-adamw-8bit" or setup.offload_optimizer:
         return 0
-    whole = paged_state_bytes(p)
-    return min(optimizer_states_per_gpu, -(-whole // gpus) if setup.shard_stage and gpus > 1 else whole)
+    return min(optimizer_states_per_gpu, _optimizer_share(paged_state_bytes(p), setup, gpus))
 
 
 def step_bytes(p: TrainedParams, setup: FinetuneSetup, fw: Framework, gpus: int) -> int:
@@ -163,6 +162,12 @@ def step_bytes(p: TrainedParams, setup: FinetuneSetup, fw: Framework, gpus: int)
         return 0
     state_bytes = 4 if master_weights_default(setup) else None
     whole = optimizer_step_bytes(p, setup.optimizer, fused=fw.fused_optimizer, device="cuda", state_bytes=state_bytes)
+    return _optimizer_share(whole, setup, gpus)
+
+
+def _optimizer_share(whole: int, setup: FinetuneSetup, gpus: int) -> int:
+    """One GPU's part of something the optimizer holds per state: a shard when ZeRO/FSDP divides the
+    states over several GPUs (every stage divides them), else all of it."""
     return -(-whole // gpus) if setup.shard_stage and gpus > 1 else whole
 
 
