@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import time
 
+PROBE_SIZE = 256          # a bfloat16 product this wide first: 1/64 of the full measurement's work
+PROBE_MARGIN = 4          # a small product runs slower per FLOP; bfloat16 must lose by more than this
 
-def measure_matmul_gflops(device: str, dtype: str = "float32") -> float:
-    """Best of a few 1024x1024 matrix products in `dtype` on `device` (about 20 ms on 2 CPU cores)."""
+
+
+def measure_matmul_gflops(device: str, dtype: str = "float32", n: int = 1024, repeats: int = 4) -> float:
+    """Best of a few n x n matrix products in `dtype` on `device` (n=1024: about 20 ms each in float32
+    on 2 CPU cores, but seconds each in bfloat16 where the CPU has no bfloat16 instructions)."""
     import torch
 
-    n = 1024
     a = torch.randn(n, n, device=device).to(getattr(torch, dtype))
     b = torch.randn(n, n, device=device).to(getattr(torch, dtype))
     best = float("inf")
-    for _ in range(4):
+    for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -30,6 +34,10 @@ def choose_compute_dtype(device: str, requested: str) -> tuple[str, float, float
     fp32 = measure_matmul_gflops(device, "float32")
     if requested in ("fp32", "float32"):
         return "float32", fp32, fp32
+    if requested == "auto" and device != "cuda":
+        probe = measure_matmul_gflops(device, "bfloat16", PROBE_SIZE, repeats=2)
+        if probe * PROBE_MARGIN < fp32:     # far slower: not worth the full measurement (seconds here)
+            return "float32", fp32, fp32
     bf16 = measure_matmul_gflops(device, "bfloat16")
     if requested == "auto" and device != "cuda" and bf16 <= fp32:
         return "float32", fp32, fp32
