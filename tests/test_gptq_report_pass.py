@@ -85,18 +85,23 @@ def fake_gflops(speeds, calls):
     return measure
 
 
+def test_bfloat16_race_is_real():
+    assert compute.measure_matmul_gflops("cpu", "float32", 64, repeats=1) > 0
+
+
 def test_slow_bfloat16_is_not_measured_in_full(monkeypatch):
     calls = []
     monkeypatch.setattr(compute, "measure_matmul_gflops",
-                        fake_gflops({("float32", 1024): 60.0, ("bfloat16", 256): 0.4}, calls))
+                        fake_gflops({("float32", 1024): 60.0, ("float32", 256): 30.0, ("bfloat16", 256): 3.0}, calls))
     assert compute.choose_compute_dtype("cpu", "auto") == ("float32", 60.0, 60.0)
     assert ("bfloat16", 1024) not in calls
+    assert calls.count(("bfloat16", 256)) == calls.count(("float32", 256)) == 3     # raced in alternation
 
 
 def test_fast_bfloat16_is_measured_and_chosen(monkeypatch):
     calls = []
     monkeypatch.setattr(compute, "measure_matmul_gflops", fake_gflops(
-        {("float32", 1024): 60.0, ("bfloat16", 256): 40.0, ("bfloat16", 1024): 250.0}, calls))
+        {("float32", 1024): 60.0, ("float32", 256): 30.0, ("bfloat16", 256): 40.0, ("bfloat16", 1024): 250.0}, calls))
     assert compute.choose_compute_dtype("cpu", "auto") == ("bfloat16", 250.0, 60.0)
     calls.clear()
     assert compute.choose_compute_dtype("cpu", "bf16")[0] == "bfloat16" and ("bfloat16", 256) not in calls

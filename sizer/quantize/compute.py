@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-PROBE_SIZE = 256          # a bfloat16 product this wide first: 1/64 of the full measurement's work
-PROBE_MARGIN = 4          # a small product runs slower per FLOP; bfloat16 must lose by more than this
+PROBE_SIZE = 256          # the dtype race runs on products this wide: 1/64 of a full measurement's work
+PROBE_ROUNDS = 3          # float32 and bfloat16 alternately, best of each: load hits both alike
 
 
 
@@ -34,11 +34,19 @@ def choose_compute_dtype(device: str, requested: str) -> tuple[str, float, float
     fp32 = measure_matmul_gflops(device, "float32")
     if requested in ("fp32", "float32"):
         return "float32", fp32, fp32
-    if requested == "auto" and device != "cuda":
-        probe = measure_matmul_gflops(device, "bfloat16", PROBE_SIZE, repeats=2)
-        if probe * PROBE_MARGIN < fp32:     # far slower: not worth the full measurement (seconds here)
-            return "float32", fp32, fp32
+    if requested == "auto" and device != "cuda" and not bfloat16_wins(device):
+        return "float32", fp32, fp32       # (bfloat16 is not measured in full: seconds on such CPUs)
     bf16 = measure_matmul_gflops(device, "bfloat16")
     if requested == "auto" and device != "cuda" and bf16 <= fp32:
         return "float32", fp32, fp32
     return "bfloat16", bf16, fp32
+
+
+def bfloat16_wins(device: str) -> bool:
+    """Whether bfloat16 products beat float32 ones on `device`, raced on small products in alternation
+    (a loaded machine slows both alike; measured apart, a slowed float32 could lose to a slow bfloat16)."""
+    best = {"float32": 0.0, "bfloat16": 0.0}
+    for _ in range(PROBE_ROUNDS):
+        for dtype in best:
+            best[dtype] = max(best[dtype], measure_matmul_gflops(device, dtype, PROBE_SIZE, repeats=1))
+    return best["bfloat16"] > best["float32"]
