@@ -26,7 +26,11 @@ model's), the checkpoints loaded by sizer's loader (GPTQModel's sym v1 checkpoin
 Writes benchmarks/results/gptq_real_model.csv (one row per run, machine, load average and versions).
 Usage: python benchmarks/gptq_real_model.py [--quick] [--configs 4g64,4g128,3g128] [--repeats 2]
        [--tools sizer,gptqmodel] [--work-dir /tmp/sizer-gptq-real]
---quick: 6 layers, 4 x 256 calibration tokens, 4 evaluation windows (a few minutes on 2 cores).
+--quick: 4 x 256 calibration tokens, 4 evaluation windows, all 30 layers (a few minutes per run on 2
+cores). --layers N cuts the model for profiling only: its perplexity means nothing (the layers after N
+are missing), its timings split the same way per layer.
+--profile: one sizer run under cProfile, seconds per phase (calibration passes, Hessians, solve,
+packing, error report, held-out pass, writing, perplexity), then stop.
 """
 
 from __future__ import annotations
@@ -288,8 +292,8 @@ def append_rows(path: Path, rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="6 layers, 4 samples, 4 evaluation windows")
-    parser.add_argument("--layers", type=int, default=None, help="keep the first N decoder layers [all; quick 6]")
+    parser.add_argument("--quick", action="store_true", help="4 samples, 4 evaluation windows")
+    parser.add_argument("--layers", type=int, default=None, help="keep the first N decoder layers [all]")
     parser.add_argument("--samples", type=int, default=None, help="calibration windows [16; quick 4]")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--eval-windows", type=int, default=None, help="held-out windows judged [16; quick 4]")
@@ -303,7 +307,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="profile one sizer run (the first config) and print where its time goes, then stop")
     args = parser.parse_args()
-    layers = args.layers if args.layers is not None else (6 if args.quick else None)
+    layers = args.layers
     samples = args.samples or (4 if args.quick else 16)
     n_eval = args.eval_windows or (4 if args.quick else 16)
     work = args.work_dir
