@@ -228,7 +228,8 @@ PHASES = (("whole process (under the profiler)", None),
           ("  of which packing", "sizer/kernels/gptq_pack.py:pack_gptq_v1"),
           ("run: error report (GPTQ and RTN errors)", "sizer/quantize/run.py:_error_reports"),
           ("run: held-out pass through the quantized layer", "sizer/quantize/run.py:_held_out_pass"),
-          ("run: writing shards", "sizer/quantize/run.py:_write_layer"),
+          ("run: writing shards (all tensors)", "sizer/quantize/shards.py:add"),
+          ("run: per layer, all of it", "sizer/quantize/run.py:_quantize_layer"),
           ("run: perplexity logits", "sizer/quantize/run.py:_nll"),
           ("run: total", "sizer/quantize/run.py:run_gptq"))
 
@@ -243,8 +244,9 @@ def profile_sizer(source: Path, calib: Path, work: Path, bits: int, group: int, 
                                 dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT)))
     stats = pstats.Stats(str(out)).stats
     cumulative = {}
+    keys = [key for _, key in PHASES] + ["sizer/quantize/run.py:_write_layer"]
     for (file, _, func), (_, _, _, cum, _) in stats.items():
-        for _, key in PHASES:
+        for key in keys:
             if key and file.endswith(key.split(":")[0]) and func == key.split(":")[1]:
                 cumulative[key] = cumulative.get(key, 0.0) + cum
     total = max(cum for *_, cum, _ in stats.values())
@@ -252,6 +254,10 @@ def profile_sizer(source: Path, calib: Path, work: Path, bits: int, group: int, 
     for label, key in PHASES:
         seconds = total if key is None else cumulative.get(key, 0.0)
         print(f"  {label:<58} {seconds:7.2f} s")
+    inner = ("_accumulate", "_solve_group", "_error_reports", "_held_out_pass", "_write_layer")
+    other = cumulative.get("sizer/quantize/run.py:_quantize_layer", 0.0) - sum(
+        cumulative.get(f"sizer/quantize/run.py:{name}", 0.0) for name in inner)
+    print(f"  {'  of which full layer passes (held-out before, calibration after)':<58} {other:7.2f} s")
     rest = total - cumulative.get(PHASES[2][1], 0.0) - cumulative.get(PHASES[-1][1], 0.0)
     print(f"  {'rest: interpreter start, imports, CLI, rendering':<58} {rest:7.2f} s")
 
