@@ -15,7 +15,7 @@ from sizer.quantize.run import GptqSettings, gptq_format, run_gptq  # noqa: E402
 from sizer.quantize.text import token_windows, tokenize_documents  # noqa: E402
 from sizer.testing import help_text_documents, make_llama  # noqa: E402
 
-SAMPLES, SEQ_LEN, HELDOUT = 6, 64, 3
+SAMPLES, SEQ_LEN, HELDOUT = 4, 64, 2
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def source(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def docs():
-    return help_text_documents()[-400:]
+    return help_text_documents()[-200:]
 
 
 def quantize(source, folder, docs, heldout):
@@ -52,11 +52,17 @@ def linear_inputs(model, windows):
     return {name: torch.cat(xs) for name, xs in seen.items()}
 
 
-def test_heldout_errors_are_those_of_the_quantized_model_on_heldout_text(source, docs, tmp_path):
-    result = quantize(source, tmp_path / "q", docs, HELDOUT)
+@pytest.fixture(scope="module")
+def with_heldout(source, docs, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("q")
+    return folder / "q", quantize(source, folder / "q", docs, HELDOUT)
+
+
+def test_heldout_errors_are_those_of_the_quantized_model_on_heldout_text(source, docs, with_heldout):
+    folder, result = with_heldout
     tok = transformers.AutoTokenizer.from_pretrained(source)
     held = token_windows(tokenize_documents(tok, docs), SEQ_LEN, SAMPLES, HELDOUT)[1]
-    quantized = load_gptq(tmp_path / "q")
+    quantized = load_gptq(folder)
     inputs = linear_inputs(quantized, held)     # sequential GPTQ: the quantized model is the quantized path
     original = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     assert len(result.linears) == 14
@@ -68,10 +74,10 @@ def test_heldout_errors_are_those_of_the_quantized_model_on_heldout_text(source,
         assert line.gptq_error == pytest.approx(expected, rel=1e-3)
 
 
-def test_heldout_text_changes_no_quantized_byte(source, docs, tmp_path):
-    with_held = quantize(source, tmp_path / "a", docs, HELDOUT)
+def test_heldout_text_changes_no_quantized_byte(source, docs, with_heldout, tmp_path):
+    folder, with_held = with_heldout
     without = quantize(source, tmp_path / "b", docs, 0)
-    a = safetensors_torch.load_file(str(next((tmp_path / "a").glob("*.safetensors"))))
+    a = safetensors_torch.load_file(str(next(folder.glob("*.safetensors"))))
     b = safetensors_torch.load_file(str(next((tmp_path / "b").glob("*.safetensors"))))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert {line.error_inputs for line in without.linears} == {"calibration"}
