@@ -1,6 +1,7 @@
 """The error report's held-out Hessians come from the held-out samples' one pass through the quantized
-layer (no stopped pass per group), and the compute-dtype choice skips the slow bfloat16 measurement
-where a small probe already loses. Checked against independent computations, not the implementation."""
+layer (no stopped pass per group), narrow groups are solved on one thread, and the compute-dtype
+choice skips the slow bfloat16 measurement where a small race already loses. Checked against
+independent computations, not the implementation."""
 
 import pytest
 
@@ -74,9 +75,17 @@ def test_heldout_errors_are_those_of_the_quantized_model_on_heldout_text(source,
         assert line.gptq_error == pytest.approx(expected, rel=1e-3)
 
 
-def test_heldout_text_changes_no_quantized_byte(source, docs, with_heldout, tmp_path):
+def test_heldout_text_and_thread_count_change_no_quantized_byte(source, docs, with_heldout, tmp_path):
+    """Held-out text never touches quantization; groups this narrow are solved on one thread, so
+    the caller's thread count does not either (and it is given back)."""
     folder, with_held = with_heldout
-    without = quantize(source, tmp_path / "b", docs, 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3 if threads == 1 else 1)
+    try:
+        without = quantize(source, tmp_path / "b", docs, 0)
+        assert torch.get_num_threads() == (3 if threads == 1 else 1)
+    finally:
+        torch.set_num_threads(threads)
     a = safetensors_torch.load_file(str(next(folder.glob("*.safetensors"))))
     b = safetensors_torch.load_file(str(next((tmp_path / "b").glob("*.safetensors"))))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
