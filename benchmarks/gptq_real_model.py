@@ -140,12 +140,13 @@ def text_files(work: Path) -> tuple[Path, Path, str]:
 
 
 def run_measured(cmd: list[str], log: Path, env: dict | None = None) -> tuple[float, float, int]:
+    # (run in the log's folder: GPTQModel writes a logs/ folder wherever it runs)
     """Run cmd; (wall s, user+system CPU s, peak RSS bytes) of that process and its children."""
     import subprocess
 
     start = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
