@@ -123,8 +123,10 @@ def test_estimate_parts_sum_and_scale():
     tiny = estimate_run(get_model("Qwen3-0.6B"), 8, 256, 2, matmul_gflops=100.0)
     assert tiny.parts["allocator slack"] == (tiny.parts["layer weights (x2)"] + tiny.parts["cached hidden states"]
                                              + tiny.parts["one forward"])
-    # down_proj's Hessian (14336^2 float32, calibration and held-out) is the largest shared-input group
-    assert e.parts["hessians"] == 2 * 14336 ** 2 * 4
+    # the held-out Hessians of the four shared-input groups (qkv, o, gate+up: 4096^2; down: 14336^2), all
+    # alive in the held-out pass; without held-out text, down_proj's calibration Hessian alone
+    assert e.parts["hessians"] == (3 * 4096 ** 2 + 14336 ** 2) * 4
+    assert estimate_run(spec, 128, 2048, 0, matmul_gflops=100.0).parts["hessians"] == 14336 ** 2 * 4
     assert e.parts["cached hidden states"] == 2 * (128 + 16) * 2048 * 4096 * 4
     groups = [(4096, 4096 + 1024 + 1024), (4096, 4096), (4096, 2 * 14336), (14336, 4096)]   # qkv, o, gate+up, down
     columns = 32 * sum(k * (56e-6 + n * 128 / 3.2e9) for k, n in groups)

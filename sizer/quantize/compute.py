@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import time
 
+PROBE_SIZE = 256          # the dtype race runs on products this wide: 1/64 of a full measurement's work
+PROBE_ROUNDS = 3          # float32 and bfloat16 alternately, best of each: load hits both alike
 
-def measure_matmul_gflops(device: str, dtype: str = "float32") -> float:
-    """Best of a few 1024x1024 matrix products in `dtype` on `device` (about 20 ms on 2 CPU cores)."""
+
+
+def measure_matmul_gflops(device: str, dtype: str = "float32", n: int = 1024, repeats: int = 4) -> float:
+    """Best of a few n x n matrix products in `dtype` on `device` (n=1024: about 20 ms each in float32
+    on 2 CPU cores, but seconds each in bfloat16 where the CPU has no bfloat16 instructions)."""
     import torch
 
-    n = 1024
     a = torch.randn(n, n, device=device).to(getattr(torch, dtype))
     b = torch.randn(n, n, device=device).to(getattr(torch, dtype))
     best = float("inf")
-    for _ in range(4):
+    for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -30,7 +34,19 @@ def choose_compute_dtype(device: str, requested: str) -> tuple[str, float, float
     fp32 = measure_matmul_gflops(device, "float32")
     if requested in ("fp32", "float32"):
         return "float32", fp32, fp32
+    if requested == "auto" and device != "cuda" and not bfloat16_wins(device):
+        return "float32", fp32, fp32       # (bfloat16 is not measured in full: seconds on such CPUs)
     bf16 = measure_matmul_gflops(device, "bfloat16")
     if requested == "auto" and device != "cuda" and bf16 <= fp32:
         return "float32", fp32, fp32
     return "bfloat16", bf16, fp32
+
+
+def bfloat16_wins(device: str) -> bool:
+    """Whether bfloat16 products beat float32 ones on `device`, raced on small products in alternation
+    (a loaded machine slows both alike; measured apart, a slowed float32 could lose to a slow bfloat16)."""
+    best = {"float32": 0.0, "bfloat16": 0.0}
+    for _ in range(PROBE_ROUNDS):
+        for dtype in best:
+            best[dtype] = max(best[dtype], measure_matmul_gflops(device, dtype, PROBE_SIZE, repeats=1))
+    return best["bfloat16"] > best["float32"]

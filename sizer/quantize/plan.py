@@ -320,8 +320,8 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     """Peak memory and time of a streamed GPTQ run.
 
     Peak: one decoder layer in the compute dtype twice (working copy and the original kept for the
-    held-out path and errors), the Hessians of the largest group of Linears sharing an input (calibration
-    and held-out, float32), the solver's float32 transients for the widest Linear (three K x K
+    held-out path and errors), the float32 Hessians (the largest group's calibration one, or with held-out
+    text all groups' held-out ones, gathered in one pass), the solver's float32 transients for the widest Linear (three K x K
     matrices while H^-1 is factored; weight copies, codes, blocks and the error product, ~8 N x K), the
     cached hidden states (calibration plus two held-out paths, inputs and outputs), one sample's forward activations (the calculator's step peak), and the larger of the embedding and
     lm_head in the compute dtype, on top of `baseline_bytes` (the process with torch and transformers
@@ -333,7 +333,8 @@ def estimate_run(spec: ModelSpec, samples: int, seq_len: int, heldout_samples: i
     mmap for large blocks cut that by a third but cost 10-17% time).
     """
     linears = decoder_linears(spec)
-    parts = _peak_parts(spec, linears, samples + 2 * heldout_samples, seq_len, compute_bytes, baseline_bytes)
+    parts = _peak_parts(spec, linears, samples + 2 * heldout_samples, seq_len, compute_bytes, baseline_bytes,
+                        heldout_samples > 0)
     seconds, flops = _run_seconds(spec, linears, samples, seq_len, heldout_samples, matmul_gflops, solver_gflops)
     return RunEstimate(sum(parts.values()), parts, seconds, flops, matmul_gflops)
 
@@ -343,13 +344,16 @@ def _layer_params(spec: ModelSpec, linears: list[LinearShape]) -> int:
 
 
 def _peak_parts(spec: ModelSpec, linears: list[LinearShape], streams: int, seq_len: int, compute_bytes: int,
-                baseline_bytes: int) -> dict[str, int]:
+                baseline_bytes: int, heldout: bool = True) -> dict[str, int]:
     """The run's peak memory by part (estimate_run's docstring), `streams` cached hidden-state paths."""
     from sizer.calc.activations import step_peak, transformers_attention
 
     groups = _layer_linear_groups(linears)
     layer_params = _layer_params(spec, linears)
-    hessians = max(2 * group[0].in_features ** 2 * FP32_BYTES for group in groups)
+    # one calibration Hessian while its group is solved; with held-out text, every group's held-out
+    # Hessian at once during the held-out samples' pass through the quantized layer
+    widths = [group[0].in_features ** 2 for group in groups]
+    hessians = max(max(widths), sum(widths) if heldout else 0) * FP32_BYTES
     solver = max(3 * lin.in_features ** 2 + 8 * lin.in_features * lin.out_features for lin in linears) * FP32_BYTES
     hidden_cache = 2 * streams * seq_len * spec.hidden_size * compute_bytes
     eager = transformers_attention(spec, "sdpa") == "eager"          # as gptq_run loads the layers

@@ -35,6 +35,11 @@ from sizer.quantize.shards import ShardReader, ShardWriter
 from sizer.quantize.text import token_windows, tokenize_documents
 
 DEFAULT_MAX_SHARD_BYTES = 4 * 1024 ** 3    # written as they come: the shard size costs no memory
+# Groups whose Hessian is at most this wide are solved on one thread: their Cholesky / inverse and
+# column loop are many small BLAS / LAPACK calls, each ending at an OpenMP barrier that, on a loaded
+# machine, waits for a descheduled thread (SmolLM2-135M, K 576-1536, 2 busy cores: 5-20x faster
+# factoring, 2x faster column loop). It also makes the codes independent of the machine's core count.
+SINGLE_THREAD_MAX_K = 2048
 
 
 _SKIP_COPY = {"config.json", "model.safetensors.index.json", "quantize_config.json"}
@@ -390,8 +395,8 @@ def _quantize_layer(index: int, layer, streams: _Streams, calib_calls: list, hel
                     settings: GptqSettings, writer: ShardWriter, reader: ShardReader,
                     layer_prefix: str) -> list[LinearReport]:
     """One decoder layer, sequentially: the held-out samples through the original layer, each group of
-    Linears calibrated and solved, the samples through the quantized layer, the layer written out and
-    freed."""
+    Linears calibrated and solved, the samples through the quantized layer (the held-out Hessians of
+    the error report gathered on the way), the layer written out and freed."""
     import torch
 
     with torch.no_grad():
@@ -400,61 +405,102 @@ def _quantize_layer(index: int, layer, streams: _Streams, calib_calls: list, hel
     if index == 0 and not groups:
         raise UsageError(f"{type(layer).__name__} has no Linear layers to quantize")
     packed: dict[str, dict] = {}
-    reports = []
+    reports, pending = [], []      # pending: solved groups whose errors wait for the held-out Hessians
+    original = lambda name, module: reader.get(f"{layer_prefix}.{name}.weight").to(    # noqa: E731
+        device=module.weight.device, dtype=module.weight.dtype)      # as _materialize gave it to the layer
     for group in groups:
-        accumulators = _accumulate(layer, group, [(streams.calib, calib_calls), (streams.held_q, held_calls)])
-        reports += _solve_group(index, group, *accumulators, settings, packed)
+        (calib_acc,) = _accumulate(layer, group, [(streams.calib, calib_calls)])
+        solved, shared_s = _solve_group(group, calib_acc, settings, packed)
+        if held_calls:
+            pending.append((group, solved, shared_s))
+        else:
+            reports += _error_reports(index, group, solved, shared_s, "calibration", calib_acc.hessian, settings,
+                                      original)
+        del calib_acc
     with torch.no_grad():
         streams.calib = [_forward(layer, h, c) for h, c in zip(streams.calib, calib_calls)]
-        streams.held_q = [_forward(layer, h, c) for h, c in zip(streams.held_q, held_calls)]
+    if held_calls:
+        held_accs = _held_out_pass(layer, groups, streams, held_calls)
+        for (group, solved, shared_s), acc in zip(pending, held_accs):
+            reports += _error_reports(index, group, solved, shared_s, "held-out", acc.hessian, settings, original)
     _write_layer(writer, reader, layer_prefix, packed, layer)
     layer.to("meta")
     release_free_memory()
     return reports
 
 
-def _solve_group(layer_index: int, group, calib_acc, held_acc, settings: GptqSettings,
-                 packed: dict) -> list[LinearReport]:
-    """GPTQ for the Linears of one group (they read the same input): one stacked solve (exact: GPTQ is
-    row-wise given H), round-to-nearest beside it, both errors, the packed tensors into `packed`, and
-    each module's weight replaced by its dequantized GPTQ weight for the forwards that follow."""
+def _held_out_pass(layer, groups, streams: _Streams, held_calls: list) -> list:
+    """The held-out samples through the quantized layer (the next layer's inputs), accumulating each
+    group's input Hessian in the same pass. A group's input depends only on the groups before it, all
+    quantized by now, so these are the inputs a stopped pass right after its solve would have seen."""
     import torch
 
-    from sizer.kernels.gptq import (
-        dequantize,
-        gptq_quantize,
-        hessian_relative_errors,
-        prepare_hessian,
-        rtn_quantize,
-        split_rows,
-    )
+    from sizer.kernels.gptq import HessianAccumulator
+
+    accumulators = [HessianAccumulator(group[0][1].in_features) for group in groups]
+    handles = [group[0][1].register_forward_pre_hook(lambda module, args, acc=acc: acc.add(args[0]))
+               for group, acc in zip(groups, accumulators)]
+    try:
+        with torch.no_grad():
+            streams.held_q = [_forward(layer, h, c) for h, c in zip(streams.held_q, held_calls)]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return accumulators
+
+
+def _solve_group(group, calib_acc, settings: GptqSettings, packed: dict) -> tuple[list, float]:
+    """GPTQ for the Linears of one group (they read the same input): one stacked solve (exact: GPTQ is
+    row-wise given H), the packed tensors into `packed`, and each module's weight replaced by its
+    dequantized GPTQ weight for the forwards that follow. Returns (the quantizations, seconds)."""
+    import torch
+
+    from sizer.kernels.gptq import dequantize, gptq_quantize, prepare_hessian, split_rows
     from sizer.kernels.gptq_pack import pack_gptq_v1
 
     t0 = time.perf_counter()
-    h = calib_acc.hessian
     fmt = settings.format
-    prepared = prepare_hessian(h, fmt.desc_act, fmt.damp_percent)
-    weights = [module.weight.detach().to(torch.float32) for _, module in group]
-    sizes = [w.shape[0] for w in weights]
-    stacked = torch.cat(weights) if len(weights) > 1 else weights[0]
-    solved = split_rows(gptq_quantize(stacked, None, fmt.bits, fmt.group_size, fmt.sym, fmt.desc_act,
-                                      fmt.damp_percent, settings.block_size, fmt.static_groups,
-                                      prepared=prepared), sizes)
+    threads = torch.get_num_threads()
+    if calib_acc.in_features <= SINGLE_THREAD_MAX_K:
+        torch.set_num_threads(1)
+    try:
+        prepared = prepare_hessian(calib_acc.hessian, fmt.desc_act, fmt.damp_percent)
+        weights = [module.weight.detach().to(torch.float32) for _, module in group]
+        sizes = [w.shape[0] for w in weights]
+        stacked = torch.cat(weights) if len(weights) > 1 else weights[0]
+        solved = split_rows(gptq_quantize(stacked, None, fmt.bits, fmt.group_size, fmt.sym, fmt.desc_act,
+                                          fmt.damp_percent, settings.block_size, fmt.static_groups,
+                                          prepared=prepared), sizes)
+    finally:
+        torch.set_num_threads(threads)
     del stacked, prepared
-    shared_seconds = time.perf_counter() - t0
-    inputs, h_err = ("held-out", held_acc.hessian) if held_acc is not None else ("calibration", h)
-    reports = []
-    for (name, module), weight, q in zip(group, weights, solved):
-        t0 = time.perf_counter()
-        dq = dequantize(q)
-        errors = hessian_relative_errors(
-            weight, [dq, dequantize(rtn_quantize(weight, fmt.bits, fmt.group_size, fmt.sym))], h_err)
-        share = shared_seconds * weight.shape[0] / sum(sizes)
-        reports.append(LinearReport(layer_index, name, module.in_features, module.out_features, inputs, *errors,
-                                    q.damp_used, q.damp_raised, time.perf_counter() - t0 + share))
+    for (name, module), q in zip(group, solved):
         packed[name] = pack_gptq_v1(q.codes, q.zeros, q.scales, q.g_idx, fmt.bits)
         with torch.no_grad():
-            module.weight.copy_(dq.to(module.weight.dtype))
+            module.weight.copy_(dequantize(q).to(module.weight.dtype))
+    return solved, time.perf_counter() - t0
+
+
+def _error_reports(layer_index: int, group, solved: list, shared_seconds: float, inputs: str, h_err,
+                   settings: GptqSettings, original) -> list[LinearReport]:
+    """Relative output error of GPTQ and of round-to-nearest for each Linear of a group, on the inputs
+    whose Hessian is `h_err` ("held-out" or "calibration"); `original(name, module)` gives the weight
+    the layer held before its solve (read again from the checkpoint: no copy is kept meanwhile)."""
+    import torch
+
+    from sizer.kernels.gptq import dequantize, hessian_relative_errors, rtn_quantize
+
+    fmt = settings.format
+    total_rows = sum(q.out_features for q in solved)
+    reports = []
+    for (name, module), q in zip(group, solved):
+        t0 = time.perf_counter()
+        weight = original(name, module).to(torch.float32)
+        errors = hessian_relative_errors(
+            weight, [dequantize(q), dequantize(rtn_quantize(weight, fmt.bits, fmt.group_size, fmt.sym))], h_err)
+        share = shared_seconds * weight.shape[0] / total_rows
+        reports.append(LinearReport(layer_index, name, module.in_features, module.out_features, inputs, *errors,
+                                    q.damp_used, q.damp_raised, time.perf_counter() - t0 + share))
     return reports
 
 
