@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 from sizer import __version__  # noqa: E402
 from sizer.calc.overhead import CUDA_CONTEXT_BYTES  # noqa: E402
 from sizer.finetune.frameworks import framework_for  # noqa: E402
-from sizer.finetune.plan import memory_per_gpu  # noqa: E402
+from sizer.finetune.plan import largest_true, memory_per_gpu  # noqa: E402
 from sizer.finetune.setup import FinetuneSetup  # noqa: E402
 from sizer.gpuspec import parse_gpus  # noqa: E402
 from sizer.inputs.resolve import get_model  # noqa: E402
@@ -100,13 +100,7 @@ def largest_seq_len(spec, setup: FinetuneSetup, gpu, count: int) -> int | None:
     published runs pad past it: Unsloth's 342,733 tokens for Llama 3.1 8B); plan_method caps it."""
     def fits(n: int) -> bool:
         return memory_per_gpu(spec, replace(setup, seq_len=n), framework_for(setup), gpu, count)[0].free >= 0
-    low, high = 1, MAX_SEQ_SEARCH
-    if not fits(low):
-        return None
-    while low < high:
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if fits(mid) else (low, mid - 1)
-    return low
+    return largest_true(fits, 1, MAX_SEQ_SEARCH)
 
 
 def _parts(memory) -> dict:

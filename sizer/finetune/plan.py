@@ -175,7 +175,7 @@ def _fits(spec, setup, fw, gpu, gpus) -> bool:
     return memory_per_gpu(spec, setup, fw, gpu, gpus)[0].free >= 0
 
 
-def _largest(ok, low: int, high: int) -> int | None:
+def largest_true(ok, low: int, high: int) -> int | None:
     """The largest n in [low, high] with ok(n), for ok true up to some n and false beyond."""
     if not ok(low):
         return None
@@ -199,8 +199,8 @@ def plan_method(spec: ModelSpec, setup: FinetuneSetup, selection: GpuSelection, 
     memory, acts, p = memory_per_gpu(spec, setup, fw, gpu, count)
     verdict = FITS if memory.free >= 0 else DOES_NOT_FIT
     max_ctx = spec.max_context_length or (1 << 20)
-    max_seq = _largest(lambda n: _fits(spec, replace(setup, seq_len=n), fw, gpu, count), 1, max_ctx)
-    max_batch = _largest(lambda n: _fits(spec, replace(setup, micro_batch_size=n), fw, gpu, count), 1, MAX_MICRO_BATCH)
+    max_seq = largest_true(lambda n: _fits(spec, replace(setup, seq_len=n), fw, gpu, count), 1, max_ctx)
+    max_batch = largest_true(lambda n: _fits(spec, replace(setup, micro_batch_size=n), fw, gpu, count), 1, MAX_MICRO_BATCH)
     speed = step_time(spec, setup, gpu, count)
     price = None if gpu.price_per_hour_usd is None else gpu.price_per_hour_usd * count
     reason = _reason(verdict, memory, fewest, count)
