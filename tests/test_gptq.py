@@ -113,16 +113,34 @@ def test_gptq_beats_rtn_in_sample_on_correlated_inputs():
             assert output_relative_error(w, dequantize(q), x) < 0.9 * rtn
 
 
-def test_block_size_does_not_change_the_result():
-    # Blocking only reorders float32 arithmetic; a rare rounding tie may flip and propagate a little.
+@pytest.mark.parametrize("group_size,static", [(-1, False), (32, True)], ids=["one-group", "static-groups"])
+def test_block_size_does_not_change_the_result_when_group_ranges_are_fixed(group_size, static):
+    # With ranges measured up front, blocking only reorders float32 arithmetic; a rare rounding tie
+    # may flip and propagate a little.
     w, x = random_weight(24, 192), correlated_inputs(500, 192)
     h = hessian_of(x)
-    ref = gptq_quantize(w, h, 3, 32, act_order=True, block_size=192)
+    ref = gptq_quantize(w, h, 3, group_size, act_order=True, static_groups=static, block_size=192)
     ref_error = output_relative_error(w, dequantize(ref), x)
     for block_size in (1, 40, 64, 128):
-        other = gptq_quantize(w, h, 3, 32, act_order=True, block_size=block_size)
+        other = gptq_quantize(w, h, 3, group_size, act_order=True, static_groups=static, block_size=block_size)
         assert (other.codes != ref.codes).float().mean() < 0.01
         assert output_relative_error(w, dequantize(other), x) == pytest.approx(ref_error, rel=0.01)
+
+
+def test_dynamic_group_ranges_come_from_the_block_start_weights():
+    # Reference GPTQ measures a group's range from the weights as they stood when its block began:
+    # with one 64-column block per group every range sees all earlier feedback, with one 128-column
+    # block the second group's range does not see the first group's, so the two must differ, and a
+    # group that starts a block must get the same range either way.
+    w, x = random_weight(24, 128), correlated_inputs(100, 128)
+    h = hessian_of(x)
+    per_group = gptq_quantize(w, h, 4, 64, block_size=64)
+    per_two = gptq_quantize(w, h, 4, 64, block_size=128)
+    assert torch.equal(per_group.scales[0], per_two.scales[0])
+    assert not torch.equal(per_group.scales[1], per_two.scales[1])
+    # in the first 128-wide block the weights at its start are the original ones
+    expected = rtn_quantize(w[:, 64:], 4, 64, True).scales[0]
+    assert torch.equal(per_two.scales[1], expected)
 
 
 def test_dead_inputs_are_zeroed():

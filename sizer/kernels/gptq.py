@@ -243,19 +243,24 @@ class _Groups:
             self.zeros.copy_(zeros)
         self.original_column = list(range(k)) if perm is None else perm.tolist()
 
-    def params(self, column: int, block: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Parameters for permuted column `column`, which sits at `offset` in the working block.
+    def params(self, column: int, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parameters for permuted column `column` of w, the weights as they stood when the current
+        block began (the earlier blocks' lazy updates applied, not this block's column updates).
 
-        Dynamic groups are measured when quantization reaches their first column, from the
-        error-updated weights of the block (groups never straddle blocks, see _effective_block; the
-        last group is K % size columns wide when size does not divide K).
+        Dynamic groups are measured when quantization reaches their first column, as the reference
+        GPTQ and its descendants (AutoGPTQ, GPTQModel) measure them: from those block-start weights,
+        so a group's range is not widened by the error feedback of the columns just before it in the
+        same block, and weights that feedback pushes outside it are clamped. With fewer calibration
+        tokens than input features this clamping keeps GPTQ from overfitting (measured in
+        docs/quantize.md). Groups never straddle blocks (see _effective_block); the last group is
+        K % size columns wide when size does not divide K.
         """
         if self.fixed:
             group = self.original_column[column] // self.size
         else:
             group = column // self.size
             if column % self.size == 0:
-                scale, zero = _group_params(block[:, offset:offset + self.size], self.bits, self.sym)
+                scale, zero = _group_params(w[:, column:column + self.size], self.bits, self.sym)
                 self.scales[group], self.zeros[group] = scale, zero
         return self.scales[group], self.zeros[group]
 
@@ -278,7 +283,7 @@ def _solve(w: torch.Tensor, hinv: torch.Tensor, groups: _Groups, block_size: int
         errors = torch.empty_like(block)
         hinv_block = hinv[start:end, start:end]
         for i in range(end - start):
-            scale, zero = groups.params(start + i, block, i)
+            scale, zero = groups.params(start + i, w)    # w[:, start:end] keeps the block-start weights
             column = block[:, i]
             q = _codes(column, scale, zero, maxq)
             codes[:, start + i] = q.to(torch.uint8)
