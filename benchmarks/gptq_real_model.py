@@ -52,7 +52,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "gptq_real_model.csv"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 COLUMNS = ("timestamp", "machine", "cpu_count", "load_avg_1m", "tool", "version", "torch", "transformers", "model",
            "layers", "bits", "group_size", "samples", "seq_len", "repeat", "wall_s", "cpu_s", "peak_rss_bytes",
-           "heldout_perplexity", "greedy_agreement", "eval_tokens", "quick")
+           "heldout_perplexity", "greedy_agreement", "eval_tokens", "quick", "estimate_s", "run_s", "bar_s",
+           "bar_eta_1_s", "bar_eta_25_s", "bar_eta_50_s")
 CONFIGS = {"4g64": (4, 64), "4g128": (4, 128), "3g128": (3, 128)}
 MIN_WORDS = 8
 
@@ -145,14 +146,43 @@ def run_measured(cmd: list[str], log: Path, env: dict | None = None) -> tuple[fl
     import subprocess
 
     start = time.perf_counter()
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent)
+    with log.open("w") as err, log.with_suffix(".out").open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=log.parent)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd[:5])} failed (log {log}):\n{log.read_text()[-3000:]}")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+
+BAR = re.compile(r"GPTQ:.*?\| *(\d+)/(\d+) \[([\d:]+)<([\d:?]+)")
+
+
+def _clock_seconds(text: str) -> float:
+    seconds = 0.0
+    for part in text.split(":"):
+        seconds = seconds * 60 + int(part)
+    return seconds
+
+
+def time_predictions(log: Path) -> dict:
+    """What sizer told the user about the time: the plan's estimate and the run's own time (from its
+    JSON on stdout), and the progress bar's predicted total (elapsed + remaining, as tqdm prints them)
+    after the first layer, a quarter and half of the layers, and the bar's final elapsed time."""
+    result = json.loads(log.with_suffix(".out").read_text())
+    out = {"estimate_s": round(result["estimate"]["seconds"], 2), "run_s": round(result["seconds"], 2)}
+    states = [(int(done), int(total), _clock_seconds(elapsed), remaining)
+              for done, total, elapsed, remaining in BAR.findall(log.read_text())]
+    if not states:
+        return out
+    total = states[0][1]
+    out["bar_s"] = states[-1][2]
+    for label, layers in (("bar_eta_1_s", 1), ("bar_eta_25_s", -(-total // 4)), ("bar_eta_50_s", -(-total // 2))):
+        first = next((s for s in states if s[0] >= layers and "?" not in s[3]), None)
+        if first is not None:
+            out[label] = first[2] + _clock_seconds(first[3])
+    return out
 
 
 def sizer_cmd(source: Path, calib: Path, out: Path, bits: int, group: int, samples: int, seq_len: int) -> list[str]:
@@ -347,7 +377,8 @@ def main() -> None:
                 wall, cpu, rss = run_measured(cmd, work / f"{tool}-{config}-{repeat}.log", env)
                 print(f"{tool} {config} #{repeat}: wall {wall:.1f} s, cpu {cpu:.1f} s, rss {rss / 2**20:.0f} MiB",
                       flush=True)
-                runs.append((tool, config, repeat, out, wall, cpu, rss))
+                timing = time_predictions(work / f"{tool}-{config}-{repeat}.log") if tool == "sizer" else {}
+                runs.append((tool, config, repeat, out, wall, cpu, rss, timing))
     rows = evaluate(args, source, held, n_eval, samples, layers, runs, ver)
     append_rows(args.results, rows)
     for row in rows:
@@ -372,14 +403,15 @@ def evaluate(args, source: Path, held: Path, n_eval: int, samples: int, layers, 
         ppl, agree, _ = judge(rtn_model(source, bits, group), windows, reference)
         rows.append(dict(base, tool="rtn", version=ver["sizer"], bits=bits, group_size=group,
                          heldout_perplexity=round(ppl, 4), greedy_agreement=round(agree, 4)))
-    for tool, config, repeat, folder, wall, cpu, rss in runs:
+    for tool, config, repeat, folder, wall, cpu, rss, timing in runs:
         bits, group = CONFIGS[config]
         if (tool, config) not in judged:
             ppl, agree, _ = judge(load_gptq(folder), windows, reference)
             judged[tool, config] = (round(ppl, 4), round(agree, 4))
         rows.append(dict(base, tool=tool, version=ver[tool], bits=bits, group_size=group, repeat=repeat,
                          wall_s=round(wall, 2), cpu_s=round(cpu, 2), peak_rss_bytes=rss,
-                         heldout_perplexity=judged[tool, config][0], greedy_agreement=judged[tool, config][1]))
+                         heldout_perplexity=judged[tool, config][0], greedy_agreement=judged[tool, config][1],
+                         **timing))
     return rows
 
 
