@@ -23,12 +23,20 @@ Judged the same way for all: held-out perplexity on --eval-windows windows of th
 agreement (the share of positions where the quantized model's most likely next token is the float
 model's), the checkpoints loaded by sizer's loader (GPTQModel's sym v1 checkpoints load there).
 
+Time predictions, sizer rows: estimate_s (the plan's estimate, printed before the run and by --dry-run),
+run_s (the run it estimates, from sizer's JSON), bar_s (the progress bar's final elapsed time) and
+bar_eta_1_s / bar_eta_25_s / bar_eta_50_s (the bar's elapsed + remaining after the first layer, a
+quarter and half of the layers: the total it predicted then).
+
 Writes benchmarks/results/gptq_real_model.csv (one row per run, machine, load average and versions).
 Usage: python benchmarks/gptq_real_model.py [--quick] [--configs 4g64,4g128,3g128] [--repeats 2]
        [--tools sizer,gptqmodel] [--work-dir /tmp/sizer-gptq-real]
 --quick: 4 x 256 calibration tokens, 4 evaluation windows, all 30 layers (a few minutes per run on 2
 cores). --layers N cuts the model for profiling only: its perplexity means nothing (the layers after N
 are missing), its timings split the same way per layer.
+--loaders: the first config's sizer checkpoint (4g128 after `--configs 4g128`: a partial last group
+at width 576) loaded by sizer's loader, transformers (GPTQConfig backend "torch") and GPTQModel
+(BACKEND.TORCH); their logits on two held-out windows compared, then stop.
 --profile: one sizer run under cProfile, seconds per phase (calibration passes, Hessians, solve,
 packing, error report, held-out pass, writing, perplexity), then stop.
 """
@@ -293,6 +301,62 @@ def profile_sizer(source: Path, calib: Path, work: Path, bits: int, group: int, 
     print(f"  {'rest: interpreter start, imports, CLI, rendering':<58} {rest:7.2f} s")
 
 
+# transformers (GPTQConfig backend "torch") and GPTQModel (BACKEND.TORCH) load one checkpoint and
+# save their float16 logits on the given windows; the kernel class each ran is printed as JSON.
+OTHER_LOADERS = """
+import json, sys
+import numpy as np, torch, transformers
+from gptqmodel import BACKEND, GPTQModel
+folder, ids = sys.argv[1], torch.from_numpy(np.load(sys.argv[2]))     # argv[3]: bits
+loaders = {
+    "transformers": lambda: transformers.AutoModelForCausalLM.from_pretrained(
+        folder, device_map="cpu", dtype=torch.float16, quantization_config=transformers.GPTQConfig(bits=int(sys.argv[3]), backend="torch")),
+    "gptqmodel": lambda: GPTQModel.load(folder, device="cpu", backend=BACKEND.TORCH, dtype=torch.float16).model,
+}
+kernels = {}
+for name, load in loaders.items():
+    model = load()
+    kernels[name] = type(model.model.layers[0].mlp.down_proj).__name__
+    with torch.no_grad():
+        np.save(folder + "/logits_" + name + ".npy", model(input_ids=ids).logits.float().numpy())
+print(json.dumps(kernels))
+"""
+
+
+def check_loaders(folder: Path, source: Path, held: Path, seq_len: int) -> None:
+    """sizer's loader, transformers and GPTQModel on one checkpoint (float16, two held-out windows):
+    the kernel each ran, the logits' relative difference from sizer's and the share of equal argmaxes."""
+    import subprocess
+
+    import numpy as np
+    import torch
+
+    from sizer.quantize.load import load_gptq
+
+    ids = torch.tensor(eval_windows(source, held, 2, seq_len))
+    np.save(folder / "ids.npy", ids.numpy())
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    bits = json.loads((folder / "config.json").read_text())["quantization_config"]["bits"]
+    run = subprocess.run([sys.executable, "-c", OTHER_LOADERS, str(folder), str(folder / "ids.npy"), str(bits)],
+                         env=env, capture_output=True, text=True, cwd=folder)
+    if run.returncode != 0:
+        sys.exit(run.stderr[-3000:])
+    kernels = json.loads(run.stdout.strip().splitlines()[-1])
+    model = load_gptq(folder, dtype=torch.float16)
+    with torch.no_grad():
+        ours = model(input_ids=ids).logits.float()
+    config = json.loads((folder / "config.json").read_text())
+    groups, hidden = config["quantization_config"]["group_size"], config["hidden_size"]
+    print(f"{folder.name}: group size {groups}, hidden {hidden} = {hidden / groups:g} groups; "
+          f"sizer's loader ran {type(model.model.layers[0].mlp.down_proj).__name__}")
+    for name, kernel in kernels.items():
+        theirs = torch.from_numpy(np.load(folder / f"logits_{name}.npy"))
+        difference = float((theirs - ours).norm() / ours.norm())
+        agree = float((theirs.argmax(-1) == ours.argmax(-1)).float().mean())
+        print(f"  {name} ({kernel}): logits differ from sizer's loader by {difference:.2e} (relative), "
+              f"argmax equal at {agree:.4f} of {ids.numel()} positions")
+
+
 def machine() -> str:
     from sizer.env.hardware import cpu_name
 
@@ -343,6 +407,9 @@ def main() -> None:
     parser.add_argument("--prepare-only", action="store_true", help="convert the model and write the texts, then stop")
     parser.add_argument("--profile", action="store_true",
                         help="profile one sizer run (the first config) and print where its time goes, then stop")
+    parser.add_argument("--loaders", action="store_true",
+                        help="load the first config's sizer checkpoint (from an earlier run) with sizer's loader, "
+                             "transformers and GPTQModel and compare their logits, then stop")
     args = parser.parse_args()
     layers = args.layers
     samples = args.samples or (4 if args.quick else 16)
@@ -353,6 +420,9 @@ def main() -> None:
     calib, held, text_note = text_files(work)
     print(f"model {source}; {text_note}", flush=True)
     if args.prepare_only:
+        return
+    if args.loaders:
+        check_loaders(work / f"sizer-{args.configs.split(',')[0]}", source, held, args.seq_len)
         return
     if args.profile:
         profile_sizer(source, calib, work, *CONFIGS[args.configs.split(",")[0]], samples, args.seq_len)

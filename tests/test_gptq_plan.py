@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from sizer import get_model
 from sizer.families import spec_from_config
-from sizer.quantize.plan import decoder_linears, estimate_run, pack_unit, preflight, vllm_partitions
+from sizer.quantize.plan import decoder_linears, estimate_run, few_tokens_note, pack_unit, preflight, vllm_partitions
 
 
 def test_pack_units():
@@ -163,3 +163,12 @@ def test_partial_last_groups_are_written_with_one_warning():
     split = preflight(smol, 4, 128, tensor_parallel=5)              # 15 heads; o_proj gets K = 192 per GPU
     assert ("self_attn.o_proj: in_features 192 per GPU at tensor parallel 5 is not a multiple of group size 128 "
             "(a group would straddle two GPUs)") in split.problems
+
+
+def test_fewer_calibration_tokens_than_inputs_are_noted():
+    """SmolLM-360M's down_proj reads 2,560 inputs: 4 x 256 tokens leave its Hessian rank-deficient."""
+    linears = preflight(spec_from_config(dict(SMOLLM_360M), "smollm-360m", "test"), 4, 64).linears
+    note = few_tokens_note(linears, 4 * 256)
+    assert note.startswith("1,024 calibration tokens are fewer than mlp.down_proj's 2,560 inputs: its Hessian is "
+                           "rank-deficient")
+    assert few_tokens_note(linears, 2560) is None and few_tokens_note(linears, 128 * 2048) is None

@@ -9,7 +9,7 @@ from pathlib import Path
 from sizer.errors import UsageError
 from sizer.quantize.compute import choose_compute_dtype
 from sizer.quantize.folders import atomic_output_dir, has_weights, model_folder
-from sizer.quantize.plan import Preflight, RunEstimate, estimate_run, preflight
+from sizer.quantize.plan import Preflight, RunEstimate, estimate_run, few_tokens_note, preflight
 from sizer.quantize.run import GptqSettings, run_gptq
 
 
@@ -81,6 +81,8 @@ def plan_gptq(model_dir: str, settings, calibration: str | None, tensor_parallel
     else:
         import transformers  # noqa: F401  (most of the baseline)
 
+    few = few_tokens_note(pre.linears, settings.samples * settings.seq_len)
+    notes += (few,) if few else ()
     compute_dtype, gflops, fp32_gflops = choose_compute_dtype(settings.device, settings.compute_dtype)
     settings = replace(settings, compute_dtype=compute_dtype)
     estimate = estimate_run(spec, settings.samples, settings.seq_len, settings.heldout_samples, gflops,

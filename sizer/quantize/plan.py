@@ -249,6 +249,19 @@ def vllm_support(spec: ModelSpec, linears: list[LinearShape], bits: int, group_s
     return tuple(kernels), tuple(notes)
 
 
+def few_tokens_note(linears, calibration_tokens: int) -> str | None:
+    """A note when the calibration holds fewer tokens than the widest Linear has inputs: that Linear's
+    Hessian is then rank-deficient, only the damping constrains the input directions the text never
+    reaches, and GPTQ can end up worse than round-to-nearest on other text (SmolLM2-135M, 4 x 256
+    tokens against down_proj's 1,536 inputs, docs/quantize.md)."""
+    widest = max(linears, key=lambda lin: lin.in_features)
+    if calibration_tokens >= widest.in_features:
+        return None
+    return (f"{calibration_tokens:,} calibration tokens are fewer than {widest.name}'s {widest.in_features:,} inputs: "
+            "its Hessian is rank-deficient and GPTQ may do worse than round-to-nearest on other text (the "
+            "error table compares them); more --samples or --seq-len fix it")
+
+
 def preflight(spec: ModelSpec, bits: int, group_size: int, sym: bool = True, act_order: bool = False,
               static_groups: bool = False, tensor_parallel: int = 1) -> Preflight:
     problems: list[str] = []
