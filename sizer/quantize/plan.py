@@ -259,7 +259,7 @@ def few_tokens_note(linears, calibration_tokens: int) -> str | None:
         return None
     return (f"{calibration_tokens:,} calibration tokens are fewer than {widest.name}'s {widest.in_features:,} inputs: "
             "its Hessian is rank-deficient and GPTQ may do worse than round-to-nearest on other text (the "
-            "error table compares them); more --samples or --seq-len fix it")
+            "error table, measured on the same text, may not show it); more --samples or --seq-len fix it")
 
 
 def preflight(spec: ModelSpec, bits: int, group_size: int, sym: bool = True, act_order: bool = False,
