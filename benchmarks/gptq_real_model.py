@@ -310,7 +310,8 @@ from gptqmodel import BACKEND, GPTQModel
 folder, ids = sys.argv[1], torch.from_numpy(np.load(sys.argv[2]))     # argv[3]: bits
 loaders = {
     "transformers": lambda: transformers.AutoModelForCausalLM.from_pretrained(
-        folder, device_map="cpu", dtype=torch.float16, quantization_config=transformers.GPTQConfig(bits=int(sys.argv[3]), backend="torch")),
+        folder, device_map="cpu", dtype=torch.float16,
+        quantization_config=transformers.GPTQConfig(bits=int(sys.argv[3]), backend="torch")),
     "gptqmodel": lambda: GPTQModel.load(folder, device="cpu", backend=BACKEND.TORCH, dtype=torch.float16).model,
 }
 kernels = {}
@@ -336,8 +337,10 @@ def check_loaders(folder: Path, source: Path, held: Path, seq_len: int) -> None:
     ids = torch.tensor(eval_windows(source, held, 2, seq_len))
     np.save(folder / "ids.npy", ids.numpy())
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    bits = json.loads((folder / "config.json").read_text())["quantization_config"]["bits"]
-    run = subprocess.run([sys.executable, "-c", OTHER_LOADERS, str(folder), str(folder / "ids.npy"), str(bits)],
+    config = json.loads((folder / "config.json").read_text())
+    quant = config["quantization_config"]
+    run = subprocess.run([sys.executable, "-c", OTHER_LOADERS, str(folder), str(folder / "ids.npy"),
+                          str(quant["bits"])],
                          env=env, capture_output=True, text=True, cwd=folder)
     if run.returncode != 0:
         sys.exit(run.stderr[-3000:])
@@ -345,8 +348,7 @@ def check_loaders(folder: Path, source: Path, held: Path, seq_len: int) -> None:
     model = load_gptq(folder, dtype=torch.float16)
     with torch.no_grad():
         ours = model(input_ids=ids).logits.float()
-    config = json.loads((folder / "config.json").read_text())
-    groups, hidden = config["quantization_config"]["group_size"], config["hidden_size"]
+    groups, hidden = quant["group_size"], config["hidden_size"]
     print(f"{folder.name}: group size {groups}, hidden {hidden} = {hidden / groups:g} groups; "
           f"sizer's loader ran {type(model.model.layers[0].mlp.down_proj).__name__}")
     for name, kernel in kernels.items():
